@@ -1,0 +1,80 @@
+//! A sealed batch: the unit that is spooled, sent, retried and acknowledged.
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// How records are laid out in the uncompressed payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// One JSON object per line.
+    #[default]
+    Ndjson,
+    /// A JSON array, one record per line inside it.
+    JsonArray,
+}
+
+/// How the payload is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    #[default]
+    Gzip,
+    Zstd,
+    None,
+}
+
+impl Compression {
+    /// The HTTP `Content-Encoding` value, if any.
+    pub fn content_encoding(self) -> Option<&'static str> {
+        match self {
+            Compression::Gzip => Some("gzip"),
+            Compression::Zstd => Some("zstd"),
+            Compression::None => None,
+        }
+    }
+}
+
+/// Everything about a batch except its bytes. Fixed at sealing time: a retry, also after a
+/// restart, reuses it unchanged, which is what makes retries idempotent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchMeta {
+    /// UUIDv7 for batches sealed by the batcher; `<parent>-a`/`<parent>-b` for halves of a split.
+    pub id: String,
+    pub source: String,
+    pub sink: String,
+    /// The rendered object key (relative path for the directory sink).
+    pub key: String,
+    pub record_count: u64,
+    pub first_time: DateTime<Utc>,
+    pub last_time: DateTime<Utc>,
+    /// SHA-256 (hex) of the uncompressed payload.
+    pub sha256: String,
+    pub uncompressed_bytes: u64,
+    pub encoding: Encoding,
+    pub compression: Compression,
+    /// Bytes before and after the records in the uncompressed payload (`[` and `]`, or an
+    /// envelope's text). Records are the lines between them; splitting relies on this.
+    #[serde(default)]
+    pub head_len: u32,
+    #[serde(default)]
+    pub tail_len: u32,
+}
+
+/// A batch ready to send: metadata and the exact bytes every attempt sends.
+#[derive(Debug, Clone)]
+pub struct SealedBatch {
+    pub meta: BatchMeta,
+    pub payload: Bytes,
+}
+
+impl SealedBatch {
+    /// The `Content-Type` of the uncompressed payload.
+    pub fn content_type(&self) -> &'static str {
+        match self.meta.encoding {
+            Encoding::Ndjson => "application/x-ndjson",
+            Encoding::JsonArray => "application/json",
+        }
+    }
+}

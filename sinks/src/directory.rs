@@ -1,0 +1,192 @@
+//! The `directory` sink: objects written under a local root with the same keys object stores use.
+
+use std::io::{ErrorKind, Write};
+use std::path::{Component, Path, PathBuf};
+
+use async_trait::async_trait;
+
+use crate::{Outcome, SealedBatch, Sink};
+
+/// Prefix of the temporary files an object is written to before its rename. A crash can leave
+/// one behind; they are never read as objects and are removed when the sink starts.
+pub const TEMP_PREFIX: &str = ".logferry-tmp.";
+
+/// Writes each batch to `root/key` atomically: a temp file in the target directory, fsync,
+/// rename, fsync of the directory. A reader never sees a half-written object, and a retry of the
+/// same batch replaces the object with identical bytes.
+pub struct DirectorySink {
+    root: PathBuf,
+}
+
+impl DirectorySink {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        DirectorySink { root: root.into() }
+    }
+
+    /// Removes temp files left by a crash. Call once before the first `send`.
+    pub fn remove_leftovers(&self) -> std::io::Result<usize> {
+        if !self.root.exists() {
+            return Ok(0);
+        }
+        let mut removed = 0;
+        let mut dirs = vec![self.root.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir)? {
+                let entry = entry?;
+                let ty = entry.file_type()?;
+                if ty.is_dir() {
+                    dirs.push(entry.path());
+                } else if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                    std::fs::remove_file(entry.path())?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    fn target(&self, key: &str) -> Option<PathBuf> {
+        let rel = Path::new(key);
+        // Keys come from validated templates with sanitised values; this is a second line of
+        // defence so that no key can write outside the root.
+        if key.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+            return None;
+        }
+        Some(self.root.join(rel))
+    }
+}
+
+fn write_atomically(path: &Path, id: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!("{TEMP_PREFIX}{id}"));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[async_trait]
+impl Sink for DirectorySink {
+    /// `Delivered` once the object is renamed into place and its directory synced. I/O errors
+    /// are `Retry` (a full disk or a permission an operator fixes should not lose data); a key
+    /// that would leave the root is `Rejected`.
+    async fn send(&self, batch: &SealedBatch) -> Outcome {
+        let Some(path) = self.target(&batch.meta.key) else {
+            return Outcome::Rejected {
+                reason: format!("object key {:?} is not a relative path", batch.meta.key),
+            };
+        };
+        let payload = batch.payload.clone();
+        let id = batch.meta.id.clone();
+        let shown = path.display().to_string();
+        let res = tokio::task::spawn_blocking(move || write_atomically(&path, &id, &payload)).await;
+        match res {
+            Ok(Ok(())) => Outcome::Delivered,
+            Ok(Err(e)) if e.kind() == ErrorKind::InvalidInput => Outcome::Rejected {
+                reason: format!("cannot write {shown}: {e}"),
+            },
+            Ok(Err(e)) => Outcome::Retry {
+                after: None,
+                reason: format!("cannot write {shown}: {e}"),
+            },
+            Err(e) => Outcome::Retry {
+                after: None,
+                reason: format!("write task failed: {e}"),
+            },
+        }
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&root)
+                .and_then(|_| write_atomically(&root.join(".logferry-check"), "check", b""))
+                .and_then(|_| std::fs::remove_file(root.join(".logferry-check")))
+                .map_err(|e| format!("directory {} is not writable: {e}", root.display()))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BatchMeta, Compression, Encoding};
+    use bytes::Bytes;
+
+    fn batch(key: &str) -> SealedBatch {
+        let now = chrono::Utc::now();
+        SealedBatch {
+            meta: BatchMeta {
+                id: "id1".into(),
+                source: "s".into(),
+                sink: "d".into(),
+                key: key.into(),
+                record_count: 1,
+                first_time: now,
+                last_time: now,
+                sha256: String::new(),
+                uncompressed_bytes: 3,
+                encoding: Encoding::Ndjson,
+                compression: Compression::None,
+                head_len: 0,
+                tail_len: 0,
+            },
+            payload: Bytes::from_static(b"{}\n"),
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_object_and_replaces_it_on_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = DirectorySink::new(dir.path());
+        assert_eq!(sink.send(&batch("a/b/c.ndjson")).await, Outcome::Delivered);
+        assert_eq!(sink.send(&batch("a/b/c.ndjson")).await, Outcome::Delivered);
+        assert_eq!(
+            std::fs::read(dir.path().join("a/b/c.ndjson")).unwrap(),
+            b"{}\n"
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("a/b")).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temp file left behind");
+    }
+
+    #[tokio::test]
+    async fn rejects_a_key_outside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = DirectorySink::new(dir.path());
+        assert!(matches!(
+            sink.send(&batch("../x")).await,
+            Outcome::Rejected { .. }
+        ));
+        assert!(matches!(
+            sink.send(&batch("/etc/x")).await,
+            Outcome::Rejected { .. }
+        ));
+    }
+
+    #[test]
+    fn leftovers_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("x")).unwrap();
+        std::fs::write(
+            dir.path().join("x").join(format!("{TEMP_PREFIX}abc")),
+            b"half",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("x/keep.gz"), b"whole").unwrap();
+        assert_eq!(
+            DirectorySink::new(dir.path()).remove_leftovers().unwrap(),
+            1
+        );
+        assert!(dir.path().join("x/keep.gz").exists());
+    }
+}

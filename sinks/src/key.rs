@@ -1,0 +1,282 @@
+//! Object key templates: `{source}/%Y/%m/%d/%H/{batch_id}.ndjson.gz`.
+//!
+//! Placeholders: `{source}`, `{sink}`, `{batch_id}`, `{host}` and record fields (`{account_id}`,
+//! `{context.user_id}`); strftime specifiers in the literal text take the batch's first record
+//! time. Field values are sanitised so that a record can never steer a key outside its prefix.
+
+use chrono::format::{Item, StrftimeItems};
+use chrono::{DateTime, Utc};
+use std::fmt::Write as _;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeyTemplateError {
+    #[error("unclosed `{{` at byte {0}")]
+    Unclosed(usize),
+    #[error("empty placeholder `{{}}`")]
+    Empty,
+    #[error("invalid strftime specifier in `{0}`")]
+    BadTime(String),
+    #[error("the key must contain `{{batch_id}}`, or batches would overwrite each other")]
+    NoBatchId,
+    #[error("the key must be a relative path without `..` or empty segments")]
+    NotRelative,
+}
+
+#[derive(Debug, Clone)]
+enum Part {
+    /// Literal text; `time` when it holds strftime specifiers.
+    Lit {
+        text: String,
+        time: bool,
+    },
+    Source,
+    Sink,
+    BatchId,
+    Host,
+    Field(usize),
+}
+
+/// A parsed key template. Parsing validates it once; rendering cannot fail.
+#[derive(Debug, Clone)]
+pub struct KeyTemplate {
+    raw: String,
+    parts: Vec<Part>,
+    fields: Vec<String>,
+    granularity: Option<i64>,
+}
+
+/// The values a key is rendered from. `fields` are aligned with [`KeyTemplate::fields`].
+pub struct KeyContext<'a> {
+    pub source: &'a str,
+    pub sink: &'a str,
+    pub batch_id: &'a str,
+    pub host: &'a str,
+    pub fields: &'a [Option<&'a str>],
+    pub time: DateTime<Utc>,
+}
+
+impl KeyTemplate {
+    pub fn parse(raw: &str) -> Result<Self, KeyTemplateError> {
+        let mut parts = Vec::new();
+        let mut fields: Vec<String> = Vec::new();
+        let mut lit = String::new();
+        let mut rest = raw;
+        let mut pos = 0;
+        while let Some(open) = rest.find('{') {
+            lit.push_str(&rest[..open]);
+            let after = &rest[open + 1..];
+            let close = after
+                .find('}')
+                .ok_or(KeyTemplateError::Unclosed(pos + open))?;
+            let name = after[..close].trim();
+            if name.is_empty() {
+                return Err(KeyTemplateError::Empty);
+            }
+            if !lit.is_empty() {
+                parts.push(literal(std::mem::take(&mut lit))?);
+            }
+            parts.push(match name {
+                "source" => Part::Source,
+                "sink" => Part::Sink,
+                "batch_id" => Part::BatchId,
+                "host" => Part::Host,
+                field => {
+                    let idx = match fields.iter().position(|f| f == field) {
+                        Some(i) => i,
+                        None => {
+                            fields.push(field.to_string());
+                            fields.len() - 1
+                        }
+                    };
+                    Part::Field(idx)
+                }
+            });
+            pos += open + close + 2;
+            rest = &after[close + 1..];
+        }
+        lit.push_str(rest);
+        if !lit.is_empty() {
+            parts.push(literal(lit)?);
+        }
+        if !parts.iter().any(|p| matches!(p, Part::BatchId)) {
+            return Err(KeyTemplateError::NoBatchId);
+        }
+        if raw.starts_with('/') || raw.split('/').any(|s| s == ".." || s == ".") {
+            return Err(KeyTemplateError::NotRelative);
+        }
+        let granularity = parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::Lit { text, time: true } => time_granularity(text),
+                _ => None,
+            })
+            .min();
+        Ok(KeyTemplate {
+            raw: raw.to_string(),
+            parts,
+            fields,
+            granularity,
+        })
+    }
+
+    /// The record fields the key uses, in placeholder order. Batches are partitioned by them.
+    pub fn fields(&self) -> &[String] {
+        &self.fields
+    }
+
+    /// The finest time unit the key shows, in seconds (3600 for `%H`), if it shows time at all.
+    /// Batches are partitioned by `time / granularity` so that one object never spans two keys.
+    pub fn time_granularity(&self) -> Option<i64> {
+        self.granularity
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+
+    pub fn render(&self, ctx: &KeyContext<'_>) -> String {
+        let mut out = String::with_capacity(self.raw.len() + 48);
+        for part in &self.parts {
+            match part {
+                Part::Lit { text, time: false } => out.push_str(text),
+                Part::Lit { text, time: true } => {
+                    // Validated at parse time, so formatting cannot fail.
+                    let _ = write!(out, "{}", ctx.time.format(text));
+                }
+                Part::Source => push_clean(&mut out, ctx.source),
+                Part::Sink => push_clean(&mut out, ctx.sink),
+                Part::BatchId => push_clean(&mut out, ctx.batch_id),
+                Part::Host => push_clean(&mut out, ctx.host),
+                Part::Field(i) => match ctx.fields.get(*i).copied().flatten() {
+                    Some(v) => push_clean(&mut out, v),
+                    None => out.push_str("_unknown"),
+                },
+            }
+        }
+        out
+    }
+}
+
+fn literal(text: String) -> Result<Part, KeyTemplateError> {
+    if !text.contains('%') {
+        return Ok(Part::Lit { text, time: false });
+    }
+    if StrftimeItems::new(&text).any(|i| matches!(i, Item::Error)) {
+        return Err(KeyTemplateError::BadTime(text));
+    }
+    Ok(Part::Lit { text, time: true })
+}
+
+fn time_granularity(text: &str) -> Option<i64> {
+    let mut best: Option<i64> = None;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            continue;
+        }
+        // Skip padding modifiers such as `%-d`.
+        let mut spec = chars.next();
+        while matches!(spec, Some('-' | '_' | '0' | '^' | '#')) {
+            spec = chars.next();
+        }
+        let g = match spec {
+            Some('S' | 's' | 'T' | 'X' | 'c' | '+' | 'f') => 1,
+            Some('M' | 'R') => 60,
+            Some('H' | 'I' | 'k' | 'l' | 'p' | 'P') => 3600,
+            Some('d' | 'e' | 'j' | 'F' | 'D' | 'x' | 'a' | 'A' | 'u' | 'w') => 86_400,
+            // Months and years are not fixed lengths; partitioning by day keeps keys exact.
+            Some('m' | 'b' | 'B' | 'h' | 'y' | 'Y' | 'C' | 'G' | 'g' | 'U' | 'W' | 'V') => 86_400,
+            _ => continue,
+        };
+        best = Some(best.map_or(g, |b: i64| b.min(g)));
+    }
+    best
+}
+
+/// Appends a value, keeping only characters that are safe in every object store and file system.
+fn push_clean(out: &mut String, value: &str) {
+    let start = out.len();
+    for c in value.chars().take(128) {
+        if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '=' | '@' | '+') {
+            out.push(c);
+        } else {
+            out.push('_');
+        }
+    }
+    let seg = &out[start..];
+    if seg.is_empty() || seg.chars().all(|c| c == '.') {
+        out.truncate(start);
+        out.push('_');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn ctx<'a>(fields: &'a [Option<&'a str>]) -> KeyContext<'a> {
+        KeyContext {
+            source: "jobs",
+            sink: "archive",
+            batch_id: "b1",
+            host: "h",
+            fields,
+            time: Utc.with_ymd_and_hms(2026, 3, 4, 5, 6, 7).unwrap(),
+        }
+    }
+
+    #[test]
+    fn renders_time_and_fields() {
+        let t =
+            KeyTemplate::parse("{source}/{account_id}/%Y/%m/%d/%H/{batch_id}.ndjson.gz").unwrap();
+        assert_eq!(t.fields(), ["account_id"]);
+        assert_eq!(t.time_granularity(), Some(3600));
+        assert_eq!(
+            t.render(&ctx(&[Some("acme")])),
+            "jobs/acme/2026/03/04/05/b1.ndjson.gz"
+        );
+    }
+
+    #[test]
+    fn field_values_cannot_escape_the_prefix() {
+        let t = KeyTemplate::parse("{a}/{batch_id}").unwrap();
+        assert_eq!(t.render(&ctx(&[Some("../../etc")])), ".._.._etc/b1");
+        assert_eq!(t.render(&ctx(&[Some("..")])), "_/b1");
+        assert_eq!(t.render(&ctx(&[Some("")])), "_/b1");
+        assert_eq!(t.render(&ctx(&[None])), "_unknown/b1");
+        assert_eq!(t.render(&ctx(&[Some("a%Yb")])), "a_Yb/b1");
+    }
+
+    #[test]
+    fn rejects_keys_without_batch_id_or_relative_path() {
+        assert_eq!(
+            KeyTemplate::parse("{source}/x").unwrap_err(),
+            KeyTemplateError::NoBatchId
+        );
+        assert_eq!(
+            KeyTemplate::parse("/abs/{batch_id}").unwrap_err(),
+            KeyTemplateError::NotRelative
+        );
+        assert_eq!(
+            KeyTemplate::parse("a/../{batch_id}").unwrap_err(),
+            KeyTemplateError::NotRelative
+        );
+        assert!(matches!(
+            KeyTemplate::parse("{batch_id").unwrap_err(),
+            KeyTemplateError::Unclosed(0)
+        ));
+        assert!(matches!(
+            KeyTemplate::parse("%Q/{batch_id}").unwrap_err(),
+            KeyTemplateError::BadTime(_)
+        ));
+    }
+
+    #[test]
+    fn granularity_is_the_finest_unit() {
+        let t = KeyTemplate::parse("%Y/%m/%d/%H%M/{batch_id}").unwrap();
+        assert_eq!(t.time_granularity(), Some(60));
+        let t = KeyTemplate::parse("{source}/{batch_id}").unwrap();
+        assert_eq!(t.time_granularity(), None);
+    }
+}

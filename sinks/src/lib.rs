@@ -1,0 +1,64 @@
+//! The contract between logferry's pipeline and its destinations.
+//!
+//! A sink receives a [`SealedBatch`]: fixed bytes under a fixed id and object key. It sends it
+//! once and reports an [`Outcome`]. Sinks keep no buffer and run no retry loop of their own: the
+//! pipeline owns spooling, backoff, rate limits, splitting and dead letters, so every destination
+//! gets the same guarantees from one implementation.
+
+pub mod batch;
+pub mod directory;
+pub mod key;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use batch::{BatchMeta, Compression, Encoding, SealedBatch};
+pub use directory::DirectorySink;
+pub use key::{KeyContext, KeyTemplate, KeyTemplateError};
+
+/// What happened to one attempt at sending a batch.
+///
+/// The variants are the only decisions the pipeline needs; a sink maps its protocol's answers
+/// (HTTP status, SDK error kinds, I/O errors) onto them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The destination holds the batch durably. The pipeline deletes it from the spool and may
+    /// advance checkpoints past its records.
+    Delivered,
+    /// A transient failure: send the same bytes again later. `after` is the wait the destination
+    /// asked for (`Retry-After`); the pipeline waits at least that long.
+    Retry {
+        after: Option<Duration>,
+        reason: String,
+    },
+    /// The destination refuses the batch because of its size. The pipeline splits it by records
+    /// and sends the halves; a single record that is still too large is dead-lettered.
+    TooLarge { reason: String },
+    /// A permanent refusal (bad credentials, missing bucket, malformed data). Retrying cannot
+    /// help: the batch goes to the dead-letter directory with `reason`.
+    Rejected { reason: String },
+}
+
+/// A destination for sealed batches.
+///
+/// Implementations must be idempotent per batch: sending the same [`SealedBatch`] twice (a retry
+/// after a lost response, or a replay after a crash) must leave the destination as if it had been
+/// sent once, which object stores get for free by writing `batch.meta.key`.
+#[async_trait]
+pub trait Sink: Send + Sync {
+    /// Sends one batch. Never panics on a destination's answer; every failure is an [`Outcome`].
+    async fn send(&self, batch: &SealedBatch) -> Outcome;
+
+    /// The largest uncompressed request body the destination accepts, if it has a hard limit.
+    /// The batcher cuts batches below it so that no request is refused for its size.
+    fn max_request_bytes(&self) -> Option<u64> {
+        None
+    }
+
+    /// Checks that the destination is reachable and writable, without writing records.
+    /// `Err` carries a sentence for an operator (what failed and what to grant or fix).
+    async fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+}

@@ -1,0 +1,433 @@
+//! Loading and checking the TOML configuration.
+//!
+//! Every problem is collected, not just the first: unknown keys (with a "did you mean"),
+//! values of the wrong form, unset variables, dangling references. Each names the file, the line
+//! and the key path, so `logferry validate` can list them all at once.
+
+mod locate;
+mod raw;
+pub mod values;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use logferry_sinks::{Compression, Encoding, KeyTemplate};
+pub use raw::{Buffer, Format, LogFormat, ReadFrom};
+use values::Size;
+
+pub const DEFAULT_KEY: &str = "{source}/%Y/%m/%d/%H/{batch_id}.ndjson.gz";
+
+#[derive(Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub data_dir: PathBuf,
+    pub api_listen: Option<SocketAddr>,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub shutdown_timeout: Duration,
+    pub checkpoint_interval: Duration,
+    pub sources: Vec<SourceConfig>,
+    pub masking: BTreeMap<String, toml::Table>,
+    pub sinks: Vec<SinkConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub name: String,
+    pub include: Vec<String>,
+    pub exclude: Vec<glob::Pattern>,
+    pub format: Format,
+    pub read_from: ReadFrom,
+    pub masking: Option<String>,
+    pub sinks: Vec<String>,
+    pub max_line_bytes: usize,
+    pub record_id: Option<String>,
+    pub timestamp_field: Option<String>,
+    pub max_open_files: usize,
+    pub glob_interval: Duration,
+    pub rotate_wait: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum SinkKind {
+    Directory { path: PathBuf },
+}
+
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    pub name: String,
+    pub kind: SinkKind,
+    pub key: KeyTemplate,
+    pub encoding: Encoding,
+    /// Text before and after the records when an envelope wraps them.
+    pub envelope: Option<(String, String)>,
+    pub compression: Compression,
+    pub compression_level: Option<i32>,
+    pub buffer: Buffer,
+    pub max_bytes: u64,
+    pub max_records: u64,
+    pub max_age: Duration,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    pub max_attempts: Option<u32>,
+    pub concurrency: usize,
+    pub requests_per_second: Option<u32>,
+    pub bytes_per_second: Option<u64>,
+    pub spool_max_bytes: u64,
+    pub timeout: Duration,
+}
+
+impl SinkConfig {
+    pub fn type_name(&self) -> &'static str {
+        match self.kind {
+            SinkKind::Directory { .. } => "directory",
+        }
+    }
+}
+
+/// One thing wrong with a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: Option<usize>,
+    pub path: String,
+    pub message: String,
+}
+
+/// All problems found in one file.
+#[derive(Debug)]
+pub struct Problems {
+    pub file: PathBuf,
+    pub list: Vec<Problem>,
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} has {} problem{}:",
+            self.file.display(),
+            self.list.len(),
+            if self.list.len() == 1 { "" } else { "s" }
+        )?;
+        for p in &self.list {
+            let at = match p.line {
+                Some(l) => format!("{}:{l}", self.file.display()),
+                None => self.file.display().to_string(),
+            };
+            if p.path.is_empty() {
+                writeln!(f, "  {at}: {}", p.message)?;
+            } else {
+                writeln!(f, "  {at}: {}: {}", p.path, p.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+struct Collector {
+    list: Vec<Problem>,
+}
+
+impl Collector {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.list.push(Problem {
+            line: None,
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Reads, expands and checks a configuration file with the process environment.
+pub fn load(path: &Path) -> Result<Config, Problems> {
+    let text = std::fs::read_to_string(path).map_err(|e| Problems {
+        file: path.to_path_buf(),
+        list: vec![Problem {
+            line: None,
+            path: String::new(),
+            message: format!("cannot read the file: {e}"),
+        }],
+    })?;
+    load_str(path, &text, &|k| std::env::var(k).ok())
+}
+
+pub fn load_str(
+    path: &Path,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, Problems> {
+    let fail = |list: Vec<Problem>| Problems {
+        file: path.to_path_buf(),
+        list,
+    };
+    let doc = match toml_edit::Document::parse(text) {
+        Ok(d) => d,
+        Err(e) => {
+            let line = e.span().map(|s| locate::line_of(text, s.start));
+            return Err(fail(vec![Problem {
+                line,
+                path: String::new(),
+                message: format!("not valid TOML: {}", e.message().trim()),
+            }]));
+        }
+    };
+    let mut table: toml::Table = match text.parse() {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(fail(vec![Problem {
+                line: None,
+                path: String::new(),
+                message: format!("not valid TOML: {e}"),
+            }]))
+        }
+    };
+    let mut c = Collector { list: Vec::new() };
+    expand_table(&mut table, "", env, &mut c);
+    let cfg = build(path, table, &mut c);
+    if c.list.is_empty() {
+        if let Some(cfg) = cfg {
+            return Ok(cfg);
+        }
+    }
+    for p in &mut c.list {
+        p.line = locate::line_of_path(&doc, text, &p.path);
+    }
+    c.list.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+    Err(fail(c.list))
+}
+
+fn expand_table(
+    t: &mut toml::Table,
+    prefix: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    c: &mut Collector,
+) {
+    for (k, v) in t.iter_mut() {
+        let path = join(prefix, k);
+        expand_value(v, &path, env, c);
+    }
+}
+
+fn expand_value(
+    v: &mut toml::Value,
+    path: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    c: &mut Collector,
+) {
+    match v {
+        toml::Value::String(s) => match values::expand(s, env) {
+            Ok(e) => *s = e,
+            Err(m) => c.add(path, m),
+        },
+        toml::Value::Array(a) => {
+            for (i, item) in a.iter_mut().enumerate() {
+                expand_value(item, &format!("{path}[{i}]"), env, c);
+            }
+        }
+        toml::Value::Table(t) => expand_table(t, path, env, c),
+        _ => {}
+    }
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+/// Deserializes `table` into `T`, reporting every unknown key: each one is recorded with a
+/// suggestion, removed, and the rest deserialized again.
+fn typed<T: DeserializeOwned>(
+    mut table: toml::Table,
+    prefix: &str,
+    also_known: &[&str],
+    c: &mut Collector,
+) -> Option<T> {
+    let mut removed: Vec<String> = Vec::new();
+    for _ in 0..100 {
+        let err = match serde_path_to_error::deserialize::<_, T>(table.clone()) {
+            Ok(v) => return Some(v),
+            Err(e) => e,
+        };
+        let segs: Vec<String> = err
+            .path()
+            .iter()
+            .filter_map(|s| match s {
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                serde_path_to_error::Segment::Seq { index } => Some(format!("[{index}]")),
+                _ => None,
+            })
+            .collect();
+        let rel = segs.join(".").replace(".[", "[");
+        let path = join(prefix, &rel);
+        let msg = err.inner().to_string();
+        let msg = msg.lines().next().unwrap_or_default().to_string();
+        if let Some(unknown) = msg.strip_prefix("unknown field `") {
+            let name = unknown.split('`').next().unwrap_or_default().to_string();
+            let mut known: Vec<String> = msg
+                .split('`')
+                .skip(3)
+                .step_by(2)
+                .map(str::to_string)
+                .collect();
+            if segs.len() == 1 {
+                known.extend(also_known.iter().map(|s| s.to_string()));
+            }
+            c.add(path, unknown_message(&name, &known));
+            if !remove_path(&mut table, &segs) {
+                return None;
+            }
+            continue;
+        }
+        if let Some(field) = msg.strip_prefix("missing field `") {
+            // A field we removed for a bad value is not missing as well.
+            let field = field.split('`').next().unwrap_or_default();
+            if removed.contains(&join(&rel, field)) {
+                return None;
+            }
+        }
+        c.add(path, msg);
+        // Keep going past a bad value so that every problem of the table is listed.
+        if segs.is_empty() || !remove_path(&mut table, &segs) {
+            return None;
+        }
+        removed.push(rel);
+    }
+    None
+}
+
+fn unknown_message(name: &str, known: &[String]) -> String {
+    let best = known
+        .iter()
+        .map(|k| (strsim::jaro_winkler(name, k), k))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    match best {
+        Some((_, k)) => format!("unknown key `{name}`; did you mean `{k}`?"),
+        None if known.is_empty() => format!("unknown key `{name}`"),
+        None => format!(
+            "unknown key `{name}`; expected one of: {}",
+            known.join(", ")
+        ),
+    }
+}
+
+fn remove_path(table: &mut toml::Table, segs: &[String]) -> bool {
+    let Some((last, parents)) = segs.split_last() else {
+        return false;
+    };
+    let mut cur = table;
+    for s in parents {
+        match cur.get_mut(s) {
+            Some(toml::Value::Table(t)) => cur = t,
+            _ => return false,
+        }
+    }
+    cur.remove(last).is_some()
+}
+
+fn build(path: &Path, mut table: toml::Table, c: &mut Collector) -> Option<Config> {
+    // A relative data_dir or sink path is relative to the directory of the config file, so the
+    // same file works whatever the working directory is.
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let sinks_raw = match table.remove("sinks") {
+        Some(toml::Value::Table(t)) => t,
+        Some(_) => {
+            c.add("sinks", "must be a table of [sinks.<name>] sections");
+            toml::Table::new()
+        }
+        None => toml::Table::new(),
+    };
+    let top: raw::Top = typed(table, "", &[], c)?;
+    let mut sinks = Vec::new();
+    // References are checked against every declared sink, also those with problems of their own.
+    let sink_names: Vec<String> = sinks_raw.keys().cloned().collect();
+    for (name, v) in sinks_raw {
+        let p = format!("sinks.{name}");
+        match v {
+            toml::Value::Table(t) => {
+                if let Some(s) = sink::build(&name, &p, t, &base, c) {
+                    sinks.push(s);
+                }
+            }
+            _ => c.add(p, "must be a table"),
+        }
+    }
+    if sinks.is_empty() && c.list.is_empty() {
+        c.add(
+            "sinks",
+            "no sink is configured: add a [sinks.<name>] section",
+        );
+    }
+    if top.sources.is_empty() {
+        c.add(
+            "sources",
+            "no source is configured: add a [sources.<name>] section",
+        );
+    }
+    let mut sources = Vec::new();
+    for (name, s) in top.sources {
+        if let Some(src) = source::build(&name, s, &base, &sink_names, &top.masking, c) {
+            sources.push(src);
+        }
+    }
+    let api_listen = match top.api.listen.as_deref() {
+        None | Some("") => None,
+        Some(a) => match a.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                c.add(
+                    "api.listen",
+                    format!("{a:?} is not an address such as \"127.0.0.1:8686\""),
+                );
+                None
+            }
+        },
+    };
+    let data_dir = resolve(&base, top.data_dir.as_deref().unwrap_or("./data"));
+    Some(Config {
+        path: path.to_path_buf(),
+        data_dir,
+        api_listen,
+        log_format: top.log_format.unwrap_or_default(),
+        log_level: top.log_level.unwrap_or_else(|| "info".into()),
+        shutdown_timeout: top
+            .shutdown_timeout
+            .map_or(Duration::from_secs(20), |d| d.0),
+        checkpoint_interval: top
+            .checkpoint_interval
+            .map_or(Duration::from_secs(1), |d| d.0),
+        sources,
+        masking: top.masking,
+        sinks,
+    })
+}
+
+pub(crate) fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn size_or(s: Option<Size>, default: u64) -> u64 {
+    s.map_or(default, |s| s.0)
+}
+
+mod source;
+
+mod sink;
+
+#[cfg(test)]
+mod tests;

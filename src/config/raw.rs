@@ -1,0 +1,179 @@
+//! The configuration file as written: serde structs that reject unknown keys.
+//! `super::load` turns them into the checked [`super::Config`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::values::{Dur, Size};
+use logferry_sinks::{Compression, Encoding};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Top {
+    #[serde(default)]
+    pub data_dir: Option<String>,
+    #[serde(default)]
+    pub api: Api,
+    #[serde(default)]
+    pub log_format: Option<LogFormat>,
+    #[serde(default)]
+    pub log_level: Option<String>,
+    #[serde(default)]
+    pub shutdown_timeout: Option<Dur>,
+    #[serde(default)]
+    pub checkpoint_interval: Option<Dur>,
+    #[serde(default)]
+    pub sources: BTreeMap<String, Source>,
+    #[serde(default)]
+    pub masking: BTreeMap<String, toml::Table>,
+    #[serde(default)]
+    pub sinks: BTreeMap<String, toml::Table>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Api {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    #[default]
+    Json,
+    Text,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadFrom {
+    #[default]
+    Beginning,
+    End,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default)]
+    pub format: Format,
+    #[serde(default)]
+    pub read_from: ReadFrom,
+    #[serde(default)]
+    pub masking: Option<String>,
+    pub sinks: Vec<String>,
+    #[serde(default)]
+    pub max_line_bytes: Option<Size>,
+    #[serde(default)]
+    pub record_id: Option<String>,
+    #[serde(default)]
+    pub timestamp_field: Option<String>,
+    #[serde(default)]
+    pub max_open_files: Option<usize>,
+    #[serde(default)]
+    pub glob_interval: Option<Dur>,
+    #[serde(default)]
+    pub rotate_wait: Option<Dur>,
+}
+
+/// Options every sink takes, whatever its type. The remaining keys of a `[sinks.<name>]` table
+/// are the type's own and are checked by that type's struct.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkCommon {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub encoding: Encoding,
+    #[serde(default)]
+    pub envelope: Option<String>,
+    #[serde(default)]
+    pub compression: Compression,
+    #[serde(default)]
+    pub compression_level: Option<i32>,
+    #[serde(default)]
+    pub buffer: Buffer,
+    #[serde(default)]
+    pub batch: Batch,
+    #[serde(default)]
+    pub retry: Retry,
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    #[serde(default)]
+    pub spool_max_bytes: Option<Size>,
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+}
+
+/// Keys of [`SinkCommon`]; used to split a sink table into common and type-specific parts.
+pub const SINK_COMMON_KEYS: &[&str] = &[
+    "type",
+    "key",
+    "encoding",
+    "envelope",
+    "compression",
+    "compression_level",
+    "buffer",
+    "batch",
+    "retry",
+    "concurrency",
+    "rate_limit",
+    "spool_max_bytes",
+    "timeout",
+];
+
+pub const SINK_TYPES: &[&str] = &["directory"];
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Buffer {
+    #[default]
+    Disk,
+    Memory,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    pub max_bytes: Option<Size>,
+    pub max_records: Option<u64>,
+    pub max_age: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    pub initial_backoff: Option<Dur>,
+    pub max_backoff: Option<Dur>,
+    /// Attempts before a batch is dead-lettered; unlimited when absent (the spool holds it).
+    pub max_attempts: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub requests_per_second: Option<u32>,
+    pub bytes_per_second: Option<Size>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Directory {
+    pub path: String,
+}

@@ -1,0 +1,241 @@
+//! Value types of the configuration: sizes, durations, `${VAR}` expansion and secret files.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+/// A byte size written as a string: `"8MiB"`, `"512 KiB"`, `"1GB"`, `"4096"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Size(pub u64);
+
+impl Size {
+    pub fn parse(s: &str) -> Result<Size, String> {
+        let t = s.trim();
+        let split = t
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(t.len());
+        let (num, unit) = (t[..split].trim(), t[split..].trim());
+        let n: f64 = num.parse().map_err(|_| {
+            format!("invalid size {s:?}: expected a number and a unit such as \"8MiB\"")
+        })?;
+        let mult: u64 = match unit {
+            "" | "B" | "b" => 1,
+            "KiB" | "K" | "k" => 1 << 10,
+            "MiB" | "M" | "m" => 1 << 20,
+            "GiB" | "G" | "g" => 1 << 30,
+            "TiB" | "T" => 1 << 40,
+            "KB" | "kB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            "TB" => 1_000_000_000_000,
+            other => return Err(format!(
+                "invalid size {s:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, KB, MB or GB)"
+            )),
+        };
+        let v = n * mult as f64;
+        if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {
+            return Err(format!("invalid size {s:?}: out of range"));
+        }
+        Ok(Size(v as u64))
+    }
+}
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        for (unit, m) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+            if b >= m && b % m == 0 {
+                return write!(f, "{}{unit}", b / m);
+            }
+        }
+        write!(f, "{b}B")
+    }
+}
+
+/// A duration written as a string: `"30s"`, `"5m"`, `"250ms"`, `"1h 30m"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    pub fn parse(s: &str) -> Result<Dur, String> {
+        humantime::parse_duration(s.trim()).map(Dur).map_err(|e| {
+            format!("invalid duration {s:?}: {e} (write e.g. \"30s\", \"5m\", \"250ms\")")
+        })
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+macro_rules! string_value {
+    ($ty:ident, $what:literal) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str($what)
+                    }
+                    fn visit_str<E: de::Error>(self, s: &str) -> Result<$ty, E> {
+                        $ty::parse(s).map_err(E::custom)
+                    }
+                }
+                d.deserialize_str(V)
+            }
+        }
+    };
+}
+string_value!(Size, "a size string such as \"8MiB\"");
+string_value!(Dur, "a duration string such as \"30s\"");
+
+/// Expands `${VAR}` and `${VAR:-default}` from `lookup`; `$${` is a literal `${`.
+/// A variable that is unset and has no default is an error naming it.
+pub fn expand(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    if !input.contains("${") {
+        return Ok(input.to_string());
+    }
+    let mut out = String::with_capacity(input.len());
+    let mut rest = input;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(stripped) = after.strip_prefix("${") {
+            out.push_str("${");
+            rest = stripped;
+            continue;
+        }
+        let Some(body_start) = after.strip_prefix('{') else {
+            out.push('$');
+            rest = after;
+            continue;
+        };
+        let end = body_start
+            .find('}')
+            .ok_or_else(|| format!("unclosed \"${{\" in {input:?}"))?;
+        let body = &body_start[..end];
+        let (name, default) = match body.find(":-") {
+            Some(p) => (&body[..p], Some(&body[p + 2..])),
+            None => (body, None),
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("invalid variable name {name:?} in \"${{{body}}}\""));
+        }
+        match (
+            lookup(name).filter(|v| !v.is_empty() || default.is_none()),
+            default,
+        ) {
+            (Some(v), _) => out.push_str(&v),
+            (None, Some(d)) => out.push_str(d),
+            (None, None) => return Err(format!(
+                "environment variable {name} is not set (write ${{{name}:-default}} for a default)"
+            )),
+        }
+        rest = &body_start[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A secret: kept out of `Debug` and `Display` so it cannot reach a log line by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: String) -> Self {
+        Secret(s)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Resolves a secret option given inline (`password`) or as a file (`password_file`, the way
+/// Kubernetes mounts secrets). Exactly one may be set; trailing newlines of a file are dropped.
+pub fn secret(
+    name: &str,
+    inline: Option<&str>,
+    file: Option<&str>,
+) -> Result<Option<Secret>, String> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(format!("set either {name} or {name}_file, not both")),
+        (Some(v), None) => Ok(Some(Secret(v.to_string()))),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map(|s| Some(Secret(s.trim_end_matches(['\r', '\n']).to_string())))
+            .map_err(|e| format!("cannot read {name}_file {path:?}: {e}")),
+        (None, None) => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "HOME_DIR" => Some("/home/x".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn sizes_with_binary_and_decimal_units() {
+        assert_eq!(Size::parse("8MiB").unwrap().0, 8 << 20);
+        assert_eq!(Size::parse("512 KiB").unwrap().0, 512 << 10);
+        assert_eq!(Size::parse("1GB").unwrap().0, 1_000_000_000);
+        assert_eq!(Size::parse("4096").unwrap().0, 4096);
+        assert_eq!(Size::parse("1.5KiB").unwrap().0, 1536);
+        assert!(Size::parse("8 parsecs")
+            .unwrap_err()
+            .contains("unknown unit"));
+        assert!(Size::parse("MiB").is_err());
+        assert_eq!(Size(8 << 20).to_string(), "8MiB");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(Dur::parse("30s").unwrap().0, Duration::from_secs(30));
+        assert_eq!(Dur::parse("250ms").unwrap().0, Duration::from_millis(250));
+        assert!(Dur::parse("soon").is_err());
+    }
+
+    #[test]
+    fn expansion_with_defaults_and_escapes() {
+        assert_eq!(expand("${HOME_DIR}/d", &env).unwrap(), "/home/x/d");
+        assert_eq!(expand("${NOPE:-fallback}", &env).unwrap(), "fallback");
+        assert_eq!(expand("${EMPTY:-fallback}", &env).unwrap(), "fallback");
+        assert_eq!(expand("${EMPTY}", &env).unwrap(), "");
+        assert_eq!(
+            expand("cost $5 $${HOME_DIR}", &env).unwrap(),
+            "cost $5 ${HOME_DIR}"
+        );
+        assert!(expand("${NOPE}", &env)
+            .unwrap_err()
+            .contains("NOPE is not set"));
+        assert!(expand("${bad name}", &env).is_err());
+        assert!(expand("${OPEN", &env).is_err());
+    }
+
+    #[test]
+    fn secrets_from_files_and_not_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pw");
+        std::fs::write(&p, "s3cret\n").unwrap();
+        let s = secret("password", None, p.to_str()).unwrap().unwrap();
+        assert_eq!(s.expose(), "s3cret");
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+        assert!(secret("password", Some("a"), Some("b")).is_err());
+    }
+}
