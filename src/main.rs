@@ -1,2 +1,148 @@
+//! logferry: tails audit and job logs and ships them, batched and compressed, with
+//! at-least-once delivery.
+
+mod ack;
+mod batch;
 mod config;
-fn main() {}
+mod decode;
+mod deliver;
+mod encode;
+mod ops;
+mod pipeline;
+mod source;
+mod spool;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "logferry",
+    version,
+    about = "Ship audit and job logs with at-least-once delivery"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Tail the configured sources and ship them until stopped (SIGTERM/SIGINT).
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Read every matched file to its end, deliver everything, checkpoint and exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Check a configuration file and print a summary; exit 2 listing every problem.
+    Validate {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Validate { config } => match config::load(&config) {
+            Ok(cfg) => {
+                print!("{}", summary(&cfg));
+                ExitCode::SUCCESS
+            }
+            Err(problems) => {
+                eprint!("{problems}");
+                ExitCode::from(2)
+            }
+        },
+        Cmd::Run { config, once } => {
+            let cfg = match config::load(&config) {
+                Ok(c) => c,
+                Err(problems) => {
+                    eprint!("{problems}");
+                    return ExitCode::from(2);
+                }
+            };
+            ops::init_logging(cfg.log_format, &cfg.log_level);
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(pipeline::run(cfg, once)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "logferry failed");
+                    eprintln!("logferry: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn summary(cfg: &config::Config) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "{}: ok", cfg.path.display());
+    let _ = writeln!(s, "data_dir  {}", cfg.data_dir.display());
+    if let Some(a) = cfg.api_listen {
+        let _ = writeln!(s, "api       http://{a}/metrics /healthz /readyz");
+    }
+    let _ = writeln!(s, "\nsources");
+    for src in &cfg.sources {
+        let _ = writeln!(
+            s,
+            "  {:<12} {:?} from {:?}, masking {}, -> {}",
+            src.name,
+            src.format,
+            src.read_from,
+            src.masking.as_deref().unwrap_or("none"),
+            src.sinks.join(", ")
+        );
+        for i in &src.include {
+            let _ = writeln!(s, "  {:<12}   include {i}", "");
+        }
+        for x in &src.exclude {
+            let _ = writeln!(s, "  {:<12}   exclude {}", "", x.as_str());
+        }
+    }
+    let _ = writeln!(s, "\nmasking profiles");
+    if cfg.masking.is_empty() {
+        let _ = writeln!(s, "  none");
+    }
+    for name in cfg.masking.keys() {
+        let _ = writeln!(s, "  {name}");
+    }
+    let _ = writeln!(s, "\nsinks");
+    for sk in &cfg.sinks {
+        let _ = writeln!(
+            s,
+            "  {:<12} {} ({:?} buffer), key {}",
+            sk.name,
+            sk.type_name(),
+            sk.buffer,
+            sk.key.as_str()
+        );
+        let _ = writeln!(
+            s,
+            "  {:<12}   batch {} / {} records / {:?}, {:?} + {:?}, concurrency {}",
+            "",
+            config::values::Size(sk.max_bytes),
+            sk.max_records,
+            sk.max_age,
+            sk.encoding,
+            sk.compression,
+            sk.concurrency
+        );
+    }
+    s
+}

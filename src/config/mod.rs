@@ -155,7 +155,10 @@ pub fn load(path: &Path) -> Result<Config, Problems> {
             message: format!("cannot read the file: {e}"),
         }],
     })?;
-    load_str(path, &text, &|k| std::env::var(k).ok())
+    // Relative paths in the file are relative to the file's directory: make that absolute so
+    // checkpoints and logs name files the same way whatever the working directory is.
+    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    load_str(&abs, &text, &|k| std::env::var(k).ok())
 }
 
 pub fn load_str(
@@ -414,11 +417,16 @@ fn build(path: &Path, mut table: toml::Table, c: &mut Collector) -> Option<Confi
 
 pub(crate) fn resolve(base: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
-    if p.is_absolute() {
+    let joined = if p.is_absolute() {
         p.to_path_buf()
     } else {
         base.join(p)
-    }
+    };
+    // Drop `.` segments so paths read cleanly in logs and checkpoints.
+    joined
+        .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect()
 }
 
 fn size_or(s: Option<Size>, default: u64) -> u64 {

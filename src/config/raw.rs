@@ -27,8 +27,6 @@ pub struct Top {
     pub sources: BTreeMap<String, Source>,
     #[serde(default)]
     pub masking: BTreeMap<String, toml::Table>,
-    #[serde(default)]
-    pub sinks: BTreeMap<String, toml::Table>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -93,8 +91,9 @@ pub struct Source {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkCommon {
+    /// Read from the table before this struct, to pick the type's own options.
     #[serde(rename = "type")]
-    pub kind: String,
+    pub _kind: String,
     #[serde(default)]
     pub key: Option<String>,
     #[serde(default)]

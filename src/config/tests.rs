@@ -22,8 +22,8 @@ batch = { max_bytes = "1MiB", max_age = "2s" }
 #[test]
 fn good_config_with_defaults_and_expansion() {
     let c = load(GOOD).unwrap();
-    assert_eq!(c.data_dir, Path::new("/etc/lf/./data"));
-    assert_eq!(c.sources[0].include, ["/etc/lf/./logs/*.log"]);
+    assert_eq!(c.data_dir, Path::new("/etc/lf/data"));
+    assert_eq!(c.sources[0].include, ["/etc/lf/logs/*.log"]);
     assert_eq!(c.sources[0].max_line_bytes, 1 << 20);
     let s = &c.sinks[0];
     assert!(matches!(&s.kind, SinkKind::Directory { path } if path == Path::new("/tmp/arch")));

@@ -1,0 +1,345 @@
+//! Batching per sink and partition, with blocks compressed off the reading thread.
+//!
+//! One [`Batcher`] serves one (source, sink) pair and lives on the source's thread, so adding a
+//! record touches no lock and no channel. Records are partitioned by the sink's key: the record
+//! fields its template names and the time bucket it shows (`%H` -> hour), so every object holds
+//! only records that belong under its key.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use logferry_sinks::{BatchMeta, Compression, KeyContext, KeyTemplate};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::ack::{Hold, Ticket};
+use crate::decode::Values;
+use crate::encode::{BlockResult, CompressPool, Layout, BLOCK_BYTES};
+
+/// More open partitions than this and the least recently written one is sealed, so memory does
+/// not grow with the number of distinct key values.
+const MAX_OPEN_PARTITIONS: usize = 256;
+
+/// A sealed batch on its way to the spool: blocks may still be compressing.
+pub struct PendingBatch {
+    pub meta: BatchMeta,
+    pub blocks: Vec<oneshot::Receiver<BlockResult>>,
+    pub holds: Vec<Hold>,
+}
+
+/// What a batcher needs to know of its sink.
+pub struct Plan {
+    pub sink: String,
+    pub key: KeyTemplate,
+    /// Decoder value slots of the key's fields, in the template's order.
+    pub field_slots: Vec<usize>,
+    pub layout: Layout,
+    pub compression: Compression,
+    pub level: Option<i32>,
+    pub max_bytes: u64,
+    pub max_records: u64,
+    pub max_age: Duration,
+    /// A hard limit on the uncompressed payload (sinks with a request size limit).
+    pub max_uncompressed: Option<u64>,
+}
+
+struct Open {
+    fields: Vec<Option<String>>,
+    bucket: i64,
+    first_time: DateTime<Utc>,
+    last_time: DateTime<Utc>,
+    records: u64,
+    block: Vec<u8>,
+    blocks: Vec<oneshot::Receiver<BlockResult>>,
+    submitted: u64,
+    hasher: Sha256,
+    holds: Vec<Hold>,
+    opened: Instant,
+    last_write: Instant,
+}
+
+/// Where sealed batches go. `Err` means the pipeline is shutting down and the batch was not
+/// taken: it is dropped with its holds unreleased, so its records are read again next start.
+pub trait Outlet {
+    fn send(&mut self, batch: PendingBatch) -> Result<(), ()>;
+}
+
+/// A bounded channel to the sink's spool writer, waited on from the source thread.
+pub struct ChannelOutlet {
+    pub tx: mpsc::Sender<PendingBatch>,
+    pub handle: tokio::runtime::Handle,
+    pub abandon: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Outlet for ChannelOutlet {
+    fn send(&mut self, batch: PendingBatch) -> Result<(), ()> {
+        let tx = self.tx.clone();
+        let mut abandon = self.abandon.clone();
+        self.handle.block_on(async move {
+            let permit = tokio::select! {
+                p = tx.reserve() => p,
+                _ = abandon.wait_for(|a| *a) => return Err(()),
+            };
+            match permit {
+                Ok(p) => {
+                    p.send(batch);
+                    Ok(())
+                }
+                Err(_) => Err(()),
+            }
+        })
+    }
+}
+
+pub struct Batcher<O: Outlet> {
+    plan: Plan,
+    source: String,
+    host: String,
+    open: HashMap<u64, Vec<Open>>,
+    open_count: usize,
+    pool: CompressPool,
+    outlet: O,
+    /// Compressed/uncompressed ratio seen so far (f64 bits), shared with the spool writer.
+    ratio: Arc<AtomicU64>,
+    pub sealed: u64,
+}
+
+impl<O: Outlet> Batcher<O> {
+    pub fn new(
+        plan: Plan,
+        source: &str,
+        host: &str,
+        pool: CompressPool,
+        outlet: O,
+        ratio: Arc<AtomicU64>,
+    ) -> Self {
+        Batcher {
+            plan,
+            source: source.to_string(),
+            host: host.to_string(),
+            open: HashMap::new(),
+            open_count: 0,
+            pool,
+            outlet,
+            ratio,
+            sealed: 0,
+        }
+    }
+
+    /// Adds one record. `Err` when the pipeline refused a sealed batch (shutting down).
+    pub fn add(
+        &mut self,
+        record: &[u8],
+        values: &Values,
+        time: DateTime<Utc>,
+        ticket: &Ticket,
+    ) -> Result<(), ()> {
+        let bucket = match self.plan.key.time_granularity() {
+            Some(g) => time.timestamp().div_euclid(g),
+            None => 0,
+        };
+        let mut h = DefaultHasher::new();
+        bucket.hash(&mut h);
+        for slot in &self.plan.field_slots {
+            values.get(*slot).hash(&mut h);
+        }
+        let hash = h.finish();
+        let now = Instant::now();
+        let rec_len = record.len() as u64 + 2;
+
+        let idx = self.find(hash, bucket, values);
+        let idx = match idx {
+            Some(i) => {
+                let full = {
+                    let o = &self.open[&hash][i];
+                    o.records >= self.plan.max_records
+                        || self.plan.max_uncompressed.is_some_and(|m| {
+                            o.submitted
+                                + o.block.len() as u64
+                                + rec_len
+                                + self.plan.layout.tail.len() as u64
+                                > m
+                        })
+                };
+                if full {
+                    self.seal_at(hash, i)?;
+                    None
+                } else {
+                    Some(i)
+                }
+            }
+            None => None,
+        };
+        let idx = match idx {
+            Some(i) => i,
+            None => {
+                if self.open_count >= MAX_OPEN_PARTITIONS {
+                    self.seal_least_recent()?;
+                }
+                let mut block = Vec::with_capacity(64 * 1024);
+                block.extend_from_slice(&self.plan.layout.head);
+                let fields = self
+                    .plan
+                    .field_slots
+                    .iter()
+                    .map(|s| values.get(*s).map(str::to_string))
+                    .collect();
+                let list = self.open.entry(hash).or_default();
+                list.push(Open {
+                    fields,
+                    bucket,
+                    first_time: time,
+                    last_time: time,
+                    records: 0,
+                    block,
+                    blocks: Vec::new(),
+                    submitted: 0,
+                    hasher: Sha256::new(),
+                    holds: Vec::new(),
+                    opened: now,
+                    last_write: now,
+                });
+                self.open_count += 1;
+                list.len() - 1
+            }
+        };
+        let ratio = f64::from_bits(self.ratio.load(Ordering::Relaxed));
+        let plan = &self.plan;
+        let Some(o) = self.open.get_mut(&hash).and_then(|l| l.get_mut(idx)) else {
+            return Ok(());
+        };
+        o.block.extend_from_slice(plan.layout.before(o.records));
+        o.block.extend_from_slice(record);
+        o.block.extend_from_slice(plan.layout.after());
+        o.records += 1;
+        o.last_time = time;
+        o.last_write = now;
+        if !o.holds.last().is_some_and(|h| ticket.same(h)) {
+            o.holds.push(ticket.hold());
+        }
+        if o.block.len() >= BLOCK_BYTES {
+            let block = std::mem::replace(&mut o.block, Vec::with_capacity(64 * 1024));
+            o.hasher.update(&block);
+            o.submitted += block.len() as u64;
+            o.blocks
+                .push(self.pool.submit(block, plan.compression, plan.level));
+        }
+        let estimate = ((o.submitted + o.block.len() as u64) as f64 * ratio) as u64;
+        if estimate >= plan.max_bytes || o.records >= plan.max_records {
+            self.seal_at(hash, idx)?;
+        }
+        Ok(())
+    }
+
+    fn find(&self, hash: u64, bucket: i64, values: &Values) -> Option<usize> {
+        self.open.get(&hash)?.iter().position(|o| {
+            o.bucket == bucket
+                && o.fields
+                    .iter()
+                    .zip(&self.plan.field_slots)
+                    .all(|(f, s)| f.as_deref() == values.get(*s))
+        })
+    }
+
+    /// Seals batches older than `max_age`.
+    pub fn seal_expired(&mut self, now: Instant) -> Result<(), ()> {
+        let max_age = self.plan.max_age;
+        let expired: Vec<(u64, usize)> = self
+            .open
+            .iter()
+            .flat_map(|(h, l)| {
+                l.iter()
+                    .enumerate()
+                    .filter(|(_, o)| now.duration_since(o.opened) >= max_age)
+                    .map(move |(i, _)| (*h, i))
+            })
+            .collect();
+        // Highest index first, so earlier indices stay valid while sealing.
+        for (h, i) in expired.into_iter().rev() {
+            self.seal_at(h, i)?;
+        }
+        Ok(())
+    }
+
+    /// Seals every open batch (shutdown, end of a `--once` run).
+    pub fn seal_all(&mut self) -> Result<(), ()> {
+        let keys: Vec<u64> = self.open.keys().copied().collect();
+        for h in keys {
+            while self.open.get(&h).is_some_and(|l| !l.is_empty()) {
+                let last = self.open[&h].len() - 1;
+                self.seal_at(h, last)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn seal_least_recent(&mut self) -> Result<(), ()> {
+        let oldest = self
+            .open
+            .iter()
+            .flat_map(|(h, l)| {
+                l.iter()
+                    .enumerate()
+                    .map(move |(i, o)| (o.last_write, *h, i))
+            })
+            .min();
+        match oldest {
+            Some((_, h, i)) => self.seal_at(h, i),
+            None => Ok(()),
+        }
+    }
+
+    fn seal_at(&mut self, hash: u64, idx: usize) -> Result<(), ()> {
+        let Some(list) = self.open.get_mut(&hash) else {
+            return Ok(());
+        };
+        let mut o = list.swap_remove(idx);
+        if list.is_empty() {
+            self.open.remove(&hash);
+        }
+        self.open_count -= 1;
+        o.block.extend_from_slice(&self.plan.layout.tail);
+        o.hasher.update(&o.block);
+        o.submitted += o.block.len() as u64;
+        o.blocks.push(
+            self.pool
+                .submit(o.block, self.plan.compression, self.plan.level),
+        );
+        let id = uuid::Uuid::now_v7().to_string();
+        let fields: Vec<Option<&str>> = o.fields.iter().map(|f| f.as_deref()).collect();
+        let key = self.plan.key.render(&KeyContext {
+            source: &self.source,
+            sink: &self.plan.sink,
+            batch_id: &id,
+            host: &self.host,
+            fields: &fields,
+            time: o.first_time,
+        });
+        let meta = BatchMeta {
+            id,
+            source: self.source.clone(),
+            sink: self.plan.sink.clone(),
+            key,
+            record_count: o.records,
+            first_time: o.first_time,
+            last_time: o.last_time,
+            sha256: hex::encode(o.hasher.finalize()),
+            uncompressed_bytes: o.submitted,
+            encoding: self.plan.layout.encoding,
+            compression: self.plan.compression,
+            head_len: self.plan.layout.head.len() as u32,
+            tail_len: self.plan.layout.tail.len() as u32,
+        };
+        self.sealed += 1;
+        self.outlet.send(PendingBatch {
+            meta,
+            blocks: o.blocks,
+            holds: o.holds,
+        })
+    }
+}

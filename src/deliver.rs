@@ -1,0 +1,452 @@
+//! Delivery: one worker per sink takes batches from its spool and sends them with `concurrency`
+//! attempts in flight, full-jitter exponential backoff, `Retry-After`, rate limits, splitting of
+//! batches that are too large, and dead letters for permanent refusals.
+//!
+//! This is the only retry loop in logferry: sinks report an [`Outcome`] and nothing else.
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use bytes::Bytes;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use logferry_sinks::{Outcome, SealedBatch, Sink};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+use crate::encode::{self, Layout};
+use crate::ops::metrics::Metrics;
+use crate::spool::{Spool, SpoolKey, Taken};
+
+/// The longest `Retry-After` obeyed as given; longer ones are cut to this.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// Exponential backoff with full jitter: attempt n waits a uniform random time in
+/// `[0, min(max, initial * 2^n)]`. backon supplies the capped exponential sequence; its own
+/// jitter only adds to the delay, so the full jitter is drawn here.
+pub struct Backoff {
+    caps: backon::ExponentialBackoff,
+    last_cap: Duration,
+    rng: fastrand::Rng,
+}
+
+impl Backoff {
+    pub fn new(initial: Duration, max: Duration, rng: fastrand::Rng) -> Backoff {
+        let caps = backon::ExponentialBuilder::default()
+            .with_min_delay(initial)
+            .with_max_delay(max)
+            .with_factor(2.0)
+            .without_max_times()
+            .build();
+        Backoff {
+            caps,
+            last_cap: max,
+            rng,
+        }
+    }
+
+    pub fn next_delay(&mut self) -> Duration {
+        let cap = self.caps.next().unwrap_or(self.last_cap);
+        self.last_cap = cap;
+        Duration::from_millis(self.rng.u64(0..=cap.as_millis() as u64))
+    }
+}
+
+pub struct Policy {
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    pub max_attempts: Option<u32>,
+    pub concurrency: usize,
+    pub timeout: Duration,
+    pub requests: Option<DefaultDirectRateLimiter>,
+    pub bytes: Option<(DefaultDirectRateLimiter, NonZeroU32)>,
+    pub layout: Layout,
+    pub level: Option<i32>,
+}
+
+impl Policy {
+    pub fn rate_limits(
+        rps: Option<u32>,
+        bps: Option<u64>,
+    ) -> (
+        Option<DefaultDirectRateLimiter>,
+        Option<(DefaultDirectRateLimiter, NonZeroU32)>,
+    ) {
+        let requests = rps
+            .and_then(NonZeroU32::new)
+            .map(|n| RateLimiter::direct(Quota::per_second(n)));
+        let bytes = bps
+            .and_then(|b| NonZeroU32::new(b.min(u32::MAX as u64) as u32))
+            .map(|n| (RateLimiter::direct(Quota::per_second(n)), n));
+        (requests, bytes)
+    }
+}
+
+struct Counters {
+    sent: Counter,
+    records: Counter,
+    bytes: Counter,
+    retries: Counter,
+    retry_after: Counter,
+    split: Counter,
+    dead: Counter,
+    dead_records: Counter,
+    last: Gauge,
+}
+
+pub struct Worker {
+    pub name: String,
+    pub sink: Arc<dyn Sink>,
+    pub spool: Arc<Spool>,
+    pub policy: Arc<Policy>,
+    pub dead_dir: PathBuf,
+    c: Arc<Counters>,
+}
+
+impl Worker {
+    pub fn new(
+        name: &str,
+        sink: Arc<dyn Sink>,
+        spool: Arc<Spool>,
+        policy: Policy,
+        data_dir: &std::path::Path,
+        m: &Metrics,
+    ) -> Worker {
+        let l = m.sink(name);
+        Worker {
+            name: name.to_string(),
+            sink,
+            spool,
+            policy: Arc::new(policy),
+            dead_dir: data_dir.join("dead-letter").join(name),
+            c: Arc::new(Counters {
+                sent: m.batches_sent.get_or_create(&l).clone(),
+                records: m.records_sent.get_or_create(&l).clone(),
+                bytes: m.bytes_sent.get_or_create(&l).clone(),
+                retries: m.retries.get_or_create(&l).clone(),
+                retry_after: m.retry_after_waits.get_or_create(&l).clone(),
+                split: m.batches_split.get_or_create(&l).clone(),
+                dead: m.dead_letter_batches.get_or_create(&l).clone(),
+                dead_records: m.dead_letter_records.get_or_create(&l).clone(),
+                last: m.last_delivery.get_or_create(&l).clone(),
+            }),
+        }
+    }
+
+    /// Delivers until the spool is closed and empty, or `abort` turns true (shutdown deadline):
+    /// then attempts in flight are dropped and their batches stay spooled.
+    pub async fn run(self, mut abort: watch::Receiver<bool>) {
+        let sem = Arc::new(Semaphore::new(self.policy.concurrency));
+        let mut tasks = JoinSet::new();
+        loop {
+            let permit = tokio::select! {
+                p = sem.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = abort.wait_for(|a| *a) => break,
+            };
+            let taken = tokio::select! {
+                t = self.spool.next() => t,
+                _ = abort.wait_for(|a| *a) => break,
+            };
+            let taken = match taken {
+                None => break,
+                Some(Ok(t)) => t,
+                Some(Err(e)) => {
+                    error!(sink = %self.name, error = %e, "cannot read a spooled batch; it stays in the spool");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let ctx = Attempt {
+                name: self.name.clone(),
+                sink: self.sink.clone(),
+                spool: self.spool.clone(),
+                policy: self.policy.clone(),
+                dead_dir: self.dead_dir.clone(),
+                c: self.c.clone(),
+            };
+            let mut abort2 = abort.clone();
+            tasks.spawn(async move {
+                let key = taken.key.clone();
+                tokio::select! {
+                    _ = ctx.deliver(taken) => {},
+                    _ = abort2.wait_for(|a| *a) => ctx.spool.untake(&key),
+                }
+                drop(permit);
+            });
+            while tasks.try_join_next().is_some() {}
+        }
+        // Finish what is in flight (or drop it at the deadline).
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+struct Attempt {
+    name: String,
+    sink: Arc<dyn Sink>,
+    spool: Arc<Spool>,
+    policy: Arc<Policy>,
+    dead_dir: PathBuf,
+    c: Arc<Counters>,
+}
+
+impl Attempt {
+    async fn deliver(&self, taken: Taken) {
+        let Taken { key, batch } = taken;
+        let p = &self.policy;
+        let mut backoff = Backoff::new(p.initial_backoff, p.max_backoff, fastrand::Rng::new());
+        let mut attempts: u32 = 0;
+        loop {
+            if let Some(r) = &p.requests {
+                r.until_ready().await;
+            }
+            if let Some((r, burst)) = &p.bytes {
+                let n = NonZeroU32::new(
+                    (batch.payload.len() as u64).clamp(1, burst.get() as u64) as u32
+                )
+                .unwrap_or(*burst);
+                let _ = r.until_n_ready(n).await;
+            }
+            attempts += 1;
+            let outcome = match tokio::time::timeout(p.timeout, self.sink.send(&batch)).await {
+                Ok(o) => o,
+                Err(_) => Outcome::Retry {
+                    after: None,
+                    reason: format!("no answer within {:?}", p.timeout),
+                },
+            };
+            match outcome {
+                Outcome::Delivered => {
+                    self.c.sent.inc();
+                    self.c.records.inc_by(batch.meta.record_count);
+                    self.c.bytes.inc_by(batch.payload.len() as u64);
+                    self.c.last.set(chrono::Utc::now().timestamp());
+                    if attempts > 1 {
+                        info!(sink = %self.name, batch = %batch.meta.id, attempts, "batch delivered after retries");
+                    }
+                    if let Err(e) = self.spool.complete(&key) {
+                        warn!(sink = %self.name, batch = %batch.meta.id, error = %e, "delivered batch could not be removed from the spool; it may be sent again after a restart");
+                    }
+                    return;
+                }
+                Outcome::Retry { after, reason } => {
+                    if p.max_attempts.is_some_and(|m| attempts >= m) {
+                        let why =
+                            format!("gave up after {attempts} attempts; last error: {reason}");
+                        self.dead_letter(&key, &batch, &why).await;
+                        return;
+                    }
+                    self.c.retries.inc();
+                    let wait = match after {
+                        Some(a) => {
+                            self.c.retry_after.inc();
+                            a.min(MAX_RETRY_AFTER)
+                        }
+                        None => backoff.next_delay(),
+                    };
+                    // The first failure and then every tenth: enough to see, not a flood.
+                    if attempts == 1 || attempts % 10 == 0 {
+                        warn!(sink = %self.name, batch = %batch.meta.id, attempts, wait_ms = wait.as_millis() as u64, %reason, "delivery failed; retrying");
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+                Outcome::TooLarge { reason } => {
+                    if batch.meta.record_count <= 1 {
+                        let why =
+                            format!("a single record is larger than the sink accepts: {reason}");
+                        self.dead_letter(&key, &batch, &why).await;
+                        return;
+                    }
+                    match self.split(&batch).await {
+                        Ok(halves) => {
+                            self.c.split.inc();
+                            info!(sink = %self.name, batch = %batch.meta.id, records = batch.meta.record_count, %reason, "batch too large; split in halves");
+                            if let Err(e) = self.spool.replace(&key, halves) {
+                                error!(sink = %self.name, error = %e, "cannot spool the halves of a split batch; the whole batch stays");
+                                self.spool.untake(&key);
+                            }
+                        }
+                        Err(e) => {
+                            let why = format!("too large and cannot be split: {e}");
+                            self.dead_letter(&key, &batch, &why).await;
+                        }
+                    }
+                    return;
+                }
+                Outcome::Rejected { reason } => {
+                    self.dead_letter(&key, &batch, &reason).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn split(&self, batch: &SealedBatch) -> Result<Vec<SealedBatch>, String> {
+        let b = batch.clone();
+        let p = self.policy.clone();
+        tokio::task::spawn_blocking(move || split_batch(&b, &p.layout, p.level))
+            .await
+            .map_err(|e| e.to_string())?
+    }
+
+    /// Moves a batch to `data_dir/dead-letter/<sink>/` with its reason. In memory mode only the
+    /// reason is written: zero retention forbids records on disk.
+    async fn dead_letter(&self, key: &SpoolKey, batch: &SealedBatch, reason: &str) {
+        self.c.dead.inc();
+        self.c.dead_records.inc_by(batch.meta.record_count);
+        error!(sink = %self.name, batch = %batch.meta.id, records = batch.meta.record_count, %reason, "batch rejected; moved to dead-letter");
+        let dir = self.dead_dir.clone();
+        let b = batch.clone();
+        let memory = self.spool.is_memory();
+        let reason = reason.to_string();
+        let res = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            std::fs::create_dir_all(&dir)?;
+            if !memory {
+                crate::spool::write_file(&dir.join(format!("{}.batch", b.meta.id)), &b)?;
+            }
+            let note = serde_json::json!({
+                "batch_id": b.meta.id,
+                "key": b.meta.key,
+                "records": b.meta.record_count,
+                "reason": reason,
+                "time": chrono::Utc::now().to_rfc3339(),
+                "payload_kept": !memory,
+            });
+            std::fs::write(
+                dir.join(format!("{}.reason.json", b.meta.id)),
+                note.to_string(),
+            )
+        })
+        .await;
+        match res {
+            Ok(Ok(())) => {
+                if let Err(e) = self.spool.complete(key) {
+                    warn!(sink = %self.name, error = %e, "dead-lettered batch could not be removed from the spool");
+                }
+            }
+            Ok(Err(e)) => {
+                error!(sink = %self.name, error = %e, "cannot write dead-letter; the batch stays in the spool");
+                self.spool.untake(key);
+            }
+            Err(e) => {
+                error!(sink = %self.name, error = %e, "dead-letter task failed; the batch stays in the spool");
+                self.spool.untake(key);
+            }
+        }
+    }
+}
+
+/// Splits a batch into two halves by records, each with its own derived id and key.
+pub fn split_batch(
+    b: &SealedBatch,
+    layout: &Layout,
+    level: Option<i32>,
+) -> Result<Vec<SealedBatch>, String> {
+    use sha2::{Digest, Sha256};
+    let raw = encode::decompress(b.meta.compression, &b.payload).map_err(|e| e.to_string())?;
+    let recs = encode::records(&b.meta, &raw)?;
+    if recs.len() < 2 {
+        return Err(format!("{} record(s) found", recs.len()));
+    }
+    let mid = recs.len() / 2;
+    let mut out = Vec::new();
+    for (suffix, part) in [("a", &recs[..mid]), ("b", &recs[mid..])] {
+        let payload = layout.assemble(part.iter().copied());
+        let mut meta = b.meta.clone();
+        meta.id = format!("{}-{suffix}", b.meta.id);
+        meta.key = b.meta.key.replacen(&b.meta.id, &meta.id, 1);
+        meta.record_count = part.len() as u64;
+        meta.sha256 = hex::encode(Sha256::digest(&payload));
+        meta.uncompressed_bytes = payload.len() as u64;
+        let compressed =
+            encode::compress(b.meta.compression, level, &payload).map_err(|e| e.to_string())?;
+        out.push(SealedBatch {
+            meta,
+            payload: Bytes::from(compressed),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_jitter_stays_under_a_doubling_capped_bound() {
+        let mut b = Backoff::new(
+            Duration::from_millis(100),
+            Duration::from_millis(1000),
+            fastrand::Rng::with_seed(7),
+        );
+        let caps = [100, 200, 400, 800, 1000, 1000, 1000];
+        let got: Vec<u64> = caps
+            .iter()
+            .map(|_| b.next_delay().as_millis() as u64)
+            .collect();
+        for (g, c) in got.iter().zip(caps) {
+            assert!(*g <= c, "{got:?}");
+        }
+        // Seeded: the exact sequence is fixed, so a change in the policy shows up here.
+        let mut again = Backoff::new(
+            Duration::from_millis(100),
+            Duration::from_millis(1000),
+            fastrand::Rng::with_seed(7),
+        );
+        let second: Vec<u64> = caps
+            .iter()
+            .map(|_| again.next_delay().as_millis() as u64)
+            .collect();
+        assert_eq!(got, second);
+        assert!(
+            got.iter().collect::<std::collections::HashSet<_>>().len() > 3,
+            "jittered: {got:?}"
+        );
+    }
+
+    #[test]
+    fn split_keeps_every_record_and_derives_ids_and_keys() {
+        let layout = Layout::new(logferry_sinks::Encoding::JsonArray, None);
+        let recs: Vec<Vec<u8>> = (0..5)
+            .map(|i| format!("{{\"n\":{i}}}").into_bytes())
+            .collect();
+        let payload = layout.assemble(recs.iter().map(|r| r.as_slice()));
+        let now = chrono::Utc::now();
+        let b = SealedBatch {
+            meta: logferry_sinks::BatchMeta {
+                id: "abc".into(),
+                source: "s".into(),
+                sink: "k".into(),
+                key: "s/abc.json.gz".into(),
+                record_count: 5,
+                first_time: now,
+                last_time: now,
+                sha256: String::new(),
+                uncompressed_bytes: payload.len() as u64,
+                encoding: layout.encoding,
+                compression: logferry_sinks::Compression::Gzip,
+                head_len: layout.head.len() as u32,
+                tail_len: layout.tail.len() as u32,
+            },
+            payload: Bytes::from(
+                encode::compress(logferry_sinks::Compression::Gzip, None, &payload).unwrap(),
+            ),
+        };
+        let halves = split_batch(&b, &layout, None).unwrap();
+        assert_eq!(halves[0].meta.key, "s/abc-a.json.gz");
+        assert_eq!(halves[1].meta.id, "abc-b");
+        let mut all = Vec::new();
+        for h in &halves {
+            let raw = encode::decompress(h.meta.compression, &h.payload).unwrap();
+            let v: Vec<serde_json::Value> = serde_json::from_slice(&raw).unwrap();
+            assert_eq!(v.len() as u64, h.meta.record_count);
+            all.extend(v);
+        }
+        assert_eq!(all.len(), 5);
+        assert_eq!(all[4]["n"], 4);
+    }
+}

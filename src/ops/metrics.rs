@@ -1,0 +1,86 @@
+//! Prometheus metrics. Handles are resolved once per source and sink, so the hot path only
+//! touches atomics, and never per record (sources add per chunk).
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabel {
+    pub sink: String,
+}
+
+macro_rules! families {
+    ($( $field:ident : $kind:ident < $label:ident > = $name:literal, $help:literal; )*) => {
+        pub struct Metrics {
+            registry: Registry,
+            $( pub $field: Family<$label, $kind>, )*
+        }
+
+        impl Metrics {
+            pub fn new() -> Arc<Metrics> {
+                let mut registry = Registry::with_prefix("logferry");
+                $(
+                    let $field = Family::<$label, $kind>::default();
+                    registry.register($name, $help, $field.clone());
+                )*
+                Arc::new(Metrics { registry, $( $field, )* })
+            }
+        }
+    };
+}
+
+families! {
+    records_read: Counter<SourceLabel> = "records_read", "Records read from files";
+    bytes_read: Counter<SourceLabel> = "bytes_read", "Bytes read from files";
+    lines_truncated: Counter<SourceLabel> = "lines_truncated", "Lines longer than max_line_bytes, cut and kept";
+    parse_errors: Counter<SourceLabel> = "parse_errors", "Lines that were not a JSON object, wrapped as messages";
+    invalid_utf8: Counter<SourceLabel> = "invalid_utf8", "Lines with invalid UTF-8, replaced with U+FFFD";
+    files_open: Gauge<SourceLabel> = "files_open", "Files held open";
+    files_rotated: Counter<SourceLabel> = "files_rotated", "Files renamed or deleted while tailed, drained before close";
+    files_truncated: Counter<SourceLabel> = "files_truncated", "Files truncated or rewritten in place, re-read from the start";
+    files_drained: Counter<SourceLabel> = "files_drained", "Rotated or deleted files read to their end and closed";
+    unread_bytes: Gauge<SourceLabel> = "unread_bytes", "Bytes written to tailed files and not read yet";
+    checkpoint_failures: Counter<SourceLabel> = "checkpoint_write_failures", "Checkpoint writes that failed";
+    batches_sealed: Counter<SinkLabel> = "batches_sealed", "Batches sealed";
+    batches_sent: Counter<SinkLabel> = "batches_sent", "Batches the sink acknowledged";
+    records_sent: Counter<SinkLabel> = "records_sent", "Records in acknowledged batches";
+    bytes_sent: Counter<SinkLabel> = "bytes_sent", "Payload bytes in acknowledged batches";
+    retries: Counter<SinkLabel> = "retries", "Attempts that failed and will be retried";
+    retry_after_waits: Counter<SinkLabel> = "retry_after_waits", "Retries that waited for a Retry-After the sink gave";
+    batches_split: Counter<SinkLabel> = "batches_split", "Batches split in halves because the sink refused their size";
+    dead_letter_batches: Counter<SinkLabel> = "dead_letter_batches", "Batches moved to dead-letter";
+    dead_letter_records: Counter<SinkLabel> = "dead_letter_records", "Records in dead-lettered batches";
+    spool_bytes: Gauge<SinkLabel> = "spool_bytes", "Bytes of batches waiting in the spool";
+    spool_batches: Gauge<SinkLabel> = "spool_batches", "Batches waiting in the spool";
+    last_delivery: Gauge<SinkLabel> = "last_delivery_timestamp_seconds", "Unix time of the last acknowledged batch";
+}
+
+impl Metrics {
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn source(&self, name: &str) -> SourceLabel {
+        SourceLabel {
+            source: name.to_string(),
+        }
+    }
+
+    pub fn sink(&self, name: &str) -> SinkLabel {
+        SinkLabel {
+            sink: name.to_string(),
+        }
+    }
+}

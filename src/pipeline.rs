@@ -1,0 +1,306 @@
+//! Wires the configured sources, spools and delivery workers together and runs them until the
+//! input ends (`--once`) or a signal asks to stop.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use bytes::{Bytes, BytesMut};
+use logferry_sinks::{Compression, DirectorySink, SealedBatch, Sink};
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+use crate::batch::{Batcher, ChannelOutlet, PendingBatch, Plan};
+use crate::config::{Buffer, Config, SinkConfig, SinkKind};
+use crate::decode::Decoder;
+use crate::deliver::{Policy, Worker};
+use crate::encode::{CompressPool, Layout};
+use crate::ops::api::{self, Api};
+use crate::ops::metrics::Metrics;
+use crate::source::{Signal, SourceCtx, Tailer};
+use crate::spool::Spool;
+
+struct SinkSide {
+    cfg: SinkConfig,
+    tx: mpsc::Sender<PendingBatch>,
+    ratio: Arc<AtomicU64>,
+    max_uncompressed: Option<u64>,
+}
+
+fn build_sink(cfg: &SinkConfig) -> anyhow::Result<Arc<dyn Sink>> {
+    Ok(match &cfg.kind {
+        SinkKind::Directory { path } => {
+            let s = DirectorySink::new(path);
+            let n = s
+                .remove_leftovers()
+                .with_context(|| format!("sink {}: cannot clean {}", cfg.name, path.display()))?;
+            if n > 0 {
+                info!(sink = %cfg.name, removed = n, "removed temp files left by an earlier crash");
+            }
+            Arc::new(s)
+        }
+    })
+}
+
+pub async fn run(cfg: Config, once: bool) -> anyhow::Result<()> {
+    if let Some(s) = cfg.sources.iter().find(|s| s.masking.is_some()) {
+        // Fail closed: a profile that this build cannot apply must not let records through.
+        bail!(
+            "source {:?} asks for masking profile {:?}, but this build has no masking engine yet; remove `masking` or use a build that masks",
+            s.name,
+            s.masking.as_deref().unwrap_or_default()
+        );
+    }
+    let metrics = Metrics::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", cfg.data_dir.display()))?;
+    if let Some(addr) = cfg.api_listen {
+        let listener = api::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (api.listen)"))?;
+        info!(%addr, "serving /metrics, /healthz and /readyz");
+        tokio::spawn(api::serve(
+            listener,
+            Arc::new(Api {
+                metrics: metrics.clone(),
+                ready: ready.clone(),
+            }),
+        ));
+    }
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let pool = CompressPool::new(threads).context("cannot start compression threads")?;
+    let stop = Arc::new(Signal::default());
+    let (abandon_tx, abandon_rx) = watch::channel(false);
+
+    let mut sides: HashMap<String, SinkSide> = HashMap::new();
+    let mut writers = Vec::new();
+    let mut workers = Vec::new();
+    for sc in &cfg.sinks {
+        let sink = build_sink(sc)?;
+        let l = metrics.sink(&sc.name);
+        let gauges = (
+            metrics.spool_bytes.get_or_create(&l).clone(),
+            metrics.spool_batches.get_or_create(&l).clone(),
+        );
+        let spool = Arc::new(match sc.buffer {
+            Buffer::Disk => {
+                let dir = cfg.data_dir.join("spool").join(&sc.name);
+                let s = Spool::open_disk(dir.clone(), sc.spool_max_bytes, gauges).with_context(
+                    || format!("sink {}: cannot open spool {}", sc.name, dir.display()),
+                )?;
+                if s.len() > 0 {
+                    info!(sink = %sc.name, batches = s.len(), "replaying spooled batches");
+                }
+                s
+            }
+            Buffer::Memory => Spool::memory(sc.concurrency + 1, sc.spool_max_bytes, gauges),
+        });
+        let (tx, rx) = mpsc::channel::<PendingBatch>(2);
+        let ratio = Arc::new(AtomicU64::new(
+            (if sc.compression == Compression::None {
+                1.0f64
+            } else {
+                0.5
+            })
+            .to_bits(),
+        ));
+        writers.push(tokio::spawn(spool_writer(
+            sc.name.clone(),
+            rx,
+            spool.clone(),
+            ratio.clone(),
+            metrics.batches_sealed.get_or_create(&l).clone(),
+        )));
+        let (requests, bytes) = Policy::rate_limits(sc.requests_per_second, sc.bytes_per_second);
+        let policy = Policy {
+            initial_backoff: sc.initial_backoff,
+            max_backoff: sc.max_backoff,
+            max_attempts: sc.max_attempts,
+            concurrency: sc.concurrency,
+            timeout: sc.timeout,
+            requests,
+            bytes,
+            layout: Layout::new(sc.encoding, sc.envelope.as_ref()),
+            level: sc.compression_level,
+        };
+        let max_uncompressed = sink.max_request_bytes();
+        let worker = Worker::new(&sc.name, sink, spool, policy, &cfg.data_dir, &metrics);
+        workers.push(tokio::spawn(worker.run(abandon_rx.clone())));
+        sides.insert(
+            sc.name.clone(),
+            SinkSide {
+                cfg: sc.clone(),
+                tx,
+                ratio,
+                max_uncompressed,
+            },
+        );
+    }
+
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let handle = tokio::runtime::Handle::current();
+    let mut sources = Vec::new();
+    for src in &cfg.sources {
+        let mut fields: Vec<String> = Vec::new();
+        for s in &src.sinks {
+            for f in sides[s].cfg.key.fields() {
+                if !fields.contains(f) {
+                    fields.push(f.clone());
+                }
+            }
+        }
+        let decoder = Decoder::new(
+            src.format,
+            src.record_id.as_deref(),
+            &fields,
+            src.timestamp_field.as_deref(),
+        );
+        let mut batchers = Vec::new();
+        for s in &src.sinks {
+            let side = &sides[s];
+            let sc = &side.cfg;
+            let plan = Plan {
+                sink: sc.name.clone(),
+                key: sc.key.clone(),
+                field_slots: sc
+                    .key
+                    .fields()
+                    .iter()
+                    .map(|f| fields.iter().position(|x| x == f).unwrap_or(0))
+                    .collect(),
+                layout: Layout::new(sc.encoding, sc.envelope.as_ref()),
+                compression: sc.compression,
+                level: sc.compression_level,
+                max_bytes: sc.max_bytes,
+                max_records: sc.max_records,
+                max_age: sc.max_age,
+                max_uncompressed: side.max_uncompressed,
+            };
+            let outlet = ChannelOutlet {
+                tx: side.tx.clone(),
+                handle: handle.clone(),
+                abandon: abandon_rx.clone(),
+            };
+            batchers.push(Batcher::new(
+                plan,
+                &src.name,
+                &host,
+                pool.clone(),
+                outlet,
+                side.ratio.clone(),
+            ));
+        }
+        let ctx = SourceCtx {
+            data_dir: cfg.data_dir.clone(),
+            once,
+            stop: stop.clone(),
+            abandon: abandon_rx.clone(),
+            ckpt_interval: cfg.checkpoint_interval,
+        };
+        let tailer = Tailer::new(src.clone(), ctx, decoder, batchers, &metrics)?;
+        let name = src.name.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("source-{name}"))
+            .spawn(move || tailer.run())
+            .with_context(|| format!("cannot start source {name}"))?;
+        sources.push(t);
+    }
+    // The sources now hold the only senders: the spool writers end when the sources do.
+    drop(sides);
+    ready.store(true, Ordering::Release);
+    info!(
+        sources = cfg.sources.len(),
+        sinks = cfg.sinks.len(),
+        once,
+        "logferry running"
+    );
+
+    let sources_done = tokio::task::spawn_blocking(move || {
+        for t in sources {
+            if t.join().is_err() {
+                error!("a source thread panicked");
+            }
+        }
+    });
+    tokio::pin!(sources_done);
+    let mut signalled = false;
+    tokio::select! {
+        _ = &mut sources_done => {},
+        sig = crate::ops::shutdown_signal() => {
+            info!(signal = sig, timeout = ?cfg.shutdown_timeout, "stopping: sealing open batches and delivering what is spooled");
+            signalled = true;
+        }
+    }
+    if signalled {
+        stop.set();
+        let deadline = cfg.shutdown_timeout;
+        let tx = abandon_tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(deadline).await;
+            let _ = tx.send(true);
+        });
+        let _ = (&mut sources_done).await;
+    }
+    for w in writers {
+        let _ = w.await;
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+    if *abandon_tx.borrow() {
+        warn!(
+            "shutdown deadline reached; undelivered batches stay in the spool for the next start"
+        );
+    }
+    info!("logferry stopped");
+    Ok(())
+}
+
+/// Collects a sealed batch's compressed blocks and spools it.
+async fn spool_writer(
+    name: String,
+    mut rx: mpsc::Receiver<PendingBatch>,
+    spool: Arc<Spool>,
+    ratio: Arc<AtomicU64>,
+    sealed: prometheus_client::metrics::counter::Counter,
+) {
+    while let Some(pb) = rx.recv().await {
+        let mut parts = Vec::with_capacity(pb.blocks.len());
+        let mut failed = None;
+        for b in pb.blocks {
+            match b.await {
+                Ok(Ok(bytes)) => parts.push(bytes),
+                Ok(Err(e)) => failed = Some(e.to_string()),
+                Err(_) => failed = Some("compression thread stopped".into()),
+            }
+        }
+        if let Some(e) = failed {
+            // The holds are dropped unreleased: these records are read again after a restart.
+            error!(sink = %name, batch = %pb.meta.id, error = %e, "cannot compress batch");
+            continue;
+        }
+        let total: usize = parts.iter().map(Vec::len).sum();
+        let mut payload = BytesMut::with_capacity(total);
+        for p in &parts {
+            payload.extend_from_slice(p);
+        }
+        drop(parts);
+        if pb.meta.uncompressed_bytes > 0 {
+            let r = total as f64 / pb.meta.uncompressed_bytes as f64;
+            let old = f64::from_bits(ratio.load(Ordering::Relaxed));
+            ratio.store((old * 0.5 + r * 0.5).to_bits(), Ordering::Relaxed);
+        }
+        sealed.inc();
+        let batch = SealedBatch {
+            meta: pb.meta,
+            payload: Bytes::from(payload),
+        };
+        let id = batch.meta.id.clone();
+        if let Err(e) = spool.push(batch, pb.holds).await {
+            error!(sink = %name, batch = %id, error = %e, "cannot write batch to the spool; its records will be read again after a restart");
+        }
+    }
+    spool.close();
+}

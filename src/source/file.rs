@@ -1,0 +1,368 @@
+//! One tailed file: its identity, its read position and its partial line.
+//!
+//! Invariants: `buf` holds the bytes from file offset `consumed` to `read_pos` that do not yet
+//! form a whole line; when `long` is set, the file is inside a line longer than the limit,
+//! `long.kept` holds its first `max_line_bytes` bytes, `consumed` is that line's start, and
+//! bytes up to `read_pos` belong to it.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+use super::checkpoint::FileId;
+use crate::ack::Ticket;
+
+/// Bytes of the first line that identify a file's content.
+const FP_BYTES: usize = 1024;
+
+pub struct LongLine {
+    kept: Vec<u8>,
+    total: usize,
+}
+
+pub enum State {
+    /// Reachable under a matched name.
+    Live,
+    /// Renamed away or deleted: read through the open handle until it stays at its end.
+    Gone,
+}
+
+pub struct Tailed {
+    pub path: PathBuf,
+    pub dev: u64,
+    pub ino: u64,
+    /// Fingerprint of the first line; `None` until the first line is whole.
+    pub fp: Option<u64>,
+    pub file: Option<File>,
+    pub state: State,
+    /// Offset of the first byte not yet part of an emitted line.
+    pub consumed: u64,
+    pub read_pos: u64,
+    buf: Vec<u8>,
+    long: Option<LongLine>,
+    /// Chunks read and not yet durable: (offset after the chunk, ticket).
+    pub pending: VecDeque<(u64, Ticket)>,
+    /// Everything before this offset is durable.
+    pub committed: u64,
+    pub at_eof: bool,
+    pub last_growth: Instant,
+    /// Whether the start position was decided (a checkpoint or `read_from`).
+    pub positioned: bool,
+    /// Seen in the first scan of this run (`read_from` applies only to those).
+    pub from_start_scan: bool,
+    pub last_size: u64,
+}
+
+pub struct Line<'a> {
+    pub bytes: &'a [u8],
+    pub truncated_from: Option<usize>,
+    pub offset: u64,
+}
+
+pub fn fingerprint(file: &File) -> std::io::Result<Option<u64>> {
+    let mut head = [0u8; FP_BYTES];
+    let mut n = 0;
+    while n < FP_BYTES {
+        let r = file.read_at(&mut head[n..], n as u64)?;
+        if r == 0 {
+            break;
+        }
+        n += r;
+    }
+    let used = match memchr::memchr(b'\n', &head[..n]) {
+        Some(i) => i + 1,
+        None if n == FP_BYTES => n,
+        None => return Ok(None),
+    };
+    let digest = Sha256::digest(&head[..used]);
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&digest[..8]);
+    Ok(Some(u64::from_be_bytes(b)))
+}
+
+impl Tailed {
+    pub fn open(path: &Path, from_start_scan: bool) -> std::io::Result<Tailed> {
+        let file = File::open(path)?;
+        let meta = file.metadata()?;
+        let fp = fingerprint(&file)?;
+        Ok(Tailed {
+            path: path.to_path_buf(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+            fp,
+            file: Some(file),
+            state: State::Live,
+            consumed: 0,
+            read_pos: 0,
+            buf: Vec::new(),
+            long: None,
+            pending: VecDeque::new(),
+            committed: 0,
+            at_eof: false,
+            last_growth: Instant::now(),
+            positioned: false,
+            from_start_scan,
+            last_size: meta.len(),
+        })
+    }
+
+    pub fn id(&self) -> Option<FileId> {
+        self.fp.map(|fp| FileId {
+            dev: self.dev,
+            ino: self.ino,
+            fp,
+        })
+    }
+
+    pub fn seek(&mut self, offset: u64) {
+        self.consumed = offset;
+        self.read_pos = offset;
+        self.committed = offset;
+        self.buf.clear();
+        self.long = None;
+        self.pending.clear();
+    }
+
+    /// Checks for truncation or an in-place rewrite; on either, starts over from offset 0.
+    /// Returns whether that happened.
+    pub fn check_truncated(&mut self) -> std::io::Result<bool> {
+        let Some(file) = &self.file else {
+            return Ok(false);
+        };
+        let len = file.metadata()?.len();
+        let shrunk = len < self.read_pos;
+        // A file rewritten in place can be longer than our offset by the time we look: its
+        // first line tells. Only checked when growth resumes, not on every chunk.
+        let rewritten = !shrunk && self.at_eof && len > self.read_pos && {
+            let now = fingerprint(file)?;
+            now.is_some() && now != self.fp
+        };
+        if shrunk || rewritten {
+            self.fp = fingerprint(file)?;
+            self.seek(0);
+            self.at_eof = false;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Reads up to `chunk` bytes and passes every whole line to `emit`. Returns bytes read.
+    pub fn read_lines(
+        &mut self,
+        chunk: usize,
+        max_line: usize,
+        mut emit: impl FnMut(Line<'_>),
+    ) -> std::io::Result<usize> {
+        let Some(file) = &self.file else {
+            return Ok(0);
+        };
+        let old = self.buf.len();
+        self.buf.resize(old + chunk, 0);
+        let n = match file.read_at(&mut self.buf[old..], self.read_pos) {
+            Ok(n) => n,
+            Err(e) => {
+                self.buf.truncate(old);
+                return Err(e);
+            }
+        };
+        self.buf.truncate(old + n);
+        if n == 0 {
+            self.at_eof = true;
+            return Ok(0);
+        }
+        self.at_eof = false;
+        self.last_growth = Instant::now();
+        self.read_pos += n as u64;
+        // File offset of buf[0].
+        let base = self.read_pos - self.buf.len() as u64;
+        let mut pos = 0;
+        while pos < self.buf.len() {
+            let rest = &self.buf[pos..];
+            let nl = memchr::memchr(b'\n', rest);
+            if let Some(long) = &mut self.long {
+                match nl {
+                    Some(i) => {
+                        long.total += i;
+                        emit(Line {
+                            bytes: &long.kept,
+                            truncated_from: Some(long.total),
+                            offset: self.consumed,
+                        });
+                        self.long = None;
+                        pos += i + 1;
+                        self.consumed = base + pos as u64;
+                    }
+                    None => {
+                        long.total += rest.len();
+                        pos = self.buf.len();
+                    }
+                }
+                continue;
+            }
+            match nl {
+                Some(i) => {
+                    let line = &rest[..i];
+                    let offset = base + pos as u64;
+                    if line.len() > max_line {
+                        emit(Line {
+                            bytes: &line[..max_line],
+                            truncated_from: Some(line.len()),
+                            offset,
+                        });
+                    } else {
+                        emit(Line {
+                            bytes: line,
+                            truncated_from: None,
+                            offset,
+                        });
+                    }
+                    pos += i + 1;
+                    self.consumed = base + pos as u64;
+                }
+                None if rest.len() > max_line => {
+                    self.long = Some(LongLine {
+                        kept: rest[..max_line].to_vec(),
+                        total: rest.len(),
+                    });
+                    pos = self.buf.len();
+                }
+                None => break,
+            }
+        }
+        self.buf.drain(..pos);
+        Ok(n)
+    }
+
+    /// Emits a last line that has no newline (end of a `--once` run: the file is complete).
+    pub fn flush_partial(&mut self, max_line: usize, mut emit: impl FnMut(Line<'_>)) {
+        if let Some(long) = self.long.take() {
+            emit(Line {
+                bytes: &long.kept,
+                truncated_from: Some(long.total),
+                offset: self.consumed,
+            });
+        } else if !self.buf.is_empty() {
+            let line = &self.buf[..];
+            emit(Line {
+                bytes: &line[..line.len().min(max_line)],
+                truncated_from: (line.len() > max_line).then_some(line.len()),
+                offset: self.consumed,
+            });
+        }
+        self.buf.clear();
+        self.consumed = self.read_pos;
+    }
+
+    /// Moves `committed` past every chunk that is done. Returns whether it moved.
+    pub fn advance(&mut self) -> bool {
+        let before = self.committed;
+        while let Some((end, t)) = self.pending.front() {
+            if !t.is_done() {
+                break;
+            }
+            self.committed = *end;
+            self.pending.pop_front();
+        }
+        self.committed != before
+    }
+
+    pub fn unread(&self) -> u64 {
+        self.last_size.saturating_sub(self.read_pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn collect(t: &mut Tailed, chunk: usize, max: usize) -> Vec<(String, Option<usize>, u64)> {
+        let mut out = Vec::new();
+        while t
+            .read_lines(chunk, max, |l| {
+                out.push((
+                    String::from_utf8_lossy(l.bytes).into_owned(),
+                    l.truncated_from,
+                    l.offset,
+                ))
+            })
+            .unwrap()
+            > 0
+        {}
+        out
+    }
+
+    #[test]
+    fn partial_last_line_waits_for_its_newline() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.log");
+        std::fs::write(&p, "one\ntw").unwrap();
+        let mut t = Tailed::open(&p, true).unwrap();
+        assert_eq!(collect(&mut t, 3, 100), vec![("one".into(), None, 0)]);
+        assert_eq!(t.consumed, 4);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .write_all(b"o\n")
+            .unwrap();
+        assert_eq!(collect(&mut t, 3, 100), vec![("two".into(), None, 4)]);
+        assert_eq!(t.consumed, 8);
+    }
+
+    #[test]
+    fn long_line_is_truncated_and_the_file_goes_on() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.log");
+        let long = "x".repeat(5000);
+        std::fs::write(&p, format!("a\n{long}\nb\n")).unwrap();
+        let mut t = Tailed::open(&p, true).unwrap();
+        let got = collect(&mut t, 700, 1000);
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[1].0.len(), 1000);
+        assert_eq!(got[1].1, Some(5000));
+        assert_eq!(got[1].2, 2);
+        assert_eq!(got[2], ("b".into(), None, 5003));
+    }
+
+    #[test]
+    fn truncation_restarts_from_zero() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.log");
+        std::fs::write(&p, "first line\nsecond\n").unwrap();
+        let mut t = Tailed::open(&p, true).unwrap();
+        collect(&mut t, 64, 100);
+        std::fs::write(&p, "new\n").unwrap();
+        assert!(t.check_truncated().unwrap());
+        assert_eq!(collect(&mut t, 64, 100), vec![("new".into(), None, 0)]);
+    }
+
+    #[test]
+    fn rewrite_in_place_longer_than_offset_is_detected_by_fingerprint() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.log");
+        std::fs::write(&p, "aaa\n").unwrap();
+        let mut t = Tailed::open(&p, true).unwrap();
+        collect(&mut t, 64, 100);
+        // copytruncate, then the writer quickly wrote more than we had read.
+        std::fs::write(&p, "bbb\nccc\n").unwrap();
+        assert!(t.check_truncated().unwrap());
+        assert_eq!(collect(&mut t, 64, 100).len(), 2);
+    }
+
+    #[test]
+    fn fingerprint_needs_a_whole_first_line() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.log");
+        std::fs::write(&p, "no newline yet").unwrap();
+        assert_eq!(fingerprint(&File::open(&p).unwrap()).unwrap(), None);
+        std::fs::write(&p, "line\nmore").unwrap();
+        let a = fingerprint(&File::open(&p).unwrap()).unwrap();
+        std::fs::write(&p, "line\nother").unwrap();
+        assert_eq!(a, fingerprint(&File::open(&p).unwrap()).unwrap());
+    }
+}

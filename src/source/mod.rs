@@ -1,0 +1,611 @@
+//! The tail source: finds files, follows them through rotation and truncation, cuts what it
+//! reads into acknowledged chunks and checkpoints only what is durable.
+//!
+//! One OS thread per source runs [`Tailer::run`]: reading is blocking I/O, and keeping decode and
+//! batching on the same thread means no per-record channel or lock.
+
+pub mod checkpoint;
+mod file;
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use tracing::{debug, error, info, warn};
+
+use crate::ack::Ticket;
+use crate::batch::{Batcher, ChannelOutlet};
+use crate::config::{ReadFrom, SourceConfig};
+use crate::decode::Decoder;
+use crate::ops::metrics::Metrics;
+use checkpoint::{Checkpoints, Entry, FileId};
+use file::{State, Tailed};
+
+/// Bytes read from one file before the next file gets its turn.
+const CHUNK: usize = 256 * 1024;
+/// How long an idle source sleeps before looking for growth again.
+const POLL: Duration = Duration::from_millis(100);
+
+/// A flag with a wait: set once to ask the source threads to stop.
+#[derive(Default)]
+pub struct Signal {
+    set: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Signal {
+    pub fn set(&self) {
+        if let Ok(mut s) = self.set.lock() {
+            *s = true;
+        }
+        self.cv.notify_all();
+    }
+    pub fn is_set(&self) -> bool {
+        self.set.lock().map(|s| *s).unwrap_or(true)
+    }
+    /// Waits up to `d`; returns whether the signal is set.
+    pub fn wait(&self, d: Duration) -> bool {
+        let Ok(guard) = self.set.lock() else {
+            return true;
+        };
+        match self.cv.wait_timeout_while(guard, d, |s| !*s) {
+            Ok((g, _)) => *g,
+            Err(_) => true,
+        }
+    }
+}
+
+struct Counters {
+    records: Counter,
+    bytes: Counter,
+    truncated_lines: Counter,
+    parse_errors: Counter,
+    invalid_utf8: Counter,
+    files_open: Gauge,
+    rotated: Counter,
+    truncated_files: Counter,
+    drained: Counter,
+    unread: Gauge,
+    checkpoint_failures: Counter,
+}
+
+/// Decoding and batching: the part of the source that sees records.
+struct Proc {
+    decoder: Decoder,
+    batchers: Vec<Batcher<ChannelOutlet>>,
+    c: Counters,
+    // Per-chunk tallies, added to the counters once per chunk.
+    n_records: u64,
+    n_truncated: u64,
+    n_parse: u64,
+    n_utf8: u64,
+    failed: bool,
+}
+
+impl Proc {
+    fn line(&mut self, line: file::Line<'_>, fp: u64, ticket: &Ticket, now: chrono::DateTime<Utc>) {
+        if self.failed {
+            return;
+        }
+        let d = self
+            .decoder
+            .decode(line.bytes, line.truncated_from, (fp, line.offset));
+        self.n_records += 1;
+        self.n_truncated += line.truncated_from.is_some() as u64;
+        self.n_parse += d.flags.parse_error as u64;
+        self.n_utf8 += d.flags.invalid_utf8 as u64;
+        let time = d.time.unwrap_or(now);
+        for b in &mut self.batchers {
+            if b.add(d.record, d.values, time, ticket).is_err() {
+                // Shutting down: the chunk stays unacknowledged and is read again next run.
+                self.failed = true;
+                return;
+            }
+        }
+    }
+
+    fn flush_counts(&mut self) {
+        self.c.records.inc_by(std::mem::take(&mut self.n_records));
+        self.c
+            .truncated_lines
+            .inc_by(std::mem::take(&mut self.n_truncated));
+        self.c
+            .parse_errors
+            .inc_by(std::mem::take(&mut self.n_parse));
+        self.c.invalid_utf8.inc_by(std::mem::take(&mut self.n_utf8));
+    }
+}
+
+/// What every source shares with the pipeline.
+pub struct SourceCtx {
+    pub data_dir: PathBuf,
+    /// Read every file to its end once, then stop.
+    pub once: bool,
+    pub stop: Arc<Signal>,
+    /// Set at the shutdown deadline: stop waiting for batches to become durable.
+    pub abandon: tokio::sync::watch::Receiver<bool>,
+    pub ckpt_interval: Duration,
+}
+
+pub struct Tailer {
+    cfg: SourceConfig,
+    once: bool,
+    stop: Arc<Signal>,
+    abandon: tokio::sync::watch::Receiver<bool>,
+    files: BTreeMap<(u64, u64), Tailed>,
+    saved: HashMap<FileId, Entry>,
+    ckpt: Checkpoints,
+    ckpt_interval: Duration,
+    dirty: bool,
+    proc: Proc,
+    first_scan_done: bool,
+}
+
+impl Tailer {
+    pub fn new(
+        cfg: SourceConfig,
+        ctx: SourceCtx,
+        decoder: Decoder,
+        batchers: Vec<Batcher<ChannelOutlet>>,
+        metrics: &Metrics,
+    ) -> anyhow::Result<Tailer> {
+        let SourceCtx {
+            data_dir,
+            once,
+            stop,
+            abandon,
+            ckpt_interval,
+        } = ctx;
+        let ckpt = Checkpoints::new(
+            data_dir
+                .join("checkpoints")
+                .join(format!("{}.json", cfg.name)),
+        );
+        let (entries, report) = ckpt
+            .load()
+            .map_err(|e| anyhow::anyhow!("source {}: cannot read checkpoints: {e}", cfg.name))?;
+        if let Some((aside, reason)) = &report.set_aside {
+            error!(source = %cfg.name, set_aside = %aside.display(), %reason,
+                "checkpoint file is corrupt; moved it aside and resumed from the previous copy (records after it may be sent again)");
+        } else if report.used_previous {
+            warn!(source = %cfg.name, "checkpoint file missing; resumed from the previous copy");
+        }
+        let l = metrics.source(&cfg.name);
+        let c = Counters {
+            records: metrics.records_read.get_or_create(&l).clone(),
+            bytes: metrics.bytes_read.get_or_create(&l).clone(),
+            truncated_lines: metrics.lines_truncated.get_or_create(&l).clone(),
+            parse_errors: metrics.parse_errors.get_or_create(&l).clone(),
+            invalid_utf8: metrics.invalid_utf8.get_or_create(&l).clone(),
+            files_open: metrics.files_open.get_or_create(&l).clone(),
+            rotated: metrics.files_rotated.get_or_create(&l).clone(),
+            truncated_files: metrics.files_truncated.get_or_create(&l).clone(),
+            drained: metrics.files_drained.get_or_create(&l).clone(),
+            unread: metrics.unread_bytes.get_or_create(&l).clone(),
+            checkpoint_failures: metrics.checkpoint_failures.get_or_create(&l).clone(),
+        };
+        Ok(Tailer {
+            cfg,
+            once,
+            stop,
+            abandon,
+            files: BTreeMap::new(),
+            saved: entries.into_iter().map(|e| (e.id, e)).collect(),
+            ckpt,
+            ckpt_interval,
+            dirty: false,
+            proc: Proc {
+                decoder,
+                batchers,
+                c,
+                n_records: 0,
+                n_truncated: 0,
+                n_parse: 0,
+                n_utf8: 0,
+                failed: false,
+            },
+            first_scan_done: false,
+        })
+    }
+
+    pub fn run(mut self) {
+        let name = self.cfg.name.clone();
+        let mut next_scan = Instant::now();
+        let mut next_ckpt = Instant::now() + self.ckpt_interval;
+        loop {
+            let now = Instant::now();
+            if now >= next_scan {
+                self.scan();
+                next_scan = now + self.cfg.glob_interval;
+            }
+            let progressed = self.read_round();
+            self.close_drained();
+            if self.batch_tick(false).is_err() {
+                break;
+            }
+            if now >= next_ckpt {
+                self.checkpoint();
+                next_ckpt = now + self.ckpt_interval;
+            }
+            if self.stop.is_set() || self.proc.failed {
+                break;
+            }
+            if self.once
+                && !progressed
+                && self
+                    .files
+                    .values()
+                    .all(|f| f.at_eof || f.file.is_none() || f.fp.is_none())
+            {
+                let max = self.cfg.max_line_bytes;
+                for f in self.files.values_mut() {
+                    let Some(fp) = f.fp else { continue };
+                    let ticket = Ticket::new();
+                    let now = Utc::now();
+                    let proc = &mut self.proc;
+                    f.flush_partial(max, |l| proc.line(l, fp, &ticket, now));
+                    f.pending
+                        .push_back((f.consumed, Ticket::clone_for_queue(&ticket)));
+                    if !proc.failed {
+                        ticket.seal().release();
+                    }
+                }
+                break;
+            }
+            if !progressed && self.stop.wait(POLL) {
+                break;
+            }
+        }
+        self.finish();
+        info!(source = %name, "source stopped");
+    }
+
+    fn batch_tick(&mut self, all: bool) -> Result<(), ()> {
+        let now = Instant::now();
+        for b in &mut self.proc.batchers {
+            if all {
+                b.seal_all()?
+            } else {
+                b.seal_expired(now)?
+            }
+        }
+        Ok(())
+    }
+
+    /// Seals what is open, waits until everything read is durable (or the shutdown deadline),
+    /// and writes the last checkpoint.
+    fn finish(&mut self) {
+        if self.batch_tick(true).is_err() {
+            warn!(source = %self.cfg.name, "shutdown deadline reached before open batches were handed on; they will be read again at the next start");
+        }
+        loop {
+            self.checkpoint();
+            let pending = self.files.values().any(|f| !f.pending.is_empty());
+            if !pending || *self.abandon.borrow() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.proc.flush_counts();
+    }
+
+    /// Finds files, notices renames, deletions and truncations.
+    fn scan(&mut self) {
+        let mut seen: HashMap<(u64, u64), PathBuf> = HashMap::new();
+        for pattern in &self.cfg.include {
+            let paths = match glob::glob(pattern) {
+                Ok(p) => p,
+                Err(e) => {
+                    warn!(source = %self.cfg.name, %pattern, error = %e, "bad include pattern");
+                    continue;
+                }
+            };
+            for path in paths.flatten() {
+                if self.cfg.exclude.iter().any(|x| x.matches_path(&path)) {
+                    continue;
+                }
+                let Ok(meta) = std::fs::metadata(&path) else {
+                    continue;
+                };
+                if !meta.is_file() {
+                    continue;
+                }
+                seen.insert((meta.dev(), meta.ino()), path);
+            }
+        }
+        let mut unread = 0;
+        for (key, path) in &seen {
+            match self.files.get_mut(key) {
+                Some(f) => {
+                    if f.path != *path {
+                        debug!(source = %self.cfg.name, from = %f.path.display(), to = %path.display(), "file renamed within include");
+                        f.path = path.clone();
+                    }
+                    if matches!(f.state, State::Gone) {
+                        f.state = State::Live;
+                    }
+                }
+                None => match Tailed::open(path, !self.first_scan_done) {
+                    Ok(t) => {
+                        debug!(source = %self.cfg.name, path = %path.display(), "new file");
+                        self.files.insert(*key, t);
+                    }
+                    Err(e) => {
+                        warn!(source = %self.cfg.name, path = %path.display(), error = %e, "cannot open file")
+                    }
+                },
+            }
+        }
+        for (key, f) in self.files.iter_mut() {
+            if !seen.contains_key(key) && matches!(f.state, State::Live) {
+                // Renamed out of include, or deleted: keep reading the open handle to its end.
+                f.state = State::Gone;
+                f.last_growth = Instant::now();
+                self.proc.c.rotated.inc();
+                debug!(source = %self.cfg.name, path = %f.path.display(), "file rotated or deleted; draining");
+            }
+            if let Some(file) = &f.file {
+                if let Ok(m) = file.metadata() {
+                    f.last_size = m.len();
+                }
+            }
+            unread += f.unread();
+        }
+        if !self.first_scan_done {
+            self.recover_rotated();
+            self.first_scan_done = true;
+        }
+        self.position_new();
+        self.enforce_open_limit();
+        self.proc.c.unread.set(unread as i64);
+        self.proc
+            .c
+            .files_open
+            .set(self.files.values().filter(|f| f.file.is_some()).count() as i64);
+    }
+
+    /// At start, files with a checkpoint that no longer match `include` were probably rotated
+    /// while logferry was stopped: find them by inode next to their old path and finish them.
+    fn recover_rotated(&mut self) {
+        let known: Vec<FileId> = self.files.values().filter_map(|f| f.id()).collect();
+        let missing: Vec<Entry> = self
+            .saved
+            .values()
+            .filter(|e| !known.contains(&e.id))
+            .cloned()
+            .collect();
+        for e in missing {
+            let Some(dir) = e.path.parent() else { continue };
+            let Ok(rd) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for de in rd.flatten() {
+                let Ok(m) = de.metadata() else { continue };
+                if m.ino() != e.id.ino || m.dev() != e.id.dev || !m.is_file() {
+                    continue;
+                }
+                if m.len() <= e.offset || self.files.contains_key(&(m.dev(), m.ino())) {
+                    break;
+                }
+                if let Ok(mut t) = Tailed::open(&de.path(), false) {
+                    if t.fp == Some(e.id.fp) {
+                        info!(source = %self.cfg.name, path = %de.path().display(), "finishing a file rotated while stopped");
+                        t.state = State::Gone;
+                        self.files.insert((m.dev(), m.ino()), t);
+                    }
+                }
+                break;
+            }
+        }
+    }
+
+    /// Decides where files with a fingerprint but no position start reading.
+    fn position_new(&mut self) {
+        for f in self.files.values_mut() {
+            if f.positioned {
+                continue;
+            }
+            if f.fp.is_none() {
+                if let Some(file) = &f.file {
+                    f.fp = file::fingerprint(file).ok().flatten();
+                }
+            }
+            let Some(id) = f.id() else { continue };
+            f.positioned = true;
+            let start = match self.saved.remove(&id) {
+                Some(e) if e.offset <= f.last_size => e.offset,
+                Some(_) => {
+                    // Shorter than its checkpoint: truncated while we were stopped.
+                    self.proc.c.truncated_files.inc();
+                    0
+                }
+                None if f.from_start_scan && self.cfg.read_from == ReadFrom::End => {
+                    // The end of what is there now, at a line boundary: the first line is whole.
+                    f.last_size
+                }
+                None => 0,
+            };
+            f.seek(start);
+            if start > 0 && self.cfg.read_from == ReadFrom::End && start == f.last_size {
+                // read_from = end may land mid-line; skip to the next line start.
+                f.seek(line_start_at_or_before(f, start));
+            }
+            self.dirty = true;
+        }
+    }
+
+    fn enforce_open_limit(&mut self) {
+        let open = self.files.values().filter(|f| f.file.is_some()).count();
+        if open <= self.cfg.max_open_files {
+            // Reopen closed files that grew, while there is room.
+            let mut room = self.cfg.max_open_files - open;
+            for f in self.files.values_mut() {
+                if room == 0 {
+                    break;
+                }
+                if f.file.is_none() {
+                    match std::fs::File::open(&f.path) {
+                        Ok(file) => match file.metadata() {
+                            Ok(m) if m.ino() == f.ino && m.dev() == f.dev => {
+                                if m.len() > f.read_pos || m.len() < f.read_pos {
+                                    f.file = Some(file);
+                                    f.at_eof = false;
+                                    room -= 1;
+                                }
+                            }
+                            _ => f.state = State::Gone,
+                        },
+                        Err(_) => f.state = State::Gone,
+                    }
+                }
+            }
+            return;
+        }
+        // Close the live files idle the longest; Gone files keep their handle (it is the only
+        // way to their data).
+        let mut idle: Vec<(Instant, (u64, u64))> = self
+            .files
+            .iter()
+            .filter(|(_, f)| f.file.is_some() && f.at_eof && matches!(f.state, State::Live))
+            .map(|(k, f)| (f.last_growth, *k))
+            .collect();
+        idle.sort();
+        for (_, k) in idle.into_iter().take(open - self.cfg.max_open_files) {
+            if let Some(f) = self.files.get_mut(&k) {
+                f.file = None;
+            }
+        }
+    }
+
+    /// Gives every open file one chunk. Returns whether anything was read.
+    fn read_round(&mut self) -> bool {
+        let mut progressed = false;
+        let max_line = self.cfg.max_line_bytes;
+        let name = &self.cfg.name;
+        for f in self.files.values_mut() {
+            if f.file.is_none() || !f.positioned {
+                continue;
+            }
+            match f.check_truncated() {
+                Ok(true) => {
+                    self.proc.c.truncated_files.inc();
+                    info!(source = %name, path = %f.path.display(), "file truncated; reading it from the start");
+                    f.positioned = f.fp.is_some();
+                    if !f.positioned {
+                        continue;
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(source = %name, path = %f.path.display(), error = %e, "cannot stat file");
+                    continue;
+                }
+            }
+            let Some(fp) = f.fp else { continue };
+            let ticket = Ticket::new();
+            let now = Utc::now();
+            let proc = &mut self.proc;
+            match f.read_lines(CHUNK, max_line, |l| proc.line(l, fp, &ticket, now)) {
+                Ok(0) => {}
+                Ok(n) => {
+                    progressed = true;
+                    proc.c.bytes.inc_by(n as u64);
+                    proc.flush_counts();
+                    f.pending
+                        .push_back((f.consumed, Ticket::clone_for_queue(&ticket)));
+                }
+                Err(e) => {
+                    warn!(source = %name, path = %f.path.display(), error = %e, "read failed; will retry")
+                }
+            }
+            // A chunk whose records were not all taken (shutting down) must never count as done.
+            if !proc.failed {
+                ticket.seal().release();
+            }
+        }
+        progressed
+    }
+
+    /// Closes rotated or deleted files that stayed at their end for `rotate_wait`, and forgets
+    /// them once everything read from them is durable.
+    fn close_drained(&mut self) {
+        let wait = if self.once {
+            Duration::ZERO
+        } else {
+            self.cfg.rotate_wait
+        };
+        let mut forget = Vec::new();
+        for (k, f) in self.files.iter_mut() {
+            if !matches!(f.state, State::Gone) {
+                continue;
+            }
+            if f.file.is_some() && f.at_eof && f.last_growth.elapsed() >= wait {
+                f.file = None;
+                self.proc.c.drained.inc();
+                debug!(source = %self.cfg.name, path = %f.path.display(), "rotated file drained and closed");
+            }
+            if f.file.is_none() && f.pending.is_empty() {
+                forget.push(*k);
+            }
+        }
+        for k in forget {
+            self.files.remove(&k);
+            self.dirty = true;
+        }
+    }
+
+    fn checkpoint(&mut self) {
+        let mut moved = false;
+        for f in self.files.values_mut() {
+            moved |= f.advance();
+        }
+        if !moved && !self.dirty {
+            return;
+        }
+        let entries: Vec<Entry> = self
+            .files
+            .values()
+            .filter_map(|f| {
+                Some(Entry {
+                    id: f.id()?,
+                    offset: f.committed,
+                    path: f.path.clone(),
+                })
+            })
+            .chain(
+                self.saved
+                    .values()
+                    .filter(|_| !self.first_scan_done)
+                    .cloned(),
+            )
+            .collect();
+        match self.ckpt.save(&entries) {
+            Ok(()) => self.dirty = false,
+            Err(e) => {
+                self.proc.c.checkpoint_failures.inc();
+                error!(source = %self.cfg.name, error = %e, "cannot write checkpoint; will retry");
+            }
+        }
+    }
+}
+
+/// With `read_from = end`, the end of the file can be mid-line (a writer is appending): start
+/// after the last newline so the first record read is whole.
+fn line_start_at_or_before(f: &Tailed, offset: u64) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let Some(file) = &f.file else { return offset };
+    let from = offset.saturating_sub(64 * 1024);
+    let mut buf = vec![0u8; (offset - from) as usize];
+    match file.read_at(&mut buf, from) {
+        Ok(n) => match memchr::memrchr(b'\n', &buf[..n]) {
+            Some(i) => from + i as u64 + 1,
+            None => offset,
+        },
+        Err(_) => offset,
+    }
+}

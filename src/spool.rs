@@ -1,0 +1,486 @@
+//! The per-sink spool: sealed batches waiting for delivery.
+//!
+//! Disk mode writes each batch to `data_dir/spool/<sink>/<seq>-<id>.batch` (temp name, fsync,
+//! rename, fsync of the directory) before its records count as durable, and replays the
+//! directory in order at start. Memory mode (zero retention) keeps batches in memory and holds
+//! their chunks until the sink acknowledges them. Either way the spool is bounded: `push` waits
+//! for room, which pauses the sources feeding it.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use logferry_sinks::{BatchMeta, SealedBatch};
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::Notify;
+
+use crate::ack::{release_all, Hold};
+
+const MAGIC: &[u8] = b"LFSPOOL1\n";
+
+/// Order of a batch in the spool: sealing sequence, then split suffix (`a`, `ab`, ...).
+pub type SpoolKey = (u64, String);
+
+enum Body {
+    Disk(PathBuf),
+    Memory(Bytes, Vec<Hold>),
+}
+
+struct Entry {
+    meta: BatchMeta,
+    size: u64,
+    body: Body,
+}
+
+#[derive(Default)]
+struct State {
+    entries: BTreeMap<SpoolKey, Entry>,
+    in_flight: HashSet<SpoolKey>,
+    bytes: u64,
+    next_seq: u64,
+    closed: bool,
+}
+
+pub struct Spool {
+    dir: Option<PathBuf>,
+    max_bytes: u64,
+    max_entries: usize,
+    state: Mutex<State>,
+    changed: Notify,
+    bytes_gauge: Gauge,
+    count_gauge: Gauge,
+}
+
+/// A batch taken for delivery.
+pub struct Taken {
+    pub key: SpoolKey,
+    pub batch: SealedBatch,
+}
+
+fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    // A panic while holding the lock cannot leave the map half-updated in a way that loses
+    // batches (files stay on disk), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Spool {
+    /// Opens a disk spool, removing temp files a crash left and indexing the batches found.
+    pub fn open_disk(
+        dir: PathBuf,
+        max_bytes: u64,
+        gauges: (Gauge, Gauge),
+    ) -> std::io::Result<Spool> {
+        std::fs::create_dir_all(&dir)?;
+        let mut st = State::default();
+        for de in std::fs::read_dir(&dir)? {
+            let de = de?;
+            let name = de.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".tmp") {
+                std::fs::remove_file(de.path())?;
+                continue;
+            }
+            let Some(key) = parse_name(&name) else {
+                continue;
+            };
+            match read_header(&de.path()) {
+                Ok((meta, size)) => {
+                    st.next_seq = st.next_seq.max(key.0 + 1);
+                    st.bytes += size;
+                    st.entries.insert(
+                        key,
+                        Entry {
+                            meta,
+                            size,
+                            body: Body::Disk(de.path()),
+                        },
+                    );
+                }
+                Err(e) => {
+                    let aside = de.path().with_extension("corrupt");
+                    tracing::error!(file = %de.path().display(), error = %e, "unreadable spool file moved aside");
+                    std::fs::rename(de.path(), aside)?;
+                }
+            }
+        }
+        let s = Spool {
+            dir: Some(dir),
+            max_bytes,
+            max_entries: usize::MAX,
+            state: Mutex::new(st),
+            changed: Notify::new(),
+            bytes_gauge: gauges.0,
+            count_gauge: gauges.1,
+        };
+        s.update_gauges(&lock(&s.state));
+        Ok(s)
+    }
+
+    pub fn memory(max_entries: usize, max_bytes: u64, gauges: (Gauge, Gauge)) -> Spool {
+        Spool {
+            dir: None,
+            max_bytes,
+            max_entries: max_entries.max(1),
+            state: Mutex::new(State::default()),
+            changed: Notify::new(),
+            bytes_gauge: gauges.0,
+            count_gauge: gauges.1,
+        }
+    }
+
+    pub fn is_memory(&self) -> bool {
+        self.dir.is_none()
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.state).entries.len()
+    }
+
+    fn update_gauges(&self, st: &State) {
+        self.bytes_gauge.set(st.bytes as i64);
+        self.count_gauge.set(st.entries.len() as i64);
+    }
+
+    fn has_room(&self, st: &State, size: u64) -> bool {
+        st.entries.is_empty()
+            || (st.bytes + size <= self.max_bytes && st.entries.len() < self.max_entries)
+    }
+
+    /// Adds a sealed batch, waiting for room. In disk mode the batch is durable when this
+    /// returns and its holds are released; in memory mode the holds travel with it.
+    pub async fn push(&self, batch: SealedBatch, holds: Vec<Hold>) -> std::io::Result<()> {
+        let size = batch.payload.len() as u64;
+        let seq = loop {
+            let notified = self.changed.notified();
+            {
+                let mut st = lock(&self.state);
+                if self.has_room(&st, size) {
+                    let seq = st.next_seq;
+                    st.next_seq += 1;
+                    // Reserve the room now; the entry is filled in below.
+                    st.bytes += size;
+                    break seq;
+                }
+            }
+            notified.await;
+        };
+        let key = (seq, String::new());
+        let body = match &self.dir {
+            Some(dir) => {
+                let path = dir.join(file_name(&key, &batch.meta.id));
+                let (p, b) = (path.clone(), batch.clone());
+                let res = tokio::task::spawn_blocking(move || write_file(&p, &b))
+                    .await
+                    .map_err(std::io::Error::other)
+                    .and_then(|r| r);
+                if let Err(e) = res {
+                    lock(&self.state).bytes -= size;
+                    self.changed.notify_waiters();
+                    return Err(e);
+                }
+                release_all(holds);
+                Body::Disk(path)
+            }
+            None => Body::Memory(batch.payload.clone(), holds),
+        };
+        let mut st = lock(&self.state);
+        st.entries.insert(
+            key,
+            Entry {
+                meta: batch.meta,
+                size,
+                body,
+            },
+        );
+        self.update_gauges(&st);
+        drop(st);
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// No more batches will be pushed; `next` returns `None` once the spool is empty.
+    pub fn close(&self) {
+        lock(&self.state).closed = true;
+        self.changed.notify_waiters();
+    }
+
+    /// The oldest batch not already being delivered. `None` when closed and empty.
+    pub async fn next(&self) -> Option<std::io::Result<Taken>> {
+        loop {
+            let notified = self.changed.notified();
+            let found = {
+                let mut guard = lock(&self.state);
+                let st = &mut *guard;
+                let found = st
+                    .entries
+                    .iter()
+                    .find(|(k, _)| !st.in_flight.contains(*k))
+                    .map(|(k, e)| (k.clone(), e.meta.clone(), payload_of(&e.body)));
+                match found {
+                    Some(f) => {
+                        st.in_flight.insert(f.0.clone());
+                        Some(f)
+                    }
+                    None if st.closed && st.entries.is_empty() => return None,
+                    None => None,
+                }
+            };
+            let Some((key, meta, body)) = found else {
+                notified.await;
+                continue;
+            };
+            let payload = match body {
+                Ok(b) => b,
+                Err(path) => match tokio::task::spawn_blocking(move || read_file(&path)).await {
+                    Ok(Ok((_, p))) => p,
+                    Ok(Err(e)) => {
+                        self.untake(&key);
+                        return Some(Err(e));
+                    }
+                    Err(e) => {
+                        self.untake(&key);
+                        return Some(Err(std::io::Error::other(e)));
+                    }
+                },
+            };
+            return Some(Ok(Taken {
+                key,
+                batch: SealedBatch { meta, payload },
+            }));
+        }
+    }
+
+    /// Puts a taken batch back without delivering it (shutdown during an attempt).
+    pub fn untake(&self, key: &SpoolKey) {
+        lock(&self.state).in_flight.remove(key);
+    }
+
+    /// Removes a delivered (or dead-lettered) batch; in memory mode releases its chunks.
+    pub fn complete(&self, key: &SpoolKey) -> std::io::Result<()> {
+        let mut st = lock(&self.state);
+        st.in_flight.remove(key);
+        let Some(e) = st.entries.remove(key) else {
+            return Ok(());
+        };
+        st.bytes -= e.size;
+        self.update_gauges(&st);
+        drop(st);
+        self.changed.notify_waiters();
+        match e.body {
+            Body::Disk(path) => std::fs::remove_file(path),
+            Body::Memory(_, holds) => {
+                release_all(holds);
+                Ok(())
+            }
+        }
+    }
+
+    /// Replaces a batch by the halves it was split into; they keep its place in the order.
+    pub fn replace(&self, key: &SpoolKey, halves: Vec<SealedBatch>) -> std::io::Result<()> {
+        let holds = {
+            let st = lock(&self.state);
+            match st.entries.get(key).map(|e| &e.body) {
+                Some(Body::Memory(_, h)) => h.clone(),
+                _ => Vec::new(),
+            }
+        };
+        let mut new = Vec::new();
+        for (i, b) in halves.into_iter().enumerate() {
+            let k = (key.0, format!("{}{}", key.1, (b'a' + i as u8) as char));
+            let body = match &self.dir {
+                Some(dir) => {
+                    let path = dir.join(file_name(&k, &b.meta.id));
+                    write_file(&path, &b)?;
+                    Body::Disk(path)
+                }
+                None => Body::Memory(b.payload.clone(), holds.clone()),
+            };
+            new.push((
+                k,
+                Entry {
+                    size: b.payload.len() as u64,
+                    meta: b.meta,
+                    body,
+                },
+            ));
+        }
+        release_all(holds);
+        {
+            let mut st = lock(&self.state);
+            for (k, e) in new {
+                st.bytes += e.size;
+                st.entries.insert(k, e);
+            }
+        }
+        // Written before the parent goes: a crash in between sends the parent again, which
+        // is a duplicate at worst, never a loss.
+        self.complete(key)
+    }
+}
+
+fn payload_of(body: &Body) -> Result<Bytes, PathBuf> {
+    match body {
+        Body::Memory(b, _) => Ok(b.clone()),
+        Body::Disk(p) => Err(p.clone()),
+    }
+}
+
+fn file_name(key: &SpoolKey, id: &str) -> String {
+    format!("{:020}{}-{id}.batch", key.0, key.1)
+}
+
+fn parse_name(name: &str) -> Option<SpoolKey> {
+    let stem = name.strip_suffix(".batch")?;
+    let (head, _) = stem.split_once('-')?;
+    let digits = head.get(..20)?;
+    let suffix = head.get(20..)?;
+    Some((digits.parse().ok()?, suffix.to_string()))
+}
+
+/// Writes a batch file: magic line, JSON metadata line, payload.
+pub fn write_file(path: &Path, b: &SealedBatch) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let header = serde_json::to_vec(&b.meta).map_err(std::io::Error::other)?;
+    let res = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(MAGIC)?;
+        f.write_all(&header)?;
+        f.write_all(b"\n")?;
+        f.write_all(&b.payload)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+pub fn read_file(path: &Path) -> std::io::Result<(BatchMeta, Bytes)> {
+    let data = std::fs::read(path)?;
+    let bad = |what: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: {what}", path.display()),
+        )
+    };
+    let rest = data
+        .strip_prefix(MAGIC)
+        .ok_or_else(|| bad("not a spool file"))?;
+    let nl = memchr::memchr(b'\n', rest).ok_or_else(|| bad("no header"))?;
+    let meta: BatchMeta = serde_json::from_slice(&rest[..nl]).map_err(|e| bad(&e.to_string()))?;
+    let start = MAGIC.len() + nl + 1;
+    Ok((meta, Bytes::from(data).slice(start..)))
+}
+
+fn read_header(path: &Path) -> std::io::Result<(BatchMeta, u64)> {
+    let (meta, payload) = read_file(path)?;
+    Ok((meta, payload.len() as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ack::Ticket;
+
+    fn batch(id: &str, n: usize) -> SealedBatch {
+        let now = chrono::Utc::now();
+        SealedBatch {
+            meta: BatchMeta {
+                id: id.into(),
+                source: "s".into(),
+                sink: "k".into(),
+                key: format!("k/{id}"),
+                record_count: 1,
+                first_time: now,
+                last_time: now,
+                sha256: String::new(),
+                uncompressed_bytes: n as u64,
+                encoding: logferry_sinks::Encoding::Ndjson,
+                compression: logferry_sinks::Compression::None,
+                head_len: 0,
+                tail_len: 0,
+            },
+            payload: Bytes::from(vec![b'x'; n]),
+        }
+    }
+
+    fn gauges() -> (Gauge, Gauge) {
+        (Gauge::default(), Gauge::default())
+    }
+
+    #[tokio::test]
+    async fn disk_spool_replays_in_order_after_restart() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Spool::open_disk(d.path().into(), 1 << 20, gauges()).unwrap();
+        let t = Ticket::new();
+        s.push(batch("one", 10), vec![t.hold()]).await.unwrap();
+        s.push(batch("two", 10), vec![]).await.unwrap();
+        t.seal().release();
+        assert!(
+            t.is_done(),
+            "disk mode releases holds once the file is synced"
+        );
+        std::fs::write(d.path().join("00000000000000000009-x.batch.tmp"), b"half").unwrap();
+        drop(s);
+        let s = Spool::open_disk(d.path().into(), 1 << 20, gauges()).unwrap();
+        s.close();
+        let a = s.next().await.unwrap().unwrap();
+        assert_eq!(a.batch.meta.id, "one");
+        assert_eq!(a.batch.payload.len(), 10);
+        s.complete(&a.key).unwrap();
+        let b = s.next().await.unwrap().unwrap();
+        assert_eq!(b.batch.meta.id, "two");
+        s.complete(&b.key).unwrap();
+        assert!(s.next().await.is_none());
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn push_waits_for_room_when_full() {
+        let d = tempfile::tempdir().unwrap();
+        let s = std::sync::Arc::new(Spool::open_disk(d.path().into(), 15, gauges()).unwrap());
+        s.push(batch("one", 10), vec![]).await.unwrap();
+        let s2 = s.clone();
+        let pushing = tokio::spawn(async move { s2.push(batch("two", 10), vec![]).await });
+        tokio::task::yield_now().await;
+        assert!(!pushing.is_finished());
+        let a = s.next().await.unwrap().unwrap();
+        s.complete(&a.key).unwrap();
+        pushing.await.unwrap().unwrap();
+        assert_eq!(s.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn memory_mode_holds_until_complete_and_halves_keep_holds() {
+        let s = Spool::memory(4, 1 << 20, gauges());
+        let t = Ticket::new();
+        s.push(batch("p", 10), vec![t.hold()]).await.unwrap();
+        t.seal().release();
+        assert!(!t.is_done());
+        let p = s.next().await.unwrap().unwrap();
+        s.replace(&p.key, vec![batch("p-a", 5), batch("p-b", 5)])
+            .unwrap();
+        assert!(!t.is_done());
+        let a = s.next().await.unwrap().unwrap();
+        assert_eq!(a.batch.meta.id, "p-a");
+        s.complete(&a.key).unwrap();
+        assert!(!t.is_done());
+        let b = s.next().await.unwrap().unwrap();
+        s.complete(&b.key).unwrap();
+        assert!(t.is_done());
+    }
+
+    #[test]
+    fn names_round_trip() {
+        let k = (42, "ab".to_string());
+        assert_eq!(parse_name(&file_name(&k, "0190-uuid")), Some(k));
+    }
+}
