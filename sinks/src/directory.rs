@@ -90,7 +90,8 @@ impl Sink for DirectorySink {
         let res = tokio::task::spawn_blocking(move || write_atomically(&path, &id, &payload)).await;
         match res {
             Ok(Ok(())) => Outcome::Delivered,
-            Ok(Err(e)) if e.kind() == ErrorKind::InvalidInput => Outcome::Rejected {
+            // A name the file system can never take (too long, invalid): retrying cannot help.
+            Ok(Err(e)) if matches!(e.kind(), ErrorKind::InvalidInput | ErrorKind::InvalidFilename) => Outcome::Rejected {
                 reason: format!("cannot write {shown}: {e}"),
             },
             Ok(Err(e)) => Outcome::Retry {

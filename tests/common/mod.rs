@@ -1,0 +1,284 @@
+//! Harness for the integration tests: runs the real `logferry` binary on a temp directory and
+//! reads back what it archived. Waiting is always on a condition with a deadline.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_logferry");
+
+pub struct Lf {
+    pub dir: tempfile::TempDir,
+    pub cfg: PathBuf,
+    pub port: u16,
+}
+
+/// Polls `f` every 20 ms until it holds; panics naming `what` after `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+impl Lf {
+    /// `body` is the config without `data_dir` and `[api]`; `{dir}` expands to the temp dir.
+    pub fn new(body: &str) -> Lf {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let d = dir.path().display().to_string();
+        let text = format!(
+            "data_dir = \"{d}/data\"\n[api]\nlisten = \"127.0.0.1:{port}\"\n{}",
+            body.replace("{dir}", &d)
+        );
+        std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+        let cfg = dir.path().join("logferry.toml");
+        std::fs::write(&cfg, text).unwrap();
+        Lf { dir, cfg, port }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn run_once(&self) -> Output {
+        let out = Command::new(BIN)
+            .args(["run", "--once", "--config"])
+            .arg(&self.cfg)
+            .env("RUST_LOG", "info")
+            .output()
+            .expect("run logferry");
+        assert!(
+            out.status.success(),
+            "logferry run --once failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    pub fn spawn(&self) -> Running {
+        let log = self.path(&format!("logferry-{}.log", Instant::now().elapsed().as_nanos()));
+        let f = std::fs::File::create(&log).unwrap();
+        let child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&self.cfg)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(f)
+            .spawn()
+            .expect("spawn logferry");
+        let r = Running {
+            child,
+            port: self.port,
+            log,
+        };
+        wait_until(Duration::from_secs(20), "logferry to be ready", || r.ready());
+        r
+    }
+
+    /// Every record in every archived object under `rel`, decompressed and parsed.
+    pub fn archive(&self, rel: &str) -> Vec<serde_json::Value> {
+        archive_records(&self.path(rel))
+    }
+
+    /// Files under `rel`, relative names, sorted.
+    pub fn files(&self, rel: &str) -> Vec<String> {
+        let root = self.path(rel);
+        let mut out: Vec<String> = walk(&root)
+            .into_iter()
+            .map(|p| p.strip_prefix(&root).unwrap().display().to_string())
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+pub fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            if e.file_type().unwrap().is_dir() {
+                dirs.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+pub fn decompress(path: &Path) -> Vec<u8> {
+    let raw = std::fs::read(path).unwrap();
+    let name = path.to_string_lossy();
+    let mut out = Vec::new();
+    if name.ends_with(".gz") {
+        flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut out).unwrap();
+    } else if name.ends_with(".zst") {
+        zstd::stream::read::Decoder::new(&raw[..]).unwrap().read_to_end(&mut out).unwrap();
+    } else {
+        out = raw;
+    }
+    out
+}
+
+pub fn archive_records(root: &Path) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for p in walk(root) {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(!name.starts_with(".logferry-tmp"), "half-written object left: {}", p.display());
+        let data = decompress(&p);
+        if data.first() == Some(&b'[') {
+            let v: Vec<serde_json::Value> = serde_json::from_slice(&data).unwrap();
+            out.extend(v);
+        } else {
+            for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                out.push(serde_json::from_slice(line).unwrap_or_else(|e| {
+                    panic!("{}: bad record {e}: {}", p.display(), String::from_utf8_lossy(line))
+                }));
+            }
+        }
+    }
+    out
+}
+
+/// How often each value of `field` occurs.
+pub fn counts(records: &[serde_json::Value], field: &str) -> HashMap<u64, usize> {
+    let mut m = HashMap::new();
+    for r in records {
+        if let Some(v) = r[field].as_u64() {
+            *m.entry(v).or_insert(0) += 1;
+        }
+    }
+    m
+}
+
+/// Asserts every id in `0..n` is present; returns how many extra copies there were.
+pub fn assert_all_present(records: &[serde_json::Value], n: u64) -> usize {
+    let c = counts(records, "id");
+    let missing: Vec<u64> = (0..n).filter(|i| !c.contains_key(i)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {n} records lost, first: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    c.values().map(|v| v - 1).sum()
+}
+
+/// Writes `n` JSON lines with ids `start..start+n` (about 120 bytes each).
+pub fn write_lines(path: &Path, start: u64, n: u64) {
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    let mut buf = String::new();
+    for i in start..start + n {
+        buf.push_str(&format!(
+            "{{\"id\":{i},\"account_id\":\"acct{}\",\"ts\":\"2026-11-23T10:00:00Z\",\"msg\":\"job step finished\"}}\n",
+            i % 3
+        ));
+    }
+    f.write_all(buf.as_bytes()).unwrap();
+}
+
+pub struct Running {
+    pub child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl Running {
+    fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        let status = out.split_whitespace().nth(1)?.parse().ok()?;
+        let body = out.split_once("\r\n\r\n")?.1.to_string();
+        Some((status, body))
+    }
+
+    pub fn ready(&self) -> bool {
+        matches!(self.get("/readyz"), Some((200, _)))
+    }
+
+    /// Sum of a metric's samples whose label set contains `labels` (e.g. `source="jobs"`).
+    pub fn metric(&self, name: &str, labels: &str) -> f64 {
+        let Some((200, body)) = self.get("/metrics") else {
+            return -1.0;
+        };
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+                (n == name && rest.contains(labels)).then(|| value.parse::<f64>().ok())?
+            })
+            .sum()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} failed");
+    }
+
+    /// SIGTERM, then waits for the exit (at most `timeout`).
+    pub fn term(mut self, timeout: Duration) -> ExitStatus {
+        self.signal("-TERM");
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            if start.elapsed() > timeout {
+                let _ = self.child.kill();
+                panic!("logferry did not exit within {timeout:?} of SIGTERM\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn logrotate() -> PathBuf {
+    for p in ["/usr/sbin/logrotate", "/sbin/logrotate", "/usr/bin/logrotate"] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!("logrotate is not installed: run scripts/test.sh once (it installs Debian's logrotate)");
+}
