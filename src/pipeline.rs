@@ -32,11 +32,15 @@ fn build_sink(cfg: &SinkConfig) -> anyhow::Result<Arc<dyn Sink>> {
     Ok(match &cfg.kind {
         SinkKind::Directory { path } => {
             let s = DirectorySink::new(path);
-            let n = s
-                .remove_leftovers()
-                .with_context(|| format!("sink {}: cannot clean {}", cfg.name, path.display()))?;
-            if n > 0 {
-                info!(sink = %cfg.name, removed = n, "removed temp files left by an earlier crash");
+            match s.remove_leftovers() {
+                Ok(0) => {}
+                Ok(n) => {
+                    info!(sink = %cfg.name, removed = n, "removed temp files left by an earlier crash")
+                }
+                // Not fatal: the directory may be unavailable now and fine later; writes retry.
+                Err(e) => {
+                    warn!(sink = %cfg.name, path = %path.display(), error = %e, "cannot look for temp files left by a crash")
+                }
             }
             Arc::new(s)
         }

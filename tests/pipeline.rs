@@ -12,7 +12,9 @@ path = "{dir}/archive"
 "#;
 
 fn source(include: &str, extra: &str) -> String {
-    format!("[sources.jobs]\ninclude = [\"{{dir}}/logs/{include}\"]\nsinks = [\"archive\"]\n{extra}\n")
+    format!(
+        "[sources.jobs]\ninclude = [\"{{dir}}/logs/{include}\"]\nsinks = [\"archive\"]\n{extra}\n"
+    )
 }
 
 #[test]
@@ -25,7 +27,7 @@ fn many_files_and_partitions_arrive_exactly_once() {
         write_lines(&lf.path(&format!("logs/f{f}.log")), f * 2000, 2000);
     }
     lf.run_once();
-    let recs = lf.archive("archive");
+    let recs = lf.final_archive("archive");
     assert_eq!(recs.len(), 10_000);
     assert_eq!(assert_all_present(&recs, 10_000), 0);
     // Every object holds only its partition's records, under the record time's date.
@@ -33,11 +35,19 @@ fn many_files_and_partitions_arrive_exactly_once() {
         let dir = lf.path(&format!("archive/jobs/acct{acct}/2026/11/23"));
         let part = archive_records(&dir);
         assert!(!part.is_empty(), "no objects for acct{acct}");
-        assert!(part.iter().all(|r| r["account_id"] == format!("acct{acct}")));
+        assert!(part
+            .iter()
+            .all(|r| r["account_id"] == format!("acct{acct}")));
         let objects = walk(&dir);
-        assert!(objects.iter().all(|p| p.to_string_lossy().ends_with(".ndjson.gz")));
+        assert!(objects
+            .iter()
+            .all(|p| p.to_string_lossy().ends_with(".ndjson.gz")));
     }
-    assert_eq!(walk(&lf.path("data/spool/archive")).len(), 0, "spool drained");
+    assert_eq!(
+        walk(&lf.path("data/spool/archive")).len(),
+        0,
+        "spool drained"
+    );
 }
 
 #[test]
@@ -49,7 +59,7 @@ fn restart_resumes_without_resending() {
     write_lines(&log, 3000, 1000);
     lf.run_once();
     lf.run_once();
-    let recs = lf.archive("archive");
+    let recs = lf.final_archive("archive");
     assert_eq!(assert_all_present(&recs, 4000), 0);
     assert_eq!(recs.len(), 4000);
 }
@@ -68,17 +78,28 @@ fn odd_lines_are_kept_counted_and_never_stop_the_file() {
     data.extend_from_slice(b"{\"id\":2}\n");
     std::fs::write(&log, data).unwrap();
     let out = lf.run_once();
-    let recs = lf.archive("archive");
+    let recs = lf.final_archive("archive");
     assert_eq!(recs.len(), 5, "{recs:?}");
     let utf = recs.iter().find(|r| r["id"] == 0).unwrap();
     assert_eq!(utf["s"], "bad \u{fffd}\u{fffd} utf8");
     let long = recs.iter().find(|r| r["_truncated_from"].is_u64()).unwrap();
-    assert_eq!(long["_truncated_from"], "{\"id\":1,\"big\":\"".len() + (5 << 20) + 2);
+    assert_eq!(
+        long["_truncated_from"],
+        "{\"id\":1,\"big\":\"".len() + (5 << 20) + 2
+    );
     assert_eq!(long["message"].as_str().unwrap().len(), 1 << 20);
-    let wrapped: Vec<_> = recs.iter().filter(|r| r["_parse_error"].is_string()).collect();
+    let wrapped: Vec<_> = recs
+        .iter()
+        .filter(|r| r["_parse_error"].is_string())
+        .collect();
     assert_eq!(wrapped.len(), 2);
-    assert!(wrapped.iter().any(|r| r["message"] == "plain text, not JSON"));
-    assert!(recs.iter().any(|r| r["id"] == 2), "the line after the odd ones arrived");
+    assert!(wrapped
+        .iter()
+        .any(|r| r["message"] == "plain text, not JSON"));
+    assert!(
+        recs.iter().any(|r| r["id"] == 2),
+        "the line after the odd ones arrived"
+    );
     let _ = out;
 }
 
@@ -103,14 +124,28 @@ fn record_id_is_stable_across_a_full_replay() {
     let lf = Lf::new(&format!("{}{SINK}", source("*.log", "record_id = \"_id\"")));
     write_lines(&lf.path("logs/a.log"), 0, 500);
     lf.run_once();
-    let first: Vec<String> = lf.archive("archive").iter().map(|r| r["_id"].as_str().unwrap().to_string()).collect();
-    assert_eq!(first.iter().collect::<std::collections::HashSet<_>>().len(), 500);
+    let first: Vec<String> = lf
+        .archive("archive")
+        .iter()
+        .map(|r| r["_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        first.iter().collect::<std::collections::HashSet<_>>().len(),
+        500
+    );
     // Lose the checkpoints: everything is sent again, under the same ids.
     std::fs::remove_dir_all(lf.path("data/checkpoints")).unwrap();
     lf.run_once();
-    let all: Vec<String> = lf.archive("archive").iter().map(|r| r["_id"].as_str().unwrap().to_string()).collect();
+    let all: Vec<String> = lf
+        .archive("archive")
+        .iter()
+        .map(|r| r["_id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(all.len(), 1000);
-    assert_eq!(all.iter().collect::<std::collections::HashSet<_>>().len(), 500);
+    assert_eq!(
+        all.iter().collect::<std::collections::HashSet<_>>().len(),
+        500
+    );
 }
 
 #[test]
@@ -121,14 +156,22 @@ fn corrupt_checkpoint_is_set_aside_and_nothing_is_lost() {
     lf.run_once();
     write_lines(&log, 1000, 1000);
     lf.run_once();
-    std::fs::write(lf.path("data/checkpoints/jobs.json"), b"{\"version\":1,\"files\":[{\"dev").unwrap();
+    std::fs::write(
+        lf.path("data/checkpoints/jobs.json"),
+        b"{\"version\":1,\"files\":[{\"dev",
+    )
+    .unwrap();
     write_lines(&log, 2000, 500);
     let out = lf.run_once();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("checkpoint file is corrupt"), "{stderr}");
-    let aside: Vec<String> = lf.files("data/checkpoints").into_iter().filter(|f| f.contains(".corrupt-")).collect();
+    let aside: Vec<String> = lf
+        .files("data/checkpoints")
+        .into_iter()
+        .filter(|f| f.contains(".corrupt-"))
+        .collect();
     assert_eq!(aside.len(), 1);
-    let recs = lf.archive("archive");
+    let recs = lf.final_archive("archive");
     let dups = assert_all_present(&recs, 2500);
     // The previous copy is one run old: at most that run's 1000 records come again.
     assert!(dups <= 1000, "{dups} duplicates");
@@ -144,7 +187,9 @@ fn permanent_rejection_goes_to_dead_letter_with_its_reason() {
     let long = "y".repeat(128);
     let mut text = String::new();
     for i in 0..10 {
-        text.push_str(&format!("{{\"id\":{i},\"a\":\"{long}\",\"b\":\"{long}\"}}\n"));
+        text.push_str(&format!(
+            "{{\"id\":{i},\"a\":\"{long}\",\"b\":\"{long}\"}}\n"
+        ));
     }
     for i in 10..20 {
         text.push_str(&format!("{{\"id\":{i},\"a\":\"x\",\"b\":\"y\"}}\n"));
@@ -153,66 +198,118 @@ fn permanent_rejection_goes_to_dead_letter_with_its_reason() {
     let out = lf.run_once();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("moved to dead-letter"), "{stderr}");
-    let recs = lf.archive("archive");
+    let recs = lf.final_archive("archive");
     assert_eq!(recs.len(), 10);
     let dead = lf.files("data/dead-letter/archive");
     assert_eq!(dead.len(), 2, "{dead:?}");
     let reason = dead.iter().find(|f| f.ends_with(".reason.json")).unwrap();
-    let note: serde_json::Value = serde_json::from_slice(&std::fs::read(lf.path(&format!("data/dead-letter/archive/{reason}"))).unwrap()).unwrap();
+    let note: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(lf.path(&format!("data/dead-letter/archive/{reason}"))).unwrap(),
+    )
+    .unwrap();
     assert_eq!(note["records"], 10);
-    assert!(note["reason"].as_str().unwrap().contains("name too long") || note["reason"].as_str().unwrap().contains("cannot write"), "{note}");
+    assert!(
+        note["reason"].as_str().unwrap().contains("name too long")
+            || note["reason"].as_str().unwrap().contains("cannot write"),
+        "{note}"
+    );
     assert_eq!(walk(&lf.path("data/spool/archive")).len(), 0);
 }
 
 #[test]
 fn zero_retention_writes_nothing_but_checkpoints() {
-    let lf = Lf::new(&format!("{}{SINK}buffer = \"memory\"\n", source("*.log", "")));
+    let lf = Lf::new(&format!(
+        "{}{SINK}buffer = \"memory\"\n",
+        source("*.log", "")
+    ));
     write_lines(&lf.path("logs/a.log"), 0, 5000);
     lf.run_once();
-    assert_eq!(assert_all_present(&lf.archive("archive"), 5000), 0);
+    assert_eq!(assert_all_present(&lf.final_archive("archive"), 5000), 0);
     let written = lf.files("data");
     assert!(!written.is_empty());
-    assert!(written.iter().all(|f| f.starts_with("checkpoints/")), "{written:?}");
+    assert!(
+        written.iter().all(|f| f.starts_with("checkpoints/")),
+        "{written:?}"
+    );
 }
 
 #[test]
 fn sigterm_flushes_an_open_batch_long_before_max_age() {
-    let lf = Lf::new(&format!("{}{SINK}batch = {{ max_age = \"1h\" }}\n", source("*.log", "")));
+    let lf = Lf::new(&format!(
+        "{}{SINK}batch = {{ max_age = \"1h\" }}\n",
+        source("*.log", "")
+    ));
     write_lines(&lf.path("logs/a.log"), 0, 10);
     let run = lf.spawn();
-    wait_until(Duration::from_secs(10), "10 records read", || run.metric("logferry_records_read_total", "source=\"jobs\"") >= 10.0);
-    assert_eq!(lf.archive("archive").len(), 0, "nothing sealed yet: max_age is an hour");
+    wait_until(Duration::from_secs(10), "10 records read", || {
+        run.metric("logferry_records_read_total", "source=\"jobs\"") >= 10.0
+    });
+    assert_eq!(
+        lf.archive("archive").len(),
+        0,
+        "nothing sealed yet: max_age is an hour"
+    );
     let status = run.term(Duration::from_secs(10));
     assert!(status.success(), "{status}");
-    assert_eq!(assert_all_present(&lf.archive("archive"), 10), 0);
+    assert_eq!(assert_all_present(&lf.final_archive("archive"), 10), 0);
 }
 
 #[test]
 fn new_files_are_found_and_read_from_end_applies_only_at_start() {
-    let lf = Lf::new(&format!("{}{SINK}batch = {{ max_age = \"200ms\" }}\n", source("*.log", "read_from = \"end\"")));
+    let lf = Lf::new(&format!(
+        "{}{SINK}batch = {{ max_age = \"200ms\" }}\n",
+        source("*.log", "read_from = \"end\"")
+    ));
     write_lines(&lf.path("logs/old.log"), 1_000_000, 100);
     let run = lf.spawn();
-    wait_until(Duration::from_secs(10), "old.log opened", || run.metric("logferry_files_open", "source=\"jobs\"") >= 1.0);
+    wait_until(Duration::from_secs(10), "old.log opened", || {
+        run.metric("logferry_files_open", "source=\"jobs\"") >= 1.0
+    });
     write_lines(&lf.path("logs/old.log"), 0, 10);
     write_lines(&lf.path("logs/new.log"), 10, 10);
-    wait_until(Duration::from_secs(10), "20 records archived", || lf.archive("archive").len() >= 20);
+    wait_until(Duration::from_secs(10), "20 records archived", || {
+        lf.archive("archive").len() >= 20
+    });
     assert!(run.term(Duration::from_secs(10)).success());
-    let recs = lf.archive("archive");
+    let recs = lf.final_archive("archive");
     assert_eq!(recs.len(), 20, "the 100 lines before start are skipped");
     assert_eq!(assert_all_present(&recs, 20), 0);
 }
 
 #[test]
 fn validate_lists_every_problem_and_exits_2() {
-    let lf = Lf::new(&format!("{}{SINK}batchh = {{}}\n", source("*.log", "sinks = [\"nope\"]\nformatt = \"json\"").replace("sinks = [\"archive\"]\n", "")));
-    let out = std::process::Command::new(BIN).args(["validate", "--config"]).arg(&lf.cfg).output().unwrap();
+    let lf = Lf::new(&format!(
+        "{}{SINK}batchh = {{}}\n",
+        source("*.log", "sinks = [\"nope\"]\nformatt = \"json\"")
+            .replace("sinks = [\"archive\"]\n", "")
+    ));
+    let out = std::process::Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(&lf.cfg)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("sources.jobs.formatt: unknown key `formatt`; did you mean `format`?"), "{err}");
-    assert!(err.contains("sinks.archive.batchh: unknown key `batchh`; did you mean `batch`?"), "{err}");
+    assert!(
+        err.contains("sources.jobs.formatt: unknown key `formatt`; did you mean `format`?"),
+        "{err}"
+    );
+    assert!(
+        err.contains("sinks.archive.batchh: unknown key `batchh`; did you mean `batch`?"),
+        "{err}"
+    );
     assert!(err.contains("no sink named \"nope\""), "{err}");
     let good = Lf::new(&format!("{}{SINK}", source("*.log", "")));
-    let out = std::process::Command::new(BIN).args(["validate", "--config"]).arg(&good.cfg).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(&good.cfg)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("archive      directory"));
 }

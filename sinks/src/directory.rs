@@ -91,9 +91,16 @@ impl Sink for DirectorySink {
         match res {
             Ok(Ok(())) => Outcome::Delivered,
             // A name the file system can never take (too long, invalid): retrying cannot help.
-            Ok(Err(e)) if matches!(e.kind(), ErrorKind::InvalidInput | ErrorKind::InvalidFilename) => Outcome::Rejected {
-                reason: format!("cannot write {shown}: {e}"),
-            },
+            Ok(Err(e))
+                if matches!(
+                    e.kind(),
+                    ErrorKind::InvalidInput | ErrorKind::InvalidFilename
+                ) =>
+            {
+                Outcome::Rejected {
+                    reason: format!("cannot write {shown}: {e}"),
+                }
+            }
             Ok(Err(e)) => Outcome::Retry {
                 after: None,
                 reason: format!("cannot write {shown}: {e}"),

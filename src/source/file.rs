@@ -55,6 +55,8 @@ pub struct Tailed {
     /// Seen in the first scan of this run (`read_from` applies only to those).
     pub from_start_scan: bool,
     pub last_size: u64,
+    /// Modification time at the last look; a change without growth means a rewrite.
+    last_mtime: (i64, i64),
 }
 
 pub struct Line<'a> {
@@ -107,6 +109,7 @@ impl Tailed {
             positioned: false,
             from_start_scan,
             last_size: meta.len(),
+            last_mtime: (meta.mtime(), meta.mtime_nsec()),
         })
     }
 
@@ -133,11 +136,16 @@ impl Tailed {
         let Some(file) = &self.file else {
             return Ok(false);
         };
-        let len = file.metadata()?.len();
+        let meta = file.metadata()?;
+        let len = meta.len();
+        let mtime = (meta.mtime(), meta.mtime_nsec());
+        let touched = mtime != self.last_mtime;
+        self.last_mtime = mtime;
         let shrunk = len < self.read_pos;
-        // A file rewritten in place can be longer than our offset by the time we look: its
-        // first line tells. Only checked when growth resumes, not on every chunk.
-        let rewritten = !shrunk && self.at_eof && len > self.read_pos && {
+        // A file truncated and rewritten before we looked can be as long as our offset or
+        // longer: its first line tells. Checked only when a file at its end was modified,
+        // not on every chunk.
+        let rewritten = !shrunk && self.at_eof && touched && self.fp.is_some() && {
             let now = fingerprint(file)?;
             now.is_some() && now != self.fp
         };

@@ -319,6 +319,7 @@ impl Tailer {
             }
         }
         let mut unread = 0;
+        let mut open_now = self.files.values().filter(|f| f.file.is_some()).count();
         for (key, path) in &seen {
             match self.files.get_mut(key) {
                 Some(f) => {
@@ -331,7 +332,13 @@ impl Tailer {
                     }
                 }
                 None => match Tailed::open(path, !self.first_scan_done) {
-                    Ok(t) => {
+                    Ok(mut t) => {
+                        if open_now >= self.cfg.max_open_files {
+                            // Identified now, read when a handle is free.
+                            t.file = None;
+                        } else {
+                            open_now += 1;
+                        }
                         debug!(source = %self.cfg.name, path = %path.display(), "new file");
                         self.files.insert(*key, t);
                     }
@@ -439,45 +446,59 @@ impl Tailer {
         }
     }
 
+    /// Keeps at most `max_open_files` handles: files idle at their end give their handle to
+    /// files waiting with unread data. Gone files keep theirs (it is the only way to their data).
     fn enforce_open_limit(&mut self) {
-        let open = self.files.values().filter(|f| f.file.is_some()).count();
-        if open <= self.cfg.max_open_files {
-            // Reopen closed files that grew, while there is room.
-            let mut room = self.cfg.max_open_files - open;
-            for f in self.files.values_mut() {
-                if room == 0 {
-                    break;
-                }
-                if f.file.is_none() {
-                    match std::fs::File::open(&f.path) {
-                        Ok(file) => match file.metadata() {
-                            Ok(m) if m.ino() == f.ino && m.dev() == f.dev => {
-                                if m.len() > f.read_pos || m.len() < f.read_pos {
-                                    f.file = Some(file);
-                                    f.at_eof = false;
-                                    room -= 1;
-                                }
-                            }
-                            _ => f.state = State::Gone,
-                        },
-                        Err(_) => f.state = State::Gone,
+        let max = self.cfg.max_open_files;
+        let mut waiting = Vec::new();
+        for (k, f) in self.files.iter_mut() {
+            if f.file.is_some() || !matches!(f.state, State::Live) {
+                continue;
+            }
+            match std::fs::metadata(&f.path) {
+                Ok(m) if m.ino() == f.ino && m.dev() == f.dev => {
+                    f.last_size = m.len();
+                    if m.len() != f.read_pos {
+                        waiting.push((f.last_growth, *k));
                     }
                 }
+                _ => {
+                    warn!(source = %self.cfg.name, path = %f.path.display(),
+                        "a file closed for max_open_files was rotated or deleted before it could be reopened; its unread end is lost (raise max_open_files)");
+                    f.state = State::Gone;
+                }
             }
-            return;
         }
-        // Close the live files idle the longest; Gone files keep their handle (it is the only
-        // way to their data).
-        let mut idle: Vec<(Instant, (u64, u64))> = self
-            .files
-            .iter()
-            .filter(|(_, f)| f.file.is_some() && f.at_eof && matches!(f.state, State::Live))
-            .map(|(k, f)| (f.last_growth, *k))
-            .collect();
-        idle.sort();
-        for (_, k) in idle.into_iter().take(open - self.cfg.max_open_files) {
-            if let Some(f) = self.files.get_mut(&k) {
-                f.file = None;
+        let open = self.files.values().filter(|f| f.file.is_some()).count();
+        let mut room = max.saturating_sub(open);
+        if waiting.len() > room {
+            let mut idle: Vec<(Instant, (u64, u64))> = self
+                .files
+                .iter()
+                .filter(|(_, f)| f.file.is_some() && f.at_eof && matches!(f.state, State::Live))
+                .map(|(k, f)| (f.last_growth, *k))
+                .collect();
+            idle.sort();
+            for (_, k) in idle.into_iter().take(waiting.len() - room) {
+                if let Some(f) = self.files.get_mut(&k) {
+                    f.file = None;
+                    room += 1;
+                }
+            }
+        }
+        waiting.sort();
+        for (_, k) in waiting.into_iter().take(room) {
+            let Some(f) = self.files.get_mut(&k) else {
+                continue;
+            };
+            match std::fs::File::open(&f.path) {
+                Ok(file) => {
+                    f.file = Some(file);
+                    f.at_eof = false;
+                }
+                Err(e) => {
+                    warn!(source = %self.cfg.name, path = %f.path.display(), error = %e, "cannot reopen file")
+                }
             }
         }
     }

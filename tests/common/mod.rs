@@ -72,7 +72,10 @@ impl Lf {
     }
 
     pub fn spawn(&self) -> Running {
-        let log = self.path(&format!("logferry-{}.log", Instant::now().elapsed().as_nanos()));
+        let log = self.path(&format!(
+            "logferry-{}.log",
+            Instant::now().elapsed().as_nanos()
+        ));
         let f = std::fs::File::create(&log).unwrap();
         let child = Command::new(BIN)
             .args(["run", "--config"])
@@ -82,18 +85,44 @@ impl Lf {
             .stderr(f)
             .spawn()
             .expect("spawn logferry");
-        let r = Running {
+        let mut r = Running {
             child,
             port: self.port,
             log,
         };
-        wait_until(Duration::from_secs(20), "logferry to be ready", || r.ready());
+        let start = Instant::now();
+        while !r.ready() {
+            if let Ok(Some(st)) = r.child.try_wait() {
+                panic!("logferry exited early ({st}):\n{}", r.logs());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "logferry not ready after 20s:\n{}",
+                r.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         r
     }
 
     /// Every record in every archived object under `rel`, decompressed and parsed.
     pub fn archive(&self, rel: &str) -> Vec<serde_json::Value> {
         archive_records(&self.path(rel))
+    }
+
+    /// The archive once logferry has stopped: no object may be half written.
+    pub fn final_archive(&self, rel: &str) -> Vec<serde_json::Value> {
+        let temp: Vec<PathBuf> = walk(&self.path(rel))
+            .into_iter()
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(".logferry-tmp")
+            })
+            .collect();
+        assert!(temp.is_empty(), "half-written objects left: {temp:?}");
+        self.archive(rel)
     }
 
     /// Files under `rel`, relative names, sorted.
@@ -112,7 +141,9 @@ pub fn walk(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut dirs = vec![root.to_path_buf()];
     while let Some(d) = dirs.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             if e.file_type().unwrap().is_dir() {
                 dirs.push(e.path());
@@ -129,9 +160,14 @@ pub fn decompress(path: &Path) -> Vec<u8> {
     let name = path.to_string_lossy();
     let mut out = Vec::new();
     if name.ends_with(".gz") {
-        flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut out).unwrap();
+        flate2::read::MultiGzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .unwrap();
     } else if name.ends_with(".zst") {
-        zstd::stream::read::Decoder::new(&raw[..]).unwrap().read_to_end(&mut out).unwrap();
+        zstd::stream::read::Decoder::new(&raw[..])
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
     } else {
         out = raw;
     }
@@ -142,7 +178,10 @@ pub fn archive_records(root: &Path) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
     for p in walk(root) {
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(!name.starts_with(".logferry-tmp"), "half-written object left: {}", p.display());
+        if name.starts_with(".logferry-tmp") {
+            // Being written right now; it becomes an object by rename.
+            continue;
+        }
         let data = decompress(&p);
         if data.first() == Some(&b'[') {
             let v: Vec<serde_json::Value> = serde_json::from_slice(&data).unwrap();
@@ -150,7 +189,11 @@ pub fn archive_records(root: &Path) -> Vec<serde_json::Value> {
         } else {
             for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
                 out.push(serde_json::from_slice(line).unwrap_or_else(|e| {
-                    panic!("{}: bad record {e}: {}", p.display(), String::from_utf8_lossy(line))
+                    panic!(
+                        "{}: bad record {e}: {}",
+                        p.display(),
+                        String::from_utf8_lossy(line)
+                    )
                 }));
             }
         }
@@ -184,7 +227,11 @@ pub fn assert_all_present(records: &[serde_json::Value], n: u64) -> usize {
 
 /// Writes `n` JSON lines with ids `start..start+n` (about 120 bytes each).
 pub fn write_lines(path: &Path, start: u64, n: u64) {
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
     let mut buf = String::new();
     for i in start..start + n {
         buf.push_str(&format!(
@@ -251,7 +298,10 @@ impl Running {
             }
             if start.elapsed() > timeout {
                 let _ = self.child.kill();
-                panic!("logferry did not exit within {timeout:?} of SIGTERM\n{}", self.logs());
+                panic!(
+                    "logferry did not exit within {timeout:?} of SIGTERM\n{}",
+                    self.logs()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -275,7 +325,11 @@ impl Drop for Running {
 }
 
 pub fn logrotate() -> PathBuf {
-    for p in ["/usr/sbin/logrotate", "/sbin/logrotate", "/usr/bin/logrotate"] {
+    for p in [
+        "/usr/sbin/logrotate",
+        "/sbin/logrotate",
+        "/usr/bin/logrotate",
+    ] {
         if Path::new(p).exists() {
             return PathBuf::from(p);
         }
