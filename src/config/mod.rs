@@ -406,9 +406,10 @@ fn build(path: &Path, mut table: toml::Table, c: &mut Collector) -> Option<Confi
         shutdown_timeout: top
             .shutdown_timeout
             .map_or(Duration::from_secs(20), |d| d.0),
+        // Short: duplicates after a crash are the open batches plus this much input.
         checkpoint_interval: top
             .checkpoint_interval
-            .map_or(Duration::from_secs(1), |d| d.0),
+            .map_or(Duration::from_millis(100), |d| d.0),
         sources,
         masking: top.masking,
         sinks,

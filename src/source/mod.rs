@@ -605,6 +605,9 @@ impl Tailer {
                     .cloned(),
             )
             .collect();
+        for f in self.files.values() {
+            tracing::trace!(source = %self.cfg.name, path = %f.path.display(), committed = f.committed, consumed = f.consumed, pending = f.pending.len(), "checkpoint");
+        }
         match self.ckpt.save(&entries) {
             Ok(()) => self.dirty = false,
             Err(e) => {
