@@ -313,3 +313,27 @@ fn validate_lists_every_problem_and_exits_2() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("archive      directory"));
 }
+
+#[test]
+fn the_example_config_runs_as_is() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root.join("config.example.toml")).unwrap();
+    // Only the listen port changes, so parallel tests do not collide on 8686.
+    let text = text.replace("127.0.0.1:8686", &format!("127.0.0.1:{}", free_port()));
+    std::fs::write(dir.path().join("config.example.toml"), text).unwrap();
+    std::fs::create_dir_all(dir.path().join("examples/logs")).unwrap();
+    for f in ["jobs.log", "audit.log"] {
+        std::fs::copy(root.join("examples/logs").join(f), dir.path().join("examples/logs").join(f)).unwrap();
+    }
+    let out = std::process::Command::new(BIN)
+        .args(["run", "--once", "--config"])
+        .arg(dir.path().join("config.example.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let recs = archive_records(&dir.path().join("archive"));
+    let lines = |f: &str| std::fs::read_to_string(root.join("examples/logs").join(f)).unwrap().lines().count();
+    assert_eq!(recs.len(), lines("jobs.log") + lines("audit.log"));
+    assert!(recs.iter().all(|r| r["_logferry_id"].is_string() || r["event"].is_string()));
+}
