@@ -324,16 +324,31 @@ fn the_example_config_runs_as_is() {
     std::fs::write(dir.path().join("config.example.toml"), text).unwrap();
     std::fs::create_dir_all(dir.path().join("examples/logs")).unwrap();
     for f in ["jobs.log", "audit.log"] {
-        std::fs::copy(root.join("examples/logs").join(f), dir.path().join("examples/logs").join(f)).unwrap();
+        std::fs::copy(
+            root.join("examples/logs").join(f),
+            dir.path().join("examples/logs").join(f),
+        )
+        .unwrap();
     }
     let out = std::process::Command::new(BIN)
         .args(["run", "--once", "--config"])
         .arg(dir.path().join("config.example.toml"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let recs = archive_records(&dir.path().join("archive"));
-    let lines = |f: &str| std::fs::read_to_string(root.join("examples/logs").join(f)).unwrap().lines().count();
+    let lines = |f: &str| {
+        std::fs::read_to_string(root.join("examples/logs").join(f))
+            .unwrap()
+            .lines()
+            .count()
+    };
     assert_eq!(recs.len(), lines("jobs.log") + lines("audit.log"));
-    assert!(recs.iter().all(|r| r["_logferry_id"].is_string() || r["event"].is_string()));
+    assert!(recs
+        .iter()
+        .all(|r| r["_logferry_id"].is_string() || r["event"].is_string()));
 }
