@@ -1,16 +1,7 @@
 //! logferry: tails audit and job logs and ships them, batched and compressed, with
 //! at-least-once delivery.
 
-mod ack;
-mod batch;
-mod config;
-mod decode;
-mod deliver;
-mod encode;
-mod ops;
-mod pipeline;
-mod source;
-mod spool;
+use logferry::{config, ops, pipeline};
 
 use std::path::PathBuf;
 use std::process::ExitCode;

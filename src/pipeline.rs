@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use bytes::{Bytes, BytesMut};
-use logferry_sinks::{Compression, DirectorySink, SealedBatch, Sink};
+use bytes::Bytes;
+use logferry_sinks::{Compression, DirectorySink, Sink};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
@@ -286,23 +286,15 @@ async fn spool_writer(
             continue;
         }
         let total: usize = parts.iter().map(Vec::len).sum();
-        let mut payload = BytesMut::with_capacity(total);
-        for p in &parts {
-            payload.extend_from_slice(p);
-        }
-        drop(parts);
         if pb.meta.uncompressed_bytes > 0 {
             let r = total as f64 / pb.meta.uncompressed_bytes as f64;
             let old = f64::from_bits(ratio.load(Ordering::Relaxed));
             ratio.store((old * 0.5 + r * 0.5).to_bits(), Ordering::Relaxed);
         }
         sealed.inc();
-        let batch = SealedBatch {
-            meta: pb.meta,
-            payload: Bytes::from(payload),
-        };
-        let id = batch.meta.id.clone();
-        if let Err(e) = spool.push(batch, pb.holds).await {
+        let id = pb.meta.id.clone();
+        let parts = parts.into_iter().map(Bytes::from).collect();
+        if let Err(e) = spool.push_parts(pb.meta, parts, pb.holds).await {
             error!(sink = %name, batch = %id, error = %e, "cannot write batch to the spool; its records will be read again after a restart");
         }
     }

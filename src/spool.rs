@@ -150,7 +150,19 @@ impl Spool {
     /// Adds a sealed batch, waiting for room. In disk mode the batch is durable when this
     /// returns and its holds are released; in memory mode the holds travel with it.
     pub async fn push(&self, batch: SealedBatch, holds: Vec<Hold>) -> std::io::Result<()> {
-        let size = batch.payload.len() as u64;
+        self.push_parts(batch.meta, vec![batch.payload], holds)
+            .await
+    }
+
+    /// As [`Spool::push`], with the payload in parts (compressed blocks): in disk mode they are
+    /// written one after the other, never assembled in memory.
+    pub async fn push_parts(
+        &self,
+        meta: BatchMeta,
+        parts: Vec<Bytes>,
+        holds: Vec<Hold>,
+    ) -> std::io::Result<()> {
+        let size: u64 = parts.iter().map(|p| p.len() as u64).sum();
         let seq = loop {
             let notified = self.changed.notified();
             {
@@ -168,9 +180,9 @@ impl Spool {
         let key = (seq, String::new());
         let body = match &self.dir {
             Some(dir) => {
-                let path = dir.join(file_name(&key, &batch.meta.id));
-                let (p, b) = (path.clone(), batch.clone());
-                let res = tokio::task::spawn_blocking(move || write_file(&p, &b))
+                let path = dir.join(file_name(&key, &meta.id));
+                let (p, m) = (path.clone(), meta.clone());
+                let res = tokio::task::spawn_blocking(move || write_parts(&p, &m, &parts))
                     .await
                     .map_err(std::io::Error::other)
                     .and_then(|r| r);
@@ -182,17 +194,20 @@ impl Spool {
                 release_all(holds);
                 Body::Disk(path)
             }
-            None => Body::Memory(batch.payload.clone(), holds),
+            None => {
+                let payload = match parts.len() {
+                    1 => parts.into_iter().next().unwrap_or_default(),
+                    _ => {
+                        let mut all = bytes::BytesMut::with_capacity(size as usize);
+                        parts.iter().for_each(|p| all.extend_from_slice(p));
+                        all.freeze()
+                    }
+                };
+                Body::Memory(payload, holds)
+            }
         };
         let mut st = lock(&self.state);
-        st.entries.insert(
-            key,
-            Entry {
-                meta: batch.meta,
-                size,
-                body,
-            },
-        );
+        st.entries.insert(key, Entry { meta, size, body });
         self.update_gauges(&st);
         drop(st);
         self.changed.notify_waiters();
@@ -340,16 +355,22 @@ fn parse_name(name: &str) -> Option<SpoolKey> {
 
 /// Writes a batch file: magic line, JSON metadata line, payload.
 pub fn write_file(path: &Path, b: &SealedBatch) -> std::io::Result<()> {
+    write_parts(path, &b.meta, std::slice::from_ref(&b.payload))
+}
+
+fn write_parts(path: &Path, meta: &BatchMeta, parts: &[Bytes]) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let header = serde_json::to_vec(&b.meta).map_err(std::io::Error::other)?;
+    let header = serde_json::to_vec(meta).map_err(std::io::Error::other)?;
     let res = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(MAGIC)?;
         f.write_all(&header)?;
         f.write_all(b"\n")?;
-        f.write_all(&b.payload)?;
+        for p in parts {
+            f.write_all(p)?;
+        }
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
         if let Some(dir) = path.parent() {

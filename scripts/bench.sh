@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Benchmark: tail -> JSON -> gzip -> directory sink over the DESIGN.md reference workload.
+#   scripts/bench.sh [MB]        (default 524)
+# Prints input MB/s, CPU seconds per GB and peak RSS for `logferry run --once`, and the same for
+# `gzip -6` over the same bytes (the compression floor). Criterion micro-benchmarks of the hot
+# path: `cargo bench --bench hot_path`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MB=${1:-524}
+WORK=${BENCH_DIR:-$(mktemp -d)}
+mkdir -p "$WORK/logs"
+
+cargo build --release --quiet --bin logferry --example workload
+if [ ! -f "$WORK/logs/work.log" ] || [ "$(stat -c %s "$WORK/logs/work.log")" -lt $((MB << 20)) ]; then
+    ./target/release/examples/workload "$WORK/logs/work.log" "$MB"
+fi
+cat > "$WORK/bench.toml" <<TOML
+data_dir = "$WORK/data"
+[sources.bench]
+include = ["$WORK/logs/*.log"]
+sinks = ["archive"]
+[sinks.archive]
+type = "directory"
+path = "$WORK/archive"
+compression = "gzip"
+batch = { max_bytes = "8MiB", max_records = 50000, max_age = "30s" }
+TOML
+
+measure() { # label, command...: runs it and prints wall s, cpu s, peak rss MB
+    python3 - "$@" <<'PY'
+import resource, subprocess, sys, time
+label, cmd = sys.argv[1], sys.argv[2:]
+t = time.time()
+with open("/dev/null", "wb") as null:
+    subprocess.run(cmd, check=True, stdout=null)
+wall = time.time() - t
+ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(f"{label} {wall:.3f} {ru.ru_utime + ru.ru_stime:.3f} {ru.ru_maxrss / 1024:.1f}")
+PY
+}
+
+BYTES=$(stat -c %s "$WORK/logs/work.log")
+rm -rf "$WORK/data" "$WORK/archive"
+sync
+read -r _ LW LC LR < <(RUST_LOG=warn measure logferry ./target/release/logferry run --once --config "$WORK/bench.toml")
+read -r _ GW GC GR < <(measure gzip sh -c "gzip -6 -c '$WORK/logs/work.log' > /dev/null")
+OUT=$(du -sb "$WORK/archive" | cut -f1)
+
+python3 - "$BYTES" "$OUT" "$LW" "$LC" "$LR" "$GW" "$GC" "$GR" <<'PY'
+import sys
+b, out, lw, lc, lr, gw, gc, gr = map(float, sys.argv[1:])
+mb, gb = b / 1e6, b / 1e9
+print(f"input: {mb:.0f} MB of job/audit JSON lines ({b/ (1<<20):.0f} MiB); archive {out/1e6:.1f} MB (ratio {b/out:.1f})")
+print(f"{'':10} {'wall s':>8} {'MB/s':>8} {'CPU s/GB':>9} {'peak RSS MB':>12}")
+print(f"{'logferry':10} {lw:8.2f} {mb/lw:8.1f} {lc/gb:9.1f} {lr:12.1f}")
+print(f"{'gzip -6':10} {gw:8.2f} {mb/gw:8.1f} {gc/gb:9.1f} {gr:12.1f}")
+PY
+[ -n "${BENCH_DIR:-}" ] || rm -rf "$WORK"

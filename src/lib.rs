@@ -1,0 +1,13 @@
+//! logferry's pipeline as a library: the `logferry` binary is a thin CLI over it, and the
+//! benchmarks drive its hot path directly.
+
+pub mod ack;
+pub mod batch;
+pub mod config;
+pub mod decode;
+pub mod deliver;
+pub mod encode;
+pub mod ops;
+pub mod pipeline;
+pub mod source;
+pub mod spool;
