@@ -13,6 +13,12 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub struct Ticket(Arc<AtomicUsize>);
 
+impl Default for Ticket {
+    fn default() -> Self {
+        Ticket::new()
+    }
+}
+
 impl Ticket {
     /// A new ticket, held once by its creator until [`Ticket::seal`].
     pub fn new() -> Ticket {

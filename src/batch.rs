@@ -63,10 +63,14 @@ struct Open {
     last_write: Instant,
 }
 
+/// The pipeline is shutting down and took no more batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShuttingDown;
+
 /// Where sealed batches go. `Err` means the pipeline is shutting down and the batch was not
 /// taken: it is dropped with its holds unreleased, so its records are read again next start.
 pub trait Outlet {
-    fn send(&mut self, batch: PendingBatch) -> Result<(), ()>;
+    fn send(&mut self, batch: PendingBatch) -> Result<(), ShuttingDown>;
 }
 
 /// A bounded channel to the sink's spool writer, waited on from the source thread.
@@ -77,20 +81,20 @@ pub struct ChannelOutlet {
 }
 
 impl Outlet for ChannelOutlet {
-    fn send(&mut self, batch: PendingBatch) -> Result<(), ()> {
+    fn send(&mut self, batch: PendingBatch) -> Result<(), ShuttingDown> {
         let tx = self.tx.clone();
         let mut abandon = self.abandon.clone();
         self.handle.block_on(async move {
             let permit = tokio::select! {
                 p = tx.reserve() => p,
-                _ = abandon.wait_for(|a| *a) => return Err(()),
+                _ = abandon.wait_for(|a| *a) => return Err(ShuttingDown),
             };
             match permit {
                 Ok(p) => {
                     p.send(batch);
                     Ok(())
                 }
-                Err(_) => Err(()),
+                Err(_) => Err(ShuttingDown),
             }
         })
     }
@@ -138,7 +142,7 @@ impl<O: Outlet> Batcher<O> {
         values: &Values,
         time: DateTime<Utc>,
         ticket: &Ticket,
-    ) -> Result<(), ()> {
+    ) -> Result<(), ShuttingDown> {
         let bucket = match self.plan.key.time_granularity() {
             Some(g) => time.timestamp().div_euclid(g),
             None => 0,
@@ -247,7 +251,7 @@ impl<O: Outlet> Batcher<O> {
     }
 
     /// Seals batches older than `max_age`.
-    pub fn seal_expired(&mut self, now: Instant) -> Result<(), ()> {
+    pub fn seal_expired(&mut self, now: Instant) -> Result<(), ShuttingDown> {
         let max_age = self.plan.max_age;
         let expired: Vec<(u64, usize)> = self
             .open
@@ -267,7 +271,7 @@ impl<O: Outlet> Batcher<O> {
     }
 
     /// Seals every open batch (shutdown, end of a `--once` run).
-    pub fn seal_all(&mut self) -> Result<(), ()> {
+    pub fn seal_all(&mut self) -> Result<(), ShuttingDown> {
         let keys: Vec<u64> = self.open.keys().copied().collect();
         for h in keys {
             while self.open.get(&h).is_some_and(|l| !l.is_empty()) {
@@ -278,7 +282,7 @@ impl<O: Outlet> Batcher<O> {
         Ok(())
     }
 
-    fn seal_least_recent(&mut self) -> Result<(), ()> {
+    fn seal_least_recent(&mut self) -> Result<(), ShuttingDown> {
         let oldest = self
             .open
             .iter()
@@ -294,7 +298,7 @@ impl<O: Outlet> Batcher<O> {
         }
     }
 
-    fn seal_at(&mut self, hash: u64, idx: usize) -> Result<(), ()> {
+    fn seal_at(&mut self, hash: u64, idx: usize) -> Result<(), ShuttingDown> {
         let Some(list) = self.open.get_mut(&hash) else {
             return Ok(());
         };

@@ -94,7 +94,7 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<()> {
                 let s = Spool::open_disk(dir.clone(), sc.spool_max_bytes, gauges).with_context(
                     || format!("sink {}: cannot open spool {}", sc.name, dir.display()),
                 )?;
-                if s.len() > 0 {
+                if !s.is_empty() {
                     info!(sink = %sc.name, batches = s.len(), "replaying spooled batches");
                 }
                 s

@@ -137,6 +137,10 @@ impl Spool {
         lock(&self.state).entries.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     fn update_gauges(&self, st: &State) {
         self.bytes_gauge.set(st.bytes as i64);
         self.count_gauge.set(st.entries.len() as i64);

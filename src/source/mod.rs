@@ -265,7 +265,7 @@ impl Tailer {
         info!(source = %name, "source stopped");
     }
 
-    fn batch_tick(&mut self, all: bool) -> Result<(), ()> {
+    fn batch_tick(&mut self, all: bool) -> Result<(), crate::batch::ShuttingDown> {
         let now = Instant::now();
         for b in &mut self.proc.batchers {
             if all {
