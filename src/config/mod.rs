@@ -308,14 +308,22 @@ fn typed<T: DeserializeOwned>(
     None
 }
 
-fn unknown_message(name: &str, known: &[String]) -> String {
-    let best = known
-        .iter()
+/// The candidate closest to a mistyped `name`, if any is close enough to suggest.
+pub(crate) fn closest<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    candidates
+        .into_iter()
         .map(|k| (strsim::jaro_winkler(name, k), k))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0));
-    match best {
-        Some((_, k)) => format!("unknown key `{name}`; did you mean `{k}`?"),
+        .filter(|(score, _)| *score > 0.75)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k)
+}
+
+fn unknown_message(name: &str, known: &[String]) -> String {
+    match closest(name, known.iter().map(String::as_str)) {
+        Some(k) => format!("unknown key `{name}`; did you mean `{k}`?"),
         None if known.is_empty() => format!("unknown key `{name}`"),
         None => format!(
             "unknown key `{name}`; expected one of: {}",

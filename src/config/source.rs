@@ -122,13 +122,11 @@ pub(super) fn build(
 
 fn missing<'a>(what: &str, name: &str, known: impl Iterator<Item = &'a String>) -> String {
     let known: Vec<&String> = known.collect();
-    let best = known
-        .iter()
-        .map(|k| (strsim::jaro_winkler(name, k), *k))
-        .filter(|(s, _)| *s > 0.7)
-        .max_by(|a, b| a.0.total_cmp(&b.0));
-    match (best, known.is_empty()) {
-        (Some((_, k)), _) => format!("no {what} named {name:?}; did you mean {k:?}?"),
+    match (
+        super::closest(name, known.iter().map(|k| k.as_str())),
+        known.is_empty(),
+    ) {
+        (Some(k), _) => format!("no {what} named {name:?}; did you mean {k:?}?"),
         (None, true) => format!("no {what} named {name:?}; none is defined"),
         (None, false) => format!(
             "no {what} named {name:?}; defined: {}",
