@@ -140,6 +140,22 @@ impl Decoder {
         }
     }
 
+    /// Extracts the wanted fields again from a record that masking changed, so keys and
+    /// partitions are built from masked values only. Returns the record's time.
+    pub fn reextract(&mut self, record: &[u8]) -> (&Values, Option<DateTime<Utc>>) {
+        self.values.clear();
+        let mut de = serde_json::Deserializer::from_slice(record);
+        let seed = MapSeed {
+            node: &self.tree,
+            out: &mut self.values,
+        };
+        if seed.deserialize(&mut de).is_err() {
+            self.values.clear();
+        }
+        let time = self.time();
+        (&self.values, time)
+    }
+
     /// Returns true when the line itself is the record; otherwise the record is in `scratch`.
     fn fill(
         &mut self,

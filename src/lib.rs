@@ -7,6 +7,7 @@ pub mod config;
 pub mod decode;
 pub mod deliver;
 pub mod encode;
+pub mod mask;
 pub mod ops;
 pub mod pipeline;
 pub mod source;

@@ -1,6 +1,8 @@
 //! logferry: tails audit and job logs and ships them, batched and compressed, with
 //! at-least-once delivery.
 
+mod mask_cmd;
+
 use logferry::{config, ops, pipeline};
 
 use std::path::PathBuf;
@@ -34,6 +36,22 @@ enum Cmd {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Print records from a file (or stdin) masked by a profile, to try rules before rollout.
+    Mask {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The masking profile; may be left out when the configuration has only one.
+        #[arg(long, short)]
+        profile: Option<String>,
+        /// Before each changed record, list the paths that changed and the rule or detector.
+        #[arg(long)]
+        diff: bool,
+        /// Treat input lines as text (`{"message": ...}`) instead of JSON.
+        #[arg(long)]
+        text: bool,
+        /// Records to mask, one per line; stdin when absent.
+        input: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -49,6 +67,28 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Cmd::Mask {
+            config,
+            profile,
+            diff,
+            text,
+            input,
+        } => {
+            let cfg = match config::load(&config) {
+                Ok(c) => c,
+                Err(problems) => {
+                    eprint!("{problems}");
+                    return ExitCode::from(2);
+                }
+            };
+            match mask_cmd::run(&cfg, profile.as_deref(), diff, text, input.as_deref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("logferry mask: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Cmd::Run { config, once } => {
             let cfg = match config::load(&config) {
                 Ok(c) => c,
@@ -110,8 +150,18 @@ fn summary(cfg: &config::Config) -> String {
     if cfg.masking.is_empty() {
         let _ = writeln!(s, "  none");
     }
-    for name in cfg.masking.keys() {
-        let _ = writeln!(s, "  {name}");
+    for (name, p) in &cfg.masking {
+        let _ = writeln!(
+            s,
+            "  {:<12} {} rule(s); detectors: {}",
+            name,
+            p.rule_count(),
+            if p.detector_names.is_empty() {
+                "none".to_string()
+            } else {
+                p.detector_names.join(", ")
+            }
+        );
     }
     let _ = writeln!(s, "\nsinks");
     for sk in &cfg.sinks {

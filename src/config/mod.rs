@@ -5,6 +5,7 @@
 //! and the key path, so `logferry validate` can list them all at once.
 
 mod locate;
+mod masking;
 mod raw;
 pub mod values;
 
@@ -32,7 +33,7 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub checkpoint_interval: Duration,
     pub sources: Vec<SourceConfig>,
-    pub masking: BTreeMap<String, toml::Table>,
+    pub masking: BTreeMap<String, std::sync::Arc<crate::mask::Profile>>,
     pub sinks: Vec<SinkConfig>,
 }
 
@@ -193,7 +194,7 @@ pub fn load_str(
     };
     let mut c = Collector { list: Vec::new() };
     expand_table(&mut table, "", env, &mut c);
-    let cfg = build(path, table, &mut c);
+    let cfg = build(path, table, env, &mut c);
     if c.list.is_empty() {
         if let Some(cfg) = cfg {
             return Ok(cfg);
@@ -346,7 +347,12 @@ fn remove_path(table: &mut toml::Table, segs: &[String]) -> bool {
     cur.remove(last).is_some()
 }
 
-fn build(path: &Path, mut table: toml::Table, c: &mut Collector) -> Option<Config> {
+fn build(
+    path: &Path,
+    mut table: toml::Table,
+    env: &dyn Fn(&str) -> Option<String>,
+    c: &mut Collector,
+) -> Option<Config> {
     // A relative data_dir or sink path is relative to the directory of the config file, so the
     // same file works whatever the working directory is.
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -405,6 +411,12 @@ fn build(path: &Path, mut table: toml::Table, c: &mut Collector) -> Option<Confi
         },
     };
     let data_dir = resolve(&base, top.data_dir.as_deref().unwrap_or("./data"));
+    let mut masking = BTreeMap::new();
+    for (name, t) in top.masking {
+        if let Some(p) = masking::build(&name, t, env, c) {
+            masking.insert(name, std::sync::Arc::new(p));
+        }
+    }
     Some(Config {
         path: path.to_path_buf(),
         data_dir,
@@ -419,7 +431,7 @@ fn build(path: &Path, mut table: toml::Table, c: &mut Collector) -> Option<Confi
             .checkpoint_interval
             .map_or(Duration::from_millis(100), |d| d.0),
         sources,
-        masking: top.masking,
+        masking,
         sinks,
     })
 }

@@ -15,6 +15,12 @@ pub struct SourceLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MaskLabel {
+    pub profile: String,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SinkLabel {
     pub sink: String,
 }
@@ -51,6 +57,7 @@ families! {
     files_drained: Counter<SourceLabel> = "files_drained", "Rotated or deleted files read to their end and closed";
     unread_bytes: Gauge<SourceLabel> = "unread_bytes", "Bytes written to tailed files and not read yet";
     checkpoint_failures: Counter<SourceLabel> = "checkpoint_write_failures", "Checkpoint writes that failed";
+    masked: Counter<MaskLabel> = "masked", "Values masked, per profile and rule or detector (kind=unprocessable: whole records replaced because they could not be masked)";
     batches_sealed: Counter<SinkLabel> = "batches_sealed", "Batches sealed";
     batches_sent: Counter<SinkLabel> = "batches_sent", "Batches the sink acknowledged";
     records_sent: Counter<SinkLabel> = "records_sent", "Records in acknowledged batches";
@@ -76,6 +83,21 @@ impl Metrics {
         SourceLabel {
             source: name.to_string(),
         }
+    }
+
+    /// One counter per label of a masking profile, in the profile's label order.
+    pub fn masking(&self, p: &crate::mask::Profile) -> Vec<Counter> {
+        p.labels
+            .iter()
+            .map(|kind| {
+                self.masked
+                    .get_or_create(&MaskLabel {
+                        profile: p.name.clone(),
+                        kind: kind.clone(),
+                    })
+                    .clone()
+            })
+            .collect()
     }
 
     pub fn sink(&self, name: &str) -> SinkLabel {

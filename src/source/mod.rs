@@ -22,6 +22,7 @@ use crate::ack::Ticket;
 use crate::batch::{Batcher, ChannelOutlet};
 use crate::config::{ReadFrom, SourceConfig};
 use crate::decode::Decoder;
+use crate::mask::Masker;
 use crate::ops::metrics::Metrics;
 use checkpoint::{Checkpoints, Entry, FileId};
 use file::{State, Tailed};
@@ -77,6 +78,7 @@ struct Counters {
 /// Decoding and batching: the part of the source that sees records.
 struct Proc {
     decoder: Decoder,
+    masker: Option<Masker>,
     batchers: Vec<Batcher<ChannelOutlet>>,
     c: Counters,
     // Per-chunk tallies, added to the counters once per chunk.
@@ -118,6 +120,9 @@ impl Proc {
             .parse_errors
             .inc_by(std::mem::take(&mut self.n_parse));
         self.c.invalid_utf8.inc_by(std::mem::take(&mut self.n_utf8));
+        if let Some(m) = &mut self.masker {
+            m.flush_counts();
+        }
     }
 }
 
@@ -151,6 +156,7 @@ impl Tailer {
         cfg: SourceConfig,
         ctx: SourceCtx,
         decoder: Decoder,
+        masker: Option<Masker>,
         batchers: Vec<Batcher<ChannelOutlet>>,
         metrics: &Metrics,
     ) -> anyhow::Result<Tailer> {
@@ -201,6 +207,7 @@ impl Tailer {
             dirty: false,
             proc: Proc {
                 decoder,
+                masker,
                 batchers,
                 c,
                 n_records: 0,

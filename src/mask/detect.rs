@@ -1,0 +1,499 @@
+//! Detectors: find sensitive values inside a string, and validate them so that look-alikes
+//! (order ids, timestamps, version strings) are left alone.
+//!
+//! Each string first goes through a byte scan that says which detectors could match at all
+//! (an `@` for e-mail, a long enough digit run for cards, `AKIA` for AWS keys, ...); only those
+//! run their regex. The regexes are the `regex` crate's, which run in linear time.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::LazyLock;
+
+use aho_corasick::AhoCorasick;
+use regex::Regex;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    CreditCard,
+    Email,
+    UsSsn,
+    Iban,
+    AwsAccessKey,
+    Jwt,
+    PrivateKey,
+    BearerToken,
+    UrlCredentials,
+    Ipv4,
+    Ipv6,
+    Phone,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 12] = [
+        Kind::CreditCard,
+        Kind::Email,
+        Kind::UsSsn,
+        Kind::Iban,
+        Kind::AwsAccessKey,
+        Kind::Jwt,
+        Kind::PrivateKey,
+        Kind::BearerToken,
+        Kind::UrlCredentials,
+        Kind::Ipv4,
+        Kind::Ipv6,
+        Kind::Phone,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::CreditCard => "credit_card",
+            Kind::Email => "email",
+            Kind::UsSsn => "us_ssn",
+            Kind::Iban => "iban",
+            Kind::AwsAccessKey => "aws_access_key",
+            Kind::Jwt => "jwt",
+            Kind::PrivateKey => "private_key",
+            Kind::BearerToken => "bearer_token",
+            Kind::UrlCredentials => "url_credentials",
+            Kind::Ipv4 => "ipv4",
+            Kind::Ipv6 => "ipv6",
+            Kind::Phone => "phone",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    fn bit(self) -> u16 {
+        1 << (self as u16)
+    }
+}
+
+/// A match: byte range in the string and what was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found {
+    pub start: usize,
+    pub end: usize,
+    pub kind: Kind,
+}
+
+static ANCHORS: LazyLock<AhoCorasick> = LazyLock::new(|| {
+    AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .build([
+            "akia",
+            "asia",
+            "agpa",
+            "aida",
+            "aroa",
+            "aipa",
+            "anpa",
+            "anva",
+            "abia",
+            "acca",
+            "eyj",
+            "-----begin",
+            "bearer",
+            "://",
+        ])
+        .unwrap_or_else(|e| panic!("built-in anchors: {e}"))
+});
+
+fn re(p: &str) -> Regex {
+    // The patterns are constants checked by the tests; a failure here is a bug in this file.
+    Regex::new(p).unwrap_or_else(|e| panic!("built-in pattern {p:?}: {e}"))
+}
+
+static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
+    re(
+        r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}",
+    )
+});
+static DIGIT_RUN: LazyLock<Regex> = LazyLock::new(|| re(r"\d(?:[ \-]?\d)*"));
+static SSN: LazyLock<Regex> = LazyLock::new(|| re(r"(\d{3})([\- ])(\d{2})([\- ])(\d{4})"));
+static IBAN: LazyLock<Regex> = LazyLock::new(|| re(r"[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}"));
+static AWS: LazyLock<Regex> =
+    LazyLock::new(|| re(r"(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|ABIA|ACCA)[A-Z0-9]{16}"));
+static JWT: LazyLock<Regex> =
+    LazyLock::new(|| re(r"eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*"));
+static PEM: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"-----BEGIN[A-Z ]*PRIVATE KEY-----(?s:.*?)(?:-----END[A-Z ]*PRIVATE KEY-----|\z)")
+});
+static BEARER: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)\bbearer\s+([A-Za-z0-9\-._~+/]+=*)"));
+static URL_CRED: LazyLock<Regex> =
+    LazyLock::new(|| re(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:([^\s@/]+)@"));
+static IPV4: LazyLock<Regex> = LazyLock::new(|| re(r"\d{1,3}(?:\.\d{1,3}){3}"));
+static IPV6: LazyLock<Regex> = LazyLock::new(|| re(r"[0-9A-Fa-f:]*:[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*"));
+static PHONE: LazyLock<Regex> =
+    LazyLock::new(|| re(r"\+[1-9]\d{7,14}|\+?\(?\d{3}\)?[ .\-]\d{3}[ .\-]\d{4}"));
+
+/// Which detectors could match `s`, as a bit set, from one pass over its bytes.
+fn candidates(s: &str, enabled: u16) -> u16 {
+    let b = s.as_bytes();
+    let (mut digits, mut at, mut colons, mut dots, mut upper) =
+        (0usize, false, 0usize, 0usize, 0usize);
+    for &c in b {
+        match c {
+            b'0'..=b'9' => digits += 1,
+            b'@' => at = true,
+            b':' => colons += 1,
+            b'.' => dots += 1,
+            b'A'..=b'Z' => upper += 1,
+            _ => {}
+        }
+    }
+    let mut m = 0u16;
+    if digits >= 12 {
+        m |= Kind::CreditCard.bit();
+    }
+    if at {
+        m |= Kind::Email.bit();
+    }
+    if digits >= 9 {
+        m |= Kind::UsSsn.bit();
+    }
+    if digits >= 2 && upper >= 2 && b.len() >= 15 {
+        m |= Kind::Iban.bit();
+    }
+    if digits >= 4 && dots >= 3 {
+        m |= Kind::Ipv4.bit();
+    }
+    if colons >= 2 {
+        m |= Kind::Ipv6.bit();
+    }
+    if digits >= 8 {
+        m |= Kind::Phone.bit();
+    }
+    let want_anchor = Kind::AwsAccessKey.bit()
+        | Kind::Jwt.bit()
+        | Kind::PrivateKey.bit()
+        | Kind::BearerToken.bit()
+        | Kind::UrlCredentials.bit();
+    if enabled & want_anchor != 0 && b.len() >= 3 {
+        for hit in ANCHORS.find_overlapping_iter(b) {
+            m |= match hit.pattern().as_usize() {
+                0..=9 => Kind::AwsAccessKey.bit(),
+                10 => Kind::Jwt.bit(),
+                11 => Kind::PrivateKey.bit(),
+                12 => Kind::BearerToken.bit(),
+                _ => Kind::UrlCredentials.bit(),
+            };
+        }
+    }
+    m & enabled
+}
+
+pub fn luhn(digits: &[u8]) -> bool {
+    let mut sum = 0u32;
+    for (i, d) in digits.iter().rev().enumerate() {
+        let mut v = (d - b'0') as u32;
+        if i % 2 == 1 {
+            v *= 2;
+            if v > 9 {
+                v -= 9;
+            }
+        }
+        sum += v;
+    }
+    sum % 10 == 0
+}
+
+fn iban_valid(s: &str) -> bool {
+    let compact: Vec<u8> = s.bytes().filter(|b| *b != b' ').collect();
+    if !(15..=34).contains(&compact.len()) {
+        return false;
+    }
+    let (head, tail) = compact.split_at(4);
+    let mut rem: u32 = 0;
+    for &c in tail.iter().chain(head) {
+        let v = match c {
+            b'0'..=b'9' => (c - b'0') as u32,
+            b'A'..=b'Z' => (c - b'A') as u32 + 10,
+            _ => return false,
+        };
+        rem = if v >= 10 {
+            (rem * 100 + v) % 97
+        } else {
+            (rem * 10 + v) % 97
+        };
+    }
+    rem == 1
+}
+
+fn ssn_valid(area: &str, group: &str, serial: &str) -> bool {
+    let a: u32 = area.parse().unwrap_or(0);
+    a != 0 && a != 666 && a < 900 && group != "00" && serial != "0000"
+}
+
+fn boundary_ok(s: &str, start: usize, end: usize, word: fn(u8) -> bool) -> bool {
+    let b = s.as_bytes();
+    (start == 0 || !word(b[start - 1])) && (end == b.len() || !word(b[end]))
+}
+
+fn alnum(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+fn digit_or_dot(c: u8) -> bool {
+    c.is_ascii_digit() || c == b'.'
+}
+
+fn cards(s: &str, out: &mut Vec<Found>) {
+    for m in DIGIT_RUN.find_iter(s) {
+        let run = m.as_str();
+        if !boundary_ok(s, m.start(), m.end(), |c| c.is_ascii_alphanumeric()) {
+            continue;
+        }
+        // Groups separated by single spaces or dashes; try the whole run, then every window of
+        // whole groups, so a card stuck to other digits by a separator is still found.
+        let mut groups: Vec<(usize, usize)> = Vec::new();
+        let mut g_start = 0;
+        for (i, c) in run.bytes().enumerate() {
+            if c == b' ' || c == b'-' {
+                groups.push((g_start, i));
+                g_start = i + 1;
+            }
+        }
+        groups.push((g_start, run.len()));
+        let mut best: Option<(usize, usize)> = None;
+        'outer: for a in 0..groups.len() {
+            for b in (a..groups.len()).rev() {
+                let (gs, ge) = (groups[a].0, groups[b].1);
+                let digits: Vec<u8> = run[gs..ge].bytes().filter(u8::is_ascii_digit).collect();
+                if (13..=19).contains(&digits.len()) && luhn(&digits) {
+                    best = Some((gs, ge));
+                    break 'outer;
+                }
+            }
+        }
+        if let Some((gs, ge)) = best {
+            out.push(Found {
+                start: m.start() + gs,
+                end: m.start() + ge,
+                kind: Kind::CreditCard,
+            });
+        }
+    }
+}
+
+/// Finds every enabled detector's matches in `s`, without overlaps (earliest, then longest).
+pub fn find(s: &str, enabled: u16, out: &mut Vec<Found>) {
+    out.clear();
+    let cand = candidates(s, enabled);
+    if cand == 0 {
+        return;
+    }
+    let has = |k: Kind| cand & k.bit() != 0;
+    let push = |out: &mut Vec<Found>, start, end, kind| out.push(Found { start, end, kind });
+    if has(Kind::PrivateKey) {
+        for m in PEM.find_iter(s) {
+            push(out, m.start(), m.end(), Kind::PrivateKey);
+        }
+    }
+    if has(Kind::Jwt) {
+        for m in JWT.find_iter(s) {
+            push(out, m.start(), m.end(), Kind::Jwt);
+        }
+    }
+    if has(Kind::BearerToken) {
+        for c in BEARER.captures_iter(s) {
+            if let Some(t) = c.get(1) {
+                push(out, t.start(), t.end(), Kind::BearerToken);
+            }
+        }
+    }
+    if has(Kind::UrlCredentials) {
+        for c in URL_CRED.captures_iter(s) {
+            if let Some(p) = c.get(1) {
+                push(out, p.start(), p.end(), Kind::UrlCredentials);
+            }
+        }
+    }
+    if has(Kind::AwsAccessKey) {
+        for m in AWS.find_iter(s) {
+            if boundary_ok(s, m.start(), m.end(), alnum) {
+                push(out, m.start(), m.end(), Kind::AwsAccessKey);
+            }
+        }
+    }
+    if has(Kind::Email) {
+        for m in EMAIL.find_iter(s) {
+            push(out, m.start(), m.end(), Kind::Email);
+        }
+    }
+    if has(Kind::Iban) {
+        for m in IBAN.find_iter(s) {
+            if boundary_ok(s, m.start(), m.end(), alnum) && iban_valid(m.as_str()) {
+                push(out, m.start(), m.end(), Kind::Iban);
+            }
+        }
+    }
+    if has(Kind::CreditCard) {
+        cards(s, out);
+    }
+    if has(Kind::UsSsn) {
+        for c in SSN.captures_iter(s) {
+            let (Some(m), Some(a), Some(s1), Some(g), Some(s2), Some(n)) =
+                (c.get(0), c.get(1), c.get(2), c.get(3), c.get(4), c.get(5))
+            else {
+                continue;
+            };
+            if s1.as_str() == s2.as_str()
+                && boundary_ok(s, m.start(), m.end(), |c| c.is_ascii_alphanumeric())
+                && ssn_valid(a.as_str(), g.as_str(), n.as_str())
+            {
+                push(out, m.start(), m.end(), Kind::UsSsn);
+            }
+        }
+    }
+    if has(Kind::Ipv4) {
+        for m in IPV4.find_iter(s) {
+            if boundary_ok(s, m.start(), m.end(), digit_or_dot)
+                && m.as_str().parse::<Ipv4Addr>().is_ok()
+            {
+                push(out, m.start(), m.end(), Kind::Ipv4);
+            }
+        }
+    }
+    if has(Kind::Ipv6) {
+        for m in IPV6.find_iter(s) {
+            let t = m.as_str().trim_end_matches('.');
+            if t.matches(':').count() >= 2 && t.parse::<Ipv6Addr>().is_ok() {
+                push(out, m.start(), m.start() + t.len(), Kind::Ipv6);
+            }
+        }
+    }
+    if has(Kind::Phone) {
+        for m in PHONE.find_iter(s) {
+            if boundary_ok(s, m.start(), m.end(), |c| c.is_ascii_digit()) {
+                push(out, m.start(), m.end(), Kind::Phone);
+            }
+        }
+    }
+    if out.len() > 1 {
+        out.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
+        let mut keep: Vec<Found> = Vec::with_capacity(out.len());
+        for f in out.drain(..) {
+            match keep.last() {
+                Some(l) if f.start < l.end => {}
+                _ => keep.push(f),
+            }
+        }
+        *out = keep;
+    }
+}
+
+/// A JSON number that is a card number (digits only, 13-19, Luhn-valid).
+pub fn number_is_card(token: &[u8]) -> bool {
+    (13..=19).contains(&token.len()) && token.iter().all(u8::is_ascii_digit) && luhn(token)
+}
+
+pub fn mask_of(kinds: &[Kind]) -> u16 {
+    kinds.iter().fold(0, |m, k| m | k.bit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(s: &str) -> Vec<(Kind, String)> {
+        let mut out = Vec::new();
+        find(s, u16::MAX, &mut out);
+        out.iter()
+            .map(|f| (f.kind, s[f.start..f.end].to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn cards_need_luhn() {
+        assert_eq!(
+            kinds("card 4111 1111 1111 1111 ok"),
+            vec![(Kind::CreditCard, "4111 1111 1111 1111".into())]
+        );
+        assert_eq!(
+            kinds("4111-1111-1111-1111"),
+            vec![(Kind::CreditCard, "4111-1111-1111-1111".into())]
+        );
+        assert!(kinds("order 4111111111111112").is_empty());
+        assert_eq!(
+            kinds("ref 2026-4111-1111-1111-1111")[0].1,
+            "4111-1111-1111-1111"
+        );
+    }
+
+    #[test]
+    fn iban_and_ssn_validation() {
+        assert_eq!(
+            kinds("pay GB82 WEST 1234 5698 7654 32 now")[0].0,
+            Kind::Iban
+        );
+        assert!(kinds("GB82 WEST 1234 5698 7654 33")
+            .iter()
+            .all(|k| k.0 != Kind::Iban));
+        assert_eq!(
+            kinds("ssn 123-45-6789"),
+            vec![(Kind::UsSsn, "123-45-6789".into())]
+        );
+        assert!(kinds("ssn 666-45-6789").is_empty());
+        assert!(kinds("ssn 123-00-6789").is_empty());
+        assert!(kinds("2026-11-23").is_empty());
+    }
+
+    #[test]
+    fn credentials_and_tokens() {
+        assert_eq!(
+            kinds("key AKIAIOSFODNN7EXAMPLE here")[0],
+            (Kind::AwsAccessKey, "AKIAIOSFODNN7EXAMPLE".into())
+        );
+        assert_eq!(
+            kinds("Authorization: Bearer abc.def-123")[0],
+            (Kind::BearerToken, "abc.def-123".into())
+        );
+        assert_eq!(
+            kinds("postgres://app:s3cr3t@db:5432/x")[0],
+            (Kind::UrlCredentials, "s3cr3t".into())
+        );
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln";
+        assert_eq!(kinds(jwt)[0].0, Kind::Jwt);
+        let pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----";
+        assert_eq!(kinds(pem)[0], (Kind::PrivateKey, pem.into()));
+        assert_eq!(
+            kinds("-----BEGIN PRIVATE KEY-----\nMIIBtruncated")[0].0,
+            Kind::PrivateKey
+        );
+    }
+
+    #[test]
+    fn addresses_are_parsed_not_just_matched() {
+        assert_eq!(kinds("from 10.1.2.3")[0], (Kind::Ipv4, "10.1.2.3".into()));
+        assert!(kinds("v 999.1.2.3").is_empty());
+        assert_eq!(
+            kinds("from 2001:db8::1 x")[0],
+            (Kind::Ipv6, "2001:db8::1".into())
+        );
+        assert!(kinds("at 10:00:00").is_empty());
+        assert_eq!(
+            kinds("mail a.b+c@example.co.uk")[0],
+            (Kind::Email, "a.b+c@example.co.uk".into())
+        );
+    }
+
+    #[test]
+    fn ids_and_timestamps_are_not_secrets() {
+        for s in [
+            "2026-11-23T10:00:00.123Z",
+            "550e8400-e29b-41d4-a716-446655440000",
+            "ORD-100042",
+            "v1.2.3",
+            "12.50 EUR",
+            "d41d8cd98f00b204e9800998ecf8427e",
+            "job-5000",
+        ] {
+            let found: Vec<_> = kinds(s)
+                .into_iter()
+                .filter(|k| k.0 != Kind::Phone)
+                .collect();
+            assert!(found.is_empty(), "{s}: {found:?}");
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! The masking stage: field rules, then pattern rules and detectors on every string value.
+//!
+//! Runs once per record, before batching, so every sink sees masked data. It fails closed: a
+//! record the engine cannot process leaves as `[REDACTED:unprocessable]`, never as it came.
+//!
+//! Cost model: a record is parsed into a tree only when a field rule can apply to it (its
+//! trigger keys appear in the line). Detectors work on the raw text: each string value goes
+//! through a byte-level prefilter and only candidates meet a regex; unchanged bytes are copied as
+//! they are.
+
+pub mod action;
+pub mod detect;
+pub mod rules;
+pub mod scan;
+
+use std::sync::Arc;
+
+use prometheus_client::metrics::counter::Counter;
+use regex::Regex;
+
+pub use action::Action;
+use detect::{Found, Kind};
+use rules::PathRule;
+
+/// A compiled `[masking.<name>]` profile. Built (and checked) when the configuration loads.
+pub struct Profile {
+    pub name: String,
+    /// Counter kinds: one per rule, then one per detector kind, then `unprocessable`.
+    pub labels: Vec<String>,
+    pub(crate) path_rules: Vec<PathRule>,
+    pub(crate) pattern_rules: Vec<(usize, Regex, Action)>,
+    pub(crate) enabled: u16,
+    /// Indexed by `Kind as usize`: the action and the label index of each enabled detector.
+    pub(crate) detectors: Vec<Option<(Action, usize)>>,
+    pub detector_names: Vec<&'static str>,
+}
+
+impl std::fmt::Debug for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Profile")
+            .field("name", &self.name)
+            .field("rules", &(self.path_rules.len() + self.pattern_rules.len()))
+            .field("detectors", &self.detector_names)
+            .finish()
+    }
+}
+
+impl Profile {
+    pub fn rule_count(&self) -> usize {
+        self.path_rules.len() + self.pattern_rules.len()
+    }
+
+    fn unprocessable(&self) -> usize {
+        self.labels.len() - 1
+    }
+}
+
+/// One change, for `logferry mask --diff`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub path: String,
+    pub by: String,
+}
+
+/// Applies a profile. One per source thread; keeps its buffers between records.
+pub struct Masker {
+    p: Arc<Profile>,
+    counts: Vec<u64>,
+    counters: Vec<Counter>,
+    tree_out: Vec<u8>,
+    out: Vec<u8>,
+    found: Vec<Found>,
+    warned: bool,
+    /// Set to collect what changed (the `mask` command); off in the pipeline.
+    pub trace: Option<Vec<Change>>,
+}
+
+impl Masker {
+    pub fn new(p: Arc<Profile>, counters: Vec<Counter>) -> Masker {
+        let n = p.labels.len();
+        Masker {
+            p,
+            counts: vec![0; n],
+            counters,
+            tree_out: Vec::new(),
+            out: Vec::new(),
+            found: Vec::new(),
+            warned: false,
+            trace: None,
+        }
+    }
+
+    /// Masks one JSON record. Returns true when it changed; the masked record is then
+    /// [`Masker::output`]. A record that did not change is left to the caller as it was.
+    pub fn mask(&mut self, rec: &[u8]) -> bool {
+        let p = self.p.clone();
+        let mut in_tree = false;
+        if !p.path_rules.is_empty() {
+            // Escapes could hide a trigger key: such records always take the full path.
+            let bypass = memchr::memchr(b'\\', rec).is_some();
+            let active: Vec<&PathRule> = p
+                .path_rules
+                .iter()
+                .filter(|r| bypass || r.triggers.iter().all(|t| t.holds(rec)))
+                .collect();
+            if !active.is_empty() {
+                let mut v: serde_json::Value = match serde_json::from_slice(rec) {
+                    Ok(v) => v,
+                    Err(e) => return self.fail(&e.to_string()),
+                };
+                let mut hits = 0;
+                let mut per_path = Vec::new();
+                for r in active {
+                    per_path.clear();
+                    per_path.resize(r.paths.len(), 0);
+                    let n = r.apply(&mut v, &p.labels[r.label], &mut per_path);
+                    self.counts[r.label] += n as u64;
+                    hits += n;
+                    if let Some(t) = &mut self.trace {
+                        for (path, _) in r.paths.iter().zip(&per_path).filter(|(_, n)| **n > 0) {
+                            t.push(Change {
+                                path: show_path(r.each.as_deref(), path),
+                                by: p.labels[r.label].clone(),
+                            });
+                        }
+                    }
+                }
+                if hits > 0 {
+                    self.tree_out.clear();
+                    if let Err(e) = serde_json::to_writer(&mut self.tree_out, &v) {
+                        return self.fail(&e.to_string());
+                    }
+                    in_tree = true;
+                }
+            }
+        }
+        if p.enabled == 0 && p.pattern_rules.is_empty() {
+            if in_tree {
+                std::mem::swap(&mut self.out, &mut self.tree_out);
+            }
+            return in_tree;
+        }
+        let src: &[u8] = if in_tree { &self.tree_out } else { rec };
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        let counts = &mut self.counts;
+        let found = &mut self.found;
+        let trace = &mut self.trace;
+        let res = scan::rewrite(src, &mut out, |path, tok| {
+            let new = match tok {
+                scan::Token::Str(s) => {
+                    mask_str(&p, s, counts, found, trace.as_mut().map(|t| (t, src, path)))
+                }
+                scan::Token::Num(n) => {
+                    mask_num(&p, n, counts, trace.as_mut().map(|t| (t, src, path)))
+                }
+            }?;
+            Some(
+                serde_json::to_string(&new)
+                    .unwrap_or_else(|_| "\"[REDACTED:unprocessable]\"".into()),
+            )
+        });
+        match res {
+            Ok(true) => {
+                self.out = out;
+                true
+            }
+            Ok(false) => {
+                self.out = out;
+                if in_tree {
+                    std::mem::swap(&mut self.out, &mut self.tree_out);
+                }
+                in_tree
+            }
+            Err(e) => {
+                self.out = out;
+                self.fail(e)
+            }
+        }
+    }
+
+    pub fn output(&self) -> &[u8] {
+        &self.out
+    }
+
+    /// Fails closed: the whole record is replaced, counted and logged once (without content).
+    fn fail(&mut self, why: &str) -> bool {
+        let u = self.p.unprocessable();
+        self.counts[u] += 1;
+        if !self.warned {
+            self.warned = true;
+            tracing::error!(profile = %self.p.name, reason = %why, "a record could not be masked; it was replaced by [REDACTED:unprocessable] (logged once)");
+        }
+        self.out.clear();
+        self.out
+            .extend_from_slice(b"{\"message\":\"[REDACTED:unprocessable]\",\"_masking_error\":");
+        let _ = serde_json::to_writer(&mut self.out, why);
+        self.out.push(b'}');
+        true
+    }
+
+    /// Adds the tallies to the metrics (once per chunk, not per record).
+    pub fn flush_counts(&mut self) {
+        for (c, n) in self.counters.iter().zip(self.counts.iter_mut()) {
+            if *n > 0 {
+                c.inc_by(std::mem::take(n));
+            }
+        }
+    }
+
+    pub fn counts(&self) -> &[u64] {
+        &self.counts
+    }
+}
+
+type Trace<'a> = Option<(&'a mut Vec<Change>, &'a [u8], &'a [scan::El])>;
+
+fn mask_str(
+    p: &Profile,
+    s: &str,
+    counts: &mut [u64],
+    found: &mut Vec<Found>,
+    mut trace: Trace<'_>,
+) -> Option<String> {
+    let mut cur: Option<String> = None;
+    for (label, re, action) in &p.pattern_rules {
+        let text = cur.as_deref().unwrap_or(s);
+        if re.is_match(text) {
+            let mut n = 0;
+            let new = re
+                .replace_all(text, |c: &regex::Captures<'_>| {
+                    n += 1;
+                    action.replace_text(&c[0], &p.labels[*label])
+                })
+                .into_owned();
+            counts[*label] += n;
+            note(&mut trace, &p.labels[*label]);
+            cur = Some(new);
+        }
+    }
+    let text = cur.as_deref().unwrap_or(s);
+    detect::find(text, p.enabled, found);
+    if found.is_empty() {
+        return cur;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for f in found.iter() {
+        let Some((action, label)) = &p.detectors[f.kind as usize] else {
+            continue;
+        };
+        out.push_str(&text[last..f.start]);
+        out.push_str(&action.replace_text(&text[f.start..f.end], f.kind.name()));
+        last = f.end;
+        counts[*label] += 1;
+        note(&mut trace, f.kind.name());
+    }
+    out.push_str(&text[last..]);
+    Some(out)
+}
+
+fn mask_num(p: &Profile, n: &[u8], counts: &mut [u64], mut trace: Trace<'_>) -> Option<String> {
+    let (action, label) = p.detectors[Kind::CreditCard as usize].as_ref()?;
+    if !detect::number_is_card(n) {
+        return None;
+    }
+    counts[*label] += 1;
+    note(&mut trace, "credit_card");
+    Some(action.replace_text(std::str::from_utf8(n).ok()?, "credit_card"))
+}
+
+fn note(trace: &mut Trace<'_>, by: &str) {
+    if let Some((t, json, path)) = trace {
+        t.push(Change {
+            path: scan::path_string(json, path),
+            by: by.to_string(),
+        });
+    }
+}
+
+fn show_path(each: Option<&[rules::Seg]>, path: &[rules::Seg]) -> String {
+    let mut s = String::new();
+    for seg in each.unwrap_or_default().iter().chain(path) {
+        match seg {
+            rules::Seg::Key(k) => {
+                if !s.is_empty() {
+                    s.push('.');
+                }
+                s.push_str(k);
+            }
+            rules::Seg::Any => s.push_str("[*]"),
+            rules::Seg::Index(i) => s.push_str(&format!("[{i}]")),
+        }
+    }
+    s
+}
