@@ -101,13 +101,27 @@ impl Proc {
         self.n_truncated += line.truncated_from.is_some() as u64;
         self.n_parse += d.flags.parse_error as u64;
         self.n_utf8 += d.flags.invalid_utf8 as u64;
-        let time = d.time.unwrap_or(now);
-        for b in &mut self.batchers {
-            if b.add(d.record, d.values, time, ticket).is_err() {
-                // Shutting down: the chunk stays unacknowledged and is read again next run.
-                self.failed = true;
-                return;
-            }
+        let masked = match &mut self.masker {
+            Some(m) => m.mask(d.record),
+            None => false,
+        };
+        let res = if masked {
+            // Keys and partitions come from the masked record, never from the original.
+            let Some(m) = &self.masker else { return };
+            let (values, t) = self.decoder.reextract(m.output());
+            let time = t.unwrap_or(now);
+            self.batchers
+                .iter_mut()
+                .try_for_each(|b| b.add(m.output(), values, time, ticket))
+        } else {
+            let time = d.time.unwrap_or(now);
+            self.batchers
+                .iter_mut()
+                .try_for_each(|b| b.add(d.record, d.values, time, ticket))
+        };
+        if res.is_err() {
+            // Shutting down: the chunk stays unacknowledged and is read again next run.
+            self.failed = true;
         }
     }
 

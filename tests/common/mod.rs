@@ -72,6 +72,10 @@ impl Lf {
     }
 
     pub fn spawn(&self) -> Running {
+        self.spawn_env(&[])
+    }
+
+    pub fn spawn_env(&self, env: &[(&str, &str)]) -> Running {
         let log = self.path(&format!(
             "logferry-{}.log",
             Instant::now().elapsed().as_nanos()
@@ -81,6 +85,7 @@ impl Lf {
             .args(["run", "--config"])
             .arg(&self.cfg)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(f)
             .spawn()
