@@ -19,6 +19,87 @@ fn lines() -> Vec<u8> {
     out
 }
 
+/// The DESIGN.md reference workload, from the same generator `scripts/bench.sh` uses.
+fn workload() -> Vec<u8> {
+    let path = std::env::temp_dir().join("logferry-bench-workload-8.log");
+    if !path.exists() {
+        let st = std::process::Command::new(env!("CARGO"))
+            .args(["run", "--release", "--quiet", "--example", "workload", "--"])
+            .arg(&path)
+            .arg("8")
+            .status()
+            .expect("run the workload generator");
+        assert!(st.success());
+    }
+    std::fs::read(&path).expect("read the workload")
+}
+
+/// All default detectors and two field rules, as in config.example.toml.
+fn profile(rules: bool) -> std::sync::Arc<logferry::mask::Profile> {
+    let text = r#"
+[sources.s]
+include = ["/nonexistent/*.log"]
+sinks = ["d"]
+masking = "pii"
+[sinks.d]
+type = "directory"
+path = "/tmp/x"
+[masking.pii]
+detectors = ["credit_card", "email", "us_ssn", "iban", "aws_access_key", "jwt",
+             "private_key", "bearer_token", "url_credentials", "ipv4", "ipv6"]
+[[masking.pii.rules]]
+each = "lines[*]"
+when = { path = "masked", equals = true }
+paths = ["input", "output"]
+action = "replace"
+value = { data = "masked" }
+[[masking.pii.rules]]
+paths = ["user_email", "context.user_email"]
+action = "hmac"
+key_env = "K"
+"#;
+    let text = if rules {
+        text.to_string()
+    } else {
+        text.split("[[masking")
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let env = |k: &str| (k == "K").then(|| "0123456789abcdef0123456789abcdef".to_string());
+    let cfg = logferry::config::load_str(std::path::Path::new("/tmp/bench.toml"), &text, &env)
+        .unwrap_or_else(|e| panic!("{e}"));
+    cfg.masking["pii"].clone()
+}
+
+fn masking(c: &mut Criterion) {
+    let data = workload();
+    let mut g = c.benchmark_group("masking");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.sample_size(10);
+    g.bench_function("reference_workload_default_detectors_two_rules", |b| {
+        let mut m = logferry::mask::Masker::new(profile(true), Vec::new());
+        b.iter(|| {
+            let mut changed = 0;
+            for l in data.split(|c| *c == b'\n').filter(|l| !l.is_empty()) {
+                changed += m.mask(l) as usize;
+            }
+            changed
+        })
+    });
+    g.bench_function("reference_workload_default_detectors_only", |b| {
+        let mut m = logferry::mask::Masker::new(profile(false), Vec::new());
+        b.iter(|| {
+            let mut changed = 0;
+            for l in data.split(|c| *c == b'\n').filter(|l| !l.is_empty()) {
+                changed += m.mask(l) as usize;
+            }
+            changed
+        })
+    });
+    g.finish();
+}
+
 fn bench(c: &mut Criterion) {
     let data = lines();
     let mut g = c.benchmark_group("hot_path");
@@ -53,5 +134,5 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+criterion_group!(benches, bench, masking);
 criterion_main!(benches);

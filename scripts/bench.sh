@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Benchmark: tail -> JSON -> gzip -> directory sink over the DESIGN.md reference workload.
-#   scripts/bench.sh [MB]        (default 524)
+# Benchmark: tail -> JSON -> (mask) -> gzip -> directory sink over the DESIGN.md reference
+# workload.
+#   scripts/bench.sh [--mask] [MB]        (default 524 MB; --mask adds all default detectors
+#                                          and two field rules, as in config.example.toml)
 # Prints input MB/s, CPU seconds per GB and peak RSS for `logferry run --once`, and the same for
 # `gzip -6` over the same bytes (the compression floor). Criterion micro-benchmarks of the hot
 # path: `cargo bench --bench hot_path`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MASK=0
+if [ "${1:-}" = "--mask" ]; then MASK=1; shift; fi
 MB=${1:-524}
 WORK=${BENCH_DIR:-$(mktemp -d)}
 mkdir -p "$WORK/logs"
@@ -25,6 +29,25 @@ path = "$WORK/archive"
 compression = "gzip"
 batch = { max_bytes = "8MiB", max_records = 50000, max_age = "30s" }
 TOML
+if [ "$MASK" = 1 ]; then
+    sed -i 's/^sinks = \["archive"\]$/sinks = ["archive"]\nmasking = "pii"/' "$WORK/bench.toml"
+    cat >> "$WORK/bench.toml" <<'TOML'
+[masking.pii]
+detectors = ["credit_card", "email", "us_ssn", "iban", "aws_access_key", "jwt",
+             "private_key", "bearer_token", "url_credentials", "ipv4", "ipv6"]
+[[masking.pii.rules]]
+each = "lines[*]"
+when = { path = "masked", equals = true }
+paths = ["input", "output"]
+action = "replace"
+value = { data = "masked" }
+[[masking.pii.rules]]
+paths = ["user_email", "context.user_email"]
+action = "hmac"
+key_env = "LOGFERRY_BENCH_HMAC_KEY"
+TOML
+    export LOGFERRY_BENCH_HMAC_KEY=bench-only-key-0123456789abcdef
+fi
 
 measure() { # label, command...: runs it and prints wall s, cpu s, peak rss MB
     python3 - "$@" <<'PY'
@@ -46,10 +69,12 @@ read -r _ LW LC LR < <(RUST_LOG=warn measure logferry ./target/release/logferry 
 read -r _ GW GC GR < <(measure gzip sh -c "gzip -6 -c '$WORK/logs/work.log' > /dev/null")
 OUT=$(du -sb "$WORK/archive" | cut -f1)
 
-python3 - "$BYTES" "$OUT" "$LW" "$LC" "$LR" "$GW" "$GC" "$GR" <<'PY'
+MASK=$MASK python3 - "$BYTES" "$OUT" "$LW" "$LC" "$LR" "$GW" "$GC" "$GR" <<'PY'
 import sys
 b, out, lw, lc, lr, gw, gc, gr = map(float, sys.argv[1:])
 mb, gb = b / 1e6, b / 1e9
+import os
+print("masking: all default detectors + two field rules" if os.environ.get("MASK") == "1" else "masking: off")
 print(f"input: {mb:.0f} MB of job/audit JSON lines ({b/ (1<<20):.0f} MiB); archive {out/1e6:.1f} MB (ratio {b/out:.1f})")
 print(f"{'':10} {'wall s':>8} {'MB/s':>8} {'CPU s/GB':>9} {'peak RSS MB':>12}")
 print(f"{'logferry':10} {lw:8.2f} {mb/lw:8.1f} {lc/gb:9.1f} {lr:12.1f}")

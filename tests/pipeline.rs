@@ -351,4 +351,19 @@ fn the_example_config_runs_as_is() {
     assert!(recs
         .iter()
         .all(|r| r["_logferry_id"].is_string() || r["event"].is_string()));
+    // The sample logs carry PII; the example profile masks all of it.
+    let text = walk(&dir.path().join("archive"))
+        .iter()
+        .map(|p| String::from_utf8(decompress(p)).unwrap())
+        .collect::<String>();
+    for secret in [
+        "4111 1111 1111 1111",
+        "hunter2",
+        "@example.com",
+        "10.0.1.11",
+    ] {
+        assert!(!text.contains(secret), "{secret} leaked");
+    }
+    assert!(text.contains("4111 11** **** 1111"));
+    assert!(text.contains("{\"data\":\"masked\"}"));
 }

@@ -8,7 +8,6 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::LazyLock;
 
-use aho_corasick::AhoCorasick;
 use regex::Regex;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -77,28 +76,6 @@ pub struct Found {
     pub kind: Kind,
 }
 
-static ANCHORS: LazyLock<AhoCorasick> = LazyLock::new(|| {
-    AhoCorasick::builder()
-        .ascii_case_insensitive(true)
-        .build([
-            "akia",
-            "asia",
-            "agpa",
-            "aida",
-            "aroa",
-            "aipa",
-            "anpa",
-            "anva",
-            "abia",
-            "acca",
-            "eyj",
-            "-----begin",
-            "bearer",
-            "://",
-        ])
-        .unwrap_or_else(|e| panic!("built-in anchors: {e}"))
-});
-
 fn re(p: &str) -> Regex {
     // The patterns are constants checked by the tests; a failure here is a bug in this file.
     Regex::new(p).unwrap_or_else(|e| panic!("built-in pattern {p:?}: {e}"))
@@ -132,53 +109,88 @@ fn candidates(s: &str, enabled: u16) -> u16 {
     let b = s.as_bytes();
     let (mut digits, mut at, mut colons, mut dots, mut upper) =
         (0usize, false, 0usize, 0usize, 0usize);
+    // Longest run of digits with single space or dash separators (cards, SSNs, phones).
+    let (mut run, mut max_run, mut sep) = (0usize, 0usize, false);
+    let (mut double_colon, mut plus_digit, mut prev) = (false, false, 0u8);
     for &c in b {
         match c {
-            b'0'..=b'9' => digits += 1,
-            b'@' => at = true,
-            b':' => colons += 1,
-            b'.' => dots += 1,
-            b'A'..=b'Z' => upper += 1,
-            _ => {}
+            b'0'..=b'9' => {
+                digits += 1;
+                run += 1;
+                max_run = max_run.max(run);
+                sep = false;
+                plus_digit |= prev == b'+';
+            }
+            b' ' | b'-' if run > 0 && !sep => sep = true,
+            _ => {
+                run = 0;
+                sep = false;
+                match c {
+                    b'@' => at = true,
+                    b':' => {
+                        colons += 1;
+                        double_colon |= prev == b':';
+                    }
+                    b'.' => dots += 1,
+                    b'A'..=b'Z' => upper += 1,
+                    _ => {}
+                }
+            }
         }
+        prev = c;
     }
     let mut m = 0u16;
-    if digits >= 12 {
+    if max_run >= 13 {
         m |= Kind::CreditCard.bit();
     }
     if at {
         m |= Kind::Email.bit();
     }
-    if digits >= 9 {
+    if max_run >= 9 {
         m |= Kind::UsSsn.bit();
     }
-    if digits >= 2 && upper >= 2 && b.len() >= 15 {
+    if digits >= 2
+        && upper >= 2
+        && b.len() >= 15
+        && b.windows(4).any(|w| {
+            w[0].is_ascii_uppercase()
+                && w[1].is_ascii_uppercase()
+                && w[2].is_ascii_digit()
+                && w[3].is_ascii_digit()
+        })
+    {
         m |= Kind::Iban.bit();
     }
     if digits >= 4 && dots >= 3 {
         m |= Kind::Ipv4.bit();
     }
-    if colons >= 2 {
+    // A valid IPv6 address has seven colons or a `::`.
+    if double_colon || colons >= 7 {
         m |= Kind::Ipv6.bit();
     }
-    if digits >= 8 {
+    if plus_digit || max_run >= 10 {
         m |= Kind::Phone.bit();
     }
-    let want_anchor = Kind::AwsAccessKey.bit()
-        | Kind::Jwt.bit()
-        | Kind::PrivateKey.bit()
-        | Kind::BearerToken.bit()
-        | Kind::UrlCredentials.bit();
-    if enabled & want_anchor != 0 && b.len() >= 3 {
-        for hit in ANCHORS.find_overlapping_iter(b) {
-            m |= match hit.pattern().as_usize() {
-                0..=9 => Kind::AwsAccessKey.bit(),
-                10 => Kind::Jwt.bit(),
-                11 => Kind::PrivateKey.bit(),
-                12 => Kind::BearerToken.bit(),
-                _ => Kind::UrlCredentials.bit(),
-            };
-        }
+    // Anchored detectors: cheap literal checks decide whether their regex runs.
+    if upper >= 4 && b.len() >= 20 {
+        m |= Kind::AwsAccessKey.bit();
+    }
+    if b.len() >= 12 && memchr::memmem::find(b, b"eyJ").is_some() {
+        m |= Kind::Jwt.bit();
+    }
+    if b.len() >= 20 && memchr::memmem::find(b, b"-----BEGIN").is_some() {
+        m |= Kind::PrivateKey.bit();
+    }
+    if b.len() >= 8
+        && memchr::memchr2_iter(b'b', b'B', b).any(|i| {
+            b.get(i + 1..i + 6)
+                .is_some_and(|w| w.eq_ignore_ascii_case(b"earer"))
+        })
+    {
+        m |= Kind::BearerToken.bit();
+    }
+    if colons >= 1 && memchr::memmem::find(b, b"://").is_some() {
+        m |= Kind::UrlCredentials.bit();
     }
     m & enabled
 }

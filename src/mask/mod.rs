@@ -12,6 +12,7 @@ pub mod action;
 pub mod detect;
 pub mod rules;
 pub mod scan;
+pub mod tree;
 
 use std::sync::Arc;
 
@@ -70,6 +71,8 @@ pub struct Masker {
     tree_out: Vec<u8>,
     out: Vec<u8>,
     found: Vec<Found>,
+    per_path: Vec<usize>,
+    edits: Vec<tree::Edit>,
     warned: bool,
     /// Set to collect what changed (the `mask` command); off in the pipeline.
     pub trace: Option<Vec<Change>>,
@@ -85,6 +88,8 @@ impl Masker {
             tree_out: Vec::new(),
             out: Vec::new(),
             found: Vec::new(),
+            per_path: Vec::new(),
+            edits: Vec::new(),
             warned: false,
             trace: None,
         }
@@ -98,24 +103,26 @@ impl Masker {
         if !p.path_rules.is_empty() {
             // Escapes could hide a trigger key: such records always take the full path.
             let bypass = memchr::memchr(b'\\', rec).is_some();
-            let active: Vec<&PathRule> = p
-                .path_rules
-                .iter()
-                .filter(|r| bypass || r.triggers.iter().all(|t| t.holds(rec)))
-                .collect();
-            if !active.is_empty() {
-                let mut v: serde_json::Value = match serde_json::from_slice(rec) {
-                    Ok(v) => v,
-                    Err(e) => return self.fail(&e.to_string()),
-                };
-                let mut hits = 0;
-                let mut per_path = Vec::new();
-                for r in active {
+            let applies = |r: &PathRule| bypass || r.triggers.iter().all(|t| t.holds(rec));
+            if p.path_rules.iter().any(applies) {
+                let mut per_path = std::mem::take(&mut self.per_path);
+                let mut edits = std::mem::take(&mut self.edits);
+                let mut next = std::mem::take(&mut self.out);
+                for r in p.path_rules.iter().filter(|r| applies(r)) {
+                    // Each rule sees what the rules before it left.
+                    let src: &[u8] = if in_tree { &self.tree_out } else { rec };
+                    let tree = match tree::Tree::parse(src) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            self.out = next;
+                            return self.fail(e);
+                        }
+                    };
                     per_path.clear();
                     per_path.resize(r.paths.len(), 0);
-                    let n = r.apply(&mut v, &p.labels[r.label], &mut per_path);
+                    edits.clear();
+                    let n = r.edits(&tree, &p.labels[r.label], &mut per_path, &mut edits);
                     self.counts[r.label] += n as u64;
-                    hits += n;
                     if let Some(t) = &mut self.trace {
                         for (path, _) in r.paths.iter().zip(&per_path).filter(|(_, n)| **n > 0) {
                             t.push(Change {
@@ -124,14 +131,15 @@ impl Masker {
                             });
                         }
                     }
-                }
-                if hits > 0 {
-                    self.tree_out.clear();
-                    if let Err(e) = serde_json::to_writer(&mut self.tree_out, &v) {
-                        return self.fail(&e.to_string());
+                    if n > 0 {
+                        tree::apply(src, &mut edits, &mut next);
+                        std::mem::swap(&mut next, &mut self.tree_out);
+                        in_tree = true;
                     }
-                    in_tree = true;
                 }
+                self.out = next;
+                self.per_path = per_path;
+                self.edits = edits;
             }
         }
         if p.enabled == 0 && p.pattern_rules.is_empty() {
@@ -141,6 +149,7 @@ impl Masker {
             return in_tree;
         }
         let src: &[u8] = if in_tree { &self.tree_out } else { rec };
+        let enabled = p.enabled;
         let mut out = std::mem::take(&mut self.out);
         out.clear();
         let counts = &mut self.counts;
@@ -148,9 +157,14 @@ impl Masker {
         let trace = &mut self.trace;
         let res = scan::rewrite(src, &mut out, |path, tok| {
             let new = match tok {
-                scan::Token::Str(s) => {
-                    mask_str(&p, s, counts, found, trace.as_mut().map(|t| (t, src, path)))
-                }
+                scan::Token::Str(s) => mask_str(
+                    &p,
+                    enabled,
+                    s,
+                    counts,
+                    found,
+                    trace.as_mut().map(|t| (t, src, path)),
+                ),
                 scan::Token::Num(n) => {
                     mask_num(&p, n, counts, trace.as_mut().map(|t| (t, src, path)))
                 }
@@ -217,6 +231,7 @@ type Trace<'a> = Option<(&'a mut Vec<Change>, &'a [u8], &'a [scan::El])>;
 
 fn mask_str(
     p: &Profile,
+    enabled: u16,
     s: &str,
     counts: &mut [u64],
     found: &mut Vec<Found>,
@@ -239,7 +254,7 @@ fn mask_str(
         }
     }
     let text = cur.as_deref().unwrap_or(s);
-    detect::find(text, p.enabled, found);
+    detect::find(text, enabled, found);
     if found.is_empty() {
         return cur;
     }

@@ -5,6 +5,7 @@ use regex::Regex;
 use serde_json::Value;
 
 use super::action::Action;
+use super::tree::{removal, Edit, Kind as TreeKind, Tree};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seg {
@@ -61,131 +62,71 @@ pub struct When {
     pub test: Test,
 }
 
+/// A value a path reached: its node, and its place in its parent (for `remove`).
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    pub node: usize,
+    pub parent: usize,
+    pub index: usize,
+}
+
+/// Every value `path` reaches from `node`.
+pub fn select(t: &Tree<'_>, node: usize, path: &[Seg], out: &mut Vec<Target>) {
+    select_from(t, node, path, None, out)
+}
+
+fn select_from(
+    t: &Tree<'_>,
+    node: usize,
+    path: &[Seg],
+    at: Option<(usize, usize)>,
+    out: &mut Vec<Target>,
+) {
+    let Some((first, rest)) = path.split_first() else {
+        if let Some((parent, index)) = at {
+            out.push(Target {
+                node,
+                parent,
+                index,
+            });
+        }
+        return;
+    };
+    let kind = t.nodes[node].kind;
+    for (i, m) in t.children(node).iter().enumerate() {
+        let hit = match (first, kind) {
+            (Seg::Key(k), TreeKind::Obj) => t.key_is(m, k),
+            (Seg::Index(n), TreeKind::Arr) => i == *n,
+            (Seg::Any, TreeKind::Obj | TreeKind::Arr) => true,
+            _ => false,
+        };
+        if hit {
+            select_from(t, m.node, rest, Some((node, i)), out);
+        }
+    }
+}
+
 impl When {
-    pub fn holds(&self, v: &Value) -> bool {
+    pub fn holds(&self, t: &Tree<'_>, node: usize) -> bool {
         let mut found = Vec::new();
-        collect(v, &self.path, &mut found);
+        select(t, node, &self.path, &mut found);
         match &self.test {
             Test::Exists(e) => found.is_empty() != *e,
-            Test::Equals(x) => found.contains(&x),
+            Test::Equals(x) => found
+                .iter()
+                .any(|f| serde_json::from_slice::<Value>(t.text(f.node)).is_ok_and(|v| v == *x)),
             Test::Matches(re) => found
                 .iter()
-                .any(|f| f.as_str().is_some_and(|s| re.is_match(s))),
+                .any(|f| t.string(f.node).is_some_and(|s| re.is_match(&s))),
         }
     }
-}
-
-fn collect<'a>(v: &'a Value, path: &[Seg], out: &mut Vec<&'a Value>) {
-    let Some((first, rest)) = path.split_first() else {
-        out.push(v);
-        return;
-    };
-    match (first, v) {
-        (Seg::Key(k), Value::Object(m)) => {
-            if let Some(x) = m.get(k) {
-                collect(x, rest, out);
-            }
-        }
-        (Seg::Index(i), Value::Array(a)) => {
-            if let Some(x) = a.get(*i) {
-                collect(x, rest, out);
-            }
-        }
-        (Seg::Any, Value::Array(a)) => a.iter().for_each(|x| collect(x, rest, out)),
-        (Seg::Any, Value::Object(m)) => m.values().for_each(|x| collect(x, rest, out)),
-        _ => {}
-    }
-}
-
-/// Calls `f` on every value `path` reaches.
-pub fn each_mut(v: &mut Value, path: &[Seg], f: &mut dyn FnMut(&mut Value)) {
-    let Some((first, rest)) = path.split_first() else {
-        f(v);
-        return;
-    };
-    match (first, v) {
-        (Seg::Key(k), Value::Object(m)) => {
-            if let Some(x) = m.get_mut(k) {
-                each_mut(x, rest, f);
-            }
-        }
-        (Seg::Index(i), Value::Array(a)) => {
-            if let Some(x) = a.get_mut(*i) {
-                each_mut(x, rest, f);
-            }
-        }
-        (Seg::Any, Value::Array(a)) => a.iter_mut().for_each(|x| each_mut(x, rest, f)),
-        (Seg::Any, Value::Object(m)) => m.values_mut().for_each(|x| each_mut(x, rest, f)),
-        _ => {}
-    }
-}
-
-/// Replaces (or removes, when `f` says `None`) every value `path` reaches. Returns how many.
-pub fn replace_at(
-    v: &mut Value,
-    path: &[Seg],
-    f: &mut dyn FnMut(&Value) -> Option<Value>,
-) -> usize {
-    let Some((last, parents)) = path.split_last() else {
-        return 0;
-    };
-    let mut n = 0;
-    each_mut(v, parents, &mut |p| match (last, p) {
-        (Seg::Key(k), Value::Object(m)) => {
-            if let Some(x) = m.get(k) {
-                n += 1;
-                match f(x) {
-                    Some(new) => {
-                        m.insert(k.clone(), new);
-                    }
-                    None => {
-                        m.shift_remove(k);
-                    }
-                }
-            }
-        }
-        (Seg::Index(i), Value::Array(a)) if *i < a.len() => {
-            n += 1;
-            match f(&a[*i]) {
-                Some(new) => a[*i] = new,
-                None => {
-                    a.remove(*i);
-                }
-            }
-        }
-        (Seg::Any, Value::Array(a)) => {
-            let old = std::mem::take(a);
-            for x in old {
-                n += 1;
-                if let Some(new) = f(&x) {
-                    a.push(new);
-                }
-            }
-        }
-        (Seg::Any, Value::Object(m)) => {
-            let keys: Vec<String> = m.keys().cloned().collect();
-            for k in keys {
-                if let Some(x) = m.get(&k) {
-                    n += 1;
-                    match f(x) {
-                        Some(new) => {
-                            m.insert(k, new);
-                        }
-                        None => {
-                            m.shift_remove(&k);
-                        }
-                    }
-                }
-            }
-        }
-        _ => {}
-    });
-    n
 }
 
 /// A cheap test on the raw line that must pass for a rule to possibly apply.
 pub enum Trigger {
     Contains(Box<memchr::memmem::Finder<'static>>),
+    /// Any of several literals (a rule with several paths).
+    AnyOf(Vec<memchr::memmem::Finder<'static>>),
     Regex(Regex),
 }
 
@@ -193,6 +134,7 @@ impl Trigger {
     pub fn holds(&self, line: &[u8]) -> bool {
         match self {
             Trigger::Contains(f) => f.find(line).is_some(),
+            Trigger::AnyOf(fs) => fs.iter().any(|f| f.find(line).is_some()),
             Trigger::Regex(r) => std::str::from_utf8(line).map_or(true, |s| r.is_match(s)),
         }
     }
@@ -210,68 +152,124 @@ pub struct PathRule {
 }
 
 impl PathRule {
-    /// Applies the rule; adds the values masked through each path to `per_path`. Returns the
-    /// total.
-    pub fn apply(&self, root: &mut Value, name: &str, per_path: &mut [usize]) -> usize {
+    /// The edits this rule makes to the record in `t`; adds the values it masks through each
+    /// path to `per_path`. Returns the total.
+    pub fn edits(
+        &self,
+        t: &Tree<'_>,
+        name: &str,
+        per_path: &mut [usize],
+        edits: &mut Vec<Edit>,
+    ) -> usize {
+        let mut scopes = Vec::new();
+        match &self.each {
+            Some(each) => select(t, t.root(), each, &mut scopes),
+            None => scopes.push(Target {
+                node: t.root(),
+                parent: usize::MAX,
+                index: 0,
+            }),
+        }
         let mut hits = 0;
-        let mut on = |target: &mut Value| {
+        let mut targets = Vec::new();
+        let mut removals: Vec<(usize, usize)> = Vec::new();
+        for scope in scopes {
             if let Some(w) = &self.when {
-                if !w.holds(target) {
-                    return;
+                if !w.holds(t, scope.node) {
+                    continue;
                 }
             }
             for (i, p) in self.paths.iter().enumerate() {
-                let n = match &self.pattern {
-                    None => replace_at(target, p, &mut |v| self.action.replace_value(v, name)),
-                    Some(re) => {
-                        let mut n = 0;
-                        replace_at(target, p, &mut |v| match v {
-                            Value::String(s) if re.is_match(s) => {
-                                n += 1;
-                                let out = re.replace_all(s, |c: &regex::Captures<'_>| {
-                                    self.action.replace_text(&c[0], name)
-                                });
-                                Some(Value::String(out.into_owned()))
-                            }
-                            other => Some(other.clone()),
-                        });
-                        n
+                targets.clear();
+                select(t, scope.node, p, &mut targets);
+                let mut n = 0;
+                for target in &targets {
+                    if self.pattern.is_none() && matches!(self.action, Action::Remove) {
+                        removals.push((target.parent, target.index));
+                        n += 1;
+                    } else if let Some(e) = self.edit(t, target, name) {
+                        edits.push(e);
+                        n += 1;
                     }
-                };
+                }
                 hits += n;
                 if let Some(slot) = per_path.get_mut(i) {
                     *slot += n;
                 }
             }
-        };
-        match &self.each {
-            Some(each) => each_mut(root, each, &mut on),
-            None => on(root),
+        }
+        // Removals are cut knowing which siblings go too, so their spans never overlap.
+        for &(parent, index) in &removals {
+            let gone = |k: usize| removals.contains(&(parent, k));
+            let (start, end) = removal(t, parent, index, &gone);
+            edits.push(Edit {
+                start,
+                end,
+                with: Vec::new(),
+            });
         }
         hits
     }
+
+    fn edit(&self, t: &Tree<'_>, target: &Target, name: &str) -> Option<Edit> {
+        let node = t.nodes[target.node];
+        let json = |s: &str| serde_json::to_vec(s).unwrap_or_else(|_| b"\"[REDACTED]\"".to_vec());
+        let with = match (&self.pattern, &self.action) {
+            (Some(re), action) => {
+                let s = t.string(target.node)?;
+                if !re.is_match(&s) {
+                    return None;
+                }
+                let out = re.replace_all(&s, |c: &regex::Captures<'_>| {
+                    action.replace_text(&c[0], name)
+                });
+                json(&out)
+            }
+            // Collected by `edits` and cut together.
+            (None, Action::Remove) => return None,
+            (None, Action::Replace(v)) => serde_json::to_vec(v).ok()?,
+            (None, Action::Redact) => json(&format!("[REDACTED:{name}]")),
+            (None, action) => {
+                let text = match t.string(target.node) {
+                    Some(s) => s.into_owned(),
+                    None => String::from_utf8_lossy(t.text(target.node)).into_owned(),
+                };
+                json(&action.replace_text(&text, name))
+            }
+        };
+        Some(Edit {
+            start: node.start,
+            end: node.end,
+            with,
+        })
+    }
 }
 
-/// The triggers of a rule: the first key of `each` (or of every path), and for a `when` that
-/// compares to `true`, `false` or `null`, the key and that literal next to each other.
+/// The triggers of a rule, tests on the raw line that must all pass for the rule to possibly
+/// apply: the last key of `each`; one of the paths' last keys (a value at `a.b` has `"b"`
+/// written before it); and for a `when` that compares to `true`, `false` or `null`, that key
+/// and literal side by side. Records with a backslash skip triggers (an escape could hide a key).
 pub fn triggers(each: Option<&[Seg]>, paths: &[Vec<Seg>], when: Option<&When>) -> Vec<Trigger> {
-    let quoted = |k: &str| {
-        Trigger::Contains(Box::new(
-            memchr::memmem::Finder::new(format!("\"{k}\"").as_bytes()).into_owned(),
-        ))
+    let last_key = |p: &[Seg]| {
+        p.iter().rev().find_map(|s| match s {
+            Seg::Key(k) => Some(format!("\"{k}\"")),
+            _ => None,
+        })
     };
     let mut out = Vec::new();
-    match each.and_then(|e| e.first()) {
-        Some(Seg::Key(k)) => out.push(quoted(k)),
-        Some(_) => {}
-        None => {
-            // Any path's first key will do; with more than one, test none (a Value parse).
-            if let [p] = paths {
-                if let Some(Seg::Key(k)) = p.first() {
-                    out.push(quoted(k));
-                }
-            }
-        }
+    if let Some(k) = each.and_then(last_key) {
+        out.push(Trigger::Contains(Box::new(
+            memchr::memmem::Finder::new(k.as_bytes()).into_owned(),
+        )));
+    }
+    // A path with no key at all ([*], an index) gives no necessary literal: no trigger then.
+    let keys: Option<Vec<String>> = paths.iter().map(|p| last_key(p)).collect();
+    if let Some(keys) = keys.filter(|k| !k.is_empty()) {
+        out.push(Trigger::AnyOf(
+            keys.iter()
+                .map(|k| memchr::memmem::Finder::new(k.as_bytes()).into_owned())
+                .collect(),
+        ));
     }
     if let Some(w) = when {
         if let (Some(Seg::Key(k)), Test::Equals(v @ (Value::Bool(_) | Value::Null))) =
@@ -306,36 +304,78 @@ mod tests {
         assert!(parse_path("a[*").is_err());
     }
 
+    fn run(rule: &PathRule, src: &str) -> (String, usize) {
+        let t = Tree::parse(src.as_bytes()).unwrap();
+        let mut edits = Vec::new();
+        let mut per = vec![0; rule.paths.len()];
+        let n = rule.edits(&t, "r", &mut per, &mut edits);
+        let mut out = Vec::new();
+        super::super::tree::apply(src.as_bytes(), &mut edits, &mut out);
+        (String::from_utf8(out).unwrap(), n)
+    }
+
+    fn rule(each: Option<&str>, when: Option<When>, paths: &[&str], action: Action) -> PathRule {
+        PathRule {
+            label: 0,
+            each: each.map(|e| parse_path(e).unwrap()),
+            when,
+            paths: paths.iter().map(|p| parse_path(p).unwrap()).collect(),
+            pattern: None,
+            action,
+            triggers: vec![],
+        }
+    }
+
     #[test]
     fn each_and_when_mask_only_flagged_steps() {
-        let mut v = json!({"lines": [
-            {"masked": true, "input": {"card": 1}, "output": "x"},
-            {"masked": false, "input": "keep", "output": "keep"}
-        ]});
-        let rule = PathRule {
-            label: 0,
-            each: Some(parse_path("lines[*]").unwrap()),
-            when: Some(When {
-                path: parse_path("masked").unwrap(),
-                test: Test::Equals(json!(true)),
-            }),
-            paths: vec![parse_path("input").unwrap(), parse_path("output").unwrap()],
-            pattern: None,
-            action: Action::Replace(json!({"data": "masked"})),
-            triggers: vec![],
+        let src = r#"{"lines":[{"masked":true,"input":{"card":1},"output":"x"},{"masked":false,"input":"keep","output":"keep"}]}"#;
+        let when = When {
+            path: parse_path("masked").unwrap(),
+            test: Test::Equals(json!(true)),
         };
-        let mut per = [0, 0];
-        assert_eq!(rule.apply(&mut v, "step", &mut per), 2);
-        assert_eq!(per, [1, 1]);
-        assert_eq!(v["lines"][0]["input"], json!({"data": "masked"}));
-        assert_eq!(v["lines"][0]["output"], json!({"data": "masked"}));
-        assert_eq!(v["lines"][1]["input"], "keep");
+        let r = rule(
+            Some("lines[*]"),
+            Some(when),
+            &["input", "output"],
+            Action::Replace(json!({"data": "masked"})),
+        );
+        let (out, n) = run(&r, src);
+        assert_eq!(n, 2);
+        assert_eq!(
+            out,
+            r#"{"lines":[{"masked":true,"input":{"data":"masked"},"output":{"data":"masked"}},{"masked":false,"input":"keep","output":"keep"}]}"#
+        );
     }
 
     #[test]
     fn remove_keeps_key_order_of_the_rest() {
-        let mut v = json!({"a": 1, "b": 2, "c": 3});
-        replace_at(&mut v, &parse_path("b").unwrap(), &mut |_| None);
-        assert_eq!(v.to_string(), r#"{"a":1,"c":3}"#);
+        let r = rule(None, None, &["b", "z"], Action::Remove);
+        assert_eq!(
+            run(&r, r#"{"a":1,"b":2,"c":3}"#),
+            (r#"{"a":1,"c":3}"#.to_string(), 1)
+        );
+        let r = rule(None, None, &["a[*]"], Action::Remove);
+        assert_eq!(run(&r, r#"{"a":[1,2,3],"k":0}"#).0, r#"{"a":[],"k":0}"#);
+    }
+
+    #[test]
+    fn when_exists_and_matches_and_nested_paths() {
+        let w = When {
+            path: parse_path("kind").unwrap(),
+            test: Test::Matches(Regex::new("^pay").unwrap()),
+        };
+        let r = rule(None, Some(w), &["card.number"], Action::Redact);
+        assert_eq!(
+            run(&r, r#"{"kind":"payment","card":{"number":"x"}}"#).0,
+            r#"{"kind":"payment","card":{"number":"[REDACTED:r]"}}"#
+        );
+        assert_eq!(run(&r, r#"{"kind":"refund","card":{"number":"x"}}"#).1, 0);
+        let w = When {
+            path: parse_path("flag").unwrap(),
+            test: Test::Exists(false),
+        };
+        let r = rule(None, Some(w), &["v"], Action::Redact);
+        assert_eq!(run(&r, r#"{"v":1}"#).1, 1);
+        assert_eq!(run(&r, r#"{"v":1,"flag":0}"#).1, 0);
     }
 }

@@ -53,6 +53,8 @@ pub fn rewrite(
     let mut copied = 0usize;
     let mut changed = false;
     let mut unescaped: String;
+    // Validated once; strings are then slices of it (quotes are ASCII, so always boundaries).
+    let whole = std::str::from_utf8(json).map_err(|_| "invalid UTF-8")?;
     let mut i = 0;
     while i < json.len() {
         let c = json[i];
@@ -129,7 +131,7 @@ pub fn rewrite(
                         .map_err(|_| "bad string escape")?;
                     &unescaped
                 } else {
-                    std::str::from_utf8(&json[start..end]).map_err(|_| "invalid UTF-8")?
+                    whole.get(start..end).ok_or("invalid UTF-8")?
                 };
                 if let Some(rep) = f(&path, Token::Str(text)) {
                     out.extend_from_slice(&json[copied..start - 1]);
