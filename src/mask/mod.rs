@@ -309,3 +309,82 @@ fn show_path(each: Option<&[rules::Seg]>, path: &[rules::Seg]) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn masker(profile: &str) -> Masker {
+        let text = format!(
+            "[sources.s]\ninclude = [\"/x/*.log\"]\nsinks = [\"d\"]\nmasking = \"p\"\n[sinks.d]\ntype = \"directory\"\npath = \"/x\"\n[masking.p]\n{profile}"
+        );
+        let cfg = crate::config::load_str(std::path::Path::new("/x/c.toml"), &text, &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        Masker::new(cfg.masking["p"].clone(), Vec::new())
+    }
+
+    fn run(m: &mut Masker, rec: &str) -> String {
+        if m.mask(rec.as_bytes()) {
+            String::from_utf8(m.output().to_vec()).unwrap()
+        } else {
+            rec.to_string()
+        }
+    }
+
+    #[test]
+    fn rules_run_in_order_then_detectors() {
+        let mut m = masker(
+            r#"detectors = ["email"]
+[[masking.p.rules]]
+name = "first"
+paths = ["a"]
+action = "replace"
+value = "secret-2 bob@example.com"
+[[masking.p.rules]]
+name = "second"
+paths = ["a"]
+pattern = "secret"
+action = "redact"
+"#,
+        );
+        assert_eq!(
+            run(&mut m, r#"{"a":"x","b":1}"#),
+            r#"{"a":"[REDACTED:second]-2 [REDACTED:email]","b":1}"#
+        );
+        assert_eq!(m.counts(), &[1, 1, 1, 0]);
+    }
+
+    #[test]
+    fn a_record_that_cannot_be_processed_is_replaced_whole() {
+        let mut m = masker("detectors = [\"email\"]\n");
+        let out = run(&mut m, r#"{"a":"bob@example.com""#);
+        assert!(
+            out.starts_with(r#"{"message":"[REDACTED:unprocessable]","_masking_error":"#),
+            "{out}"
+        );
+        assert!(!out.contains("bob"));
+        assert_eq!(*m.counts().last().unwrap(), 1);
+    }
+
+    #[test]
+    fn unchanged_records_are_left_as_they_came() {
+        let mut m = masker("detectors = [\"email\", \"credit_card\"]\n");
+        assert!(!m.mask(br#"{"id":"ORD-1","n":12345,"t":"2026-11-23T10:00:00Z"}"#));
+    }
+
+    #[test]
+    fn escapes_cannot_hide_a_secret_or_a_rule_key() {
+        let mut m = masker(
+            r#"detectors = ["email"]
+[[masking.p.rules]]
+paths = ["pin"]
+action = "remove"
+"#,
+        );
+        let out = run(
+            &mut m,
+            r#"{"note":"bob\u0040example.com","p\u0069n":"1234","k":1}"#,
+        );
+        assert_eq!(out, r#"{"note":"[REDACTED:email]","k":1}"#);
+    }
+}

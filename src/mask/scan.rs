@@ -72,11 +72,12 @@ pub fn rewrite(
                 i += 1;
             }
             b'}' | b']' => {
-                if matches!(
-                    frames.pop(),
-                    Some(Frame::Arr | Frame::Obj { keyed: true, .. })
-                ) {
-                    path.pop();
+                match frames.pop() {
+                    Some(Frame::Arr | Frame::Obj { keyed: true, .. }) => {
+                        path.pop();
+                    }
+                    Some(_) => {}
+                    None => return Err("unbalanced brackets"),
                 }
                 i += 1;
             }
@@ -156,6 +157,9 @@ pub fn rewrite(
             }
             _ => i += 1,
         }
+    }
+    if !frames.is_empty() {
+        return Err("unbalanced brackets");
     }
     if changed {
         out.extend_from_slice(&json[copied..]);
