@@ -74,6 +74,11 @@ key_env = "K"
 
 fn masking(c: &mut Criterion) {
     let data = workload();
+    // Split once: the stage measured is masking, not line splitting (the tailer does that).
+    let records: Vec<&[u8]> = data
+        .split(|c| *c == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
     let mut g = c.benchmark_group("masking");
     g.throughput(Throughput::Bytes(data.len() as u64));
     g.sample_size(10);
@@ -81,7 +86,7 @@ fn masking(c: &mut Criterion) {
         let mut m = logferry::mask::Masker::new(profile(true), Vec::new());
         b.iter(|| {
             let mut changed = 0;
-            for l in data.split(|c| *c == b'\n').filter(|l| !l.is_empty()) {
+            for l in &records {
                 changed += m.mask(l) as usize;
             }
             changed
@@ -91,7 +96,7 @@ fn masking(c: &mut Criterion) {
         let mut m = logferry::mask::Masker::new(profile(false), Vec::new());
         b.iter(|| {
             let mut changed = 0;
-            for l in data.split(|c| *c == b'\n').filter(|l| !l.is_empty()) {
+            for l in &records {
                 changed += m.mask(l) as usize;
             }
             changed

@@ -111,7 +111,9 @@ fn candidates(s: &str, enabled: u16) -> u16 {
         (0usize, false, 0usize, 0usize, 0usize);
     // Longest run of digits with single space or dash separators (cards, SSNs, phones).
     let (mut run, mut max_run, mut sep) = (0usize, 0usize, false);
-    let (mut double_colon, mut plus_digit, mut prev) = (false, false, 0u8);
+    let (mut double_colon, mut plus_digit, mut prev, mut prev2) = (false, false, 0u8, 0u8);
+    // Literal anchors seen on the way: `eyJ` (JWT), `://` (URL), `--B` (PEM), `b`/`B` (bearer).
+    let (mut eyj, mut scheme, mut pem, mut b_at) = (false, false, false, false);
     for &c in b {
         match c {
             b'0'..=b'9' => {
@@ -132,11 +134,19 @@ fn candidates(s: &str, enabled: u16) -> u16 {
                         double_colon |= prev == b':';
                     }
                     b'.' => dots += 1,
-                    b'A'..=b'Z' => upper += 1,
+                    b'A'..=b'Z' => {
+                        upper += 1;
+                        eyj |= c == b'J' && prev == b'y' && prev2 == b'e';
+                        pem |= c == b'B' && prev == b'-' && prev2 == b'-';
+                        b_at |= c == b'B';
+                    }
+                    b'/' => scheme |= prev == b'/' && prev2 == b':',
+                    b'b' => b_at = true,
                     _ => {}
                 }
             }
         }
+        prev2 = prev;
         prev = c;
     }
     let mut m = 0u16;
@@ -175,13 +185,14 @@ fn candidates(s: &str, enabled: u16) -> u16 {
     if upper >= 4 && b.len() >= 20 {
         m |= Kind::AwsAccessKey.bit();
     }
-    if b.len() >= 12 && memchr::memmem::find(b, b"eyJ").is_some() {
+    if eyj && b.len() >= 12 {
         m |= Kind::Jwt.bit();
     }
-    if b.len() >= 20 && memchr::memmem::find(b, b"-----BEGIN").is_some() {
+    if pem && b.len() >= 20 {
         m |= Kind::PrivateKey.bit();
     }
-    if b.len() >= 8
+    if b_at
+        && b.len() >= 8
         && memchr::memchr2_iter(b'b', b'B', b).any(|i| {
             b.get(i + 1..i + 6)
                 .is_some_and(|w| w.eq_ignore_ascii_case(b"earer"))
@@ -189,7 +200,7 @@ fn candidates(s: &str, enabled: u16) -> u16 {
     {
         m |= Kind::BearerToken.bit();
     }
-    if colons >= 1 && memchr::memmem::find(b, b"://").is_some() {
+    if scheme {
         m |= Kind::UrlCredentials.bit();
     }
     m & enabled

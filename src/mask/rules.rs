@@ -106,18 +106,33 @@ fn select_from(
     }
 }
 
+/// Whether any value `path` reaches from `node` passes `f` (stops at the first).
+fn any_at(t: &Tree<'_>, node: usize, path: &[Seg], f: &mut dyn FnMut(usize) -> bool) -> bool {
+    let Some((first, rest)) = path.split_first() else {
+        return f(node);
+    };
+    let kind = t.nodes[node].kind;
+    t.children(node).iter().enumerate().any(|(i, m)| {
+        let hit = match (first, kind) {
+            (Seg::Key(k), TreeKind::Obj) => t.key_is(m, k),
+            (Seg::Index(n), TreeKind::Arr) => i == *n,
+            (Seg::Any, TreeKind::Obj | TreeKind::Arr) => true,
+            _ => false,
+        };
+        hit && any_at(t, m.node, rest, f)
+    })
+}
+
 impl When {
     pub fn holds(&self, t: &Tree<'_>, node: usize) -> bool {
-        let mut found = Vec::new();
-        select(t, node, &self.path, &mut found);
         match &self.test {
-            Test::Exists(e) => found.is_empty() != *e,
-            Test::Equals(x) => found
-                .iter()
-                .any(|f| serde_json::from_slice::<Value>(t.text(f.node)).is_ok_and(|v| v == *x)),
-            Test::Matches(re) => found
-                .iter()
-                .any(|f| t.string(f.node).is_some_and(|s| re.is_match(&s))),
+            Test::Exists(e) => any_at(t, node, &self.path, &mut |_| true) == *e,
+            Test::Equals(x) => any_at(t, node, &self.path, &mut |n| {
+                serde_json::from_slice::<Value>(t.text(n)).is_ok_and(|v| v == *x)
+            }),
+            Test::Matches(re) => any_at(t, node, &self.path, &mut |n| {
+                t.string(n).is_some_and(|s| re.is_match(&s))
+            }),
         }
     }
 }
@@ -127,7 +142,7 @@ pub enum Trigger {
     Contains(Box<memchr::memmem::Finder<'static>>),
     /// Any of several literals (a rule with several paths).
     AnyOf(Vec<memchr::memmem::Finder<'static>>),
-    Regex(Regex),
+    Regex(regex::bytes::Regex),
 }
 
 impl Trigger {
@@ -135,7 +150,7 @@ impl Trigger {
         match self {
             Trigger::Contains(f) => f.find(line).is_some(),
             Trigger::AnyOf(fs) => fs.iter().any(|f| f.find(line).is_some()),
-            Trigger::Regex(r) => std::str::from_utf8(line).map_or(true, |s| r.is_match(s)),
+            Trigger::Regex(r) => r.is_match(line),
         }
     }
 }
@@ -276,7 +291,7 @@ pub fn triggers(each: Option<&[Seg]>, paths: &[Vec<Seg>], when: Option<&When>) -
             (w.path.last(), &w.test)
         {
             let pat = format!("\"{}\"\\s*:\\s*{}", regex::escape(k), v);
-            if let Ok(r) = Regex::new(&pat) {
+            if let Ok(r) = regex::bytes::Regex::new(&pat) {
                 out.push(Trigger::Regex(r));
             }
         }

@@ -107,8 +107,9 @@ impl<'a> Tree<'a> {
         let mut j = i + 1;
         let mut escaped = false;
         loop {
-            let k = memchr::memchr2(b'"', b'\\', self.src.get(j..).ok_or("unterminated string")?)
-                .ok_or("unterminated string")?;
+            let k =
+                super::scan::quote_or_backslash(self.src.get(j..).ok_or("unterminated string")?)
+                    .ok_or("unterminated string")?;
             j += k;
             if self.src[j] == b'\\' {
                 escaped = true;
