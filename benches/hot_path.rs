@@ -36,28 +36,11 @@ fn workload() -> Vec<u8> {
 
 /// All default detectors and two field rules, as in config.example.toml.
 fn profile(rules: bool) -> std::sync::Arc<logferry::mask::Profile> {
-    let text = r#"
-[sources.s]
-include = ["/nonexistent/*.log"]
-sinks = ["d"]
-masking = "pii"
-[sinks.d]
-type = "directory"
-path = "/tmp/x"
-[masking.pii]
-detectors = ["credit_card", "email", "us_ssn", "iban", "aws_access_key", "jwt",
-             "private_key", "bearer_token", "url_credentials", "ipv4", "ipv6"]
-[[masking.pii.rules]]
-each = "lines[*]"
-when = { path = "masked", equals = true }
-paths = ["input", "output"]
-action = "replace"
-value = { data = "masked" }
-[[masking.pii.rules]]
-paths = ["user_email", "context.user_email"]
-action = "hmac"
-key_env = "K"
-"#;
+    let text = format!(
+        "[sources.s]\ninclude = [\"/nonexistent/*.log\"]\nsinks = [\"d\"]\nmasking = \"pii\"\n\
+         [sinks.d]\ntype = \"directory\"\npath = \"/tmp/x\"\n{}",
+        include_str!("mask-profile.toml")
+    );
     let text = if rules {
         text.to_string()
     } else {
@@ -66,7 +49,9 @@ key_env = "K"
             .unwrap_or_default()
             .to_string()
     };
-    let env = |k: &str| (k == "K").then(|| "0123456789abcdef0123456789abcdef".to_string());
+    let env = |k: &str| {
+        (k == "LOGFERRY_BENCH_HMAC_KEY").then(|| "0123456789abcdef0123456789abcdef".to_string())
+    };
     let cfg = logferry::config::load_str(std::path::Path::new("/tmp/bench.toml"), &text, &env)
         .unwrap_or_else(|e| panic!("{e}"));
     cfg.masking["pii"].clone()

@@ -31,21 +31,7 @@ batch = { max_bytes = "8MiB", max_records = 50000, max_age = "30s" }
 TOML
 if [ "$MASK" = 1 ]; then
     sed -i 's/^sinks = \["archive"\]$/sinks = ["archive"]\nmasking = "pii"/' "$WORK/bench.toml"
-    cat >> "$WORK/bench.toml" <<'TOML'
-[masking.pii]
-detectors = ["credit_card", "email", "us_ssn", "iban", "aws_access_key", "jwt",
-             "private_key", "bearer_token", "url_credentials", "ipv4", "ipv6"]
-[[masking.pii.rules]]
-each = "lines[*]"
-when = { path = "masked", equals = true }
-paths = ["input", "output"]
-action = "replace"
-value = { data = "masked" }
-[[masking.pii.rules]]
-paths = ["user_email", "context.user_email"]
-action = "hmac"
-key_env = "LOGFERRY_BENCH_HMAC_KEY"
-TOML
+    cat benches/mask-profile.toml >> "$WORK/bench.toml"
     export LOGFERRY_BENCH_HMAC_KEY=bench-only-key-0123456789abcdef
 fi
 
