@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test logferry has, on a fresh machine too: installs what is missing
-# (Debian's logrotate for the rotation tests), then formatting, lints and the test suites.
+# (Debian's logrotate for the rotation tests, moto's S3 server from PyPI), then formatting,
+# lints and the test suites.
 # The integration tests start the real binary and the real tools themselves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +19,19 @@ need_logrotate() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq logrotate >/dev/null
 }
 
+# moto's S3 server, in a virtual environment the tests find under target/test-tools.
+need_moto() {
+    local venv=target/test-tools/venv
+    if [ -x "$venv/bin/moto_server" ]; then
+        return
+    fi
+    echo "== installing moto[server] (PyPI)"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q 'moto[server]'
+}
+
 need_logrotate
+need_moto
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -29,7 +29,7 @@ struct SinkSide {
     max_uncompressed: Option<u64>,
 }
 
-fn build_sink(cfg: &SinkConfig) -> anyhow::Result<Arc<dyn Sink>> {
+async fn build_sink(cfg: &SinkConfig) -> anyhow::Result<Arc<dyn Sink>> {
     Ok(match &cfg.kind {
         SinkKind::Directory { path } => {
             let s = DirectorySink::new(path);
@@ -45,6 +45,7 @@ fn build_sink(cfg: &SinkConfig) -> anyhow::Result<Arc<dyn Sink>> {
             }
             Arc::new(s)
         }
+        SinkKind::S3(o) => Arc::new(logferry_sinks::S3Sink::new((**o).clone()).await),
     })
 }
 
@@ -75,7 +76,7 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<()> {
     let mut writers = Vec::new();
     let mut workers = Vec::new();
     for sc in &cfg.sinks {
-        let sink = build_sink(sc)?;
+        let sink = build_sink(sc).await?;
         let l = metrics.sink(&sc.name);
         let gauges = (
             metrics.spool_bytes.get_or_create(&l).clone(),

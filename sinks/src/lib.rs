@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod directory;
 pub mod key;
+pub mod s3;
 
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use async_trait::async_trait;
 pub use batch::{BatchMeta, Compression, Encoding, SealedBatch};
 pub use directory::DirectorySink;
 pub use key::{KeyContext, KeyTemplate, KeyTemplateError};
+pub use s3::{S3Options, S3Sink};
 
 /// What happened to one attempt at sending a batch.
 ///

@@ -57,6 +57,7 @@ pub struct SourceConfig {
 #[derive(Debug, Clone)]
 pub enum SinkKind {
     Directory { path: PathBuf },
+    S3(Box<logferry_sinks::S3Options>),
 }
 
 #[derive(Debug, Clone)]
@@ -87,6 +88,7 @@ impl SinkConfig {
     pub fn type_name(&self) -> &'static str {
         match self.kind {
             SinkKind::Directory { .. } => "directory",
+            SinkKind::S3(_) => "s3",
         }
     }
 }

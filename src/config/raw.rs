@@ -137,7 +137,7 @@ pub const SINK_COMMON_KEYS: &[&str] = &[
     "timeout",
 ];
 
-pub const SINK_TYPES: &[&str] = &["directory"];
+pub const SINK_TYPES: &[&str] = &["directory", "s3"];
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
@@ -175,4 +175,39 @@ pub struct RateLimit {
 #[serde(deny_unknown_fields)]
 pub struct Directory {
     pub path: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3 {
+    pub bucket: String,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub force_path_style: bool,
+    pub content_type: Option<String>,
+    pub server_side_encryption: Option<String>,
+    pub kms_key_id: Option<String>,
+    pub bucket_key_enabled: Option<bool>,
+    pub storage_class: Option<String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    pub object_lock: Option<ObjectLock>,
+    pub checksum: Option<String>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    pub multipart_threshold: Option<Size>,
+    pub part_size: Option<Size>,
+    pub role_arn: Option<String>,
+    pub external_id: Option<String>,
+    pub session_name: Option<String>,
+    pub access_key_id_file: Option<String>,
+    pub secret_access_key_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectLock {
+    pub mode: String,
+    pub retain_days: u32,
 }

@@ -39,6 +39,9 @@ pub(super) fn build(
                 path: resolve(base, &d.path),
             })
         }
+        "s3" => typed::<raw::S3>(table, p, SINK_COMMON_KEYS, c)
+            .and_then(|s| s3(p, s, c))
+            .map(|o| SinkKind::S3(Box::new(o))),
         other => {
             c.add(
                 format!("{p}.type"),
@@ -164,5 +167,123 @@ pub(super) fn build(
         bytes_per_second: bps,
         spool_max_bytes: size_or(common.spool_max_bytes, 1 << 30),
         timeout: common.timeout.map_or(Duration::from_secs(30), |d| d.0),
+    })
+}
+
+const STORAGE_CLASSES: &[&str] = &[
+    "STANDARD",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER",
+    "GLACIER_IR",
+    "DEEP_ARCHIVE",
+    "REDUCED_REDUNDANCY",
+    "EXPRESS_ONEZONE",
+];
+
+fn s3(p: &str, s: raw::S3, c: &mut Collector) -> Option<logferry_sinks::S3Options> {
+    let before = c.list.len();
+    if s.bucket.is_empty() {
+        c.add(format!("{p}.bucket"), "must name a bucket");
+    }
+    match s.server_side_encryption.as_deref() {
+        None | Some("AES256") => {
+            if s.kms_key_id.is_some() {
+                c.add(
+                    format!("{p}.kms_key_id"),
+                    "needs server_side_encryption = \"aws:kms\"",
+                );
+            }
+        }
+        Some("aws:kms" | "aws:kms:dsse") => {}
+        Some(o) => c.add(
+            format!("{p}.server_side_encryption"),
+            format!("{o:?}: use \"AES256\" or \"aws:kms\""),
+        ),
+    }
+    if let Some(sc) = &s.storage_class {
+        if !STORAGE_CLASSES.contains(&sc.as_str()) {
+            c.add(
+                format!("{p}.storage_class"),
+                format!("{sc:?}: one of {}", STORAGE_CLASSES.join(", ")),
+            );
+        }
+    }
+    if let Some(cs) = &s.checksum {
+        if cs != "crc32c" && cs != "sha256" {
+            c.add(
+                format!("{p}.checksum"),
+                format!("{cs:?}: \"crc32c\" or \"sha256\""),
+            );
+        }
+    }
+    let object_lock = match s.object_lock {
+        Some(l) if l.mode == "GOVERNANCE" || l.mode == "COMPLIANCE" => {
+            if l.retain_days == 0 {
+                c.add(format!("{p}.object_lock.retain_days"), "must be at least 1");
+            }
+            Some((l.mode, l.retain_days))
+        }
+        Some(l) => {
+            c.add(
+                format!("{p}.object_lock.mode"),
+                format!("{:?}: \"GOVERNANCE\" or \"COMPLIANCE\"", l.mode),
+            );
+            None
+        }
+        None => None,
+    };
+    let read = |what: &str, f: &Option<String>, c: &mut Collector| -> Option<String> {
+        match super::values::secret(what, None, f.as_deref()) {
+            Ok(v) => v.map(|s| s.expose().to_string()),
+            Err(e) => {
+                c.add(format!("{p}.{what}_file"), e);
+                None
+            }
+        }
+    };
+    let id = read("access_key_id", &s.access_key_id_file, c);
+    let secret = read("secret_access_key", &s.secret_access_key_file, c);
+    let static_keys = match (id, secret) {
+        (Some(i), Some(k)) => Some((i, k)),
+        (None, None) => None,
+        _ => {
+            c.add(
+                p,
+                "access_key_id_file and secret_access_key_file go together",
+            );
+            None
+        }
+    };
+    let multipart_threshold = s.multipart_threshold.map_or(16 << 20, |v| v.0);
+    let part_size = s.part_size.map_or(8 << 20, |v| v.0);
+    if part_size < 5 << 20 {
+        c.add(format!("{p}.part_size"), "S3 parts are at least 5MiB");
+    }
+    if c.list.len() > before {
+        return None;
+    }
+    Some(logferry_sinks::S3Options {
+        bucket: s.bucket,
+        region: s.region,
+        endpoint: s.endpoint,
+        force_path_style: s.force_path_style,
+        content_type: s.content_type,
+        server_side_encryption: s.server_side_encryption,
+        kms_key_id: s.kms_key_id,
+        bucket_key_enabled: s.bucket_key_enabled,
+        storage_class: s.storage_class,
+        tags: s.tags.into_iter().collect(),
+        object_lock,
+        checksum: s.checksum,
+        metadata: s.metadata.into_iter().collect(),
+        multipart_threshold,
+        part_size,
+        role_arn: s.role_arn,
+        external_id: s.external_id,
+        session_name: s.session_name,
+        static_keys,
+        timeout: std::time::Duration::from_secs(30),
     })
 }

@@ -56,10 +56,15 @@ impl Lf {
     }
 
     pub fn run_once(&self) -> Output {
+        self.run_once_env(&[])
+    }
+
+    pub fn run_once_env(&self, env: &[(&str, &str)]) -> Output {
         let out = Command::new(BIN)
             .args(["run", "--once", "--config"])
             .arg(&self.cfg)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .output()
             .expect("run logferry");
         assert!(
@@ -340,4 +345,186 @@ pub fn logrotate() -> PathBuf {
         }
     }
     panic!("logrotate is not installed: run scripts/test.sh once (it installs Debian's logrotate)");
+}
+
+/// Where scripts/test.sh installs the Python test servers (moto).
+pub fn tool(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/test-tools/venv/bin")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} is not installed: run scripts/test.sh once (it installs moto[server] from PyPI)",
+        p.display()
+    );
+    p
+}
+
+/// A moto S3 server on a free loopback port, stopped when dropped.
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let port = free_port();
+        let child = Command::new(tool("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let m = Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        wait_until(Duration::from_secs(30), "moto to listen", || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        m
+    }
+
+    /// Environment for logferry: static test credentials through the default chain.
+    pub fn env(&self) -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ]
+    }
+
+    pub async fn client(&self) -> aws_sdk_s3::Client {
+        let creds = aws_sdk_s3::config::Credentials::new("testing", "testing", None, None, "test");
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .credentials_provider(creds)
+            .endpoint_url(&self.endpoint)
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP proxy in front of a test server that answers the first `faults` requests matching
+/// `method` itself with `status`, a body and headers, and forwards the rest. One request per
+/// connection (it answers `Connection: close`). Records when each matching request arrived.
+pub struct FaultProxy {
+    pub port: u16,
+    pub hits: std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
+}
+
+pub struct Fault {
+    pub method: &'static str,
+    pub count: usize,
+    pub status: &'static str,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+}
+
+impl FaultProxy {
+    pub fn start(upstream: u16, fault: Fault) -> FaultProxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hits = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let h = hits.clone();
+        std::thread::spawn(move || {
+            let mut left = fault.count;
+            for conn in listener.incoming() {
+                let Ok(mut client) = conn else { continue };
+                let Some((head, body)) = read_request(&mut client) else {
+                    continue;
+                };
+                let first = head.lines().next().unwrap_or_default().to_string();
+                let is_match = first.starts_with(fault.method);
+                if is_match {
+                    h.lock().unwrap().push((Instant::now(), first.clone()));
+                }
+                if is_match && left > 0 {
+                    left -= 1;
+                    let mut resp = format!(
+                        "HTTP/1.1 {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+                        fault.status,
+                        fault.body.len()
+                    );
+                    for (k, v) in &fault.headers {
+                        resp.push_str(&format!("{k}: {v}\r\n"));
+                    }
+                    resp.push_str("\r\n");
+                    resp.push_str(&fault.body);
+                    let _ = client.write_all(resp.as_bytes());
+                    continue;
+                }
+                let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let head = head
+                    .lines()
+                    .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+                    .collect::<Vec<_>>()
+                    .join("\r\n");
+                let _ = up.write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes());
+                let _ = up.write_all(&body);
+                let mut resp = Vec::new();
+                let _ = up.read_to_end(&mut resp);
+                let _ = client.write_all(&resp);
+            }
+        });
+        FaultProxy { port, hits }
+    }
+}
+
+/// Reads one request: head (without the blank line) and a Content-Length or chunked body.
+fn read_request(s: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        let n = s.read(&mut tmp).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut body = buf[head_end + 4..].to_vec();
+    let lower = head.to_ascii_lowercase();
+    let len = lower.lines().find_map(|l| {
+        l.strip_prefix("content-length:")
+            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+    });
+    if let Some(len) = len {
+        while body.len() < len {
+            let n = s.read(&mut tmp).ok()?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&tmp[..n]);
+        }
+    } else if lower.contains("transfer-encoding: chunked") {
+        while !body.ends_with(b"\r\n\r\n")
+            || !body
+                .windows(5)
+                .any(|w| w == b"0\r\n\r\n" || w == b"\n0\r\n")
+        {
+            let n = s.read(&mut tmp).ok()?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&tmp[..n]);
+        }
+    }
+    Some((head, body))
 }

@@ -1,0 +1,376 @@
+//! The `s3` sink: one object per batch in Amazon S3 or an S3-compatible store.
+//!
+//! The SDK's own retries are switched off: the pipeline's delivery loop is the only one, so
+//! backoff, `Retry-After`, dead letters and metrics behave the same for every sink.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ObjectLockMode,
+    ServerSideEncryption, StorageClass,
+};
+use aws_smithy_types::retry::RetryConfig;
+
+use crate::{Outcome, SealedBatch, Sink};
+
+/// Options of an `s3` sink, already checked by the configuration loader.
+#[derive(Debug, Clone, Default)]
+pub struct S3Options {
+    pub bucket: String,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub force_path_style: bool,
+    pub content_type: Option<String>,
+    pub server_side_encryption: Option<String>,
+    pub kms_key_id: Option<String>,
+    pub bucket_key_enabled: Option<bool>,
+    pub storage_class: Option<String>,
+    pub tags: Vec<(String, String)>,
+    /// (mode, retain days).
+    pub object_lock: Option<(String, u32)>,
+    pub checksum: Option<String>,
+    pub metadata: Vec<(String, String)>,
+    pub multipart_threshold: u64,
+    pub part_size: u64,
+    pub role_arn: Option<String>,
+    pub external_id: Option<String>,
+    pub session_name: Option<String>,
+    /// Static keys, only from `*_file` options (or the environment, through the default chain).
+    pub static_keys: Option<(String, String)>,
+    pub timeout: Duration,
+}
+
+pub struct S3Sink {
+    client: aws_sdk_s3::Client,
+    o: S3Options,
+}
+
+impl S3Sink {
+    pub async fn new(o: S3Options) -> S3Sink {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(r) = &o.region {
+            loader = loader.region(aws_config::Region::new(r.clone()));
+        }
+        if let Some((id, secret)) = &o.static_keys {
+            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+                id.clone(),
+                secret.clone(),
+                None,
+                None,
+                "logferry-config-file",
+            ));
+        }
+        let base = loader.load().await;
+        let mut b = aws_sdk_s3::config::Builder::from(&base)
+            .retry_config(RetryConfig::disabled())
+            .force_path_style(o.force_path_style);
+        if let Some(e) = &o.endpoint {
+            b = b.endpoint_url(e.clone());
+        }
+        if let Some(role) = &o.role_arn {
+            let mut p = aws_config::sts::AssumeRoleProvider::builder(role.clone())
+                .session_name(o.session_name.clone().unwrap_or_else(|| "logferry".into()));
+            if let Some(x) = &o.external_id {
+                p = p.external_id(x.clone());
+            }
+            b = b.credentials_provider(p.configure(&base).build().await);
+        }
+        S3Sink {
+            client: aws_sdk_s3::Client::from_conf(b.build()),
+            o,
+        }
+    }
+
+    fn metadata(&self, batch: &SealedBatch) -> HashMap<String, String> {
+        let mut m: HashMap<String, String> = self.o.metadata.iter().cloned().collect();
+        m.insert("batch-id".into(), batch.meta.id.clone());
+        m.insert("record-count".into(), batch.meta.record_count.to_string());
+        m.insert("sha256".into(), batch.meta.sha256.clone());
+        m.insert("first-time".into(), batch.meta.first_time.to_rfc3339());
+        m.insert("last-time".into(), batch.meta.last_time.to_rfc3339());
+        m
+    }
+
+    fn tagging(&self) -> Option<String> {
+        if self.o.tags.is_empty() {
+            return None;
+        }
+        let enc = |s: &str| {
+            s.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect::<String>()
+        };
+        Some(
+            self.o
+                .tags
+                .iter()
+                .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+                .collect::<Vec<_>>()
+                .join("&"),
+        )
+    }
+
+    fn checksum(&self) -> Option<ChecksumAlgorithm> {
+        match self.o.checksum.as_deref() {
+            Some("crc32c") => Some(ChecksumAlgorithm::Crc32C),
+            Some("sha256") => Some(ChecksumAlgorithm::Sha256),
+            // Object Lock requires an integrity checksum on every write.
+            _ if self.o.object_lock.is_some() => Some(ChecksumAlgorithm::Sha256),
+            _ => None,
+        }
+    }
+
+    fn lock_until(&self) -> Option<(ObjectLockMode, aws_smithy_types::DateTime)> {
+        let (mode, days) = self.o.object_lock.as_ref()?;
+        let until = chrono::Utc::now() + chrono::Duration::days(*days as i64);
+        Some((
+            ObjectLockMode::from(mode.as_str()),
+            aws_smithy_types::DateTime::from_secs(until.timestamp()),
+        ))
+    }
+
+    fn content_type<'a>(&'a self, batch: &'a SealedBatch) -> &'a str {
+        self.o
+            .content_type
+            .as_deref()
+            .unwrap_or(batch.content_type())
+    }
+
+    async fn put(&self, batch: &SealedBatch) -> Result<(), Outcome> {
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.o.bucket)
+            .key(&batch.meta.key)
+            .body(ByteStream::from(batch.payload.clone()))
+            .content_type(self.content_type(batch))
+            .set_content_encoding(
+                batch
+                    .meta
+                    .compression
+                    .content_encoding()
+                    .map(str::to_string),
+            )
+            .set_metadata(Some(self.metadata(batch)))
+            .set_server_side_encryption(
+                self.o
+                    .server_side_encryption
+                    .as_deref()
+                    .map(ServerSideEncryption::from),
+            )
+            .set_ssekms_key_id(self.o.kms_key_id.clone())
+            .set_bucket_key_enabled(self.o.bucket_key_enabled)
+            .set_storage_class(self.o.storage_class.as_deref().map(StorageClass::from))
+            .set_tagging(self.tagging())
+            .set_checksum_algorithm(self.checksum());
+        if let Some((mode, until)) = self.lock_until() {
+            req = req
+                .object_lock_mode(mode)
+                .object_lock_retain_until_date(until);
+        }
+        req.send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(&self.o.bucket, e))
+    }
+
+    async fn multipart(&self, batch: &SealedBatch) -> Result<(), Outcome> {
+        let mut req = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.o.bucket)
+            .key(&batch.meta.key)
+            .content_type(self.content_type(batch))
+            .set_content_encoding(
+                batch
+                    .meta
+                    .compression
+                    .content_encoding()
+                    .map(str::to_string),
+            )
+            .set_metadata(Some(self.metadata(batch)))
+            .set_server_side_encryption(
+                self.o
+                    .server_side_encryption
+                    .as_deref()
+                    .map(ServerSideEncryption::from),
+            )
+            .set_ssekms_key_id(self.o.kms_key_id.clone())
+            .set_bucket_key_enabled(self.o.bucket_key_enabled)
+            .set_storage_class(self.o.storage_class.as_deref().map(StorageClass::from))
+            .set_tagging(self.tagging())
+            .set_checksum_algorithm(self.checksum());
+        if let Some((mode, until)) = self.lock_until() {
+            req = req
+                .object_lock_mode(mode)
+                .object_lock_retain_until_date(until);
+        }
+        let created = req.send().await.map_err(|e| classify(&self.o.bucket, e))?;
+        let Some(upload_id) = created.upload_id().map(str::to_string) else {
+            return Err(Outcome::Retry {
+                after: None,
+                reason: "CreateMultipartUpload returned no upload id".into(),
+            });
+        };
+        let res = self.upload_parts(batch, &upload_id).await;
+        if res.is_err() {
+            // Incomplete uploads are billed until aborted: clean up now, not by lifecycle rule.
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.o.bucket)
+                .key(&batch.meta.key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        res
+    }
+
+    async fn upload_parts(&self, batch: &SealedBatch, upload_id: &str) -> Result<(), Outcome> {
+        let mut parts = Vec::new();
+        let size = self.o.part_size.max(5 << 20) as usize;
+        for (i, chunk) in batch.payload.chunks(size).enumerate() {
+            let n = i as i32 + 1;
+            let out = self
+                .client
+                .upload_part()
+                .bucket(&self.o.bucket)
+                .key(&batch.meta.key)
+                .upload_id(upload_id)
+                .part_number(n)
+                .body(ByteStream::from(batch.payload.slice_ref(chunk)))
+                .set_checksum_algorithm(self.checksum())
+                .send()
+                .await
+                .map_err(|e| classify(&self.o.bucket, e))?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(n)
+                    .set_e_tag(out.e_tag().map(str::to_string))
+                    .set_checksum_crc32_c(out.checksum_crc32_c().map(str::to_string))
+                    .set_checksum_sha256(out.checksum_sha256().map(str::to_string))
+                    .build(),
+            );
+        }
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.o.bucket)
+            .key(&batch.meta.key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(&self.o.bucket, e))
+    }
+}
+
+/// Maps an SDK error onto an outcome: transport trouble, throttling and 5xx retry; a request
+/// S3 refuses for what it is (missing bucket, denied, invalid) is permanent.
+fn classify<E: ProvideErrorMetadata + std::fmt::Debug>(
+    bucket: &str,
+    e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> Outcome {
+    match &e {
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            let code = se.err().code().unwrap_or("").to_string();
+            let msg = se.err().message().unwrap_or("").to_string();
+            let after = se
+                .raw()
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let reason = format!("S3 {status} {code}: {msg}");
+            match (status, code.as_str()) {
+                (
+                    _,
+                    "SlowDown"
+                    | "RequestTimeout"
+                    | "InternalError"
+                    | "ServiceUnavailable"
+                    | "ExpiredToken"
+                    | "RequestTimeTooSkewed",
+                ) => Outcome::Retry { after, reason },
+                (408 | 429, _) | (500..=599, _) => Outcome::Retry { after, reason },
+                (413, _) | (_, "EntityTooLarge") => Outcome::TooLarge { reason },
+                (_, "NoSuchBucket") => Outcome::Rejected {
+                    reason: format!(
+                        "{reason} (bucket {bucket:?} does not exist or is in another account)"
+                    ),
+                },
+                (_, "AccessDenied") => Outcome::Rejected {
+                    reason: format!(
+                        "{reason} (grant s3:PutObject on arn:aws:s3:::{bucket}/* to this identity)"
+                    ),
+                },
+                _ => Outcome::Rejected { reason },
+            }
+        }
+        SdkError::TimeoutError(_) => Outcome::Retry {
+            after: None,
+            reason: "S3 request timed out".into(),
+        },
+        SdkError::DispatchFailure(d) => Outcome::Retry {
+            after: None,
+            reason: format!(
+                "cannot reach S3: {}",
+                d.as_connector_error()
+                    .map_or_else(|| format!("{e}"), |c| c.to_string())
+            ),
+        },
+        // Includes responses that could not be read: the object may or may not be there;
+        // sending the same bytes to the same key again is safe.
+        _ => Outcome::Retry {
+            after: None,
+            reason: format!("S3 request failed: {e}"),
+        },
+    }
+}
+
+#[async_trait]
+impl Sink for S3Sink {
+    /// One object per batch at `batch.meta.key`. Multipart above `multipart_threshold`, with the
+    /// upload aborted on any failure.
+    async fn send(&self, batch: &SealedBatch) -> Outcome {
+        let res = if batch.payload.len() as u64 > self.o.multipart_threshold {
+            self.multipart(batch).await
+        } else {
+            self.put(batch).await
+        };
+        match res {
+            Ok(()) => Outcome::Delivered,
+            Err(o) => o,
+        }
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        self.client
+            .head_bucket()
+            .bucket(&self.o.bucket)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| match classify(&self.o.bucket, e) {
+                Outcome::Rejected { reason }
+                | Outcome::Retry { reason, .. }
+                | Outcome::TooLarge { reason } => reason,
+                Outcome::Delivered => String::new(),
+            })
+    }
+}

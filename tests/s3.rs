@@ -1,0 +1,323 @@
+//! The `s3` sink against moto's S3 server, through aws-sdk-s3 on both sides.
+
+mod common;
+
+use common::*;
+use std::io::Read;
+
+fn config(bucket: &str, endpoint: &str, extra: &str) -> String {
+    format!(
+        r#"[sources.jobs]
+include = ["{{dir}}/logs/*.log"]
+sinks = ["s3"]
+timestamp_field = "ts"
+[sinks.s3]
+type = "s3"
+bucket = "{bucket}"
+region = "us-east-1"
+endpoint = "{endpoint}"
+force_path_style = true
+key = "{{source}}/{{account_id}}/%Y/%m/%d/{{batch_id}}.ndjson.gz"
+retry = {{ initial_backoff = "50ms", max_backoff = "200ms" }}
+{extra}
+"#
+    )
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn objects(c: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {
+    let out = c.list_objects_v2().bucket(bucket).send().await.unwrap();
+    let mut keys: Vec<String> = out
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_string))
+        .collect();
+    keys.sort();
+    keys
+}
+
+async fn records(c: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<serde_json::Value> {
+    let body = c
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    let mut raw = Vec::new();
+    flate2::read::MultiGzDecoder::new(&body[..])
+        .read_to_end(&mut raw)
+        .unwrap();
+    raw.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn objects_carry_keys_content_encryption_class_tags_and_metadata() {
+    let moto = Moto::start();
+    let rt = rt();
+    let c = rt.block_on(moto.client());
+    rt.block_on(c.create_bucket().bucket("archive").send())
+        .unwrap();
+    let lf = Lf::new(&config(
+        "archive",
+        &moto.endpoint,
+        "server_side_encryption = \"AES256\"\nstorage_class = \"STANDARD_IA\"\ntags = { team = \"sec ops\", retention = \"7y\" }\nmetadata = { origin = \"platform\" }",
+    ));
+    write_lines(&lf.path("logs/a.log"), 0, 3000);
+    lf.run_once_env(&moto.env());
+    let keys = rt.block_on(objects(&c, "archive"));
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    let mut all = Vec::new();
+    for k in &keys {
+        assert!(
+            k.starts_with("jobs/acct") && k.contains("/2026/11/23/") && k.ends_with(".ndjson.gz"),
+            "{k}"
+        );
+        let recs = rt.block_on(records(&c, "archive", k));
+        let acct = k.split('/').nth(1).unwrap();
+        assert!(recs.iter().all(|r| r["account_id"] == acct));
+        let head = rt
+            .block_on(c.head_object().bucket("archive").key(k).send())
+            .unwrap();
+        assert_eq!(
+            head.server_side_encryption().map(|s| s.as_str()),
+            Some("AES256")
+        );
+        assert_eq!(
+            head.storage_class().map(|s| s.as_str()),
+            Some("STANDARD_IA")
+        );
+        assert_eq!(head.content_encoding(), Some("gzip"));
+        let meta = head.metadata().unwrap();
+        assert_eq!(meta["origin"], "platform");
+        assert_eq!(meta["record-count"], recs.len().to_string());
+        assert!(k.contains(&meta["batch-id"]));
+        assert_eq!(meta["sha256"].len(), 64);
+        let tags = rt
+            .block_on(c.get_object_tagging().bucket("archive").key(k).send())
+            .unwrap();
+        let mut t: Vec<(String, String)> = tags
+            .tag_set()
+            .iter()
+            .map(|t| (t.key().to_string(), t.value().to_string()))
+            .collect();
+        t.sort();
+        assert_eq!(
+            t,
+            vec![
+                ("retention".into(), "7y".into()),
+                ("team".into(), "sec ops".into())
+            ]
+        );
+        all.extend(recs);
+    }
+    assert_eq!(assert_all_present(&all, 3000), 0);
+    assert_eq!(all.len(), 3000);
+}
+
+#[test]
+fn kms_encryption_headers_are_stored() {
+    let moto = Moto::start();
+    let rt = rt();
+    let c = rt.block_on(moto.client());
+    rt.block_on(c.create_bucket().bucket("kms").send()).unwrap();
+    let lf = Lf::new(&config(
+        "kms",
+        &moto.endpoint,
+        "server_side_encryption = \"aws:kms\"\nkms_key_id = \"arn:aws:kms:us-east-1:123456789012:key/test-key\"\nbucket_key_enabled = true",
+    ));
+    write_lines(&lf.path("logs/a.log"), 0, 10);
+    lf.run_once_env(&moto.env());
+    let k = rt.block_on(objects(&c, "kms"))[0].clone();
+    let head = rt
+        .block_on(c.head_object().bucket("kms").key(&k).send())
+        .unwrap();
+    assert_eq!(
+        head.server_side_encryption().map(|s| s.as_str()),
+        Some("aws:kms")
+    );
+    assert_eq!(
+        head.ssekms_key_id(),
+        Some("arn:aws:kms:us-east-1:123456789012:key/test-key")
+    );
+}
+
+#[test]
+fn object_lock_retention_and_checksum_on_a_locked_bucket() {
+    let moto = Moto::start();
+    let rt = rt();
+    let c = rt.block_on(moto.client());
+    rt.block_on(
+        c.create_bucket()
+            .bucket("locked")
+            .object_lock_enabled_for_bucket(true)
+            .send(),
+    )
+    .unwrap();
+    let lf = Lf::new(&config(
+        "locked",
+        &moto.endpoint,
+        "object_lock = { mode = \"GOVERNANCE\", retain_days = 30 }",
+    ));
+    write_lines(&lf.path("logs/a.log"), 0, 10);
+    lf.run_once_env(&moto.env());
+    let k = rt.block_on(objects(&c, "locked"))[0].clone();
+    let head = rt
+        .block_on(
+            c.head_object()
+                .bucket("locked")
+                .key(&k)
+                .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+                .send(),
+        )
+        .unwrap();
+    assert_eq!(
+        head.object_lock_mode().map(|m| m.as_str()),
+        Some("GOVERNANCE")
+    );
+    let until = head.object_lock_retain_until_date().unwrap().secs();
+    let days = (until - chrono::Utc::now().timestamp()) as f64 / 86_400.0;
+    assert!((29.0..=30.1).contains(&days), "retained {days} days");
+    assert!(
+        head.checksum_sha256().is_some(),
+        "object lock writes carry a checksum"
+    );
+}
+
+#[test]
+fn large_batches_go_up_in_parts() {
+    let moto = Moto::start();
+    let rt = rt();
+    let c = rt.block_on(moto.client());
+    rt.block_on(c.create_bucket().bucket("big").send()).unwrap();
+    let lf = Lf::new(&config(
+        "big",
+        &moto.endpoint,
+        "compression = \"none\"\nmultipart_threshold = \"6MiB\"\npart_size = \"5MiB\"\nbatch = { max_bytes = \"64MiB\", max_records = 1000000 }",
+    ).replace("{account_id}/", "").replace(".ndjson.gz", ".ndjson"));
+    write_lines(&lf.path("logs/a.log"), 0, 80_000);
+    lf.run_once_env(&moto.env());
+    let keys = rt.block_on(objects(&c, "big"));
+    assert_eq!(keys.len(), 1);
+    let head = rt
+        .block_on(c.head_object().bucket("big").key(&keys[0]).send())
+        .unwrap();
+    assert!(head.content_length().unwrap() > 6 << 20);
+    assert!(
+        head.e_tag().unwrap().contains("-2"),
+        "multipart ETag: {:?}",
+        head.e_tag()
+    );
+    let body = rt.block_on(async {
+        c.get_object()
+            .bucket("big")
+            .key(&keys[0])
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes()
+    });
+    let recs: Vec<serde_json::Value> = body
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert_eq!(assert_all_present(&recs, 80_000), 0);
+    let uploads = rt
+        .block_on(c.list_multipart_uploads().bucket("big").send())
+        .unwrap();
+    assert!(uploads.uploads().is_empty(), "no upload left open");
+}
+
+#[test]
+fn a_missing_bucket_goes_to_dead_letter_with_the_reason() {
+    let moto = Moto::start();
+    let lf = Lf::new(&config("no-such-bucket", &moto.endpoint, ""));
+    write_lines(&lf.path("logs/a.log"), 0, 5);
+    let out = lf.run_once_env(&moto.env());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("NoSuchBucket"), "{stderr}");
+    let dead = lf.files("data/dead-letter/s3");
+    let reason = dead
+        .iter()
+        .find(|f| f.ends_with(".reason.json"))
+        .expect("a reason file");
+    let note: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(lf.path(&format!("data/dead-letter/s3/{reason}"))).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        note["reason"].as_str().unwrap().contains("NoSuchBucket"),
+        "{note}"
+    );
+    assert!(
+        note["reason"].as_str().unwrap().contains("no-such-bucket"),
+        "{note}"
+    );
+}
+
+#[test]
+fn throttling_is_retried_and_retry_after_honoured() {
+    let moto = Moto::start();
+    let rt = rt();
+    let c = rt.block_on(moto.client());
+    rt.block_on(c.create_bucket().bucket("slow").send())
+        .unwrap();
+    let upstream: u16 = moto.endpoint.rsplit(':').next().unwrap().parse().unwrap();
+    let proxy = FaultProxy::start(
+        upstream,
+        Fault {
+            method: "PUT",
+            count: 2,
+            status: "503 Slow Down",
+            headers: vec![("Retry-After", "1".into()), ("Content-Type", "application/xml".into())],
+            body: "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>".into(),
+        },
+    );
+    let lf = Lf::new(
+        &config("slow", &format!("http://127.0.0.1:{}", proxy.port), "")
+            .replace("{account_id}/", ""),
+    );
+    write_lines(&lf.path("logs/a.log"), 0, 100);
+    let out = lf.run_once_env(&moto.env());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("SlowDown"), "{stderr}");
+    let keys = rt.block_on(objects(&c, "slow"));
+    assert_eq!(keys.len(), 1, "one object, however many attempts");
+    assert_eq!(rt.block_on(records(&c, "slow", &keys[0])).len(), 100);
+    let hits = proxy.hits.lock().unwrap().clone();
+    assert_eq!(
+        hits.len(),
+        3,
+        "two refused attempts and one that went through: {hits:?}"
+    );
+    assert!(
+        hits.iter().all(|(_, line)| line == &hits[0].1),
+        "every attempt used the same key"
+    );
+    for w in hits.windows(2) {
+        let gap = w[1].0 - w[0].0;
+        assert!(
+            gap >= std::time::Duration::from_millis(950),
+            "waited {gap:?}, Retry-After asked for 1s"
+        );
+    }
+}
