@@ -10,14 +10,23 @@ use std::time::Duration;
 
 const MAX_RECORDS: u64 = 500;
 
-fn crash_loop(buffer: &str, runs: usize) {
+const DIRECTORY: &str = "type = \"directory\"\npath = \"{dir}/archive\"";
+
+/// Runs logferry `runs` times with a `kill -9` at a random moment while a writer appends, then
+/// once more to the end, and returns what the sink holds (read by `archived`).
+fn crash_loop(
+    sink: &str,
+    buffer: &str,
+    runs: usize,
+    env: &[(&str, &str)],
+    archived: impl Fn(&Lf) -> Vec<serde_json::Value>,
+) {
     let lf = Lf::new(&format!(
         r#"[sources.jobs]
 include = ["{{dir}}/logs/*.log"]
 sinks = ["archive"]
 [sinks.archive]
-type = "directory"
-path = "{{dir}}/archive"
+{sink}
 key = "{{source}}/{{account_id}}/{{batch_id}}.ndjson.gz"
 buffer = "{buffer}"
 batch = {{ max_records = {MAX_RECORDS}, max_age = "300ms" }}
@@ -45,7 +54,7 @@ retry = {{ initial_backoff = "50ms", max_backoff = "200ms" }}
     };
     let mut rng = fastrand::Rng::with_seed(42);
     for _ in 0..runs {
-        let run = lf.spawn();
+        let run = lf.spawn_env(env);
         // The scenario is "a crash at a random moment": the wait is the point, not a sync.
         std::thread::sleep(Duration::from_millis(rng.u64(200..1500)));
         run.kill9();
@@ -53,8 +62,8 @@ retry = {{ initial_backoff = "50ms", max_backoff = "200ms" }}
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
     let n = written.load(Ordering::Relaxed);
-    lf.run_once();
-    let recs = lf.final_archive("archive");
+    lf.run_once_env(env);
+    let recs = archived(&lf);
     let dups = assert_all_present(&recs, n);
     // Per crash, what was read but not yet durable comes again: the open batches (one per
     // partition, 3 here), sealed batches on their way to the spool (the channel holds 2, the
@@ -72,10 +81,69 @@ retry = {{ initial_backoff = "50ms", max_backoff = "200ms" }}
 
 #[test]
 fn kill_9_in_a_loop_loses_nothing_with_the_disk_spool() {
-    crash_loop("disk", 10);
+    crash_loop(DIRECTORY, "disk", 10, &[], |lf| lf.final_archive("archive"));
 }
 
 #[test]
 fn kill_9_in_a_loop_loses_nothing_in_zero_retention_mode() {
-    crash_loop("memory", 10);
+    crash_loop(DIRECTORY, "memory", 10, &[], |lf| {
+        lf.final_archive("archive")
+    });
+}
+
+#[test]
+fn kill_9_in_a_loop_ends_with_every_record_in_the_bucket() {
+    let moto = Moto::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let c = rt.block_on(moto.client());
+    rt.block_on(c.create_bucket().bucket("crash").send())
+        .unwrap();
+    let sink = format!(
+        "type = \"s3\"\nbucket = \"crash\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\nforce_path_style = true",
+        moto.endpoint
+    );
+    crash_loop(&sink, "disk", 10, &moto.env(), |_| {
+        rt.block_on(async {
+            let mut out = Vec::new();
+            let mut token = None;
+            loop {
+                let page = c
+                    .list_objects_v2()
+                    .bucket("crash")
+                    .set_continuation_token(token)
+                    .send()
+                    .await
+                    .unwrap();
+                for o in page.contents() {
+                    let body = c
+                        .get_object()
+                        .bucket("crash")
+                        .key(o.key().unwrap())
+                        .send()
+                        .await
+                        .unwrap();
+                    let bytes = body.body.collect().await.unwrap().into_bytes();
+                    let mut raw = Vec::new();
+                    std::io::Read::read_to_end(
+                        &mut flate2::read::MultiGzDecoder::new(&bytes[..]),
+                        &mut raw,
+                    )
+                    .unwrap();
+                    out.extend(
+                        raw.split(|b| *b == b'\n')
+                            .filter(|l| !l.is_empty())
+                            .map(|l| serde_json::from_slice(l).unwrap()),
+                    );
+                }
+                token = page.next_continuation_token().map(str::to_string);
+                if token.is_none() {
+                    break;
+                }
+            }
+            out
+        })
+    });
 }
