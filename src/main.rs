@@ -35,6 +35,9 @@ enum Cmd {
     Validate {
         #[arg(long, short)]
         config: PathBuf,
+        /// Also check that every sink is reachable and writable (exit 1 if one is not).
+        #[arg(long)]
+        check_sinks: bool,
     },
     /// Print records from a file (or stdin) masked by a profile, to try rules before rollout.
     Mask {
@@ -57,10 +60,42 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Validate { config } => match config::load(&config) {
+        Cmd::Validate {
+            config,
+            check_sinks,
+        } => match config::load(&config) {
             Ok(cfg) => {
                 print!("{}", summary(&cfg));
-                ExitCode::SUCCESS
+                if !check_sinks {
+                    return ExitCode::SUCCESS;
+                }
+                let rt = match tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        eprintln!("cannot start the async runtime: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                let results = rt.block_on(pipeline::check_sinks(&cfg));
+                println!("\nsink checks");
+                let mut ok = true;
+                for (name, kind, res) in results {
+                    match res {
+                        Ok(()) => println!("  {name:<12} {kind:<10} ok"),
+                        Err(e) => {
+                            ok = false;
+                            println!("  {name:<12} {kind:<10} FAILED: {e}");
+                        }
+                    }
+                }
+                if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
             }
             Err(problems) => {
                 eprint!("{problems}");

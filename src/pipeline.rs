@@ -49,6 +49,22 @@ async fn build_sink(cfg: &SinkConfig) -> anyhow::Result<Arc<dyn Sink>> {
     })
 }
 
+/// Runs every sink's reachability and permission check: (name, type, result).
+pub async fn check_sinks(cfg: &Config) -> Vec<(String, &'static str, Result<(), String>)> {
+    let mut out = Vec::new();
+    for sc in &cfg.sinks {
+        let res = match build_sink(sc).await {
+            Ok(s) => match tokio::time::timeout(sc.timeout, s.check()).await {
+                Ok(r) => r,
+                Err(_) => Err(format!("no answer within {:?}", sc.timeout)),
+            },
+            Err(e) => Err(format!("{e:#}")),
+        };
+        out.push((sc.name.clone(), sc.type_name(), res));
+    }
+    out
+}
+
 pub async fn run(cfg: Config, once: bool) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let ready = Arc::new(AtomicBool::new(false));
@@ -124,6 +140,19 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<()> {
             level: sc.compression_level,
         };
         let max_uncompressed = sink.max_request_bytes();
+        {
+            // A start-up check that logs and never blocks: delivery retries anyway.
+            let (s, name, t) = (sink.clone(), sc.name.clone(), sc.timeout);
+            tokio::spawn(async move {
+                match tokio::time::timeout(t, s.check()).await {
+                    Ok(Ok(())) => info!(sink = %name, "sink reachable and writable"),
+                    Ok(Err(e)) => {
+                        warn!(sink = %name, problem = %e, "sink check failed; delivery will retry")
+                    }
+                    Err(_) => warn!(sink = %name, "sink check got no answer; delivery will retry"),
+                }
+            });
+        }
         let worker = Worker::new(&sc.name, sink, spool, policy, &cfg.data_dir, &metrics);
         workers.push(tokio::spawn(worker.run(abandon_rx.clone())));
         sides.insert(

@@ -321,3 +321,32 @@ fn throttling_is_retried_and_retry_after_honoured() {
         );
     }
 }
+
+#[test]
+fn validate_check_sinks_reports_reachability_and_missing_buckets() {
+    let moto = Moto::start();
+    let rt = rt();
+    let c = rt.block_on(moto.client());
+    rt.block_on(c.create_bucket().bucket("present").send())
+        .unwrap();
+    for (bucket, code, expect) in [
+        ("present", 0, "ok"),
+        ("absent", 1, "bucket \"absent\" does not exist"),
+    ] {
+        let lf = Lf::new(&config(bucket, &moto.endpoint, ""));
+        let out = std::process::Command::new(BIN)
+            .args(["validate", "--check-sinks", "--config"])
+            .arg(&lf.cfg)
+            .envs(moto.env())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(code), "{stdout}");
+        assert!(
+            stdout.contains("sink checks") && stdout.contains(expect),
+            "{stdout}"
+        );
+    }
+    // The probe object is cleaned up.
+    assert!(rt.block_on(objects(&c, "present")).is_empty());
+}

@@ -359,18 +359,56 @@ impl Sink for S3Sink {
         }
     }
 
+    /// HeadBucket (reachable, exists, s3:ListBucket), then a tiny probe object written and
+    /// deleted (s3:PutObject). Each failure names the permission or the missing bucket.
     async fn check(&self) -> Result<(), String> {
-        self.client
-            .head_bucket()
-            .bucket(&self.o.bucket)
+        let bucket = &self.o.bucket;
+        if let Err(e) = self.client.head_bucket().bucket(bucket).send().await {
+            let status = e.raw_response().map(|r| r.status().as_u16());
+            return Err(match status {
+                Some(404) => format!("bucket {bucket:?} does not exist (or is in another account)"),
+                Some(403) => format!(
+                    "access denied on HeadBucket: grant s3:ListBucket on arn:aws:s3:::{bucket}"
+                ),
+                _ => match classify(bucket, e) {
+                    Outcome::Rejected { reason }
+                    | Outcome::Retry { reason, .. }
+                    | Outcome::TooLarge { reason } => reason,
+                    Outcome::Delivered => "unknown error".into(),
+                },
+            });
+        }
+        let probe = ".logferry-check";
+        let put = self
+            .client
+            .put_object()
+            .bucket(bucket)
+            .key(probe)
+            .body(ByteStream::from_static(b""))
+            .set_checksum_algorithm(self.checksum())
             .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| match classify(&self.o.bucket, e) {
+            .await;
+        if let Err(e) = put {
+            return Err(match classify(bucket, e) {
+                Outcome::Rejected { reason } if reason.contains("AccessDenied") => {
+                    format!("cannot write: grant s3:PutObject on arn:aws:s3:::{bucket}/*")
+                }
                 Outcome::Rejected { reason }
                 | Outcome::Retry { reason, .. }
-                | Outcome::TooLarge { reason } => reason,
-                Outcome::Delivered => String::new(),
-            })
+                | Outcome::TooLarge { reason } => {
+                    format!("cannot write a probe object: {reason}")
+                }
+                Outcome::Delivered => "unknown error".into(),
+            });
+        }
+        // Best effort: a bucket with default retention keeps the (empty) probe.
+        let _ = self
+            .client
+            .delete_object()
+            .bucket(bucket)
+            .key(probe)
+            .send()
+            .await;
+        Ok(())
     }
 }
