@@ -140,8 +140,9 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<()> {
             level: sc.compression_level,
         };
         let max_uncompressed = sink.max_request_bytes();
-        {
-            // A start-up check that logs and never blocks: delivery retries anyway.
+        if !once {
+            // A start-up check that logs and never blocks: delivery retries anyway. Not for
+            // --once, which may end before it does (and leave its probe object behind).
             let (s, name, t) = (sink.clone(), sc.name.clone(), sc.timeout);
             tokio::spawn(async move {
                 match tokio::time::timeout(t, s.check()).await {

@@ -350,3 +350,59 @@ fn validate_check_sinks_reports_reachability_and_missing_buckets() {
     // The probe object is cleaned up.
     assert!(rt.block_on(objects(&c, "present")).is_empty());
 }
+
+#[test]
+fn static_keys_from_files_and_a_crc32c_checksum() {
+    let moto = Moto::start();
+    let rt = rt();
+    let c = rt.block_on(moto.client());
+    rt.block_on(c.create_bucket().bucket("keys").send())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("id"), "testing\n").unwrap();
+    std::fs::write(dir.path().join("secret"), "testing\n").unwrap();
+    let lf = Lf::new(&config(
+        "keys",
+        &moto.endpoint,
+        &format!(
+            "checksum = \"crc32c\"\naccess_key_id_file = \"{}\"\nsecret_access_key_file = \"{}\"",
+            dir.path().join("id").display(),
+            dir.path().join("secret").display()
+        ),
+    ));
+    write_lines(&lf.path("logs/a.log"), 0, 10);
+    // No credentials in the environment: only the files can sign.
+    let out = std::process::Command::new(BIN)
+        .args(["run", "--once", "--config"])
+        .arg(&lf.cfg)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let keys = rt.block_on(objects(&c, "keys"));
+    assert_eq!(keys.len(), 3, "one object per account");
+    for k in &keys {
+        let head = rt
+            .block_on(
+                c.head_object()
+                    .bucket("keys")
+                    .key(k)
+                    .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+                    .send(),
+            )
+            .unwrap();
+        assert!(head.checksum_crc32_c().is_some());
+    }
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("testing"),
+        "no key in the logs"
+    );
+}
