@@ -101,6 +101,7 @@ fn objects_carry_keys_content_encryption_class_tags_and_metadata() {
             head.storage_class().map(|s| s.as_str()),
             Some("STANDARD_IA")
         );
+        assert_eq!(head.content_type(), Some("application/x-ndjson"));
         assert_eq!(head.content_encoding(), Some("gzip"));
         let meta = head.metadata().unwrap();
         assert_eq!(meta["origin"], "platform");
@@ -138,7 +139,7 @@ fn kms_encryption_headers_are_stored() {
     let lf = Lf::new(&config(
         "kms",
         &moto.endpoint,
-        "server_side_encryption = \"aws:kms\"\nkms_key_id = \"arn:aws:kms:us-east-1:123456789012:key/test-key\"\nbucket_key_enabled = true",
+        "server_side_encryption = \"aws:kms\"\nkms_key_id = \"arn:aws:kms:us-east-1:123456789012:key/test-key\"\nbucket_key_enabled = true\ncontent_type = \"application/jsonl\"",
     ));
     write_lines(&lf.path("logs/a.log"), 0, 10);
     lf.run_once_env(&moto.env());
@@ -146,6 +147,7 @@ fn kms_encryption_headers_are_stored() {
     let head = rt
         .block_on(c.head_object().bucket("kms").key(&k).send())
         .unwrap();
+    assert_eq!(head.content_type(), Some("application/jsonl"));
     assert_eq!(
         head.server_side_encryption().map(|s| s.as_str()),
         Some("aws:kms")
@@ -405,4 +407,38 @@ fn static_keys_from_files_and_a_crc32c_checksum() {
         !String::from_utf8_lossy(&out.stderr).contains("testing"),
         "no key in the logs"
     );
+}
+
+#[test]
+fn role_arn_is_assumed_through_sts() {
+    let moto = Moto::start();
+    let rt = rt();
+    let c = rt.block_on(moto.client());
+    rt.block_on(c.create_bucket().bucket("role").send())
+        .unwrap();
+    let upstream: u16 = moto.endpoint.rsplit(':').next().unwrap().parse().unwrap();
+    // STS calls go through a counting proxy (no faults) to moto's STS.
+    let sts = FaultProxy::start(
+        upstream,
+        Fault {
+            method: "POST",
+            count: 0,
+            status: "200 OK",
+            headers: vec![],
+            body: String::new(),
+        },
+    );
+    let lf = Lf::new(&config(
+        "role",
+        &moto.endpoint,
+        "role_arn = \"arn:aws:iam::123456789012:role/logferry-writer\"\nexternal_id = \"ext-1\"\nsession_name = \"logferry-test\"",
+    ));
+    write_lines(&lf.path("logs/a.log"), 0, 10);
+    let sts_url = format!("http://127.0.0.1:{}", sts.port);
+    let mut env = moto.env();
+    env.push(("AWS_ENDPOINT_URL_STS", &sts_url));
+    lf.run_once_env(&env);
+    assert_eq!(rt.block_on(objects(&c, "role")).len(), 3);
+    let hits = sts.hits.lock().unwrap().clone();
+    assert!(!hits.is_empty(), "AssumeRole went to STS");
 }
