@@ -288,6 +288,7 @@ fn throttling_is_retried_and_retry_after_honoured() {
         upstream,
         Fault {
             method: "PUT",
+            path_contains: "",
             count: 2,
             status: "503 Slow Down",
             headers: vec![("Retry-After", "1".into()), ("Content-Type", "application/xml".into())],
@@ -422,6 +423,7 @@ fn role_arn_is_assumed_through_sts() {
         upstream,
         Fault {
             method: "POST",
+            path_contains: "",
             count: 0,
             status: "200 OK",
             headers: vec![],
@@ -441,4 +443,46 @@ fn role_arn_is_assumed_through_sts() {
     assert_eq!(rt.block_on(objects(&c, "role")).len(), 3);
     let hits = sts.hits.lock().unwrap().clone();
     assert!(!hits.is_empty(), "AssumeRole went to STS");
+}
+
+#[test]
+fn a_failed_multipart_upload_is_aborted() {
+    let moto = Moto::start();
+    let rt = rt();
+    let c = rt.block_on(moto.client());
+    rt.block_on(c.create_bucket().bucket("abort").send())
+        .unwrap();
+    let upstream: u16 = moto.endpoint.rsplit(':').next().unwrap().parse().unwrap();
+    // CompleteMultipartUpload (POST ...?uploadId=) is refused once, permanently.
+    let proxy = FaultProxy::start(
+        upstream,
+        Fault {
+            method: "POST",
+            path_contains: "uploadId=",
+            count: 1,
+            status: "400 Bad Request",
+            headers: vec![("Content-Type", "application/xml".into())],
+            body: "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InvalidPart</Code><Message>One or more of the specified parts could not be found.</Message></Error>".into(),
+        },
+    );
+    let lf = Lf::new(
+        &config(
+            "abort",
+            &format!("http://127.0.0.1:{}", proxy.port),
+            "compression = \"none\"\nmultipart_threshold = \"6MiB\"\npart_size = \"5MiB\"\nbatch = { max_bytes = \"64MiB\", max_records = 1000000 }",
+        )
+        .replace("{account_id}/", ""),
+    );
+    write_lines(&lf.path("logs/a.log"), 0, 80_000);
+    lf.run_once_env(&moto.env());
+    let uploads = rt
+        .block_on(c.list_multipart_uploads().bucket("abort").send())
+        .unwrap();
+    assert!(
+        uploads.uploads().is_empty(),
+        "the failed upload was aborted"
+    );
+    assert!(rt.block_on(objects(&c, "abort")).is_empty());
+    let dead = lf.files("data/dead-letter/s3");
+    assert!(dead.iter().any(|f| f.ends_with(".reason.json")), "{dead:?}");
 }

@@ -425,6 +425,8 @@ pub struct FaultProxy {
 
 pub struct Fault {
     pub method: &'static str,
+    /// Only requests whose request line contains this (empty: all of `method`).
+    pub path_contains: &'static str,
     pub count: usize,
     pub status: &'static str,
     pub headers: Vec<(&'static str, String)>,
@@ -445,7 +447,8 @@ impl FaultProxy {
                     continue;
                 };
                 let first = head.lines().next().unwrap_or_default().to_string();
-                let is_match = first.starts_with(fault.method);
+                let is_match =
+                    first.starts_with(fault.method) && first.contains(fault.path_contains);
                 if is_match {
                     h.lock().unwrap().push((Instant::now(), first.clone()));
                 }
