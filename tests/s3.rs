@@ -486,3 +486,84 @@ fn a_failed_multipart_upload_is_aborted() {
     let dead = lf.files("data/dead-letter/s3");
     assert!(dead.iter().any(|f| f.ends_with(".reason.json")), "{dead:?}");
 }
+
+/// Creates (through moto's IAM, with boto3 from the test venv) a user that may list the bucket
+/// but not write to it, and returns its access key and secret. (AWS authorises HeadBucket with
+/// s3:ListBucket; moto asks for an action of its own, so the policy names both.)
+fn read_only_user(endpoint: &str, bucket: &str) -> (String, String) {
+    let script = format!(
+        r#"
+import boto3, json
+kw = dict(endpoint_url="{endpoint}", region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+iam = boto3.client("iam", **kw)
+s3 = boto3.client("s3", **kw)
+s3.create_bucket(Bucket="{bucket}")
+iam.create_user(UserName="reader")
+iam.put_user_policy(UserName="reader", PolicyName="list-only", PolicyDocument=json.dumps({{
+    "Version": "2012-10-17",
+    "Statement": [{{"Effect": "Allow", "Action": ["s3:ListBucket", "s3:HeadBucket"], "Resource": "arn:aws:s3:::{bucket}"}}]}}))
+k = iam.create_access_key(UserName="reader")["AccessKey"]
+print(k["AccessKeyId"], k["SecretAccessKey"])
+"#
+    );
+    let out = std::process::Command::new(tool("python"))
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut it = text.split_whitespace();
+    (
+        it.next().unwrap().to_string(),
+        it.next().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn access_denied_is_permanent_and_names_the_permission() {
+    // Authentication on after the set-up calls (create bucket, user, policy, key).
+    let moto = Moto::start_env(&[("INITIAL_NO_AUTH_ACTION_COUNT", "4")]);
+    let (id, secret) = read_only_user(&moto.endpoint, "guarded");
+    let lf = Lf::new(&config("guarded", &moto.endpoint, ""));
+    write_lines(&lf.path("logs/a.log"), 0, 5);
+    let env = [
+        ("AWS_ACCESS_KEY_ID", id.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let check = std::process::Command::new(BIN)
+        .args(["validate", "--check-sinks", "--config"])
+        .arg(&lf.cfg)
+        .envs(env)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("grant s3:PutObject on arn:aws:s3:::guarded/*"),
+        "{stdout}"
+    );
+    let out = lf.run_once_env(&env);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("AccessDenied"), "{stderr}");
+    assert!(!stderr.contains(&secret), "the secret key is never logged");
+    let reason = lf
+        .files("data/dead-letter/s3")
+        .into_iter()
+        .find(|f| f.ends_with(".reason.json"))
+        .expect("dead-lettered");
+    let note: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(lf.path(&format!("data/dead-letter/s3/{reason}"))).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        note["reason"].as_str().unwrap().contains("s3:PutObject"),
+        "{note}"
+    );
+}

@@ -368,8 +368,14 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Moto {
+        Self::start_env(&[])
+    }
+
+    /// With `INITIAL_NO_AUTH_ACTION_COUNT`, moto checks credentials and IAM policies.
+    pub fn start_env(env: &[(&str, &str)]) -> Moto {
         let port = free_port();
         let child = Command::new(tool("moto_server"))
+            .envs(env.iter().copied())
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
