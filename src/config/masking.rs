@@ -134,7 +134,17 @@ pub(super) fn build(
                 c.add(&rp, "`each` and `when` need `paths` to apply to");
             }
             if let Some(re) = pattern {
-                pattern_rules.push((label, re, action));
+                // A rule over every string value: it runs with the field rules (on the parsed
+                // record) while a field rule comes after it, so that rules keep their order.
+                path_rules.push(PathRule {
+                    label,
+                    each: None,
+                    when: None,
+                    paths: Vec::new(),
+                    pattern: Some(re),
+                    action,
+                    triggers: Vec::new(),
+                });
             }
             continue;
         }
@@ -192,6 +202,18 @@ pub(super) fn build(
         detectors[kind as usize] = Some((action, label));
         names.push(kind.name());
         kinds.push(kind);
+    }
+    // Pattern rules after the last field rule need no parsed record: they run in the scan with
+    // the detectors, in their order, before them.
+    while path_rules
+        .last()
+        .is_some_and(|r: &PathRule| r.paths.is_empty())
+    {
+        if let Some(r) = path_rules.pop() {
+            if let Some(re) = r.pattern {
+                pattern_rules.insert(0, (r.label, re, r.action));
+            }
+        }
     }
     for k in raw.detector.keys() {
         if !raw.detectors.contains(k) {

@@ -124,6 +124,12 @@ impl Masker {
                     let n = r.edits(&tree, &p.labels[r.label], &mut per_path, &mut edits);
                     self.counts[r.label] += n as u64;
                     if let Some(t) = &mut self.trace {
+                        if r.paths.is_empty() && n > 0 {
+                            t.push(Change {
+                                path: "(any string)".into(),
+                                by: p.labels[r.label].clone(),
+                            });
+                        }
                         for (path, _) in r.paths.iter().zip(&per_path).filter(|(_, n)| **n > 0) {
                             t.push(Change {
                                 path: show_path(r.each.as_deref(), path),
@@ -352,6 +358,33 @@ action = "redact"
             r#"{"a":"[REDACTED:second]-2 [REDACTED:email]","b":1}"#
         );
         assert_eq!(m.counts(), &[1, 1, 1, 0]);
+    }
+
+    #[test]
+    fn a_pattern_rule_before_a_field_rule_keeps_its_place() {
+        let mut m = masker(
+            r#"detectors = []
+[[masking.p.rules]]
+name = "first"
+pattern = "secret"
+[[masking.p.rules]]
+name = "second"
+paths = ["a"]
+when = { path = "a", matches = "REDACTED:first" }
+action = "replace"
+value = "seen after first"
+[[masking.p.rules]]
+name = "third"
+pattern = "seen"
+action = "replace"
+value = "SEEN"
+"#,
+        );
+        assert_eq!(
+            run(&mut m, r#"{"a":"my secret","b":["secret"]}"#),
+            r#"{"a":"SEEN after first","b":["[REDACTED:first]"]}"#
+        );
+        assert_eq!(m.counts(), &[2, 1, 1, 0]);
     }
 
     #[test]

@@ -176,6 +176,25 @@ impl PathRule {
         per_path: &mut [usize],
         edits: &mut Vec<Edit>,
     ) -> usize {
+        if self.paths.is_empty() {
+            // A pattern over every string value of the record.
+            let mut hits = 0;
+            for (node, n) in t.nodes.iter().enumerate() {
+                if !matches!(n.kind, TreeKind::Str { .. }) {
+                    continue;
+                }
+                let target = Target {
+                    node,
+                    parent: 0,
+                    index: 0,
+                };
+                if let Some(e) = self.edit(t, &target, name) {
+                    edits.push(e);
+                    hits += 1;
+                }
+            }
+            return hits;
+        }
         let mut scopes = Vec::new();
         match &self.each {
             Some(each) => select(t, t.root(), each, &mut scopes),
