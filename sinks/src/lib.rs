@@ -17,7 +17,7 @@ use async_trait::async_trait;
 pub use batch::{BatchMeta, Compression, Encoding, SealedBatch};
 pub use directory::DirectorySink;
 pub use key::{KeyContext, KeyTemplate, KeyTemplateError};
-pub use s3::{S3Options, S3Sink};
+pub use s3::{S3Options, S3Sink, StaticKeys};
 
 /// What happened to one attempt at sending a batch.
 ///

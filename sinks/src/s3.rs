@@ -40,8 +40,21 @@ pub struct S3Options {
     pub external_id: Option<String>,
     pub session_name: Option<String>,
     /// Static keys, only from `*_file` options (or the environment, through the default chain).
-    pub static_keys: Option<(String, String)>,
+    pub static_keys: Option<StaticKeys>,
     pub timeout: Duration,
+}
+
+/// An access key pair; its `Debug` never shows the secret.
+#[derive(Clone, Default)]
+pub struct StaticKeys {
+    pub id: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for StaticKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StaticKeys({}, ***)", self.id)
+    }
 }
 
 pub struct S3Sink {
@@ -55,7 +68,7 @@ impl S3Sink {
         if let Some(r) = &o.region {
             loader = loader.region(aws_config::Region::new(r.clone()));
         }
-        if let Some((id, secret)) = &o.static_keys {
+        if let Some(StaticKeys { id, secret }) = &o.static_keys {
             loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
                 id.clone(),
                 secret.clone(),

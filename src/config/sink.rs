@@ -246,7 +246,7 @@ fn s3(p: &str, s: raw::S3, c: &mut Collector) -> Option<logferry_sinks::S3Option
     let id = read("access_key_id", &s.access_key_id_file, c);
     let secret = read("secret_access_key", &s.secret_access_key_file, c);
     let static_keys = match (id, secret) {
-        (Some(i), Some(k)) => Some((i, k)),
+        (Some(id), Some(secret)) => Some(logferry_sinks::StaticKeys { id, secret }),
         (None, None) => None,
         _ => {
             c.add(

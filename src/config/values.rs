@@ -119,7 +119,8 @@ pub fn expand(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<St
         };
         let end = body_start
             .find('}')
-            .ok_or_else(|| format!("unclosed \"${{\" in {input:?}"))?;
+            // The value itself is not echoed: it may hold a secret.
+            .ok_or_else(|| "unclosed \"${\" (write $${ for a literal ${)".to_string())?;
         let body = &body_start[..end];
         let (name, default) = match body.find(":-") {
             Some(p) => (&body[..p], Some(&body[p + 2..])),
