@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test logferry has, on a fresh machine too: installs what is missing
-# (Debian's logrotate for the rotation tests, moto's S3 server from PyPI), then formatting,
-# lints and the test suites.
+# (Debian's logrotate for the rotation tests, moto's S3 server from PyPI, Azurite from npm),
+# then formatting, lints and the test suites.
 # The integration tests start the real binary and the real tools themselves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,8 +30,20 @@ need_moto() {
     "$venv/bin/pip" install -q 'moto[server]'
 }
 
+# Azurite, Microsoft's Azure Storage emulator, from npm into target/test-tools/azurite.
+need_azurite() {
+    local dir=target/test-tools/azurite
+    if [ -x "$dir/node_modules/.bin/azurite-blob" ]; then
+        return
+    fi
+    echo "== installing azurite (npm)"
+    mkdir -p "$dir"
+    npm install --silent --no-audit --no-fund --prefix "$dir" azurite >/dev/null
+}
+
 need_logrotate
 need_moto
+need_azurite
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -5,6 +5,7 @@
 //! pipeline owns spooling, backoff, rate limits, splitting and dead letters, so every destination
 //! gets the same guarantees from one implementation.
 
+pub mod azure_blob;
 pub mod batch;
 pub mod directory;
 pub mod key;

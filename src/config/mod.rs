@@ -58,6 +58,7 @@ pub struct SourceConfig {
 pub enum SinkKind {
     Directory { path: PathBuf },
     S3(Box<logferry_sinks::S3Options>),
+    AzureBlob(Box<logferry_sinks::azure_blob::AzureBlobOptions>),
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +90,7 @@ impl SinkConfig {
         match self.kind {
             SinkKind::Directory { .. } => "directory",
             SinkKind::S3(_) => "s3",
+            SinkKind::AzureBlob(_) => "azure_blob",
         }
     }
 }

@@ -137,7 +137,7 @@ pub const SINK_COMMON_KEYS: &[&str] = &[
     "timeout",
 ];
 
-pub const SINK_TYPES: &[&str] = &["directory", "s3"];
+pub const SINK_TYPES: &[&str] = &["directory", "s3", "azure_blob"];
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
@@ -203,6 +203,17 @@ pub struct S3 {
     pub session_name: Option<String>,
     pub access_key_id_file: Option<String>,
     pub secret_access_key_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureBlob {
+    pub container: String,
+    pub connection_string: Option<String>,
+    pub connection_string_file: Option<String>,
+    pub access_tier: Option<String>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]

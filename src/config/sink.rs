@@ -39,6 +39,9 @@ pub(super) fn build(
                 path: resolve(base, &d.path),
             })
         }
+        "azure_blob" => typed::<raw::AzureBlob>(table, p, SINK_COMMON_KEYS, c)
+            .and_then(|s| azure_blob(p, s, c))
+            .map(|o| SinkKind::AzureBlob(Box::new(o))),
         "s3" => typed::<raw::S3>(table, p, SINK_COMMON_KEYS, c)
             .and_then(|s| s3(p, s, c))
             .map(|o| SinkKind::S3(Box::new(o))),
@@ -285,5 +288,63 @@ fn s3(p: &str, s: raw::S3, c: &mut Collector) -> Option<logferry_sinks::S3Option
         session_name: s.session_name,
         static_keys,
         timeout: std::time::Duration::from_secs(30),
+    })
+}
+
+const ACCESS_TIERS: &[&str] = &["Hot", "Cool", "Cold", "Archive"];
+
+fn azure_blob(
+    p: &str,
+    s: raw::AzureBlob,
+    c: &mut Collector,
+) -> Option<logferry_sinks::azure_blob::AzureBlobOptions> {
+    let before = c.list.len();
+    let valid_name = (3..=63).contains(&s.container.len())
+        && s.container
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !valid_name {
+        c.add(
+            format!("{p}.container"),
+            "3-63 lowercase letters, digits and dashes",
+        );
+    }
+    if let Some(t) = &s.access_tier {
+        if !ACCESS_TIERS.contains(&t.as_str()) {
+            c.add(
+                format!("{p}.access_tier"),
+                format!("{t:?}: one of {}", ACCESS_TIERS.join(", ")),
+            );
+        }
+    }
+    let cs = match super::values::secret(
+        "connection_string",
+        s.connection_string.as_deref(),
+        s.connection_string_file.as_deref(),
+    ) {
+        Ok(Some(v)) => match logferry_sinks::azure_blob::ConnectionString::parse(v.expose()) {
+            Ok(cs) => Some(cs),
+            Err(e) => {
+                c.add(format!("{p}.connection_string"), e);
+                None
+            }
+        },
+        Ok(None) => {
+            c.add(p, "needs connection_string (or connection_string_file)");
+            None
+        }
+        Err(e) => {
+            c.add(format!("{p}.connection_string"), e);
+            None
+        }
+    };
+    if c.list.len() > before {
+        return None;
+    }
+    Some(logferry_sinks::azure_blob::AzureBlobOptions {
+        container: s.container,
+        connection: cs?,
+        access_tier: s.access_tier,
+        metadata: s.metadata.into_iter().collect(),
     })
 }

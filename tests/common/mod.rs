@@ -537,3 +537,182 @@ fn read_request(s: &mut TcpStream) -> Option<(String, Vec<u8>)> {
     }
     Some((head, body))
 }
+
+/// Azurite's Blob service on a free loopback port, with its data in a temp dir; stopped when
+/// dropped.
+pub struct Azurite {
+    child: Child,
+    _data: tempfile::TempDir,
+    pub port: u16,
+}
+
+/// Azurite's development account key (public, documented by Microsoft).
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+impl Azurite {
+    pub fn start() -> Azurite {
+        let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target/test-tools/azurite/node_modules/.bin/azurite-blob");
+        assert!(
+            bin.exists(),
+            "Azurite is not installed: run scripts/test.sh once (it installs azurite from npm)"
+        );
+        let data = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Command::new(bin)
+            .args([
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                &port.to_string(),
+                "--silent",
+                "--skipApiVersionCheck",
+                "--location",
+            ])
+            .arg(data.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start azurite");
+        let a = Azurite {
+            child,
+            _data: data,
+            port,
+        };
+        wait_until(Duration::from_secs(30), "azurite to listen", || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        a
+    }
+
+    pub fn connection_string(&self) -> String {
+        format!(
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{}/devstoreaccount1;",
+            self.port
+        )
+    }
+
+    /// An account SAS for the test's own calls (create containers, read blobs).
+    pub fn account_sas(&self) -> String {
+        use base64::Engine;
+        use hmac::Mac;
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(AZURITE_KEY)
+            .unwrap();
+        let se = (chrono::Utc::now() + chrono::Duration::hours(1))
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string();
+        let sv = "2022-11-02";
+        let to_sign = format!("devstoreaccount1\nrwdlacup\nb\nsco\n\n{se}\n\nhttps,http\n{sv}\n\n");
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+        mac.update(to_sign.as_bytes());
+        let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        let enc = |s: &str| {
+            s.bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect::<String>()
+        };
+        format!(
+            "sv={sv}&ss=b&srt=sco&sp=rwdlacup&se={}&spr=https,http&sig={}",
+            enc(&se),
+            enc(&sig)
+        )
+    }
+
+    /// A plain HTTP request to Azurite: (status, lower-cased headers, body).
+    pub fn request(
+        &self,
+        method: &str,
+        path_and_query: &str,
+    ) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(s, "{method} {path_and_query} HTTP/1.1\r\nHost: 127.0.0.1\r\nx-ms-version: 2022-11-02\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect::<Vec<_>>();
+        let mut body = raw[end + 4..].to_vec();
+        if headers
+            .iter()
+            .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+        {
+            let mut out = Vec::new();
+            let mut rest = &body[..];
+            while let Some(nl) = rest.windows(2).position(|w| w == b"\r\n") {
+                let n = usize::from_str_radix(std::str::from_utf8(&rest[..nl]).unwrap().trim(), 16)
+                    .unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&rest[nl + 2..nl + 2 + n]);
+                rest = &rest[nl + 4 + n..];
+            }
+            body = out;
+        }
+        (status, headers, body)
+    }
+
+    pub fn create_container(&self, name: &str) {
+        let (st, _, body) = self.request(
+            "PUT",
+            &format!(
+                "/devstoreaccount1/{name}?restype=container&{}",
+                self.account_sas()
+            ),
+        );
+        assert_eq!(
+            st,
+            201,
+            "create container: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+
+    /// Blob names in a container.
+    pub fn list(&self, container: &str) -> Vec<String> {
+        let (st, _, body) = self.request(
+            "GET",
+            &format!(
+                "/devstoreaccount1/{container}?restype=container&comp=list&{}",
+                self.account_sas()
+            ),
+        );
+        assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let mut out: Vec<String> = text
+            .split("<Name>")
+            .skip(1)
+            .filter_map(|s| s.split("</Name>").next())
+            .map(str::to_string)
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

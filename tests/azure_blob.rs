@@ -1,0 +1,98 @@
+//! The `azure_blob` sink against Azurite (Microsoft's emulator).
+
+mod common;
+
+use common::*;
+use std::io::Read;
+
+fn config(container: &str, conn: &str, extra: &str) -> String {
+    format!(
+        r#"[sources.jobs]
+include = ["{{dir}}/logs/*.log"]
+sinks = ["blob"]
+[sinks.blob]
+type = "azure_blob"
+container = "{container}"
+connection_string = "{conn}"
+key = "{{source}}/{{account_id}}/{{batch_id}}.ndjson.gz"
+retry = {{ initial_backoff = "50ms", max_backoff = "200ms" }}
+{extra}
+"#
+    )
+}
+
+#[test]
+fn block_blobs_with_a_minted_sas_carry_records_metadata_and_tier() {
+    let az = Azurite::start();
+    az.create_container("archive");
+    let lf = Lf::new(&config(
+        "archive",
+        &az.connection_string(),
+        "access_tier = \"Cool\"\nmetadata = { origin = \"platform\" }",
+    ));
+    write_lines(&lf.path("logs/a.log"), 0, 3000);
+    lf.run_once();
+    let names = az.list("archive");
+    assert_eq!(names.len(), 3, "{names:?}");
+    let mut all = Vec::new();
+    for n in &names {
+        assert!(
+            n.starts_with("jobs/acct") && n.ends_with(".ndjson.gz"),
+            "{n}"
+        );
+        let (st, _, body) = az.request(
+            "GET",
+            &format!("/devstoreaccount1/archive/{n}?{}", az.account_sas()),
+        );
+        assert_eq!(st, 200);
+        // Get Blob Properties (HEAD) tells the access tier as well.
+        let (_, headers, _) = az.request(
+            "HEAD",
+            &format!("/devstoreaccount1/archive/{n}?{}", az.account_sas()),
+        );
+        let h = |k: &str| {
+            headers
+                .iter()
+                .find(|(hk, _)| hk == k)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(h("content-encoding").as_deref(), Some("gzip"));
+        assert_eq!(h("x-ms-access-tier").as_deref(), Some("Cool"));
+        assert_eq!(h("x-ms-meta-origin").as_deref(), Some("platform"));
+        assert_eq!(h("x-ms-meta-sha256").map(|s| s.len()), Some(64));
+        let mut raw = Vec::new();
+        flate2::read::MultiGzDecoder::new(&body[..])
+            .read_to_end(&mut raw)
+            .unwrap();
+        let recs: Vec<serde_json::Value> = raw
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        assert_eq!(h("x-ms-meta-record_count"), Some(recs.len().to_string()));
+        all.extend(recs);
+    }
+    assert_eq!(assert_all_present(&all, 3000), 0);
+}
+
+#[test]
+fn a_missing_container_goes_to_dead_letter_with_a_clear_reason() {
+    let az = Azurite::start();
+    let lf = Lf::new(&config("nowhere", &az.connection_string(), ""));
+    write_lines(&lf.path("logs/a.log"), 0, 5);
+    lf.run_once();
+    let reason = lf
+        .files("data/dead-letter/blob")
+        .into_iter()
+        .find(|f| f.ends_with(".reason.json"))
+        .expect("dead-lettered");
+    let note: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(lf.path(&format!("data/dead-letter/blob/{reason}"))).unwrap(),
+    )
+    .unwrap();
+    let r = note["reason"].as_str().unwrap();
+    assert!(
+        r.contains("ContainerNotFound") && r.contains("\"nowhere\" does not exist"),
+        "{r}"
+    );
+}
