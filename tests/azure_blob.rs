@@ -96,3 +96,100 @@ fn a_missing_container_goes_to_dead_letter_with_a_clear_reason() {
         "{r}"
     );
 }
+
+#[test]
+fn a_sas_token_from_a_file() {
+    let az = Azurite::start();
+    az.create_container("sas");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("sas"), format!("?{}\n", az.account_sas())).unwrap();
+    let lf = Lf::new(&format!(
+        "[sources.jobs]\ninclude = [\"{{dir}}/logs/*.log\"]\nsinks = [\"blob\"]\n[sinks.blob]\ntype = \"azure_blob\"\ncontainer = \"sas\"\naccount = \"devstoreaccount1\"\nendpoint = \"http://127.0.0.1:{}/devstoreaccount1\"\nsas_token_file = \"{}\"\n",
+        az.port,
+        dir.path().join("sas").display()
+    ));
+    write_lines(&lf.path("logs/a.log"), 0, 10);
+    lf.run_once();
+    assert_eq!(az.list("sas").len(), 1);
+}
+
+fn proxied(az: &Azurite, fault: Fault) -> (FaultProxy, String) {
+    let proxy = FaultProxy::start(az.port, fault);
+    let conn = az
+        .connection_string()
+        .replace(&format!(":{}/", az.port), &format!(":{}/", proxy.port));
+    (proxy, conn)
+}
+
+#[test]
+fn a_lost_response_is_retried_without_a_duplicate() {
+    let az = Azurite::start();
+    az.create_container("lost");
+    let (proxy, conn) = proxied(
+        &az,
+        Fault {
+            drop_response: true,
+            method: "PUT",
+            path_contains: "",
+            count: 1,
+            status: "",
+            headers: vec![],
+            body: String::new(),
+        },
+    );
+    let lf = Lf::new(&config("lost", &conn, "").replace("{account_id}/", ""));
+    write_lines(&lf.path("logs/a.log"), 0, 100);
+    lf.run_once();
+    assert_eq!(
+        proxy.hits.lock().unwrap().len(),
+        2,
+        "the upload was sent twice"
+    );
+    let names = az.list("lost");
+    assert_eq!(names.len(), 1, "one blob, not two: {names:?}");
+    let (_, _, body) = az.request(
+        "GET",
+        &format!("/devstoreaccount1/lost/{}?{}", names[0], az.account_sas()),
+    );
+    let mut raw = Vec::new();
+    flate2::read::MultiGzDecoder::new(&body[..])
+        .read_to_end(&mut raw)
+        .unwrap();
+    assert_eq!(
+        raw.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count(),
+        100
+    );
+}
+
+#[test]
+fn server_busy_is_retried_after_the_wait_it_asks_for() {
+    let az = Azurite::start();
+    az.create_container("busy");
+    let (proxy, conn) = proxied(
+        &az,
+        Fault {
+            drop_response: false,
+            method: "PUT",
+            path_contains: "",
+            count: 2,
+            status: "503 Server Busy",
+            headers: vec![
+                ("Retry-After", "1".into()),
+                ("x-ms-error-code", "ServerBusy".into()),
+            ],
+            body: String::new(),
+        },
+    );
+    let lf = Lf::new(&config("busy", &conn, "").replace("{account_id}/", ""));
+    write_lines(&lf.path("logs/a.log"), 0, 10);
+    lf.run_once();
+    assert_eq!(az.list("busy").len(), 1);
+    let hits = proxy.hits.lock().unwrap().clone();
+    assert_eq!(hits.len(), 3);
+    for w in hits.windows(2) {
+        assert!(
+            w[1].0 - w[0].0 >= std::time::Duration::from_millis(950),
+            "Retry-After: 1 was honoured"
+        );
+    }
+}

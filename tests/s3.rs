@@ -287,6 +287,7 @@ fn throttling_is_retried_and_retry_after_honoured() {
     let proxy = FaultProxy::start(
         upstream,
         Fault {
+            drop_response: false,
             method: "PUT",
             path_contains: "",
             count: 2,
@@ -422,6 +423,7 @@ fn role_arn_is_assumed_through_sts() {
     let sts = FaultProxy::start(
         upstream,
         Fault {
+            drop_response: false,
             method: "POST",
             path_contains: "",
             count: 0,
@@ -457,6 +459,7 @@ fn a_failed_multipart_upload_is_aborted() {
     let proxy = FaultProxy::start(
         upstream,
         Fault {
+            drop_response: false,
             method: "POST",
             path_contains: "uploadId=",
             count: 1,

@@ -218,11 +218,23 @@ impl AzureBlobSink {
 
 fn classify(container: &str, e: &azure_core::Error) -> Outcome {
     let status = e.http_status();
-    let code = match e.kind() {
-        azure_core::error::ErrorKind::HttpResponse { error_code, .. } => {
-            error_code.clone().unwrap_or_default()
+    let (code, after) = match e.kind() {
+        azure_core::error::ErrorKind::HttpResponse {
+            error_code,
+            raw_response,
+            ..
+        } => {
+            // Retry-After in seconds (what Storage sends when it throttles).
+            let after = raw_response.as_ref().and_then(|r| {
+                r.headers()
+                    .iter()
+                    .find(|(k, _)| k.as_str().eq_ignore_ascii_case("retry-after"))
+                    .and_then(|(_, v)| v.as_str().trim().parse::<u64>().ok())
+                    .map(Duration::from_secs)
+            });
+            (error_code.clone().unwrap_or_default(), after)
         }
-        _ => String::new(),
+        _ => (String::new(), None),
     };
     let reason = match status {
         Some(s) => format!("Azure Blob {} {code}", u16::from(s)),
@@ -230,8 +242,8 @@ fn classify(container: &str, e: &azure_core::Error) -> Outcome {
     };
     match status {
         None => Outcome::Retry { after: None, reason },
-        Some(StatusCode::TooManyRequests | StatusCode::RequestTimeout) => Outcome::Retry { after: None, reason },
-        Some(s) if u16::from(s) >= 500 => Outcome::Retry { after: None, reason },
+        Some(StatusCode::TooManyRequests | StatusCode::RequestTimeout) => Outcome::Retry { after, reason },
+        Some(s) if u16::from(s) >= 500 => Outcome::Retry { after, reason },
         Some(StatusCode::PayloadTooLarge) => Outcome::TooLarge { reason },
         Some(StatusCode::NotFound) if code == "ContainerNotFound" => Outcome::Rejected {
             reason: format!("{reason}: container {container:?} does not exist (create it, or set create_container = true)"),

@@ -211,6 +211,11 @@ pub struct AzureBlob {
     pub container: String,
     pub connection_string: Option<String>,
     pub connection_string_file: Option<String>,
+    /// With `account` (and optional `endpoint`): a SAS token instead of a connection string.
+    pub account: Option<String>,
+    pub endpoint: Option<String>,
+    pub sas_token: Option<String>,
+    pub sas_token_file: Option<String>,
     pub access_tier: Option<String>,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,

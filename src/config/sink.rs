@@ -329,10 +329,43 @@ fn azure_blob(
                 None
             }
         },
-        Ok(None) => {
-            c.add(p, "needs connection_string (or connection_string_file)");
-            None
-        }
+        Ok(None) => match super::values::secret(
+            "sas_token",
+            s.sas_token.as_deref(),
+            s.sas_token_file.as_deref(),
+        ) {
+            Ok(Some(sas)) => match &s.account {
+                Some(account) => Some(logferry_sinks::azure_blob::ConnectionString {
+                    account: account.clone(),
+                    key: None,
+                    blob_endpoint: s
+                        .endpoint
+                        .clone()
+                        .unwrap_or_else(|| format!("https://{account}.blob.core.windows.net"))
+                        .trim_end_matches('/')
+                        .to_string(),
+                    sas: Some(sas.expose().trim_start_matches('?').to_string()),
+                }),
+                None => {
+                    c.add(
+                        format!("{p}.account"),
+                        "a sas_token needs the storage `account` name",
+                    );
+                    None
+                }
+            },
+            Ok(None) => {
+                c.add(
+                    p,
+                    "needs connection_string (or _file), or account + sas_token (or _file)",
+                );
+                None
+            }
+            Err(e) => {
+                c.add(format!("{p}.sas_token"), e);
+                None
+            }
+        },
         Err(e) => {
             c.add(format!("{p}.connection_string"), e);
             None

@@ -430,6 +430,8 @@ pub struct FaultProxy {
 }
 
 pub struct Fault {
+    /// Forward the request, then close the connection without answering (a lost response).
+    pub drop_response: bool,
     pub method: &'static str,
     /// Only requests whose request line contains this (empty: all of `method`).
     pub path_contains: &'static str,
@@ -457,6 +459,24 @@ impl FaultProxy {
                     first.starts_with(fault.method) && first.contains(fault.path_contains);
                 if is_match {
                     h.lock().unwrap().push((Instant::now(), first.clone()));
+                }
+                if is_match && left > 0 && fault.drop_response {
+                    left -= 1;
+                    if let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)) {
+                        let head = head
+                            .lines()
+                            .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+                            .collect::<Vec<_>>()
+                            .join("\r\n");
+                        let _ =
+                            up.write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes());
+                        let _ = up.write_all(&body);
+                        let mut resp = Vec::new();
+                        let _ = up.read_to_end(&mut resp);
+                    }
+                    // The upstream did the work; the client never hears of it.
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    continue;
                 }
                 if is_match && left > 0 {
                     left -= 1;
