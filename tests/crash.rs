@@ -147,3 +147,32 @@ fn kill_9_in_a_loop_ends_with_every_record_in_the_bucket() {
         })
     });
 }
+
+#[test]
+fn kill_9_in_a_loop_ends_with_every_record_in_azure_blob() {
+    let az = Azurite::start();
+    az.create_container("crash");
+    let sink = format!(
+        "type = \"azure_blob\"\ncontainer = \"crash\"\nconnection_string = \"{}\"",
+        az.connection_string()
+    );
+    crash_loop(&sink, "disk", 10, &[], |_| {
+        let mut out = Vec::new();
+        for name in az.list("crash") {
+            let (st, _, body) = az.request(
+                "GET",
+                &format!("/devstoreaccount1/crash/{name}?{}", az.account_sas()),
+            );
+            assert_eq!(st, 200);
+            let mut raw = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&body[..]), &mut raw)
+                .unwrap();
+            out.extend(
+                raw.split(|b| *b == b'\n')
+                    .filter(|l| !l.is_empty())
+                    .map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap()),
+            );
+        }
+        out
+    });
+}
