@@ -193,3 +193,24 @@ fn server_busy_is_retried_after_the_wait_it_asks_for() {
         );
     }
 }
+
+#[test]
+fn validate_check_sinks_names_a_missing_container() {
+    let az = Azurite::start();
+    az.create_container("present");
+    for (container, code, expect) in [
+        ("present", 0, "ok"),
+        ("absent", 1, "container \"absent\" does not exist"),
+    ] {
+        let lf = Lf::new(&config(container, &az.connection_string(), ""));
+        let out = std::process::Command::new(BIN)
+            .args(["validate", "--check-sinks", "--config"])
+            .arg(&lf.cfg)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(code), "{stdout}");
+        assert!(stdout.contains(expect), "{stdout}");
+    }
+    assert!(az.list("present").is_empty(), "the probe blob is deleted");
+}

@@ -104,7 +104,7 @@ impl ConnectionString {
     }
 }
 
-/// A container-scoped service SAS signed with the account key (create, write, read).
+/// A container-scoped service SAS signed with the account key (read, create, write, delete).
 pub fn mint_sas(
     account: &str,
     key: &[u8],
@@ -112,7 +112,8 @@ pub fn mint_sas(
     expiry: chrono::DateTime<chrono::Utc>,
 ) -> String {
     let se = expiry.format("%Y-%m-%dT%H:%M:%SZ").to_string();
-    let sp = "rcw";
+    // Read (properties), create, write, and delete (the check's probe).
+    let sp = "rcwd";
     let resource = format!("/blob/{account}/{container}");
     // Field order of the service SAS string-to-sign for versions 2020-12-06 and later.
     let to_sign =
@@ -296,6 +297,26 @@ impl Sink for AzureBlobSink {
                 reason: "Azure Blob upload timed out".into(),
             },
         }
+    }
+
+    /// Writes and deletes an empty probe blob: the container exists and this identity may
+    /// write to it. Each failure says what to create or grant.
+    async fn check(&self) -> Result<(), String> {
+        let client = self.client(".logferry-check")?;
+        let res = client
+            .block_blob_client()
+            .upload(RequestContent::from(Vec::new()), None)
+            .await;
+        if let Err(e) = res {
+            return Err(match classify(&self.o.container, &e) {
+                Outcome::Rejected { reason }
+                | Outcome::Retry { reason, .. }
+                | Outcome::TooLarge { reason } => reason,
+                Outcome::Delivered => "unknown error".into(),
+            });
+        }
+        let _ = client.delete(None).await;
+        Ok(())
     }
 }
 
