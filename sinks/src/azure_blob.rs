@@ -9,8 +9,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use azure_core::http::{ClientOptions, RequestContent, RetryOptions, StatusCode, Url};
-use azure_storage_blob::models::{AccessTier, BlockBlobClientUploadOptions};
+use azure_core::http::{ClientOptions, Etag, RequestContent, RetryOptions, StatusCode, Url};
+use azure_storage_blob::models::{
+    AccessTier, BlobClientGetPropertiesResultHeaders, BlockBlobClientUploadOptions,
+};
 use azure_storage_blob::{BlobClient, BlobClientOptions};
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -184,6 +186,29 @@ impl AzureBlobSink {
         }
     }
 
+    /// After a 409 on upload: the blob at this key is ours (same batch id and digest) when a
+    /// first attempt landed and only its response was lost.
+    async fn already_there(&self, client: &BlobClient, batch: &SealedBatch) -> Outcome {
+        match client.get_properties(None).await {
+            Ok(resp) => {
+                let meta = resp.metadata().unwrap_or_default();
+                let same = meta.get("batch_id") == Some(&batch.meta.id.replace('-', "_"))
+                    && meta.get("sha256") == Some(&batch.meta.sha256);
+                if same {
+                    Outcome::Delivered
+                } else {
+                    Outcome::Rejected {
+                        reason: format!(
+                            "a different blob already exists at {:?} in container {:?}; it is kept, this batch is set aside",
+                            batch.meta.key, self.o.container
+                        ),
+                    }
+                }
+            }
+            Err(e) => classify(&self.o.container, &e),
+        }
+    }
+
     fn client(&self, key: &str) -> Result<BlobClient, String> {
         let path: String = key
             .split('/')
@@ -280,6 +305,9 @@ impl Sink for AzureBlobSink {
                 .access_tier
                 .as_deref()
                 .and_then(|t| t.parse::<AccessTier>().ok()),
+            // Never overwrite: an archive keeps what it has. A retry whose first attempt did
+            // land finds its own blob (checked below) and counts as delivered.
+            if_none_match: Some(Etag::from("*")),
             ..Default::default()
         };
         let res = tokio::time::timeout(
@@ -291,6 +319,9 @@ impl Sink for AzureBlobSink {
         .await;
         match res {
             Ok(Ok(_)) => Outcome::Delivered,
+            Ok(Err(e)) if e.http_status() == Some(StatusCode::Conflict) => {
+                self.already_there(&client, batch).await
+            }
             Ok(Err(e)) => classify(&self.o.container, &e),
             Err(_) => Outcome::Retry {
                 after: None,
