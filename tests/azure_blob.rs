@@ -221,3 +221,17 @@ fn validate_check_sinks_names_a_missing_container() {
     }
     assert!(az.list("present").is_empty(), "the probe blob is deleted");
 }
+
+#[test]
+fn create_container_makes_a_missing_container() {
+    let az = Azurite::start();
+    let lf = Lf::new(&config(
+        "made-on-demand",
+        &az.connection_string(),
+        "create_container = true",
+    ));
+    write_lines(&lf.path("logs/a.log"), 0, 10);
+    lf.run_once();
+    assert_eq!(az.list("made-on-demand").len(), 3);
+    assert!(lf.files("data/dead-letter/blob").is_empty());
+}

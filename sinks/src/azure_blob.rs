@@ -150,6 +150,38 @@ pub struct AzureBlobOptions {
     pub connection: ConnectionString,
     pub access_tier: Option<String>,
     pub metadata: Vec<(String, String)>,
+    /// Create the container when it is missing (needs the account key: an account SAS is
+    /// minted for it). Off by default: a typo should not create a new container.
+    pub create_container: bool,
+}
+
+/// An account SAS allowing only the creation of containers, for `create_container`.
+fn account_sas_create(account: &str, key: &[u8], expiry: chrono::DateTime<chrono::Utc>) -> String {
+    let se = expiry.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let to_sign = format!("{account}\nc\nb\nc\n\n{se}\n\nhttps,http\n{SAS_VERSION}\n\n");
+    let sig = match Hmac::<Sha256>::new_from_slice(key) {
+        Ok(mut mac) => {
+            mac.update(to_sign.as_bytes());
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+        }
+        Err(_) => String::new(),
+    };
+    format!(
+        "sv={SAS_VERSION}&ss=b&srt=c&sp=c&se={}&spr=https,http&sig={}",
+        pct(&se),
+        pct(&sig)
+    )
+}
+
+fn pct(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 pub struct AzureBlobSink {
@@ -183,6 +215,45 @@ impl AzureBlobSink {
                 *cur = Some((t.clone(), exp));
                 t
             }
+        }
+    }
+
+    async fn create(&self) -> Result<(), String> {
+        let Some(key) = &self.o.connection.key else {
+            return Err(
+                "create_container needs the account key (a connection string with AccountKey)"
+                    .into(),
+            );
+        };
+        let sas = account_sas_create(
+            &self.o.connection.account,
+            key,
+            chrono::Utc::now() + SAS_LIFETIME,
+        );
+        let url = format!(
+            "{}/{}?{sas}",
+            self.o.connection.blob_endpoint, self.o.container
+        );
+        let url = Url::parse(&url).map_err(|e| format!("invalid container URL: {e}"))?;
+        let options = azure_storage_blob::BlobContainerClientOptions {
+            client_options: ClientOptions {
+                retry: RetryOptions::none(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let c = azure_storage_blob::BlobContainerClient::new(url, None, Some(options))
+            .map_err(|e| e.to_string())?;
+        match c.create(None).await {
+            Ok(_) => {
+                tracing::info!(container = %self.o.container, "created the container");
+                Ok(())
+            }
+            Err(e) if e.http_status() == Some(StatusCode::Conflict) => Ok(()),
+            Err(e) => Err(format!(
+                "cannot create container {:?}: {e}",
+                self.o.container
+            )),
         }
     }
 
@@ -240,6 +311,10 @@ impl AzureBlobSink {
         };
         BlobClient::new(url, None, Some(options)).map_err(|e| e.to_string())
     }
+}
+
+fn is_container_missing(e: &azure_core::Error) -> bool {
+    matches!(e.kind(), azure_core::error::ErrorKind::HttpResponse { error_code: Some(c), .. } if c == "ContainerNotFound")
 }
 
 fn classify(container: &str, e: &azure_core::Error) -> Outcome {
@@ -321,6 +396,16 @@ impl Sink for AzureBlobSink {
             Ok(Ok(_)) => Outcome::Delivered,
             Ok(Err(e)) if e.http_status() == Some(StatusCode::Conflict) => {
                 self.already_there(&client, batch).await
+            }
+            Ok(Err(e)) if self.o.create_container && is_container_missing(&e) => {
+                match self.create().await {
+                    // Created: the batch goes again right away through the normal retry.
+                    Ok(()) => Outcome::Retry {
+                        after: Some(Duration::ZERO),
+                        reason: format!("created container {:?}", self.o.container),
+                    },
+                    Err(reason) => Outcome::Rejected { reason },
+                }
             }
             Ok(Err(e)) => classify(&self.o.container, &e),
             Err(_) => Outcome::Retry {

@@ -219,6 +219,8 @@ pub struct AzureBlob {
     pub access_tier: Option<String>,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    pub create_container: bool,
 }
 
 #[derive(Debug, Deserialize)]

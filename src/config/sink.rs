@@ -379,5 +379,6 @@ fn azure_blob(
         connection: cs?,
         access_tier: s.access_tier,
         metadata: s.metadata.into_iter().collect(),
+        create_container: s.create_container,
     })
 }
