@@ -69,15 +69,9 @@ fn main() -> ExitCode {
                 if !check_sinks {
                     return ExitCode::SUCCESS;
                 }
-                let rt = match tokio::runtime::Builder::new_multi_thread()
-                    .enable_all()
-                    .build()
-                {
+                let rt = match runtime() {
                     Ok(rt) => rt,
-                    Err(e) => {
-                        eprintln!("cannot start the async runtime: {e}");
-                        return ExitCode::FAILURE;
-                    }
+                    Err(code) => return code,
                 };
                 let results = rt.block_on(pipeline::check_sinks(&cfg));
                 println!("\nsink checks");
@@ -133,15 +127,9 @@ fn main() -> ExitCode {
                 }
             };
             ops::init_logging(cfg.log_format, &cfg.log_level);
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let rt = match runtime() {
                 Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             match rt.block_on(pipeline::run(cfg, once)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -153,6 +141,16 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        })
 }
 
 fn summary(cfg: &config::Config) -> String {

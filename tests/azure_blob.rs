@@ -81,15 +81,7 @@ fn a_missing_container_goes_to_dead_letter_with_a_clear_reason() {
     let lf = Lf::new(&config("nowhere", &az.connection_string(), ""));
     write_lines(&lf.path("logs/a.log"), 0, 5);
     lf.run_once();
-    let reason = lf
-        .files("data/dead-letter/blob")
-        .into_iter()
-        .find(|f| f.ends_with(".reason.json"))
-        .expect("dead-lettered");
-    let note: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(lf.path(&format!("data/dead-letter/blob/{reason}"))).unwrap(),
-    )
-    .unwrap();
+    let note = lf.dead_letter_note("blob");
     let r = note["reason"].as_str().unwrap();
     assert!(
         r.contains("ContainerNotFound") && r.contains("\"nowhere\" does not exist"),

@@ -49,18 +49,7 @@ key = "{{source}}/{{batch_id}}.ndjson.gz"
 }
 
 fn run_once_with_key(lf: &Lf, key: &str) -> std::process::Output {
-    let out = Command::new(BIN)
-        .args(["run", "--once", "--config"])
-        .arg(&lf.cfg)
-        .env("LOGFERRY_TEST_HMAC_KEY", key)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    lf.run_once_env(&[("LOGFERRY_TEST_HMAC_KEY", key)])
 }
 
 /// A Luhn-valid 16-digit number made from `n`.

@@ -202,11 +202,7 @@ fn permanent_rejection_goes_to_dead_letter_with_its_reason() {
     assert_eq!(recs.len(), 10);
     let dead = lf.files("data/dead-letter/archive");
     assert_eq!(dead.len(), 2, "{dead:?}");
-    let reason = dead.iter().find(|f| f.ends_with(".reason.json")).unwrap();
-    let note: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(lf.path(&format!("data/dead-letter/archive/{reason}"))).unwrap(),
-    )
-    .unwrap();
+    let note = lf.dead_letter_note("archive");
     assert_eq!(note["records"], 10);
     assert!(
         note["reason"].as_str().unwrap().contains("name too long")

@@ -257,15 +257,7 @@ fn a_missing_bucket_goes_to_dead_letter_with_the_reason() {
     let out = lf.run_once_env(&moto.env());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("NoSuchBucket"), "{stderr}");
-    let dead = lf.files("data/dead-letter/s3");
-    let reason = dead
-        .iter()
-        .find(|f| f.ends_with(".reason.json"))
-        .expect("a reason file");
-    let note: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(lf.path(&format!("data/dead-letter/s3/{reason}"))).unwrap(),
-    )
-    .unwrap();
+    let note = lf.dead_letter_note("s3");
     assert!(
         note["reason"].as_str().unwrap().contains("NoSuchBucket"),
         "{note}"
@@ -283,7 +275,7 @@ fn throttling_is_retried_and_retry_after_honoured() {
     let c = rt.block_on(moto.client());
     rt.block_on(c.create_bucket().bucket("slow").send())
         .unwrap();
-    let upstream: u16 = moto.endpoint.rsplit(':').next().unwrap().parse().unwrap();
+    let upstream = moto.port();
     let proxy = FaultProxy::start(
         upstream,
         Fault {
@@ -418,7 +410,7 @@ fn role_arn_is_assumed_through_sts() {
     let c = rt.block_on(moto.client());
     rt.block_on(c.create_bucket().bucket("role").send())
         .unwrap();
-    let upstream: u16 = moto.endpoint.rsplit(':').next().unwrap().parse().unwrap();
+    let upstream = moto.port();
     // STS calls go through a counting proxy (no faults) to moto's STS.
     let sts = FaultProxy::start(
         upstream,
@@ -454,7 +446,7 @@ fn a_failed_multipart_upload_is_aborted() {
     let c = rt.block_on(moto.client());
     rt.block_on(c.create_bucket().bucket("abort").send())
         .unwrap();
-    let upstream: u16 = moto.endpoint.rsplit(':').next().unwrap().parse().unwrap();
+    let upstream = moto.port();
     // CompleteMultipartUpload (POST ...?uploadId=) is refused once, permanently.
     let proxy = FaultProxy::start(
         upstream,
@@ -556,15 +548,7 @@ fn access_denied_is_permanent_and_names_the_permission() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("AccessDenied"), "{stderr}");
     assert!(!stderr.contains(&secret), "the secret key is never logged");
-    let reason = lf
-        .files("data/dead-letter/s3")
-        .into_iter()
-        .find(|f| f.ends_with(".reason.json"))
-        .expect("dead-lettered");
-    let note: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(lf.path(&format!("data/dead-letter/s3/{reason}"))).unwrap(),
-    )
-    .unwrap();
+    let note = lf.dead_letter_note("s3");
     assert!(
         note["reason"].as_str().unwrap().contains("s3:PutObject"),
         "{note}"

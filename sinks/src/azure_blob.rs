@@ -18,7 +18,7 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::{Outcome, SealedBatch, Sink};
+use crate::{percent_encode, Outcome, SealedBatch, Sink};
 
 const SAS_VERSION: &str = "2022-11-02";
 /// Minted tokens live this long and are renewed when half used.
@@ -120,27 +120,11 @@ pub fn mint_sas(
     // Field order of the service SAS string-to-sign for versions 2020-12-06 and later.
     let to_sign =
         format!("{sp}\n\n{se}\n{resource}\n\n\nhttps,http\n{SAS_VERSION}\nc\n\n\n\n\n\n\n");
-    let sig = match Hmac::<Sha256>::new_from_slice(key) {
-        Ok(mut mac) => {
-            mac.update(to_sign.as_bytes());
-            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-        }
-        Err(_) => String::new(),
-    };
-    let enc = |s: &str| {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect::<String>()
-    };
+    let sig = sign(key, &to_sign);
     format!(
         "sv={SAS_VERSION}&sp={sp}&se={}&spr=https,http&sr=c&sig={}",
-        enc(&se),
-        enc(&sig)
+        percent_encode(&se),
+        percent_encode(&sig)
     )
 }
 
@@ -159,29 +143,42 @@ pub struct AzureBlobOptions {
 fn account_sas_create(account: &str, key: &[u8], expiry: chrono::DateTime<chrono::Utc>) -> String {
     let se = expiry.format("%Y-%m-%dT%H:%M:%SZ").to_string();
     let to_sign = format!("{account}\nc\nb\nc\n\n{se}\n\nhttps,http\n{SAS_VERSION}\n\n");
-    let sig = match Hmac::<Sha256>::new_from_slice(key) {
+    let sig = sign(key, &to_sign);
+    format!(
+        "sv={SAS_VERSION}&ss=b&srt=c&sp=c&se={}&spr=https,http&sig={}",
+        percent_encode(&se),
+        percent_encode(&sig)
+    )
+}
+
+/// Removes SAS signatures from a message: transport errors quote the request URL, and a
+/// token in a log is a credential in a log.
+pub fn redact_sas(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) = rest.find("sig=") {
+        out.push_str(&rest[..i + 4]);
+        out.push_str("***");
+        let tail = &rest[i + 4..];
+        let end = tail
+            .find(|c: char| c == '&' || c == '"' || c == '\'' || c.is_whitespace() || c == ')')
+            .unwrap_or(tail.len());
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Base64 HMAC-SHA256 of a SAS string-to-sign with the account key.
+fn sign(key: &[u8], to_sign: &str) -> String {
+    match Hmac::<Sha256>::new_from_slice(key) {
         Ok(mut mac) => {
             mac.update(to_sign.as_bytes());
             base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
         }
+        // HMAC takes keys of any length: not reachable.
         Err(_) => String::new(),
-    };
-    format!(
-        "sv={SAS_VERSION}&ss=b&srt=c&sp=c&se={}&spr=https,http&sig={}",
-        pct(&se),
-        pct(&sig)
-    )
-}
-
-fn pct(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    }
 }
 
 pub struct AzureBlobSink {
@@ -243,7 +240,7 @@ impl AzureBlobSink {
             ..Default::default()
         };
         let c = azure_storage_blob::BlobContainerClient::new(url, None, Some(options))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| redact_sas(&e.to_string()))?;
         match c.create(None).await {
             Ok(_) => {
                 tracing::info!(container = %self.o.container, "created the container");
@@ -251,8 +248,9 @@ impl AzureBlobSink {
             }
             Err(e) if e.http_status() == Some(StatusCode::Conflict) => Ok(()),
             Err(e) => Err(format!(
-                "cannot create container {:?}: {e}",
-                self.o.container
+                "cannot create container {:?}: {}",
+                self.o.container,
+                redact_sas(&e.to_string())
             )),
         }
     }
@@ -283,16 +281,7 @@ impl AzureBlobSink {
     fn client(&self, key: &str) -> Result<BlobClient, String> {
         let path: String = key
             .split('/')
-            .map(|seg| {
-                seg.bytes()
-                    .map(|b| match b {
-                        b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                            (b as char).to_string()
-                        }
-                        _ => format!("%{b:02X}"),
-                    })
-                    .collect::<String>()
-            })
+            .map(percent_encode)
             .collect::<Vec<_>>()
             .join("/");
         let url = format!(
@@ -309,7 +298,7 @@ impl AzureBlobSink {
             },
             ..Default::default()
         };
-        BlobClient::new(url, None, Some(options)).map_err(|e| e.to_string())
+        BlobClient::new(url, None, Some(options)).map_err(|e| redact_sas(&e.to_string()))
     }
 }
 
@@ -339,7 +328,7 @@ fn classify(container: &str, e: &azure_core::Error) -> Outcome {
     };
     let reason = match status {
         Some(s) => format!("Azure Blob {} {code}", u16::from(s)),
-        None => format!("Azure Blob request failed: {e}"),
+        None => format!("Azure Blob request failed: {}", redact_sas(&e.to_string())),
     };
     match status {
         None => Outcome::Retry { after: None, reason },
@@ -439,6 +428,16 @@ impl Sink for AzureBlobSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signatures_never_reach_a_message() {
+        let m = "error sending request for url (http://h/c/b?sv=1&sig=abc%2Bdef&se=x): refused";
+        assert_eq!(
+            redact_sas(m),
+            "error sending request for url (http://h/c/b?sv=1&sig=***&se=x): refused"
+        );
+        assert_eq!(redact_sas("sig=zzz"), "sig=***");
+    }
 
     #[test]
     fn connection_strings_in_their_usual_forms() {

@@ -20,6 +20,21 @@ pub use directory::DirectorySink;
 pub use key::{KeyContext, KeyTemplate, KeyTemplateError};
 pub use s3::{S3Options, S3Sink, StaticKeys};
 
+/// Percent-encodes everything but RFC 3986 unreserved characters (URL paths, query values,
+/// S3 tagging), one way for every sink.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
 /// What happened to one attempt at sending a batch.
 ///
 /// The variants are the only decisions the pipeline needs; a sink maps its protocol's answers

@@ -15,7 +15,7 @@ use aws_sdk_s3::types::{
 };
 use aws_smithy_types::retry::RetryConfig;
 
-use crate::{Outcome, SealedBatch, Sink};
+use crate::{percent_encode, Outcome, SealedBatch, Sink};
 
 /// Options of an `s3` sink, already checked by the configuration loader.
 #[derive(Debug, Clone, Default)]
@@ -55,6 +55,41 @@ impl std::fmt::Debug for StaticKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "StaticKeys({}, ***)", self.id)
     }
+}
+
+/// Sets the options every new object gets, on PutObject and CreateMultipartUpload alike (two
+/// builder types with the same setters, hence a macro).
+macro_rules! object_options {
+    ($sink:expr, $batch:expr, $req:expr) => {{
+        let mut req = $req
+            .content_type($sink.content_type($batch))
+            .set_content_encoding(
+                $batch
+                    .meta
+                    .compression
+                    .content_encoding()
+                    .map(str::to_string),
+            )
+            .set_metadata(Some($sink.metadata($batch)))
+            .set_server_side_encryption(
+                $sink
+                    .o
+                    .server_side_encryption
+                    .as_deref()
+                    .map(ServerSideEncryption::from),
+            )
+            .set_ssekms_key_id($sink.o.kms_key_id.clone())
+            .set_bucket_key_enabled($sink.o.bucket_key_enabled)
+            .set_storage_class($sink.o.storage_class.as_deref().map(StorageClass::from))
+            .set_tagging($sink.tagging())
+            .set_checksum_algorithm($sink.checksum());
+        if let Some((mode, until)) = $sink.lock_until() {
+            req = req
+                .object_lock_mode(mode)
+                .object_lock_retain_until_date(until);
+        }
+        req
+    }};
 }
 
 pub struct S3Sink {
@@ -112,21 +147,11 @@ impl S3Sink {
         if self.o.tags.is_empty() {
             return None;
         }
-        let enc = |s: &str| {
-            s.bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                        (b as char).to_string()
-                    }
-                    _ => format!("%{b:02X}"),
-                })
-                .collect::<String>()
-        };
         Some(
             self.o
                 .tags
                 .iter()
-                .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+                .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
                 .collect::<Vec<_>>()
                 .join("&"),
         )
@@ -164,32 +189,8 @@ impl S3Sink {
             .put_object()
             .bucket(&self.o.bucket)
             .key(&batch.meta.key)
-            .body(ByteStream::from(batch.payload.clone()))
-            .content_type(self.content_type(batch))
-            .set_content_encoding(
-                batch
-                    .meta
-                    .compression
-                    .content_encoding()
-                    .map(str::to_string),
-            )
-            .set_metadata(Some(self.metadata(batch)))
-            .set_server_side_encryption(
-                self.o
-                    .server_side_encryption
-                    .as_deref()
-                    .map(ServerSideEncryption::from),
-            )
-            .set_ssekms_key_id(self.o.kms_key_id.clone())
-            .set_bucket_key_enabled(self.o.bucket_key_enabled)
-            .set_storage_class(self.o.storage_class.as_deref().map(StorageClass::from))
-            .set_tagging(self.tagging())
-            .set_checksum_algorithm(self.checksum());
-        if let Some((mode, until)) = self.lock_until() {
-            req = req
-                .object_lock_mode(mode)
-                .object_lock_retain_until_date(until);
-        }
+            .body(ByteStream::from(batch.payload.clone()));
+        req = object_options!(self, batch, req);
         req.send()
             .await
             .map(|_| ())
@@ -201,32 +202,8 @@ impl S3Sink {
             .client
             .create_multipart_upload()
             .bucket(&self.o.bucket)
-            .key(&batch.meta.key)
-            .content_type(self.content_type(batch))
-            .set_content_encoding(
-                batch
-                    .meta
-                    .compression
-                    .content_encoding()
-                    .map(str::to_string),
-            )
-            .set_metadata(Some(self.metadata(batch)))
-            .set_server_side_encryption(
-                self.o
-                    .server_side_encryption
-                    .as_deref()
-                    .map(ServerSideEncryption::from),
-            )
-            .set_ssekms_key_id(self.o.kms_key_id.clone())
-            .set_bucket_key_enabled(self.o.bucket_key_enabled)
-            .set_storage_class(self.o.storage_class.as_deref().map(StorageClass::from))
-            .set_tagging(self.tagging())
-            .set_checksum_algorithm(self.checksum());
-        if let Some((mode, until)) = self.lock_until() {
-            req = req
-                .object_lock_mode(mode)
-                .object_lock_retain_until_date(until);
-        }
+            .key(&batch.meta.key);
+        req = object_options!(self, batch, req);
         let created = req.send().await.map_err(|e| classify(&self.o.bucket, e))?;
         let Some(upload_id) = created.upload_id().map(str::to_string) else {
             return Err(Outcome::Retry {

@@ -135,6 +135,18 @@ impl Lf {
         self.archive(rel)
     }
 
+    /// The reason notes of the batches dead-lettered for `sink`; panics when there is none.
+    pub fn dead_letter_note(&self, sink: &str) -> serde_json::Value {
+        let dir = format!("data/dead-letter/{sink}");
+        let name = self
+            .files(&dir)
+            .into_iter()
+            .find(|f| f.ends_with(".reason.json"))
+            .unwrap_or_else(|| panic!("nothing was dead-lettered for {sink}"));
+        serde_json::from_slice(&std::fs::read(self.path(&format!("{dir}/{name}"))).unwrap())
+            .unwrap()
+    }
+
     /// Files under `rel`, relative names, sorted.
     pub fn files(&self, rel: &str) -> Vec<String> {
         let root = self.path(rel);
@@ -389,6 +401,14 @@ impl Moto {
             TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
         m
+    }
+
+    pub fn port(&self) -> u16 {
+        self.endpoint
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("moto endpoint has a port")
     }
 
     /// Environment for logferry: static test credentials through the default chain.
