@@ -46,9 +46,10 @@ async fn build_sink(cfg: &SinkConfig) -> anyhow::Result<Arc<dyn Sink>> {
             Arc::new(s)
         }
         SinkKind::S3(o) => Arc::new(logferry_sinks::S3Sink::new((**o).clone()).await),
-        SinkKind::AzureBlob(o) => Arc::new(logferry_sinks::azure_blob::AzureBlobSink::new(
-            (**o).clone(),
-        )),
+        SinkKind::AzureBlob(o) => Arc::new(
+            logferry_sinks::azure_blob::AzureBlobSink::new((**o).clone())
+                .map_err(|e| anyhow::anyhow!("sink {}: {e}", cfg.name))?,
+        ),
     })
 }
 

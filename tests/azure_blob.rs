@@ -4,6 +4,7 @@ mod common;
 
 use common::*;
 use std::io::Read;
+use std::time::Duration;
 
 fn config(container: &str, conn: &str, extra: &str) -> String {
     format!(
@@ -226,4 +227,173 @@ fn create_container_makes_a_missing_container() {
     lf.run_once();
     assert_eq!(az.list("made-on-demand").len(), 3);
     assert!(lf.files("data/dead-letter/blob").is_empty());
+}
+
+/// A sink section for Entra ID auth against HTTPS Azurite, trusting the test CA.
+fn entra_config(az: &Azurite, ca: &tls::TestCa, container: &str, auth: &str) -> String {
+    format!(
+        r#"[sources.jobs]
+include = ["{{dir}}/logs/*.log"]
+sinks = ["blob"]
+[sinks.blob]
+type = "azure_blob"
+container = "{container}"
+account = "devstoreaccount1"
+endpoint = "{}"
+tls = {{ ca_file = "{}" }}
+batch = {{ max_age = "200ms" }}
+retry = {{ initial_backoff = "50ms", max_backoff = "200ms" }}
+{auth}
+"#,
+        az.endpoint(),
+        ca.ca_pem.display()
+    )
+}
+
+#[test]
+fn client_secret_auth_reuses_one_token_across_uploads() {
+    let ca = tls::TestCa::new();
+    let login = tls::TokenServer::start(&ca);
+    let az = Azurite::start_https(&ca);
+    az.create_container("entra");
+    let secret_file = ca.dir.path().join("client-secret");
+    std::fs::write(&secret_file, format!("{}\n", tls::CLIENT_SECRET)).unwrap();
+    let lf = Lf::new(&entra_config(
+        &az,
+        &ca,
+        "entra",
+        &format!(
+            "auth = \"client_secret\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\nclient_secret_file = \"{}\"\nauthority_host = \"{}\"\nkey = \"{{source}}/{{account_id}}/{{batch_id}}.ndjson.gz\"",
+            tls::TENANT,
+            tls::CLIENT_ID,
+            secret_file.display(),
+            login.authority_host()
+        ),
+    ));
+    write_lines(&lf.path("logs/a.log"), 0, 3000);
+    let out = lf.run_once();
+    assert_eq!(az.list("entra").len(), 3, "a blob per account partition");
+    assert_eq!(assert_all_present(&az.records("entra"), 3000), 0);
+    let reqs = login.requests();
+    assert_eq!(reqs.len(), 1, "one token for three uploads: {reqs:?}");
+    assert_eq!(reqs[0].kind, "client_secret");
+    assert_eq!(reqs[0].scope, "https://storage.azure.com/.default");
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(!logs.contains(tls::CLIENT_SECRET), "{logs}");
+
+    // The same credential passes the sink check; a wrong secret fails it, naming the cause.
+    let check = |lf: &Lf| {
+        std::process::Command::new(BIN)
+            .args(["validate", "--check-sinks", "--config"])
+            .arg(&lf.cfg)
+            .output()
+            .unwrap()
+    };
+    let ok = check(&lf);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    std::fs::write(&secret_file, "not-the-secret").unwrap();
+    let bad = check(&lf);
+    let stdout = String::from_utf8_lossy(&bad.stdout);
+    assert_eq!(bad.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("AADSTS7000215"), "{stdout}");
+    assert!(!stdout.contains("not-the-secret"), "{stdout}");
+}
+
+#[test]
+fn workload_identity_rereads_the_token_file_when_it_refreshes() {
+    let ca = tls::TestCa::new();
+    let login = tls::TokenServer::start(&ca);
+    // The SDK renews a token five minutes before it expires: 302 s tokens are renewed after
+    // about two seconds, so the test sees a refresh without waiting an hour.
+    login
+        .lifetime_secs
+        .store(302, std::sync::atomic::Ordering::SeqCst);
+    let az = Azurite::start_https(&ca);
+    az.create_container("wi-archive");
+    let token_file = ca.dir.path().join("sa-token");
+    std::fs::write(&token_file, "service-account-token-1").unwrap();
+    let lf = Lf::new(&entra_config(
+        &az,
+        &ca,
+        "wi-archive",
+        "auth = \"workload_identity\"\nkey = \"{source}/{batch_id}.ndjson.gz\"",
+    ));
+    let host = login.authority_host();
+    let file = token_file.display().to_string();
+    // What the AKS webhook injects.
+    let run = lf.spawn_env(&[
+        ("AZURE_TENANT_ID", tls::TENANT),
+        ("AZURE_CLIENT_ID", tls::CLIENT_ID),
+        ("AZURE_FEDERATED_TOKEN_FILE", &file),
+        ("AZURE_AUTHORITY_HOST", &host),
+    ]);
+    let log = lf.path("logs/a.log");
+    write_lines(&log, 0, 100);
+    wait_until(Duration::from_secs(30), "the first 100 records", || {
+        az.list("wi-archive").len() == 1
+    });
+    // The kubelet rotates the projected token; the next token request must carry the new one.
+    std::fs::write(&token_file, "service-account-token-2").unwrap();
+    let mut next = 100;
+    wait_until(
+        Duration::from_secs(30),
+        "a token request with the rotated file",
+        || {
+            write_lines(&log, next, 1);
+            next += 1;
+            std::thread::sleep(Duration::from_millis(100));
+            login
+                .requests()
+                .iter()
+                .any(|r| r.assertion.as_deref() == Some("service-account-token-2"))
+        },
+    );
+    assert_eq!(run.term(Duration::from_secs(20)).code(), Some(0));
+    let reqs = login.requests();
+    assert!(reqs
+        .iter()
+        .all(|r| r.kind == "client_assertion" && r.client_id == tls::CLIENT_ID));
+    assert_eq!(
+        reqs[0].assertion.as_deref(),
+        Some("service-account-token-1")
+    );
+    assert_eq!(assert_all_present(&az.records("wi-archive"), next), 0);
+}
+
+#[test]
+fn managed_identity_from_the_app_service_endpoint() {
+    let ca = tls::TestCa::new();
+    let login = tls::TokenServer::start(&ca);
+    let az = Azurite::start_https(&ca);
+    az.create_container("mi-archive");
+    let lf = Lf::new(&entra_config(
+        &az,
+        &ca,
+        "mi-archive",
+        &format!(
+            "auth = \"managed_identity\"\nclient_id = \"{}\"\nkey = \"{{source}}/{{batch_id}}.ndjson.gz\"",
+            tls::CLIENT_ID
+        ),
+    ));
+    write_lines(&lf.path("logs/a.log"), 0, 500);
+    let endpoint = format!("{}/msi/token", login.authority_host());
+    lf.run_once_env(&[
+        ("IDENTITY_ENDPOINT", &endpoint),
+        ("IDENTITY_HEADER", tls::IDENTITY_HEADER),
+    ]);
+    assert_eq!(assert_all_present(&az.records("mi-archive"), 500), 0);
+    let reqs = login.requests();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(reqs[0].kind, "managed_identity");
+    assert_eq!(
+        reqs[0].client_id,
+        tls::CLIENT_ID,
+        "the user-assigned identity"
+    );
+    assert_eq!(reqs[0].scope, "https://storage.azure.com");
 }

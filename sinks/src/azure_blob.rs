@@ -5,19 +5,30 @@
 //! expire. The SDK's retries are off: the pipeline's delivery loop is the only one.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use azure_core::http::{ClientOptions, Etag, RequestContent, RetryOptions, StatusCode, Url};
-use azure_storage_blob::models::{
-    AccessTier, BlobClientGetPropertiesResultHeaders, BlockBlobClientUploadOptions,
+use azure_core::credentials::TokenCredential;
+use azure_core::http::{
+    ClientOptions, Etag, NoFormat, RequestContent, RetryOptions, StatusCode, Transport, Url,
 };
-use azure_storage_blob::{BlobClient, BlobClientOptions};
+use azure_storage_blob::models::{
+    AccessTier, AppendBlobClientAppendBlockOptions, AppendBlobClientCreateOptions,
+    BlobClientDownloadOptions, BlobClientGetPropertiesResultHeaders,
+    BlobContainerClientListBlobsOptions, BlockBlobClientUploadOptions, ListBlobsResponse,
+};
+use azure_storage_blob::{
+    BlobClient, BlobClientOptions, BlobContainerClient, BlobContainerClientOptions,
+};
 use base64::Engine;
+use bytes::Bytes;
+use futures::StreamExt;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+pub use crate::azure_auth::Entra;
+use crate::tls::TlsOptions;
 use crate::{percent_encode, Outcome, SealedBatch, Sink};
 
 const SAS_VERSION: &str = "2022-11-02";
@@ -128,15 +139,80 @@ pub fn mint_sas(
     )
 }
 
+/// How the sink authenticates to the storage account.
+#[derive(Clone, PartialEq, Eq)]
+pub enum BlobAuth {
+    /// The account key: container-scoped service SAS tokens are minted from it and renewed.
+    AccountKey(Vec<u8>),
+    /// A SAS token given by the user (without the leading `?`).
+    Sas(String),
+    /// Microsoft Entra ID (bearer tokens; HTTPS only).
+    Entra(Entra),
+}
+
+impl std::fmt::Debug for BlobAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BlobAuth::AccountKey(_) => f.write_str("AccountKey(***)"),
+            BlobAuth::Sas(_) => f.write_str("Sas(***)"),
+            BlobAuth::Entra(e) => write!(f, "Entra({e:?})"),
+        }
+    }
+}
+
+impl ConnectionString {
+    /// The account, blob endpoint and credential it names; the key wins over a SAS.
+    pub fn into_parts(self) -> (String, String, BlobAuth) {
+        let auth = match (self.key, self.sas) {
+            (Some(k), _) => BlobAuth::AccountKey(k),
+            (None, Some(s)) => BlobAuth::Sas(s.trim_start_matches('?').to_string()),
+            // `parse` refuses a string with neither.
+            (None, None) => BlobAuth::Sas(String::new()),
+        };
+        (self.account, self.blob_endpoint, auth)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BlobType {
+    /// One blob per batch.
+    #[default]
+    Block,
+    /// Batches appended to a blob per rendered key, rolled over by size and age.
+    Append,
+}
+
+/// When append mode starts the next blob of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendRoll {
+    pub max_bytes: u64,
+    pub max_age: Duration,
+}
+
+impl Default for AppendRoll {
+    fn default() -> Self {
+        AppendRoll {
+            max_bytes: 256 << 20,
+            max_age: Duration::from_secs(3600),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct AzureBlobOptions {
     pub container: String,
-    pub connection: ConnectionString,
+    pub account: String,
+    /// The account's blob endpoint, without a trailing `/`.
+    pub endpoint: String,
+    pub auth: BlobAuth,
+    pub tls: TlsOptions,
     pub access_tier: Option<String>,
     pub metadata: Vec<(String, String)>,
     /// Create the container when it is missing (needs the account key: an account SAS is
     /// minted for it). Off by default: a typo should not create a new container.
     pub create_container: bool,
+    pub blob_type: BlobType,
+    pub append_roll: AppendRoll,
 }
 
 /// An account SAS allowing only the creation of containers, for `create_container`.
@@ -181,66 +257,137 @@ fn sign(key: &[u8], to_sign: &str) -> String {
     }
 }
 
+/// Azure's limit for one Append Block call (service versions 2022-11-02 and later).
+const MAX_APPEND_BLOCK: u64 = 100 << 20;
+/// Azure's limit of committed blocks in an append blob.
+const MAX_APPEND_BLOCKS: u64 = 50_000;
+/// Append blob series kept in memory; idle ones beyond this are forgotten (and found again
+/// by listing if a key comes back).
+const MAX_APPEND_KEYS: usize = 1024;
+
 pub struct AzureBlobSink {
     o: AzureBlobOptions,
+    transport: Transport,
+    credential: Option<Arc<dyn TokenCredential>>,
     /// The current minted token and when it expires.
     sas: Mutex<Option<(String, chrono::DateTime<chrono::Utc>)>>,
+    /// Append mode: one serialised writer per rendered key.
+    appends: Mutex<HashMap<String, Arc<tokio::sync::Mutex<AppendState>>>>,
+}
+
+/// What the sink knows of the newest append blob of a key. `None` fields are unknown (after a
+/// start or an ambiguous failure) and are read back from the service before the next append.
+#[derive(Default)]
+struct AppendState {
+    seq: Option<u32>,
+    len: Option<u64>,
+    blocks: u64,
+    created: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl AzureBlobSink {
-    pub fn new(o: AzureBlobOptions) -> AzureBlobSink {
-        AzureBlobSink {
+    pub fn new(o: AzureBlobOptions) -> Result<AzureBlobSink, String> {
+        let http = crate::tls::client(&o.tls)?;
+        let credential = match &o.auth {
+            BlobAuth::Entra(e) => {
+                if !o.endpoint.starts_with("https://") {
+                    return Err(format!(
+                        "auth = \"{}\" needs an https:// endpoint (bearer tokens are never sent over plain http), not {}",
+                        e.name(),
+                        o.endpoint
+                    ));
+                }
+                Some(e.credential(&http)?)
+            }
+            _ => None,
+        };
+        Ok(AzureBlobSink {
             o,
+            transport: Transport::new(Arc::new(http)),
+            credential,
             sas: Mutex::new(None),
+            appends: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn client_options(&self) -> ClientOptions {
+        ClientOptions {
+            transport: Some(self.transport.clone()),
+            retry: RetryOptions::none(),
+            ..Default::default()
         }
     }
 
-    fn token(&self) -> String {
-        if let Some(s) = &self.o.connection.sas {
-            return s.trim_start_matches('?').to_string();
-        }
-        let Some(key) = &self.o.connection.key else {
-            return String::new();
+    /// The query string that authenticates a request, if the auth is by SAS.
+    fn token(&self) -> Option<String> {
+        let key = match &self.o.auth {
+            BlobAuth::Sas(s) => return Some(s.clone()),
+            BlobAuth::Entra(_) => return None,
+            BlobAuth::AccountKey(k) => k,
         };
         let now = chrono::Utc::now();
         let mut cur = self.sas.lock().unwrap_or_else(|p| p.into_inner());
-        match &*cur {
+        Some(match &*cur {
             Some((t, exp)) if *exp - now > SAS_LIFETIME / 2 => t.clone(),
             _ => {
                 let exp = now + SAS_LIFETIME;
-                let t = mint_sas(&self.o.connection.account, key, &self.o.container, exp);
+                let t = mint_sas(&self.o.account, key, &self.o.container, exp);
                 *cur = Some((t.clone(), exp));
                 t
             }
+        })
+    }
+
+    fn url(&self, path: &str, query: Option<String>) -> Result<Url, String> {
+        let mut url = format!("{}/{}", self.o.endpoint, self.o.container);
+        if !path.is_empty() {
+            url.push('/');
+            url.push_str(
+                &path
+                    .split('/')
+                    .map(percent_encode)
+                    .collect::<Vec<_>>()
+                    .join("/"),
+            );
         }
+        if let Some(q) = query {
+            url.push('?');
+            url.push_str(&q);
+        }
+        Url::parse(&url).map_err(|e| format!("invalid blob URL: {}", redact_sas(&e.to_string())))
+    }
+
+    fn client(&self, key: &str) -> Result<BlobClient, String> {
+        let url = self.url(key, self.token())?;
+        let options = BlobClientOptions {
+            client_options: self.client_options(),
+            ..Default::default()
+        };
+        BlobClient::new(url, self.credential.clone(), Some(options))
+            .map_err(|e| redact_sas(&e.to_string()))
+    }
+
+    fn container_client(&self, query: Option<String>) -> Result<BlobContainerClient, String> {
+        let url = self.url("", query)?;
+        let options = BlobContainerClientOptions {
+            client_options: self.client_options(),
+            ..Default::default()
+        };
+        BlobContainerClient::new(url, self.credential.clone(), Some(options))
+            .map_err(|e| redact_sas(&e.to_string()))
     }
 
     async fn create(&self) -> Result<(), String> {
-        let Some(key) = &self.o.connection.key else {
-            return Err(
-                "create_container needs the account key (a connection string with AccountKey)"
-                    .into(),
-            );
+        let query = match &self.o.auth {
+            BlobAuth::AccountKey(key) => Some(account_sas_create(
+                &self.o.account,
+                key,
+                chrono::Utc::now() + SAS_LIFETIME,
+            )),
+            BlobAuth::Sas(s) => Some(s.clone()),
+            BlobAuth::Entra(_) => None,
         };
-        let sas = account_sas_create(
-            &self.o.connection.account,
-            key,
-            chrono::Utc::now() + SAS_LIFETIME,
-        );
-        let url = format!(
-            "{}/{}?{sas}",
-            self.o.connection.blob_endpoint, self.o.container
-        );
-        let url = Url::parse(&url).map_err(|e| format!("invalid container URL: {e}"))?;
-        let options = azure_storage_blob::BlobContainerClientOptions {
-            client_options: ClientOptions {
-                retry: RetryOptions::none(),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let c = azure_storage_blob::BlobContainerClient::new(url, None, Some(options))
-            .map_err(|e| redact_sas(&e.to_string()))?;
+        let c = self.container_client(query)?;
         match c.create(None).await {
             Ok(_) => {
                 tracing::info!(container = %self.o.container, "created the container");
@@ -253,6 +400,14 @@ impl AzureBlobSink {
                 redact_sas(&e.to_string())
             )),
         }
+    }
+
+    fn metadata(&self, batch: &SealedBatch) -> HashMap<String, String> {
+        let mut metadata: HashMap<String, String> = self.o.metadata.iter().cloned().collect();
+        metadata.insert("batch_id".into(), batch.meta.id.replace('-', "_"));
+        metadata.insert("record_count".into(), batch.meta.record_count.to_string());
+        metadata.insert("sha256".into(), batch.meta.sha256.clone());
+        metadata
     }
 
     /// After a 409 on upload: the blob at this key is ours (same batch id and digest) when a
@@ -278,32 +433,349 @@ impl AzureBlobSink {
         }
     }
 
-    fn client(&self, key: &str) -> Result<BlobClient, String> {
-        let path: String = key
-            .split('/')
-            .map(percent_encode)
-            .collect::<Vec<_>>()
-            .join("/");
-        let url = format!(
-            "{}/{}/{path}?{}",
-            self.o.connection.blob_endpoint,
-            self.o.container,
-            self.token()
-        );
-        let url = Url::parse(&url).map_err(|e| format!("invalid blob URL: {e}"))?;
-        let options = BlobClientOptions {
-            client_options: ClientOptions {
-                retry: RetryOptions::none(),
-                ..Default::default()
-            },
+    async fn send_block(&self, batch: &SealedBatch) -> Outcome {
+        let client = match self.client(&batch.meta.key) {
+            Ok(c) => c,
+            Err(reason) => return Outcome::Rejected { reason },
+        };
+        let options = BlockBlobClientUploadOptions {
+            blob_content_type: Some(batch.content_type().to_string()),
+            blob_content_encoding: batch
+                .meta
+                .compression
+                .content_encoding()
+                .map(str::to_string),
+            metadata: Some(self.metadata(batch)),
+            tier: self
+                .o
+                .access_tier
+                .as_deref()
+                .and_then(|t| t.parse::<AccessTier>().ok()),
+            // Never overwrite: an archive keeps what it has. A retry whose first attempt did
+            // land finds its own blob (checked below) and counts as delivered. Above 4 MiB the
+            // SDK stages blocks and the condition goes on the commit.
+            if_none_match: Some(Etag::from("*")),
             ..Default::default()
         };
-        BlobClient::new(url, None, Some(options)).map_err(|e| redact_sas(&e.to_string()))
+        let body: RequestContent<Bytes, NoFormat> = batch.payload.clone().into();
+        let res = tokio::time::timeout(
+            Duration::from_secs(300),
+            client.block_blob_client().upload(body, Some(options)),
+        )
+        .await;
+        match res {
+            Ok(Ok(_)) => Outcome::Delivered,
+            Ok(Err(e)) if e.http_status() == Some(StatusCode::Conflict) => {
+                self.already_there(&client, batch).await
+            }
+            Ok(Err(e)) if self.o.create_container && is_container_missing(&e) => {
+                self.created_retry().await
+            }
+            Ok(Err(e)) => classify(&self.o.container, &e),
+            Err(_) => Outcome::Retry {
+                after: None,
+                reason: "Azure Blob upload timed out".into(),
+            },
+        }
+    }
+
+    async fn created_retry(&self) -> Outcome {
+        match self.create().await {
+            // Created: the batch goes again right away through the normal retry.
+            Ok(()) => Outcome::Retry {
+                after: Some(Duration::ZERO),
+                reason: format!("created container {:?}", self.o.container),
+            },
+            Err(reason) => Outcome::Rejected { reason },
+        }
+    }
+
+    fn append_state(&self, key: &str) -> Arc<tokio::sync::Mutex<AppendState>> {
+        let mut map = self.appends.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_APPEND_KEYS && !map.contains_key(key) {
+            // Forget idle series (no writer holds them); the next use lists again.
+            map.retain(|_, s| Arc::strong_count(s) > 1);
+        }
+        map.entry(key.to_string()).or_default().clone()
+    }
+
+    /// Append mode: the batch becomes one Append Block at the position the sink expects
+    /// (`x-ms-blob-condition-appendpos`). When that position is unknown (a start, a lost
+    /// response, a 412) the blob is read back first, and a batch whose exact bytes already
+    /// end it counts as delivered, so a retry never appends twice.
+    async fn send_append(&self, batch: &SealedBatch) -> Outcome {
+        let plen = batch.payload.len() as u64;
+        if plen > MAX_APPEND_BLOCK {
+            return Outcome::TooLarge {
+                reason: format!("{plen} bytes is over Azure's 100 MiB append block limit"),
+            };
+        }
+        let state = self.append_state(&batch.meta.key);
+        let mut st = state.lock().await;
+        let (stem, ext) = split_ext(&batch.meta.key);
+        // A few rounds: roll-overs and 412s each take one.
+        for _ in 0..4 {
+            let seq = match st.seq {
+                Some(s) => s,
+                None => match self.newest_seq(&stem, &ext).await {
+                    Ok(s) => {
+                        st.seq = Some(s.max(1));
+                        s.max(1)
+                    }
+                    Err(o) => return o,
+                },
+            };
+            let name = format!("{stem}-{seq:05}{ext}");
+            let client = match self.client(&name) {
+                Ok(c) => c,
+                Err(reason) => return Outcome::Rejected { reason },
+            };
+            let len = match st.len {
+                Some(l) => l,
+                None => match self.resolve(&client, &name, batch, &mut st).await {
+                    Ok(Some(l)) => l,
+                    Ok(None) => return Outcome::Delivered,
+                    Err(o) => return o,
+                },
+            };
+            let old = st.created.is_some_and(|c| {
+                (chrono::Utc::now() - c).to_std().unwrap_or_default() > self.o.append_roll.max_age
+            });
+            if len > 0
+                && (len + plen > self.o.append_roll.max_bytes
+                    || st.blocks + 1 > MAX_APPEND_BLOCKS
+                    || old)
+            {
+                *st = AppendState {
+                    seq: Some(seq + 1),
+                    ..Default::default()
+                };
+                continue;
+            }
+            let options = AppendBlobClientAppendBlockOptions {
+                append_position: Some(len as i64),
+                ..Default::default()
+            };
+            let body: RequestContent<Bytes, NoFormat> = batch.payload.clone().into();
+            let res = tokio::time::timeout(
+                Duration::from_secs(300),
+                client
+                    .append_blob_client()
+                    .append_block(body, plen, Some(options)),
+            )
+            .await;
+            match res {
+                Ok(Ok(_)) => {
+                    st.len = Some(len + plen);
+                    st.blocks += 1;
+                    return Outcome::Delivered;
+                }
+                // Not at the expected end: read it back (our lost attempt may be there).
+                Ok(Err(e)) if e.http_status() == Some(StatusCode::PreconditionFailed) => {
+                    st.len = None;
+                }
+                Ok(Err(e)) if error_code(&e) == "BlockCountExceedsLimit" => {
+                    *st = AppendState {
+                        seq: Some(seq + 1),
+                        ..Default::default()
+                    };
+                }
+                Ok(Err(e)) if error_code(&e) == "BlobNotFound" => st.len = None,
+                Ok(Err(e)) => {
+                    // The append may have landed (5xx, lost connection): find out next time.
+                    st.len = None;
+                    return classify(&self.o.container, &e);
+                }
+                Err(_) => {
+                    st.len = None;
+                    return Outcome::Retry {
+                        after: None,
+                        reason: "Azure Blob append timed out".into(),
+                    };
+                }
+            }
+        }
+        Outcome::Retry {
+            after: None,
+            reason: format!(
+                "the append blob for {:?} kept changing under this writer",
+                batch.meta.key
+            ),
+        }
+    }
+
+    /// The highest roll number of a key's append blobs in the container (0: none yet).
+    async fn newest_seq(&self, stem: &str, ext: &str) -> Result<u32, Outcome> {
+        let c = self
+            .container_client(self.token())
+            .map_err(|reason| Outcome::Rejected { reason })?;
+        let prefix = format!("{stem}-");
+        let pager = c
+            .list_blobs(Some(BlobContainerClientListBlobsOptions {
+                prefix: Some(prefix.clone()),
+                ..Default::default()
+            }))
+            .map_err(|e| classify(&self.o.container, &e))?;
+        let mut pages = pager.into_pages();
+        let mut best = 0u32;
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| classify(&self.o.container, &e))?;
+            let list: ListBlobsResponse = page
+                .into_model()
+                .map_err(|e| classify(&self.o.container, &e))?;
+            for item in list.blob_items {
+                let Some(name) = item.name else { continue };
+                let n = name
+                    .strip_prefix(&prefix)
+                    .and_then(|r| r.strip_suffix(ext))
+                    .filter(|d| d.len() >= 5 && d.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|d| d.parse::<u32>().ok());
+                if let Some(n) = n {
+                    best = best.max(n);
+                }
+            }
+        }
+        Ok(best)
+    }
+
+    /// Reads the blob's length back (creating the blob when missing). `Ok(None)` when the
+    /// batch is already at its end: a lost response or a replay after a crash.
+    async fn resolve(
+        &self,
+        client: &BlobClient,
+        name: &str,
+        batch: &SealedBatch,
+        st: &mut AppendState,
+    ) -> Result<Option<u64>, Outcome> {
+        match client.get_properties(None).await {
+            Ok(p) => {
+                if let Ok(Some(t)) = p.blob_type() {
+                    if t != azure_storage_blob::models::BlobType::AppendBlob {
+                        return Err(Outcome::Rejected {
+                            reason: format!(
+                                "{name:?} in container {:?} is a {t:?}, not an append blob; it is kept, this batch is set aside",
+                                self.o.container
+                            ),
+                        });
+                    }
+                }
+                let len = p.content_length().ok().flatten().unwrap_or(0);
+                st.blocks = p
+                    .blob_committed_block_count()
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0)
+                    .max(0) as u64;
+                st.created = p
+                    .creation_time()
+                    .ok()
+                    .flatten()
+                    .and_then(|t| chrono::DateTime::from_timestamp(t.unix_timestamp(), 0));
+                if self.ends_with(client, len, &batch.payload).await? {
+                    st.len = Some(len);
+                    return Ok(None);
+                }
+                st.len = Some(len);
+                Ok(Some(len))
+            }
+            Err(e)
+                if e.http_status() == Some(StatusCode::NotFound) && !is_container_missing(&e) =>
+            {
+                let options = AppendBlobClientCreateOptions {
+                    blob_content_type: Some(batch.content_type().to_string()),
+                    blob_content_encoding: batch
+                        .meta
+                        .compression
+                        .content_encoding()
+                        .map(str::to_string),
+                    metadata: Some(self.o.metadata.iter().cloned().collect()),
+                    if_none_match: Some(Etag::from("*")),
+                    ..Default::default()
+                };
+                match client.append_blob_client().create(Some(options)).await {
+                    Ok(_) => {
+                        st.len = Some(0);
+                        st.blocks = 0;
+                        st.created = Some(chrono::Utc::now());
+                        Ok(Some(0))
+                    }
+                    // Created meanwhile (a lost response): read it back next round.
+                    Err(e) if e.http_status() == Some(StatusCode::Conflict) => {
+                        Err(Outcome::Retry {
+                            after: Some(Duration::ZERO),
+                            reason: format!("append blob {name:?} appeared meanwhile"),
+                        })
+                    }
+                    Err(e) => Err(classify(&self.o.container, &e)),
+                }
+            }
+            Err(e) if self.o.create_container && is_container_missing(&e) => {
+                Err(self.created_retry().await)
+            }
+            Err(e) => Err(classify(&self.o.container, &e)),
+        }
+    }
+
+    /// Whether the blob's last bytes, within a few batches' reach, hold exactly this payload.
+    async fn ends_with(
+        &self,
+        client: &BlobClient,
+        len: u64,
+        payload: &[u8],
+    ) -> Result<bool, Outcome> {
+        let plen = payload.len() as u64;
+        if len < plen {
+            return Ok(false);
+        }
+        // Concurrent sends can land a few batches after a lost one before the sink notices.
+        let window = (plen * 8).clamp(plen, 64 << 20).min(len);
+        let options = BlobClientDownloadOptions {
+            range: Some((len - window..len).into()),
+            ..Default::default()
+        };
+        let res = client
+            .download(Some(options))
+            .await
+            .map_err(|e| classify(&self.o.container, &e))?;
+        let tail = res
+            .body
+            .collect()
+            .await
+            .map_err(|e| classify(&self.o.container, &e))?;
+        Ok(memchr::memmem::find(&tail, payload).is_some())
+    }
+}
+
+/// Splits a key into the part before its file extensions and the extensions, so that roll
+/// numbers go before them: `a/host.ndjson.gz` -> (`a/host`, `.ndjson.gz`).
+fn split_ext(key: &str) -> (String, String) {
+    const EXTS: &[&str] = &[".gz", ".zst", ".ndjson", ".jsonl", ".json", ".log", ".txt"];
+    let mut stem = key;
+    loop {
+        let name_start = stem.rfind('/').map_or(0, |i| i + 1);
+        match EXTS
+            .iter()
+            .find(|e| stem.ends_with(*e) && stem.len() - e.len() > name_start)
+        {
+            Some(e) => stem = &stem[..stem.len() - e.len()],
+            None => break,
+        }
+    }
+    (stem.to_string(), key[stem.len()..].to_string())
+}
+
+fn error_code(e: &azure_core::Error) -> &str {
+    match e.kind() {
+        azure_core::error::ErrorKind::HttpResponse {
+            error_code: Some(c),
+            ..
+        } => c,
+        _ => "",
     }
 }
 
 fn is_container_missing(e: &azure_core::Error) -> bool {
-    matches!(e.kind(), azure_core::error::ErrorKind::HttpResponse { error_code: Some(c), .. } if c == "ContainerNotFound")
+    error_code(e) == "ContainerNotFound"
 }
 
 fn classify(container: &str, e: &azure_core::Error) -> Outcome {
@@ -348,59 +820,9 @@ fn classify(container: &str, e: &azure_core::Error) -> Outcome {
 #[async_trait]
 impl Sink for AzureBlobSink {
     async fn send(&self, batch: &SealedBatch) -> Outcome {
-        let client = match self.client(&batch.meta.key) {
-            Ok(c) => c,
-            Err(reason) => return Outcome::Rejected { reason },
-        };
-        let mut metadata: HashMap<String, String> = self.o.metadata.iter().cloned().collect();
-        metadata.insert("batch_id".into(), batch.meta.id.replace('-', "_"));
-        metadata.insert("record_count".into(), batch.meta.record_count.to_string());
-        metadata.insert("sha256".into(), batch.meta.sha256.clone());
-        let options = BlockBlobClientUploadOptions {
-            blob_content_type: Some(batch.content_type().to_string()),
-            blob_content_encoding: batch
-                .meta
-                .compression
-                .content_encoding()
-                .map(str::to_string),
-            metadata: Some(metadata),
-            tier: self
-                .o
-                .access_tier
-                .as_deref()
-                .and_then(|t| t.parse::<AccessTier>().ok()),
-            // Never overwrite: an archive keeps what it has. A retry whose first attempt did
-            // land finds its own blob (checked below) and counts as delivered.
-            if_none_match: Some(Etag::from("*")),
-            ..Default::default()
-        };
-        let res = tokio::time::timeout(
-            Duration::from_secs(300),
-            client
-                .block_blob_client()
-                .upload(RequestContent::from(batch.payload.to_vec()), Some(options)),
-        )
-        .await;
-        match res {
-            Ok(Ok(_)) => Outcome::Delivered,
-            Ok(Err(e)) if e.http_status() == Some(StatusCode::Conflict) => {
-                self.already_there(&client, batch).await
-            }
-            Ok(Err(e)) if self.o.create_container && is_container_missing(&e) => {
-                match self.create().await {
-                    // Created: the batch goes again right away through the normal retry.
-                    Ok(()) => Outcome::Retry {
-                        after: Some(Duration::ZERO),
-                        reason: format!("created container {:?}", self.o.container),
-                    },
-                    Err(reason) => Outcome::Rejected { reason },
-                }
-            }
-            Ok(Err(e)) => classify(&self.o.container, &e),
-            Err(_) => Outcome::Retry {
-                after: None,
-                reason: "Azure Blob upload timed out".into(),
-            },
+        match self.o.blob_type {
+            BlobType::Block => self.send_block(batch).await,
+            BlobType::Append => self.send_append(batch).await,
         }
     }
 

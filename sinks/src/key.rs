@@ -18,6 +18,8 @@ pub enum KeyTemplateError {
     BadTime(String),
     #[error("the key must contain `{{batch_id}}`, or batches would overwrite each other")]
     NoBatchId,
+    #[error("append blobs are shared by the batches of a key: remove `{{batch_id}}` (roll-over numbers the blobs)")]
+    SharedWithBatchId,
     #[error("the key must be a relative path without `..` or empty segments")]
     NotRelative,
 }
@@ -56,7 +58,17 @@ pub struct KeyContext<'a> {
 }
 
 impl KeyTemplate {
+    /// A key naming one object per batch: it must contain `{batch_id}`.
     pub fn parse(raw: &str) -> Result<Self, KeyTemplateError> {
+        Self::parse_with(raw, true)
+    }
+
+    /// A key naming an object many batches append to: it must not contain `{batch_id}`.
+    pub fn parse_shared(raw: &str) -> Result<Self, KeyTemplateError> {
+        Self::parse_with(raw, false)
+    }
+
+    fn parse_with(raw: &str, per_batch: bool) -> Result<Self, KeyTemplateError> {
         let mut parts = Vec::new();
         let mut fields: Vec<String> = Vec::new();
         let mut lit = String::new();
@@ -98,8 +110,12 @@ impl KeyTemplate {
         if !lit.is_empty() {
             parts.push(literal(lit)?);
         }
-        if !parts.iter().any(|p| matches!(p, Part::BatchId)) {
+        let has_id = parts.iter().any(|p| matches!(p, Part::BatchId));
+        if per_batch && !has_id {
             return Err(KeyTemplateError::NoBatchId);
+        }
+        if !per_batch && has_id {
+            return Err(KeyTemplateError::SharedWithBatchId);
         }
         if raw.starts_with('/') || raw.split('/').any(|s| s == ".." || s == ".") {
             return Err(KeyTemplateError::NotRelative);

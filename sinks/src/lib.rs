@@ -5,11 +5,13 @@
 //! pipeline owns spooling, backoff, rate limits, splitting and dead letters, so every destination
 //! gets the same guarantees from one implementation.
 
+pub mod azure_auth;
 pub mod azure_blob;
 pub mod batch;
 pub mod directory;
 pub mod key;
 pub mod s3;
+pub mod tls;
 
 use std::time::Duration;
 

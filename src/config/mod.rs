@@ -22,6 +22,8 @@ pub use raw::{Buffer, Format, LogFormat, ReadFrom};
 use values::Size;
 
 pub const DEFAULT_KEY: &str = "{source}/%Y/%m/%d/%H/{batch_id}.ndjson.gz";
+/// Append blobs: one series per source, host and day (roll-over adds `-00001`, ...).
+pub const DEFAULT_APPEND_KEY: &str = "{source}/%Y/%m/%d/{host}.ndjson.gz";
 
 #[derive(Debug)]
 pub struct Config {

@@ -211,16 +211,43 @@ pub struct AzureBlob {
     pub container: String,
     pub connection_string: Option<String>,
     pub connection_string_file: Option<String>,
-    /// With `account` (and optional `endpoint`): a SAS token instead of a connection string.
+    /// Without a connection string: the account name, its blob endpoint (default
+    /// `https://<account>.blob.core.windows.net`) and one of the credentials below.
     pub account: Option<String>,
     pub endpoint: Option<String>,
+    pub account_key: Option<String>,
+    pub account_key_file: Option<String>,
     pub sas_token: Option<String>,
     pub sas_token_file: Option<String>,
+    /// Entra ID: `workload_identity`, `managed_identity` or `client_secret`.
+    pub auth: Option<String>,
+    pub tenant_id: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<String>,
+    pub authority_host: Option<String>,
+    pub federated_token_file: Option<String>,
+    pub tls: Option<Tls>,
     pub access_tier: Option<String>,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
     #[serde(default)]
     pub create_container: bool,
+    pub blob_type: Option<String>,
+    pub append_roll: Option<AppendRoll>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub ca_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppendRoll {
+    pub max_bytes: Option<Size>,
+    pub max_age: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]

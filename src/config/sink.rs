@@ -6,7 +6,9 @@ use std::time::Duration;
 use logferry_sinks::{Encoding, KeyTemplate};
 
 use super::raw::{self, SINK_COMMON_KEYS, SINK_TYPES};
-use super::{resolve, size_or, typed, Collector, SinkConfig, SinkKind, DEFAULT_KEY};
+use super::{
+    resolve, size_or, typed, Collector, SinkConfig, SinkKind, DEFAULT_APPEND_KEY, DEFAULT_KEY,
+};
 
 pub(super) fn build(
     name: &str,
@@ -40,7 +42,7 @@ pub(super) fn build(
             })
         }
         "azure_blob" => typed::<raw::AzureBlob>(table, p, SINK_COMMON_KEYS, c)
-            .and_then(|s| azure_blob(p, s, c))
+            .and_then(|s| azure_blob(p, s, base, c))
             .map(|o| SinkKind::AzureBlob(Box::new(o))),
         "s3" => typed::<raw::S3>(table, p, SINK_COMMON_KEYS, c)
             .and_then(|s| s3(p, s, c))
@@ -58,7 +60,13 @@ pub(super) fn build(
     };
     let common: raw::SinkCommon = typed(common_t, p, &[], c)?;
     let kind = kind?;
-    let key = match KeyTemplate::parse(common.key.as_deref().unwrap_or(DEFAULT_KEY)) {
+    let append = matches!(&kind, SinkKind::AzureBlob(o) if o.blob_type == logferry_sinks::azure_blob::BlobType::Append);
+    let parsed = if append {
+        KeyTemplate::parse_shared(common.key.as_deref().unwrap_or(DEFAULT_APPEND_KEY))
+    } else {
+        KeyTemplate::parse(common.key.as_deref().unwrap_or(DEFAULT_KEY))
+    };
+    let key = match parsed {
         Ok(k) => Some(k),
         Err(e) => {
             c.add(format!("{p}.key"), e.to_string());
@@ -296,8 +304,10 @@ const ACCESS_TIERS: &[&str] = &["Hot", "Cool", "Cold", "Archive"];
 fn azure_blob(
     p: &str,
     s: raw::AzureBlob,
+    base: &Path,
     c: &mut Collector,
 ) -> Option<logferry_sinks::azure_blob::AzureBlobOptions> {
+    use logferry_sinks::azure_blob::{AppendRoll, BlobAuth, BlobType, ConnectionString, Entra};
     let before = c.list.len();
     let valid_name = (3..=63).contains(&s.container.len())
         && s.container
@@ -309,76 +319,282 @@ fn azure_blob(
             "3-63 lowercase letters, digits and dashes",
         );
     }
+    let blob_type = match s.blob_type.as_deref() {
+        None | Some("block") => BlobType::Block,
+        Some("append") => BlobType::Append,
+        Some(other) => {
+            c.add(
+                format!("{p}.blob_type"),
+                format!("{other:?}: \"block\" (a blob per batch) or \"append\""),
+            );
+            BlobType::Block
+        }
+    };
     if let Some(t) = &s.access_tier {
         if !ACCESS_TIERS.contains(&t.as_str()) {
             c.add(
                 format!("{p}.access_tier"),
                 format!("{t:?}: one of {}", ACCESS_TIERS.join(", ")),
             );
+        } else if blob_type == BlobType::Append {
+            c.add(
+                format!("{p}.access_tier"),
+                "access tiers apply to block blobs only; remove it or use blob_type = \"block\"",
+            );
         }
     }
-    let cs = match super::values::secret(
-        "connection_string",
-        s.connection_string.as_deref(),
-        s.connection_string_file.as_deref(),
-    ) {
-        Ok(Some(v)) => match logferry_sinks::azure_blob::ConnectionString::parse(v.expose()) {
-            Ok(cs) => Some(cs),
+    let mut append_roll = AppendRoll::default();
+    if let Some(r) = &s.append_roll {
+        if blob_type != BlobType::Append {
+            c.add(
+                format!("{p}.append_roll"),
+                "only applies with blob_type = \"append\"",
+            );
+        }
+        if let Some(b) = r.max_bytes {
+            if b.0 < 1 << 20 {
+                c.add(
+                    format!("{p}.append_roll.max_bytes"),
+                    "must be at least 1MiB",
+                );
+            }
+            append_roll.max_bytes = b.0;
+        }
+        if let Some(a) = r.max_age {
+            if a.0 < Duration::from_secs(1) {
+                c.add(format!("{p}.append_roll.max_age"), "must be at least 1s");
+            }
+            append_roll.max_age = a.0;
+        }
+    }
+    let file = |f: &Option<String>| {
+        f.as_deref()
+            .map(|f| resolve(base, f).to_string_lossy().into_owned())
+    };
+    let mut secret =
+        |name: &str, inline: &Option<String>, f: &Option<String>| match super::values::secret(
+            name,
+            inline.as_deref(),
+            file(f).as_deref(),
+        ) {
+            Ok(v) => v,
             Err(e) => {
-                c.add(format!("{p}.connection_string"), e);
+                c.add(format!("{p}.{name}"), e);
                 None
             }
-        },
-        Ok(None) => match super::values::secret(
-            "sas_token",
-            s.sas_token.as_deref(),
-            s.sas_token_file.as_deref(),
-        ) {
-            Ok(Some(sas)) => match &s.account {
-                Some(account) => Some(logferry_sinks::azure_blob::ConnectionString {
-                    account: account.clone(),
-                    key: None,
-                    blob_endpoint: s
-                        .endpoint
-                        .clone()
-                        .unwrap_or_else(|| format!("https://{account}.blob.core.windows.net"))
-                        .trim_end_matches('/')
-                        .to_string(),
-                    sas: Some(sas.expose().trim_start_matches('?').to_string()),
-                }),
+        };
+    let cs = secret(
+        "connection_string",
+        &s.connection_string,
+        &s.connection_string_file,
+    );
+    let key = secret("account_key", &s.account_key, &s.account_key_file);
+    let sas = secret("sas_token", &s.sas_token, &s.sas_token_file);
+    let client_secret = secret("client_secret", &s.client_secret, &s.client_secret_file);
+    let entra_fields = [
+        ("tenant_id", s.tenant_id.is_some()),
+        ("client_id", s.client_id.is_some()),
+        ("client_secret", client_secret.is_some()),
+        ("authority_host", s.authority_host.is_some()),
+        ("federated_token_file", s.federated_token_file.is_some()),
+    ];
+    if let Some(h) = &s.authority_host {
+        if !h.starts_with("https://") {
+            c.add(
+                format!("{p}.authority_host"),
+                "must be an https:// URL (e.g. https://login.microsoftonline.us)",
+            );
+        }
+    }
+    let entra = match s.auth.as_deref() {
+        None => {
+            if let Some((name, _)) = entra_fields.iter().find(|(_, set)| *set) {
+                c.add(
+                    format!("{p}.{name}"),
+                    "is an Entra ID option: set auth = \"workload_identity\", \"managed_identity\" or \"client_secret\"",
+                );
+            }
+            None
+        }
+        Some("workload_identity") => {
+            if client_secret.is_some() {
+                c.add(
+                    format!("{p}.client_secret"),
+                    "not used with auth = \"workload_identity\"",
+                );
+            }
+            Some(Entra::WorkloadIdentity {
+                tenant_id: s.tenant_id.clone(),
+                client_id: s.client_id.clone(),
+                token_file: s.federated_token_file.as_deref().map(|f| resolve(base, f)),
+                authority_host: s.authority_host.clone(),
+            })
+        }
+        Some("managed_identity") => {
+            for (name, set) in entra_fields {
+                if set && name != "client_id" {
+                    c.add(
+                        format!("{p}.{name}"),
+                        "not used with auth = \"managed_identity\" (only client_id, for a user-assigned identity)",
+                    );
+                }
+            }
+            Some(Entra::ManagedIdentity {
+                client_id: s.client_id.clone(),
+            })
+        }
+        Some("client_secret") => {
+            let mut missing = |name: &str, v: Option<String>| match v {
+                Some(v) => v,
                 None => {
                     c.add(
-                        format!("{p}.account"),
-                        "a sas_token needs the storage `account` name",
+                        format!("{p}.{name}"),
+                        "required with auth = \"client_secret\"",
                     );
-                    None
+                    String::new()
                 }
-            },
-            Ok(None) => {
-                c.add(
-                    p,
-                    "needs connection_string (or _file), or account + sas_token (or _file)",
-                );
-                None
-            }
-            Err(e) => {
-                c.add(format!("{p}.sas_token"), e);
-                None
-            }
-        },
-        Err(e) => {
-            c.add(format!("{p}.connection_string"), e);
+            };
+            let tenant_id = missing("tenant_id", s.tenant_id.clone());
+            let client_id = missing("client_id", s.client_id.clone());
+            let secret = missing(
+                "client_secret",
+                client_secret.as_ref().map(|v| v.expose().to_string()),
+            );
+            Some(Entra::ClientSecret {
+                tenant_id,
+                client_id,
+                secret,
+                authority_host: s.authority_host.clone(),
+            })
+        }
+        Some(other) => {
+            c.add(
+                format!("{p}.auth"),
+                format!("{other:?}: one of workload_identity, managed_identity, client_secret (or use account_key, sas_token or connection_string)"),
+            );
             None
         }
     };
+    let location = match (cs, &s.account) {
+        (Some(_), Some(_)) => {
+            c.add(
+                format!("{p}.account"),
+                "set either connection_string or account (+ endpoint), not both",
+            );
+            None
+        }
+        (Some(cs), None) => {
+            for (name, set) in [
+                ("endpoint", s.endpoint.is_some()),
+                ("account_key", key.is_some()),
+                ("sas_token", sas.is_some()),
+                ("auth", s.auth.is_some()),
+            ] {
+                if set {
+                    c.add(
+                        format!("{p}.{name}"),
+                        "the connection string already says where and how; remove one of them",
+                    );
+                }
+            }
+            match ConnectionString::parse(cs.expose()) {
+                Ok(cs) => Some(cs.into_parts()),
+                Err(e) => {
+                    c.add(format!("{p}.connection_string"), e);
+                    None
+                }
+            }
+        }
+        (None, Some(account)) => {
+            let endpoint = s
+                .endpoint
+                .clone()
+                .unwrap_or_else(|| format!("https://{account}.blob.core.windows.net"))
+                .trim_end_matches('/')
+                .to_string();
+            if !endpoint.starts_with("https://") && !endpoint.starts_with("http://") {
+                c.add(format!("{p}.endpoint"), "must be an http(s):// URL");
+            }
+            let chosen = [
+                ("account_key", key.is_some()),
+                ("sas_token", sas.is_some()),
+                ("auth", entra.is_some() || s.auth.is_some()),
+            ];
+            let n = chosen.iter().filter(|(_, set)| *set).count();
+            if n > 1 {
+                c.add(p, "choose one credential: account_key, sas_token or auth");
+            }
+            let auth = if let Some(k) = key {
+                match base64::Engine::decode(
+                    &base64::engine::general_purpose::STANDARD,
+                    k.expose().trim(),
+                ) {
+                    Ok(k) => Some(BlobAuth::AccountKey(k)),
+                    Err(_) => {
+                        c.add(
+                            format!("{p}.account_key"),
+                            "is not base64 (copy it from the portal's Access keys)",
+                        );
+                        None
+                    }
+                }
+            } else if let Some(s) = sas {
+                Some(BlobAuth::Sas(
+                    s.expose().trim_start_matches('?').to_string(),
+                ))
+            } else if let Some(e) = entra {
+                if !endpoint.starts_with("https://") {
+                    c.add(
+                        format!("{p}.endpoint"),
+                        "Entra ID auth sends bearer tokens, which needs https://",
+                    );
+                }
+                Some(BlobAuth::Entra(e))
+            } else {
+                if n == 0 {
+                    c.add(
+                        p,
+                        "needs a credential with account: auth (workload_identity, managed_identity, client_secret), account_key (or _file) or sas_token (or _file)",
+                    );
+                }
+                None
+            };
+            auth.map(|a| (account.clone(), endpoint, a))
+        }
+        (None, None) => {
+            c.add(
+                p,
+                "needs connection_string (or _file), or account with auth, account_key or sas_token",
+            );
+            None
+        }
+    };
+    let tls = logferry_sinks::tls::TlsOptions {
+        ca_file: s
+            .tls
+            .as_ref()
+            .and_then(|t| t.ca_file.as_deref())
+            .map(|f| resolve(base, f)),
+    };
+    if let Some(f) = &tls.ca_file {
+        if let Err(e) = std::fs::metadata(f) {
+            c.add(format!("{p}.tls.ca_file"), format!("{}: {e}", f.display()));
+        }
+    }
     if c.list.len() > before {
         return None;
     }
+    let (account, endpoint, auth) = location?;
     Some(logferry_sinks::azure_blob::AzureBlobOptions {
         container: s.container,
-        connection: cs?,
+        account,
+        endpoint,
+        auth,
+        tls,
         access_tier: s.access_tier,
         metadata: s.metadata.into_iter().collect(),
         create_container: s.create_container,
+        blob_type,
+        append_roll,
     })
 }

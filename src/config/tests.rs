@@ -162,3 +162,54 @@ fn envelope_needs_records_placeholder() {
     assert_eq!(c.sinks[0].envelope.as_ref().unwrap().0, "{\"logEntries\":");
     assert_eq!(c.sinks[0].encoding, Encoding::JsonArray);
 }
+
+const BLOB: &str = r#"
+data_dir = "./data"
+[sources.jobs]
+include = ["./logs/*.log"]
+sinks = ["blob"]
+[sinks.blob]
+type = "azure_blob"
+container = "archive"
+"#;
+
+#[test]
+fn azure_blob_credentials_are_checked_together() {
+    use logferry_sinks::azure_blob::{BlobAuth, BlobType, Entra};
+    let ok = load(&format!(
+        "{BLOB}account = \"acme\"\nauth = \"client_secret\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\nauthority_host = \"https://login.microsoftonline.us\"\nblob_type = \"append\"\nappend_roll = {{ max_bytes = \"64MiB\", max_age = \"30m\" }}\n"
+    ))
+    .unwrap();
+    let SinkKind::AzureBlob(o) = &ok.sinks[0].kind else {
+        panic!("not azure_blob")
+    };
+    assert_eq!(o.endpoint, "https://acme.blob.core.windows.net");
+    assert!(
+        matches!(&o.auth, BlobAuth::Entra(Entra::ClientSecret { tenant_id, .. }) if tenant_id == "t")
+    );
+    assert!(
+        !format!("{o:?}").contains("\"s\""),
+        "the secret stays out of Debug"
+    );
+    assert_eq!(o.blob_type, BlobType::Append);
+    assert_eq!(o.append_roll.max_bytes, 64 << 20);
+    assert_eq!(ok.sinks[0].key.as_str(), DEFAULT_APPEND_KEY);
+
+    for (extra, expect) in [
+        ("", "needs connection_string (or _file), or account"),
+        ("account = \"a\"\n", "needs a credential with account"),
+        ("account = \"a\"\naccount_key = \"a2V5\"\nsas_token = \"sv=1\"\n", "choose one credential"),
+        ("account = \"a\"\nauth = \"client_secret\"\n", "sinks.blob.tenant_id: required with auth = \"client_secret\""),
+        ("account = \"a\"\nauth = \"managed_identity\"\ntenant_id = \"t\"\n", "sinks.blob.tenant_id: not used with auth = \"managed_identity\""),
+        ("account = \"a\"\nsas_token = \"x\"\nclient_id = \"c\"\n", "sinks.blob.client_id: is an Entra ID option"),
+        ("account = \"a\"\nauth = \"workload_identity\"\nendpoint = \"http://127.0.0.1:1/a\"\n", "Entra ID auth sends bearer tokens, which needs https://"),
+        ("account = \"a\"\nauth = \"kerberos\"\n", "\"kerberos\": one of workload_identity"),
+        ("connection_string = \"UseDevelopmentStorage=true\"\nauth = \"managed_identity\"\n", "sinks.blob.auth: the connection string already says"),
+        ("connection_string = \"UseDevelopmentStorage=true\"\nblob_type = \"append\"\naccess_tier = \"Cool\"\n", "access tiers apply to block blobs only"),
+        ("connection_string = \"UseDevelopmentStorage=true\"\nappend_roll = { max_bytes = \"1GiB\" }\n", "only applies with blob_type = \"append\""),
+        ("connection_string = \"UseDevelopmentStorage=true\"\nblob_type = \"append\"\nkey = \"{source}/{batch_id}.gz\"\n", "append blobs are shared by the batches of a key"),
+    ] {
+        let shown = load(&format!("{BLOB}{extra}")).unwrap_err().to_string();
+        assert!(shown.contains(expect), "{extra}\n=> {shown}");
+    }
+}

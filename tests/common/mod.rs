@@ -2,6 +2,8 @@
 //! reads back what it archived. Waiting is always on a condition with a deadline.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -471,6 +473,7 @@ impl FaultProxy {
             let mut left = fault.count;
             for conn in listener.incoming() {
                 let Ok(mut client) = conn else { continue };
+                let _ = client.set_read_timeout(Some(Duration::from_secs(10)));
                 let Some((head, body)) = read_request(&mut client) else {
                     continue;
                 };
@@ -533,8 +536,7 @@ impl FaultProxy {
 }
 
 /// Reads one request: head (without the blank line) and a Content-Length or chunked body.
-fn read_request(s: &mut TcpStream) -> Option<(String, Vec<u8>)> {
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+pub fn read_request(s: &mut impl Read) -> Option<(String, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut tmp = [0u8; 8192];
     let head_end = loop {
@@ -584,6 +586,8 @@ pub struct Azurite {
     child: Child,
     _data: tempfile::TempDir,
     pub port: u16,
+    /// Set when started with HTTPS (and OAuth): the test's client trusts the test CA.
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// Azurite's development account key (public, documented by Microsoft).
@@ -592,6 +596,16 @@ pub const AZURITE_KEY: &str =
 
 impl Azurite {
     pub fn start() -> Azurite {
+        Self::start_with(None)
+    }
+
+    /// Azurite over HTTPS with a certificate from `ca`, checking bearer tokens (`--oauth
+    /// basic`: audience, issuer and lifetime; signatures are not verified).
+    pub fn start_https(ca: &tls::TestCa) -> Azurite {
+        Self::start_with(Some(ca))
+    }
+
+    fn start_with(ca: Option<&tls::TestCa>) -> Azurite {
         let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("target/test-tools/azurite/node_modules/.bin/azurite-blob");
         assert!(
@@ -600,17 +614,26 @@ impl Azurite {
         );
         let data = tempfile::tempdir().unwrap();
         let port = free_port();
-        let child = Command::new(bin)
-            .args([
-                "--blobHost",
-                "127.0.0.1",
-                "--blobPort",
-                &port.to_string(),
-                "--silent",
-                "--skipApiVersionCheck",
-                "--location",
-            ])
-            .arg(data.path())
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            &port.to_string(),
+            "--silent",
+            "--skipApiVersionCheck",
+            "--location",
+        ])
+        .arg(data.path());
+        if let Some(ca) = ca {
+            let cert = ca.server("azurite", &["127.0.0.1", "localhost"]);
+            cmd.arg("--cert")
+                .arg(&cert.cert_pem)
+                .arg("--key")
+                .arg(&cert.key_pem)
+                .args(["--oauth", "basic"]);
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -619,6 +642,7 @@ impl Azurite {
             child,
             _data: data,
             port,
+            tls: ca.map(|ca| ca.client_config()),
         };
         wait_until(Duration::from_secs(30), "azurite to listen", || {
             TcpStream::connect(("127.0.0.1", port)).is_ok()
@@ -628,9 +652,15 @@ impl Azurite {
 
     pub fn connection_string(&self) -> String {
         format!(
-            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{}/devstoreaccount1;",
-            self.port
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};BlobEndpoint={};",
+            self.endpoint()
         )
+    }
+
+    /// The account's blob endpoint (`http://` or `https://`).
+    pub fn endpoint(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/devstoreaccount1", self.port)
     }
 
     /// An account SAS for the test's own calls (create containers, read blobs).
@@ -672,44 +702,22 @@ impl Azurite {
         method: &str,
         path_and_query: &str,
     ) -> (u16, Vec<(String, String)>, Vec<u8>) {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(s, "{method} {path_and_query} HTTP/1.1\r\nHost: 127.0.0.1\r\nx-ms-version: 2022-11-02\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+        let head = format!("{method} {path_and_query} HTTP/1.1\r\nHost: 127.0.0.1\r\nx-ms-version: 2022-11-02\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         let mut raw = Vec::new();
-        s.read_to_end(&mut raw).unwrap();
-        let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-        let head = String::from_utf8_lossy(&raw[..end]).into_owned();
-        let mut lines = head.lines();
-        let status = lines
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap();
-        let headers = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect::<Vec<_>>();
-        let mut body = raw[end + 4..].to_vec();
-        if headers
-            .iter()
-            .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
-        {
-            let mut out = Vec::new();
-            let mut rest = &body[..];
-            while let Some(nl) = rest.windows(2).position(|w| w == b"\r\n") {
-                let n = usize::from_str_radix(std::str::from_utf8(&rest[..nl]).unwrap().trim(), 16)
-                    .unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                out.extend_from_slice(&rest[nl + 2..nl + 2 + n]);
-                rest = &rest[nl + 4 + n..];
+        match &self.tls {
+            Some(cfg) => {
+                let mut s = tls::connect(cfg, self.port);
+                s.write_all(head.as_bytes()).unwrap();
+                // Azurite closes without close_notify; what arrived is complete.
+                let _ = s.read_to_end(&mut raw);
             }
-            body = out;
+            None => {
+                let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+                s.write_all(head.as_bytes()).unwrap();
+                s.read_to_end(&mut raw).unwrap();
+            }
         }
-        (status, headers, body)
+        parse_response(&raw)
     }
 
     pub fn create_container(&self, name: &str) {
@@ -726,6 +734,37 @@ impl Azurite {
             "create container: {}",
             String::from_utf8_lossy(&body)
         );
+    }
+
+    /// A blob's bytes as stored.
+    pub fn get(&self, container: &str, name: &str) -> Vec<u8> {
+        let (st, _, body) = self.request(
+            "GET",
+            &format!(
+                "/devstoreaccount1/{container}/{name}?{}",
+                self.account_sas()
+            ),
+        );
+        assert_eq!(st, 200, "GET {name}");
+        body
+    }
+
+    /// Every record of every blob in a container (each blob gunzipped, members and all).
+    pub fn records(&self, container: &str) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        for name in self.list(container) {
+            let body = self.get(container, &name);
+            let mut raw = Vec::new();
+            flate2::read::MultiGzDecoder::new(&body[..])
+                .read_to_end(&mut raw)
+                .unwrap();
+            out.extend(
+                raw.split(|b| *b == b'\n')
+                    .filter(|l| !l.is_empty())
+                    .map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap()),
+            );
+        }
+        out
     }
 
     /// Blob names in a container.
@@ -755,4 +794,42 @@ impl Drop for Azurite {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Splits a raw HTTP response: (status, lower-cased headers, de-chunked body).
+pub fn parse_response(raw: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect::<Vec<_>>();
+    let mut body = raw[end + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+    {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        while let Some(nl) = rest.windows(2).position(|w| w == b"\r\n") {
+            let n = usize::from_str_radix(std::str::from_utf8(&rest[..nl]).unwrap().trim(), 16)
+                .unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[nl + 2..nl + 2 + n]);
+            rest = &rest[nl + 4 + n..];
+        }
+        body = out;
+    }
+    (status, headers, body)
 }

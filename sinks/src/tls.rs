@@ -1,0 +1,37 @@
+//! The HTTPS client shared by the sinks that speak HTTP themselves (Azure, HTTP): rustls with
+//! host name verification always on, the platform's roots plus an optional private CA.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// PEM bundle of extra roots (a private CA), trusted besides the system's.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A client for one sink. Redirects are not followed: a storage or ingestion endpoint that
+/// redirects is misconfigured, and following would resend credentials elsewhere.
+pub fn client(tls: &TlsOptions) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        // Bodies are read as sent: a range of a gzip blob must not be inflated on the way.
+        .gzip(false)
+        .deflate(false);
+    if let Some(path) = &tls.ca_file {
+        let pem =
+            std::fs::read(path).map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("tls.ca_file {}: not a PEM certificate: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "tls.ca_file {}: holds no certificate",
+                path.display()
+            ));
+        }
+        b = b.tls_certs_merge(certs);
+    }
+    b.build()
+        .map_err(|e| format!("cannot build the HTTPS client: {e}"))
+}
