@@ -397,3 +397,276 @@ fn managed_identity_from_the_app_service_endpoint() {
     );
     assert_eq!(reqs[0].scope, "https://storage.azure.com");
 }
+
+fn header(headers: &[(String, String)], k: &str) -> Option<String> {
+    headers
+        .iter()
+        .find(|(hk, _)| hk == k)
+        .map(|(_, v)| v.clone())
+}
+
+fn append_config(az: &Azurite, endpoint_port: u16, container: &str, extra: &str) -> String {
+    format!(
+        r#"[sources.jobs]
+include = ["{{dir}}/logs/*.log"]
+sinks = ["blob"]
+[sinks.blob]
+type = "azure_blob"
+container = "{container}"
+account = "devstoreaccount1"
+endpoint = "http://127.0.0.1:{endpoint_port}/devstoreaccount1"
+account_key = "{AZURITE_KEY}"
+blob_type = "append"
+key = "{{source}}/day.ndjson"
+compression = "none"
+retry = {{ initial_backoff = "50ms", max_backoff = "200ms" }}
+{extra}
+"#
+    )
+    .replace("{port}", &az.port.to_string())
+}
+
+#[test]
+fn append_blobs_take_every_batch_and_roll_over_by_size() {
+    let az = Azurite::start();
+    az.create_container("appends");
+    let lf = Lf::new(&append_config(
+        &az,
+        az.port,
+        "appends",
+        "batch = { max_bytes = \"256KiB\" }\nappend_roll = { max_bytes = \"1MiB\" }",
+    ));
+    write_lines(&lf.path("logs/a.log"), 0, 50_000);
+    lf.run_once();
+    let names = az.list("appends");
+    assert!(names.len() >= 4, "rolled over by size: {names:?}");
+    let mut blocks = 0;
+    for (i, n) in names.iter().enumerate() {
+        assert_eq!(n, &format!("jobs/day-{:05}.ndjson", i + 1));
+        let (_, h, _) = az.request(
+            "HEAD",
+            &format!("/devstoreaccount1/appends/{n}?{}", az.account_sas()),
+        );
+        assert_eq!(header(&h, "x-ms-blob-type").as_deref(), Some("AppendBlob"));
+        let len: u64 = header(&h, "content-length").unwrap().parse().unwrap();
+        assert!(
+            len <= 1 << 20,
+            "{n} is {len} bytes, over the 1 MiB roll size"
+        );
+        blocks += header(&h, "x-ms-blob-committed-block-count")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap();
+    }
+    assert!(blocks >= 16, "a block per batch: {blocks}");
+    let recs = az.records("appends");
+    assert_eq!(recs.len(), 50_000, "every record exactly once");
+    assert_eq!(assert_all_present(&recs, 50_000), 0);
+}
+
+#[test]
+fn append_retries_never_append_twice() {
+    let az = Azurite::start();
+    az.create_container("appendlost");
+    // The first Append Block is applied but its answer is lost.
+    let proxy = FaultProxy::start(
+        az.port,
+        Fault {
+            drop_response: true,
+            method: "PUT",
+            path_contains: "comp=appendblock",
+            count: 1,
+            status: "",
+            headers: vec![],
+            body: String::new(),
+        },
+    );
+    let lf = Lf::new(&append_config(
+        &az,
+        proxy.port,
+        "appendlost",
+        "batch = { max_age = \"200ms\" }",
+    ));
+    // Written before the start: read in one go, they make one batch.
+    write_lines(&lf.path("logs/a.log"), 0, 100);
+    let run = lf.spawn();
+    wait_until(Duration::from_secs(30), "100 records appended", || {
+        az.records("appendlost").len() >= 100
+    });
+    // The retry compared the bytes at the offset it had tried, found its batch there and did
+    // not append it again.
+    assert_eq!(proxy.hits.lock().unwrap().len(), 1);
+    write_lines(&lf.path("logs/a.log"), 100, 10);
+    wait_until(Duration::from_secs(30), "110 records appended", || {
+        az.records("appendlost").len() >= 110
+    });
+    assert_eq!(proxy.hits.lock().unwrap().len(), 2);
+    // Another writer appends meanwhile: the next batch meets 412 (not at the expected
+    // position), reads the blob back and appends after the foreign block.
+    let name = "jobs/day-00001.ndjson";
+    let (_, h, _) = az.request(
+        "HEAD",
+        &format!("/devstoreaccount1/appendlost/{name}?{}", az.account_sas()),
+    );
+    let len = header(&h, "content-length").unwrap();
+    let foreign = b"{\"foreign\":true}\n";
+    let (st, _, body) = az.request_with(
+        "PUT",
+        &format!(
+            "/devstoreaccount1/appendlost/{name}?comp=appendblock&{}",
+            az.account_sas()
+        ),
+        &[("x-ms-blob-condition-appendpos", &len)],
+        foreign,
+    );
+    assert_eq!(st, 201, "{}", String::from_utf8_lossy(&body));
+    write_lines(&lf.path("logs/a.log"), 110, 40);
+    wait_until(Duration::from_secs(30), "150 records appended", || {
+        az.records("appendlost").len() >= 151
+    });
+    assert_eq!(run.term(Duration::from_secs(20)).code(), Some(0));
+    let hits = proxy.hits.lock().unwrap().len();
+    assert_eq!(
+        hits, 4,
+        "lost, appended, then 412 and the append after the foreign block"
+    );
+    let recs = az.records("appendlost");
+    assert_eq!(recs.len(), 151, "no batch twice");
+    assert!(
+        recs[110]["foreign"].as_bool().unwrap(),
+        "the foreign block is kept in place"
+    );
+    let ours: Vec<_> = recs
+        .into_iter()
+        .filter(|r| r.get("foreign").is_none())
+        .collect();
+    assert_eq!(assert_all_present(&ours, 150), 0);
+    assert!(lf.files("data/dead-letter/blob").is_empty());
+}
+
+#[test]
+fn append_blobs_roll_over_by_age() {
+    let az = Azurite::start();
+    az.create_container("appendage");
+    let lf = Lf::new(&append_config(
+        &az,
+        az.port,
+        "appendage",
+        "batch = { max_age = \"100ms\" }\nappend_roll = { max_age = \"1s\" }",
+    ));
+    let run = lf.spawn();
+    write_lines(&lf.path("logs/a.log"), 0, 10);
+    wait_until(Duration::from_secs(30), "the first blob", || {
+        az.records("appendage").len() == 10
+    });
+    let first = std::time::Instant::now();
+    // Time itself is the condition here: the blob must be older than max_age.
+    wait_until(Duration::from_secs(5), "max_age to pass", || {
+        first.elapsed() > Duration::from_millis(1500)
+    });
+    write_lines(&lf.path("logs/a.log"), 10, 10);
+    wait_until(Duration::from_secs(30), "a second blob", || {
+        az.records("appendage").len() == 20
+    });
+    assert_eq!(run.term(Duration::from_secs(20)).code(), Some(0));
+    assert_eq!(
+        az.list("appendage"),
+        ["jobs/day-00001.ndjson", "jobs/day-00002.ndjson"]
+    );
+}
+
+#[test]
+fn block_blobs_above_four_mib_are_staged_and_committed() {
+    let az = Azurite::start();
+    az.create_container("staged");
+    let lf = Lf::new(
+        &config(
+            "staged",
+            &az.connection_string(),
+            "compression = \"none\"\nbatch = { max_bytes = \"16MiB\", max_records = 200000 }",
+        )
+        .replace("{account_id}/", "")
+        .replace(".ndjson.gz", ".ndjson"),
+    );
+    // About 10 MiB of records: one batch, staged in 4 MiB blocks.
+    write_lines(&lf.path("logs/a.log"), 0, 120_000);
+    lf.run_once();
+    let names = az.list("staged");
+    assert_eq!(names.len(), 1, "{names:?}");
+    let (st, _, body) = az.request(
+        "GET",
+        &format!(
+            "/devstoreaccount1/staged/{}?comp=blocklist&{}",
+            names[0],
+            az.account_sas()
+        ),
+    );
+    assert_eq!(st, 200);
+    let list = String::from_utf8_lossy(&body);
+    assert!(list.matches("<Block>").count() >= 2, "{list}");
+    assert_eq!(assert_all_present(&az.records("staged"), 120_000), 0);
+}
+
+#[test]
+fn append_batches_replayed_after_a_crash_are_not_appended_again() {
+    let az = Azurite::start();
+    az.create_container("appendcrash");
+    let proxy = FaultProxy::start(
+        az.port,
+        Fault {
+            drop_response: true,
+            method: "PUT",
+            path_contains: "comp=appendblock",
+            count: 1,
+            status: "",
+            headers: vec![],
+            body: String::new(),
+        },
+    );
+    // A long backoff keeps the batch waiting in the spool after its answer was lost.
+    let lf = Lf::new(
+        &append_config(
+            &az,
+            proxy.port,
+            "appendcrash",
+            "batch = { max_age = \"200ms\" }",
+        )
+        .replace("initial_backoff = \"50ms\"", "initial_backoff = \"60s\"")
+        .replace("max_backoff = \"200ms\"", "max_backoff = \"60s\""),
+    );
+    let log = lf.path("logs/a.log");
+    write_lines(&log, 0, 100);
+    let size = std::fs::metadata(&log).unwrap().len();
+    let run = lf.spawn();
+    wait_until(
+        Duration::from_secs(30),
+        "the append to land unanswered",
+        || proxy.hits.lock().unwrap().len() == 1 && az.records("appendcrash").len() == 100,
+    );
+    // The file is checkpointed once the batch is spooled: after the crash only the spool
+    // brings the batch back, under its old id.
+    wait_until(
+        Duration::from_secs(30),
+        "the checkpoint to cover the file",
+        || {
+            std::fs::read(lf.path("data/checkpoints/jobs.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .is_some_and(|c| c.to_string().contains(&format!("\"offset\":{size}")))
+        },
+    );
+    run.kill9();
+    let run = lf.spawn();
+    wait_until(Duration::from_secs(30), "the spool to drain", || {
+        walk(&lf.path("data/spool/blob")).is_empty()
+    });
+    assert_eq!(run.term(Duration::from_secs(20)).code(), Some(0));
+    assert_eq!(
+        proxy.hits.lock().unwrap().len(),
+        1,
+        "the replayed batch was found in the blob, not appended again"
+    );
+    let recs = az.records("appendcrash");
+    assert_eq!(recs.len(), 100);
+    assert_eq!(assert_all_present(&recs, 100), 0);
+}

@@ -117,7 +117,9 @@ impl ConnectionString {
     }
 }
 
-/// A container-scoped service SAS signed with the account key (read, create, write, delete).
+/// A container-scoped service SAS signed with the account key: read (properties, a blob's
+/// tail), add (append blocks), create, write, delete (the check's probe), list (append roll
+/// numbers).
 pub fn mint_sas(
     account: &str,
     key: &[u8],
@@ -125,8 +127,8 @@ pub fn mint_sas(
     expiry: chrono::DateTime<chrono::Utc>,
 ) -> String {
     let se = expiry.format("%Y-%m-%dT%H:%M:%SZ").to_string();
-    // Read (properties), create, write, and delete (the check's probe).
-    let sp = "rcwd";
+    // In the canonical order the service requires.
+    let sp = "racwdl";
     let resource = format!("/blob/{account}/{container}");
     // Field order of the service SAS string-to-sign for versions 2020-12-06 and later.
     let to_sign =
@@ -273,17 +275,30 @@ pub struct AzureBlobSink {
     sas: Mutex<Option<(String, chrono::DateTime<chrono::Utc>)>>,
     /// Append mode: one serialised writer per rendered key.
     appends: Mutex<HashMap<String, Arc<tokio::sync::Mutex<AppendState>>>>,
+    /// Append mode: batches whose last attempt may have landed, with the blob and offset.
+    uncertain: Mutex<HashMap<String, (String, u64)>>,
+    /// When this sink was made (Unix ms): older batches are replays from a previous run.
+    started_ms: u64,
 }
 
 /// What the sink knows of the newest append blob of a key. `None` fields are unknown (after a
-/// start or an ambiguous failure) and are read back from the service before the next append.
+/// start, a roll-over or an ambiguous failure) and are read back before the next append.
 #[derive(Default)]
 struct AppendState {
     seq: Option<u32>,
     len: Option<u64>,
     blocks: u64,
     created: Option<chrono::DateTime<chrono::Utc>>,
+    /// The blob has been read back once by this process.
+    seen: bool,
+    /// The blob's last bytes when this process first read it back, kept until the batches
+    /// sealed before the start have gone.
+    start_tail: Option<Bytes>,
 }
+
+/// How much of an append blob's end is kept at start to find a crashed predecessor's batches
+/// (the few that were in flight; batches are at most a few MiB compressed).
+const START_TAIL: u64 = 32 << 20;
 
 impl AzureBlobSink {
     pub fn new(o: AzureBlobOptions) -> Result<AzureBlobSink, String> {
@@ -307,6 +322,8 @@ impl AzureBlobSink {
             credential,
             sas: Mutex::new(None),
             appends: Mutex::new(HashMap::new()),
+            uncertain: Mutex::new(HashMap::new()),
+            started_ms: chrono::Utc::now().timestamp_millis().max(0) as u64,
         })
     }
 
@@ -500,9 +517,12 @@ impl AzureBlobSink {
     }
 
     /// Append mode: the batch becomes one Append Block at the position the sink expects
-    /// (`x-ms-blob-condition-appendpos`). When that position is unknown (a start, a lost
-    /// response, a 412) the blob is read back first, and a batch whose exact bytes already
-    /// end it counts as delivered, so a retry never appends twice.
+    /// (`x-ms-blob-condition-appendpos`), so two writers can never both land at one place.
+    ///
+    /// No retry appends twice: an attempt that may have landed (lost response, timeout, 5xx)
+    /// is remembered with its blob and offset, and the retry first compares the bytes there.
+    /// Batches sealed before this process started may have been appended by the previous
+    /// one just before a crash: they are looked up in the blob's tail as it was at start.
     async fn send_append(&self, batch: &SealedBatch) -> Outcome {
         let plen = batch.payload.len() as u64;
         if plen > MAX_APPEND_BLOCK {
@@ -510,11 +530,23 @@ impl AzureBlobSink {
                 reason: format!("{plen} bytes is over Azure's 100 MiB append block limit"),
             };
         }
+        let replay = sealed_before(&batch.meta.id, self.started_ms);
         let state = self.append_state(&batch.meta.key);
         let mut st = state.lock().await;
         let (stem, ext) = split_ext(&batch.meta.key);
         // A few rounds: roll-overs and 412s each take one.
         for _ in 0..4 {
+            let pending = self.pending(&batch.meta.id);
+            if let Some((name, offset)) = &pending {
+                match self.landed_at(name, *offset, &batch.payload).await {
+                    Ok(true) => {
+                        self.settle(&batch.meta.id);
+                        return Outcome::Delivered;
+                    }
+                    Ok(false) => {}
+                    Err(o) => return o,
+                }
+            }
             let seq = match st.seq {
                 Some(s) => s,
                 None => match self.newest_seq(&stem, &ext).await {
@@ -532,12 +564,20 @@ impl AzureBlobSink {
             };
             let len = match st.len {
                 Some(l) => l,
-                None => match self.resolve(&client, &name, batch, &mut st).await {
-                    Ok(Some(l)) => l,
-                    Ok(None) => return Outcome::Delivered,
+                None => match self.read_back(&client, &name, batch, &mut st).await {
+                    Ok(l) => l,
                     Err(o) => return o,
                 },
             };
+            if replay
+                && st
+                    .start_tail
+                    .as_ref()
+                    .is_some_and(|t| memchr::memmem::find(t, &batch.payload).is_some())
+            {
+                tracing::info!(batch = %batch.meta.id, blob = %name, "batch from before the restart is already in the append blob");
+                return Outcome::Delivered;
+            }
             let old = st.created.is_some_and(|c| {
                 (chrono::Utc::now() - c).to_std().unwrap_or_default() > self.o.append_roll.max_age
             });
@@ -568,9 +608,15 @@ impl AzureBlobSink {
                 Ok(Ok(_)) => {
                     st.len = Some(len + plen);
                     st.blocks += 1;
+                    if !replay {
+                        // The backlog from before the start has been sent.
+                        st.start_tail = None;
+                    }
+                    self.settle(&batch.meta.id);
                     return Outcome::Delivered;
                 }
-                // Not at the expected end: read it back (our lost attempt may be there).
+                // Not at the expected end (another writer, or an attempt of ours that landed
+                // late): read the length back and look again.
                 Ok(Err(e)) if e.http_status() == Some(StatusCode::PreconditionFailed) => {
                     st.len = None;
                 }
@@ -582,11 +628,16 @@ impl AzureBlobSink {
                 }
                 Ok(Err(e)) if error_code(&e) == "BlobNotFound" => st.len = None,
                 Ok(Err(e)) => {
-                    // The append may have landed (5xx, lost connection): find out next time.
+                    let outcome = classify(&self.o.container, &e);
+                    if matches!(outcome, Outcome::Retry { .. }) {
+                        // A 5xx or a dropped connection may still have appended.
+                        self.remember(&batch.meta.id, &name, len);
+                    }
                     st.len = None;
-                    return classify(&self.o.container, &e);
+                    return outcome;
                 }
                 Err(_) => {
+                    self.remember(&batch.meta.id, &name, len);
                     st.len = None;
                     return Outcome::Retry {
                         after: None,
@@ -601,6 +652,57 @@ impl AzureBlobSink {
                 "the append blob for {:?} kept changing under this writer",
                 batch.meta.key
             ),
+        }
+    }
+
+    fn pending(&self, id: &str) -> Option<(String, u64)> {
+        self.uncertain
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    fn remember(&self, id: &str, name: &str, offset: u64) {
+        let mut u = self.uncertain.lock().unwrap_or_else(|p| p.into_inner());
+        // The newest attempt replaces an older one: a new attempt is only made after the old
+        // offset was found without the batch, and either the end was still there (same
+        // offset) or something else took it (the old attempt can no longer land).
+        u.insert(id.to_string(), (name.to_string(), offset));
+    }
+
+    fn settle(&self, id: &str) {
+        self.uncertain
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
+    /// Whether `payload` sits at `offset` in blob `name`.
+    async fn landed_at(&self, name: &str, offset: u64, payload: &Bytes) -> Result<bool, Outcome> {
+        let client = self
+            .client(name)
+            .map_err(|reason| Outcome::Rejected { reason })?;
+        let plen = payload.len() as u64;
+        let options = BlobClientDownloadOptions {
+            range: Some((offset..offset + plen).into()),
+            ..Default::default()
+        };
+        match client.download(Some(options)).await {
+            Ok(res) => {
+                let got = res
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| classify(&self.o.container, &e))?;
+                Ok(got == *payload)
+            }
+            // Range not satisfiable: the blob ends before that offset, nothing landed there.
+            Err(e) if e.http_status() == Some(StatusCode::RequestedRangeNotSatisfiable) => {
+                Ok(false)
+            }
+            Err(e) if e.http_status() == Some(StatusCode::NotFound) => Ok(false),
+            Err(e) => Err(classify(&self.o.container, &e)),
         }
     }
 
@@ -638,15 +740,16 @@ impl AzureBlobSink {
         Ok(best)
     }
 
-    /// Reads the blob's length back (creating the blob when missing). `Ok(None)` when the
-    /// batch is already at its end: a lost response or a replay after a crash.
-    async fn resolve(
+    /// Reads the blob's length, block count and age back, creating the blob when missing.
+    /// The first time this process meets an existing blob it also keeps its last bytes, where
+    /// batches of a crashed predecessor would be.
+    async fn read_back(
         &self,
         client: &BlobClient,
         name: &str,
         batch: &SealedBatch,
         st: &mut AppendState,
-    ) -> Result<Option<u64>, Outcome> {
+    ) -> Result<u64, Outcome> {
         match client.get_properties(None).await {
             Ok(p) => {
                 if let Ok(Some(t)) = p.blob_type() {
@@ -671,12 +774,26 @@ impl AzureBlobSink {
                     .ok()
                     .flatten()
                     .and_then(|t| chrono::DateTime::from_timestamp(t.unix_timestamp(), 0));
-                if self.ends_with(client, len, &batch.payload).await? {
-                    st.len = Some(len);
-                    return Ok(None);
+                if !st.seen && len > 0 {
+                    let from = len.saturating_sub(START_TAIL);
+                    let options = BlobClientDownloadOptions {
+                        range: Some((from..len).into()),
+                        ..Default::default()
+                    };
+                    let res = client
+                        .download(Some(options))
+                        .await
+                        .map_err(|e| classify(&self.o.container, &e))?;
+                    let tail = res
+                        .body
+                        .collect()
+                        .await
+                        .map_err(|e| classify(&self.o.container, &e))?;
+                    st.start_tail = Some(tail);
                 }
+                st.seen = true;
                 st.len = Some(len);
-                Ok(Some(len))
+                Ok(len)
             }
             Err(e)
                 if e.http_status() == Some(StatusCode::NotFound) && !is_container_missing(&e) =>
@@ -694,10 +811,11 @@ impl AzureBlobSink {
                 };
                 match client.append_blob_client().create(Some(options)).await {
                     Ok(_) => {
+                        st.seen = true;
                         st.len = Some(0);
                         st.blocks = 0;
                         st.created = Some(chrono::Utc::now());
-                        Ok(Some(0))
+                        Ok(0)
                     }
                     // Created meanwhile (a lost response): read it back next round.
                     Err(e) if e.http_status() == Some(StatusCode::Conflict) => {
@@ -715,34 +833,16 @@ impl AzureBlobSink {
             Err(e) => Err(classify(&self.o.container, &e)),
         }
     }
+}
 
-    /// Whether the blob's last bytes, within a few batches' reach, hold exactly this payload.
-    async fn ends_with(
-        &self,
-        client: &BlobClient,
-        len: u64,
-        payload: &[u8],
-    ) -> Result<bool, Outcome> {
-        let plen = payload.len() as u64;
-        if len < plen {
-            return Ok(false);
-        }
-        // Concurrent sends can land a few batches after a lost one before the sink notices.
-        let window = (plen * 8).clamp(plen, 64 << 20).min(len);
-        let options = BlobClientDownloadOptions {
-            range: Some((len - window..len).into()),
-            ..Default::default()
-        };
-        let res = client
-            .download(Some(options))
-            .await
-            .map_err(|e| classify(&self.o.container, &e))?;
-        let tail = res
-            .body
-            .collect()
-            .await
-            .map_err(|e| classify(&self.o.container, &e))?;
-        Ok(memchr::memmem::find(&tail, payload).is_some())
+/// Whether a batch was sealed before `started_ms`: its id is a UUIDv7 (or a split half of
+/// one, `<uuid>-a`), whose first 48 bits are the sealing time in Unix milliseconds. An id
+/// that does not parse counts as old, which only costs a lookup.
+fn sealed_before(id: &str, started_ms: u64) -> bool {
+    let hex: String = id.chars().filter(|c| *c != '-').take(12).collect();
+    match u64::from_str_radix(&hex, 16) {
+        Ok(ms) if hex.len() == 12 => ms < started_ms,
+        _ => true,
     }
 }
 
@@ -850,6 +950,30 @@ impl Sink for AzureBlobSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_sealed_before_the_start_are_known_by_their_uuid_v7() {
+        // 0x019abc000000 ms.
+        let id = "019abc00-0000-7000-8000-000000000000";
+        assert!(sealed_before(id, 0x019abc000001));
+        assert!(!sealed_before(id, 0x019abc000000));
+        assert!(sealed_before(&format!("{id}-a-b"), 0x019abc000001));
+        assert!(sealed_before("not-a-uuid", 0));
+    }
+
+    #[test]
+    fn roll_numbers_go_before_the_extensions() {
+        assert_eq!(
+            split_ext("a/host.ndjson.gz"),
+            ("a/host".into(), ".ndjson.gz".into())
+        );
+        assert_eq!(
+            split_ext("a/ip-10.0.0.1.log"),
+            ("a/ip-10.0.0.1".into(), ".log".into())
+        );
+        assert_eq!(split_ext("a/.gz"), ("a/.gz".into(), String::new()));
+        assert_eq!(split_ext("plain"), ("plain".into(), String::new()));
+    }
 
     #[test]
     fn signatures_never_reach_a_message() {

@@ -702,18 +702,35 @@ impl Azurite {
         method: &str,
         path_and_query: &str,
     ) -> (u16, Vec<(String, String)>, Vec<u8>) {
-        let head = format!("{method} {path_and_query} HTTP/1.1\r\nHost: 127.0.0.1\r\nx-ms-version: 2022-11-02\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        self.request_with(method, path_and_query, &[], b"")
+    }
+
+    /// A request with extra headers and a body.
+    pub fn request_with(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        let mut head = format!("{method} {path_and_query} HTTP/1.1\r\nHost: 127.0.0.1\r\nx-ms-version: 2022-11-02\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut head = head.into_bytes();
+        head.extend_from_slice(body);
         let mut raw = Vec::new();
         match &self.tls {
             Some(cfg) => {
                 let mut s = tls::connect(cfg, self.port);
-                s.write_all(head.as_bytes()).unwrap();
+                s.write_all(&head).unwrap();
                 // Azurite closes without close_notify; what arrived is complete.
                 let _ = s.read_to_end(&mut raw);
             }
             None => {
                 let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-                s.write_all(head.as_bytes()).unwrap();
+                s.write_all(&head).unwrap();
                 s.read_to_end(&mut raw).unwrap();
             }
         }
@@ -750,14 +767,29 @@ impl Azurite {
     }
 
     /// Every record of every blob in a container (each blob gunzipped, members and all).
+    /// `run`'s start-up check writes and deletes a probe blob: one gone by now is skipped.
     pub fn records(&self, container: &str) -> Vec<serde_json::Value> {
         let mut out = Vec::new();
         for name in self.list(container) {
-            let body = self.get(container, &name);
+            let (st, _, body) = self.request(
+                "GET",
+                &format!(
+                    "/devstoreaccount1/{container}/{name}?{}",
+                    self.account_sas()
+                ),
+            );
+            if st == 404 && name == ".logferry-check" {
+                continue;
+            }
+            assert_eq!(st, 200, "GET {name}");
             let mut raw = Vec::new();
-            flate2::read::MultiGzDecoder::new(&body[..])
-                .read_to_end(&mut raw)
-                .unwrap();
+            if body.starts_with(&[0x1f, 0x8b]) {
+                flate2::read::MultiGzDecoder::new(&body[..])
+                    .read_to_end(&mut raw)
+                    .unwrap();
+            } else {
+                raw = body;
+            }
             out.extend(
                 raw.split(|b| *b == b'\n')
                     .filter(|l| !l.is_empty())
