@@ -670,3 +670,29 @@ fn append_batches_replayed_after_a_crash_are_not_appended_again() {
     assert_eq!(recs.len(), 100);
     assert_eq!(assert_all_present(&recs, 100), 0);
 }
+
+#[test]
+fn a_read_only_sas_is_refused_with_the_role_to_grant() {
+    let az = Azurite::start();
+    az.create_container("readonly");
+    let lf = Lf::new(&format!(
+        "[sources.jobs]\ninclude = [\"{{dir}}/logs/*.log\"]\nsinks = [\"blob\"]\n[sinks.blob]\ntype = \"azure_blob\"\ncontainer = \"readonly\"\naccount = \"devstoreaccount1\"\nendpoint = \"{}\"\nsas_token = \"{}\"\n",
+        az.endpoint(),
+        az.account_sas_with("rl")
+    ));
+    write_lines(&lf.path("logs/a.log"), 0, 5);
+    let out = lf.run_once();
+    let note = lf.dead_letter_note("blob");
+    let r = note["reason"].as_str().unwrap();
+    assert!(
+        r.contains("403")
+            && r.contains("Storage Blob Data Contributor")
+            && r.contains("\"readonly\""),
+        "{r}"
+    );
+    assert!(az.list("readonly").is_empty());
+    // The token's signature never reaches the logs.
+    let sig = az.account_sas_with("rl");
+    let sig = sig.split("sig=").nth(1).unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(sig));
+}

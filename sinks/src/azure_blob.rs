@@ -952,6 +952,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn minted_sas_tokens_are_reused_then_renewed_at_half_life() {
+        let sink = AzureBlobSink::new(AzureBlobOptions {
+            container: "c".into(),
+            account: "a".into(),
+            endpoint: "http://127.0.0.1:1/a".into(),
+            auth: BlobAuth::AccountKey(b"key".to_vec()),
+            tls: TlsOptions::default(),
+            access_tier: None,
+            metadata: vec![],
+            create_container: false,
+            blob_type: BlobType::Block,
+            append_roll: AppendRoll::default(),
+        })
+        .unwrap();
+        let first = sink.token().unwrap();
+        assert!(first.contains("sp=racwdl") && first.contains("sr=c"));
+        assert_eq!(sink.token().unwrap(), first, "reused while fresh");
+        // Past half its life (expiry 29 minutes away), the next request gets a new token.
+        let soon = chrono::Utc::now() + chrono::Duration::minutes(29);
+        *sink.sas.lock().unwrap() = Some((first.clone(), soon));
+        // Minted within the same second it reads the same; what matters is the new expiry.
+        sink.token().unwrap();
+        assert!(
+            sink.sas.lock().unwrap().as_ref().unwrap().1 > soon + chrono::Duration::minutes(30)
+        );
+    }
+
+    #[test]
     fn batches_sealed_before_the_start_are_known_by_their_uuid_v7() {
         // 0x019abc000000 ms.
         let id = "019abc00-0000-7000-8000-000000000000";

@@ -665,6 +665,11 @@ impl Azurite {
 
     /// An account SAS for the test's own calls (create containers, read blobs).
     pub fn account_sas(&self) -> String {
+        self.account_sas_with("rwdlacup")
+    }
+
+    /// An account SAS with only the permissions `sp` (e.g. `rl`: read and list).
+    pub fn account_sas_with(&self, sp: &str) -> String {
         use base64::Engine;
         use hmac::Mac;
         let key = base64::engine::general_purpose::STANDARD
@@ -674,7 +679,7 @@ impl Azurite {
             .format("%Y-%m-%dT%H:%M:%SZ")
             .to_string();
         let sv = "2022-11-02";
-        let to_sign = format!("devstoreaccount1\nrwdlacup\nb\nsco\n\n{se}\n\nhttps,http\n{sv}\n\n");
+        let to_sign = format!("devstoreaccount1\n{sp}\nb\nsco\n\n{se}\n\nhttps,http\n{sv}\n\n");
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
         mac.update(to_sign.as_bytes());
         let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
@@ -690,7 +695,7 @@ impl Azurite {
                 .collect::<String>()
         };
         format!(
-            "sv={sv}&ss=b&srt=sco&sp=rwdlacup&se={}&spr=https,http&sig={}",
+            "sv={sv}&ss=b&srt=sco&sp={sp}&se={}&spr=https,http&sig={}",
             enc(&se),
             enc(&sig)
         )
