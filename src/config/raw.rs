@@ -237,6 +237,35 @@ pub struct AzureBlob {
     pub append_roll: Option<AppendRoll>,
 }
 
+/// Entra ID options, shared by the Azure sinks (copied out of each sink's table: serde's
+/// `flatten` would lose the unknown-key checks).
+#[derive(Debug, Default)]
+pub struct EntraFields {
+    /// `workload_identity`, `managed_identity` or `client_secret`.
+    pub auth: Option<String>,
+    pub tenant_id: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<String>,
+    pub authority_host: Option<String>,
+    pub federated_token_file: Option<String>,
+}
+
+macro_rules! entra_fields {
+    ($s:expr) => {
+        $crate::config::raw::EntraFields {
+            auth: $s.auth.clone(),
+            tenant_id: $s.tenant_id.clone(),
+            client_id: $s.client_id.clone(),
+            client_secret: $s.client_secret.clone(),
+            client_secret_file: $s.client_secret_file.clone(),
+            authority_host: $s.authority_host.clone(),
+            federated_token_file: $s.federated_token_file.clone(),
+        }
+    };
+}
+pub(crate) use entra_fields;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
