@@ -46,6 +46,14 @@ pub struct Plan {
     pub max_age: Duration,
     /// A hard limit on the uncompressed payload (sinks with a request size limit).
     pub max_uncompressed: Option<u64>,
+    /// Per-record shaping for sinks with a table schema, with its counters.
+    pub shape: Option<ShapeStage>,
+}
+
+pub struct ShapeStage {
+    pub shape: Arc<crate::shape::Shape>,
+    pub truncated: prometheus_client::metrics::counter::Counter,
+    pub replaced: prometheus_client::metrics::counter::Counter,
 }
 
 struct Open {
@@ -111,6 +119,8 @@ pub struct Batcher<O: Outlet> {
     /// Compressed/uncompressed ratio seen so far (f64 bits), shared with the spool writer.
     ratio: Arc<AtomicU64>,
     pub sealed: u64,
+    /// The shaped record (reused: no allocation per record).
+    scratch: Vec<u8>,
 }
 
 impl<O: Outlet> Batcher<O> {
@@ -132,11 +142,36 @@ impl<O: Outlet> Batcher<O> {
             outlet,
             ratio,
             sealed: 0,
+            scratch: Vec::new(),
         }
     }
 
     /// Adds one record. `Err` when the pipeline refused a sealed batch (shutting down).
     pub fn add(
+        &mut self,
+        record: &[u8],
+        values: &Values,
+        time: DateTime<Utc>,
+        ticket: &Ticket,
+    ) -> Result<(), ShuttingDown> {
+        let Some(stage) = &self.plan.shape else {
+            return self.add_shaped(record, values, time, ticket);
+        };
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let shaped = stage.shape.apply(record, time, &mut scratch);
+        if shaped.truncated_fields > 0 {
+            stage.truncated.inc_by(u64::from(shaped.truncated_fields));
+        }
+        if shaped.replaced {
+            stage.replaced.inc();
+            tracing::warn!(sink = %self.plan.sink, bytes = record.len(), "a record too large for one request was sent as a stub");
+        }
+        let res = self.add_shaped(&scratch, values, time, ticket);
+        self.scratch = scratch;
+        res
+    }
+
+    fn add_shaped(
         &mut self,
         record: &[u8],
         values: &Values,

@@ -227,16 +227,20 @@ impl Decoder {
         }
     }
 
-    /// The record's time from `timestamp_field`: RFC 3339 text, or epoch seconds or milliseconds.
+    /// The record's time from `timestamp_field`.
     fn time(&self) -> Option<DateTime<Utc>> {
-        let v = self.values.get(self.time_slot?)?;
-        if let Ok(t) = DateTime::parse_from_rfc3339(v) {
-            return Some(t.with_timezone(&Utc));
-        }
-        let n: f64 = v.parse().ok()?;
-        let ms = if n.abs() >= 1e11 { n } else { n * 1000.0 };
-        Utc.timestamp_millis_opt(ms as i64).single()
+        parse_time(self.values.get(self.time_slot?)?)
     }
+}
+
+/// A record time: RFC 3339 text, or epoch seconds or milliseconds.
+pub fn parse_time(v: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(v) {
+        return Some(t.with_timezone(&Utc));
+    }
+    let n: f64 = v.parse().ok()?;
+    let ms = if n.abs() >= 1e11 { n } else { n * 1000.0 };
+    Utc.timestamp_millis_opt(ms as i64).single()
 }
 
 /// A decoded record and what was learnt from it.

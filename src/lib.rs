@@ -10,5 +10,6 @@ pub mod encode;
 pub mod mask;
 pub mod ops;
 pub mod pipeline;
+pub mod shape;
 pub mod source;
 pub mod spool;

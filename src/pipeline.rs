@@ -11,7 +11,7 @@ use logferry_sinks::{Compression, DirectorySink, Sink};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
-use crate::batch::{Batcher, ChannelOutlet, PendingBatch, Plan};
+use crate::batch::{Batcher, ChannelOutlet, PendingBatch, Plan, ShapeStage};
 use crate::config::{Buffer, Config, SinkConfig, SinkKind};
 use crate::decode::Decoder;
 use crate::deliver::{Policy, Worker};
@@ -46,6 +46,10 @@ async fn build_sink(cfg: &SinkConfig) -> anyhow::Result<Arc<dyn Sink>> {
             Arc::new(s)
         }
         SinkKind::S3(o) => Arc::new(logferry_sinks::S3Sink::new((**o).clone()).await),
+        SinkKind::AzureMonitor(m) => Arc::new(
+            logferry_sinks::azure_monitor::AzureMonitorSink::new(m.options.clone())
+                .map_err(|e| anyhow::anyhow!("sink {}: {e}", cfg.name))?,
+        ),
         SinkKind::AzureBlob(o) => Arc::new(
             logferry_sinks::azure_blob::AzureBlobSink::new((**o).clone())
                 .map_err(|e| anyhow::anyhow!("sink {}: {e}", cfg.name))?,
@@ -209,6 +213,17 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<()> {
                 max_records: sc.max_records,
                 max_age: sc.max_age,
                 max_uncompressed: side.max_uncompressed,
+                shape: match &sc.kind {
+                    SinkKind::AzureMonitor(m) => {
+                        let l = metrics.sink(&sc.name);
+                        Some(ShapeStage {
+                            shape: Arc::new(m.shape.clone()),
+                            truncated: metrics.fields_truncated.get_or_create(&l).clone(),
+                            replaced: metrics.records_replaced.get_or_create(&l).clone(),
+                        })
+                    }
+                    _ => None,
+                },
             };
             let outlet = ChannelOutlet {
                 tx: side.tx.clone(),

@@ -175,3 +175,19 @@ fn kill_9_in_a_loop_ends_with_every_record_in_azure_append_blobs() {
     );
     crash_loop(&sink, "disk", 6, &[], |_| az.records("crash"));
 }
+
+#[test]
+fn kill_9_in_a_loop_ends_with_every_record_in_azure_monitor() {
+    use common::monitor::{Monitor, DCR, STREAM};
+    use common::tls::{TestCa, TokenServer, CLIENT_ID, CLIENT_SECRET, TENANT};
+    let ca = TestCa::new();
+    let login = TokenServer::start(&ca);
+    let monitor = Monitor::start(&ca);
+    let sink = format!(
+        "type = \"azure_monitor\"\nendpoint = \"{}\"\ndcr_id = \"{DCR}\"\nstream = \"{STREAM}\"\nauth = \"client_secret\"\ntenant_id = \"{TENANT}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = \"{CLIENT_SECRET}\"\nauthority_host = \"{}\"\ntls = {{ ca_file = \"{}\" }}",
+        monitor.endpoint(),
+        login.authority_host(),
+        ca.ca_pem.display()
+    );
+    crash_loop(&sink, "disk", 6, &[], |_| monitor.records());
+}

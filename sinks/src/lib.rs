@@ -7,6 +7,7 @@
 
 pub mod azure_auth;
 pub mod azure_blob;
+pub mod azure_monitor;
 pub mod batch;
 pub mod directory;
 pub mod key;
@@ -35,6 +36,21 @@ pub fn percent_encode(s: &str) -> String {
         }
     }
     out
+}
+
+/// A `Retry-After` value: delay-seconds or an HTTP date (RFC 9110 section 10.2.3). A date in
+/// the past means "now".
+pub fn retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    Some(
+        (when.with_timezone(&chrono::Utc) - chrono::Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// What happened to one attempt at sending a batch.

@@ -61,6 +61,14 @@ pub enum SinkKind {
     Directory { path: PathBuf },
     S3(Box<logferry_sinks::S3Options>),
     AzureBlob(Box<logferry_sinks::azure_blob::AzureBlobOptions>),
+    AzureMonitor(Box<AzureMonitorConfig>),
+}
+
+/// The Logs Ingestion sink and the record shaping its table needs.
+#[derive(Debug, Clone)]
+pub struct AzureMonitorConfig {
+    pub options: logferry_sinks::azure_monitor::AzureMonitorOptions,
+    pub shape: crate::shape::Shape,
 }
 
 #[derive(Debug, Clone)]
@@ -93,6 +101,7 @@ impl SinkConfig {
             SinkKind::Directory { .. } => "directory",
             SinkKind::S3(_) => "s3",
             SinkKind::AzureBlob(_) => "azure_blob",
+            SinkKind::AzureMonitor(_) => "azure_monitor",
         }
     }
 }

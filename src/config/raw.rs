@@ -137,7 +137,7 @@ pub const SINK_COMMON_KEYS: &[&str] = &[
     "timeout",
 ];
 
-pub const SINK_TYPES: &[&str] = &["directory", "s3", "azure_blob"];
+pub const SINK_TYPES: &[&str] = &["directory", "s3", "azure_blob", "azure_monitor"];
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
@@ -235,6 +235,30 @@ pub struct AzureBlob {
     pub create_container: bool,
     pub blob_type: Option<String>,
     pub append_roll: Option<AppendRoll>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureMonitor {
+    /// The data collection endpoint, or the DCR's own logs ingestion endpoint.
+    pub endpoint: String,
+    /// The DCR's immutable id (`dcr-...`).
+    pub dcr_id: String,
+    /// `Custom-<Table>_CL` (or a built-in table's stream).
+    pub stream: String,
+    pub auth: Option<String>,
+    pub tenant_id: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<String>,
+    pub authority_host: Option<String>,
+    pub federated_token_file: Option<String>,
+    pub scope: Option<String>,
+    pub time_field: Option<String>,
+    #[serde(default)]
+    pub field_map: BTreeMap<String, String>,
+    pub max_field_bytes: Option<Size>,
+    pub tls: Option<Tls>,
 }
 
 /// Entra ID options, shared by the Azure sinks (copied out of each sink's table: serde's

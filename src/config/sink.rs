@@ -44,6 +44,9 @@ pub(super) fn build(
         "azure_blob" => typed::<raw::AzureBlob>(table, p, SINK_COMMON_KEYS, c)
             .and_then(|s| azure_blob(p, s, base, c))
             .map(|o| SinkKind::AzureBlob(Box::new(o))),
+        "azure_monitor" => typed::<raw::AzureMonitor>(table, p, SINK_COMMON_KEYS, c)
+            .and_then(|s| azure_monitor(p, s, base, c))
+            .map(|o| SinkKind::AzureMonitor(Box::new(o))),
         "s3" => typed::<raw::S3>(table, p, SINK_COMMON_KEYS, c)
             .and_then(|s| s3(p, s, c))
             .map(|o| SinkKind::S3(Box::new(o))),
@@ -58,6 +61,7 @@ pub(super) fn build(
             None
         }
     };
+    let has_encoding = common_t.contains_key("encoding");
     let common: raw::SinkCommon = typed(common_t, p, &[], c)?;
     let kind = kind?;
     let append = matches!(&kind, SinkKind::AzureBlob(o) if o.blob_type == logferry_sinks::azure_blob::BlobType::Append);
@@ -99,7 +103,30 @@ pub(super) fn build(
     if max_records == 0 {
         c.add(format!("{p}.batch.max_records"), "must be at least 1");
     }
-    let concurrency = common.concurrency.unwrap_or(2);
+    let monitor = matches!(kind, SinkKind::AzureMonitor(_));
+    if monitor {
+        // The Logs Ingestion API takes a gzip'd JSON array and nothing else.
+        if common.encoding != Encoding::JsonArray && has_encoding {
+            c.add(
+                format!("{p}.encoding"),
+                "azure_monitor always sends a JSON array; remove it",
+            );
+        }
+        if common.compression != logferry_sinks::Compression::Gzip {
+            c.add(
+                format!("{p}.compression"),
+                "azure_monitor always sends gzip; remove it",
+            );
+        }
+        if common.envelope.is_some() {
+            c.add(
+                format!("{p}.envelope"),
+                "azure_monitor sends a bare JSON array; remove it",
+            );
+        }
+    }
+    // Four requests in flight keep a Logs Ingestion DCR busy; object stores need fewer.
+    let concurrency = common.concurrency.unwrap_or(if monitor { 4 } else { 2 });
     if !(1..=64).contains(&concurrency) {
         c.add(format!("{p}.concurrency"), "must be between 1 and 64");
     }
@@ -131,6 +158,9 @@ pub(super) fn build(
     }
     let (rps, bps) = match &common.rate_limit {
         Some(r) => (r.requests_per_second, r.bytes_per_second.map(|s| s.0)),
+        // Under a DCR's limits (12,000 requests and 2 GB per minute), leaving room for
+        // other senders to the same rule.
+        None if monitor => (Some(150), Some(25 << 20)),
         None => (None, None),
     };
     if rps == Some(0) || bps == Some(0) {
@@ -154,7 +184,7 @@ pub(super) fn build(
         name: name.to_string(),
         kind,
         key: key?,
-        encoding: if envelope.is_some() && common.encoding == Encoding::Ndjson {
+        encoding: if monitor || (envelope.is_some() && common.encoding == Encoding::Ndjson) {
             // Records inside an envelope are always a JSON array.
             Encoding::JsonArray
         } else {
@@ -166,10 +196,11 @@ pub(super) fn build(
         buffer: common.buffer,
         max_bytes,
         max_records,
+        // Azure Monitor is read as it happens; archives favour fewer, larger objects.
         max_age: common
             .batch
             .max_age
-            .map_or(Duration::from_secs(30), |d| d.0),
+            .map_or(Duration::from_secs(if monitor { 5 } else { 30 }), |d| d.0),
         initial_backoff,
         max_backoff,
         max_attempts: common.retry.max_attempts,
@@ -636,4 +667,85 @@ fn entra(
             None
         }
     }
+}
+
+fn azure_monitor(
+    p: &str,
+    s: raw::AzureMonitor,
+    base: &Path,
+    c: &mut Collector,
+) -> Option<super::AzureMonitorConfig> {
+    let before = c.list.len();
+    let endpoint = s.endpoint.trim_end_matches('/').to_string();
+    if !endpoint.starts_with("https://") {
+        c.add(
+            format!("{p}.endpoint"),
+            "must be an https:// URL (the data collection endpoint's logs ingestion URL)",
+        );
+    }
+    if s.dcr_id.is_empty() {
+        c.add(
+            format!("{p}.dcr_id"),
+            "must be the rule's immutable id (dcr-...)",
+        );
+    }
+    if s.stream.is_empty() {
+        c.add(
+            format!("{p}.stream"),
+            "must name a stream, e.g. Custom-AuditLog_CL",
+        );
+    }
+    let auth = entra(p, &raw::entra_fields!(s), base, c, "");
+    if s.auth.is_none() {
+        c.add(
+            format!("{p}.auth"),
+            "required: workload_identity, managed_identity or client_secret",
+        );
+    }
+    let max_field_bytes = s.max_field_bytes.map_or(64 << 10, |b| b.0);
+    if !(64..=(64 << 10)).contains(&max_field_bytes) {
+        c.add(
+            format!("{p}.max_field_bytes"),
+            "between 64B and 64KiB (the service's limit per field)",
+        );
+    }
+    for (from, to) in &s.field_map {
+        if to.is_empty() || from.is_empty() {
+            c.add(format!("{p}.field_map"), "names must not be empty");
+        }
+    }
+    let tls = logferry_sinks::tls::TlsOptions {
+        ca_file: s
+            .tls
+            .as_ref()
+            .and_then(|t| t.ca_file.as_deref())
+            .map(|f| resolve(base, f)),
+    };
+    if let Some(f) = &tls.ca_file {
+        if let Err(e) = std::fs::metadata(f) {
+            c.add(format!("{p}.tls.ca_file"), format!("{}: {e}", f.display()));
+        }
+    }
+    if c.list.len() > before {
+        return None;
+    }
+    Some(super::AzureMonitorConfig {
+        options: logferry_sinks::azure_monitor::AzureMonitorOptions {
+            endpoint,
+            dcr_id: s.dcr_id,
+            stream: s.stream,
+            auth: auth?,
+            scope: s
+                .scope
+                .unwrap_or_else(|| logferry_sinks::azure_monitor::DEFAULT_SCOPE.to_string()),
+            tls,
+        },
+        shape: crate::shape::Shape {
+            time_field: s.time_field,
+            field_map: s.field_map.into_iter().collect(),
+            max_field_bytes: max_field_bytes as usize,
+            // Two bytes for the array's separators around a record.
+            max_record_bytes: logferry_sinks::azure_monitor::MAX_REQUEST_BYTES as usize - 16,
+        },
+    })
 }

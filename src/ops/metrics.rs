@@ -59,6 +59,8 @@ families! {
     checkpoint_failures: Counter<SourceLabel> = "checkpoint_write_failures", "Checkpoint writes that failed";
     masked: Counter<MaskLabel> = "masked", "Values masked, per profile and rule or detector (kind=unprocessable: whole records replaced because they could not be masked)";
     batches_sealed: Counter<SinkLabel> = "batches_sealed", "Batches sealed";
+    fields_truncated: Counter<SinkLabel> = "fields_truncated", "Field values cut to the sink's max_field_bytes (azure_monitor)";
+    records_replaced: Counter<SinkLabel> = "records_oversize", "Records too large for one request even with every field cut, sent as a stub naming their size (azure_monitor)";
     batches_sent: Counter<SinkLabel> = "batches_sent", "Batches the sink acknowledged";
     records_sent: Counter<SinkLabel> = "records_sent", "Records in acknowledged batches";
     bytes_sent: Counter<SinkLabel> = "bytes_sent", "Payload bytes in acknowledged batches";
