@@ -46,6 +46,10 @@ async fn build_sink(cfg: &SinkConfig) -> anyhow::Result<Arc<dyn Sink>> {
             Arc::new(s)
         }
         SinkKind::S3(o) => Arc::new(logferry_sinks::S3Sink::new((**o).clone()).await),
+        SinkKind::Http(o) => Arc::new(
+            logferry_sinks::http::HttpSink::new((**o).clone())
+                .map_err(|e| anyhow::anyhow!("sink {}: {e}", cfg.name))?,
+        ),
         SinkKind::AzureMonitor(m) => Arc::new(
             logferry_sinks::azure_monitor::AzureMonitorSink::new(m.options.clone())
                 .map_err(|e| anyhow::anyhow!("sink {}: {e}", cfg.name))?,

@@ -191,3 +191,10 @@ fn kill_9_in_a_loop_ends_with_every_record_in_azure_monitor() {
     );
     crash_loop(&sink, "disk", 6, &[], |_| monitor.records());
 }
+
+#[test]
+fn kill_9_in_a_loop_ends_with_every_record_at_the_http_endpoint() {
+    let rx = common::receiver::Receiver::start(None);
+    let sink = format!("type = \"http\"\nurl = \"{}\"", rx.url("/ingest"));
+    crash_loop(&sink, "disk", 6, &[], |_| rx.records());
+}

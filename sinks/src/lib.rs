@@ -10,6 +10,7 @@ pub mod azure_blob;
 pub mod azure_monitor;
 pub mod batch;
 pub mod directory;
+pub mod http;
 pub mod key;
 pub mod s3;
 pub mod tls;

@@ -62,6 +62,7 @@ pub enum SinkKind {
     S3(Box<logferry_sinks::S3Options>),
     AzureBlob(Box<logferry_sinks::azure_blob::AzureBlobOptions>),
     AzureMonitor(Box<AzureMonitorConfig>),
+    Http(Box<logferry_sinks::http::HttpOptions>),
 }
 
 /// The Logs Ingestion sink and the record shaping its table needs.
@@ -102,6 +103,7 @@ impl SinkConfig {
             SinkKind::S3(_) => "s3",
             SinkKind::AzureBlob(_) => "azure_blob",
             SinkKind::AzureMonitor(_) => "azure_monitor",
+            SinkKind::Http(_) => "http",
         }
     }
 }

@@ -137,7 +137,7 @@ pub const SINK_COMMON_KEYS: &[&str] = &[
     "timeout",
 ];
 
-pub const SINK_TYPES: &[&str] = &["directory", "s3", "azure_blob", "azure_monitor"];
+pub const SINK_TYPES: &[&str] = &["directory", "s3", "azure_blob", "azure_monitor", "http"];
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
@@ -294,6 +294,62 @@ pub(crate) use entra_fields;
 #[serde(deny_unknown_fields)]
 pub struct Tls {
     pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    pub url: String,
+    pub method: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub auth: Option<HttpAuth>,
+    pub signature: Option<HttpSignature>,
+    pub tls: Option<Tls>,
+    pub retry_on: Option<Vec<StatusItem>>,
+    pub success_on: Option<Vec<StatusItem>>,
+    /// What `validate --check-sinks` sends: `head`, `options` or `none`.
+    pub check: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum StatusItem {
+    Code(u16),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpAuth {
+    pub basic: Option<BasicAuth>,
+    pub bearer: Option<BearerAuth>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    pub user: String,
+    pub password: Option<String>,
+    pub password_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BearerAuth {
+    pub token: Option<String>,
+    pub token_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSignature {
+    pub key_env: Option<String>,
+    pub key_file: Option<String>,
+    pub header: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -47,6 +47,9 @@ pub(super) fn build(
         "azure_monitor" => typed::<raw::AzureMonitor>(table, p, SINK_COMMON_KEYS, c)
             .and_then(|s| azure_monitor(p, s, base, c))
             .map(|o| SinkKind::AzureMonitor(Box::new(o))),
+        "http" => typed::<raw::Http>(table, p, SINK_COMMON_KEYS, c)
+            .and_then(|s| http(p, s, base, c))
+            .map(|o| SinkKind::Http(Box::new(o))),
         "s3" => typed::<raw::S3>(table, p, SINK_COMMON_KEYS, c)
             .and_then(|s| s3(p, s, c))
             .map(|o| SinkKind::S3(Box::new(o))),
@@ -63,7 +66,11 @@ pub(super) fn build(
     };
     let has_encoding = common_t.contains_key("encoding");
     let common: raw::SinkCommon = typed(common_t, p, &[], c)?;
-    let kind = kind?;
+    let mut kind = kind?;
+    let timeout = common.timeout.map_or(Duration::from_secs(30), |d| d.0);
+    if let SinkKind::Http(o) = &mut kind {
+        o.timeout = timeout;
+    }
     let append = matches!(&kind, SinkKind::AzureBlob(o) if o.blob_type == logferry_sinks::azure_blob::BlobType::Append);
     let parsed = if append {
         KeyTemplate::parse_shared(common.key.as_deref().unwrap_or(DEFAULT_APPEND_KEY))
@@ -208,7 +215,7 @@ pub(super) fn build(
         requests_per_second: rps,
         bytes_per_second: bps,
         spool_max_bytes: size_or(common.spool_max_bytes, 1 << 30),
-        timeout: common.timeout.map_or(Duration::from_secs(30), |d| d.0),
+        timeout,
     })
 }
 
@@ -522,18 +529,7 @@ fn azure_blob(
             None
         }
     };
-    let tls = logferry_sinks::tls::TlsOptions {
-        ca_file: s
-            .tls
-            .as_ref()
-            .and_then(|t| t.ca_file.as_deref())
-            .map(|f| resolve(base, f)),
-    };
-    if let Some(f) = &tls.ca_file {
-        if let Err(e) = std::fs::metadata(f) {
-            c.add(format!("{p}.tls.ca_file"), format!("{}: {e}", f.display()));
-        }
-    }
+    let tls = tls(p, s.tls.as_ref(), base, c, false).0;
     if c.list.len() > before {
         return None;
     }
@@ -714,18 +710,7 @@ fn azure_monitor(
             c.add(format!("{p}.field_map"), "names must not be empty");
         }
     }
-    let tls = logferry_sinks::tls::TlsOptions {
-        ca_file: s
-            .tls
-            .as_ref()
-            .and_then(|t| t.ca_file.as_deref())
-            .map(|f| resolve(base, f)),
-    };
-    if let Some(f) = &tls.ca_file {
-        if let Err(e) = std::fs::metadata(f) {
-            c.add(format!("{p}.tls.ca_file"), format!("{}: {e}", f.display()));
-        }
-    }
+    let tls = tls(p, s.tls.as_ref(), base, c, false).0;
     if c.list.len() > before {
         return None;
     }
@@ -747,5 +732,241 @@ fn azure_monitor(
             // Two bytes for the array's separators around a record.
             max_record_bytes: logferry_sinks::azure_monitor::MAX_REQUEST_BYTES as usize - 16,
         },
+    })
+}
+
+/// `tls = { ca_file, cert_file, key_file, server_name }`: files must exist; a client
+/// certificate needs its key; `server_name` only where `named` (the http sink).
+fn tls(
+    p: &str,
+    t: Option<&raw::Tls>,
+    base: &Path,
+    c: &mut Collector,
+    named: bool,
+) -> (logferry_sinks::tls::TlsOptions, Option<String>) {
+    let Some(t) = t else {
+        return (Default::default(), None);
+    };
+    let mut file = |name: &str, v: &Option<String>| {
+        let path = v.as_deref().map(|f| resolve(base, f));
+        if let Some(f) = &path {
+            if let Err(e) = std::fs::metadata(f) {
+                c.add(format!("{p}.tls.{name}"), format!("{}: {e}", f.display()));
+            }
+        }
+        path
+    };
+    let opts = logferry_sinks::tls::TlsOptions {
+        ca_file: file("ca_file", &t.ca_file),
+        cert_file: file("cert_file", &t.cert_file),
+        key_file: file("key_file", &t.key_file),
+    };
+    if opts.cert_file.is_some() != opts.key_file.is_some() {
+        c.add(
+            format!("{p}.tls"),
+            "cert_file and key_file go together (a client certificate and its key)",
+        );
+    }
+    if t.server_name.is_some() && !named {
+        c.add(
+            format!("{p}.tls.server_name"),
+            "only the http sink takes a server_name",
+        );
+    }
+    (opts, t.server_name.clone())
+}
+
+/// `retry_on` / `success_on`: codes and classes.
+fn statuses(
+    p: &str,
+    name: &str,
+    v: Option<&Vec<raw::StatusItem>>,
+    default: &[&str],
+    c: &mut Collector,
+) -> logferry_sinks::http::Statuses {
+    let mut out = logferry_sinks::http::Statuses::default();
+    let items: Vec<String> = match v {
+        Some(list) => list
+            .iter()
+            .map(|i| match i {
+                raw::StatusItem::Code(n) => n.to_string(),
+                raw::StatusItem::Text(t) => t.clone(),
+            })
+            .collect(),
+        None => default.iter().map(|s| s.to_string()).collect(),
+    };
+    for i in items {
+        if let Err(e) = out.add(&i) {
+            c.add(format!("{p}.{name}"), e);
+        }
+    }
+    out
+}
+
+fn http(
+    p: &str,
+    s: raw::Http,
+    base: &Path,
+    c: &mut Collector,
+) -> Option<logferry_sinks::http::HttpOptions> {
+    use logferry_sinks::http::{CheckMethod, HttpAuth, Secretish, Signature};
+    let before = c.list.len();
+    if !(s.url.starts_with("https://") || s.url.starts_with("http://")) {
+        c.add(format!("{p}.url"), "must be an http:// or https:// URL");
+    }
+    let method = s
+        .method
+        .clone()
+        .unwrap_or_else(|| "POST".into())
+        .to_ascii_uppercase();
+    if method != "POST" && method != "PUT" {
+        c.add(format!("{p}.method"), "POST or PUT");
+    }
+    let mut secret =
+        |name: &str, inline: &Option<String>, file: &Option<String>| match (inline, file) {
+            (Some(_), Some(_)) => {
+                c.add(
+                    format!("{p}.{name}"),
+                    format!("set either {name} or {name}_file, not both"),
+                );
+                None
+            }
+            (Some(v), None) => Some(Secretish::Inline(v.clone())),
+            (None, Some(f)) => {
+                let path = resolve(base, f);
+                if let Err(e) = std::fs::metadata(&path) {
+                    c.add(
+                        format!("{p}.{name}_file"),
+                        format!("{}: {e}", path.display()),
+                    );
+                }
+                Some(Secretish::File(path))
+            }
+            (None, None) => None,
+        };
+    let auth = match &s.auth {
+        None => HttpAuth::None,
+        Some(a) => match (&a.basic, &a.bearer) {
+            (Some(b), None) => match secret("auth.basic.password", &b.password, &b.password_file) {
+                Some(pw) => HttpAuth::Basic {
+                    user: b.user.clone(),
+                    password: pw,
+                },
+                None => {
+                    c.add(format!("{p}.auth.basic"), "needs password or password_file");
+                    HttpAuth::None
+                }
+            },
+            (None, Some(b)) => match secret("auth.bearer.token", &b.token, &b.token_file) {
+                Some(t) => HttpAuth::Bearer(t),
+                None => {
+                    c.add(format!("{p}.auth.bearer"), "needs token or token_file");
+                    HttpAuth::None
+                }
+            },
+            _ => {
+                c.add(
+                    format!("{p}.auth"),
+                    "one of basic = {...} or bearer = {...}",
+                );
+                HttpAuth::None
+            }
+        },
+    };
+    let signature = match &s.signature {
+        None => None,
+        Some(sig) => {
+            let key = match (&sig.key_env, &sig.key_file) {
+                (Some(var), None) => std::env::var(var)
+                    .map(String::into_bytes)
+                    .map_err(|_| format!("environment variable {var} is not set")),
+                (None, Some(f)) => {
+                    let path = resolve(base, f);
+                    std::fs::read(&path)
+                        .map(|mut k| {
+                            while k.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                                k.pop();
+                            }
+                            k
+                        })
+                        .map_err(|e| format!("cannot read key_file {}: {e}", path.display()))
+                }
+                _ => Err("set key_env or key_file (one of them)".to_string()),
+            };
+            match key {
+                Ok(k) if k.len() >= 16 => Some(Signature {
+                    key: k,
+                    header: sig
+                        .header
+                        .clone()
+                        .unwrap_or_else(|| "X-Logferry-Signature".into()),
+                }),
+                Ok(_) => {
+                    c.add(
+                        format!("{p}.signature"),
+                        "the key must be at least 16 bytes",
+                    );
+                    None
+                }
+                Err(e) => {
+                    c.add(format!("{p}.signature"), e);
+                    None
+                }
+            }
+        }
+    };
+    for k in s.headers.keys() {
+        let lower = k.to_ascii_lowercase();
+        if [
+            "content-encoding",
+            "idempotency-key",
+            "content-length",
+            "host",
+        ]
+        .contains(&lower.as_str())
+        {
+            c.add(
+                format!("{p}.headers.{k}"),
+                "is set by logferry for every request; remove it",
+            );
+        }
+    }
+    let retry_on = statuses(
+        p,
+        "retry_on",
+        s.retry_on.as_ref(),
+        &["408", "429", "5xx"],
+        c,
+    );
+    let success_on = statuses(p, "success_on", s.success_on.as_ref(), &["2xx"], c);
+    let check = match s.check.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("head") => CheckMethod::Head,
+        Some("options") => CheckMethod::Options,
+        Some("none") => CheckMethod::None,
+        Some(other) => {
+            c.add(
+                format!("{p}.check"),
+                format!("{other:?}: \"head\", \"options\" or \"none\""),
+            );
+            CheckMethod::None
+        }
+    };
+    let (tls, server_name) = tls(p, s.tls.as_ref(), base, c, true);
+    if c.list.len() > before {
+        return None;
+    }
+    Some(logferry_sinks::http::HttpOptions {
+        url: s.url,
+        method,
+        headers: s.headers.into_iter().collect(),
+        auth,
+        signature,
+        tls,
+        server_name,
+        // Set from the common `timeout` by the caller.
+        timeout: Duration::from_secs(30),
+        retry_on,
+        success_on,
+        check,
     })
 }

@@ -213,3 +213,55 @@ fn azure_blob_credentials_are_checked_together() {
         assert!(shown.contains(expect), "{extra}\n=> {shown}");
     }
 }
+
+#[test]
+fn http_options_are_checked() {
+    let base = r#"
+data_dir = "./data"
+[sources.jobs]
+include = ["./logs/*.log"]
+sinks = ["out"]
+[sinks.out]
+type = "http"
+url = "https://logs.example.com/in"
+"#;
+    let ok = load(&format!(
+        "{base}retry_on = [408, \"5xx\"]\nsuccess_on = [\"2xx\", 304]\ntimeout = \"5s\"\n"
+    ))
+    .unwrap();
+    let SinkKind::Http(o) = &ok.sinks[0].kind else {
+        panic!("not http")
+    };
+    assert!(o.retry_on.contains(503) && o.retry_on.contains(408) && !o.retry_on.contains(429));
+    assert!(o.success_on.contains(304));
+    assert_eq!(o.timeout, Duration::from_secs(5));
+    for (extra, expect) in [
+        ("method = \"GET\"\n", "sinks.out.method: POST or PUT"),
+        ("retry_on = [\"9xx\"]\n", "a class is 1xx to 5xx"),
+        ("retry_on = [700]\n", "not an HTTP status"),
+        (
+            "auth = { basic = { user = \"u\" } }\n",
+            "needs password or password_file",
+        ),
+        (
+            "auth = { basic = { user = \"u\", password = \"p\" }, bearer = { token = \"t\" } }\n",
+            "one of basic",
+        ),
+        (
+            "signature = { key_env = \"LOGFERRY_NO_SUCH_VAR\" }\n",
+            "LOGFERRY_NO_SUCH_VAR is not set",
+        ),
+        (
+            "headers = { Idempotency-Key = \"x\" }\n",
+            "is set by logferry",
+        ),
+        (
+            "tls = { cert_file = \"/etc/hostname\" }\n",
+            "cert_file and key_file go together",
+        ),
+        ("check = \"ping\"\n", "\"head\", \"options\" or \"none\""),
+    ] {
+        let shown = load(&format!("{base}{extra}")).unwrap_err().to_string();
+        assert!(shown.contains(expect), "{extra}=> {shown}");
+    }
+}

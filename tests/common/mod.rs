@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod monitor;
+pub mod receiver;
 pub mod tls;
 
 use std::collections::HashMap;

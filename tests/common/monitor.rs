@@ -166,7 +166,10 @@ fn handle(st: &Arc<Mutex<State>>, req: &Req) -> (Resp, Option<Call>) {
             Some(call),
         );
     }
-    if let Some(r) = st.lock().unwrap().script.pop_front() {
+    if let Some(mut r) = st.lock().unwrap().script.pop_front() {
+        for (_, v) in r.headers.iter_mut() {
+            *v = super::tls::expand_date(v);
+        }
         return (r, Some(call));
     }
     if req.header("content-encoding") != Some("gzip")

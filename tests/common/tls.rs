@@ -75,6 +75,53 @@ impl TestCa {
         }
     }
 
+    /// Like [`server`](Self::server), requiring a client certificate signed by this CA.
+    pub fn server_mtls(&self, label: &str, names: &[&str]) -> ServerCert {
+        let plain = self.server(label, names);
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(self.issuer.der().to_vec()))
+            .unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        )
+        .build()
+        .unwrap();
+        let key = std::fs::read(&plain.key_pem).unwrap();
+        let key = rustls::pki_types::pem::PemObject::from_pem_slice(&key).unwrap();
+        let certs: Vec<CertificateDer<'static>> = vec![
+            rustls::pki_types::pem::PemObject::from_pem_slice(
+                &std::fs::read(&plain.cert_pem).unwrap(),
+            )
+            .unwrap(),
+            CertificateDer::from(self.issuer.der().to_vec()),
+        ];
+        let config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs, key)
+            .unwrap();
+        ServerCert {
+            config: Arc::new(config),
+            ..plain
+        }
+    }
+
+    /// A client certificate signed by this CA: (cert PEM path, key PEM path).
+    pub fn client(&self, label: &str) -> (PathBuf, PathBuf) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, label);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let cert_pem = self.dir.path().join(format!("{label}-client.pem"));
+        let key_pem = self.dir.path().join(format!("{label}-client-key.pem"));
+        std::fs::write(&cert_pem, cert.pem()).unwrap();
+        std::fs::write(&key_pem, key.serialize_pem()).unwrap();
+        (cert_pem, key_pem)
+    }
+
     pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         roots
@@ -348,6 +395,21 @@ impl TokenServer {
 
     pub fn requests(&self) -> Vec<TokenReq> {
         self.requests.lock().unwrap().clone()
+    }
+}
+
+/// Scripted headers may ask for an HTTP date relative to the moment they are sent:
+/// `Retry-After: +3s` becomes the date three seconds after the answer leaves.
+pub fn expand_date(v: &str) -> String {
+    match v
+        .strip_prefix('+')
+        .and_then(|s| s.strip_suffix('s'))
+        .and_then(|s| s.parse::<i64>().ok())
+    {
+        Some(secs) => (chrono::Utc::now() + chrono::Duration::seconds(secs))
+            .format("%a, %d %b %Y %H:%M:%S GMT")
+            .to_string(),
+        None => v.to_string(),
     }
 }
 

@@ -1,0 +1,347 @@
+//! The `http` sink: a batch per request to a customer's endpoint, with exact retry rules, an
+//! `Idempotency-Key` (the batch id, the same on every attempt and after restarts), optional
+//! HMAC signatures and mutual TLS.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::azure_monitor::error_chain;
+use crate::tls::TlsOptions;
+use crate::{retry_after, Outcome, SealedBatch, Sink};
+
+/// A set of HTTP statuses: exact codes and classes (`5xx`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Statuses {
+    pub codes: Vec<u16>,
+    pub classes: Vec<u16>,
+}
+
+impl Statuses {
+    /// Parses `408`, `"429"` or `"5xx"`.
+    pub fn add(&mut self, item: &str) -> Result<(), String> {
+        let t = item.trim();
+        if let Some(c) = t.strip_suffix("xx") {
+            match c.parse::<u16>() {
+                Ok(c @ 1..=5) => {
+                    self.classes.push(c);
+                    Ok(())
+                }
+                _ => Err(format!("{item:?}: a class is 1xx to 5xx")),
+            }
+        } else {
+            match t.parse::<u16>() {
+                Ok(c @ 100..=599) => {
+                    self.codes.push(c);
+                    Ok(())
+                }
+                _ => Err(format!("{item:?}: not an HTTP status (100-599 or \"5xx\")")),
+            }
+        }
+    }
+
+    pub fn contains(&self, status: u16) -> bool {
+        self.codes.contains(&status) || self.classes.contains(&(status / 100))
+    }
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub enum HttpAuth {
+    None,
+    Basic { user: String, password: Secretish },
+    Bearer(Secretish),
+}
+
+/// A credential given inline or as a file. Files are read again when they change, so a
+/// rotated token is picked up without a restart.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secretish {
+    Inline(String),
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for HttpAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HttpAuth::None => f.write_str("None"),
+            HttpAuth::Basic { user, .. } => write!(f, "Basic({user}, ***)"),
+            HttpAuth::Bearer(_) => f.write_str("Bearer(***)"),
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct Signature {
+    pub key: Vec<u8>,
+    pub header: String,
+}
+
+impl std::fmt::Debug for Signature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Signature(header={}, key=***)", self.header)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckMethod {
+    Head,
+    Options,
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    pub url: String,
+    /// POST or PUT.
+    pub method: String,
+    /// Sent with every request (values already expanded); ours win for the protocol headers.
+    pub headers: Vec<(String, String)>,
+    pub auth: HttpAuth,
+    pub signature: Option<Signature>,
+    pub tls: TlsOptions,
+    /// Verify the server's certificate for this name (and send it as SNI) instead of the
+    /// URL's host; the URL's host is still where the connection goes.
+    pub server_name: Option<String>,
+    pub timeout: Duration,
+    pub retry_on: Statuses,
+    pub success_on: Statuses,
+    pub check: CheckMethod,
+}
+
+pub struct HttpSink {
+    o: HttpOptions,
+    client: reqwest::Client,
+    /// The URL requests go to (host replaced by `server_name` when set).
+    url: reqwest::Url,
+    file_cache: Mutex<Option<(PathBuf, SystemTime, String)>>,
+}
+
+impl HttpSink {
+    pub fn new(o: HttpOptions) -> Result<HttpSink, String> {
+        let mut url = reqwest::Url::parse(&o.url).map_err(|e| format!("url {:?}: {e}", o.url))?;
+        let mut b = crate::tls::builder(&o.tls)?;
+        if let Some(name) = &o.server_name {
+            // Connect where the URL points, but speak TLS to `name`.
+            let host = url.host_str().unwrap_or_default().to_string();
+            let port = url.port_or_known_default().unwrap_or(443);
+            let addrs: Vec<std::net::SocketAddr> =
+                std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+                    .map_err(|e| format!("cannot resolve {host}: {e}"))?
+                    .collect();
+            b = b.resolve_to_addrs(name, &addrs);
+            url.set_host(Some(name))
+                .map_err(|e| format!("tls.server_name {name:?}: {e}"))?;
+        }
+        let client = b
+            .build()
+            .map_err(|e| format!("cannot build the HTTPS client: {e}"))?;
+        Ok(HttpSink {
+            o,
+            client,
+            url,
+            file_cache: Mutex::new(None),
+        })
+    }
+
+    fn secret(&self, s: &Secretish) -> Result<String, String> {
+        let path = match s {
+            Secretish::Inline(v) => return Ok(v.clone()),
+            Secretish::File(p) => p,
+        };
+        let mtime = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut cache = self.file_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((p, t, v)) = &*cache {
+            if p == path && *t == mtime {
+                return Ok(v.clone());
+            }
+        }
+        let v = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            .trim_end_matches(['\r', '\n'])
+            .to_string();
+        *cache = Some((path.clone(), mtime, v.clone()));
+        Ok(v)
+    }
+
+    fn request(&self, method: reqwest::Method) -> Result<reqwest::RequestBuilder, String> {
+        let mut r = self
+            .client
+            .request(method, self.url.clone())
+            .timeout(self.o.timeout);
+        for (k, v) in &self.o.headers {
+            r = r.header(k, v);
+        }
+        match &self.o.auth {
+            HttpAuth::None => {}
+            HttpAuth::Basic { user, password } => {
+                r = r.basic_auth(user, Some(self.secret(password)?));
+            }
+            HttpAuth::Bearer(t) => r = r.bearer_auth(self.secret(t)?),
+        }
+        Ok(r)
+    }
+}
+
+/// `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>." followed by the body as sent>`.
+pub fn sign(key: &[u8], t: u64, body: &[u8]) -> String {
+    let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
+        Ok(m) => m,
+        // HMAC takes keys of any length.
+        Err(_) => return String::new(),
+    };
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(body);
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Says what a transport error means for an operator: TLS trust, names, client certificates,
+/// refused connections and timeouts in plain words, the library's chain after it.
+pub fn explain(e: &reqwest::Error, client_cert: bool) -> String {
+    let chain = error_chain(e);
+    let plain = if e.is_timeout() {
+        "no answer within the timeout"
+    } else if chain.contains("UnknownIssuer") || chain.contains("unknown issuer") {
+        "the server's certificate is not signed by a CA we trust (set tls.ca_file)"
+    } else if chain.contains("NotValidForName") || chain.contains("not valid for name") {
+        "the server's certificate does not name this host (fix the URL or set tls.server_name)"
+    } else if chain.contains("Expired") {
+        "the server's certificate has expired"
+    } else if chain.contains("CertificateRequired") {
+        "the server requires a client certificate (set tls.cert_file and tls.key_file)"
+    } else if chain.contains("received fatal alert") && client_cert {
+        // BadCertificate, UnknownCA, DecryptError (a CA of the same name): servers say it
+        // in different ways.
+        "the server ended the TLS handshake: it does not accept our client certificate (check tls.cert_file and tls.key_file against the CA it trusts)"
+    } else if chain.contains("received fatal alert") {
+        "the server ended the TLS handshake (does it require a client certificate? set tls.cert_file and tls.key_file)"
+    } else if chain.contains("Connection refused") {
+        "connection refused (nothing listens at that address)"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    format!("{plain}: {chain}")
+}
+
+#[async_trait]
+impl Sink for HttpSink {
+    async fn send(&self, batch: &SealedBatch) -> Outcome {
+        let method = if self.o.method == "PUT" {
+            reqwest::Method::PUT
+        } else {
+            reqwest::Method::POST
+        };
+        let mut r = match self.request(method) {
+            Ok(r) => r,
+            Err(reason) => {
+                return Outcome::Retry {
+                    after: None,
+                    reason,
+                }
+            }
+        };
+        let has_content_type = self
+            .o
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+        if !has_content_type {
+            r = r.header("Content-Type", batch.content_type());
+        }
+        if let Some(enc) = batch.meta.compression.content_encoding() {
+            r = r.header("Content-Encoding", enc);
+        }
+        r = r.header("Idempotency-Key", &batch.meta.id);
+        if let Some(sig) = &self.o.signature {
+            let t = chrono::Utc::now().timestamp().max(0) as u64;
+            r = r.header(&sig.header, sign(&sig.key, t, &batch.payload));
+        }
+        let resp = match r.body(batch.payload.clone()).send().await {
+            Ok(r) => r,
+            Err(e) => {
+                return Outcome::Retry {
+                    after: None,
+                    reason: explain(&e, self.o.tls.cert_file.is_some()),
+                }
+            }
+        };
+        let status = resp.status().as_u16();
+        if self.o.success_on.contains(status) {
+            return Outcome::Delivered;
+        }
+        let after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(retry_after);
+        let body = match resp.bytes().await {
+            Ok(b) => {
+                let end = b.len().min(4096);
+                String::from_utf8_lossy(&b[..end]).into_owned()
+            }
+            Err(_) => String::new(),
+        };
+        let reason = format!("HTTP {status}: {}", body.trim());
+        if self.o.retry_on.contains(status) {
+            Outcome::Retry { after, reason }
+        } else if status == 413 {
+            Outcome::TooLarge { reason }
+        } else {
+            Outcome::Rejected { reason }
+        }
+    }
+
+    /// An empty HEAD or OPTIONS: any answer proves the address, TLS and (unless 401/403)
+    /// the credentials.
+    async fn check(&self) -> Result<(), String> {
+        let method = match self.o.check {
+            CheckMethod::None => return Ok(()),
+            CheckMethod::Head => reqwest::Method::HEAD,
+            CheckMethod::Options => reqwest::Method::OPTIONS,
+        };
+        let resp = self
+            .request(method.clone())?
+            .send()
+            .await
+            .map_err(|e| explain(&e, self.o.tls.cert_file.is_some()))?;
+        match resp.status().as_u16() {
+            s @ (401 | 403) => Err(format!(
+                "reachable, but {method} was refused with {s}: check auth"
+            )),
+            s @ 500..=599 => Err(format!("reachable, but {method} answered {s}")),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_take_codes_and_classes() {
+        let mut s = Statuses::default();
+        for i in ["408", "429", "5xx"] {
+            s.add(i).unwrap();
+        }
+        assert!(s.contains(408) && s.contains(503) && !s.contains(413) && !s.contains(400));
+        assert!(s.add("6xx").is_err());
+        assert!(s.add("abc").is_err());
+    }
+
+    #[test]
+    fn signatures_follow_the_documented_form() {
+        // python3 -c 'import hmac,hashlib;print(hmac.new(b"key", b"1700000000.{\"a\":1}", hashlib.sha256).hexdigest())'
+        assert_eq!(
+            sign(b"key", 1_700_000_000, b"{\"a\":1}"),
+            "t=1700000000,v1=a438e398bfafc57e4396bb7fc2304422f0f768e965d073ca313cb52e22e6ad03"
+        );
+    }
+}
