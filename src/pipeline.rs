@@ -2,7 +2,7 @@
 //! input ends (`--once`) or a signal asks to stop.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
@@ -18,6 +18,7 @@ use crate::deliver::{Policy, Worker};
 use crate::encode::{CompressPool, Layout};
 use crate::mask::Masker;
 use crate::ops::api::{self, Api};
+use crate::ops::health::Health;
 use crate::ops::metrics::Metrics;
 use crate::source::{Signal, SourceCtx, Tailer};
 use crate::spool::Spool;
@@ -77,9 +78,20 @@ pub async fn check_sinks(cfg: &Config) -> Vec<(String, &'static str, Result<(), 
     out
 }
 
+/// How one pipeline instance ended.
+enum End {
+    Stopped,
+    Reload(Box<Config>),
+}
+
+/// Runs until SIGTERM/SIGINT (or, with `once`, until every file is read and delivered). SIGHUP
+/// reloads the configuration file: a valid one replaces the pipeline after the running one has
+/// handed everything read on (nothing lost: spooled batches and checkpoints carry over; nothing
+/// duplicated: attempts in flight end before the new pipeline starts); an invalid one is
+/// refused with its problems logged, and the running pipeline goes on.
 pub async fn run(cfg: Config, once: bool) -> anyhow::Result<()> {
     let metrics = Metrics::new();
-    let ready = Arc::new(AtomicBool::new(false));
+    let health = Arc::new(Health::new(cfg.unready_after));
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data_dir {}", cfg.data_dir.display()))?;
     if let Some(addr) = cfg.api_listen {
@@ -91,14 +103,46 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<()> {
             listener,
             Arc::new(Api {
                 metrics: metrics.clone(),
-                ready: ready.clone(),
+                health: health.clone(),
             }),
         ));
     }
+    let mut signals = crate::ops::Signals::new()?;
+    let mut cfg = cfg;
+    loop {
+        match run_pipeline(&cfg, once, &metrics, &health, &mut signals).await? {
+            End::Stopped => return Ok(()),
+            End::Reload(new) => {
+                if new.api_listen != cfg.api_listen || new.data_dir != cfg.data_dir {
+                    warn!("api.listen and data_dir keep their old values until a restart");
+                }
+                let mut new = *new;
+                new.api_listen = cfg.api_listen;
+                new.data_dir = cfg.data_dir.clone();
+                cfg = new;
+                info!(
+                    sources = cfg.sources.len(),
+                    sinks = cfg.sinks.len(),
+                    "configuration reloaded"
+                );
+            }
+        }
+    }
+}
+
+async fn run_pipeline(
+    cfg: &Config,
+    once: bool,
+    metrics: &Arc<Metrics>,
+    health: &Arc<Health>,
+    signals: &mut crate::ops::Signals,
+) -> anyhow::Result<End> {
+    health.set_sinks(cfg.sinks.iter().map(|s| s.name.as_str()), cfg.unready_after);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let pool = CompressPool::new(threads).context("cannot start compression threads")?;
     let stop = Arc::new(Signal::default());
     let (abandon_tx, abandon_rx) = watch::channel(false);
+    let (drain_tx, drain_rx) = watch::channel(false);
 
     let mut sides: HashMap<String, SinkSide> = HashMap::new();
     let mut writers = Vec::new();
@@ -166,8 +210,18 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<()> {
                 }
             });
         }
-        let worker = Worker::new(&sc.name, sink, spool, policy, &cfg.data_dir, &metrics);
-        workers.push(tokio::spawn(worker.run(abandon_rx.clone())));
+        let worker = Worker::new(
+            &sc.name,
+            sink,
+            spool,
+            policy,
+            &cfg.data_dir,
+            metrics,
+            health.clone(),
+        );
+        workers.push(tokio::spawn(
+            worker.run(abandon_rx.clone(), drain_rx.clone()),
+        ));
         sides.insert(
             sc.name.clone(),
             SinkSide {
@@ -263,7 +317,7 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<()> {
                 Some(Masker::new(p.clone(), metrics.masking(p)))
             }
         };
-        let tailer = Tailer::new(src.clone(), ctx, decoder, masker, batchers, &metrics)?;
+        let tailer = Tailer::new(src.clone(), ctx, decoder, masker, batchers, metrics)?;
         let name = src.name.clone();
         let t = std::thread::Builder::new()
             .name(format!("source-{name}"))
@@ -273,7 +327,7 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<()> {
     }
     // The sources now hold the only senders: the spool writers end when the sources do.
     drop(sides);
-    ready.store(true, Ordering::Release);
+    health.set_running(true);
     info!(
         sources = cfg.sources.len(),
         sinks = cfg.sinks.len(),
@@ -290,11 +344,34 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<()> {
     });
     tokio::pin!(sources_done);
     let mut signalled = false;
-    tokio::select! {
-        _ = &mut sources_done => {},
-        sig = crate::ops::shutdown_signal() => {
-            info!(signal = sig, timeout = ?cfg.shutdown_timeout, "stopping: sealing open batches and delivering what is spooled");
-            signalled = true;
+    let mut reload = None;
+    let crate::ops::Signals { term, int, hup } = signals;
+    loop {
+        tokio::select! {
+            _ = &mut sources_done => break,
+            sig = async {
+                tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                }
+            } => {
+                info!(signal = sig, timeout = ?cfg.shutdown_timeout, "stopping: sealing open batches and delivering what is spooled");
+                signalled = true;
+                break;
+            }
+            _ = hup.recv(), if !once => {
+                match crate::config::load(&cfg.path) {
+                    Ok(new) => {
+                        info!(path = %cfg.path.display(), "SIGHUP: configuration is valid; handing on what was read, then switching");
+                        reload = Some(new);
+                        signalled = true;
+                        break;
+                    }
+                    Err(problems) => {
+                        error!(path = %cfg.path.display(), problems = %problems.to_string().trim_end(), "SIGHUP: configuration refused; the running one stays");
+                    }
+                }
+            }
         }
     }
     if signalled {
@@ -310,16 +387,25 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<()> {
     for w in writers {
         let _ = w.await;
     }
+    if reload.is_some() {
+        // Everything read is spooled (or delivered, in memory mode): let attempts in flight
+        // end, leave the rest in the spool for the new pipeline.
+        let _ = drain_tx.send(true);
+    }
     for w in workers {
         let _ = w.await;
     }
+    health.set_running(false);
     if *abandon_tx.borrow() {
         warn!(
             "shutdown deadline reached; undelivered batches stay in the spool for the next start"
         );
     }
+    if let Some(new) = reload {
+        return Ok(End::Reload(Box::new(new)));
+    }
     info!("logferry stopped");
-    Ok(())
+    Ok(End::Stopped)
 }
 
 /// Collects a sealed batch's compressed blocks and spools it.

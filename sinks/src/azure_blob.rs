@@ -904,7 +904,9 @@ fn classify(container: &str, e: &azure_core::Error) -> Outcome {
     };
     match status {
         None => Outcome::Retry { after: None, reason },
-        Some(StatusCode::TooManyRequests | StatusCode::RequestTimeout) => Outcome::Retry { after, reason },
+        Some(StatusCode::TooManyRequests) => Outcome::Throttled { after, reason },
+        Some(StatusCode::ServiceUnavailable) if code == "ServerBusy" => Outcome::Throttled { after, reason },
+        Some(StatusCode::RequestTimeout) => Outcome::Retry { after, reason },
         Some(s) if u16::from(s) >= 500 => Outcome::Retry { after, reason },
         Some(StatusCode::PayloadTooLarge) => Outcome::TooLarge { reason },
         Some(StatusCode::NotFound) if code == "ContainerNotFound" => Outcome::Rejected {
@@ -938,6 +940,7 @@ impl Sink for AzureBlobSink {
             return Err(match classify(&self.o.container, &e) {
                 Outcome::Rejected { reason }
                 | Outcome::Retry { reason, .. }
+                | Outcome::Throttled { reason, .. }
                 | Outcome::TooLarge { reason } => reason,
                 Outcome::Delivered => "unknown error".into(),
             });

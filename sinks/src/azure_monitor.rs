@@ -167,7 +167,11 @@ impl AzureMonitorSink {
             413 => Outcome::TooLarge {
                 reason: format!("Logs Ingestion 413: {text}"),
             },
-            408 | 429 | 500..=599 => Outcome::Retry {
+            429 => Outcome::Throttled {
+                after,
+                reason: format!("Logs Ingestion 429: {text}"),
+            },
+            408 | 500..=599 => Outcome::Retry {
                 after,
                 reason: format!("Logs Ingestion {status}: {text}"),
             },
@@ -248,6 +252,7 @@ impl Sink for AzureMonitorSink {
         match self.post(body.into(), &request_id("logferry-check")).await {
             Outcome::Delivered => Ok(()),
             Outcome::Retry { reason, .. }
+            | Outcome::Throttled { reason, .. }
             | Outcome::Rejected { reason }
             | Outcome::TooLarge { reason } => Err(reason),
         }

@@ -289,7 +289,9 @@ impl Sink for HttpSink {
             Err(_) => String::new(),
         };
         let reason = format!("HTTP {status}: {}", body.trim());
-        if self.o.retry_on.contains(status) {
+        if self.o.retry_on.contains(status) && status == 429 {
+            Outcome::Throttled { after, reason }
+        } else if self.o.retry_on.contains(status) {
             Outcome::Retry { after, reason }
         } else if status == 413 {
             Outcome::TooLarge { reason }

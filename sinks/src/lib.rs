@@ -69,6 +69,12 @@ pub enum Outcome {
         after: Option<Duration>,
         reason: String,
     },
+    /// The destination asks us to slow down (429, SlowDown, ServerBusy): like `Retry`, and
+    /// counted apart so that operators see throttling.
+    Throttled {
+        after: Option<Duration>,
+        reason: String,
+    },
     /// The destination refuses the batch because of its size. The pipeline splits it by records
     /// and sends the halves; a single record that is still too large is dead-lettered.
     TooLarge { reason: String },

@@ -288,16 +288,16 @@ fn classify<E: ProvideErrorMetadata + std::fmt::Debug>(
                 .map(Duration::from_secs);
             let reason = format!("S3 {status} {code}: {msg}");
             match (status, code.as_str()) {
+                (429, _) | (_, "SlowDown") => Outcome::Throttled { after, reason },
                 (
                     _,
-                    "SlowDown"
-                    | "RequestTimeout"
+                    "RequestTimeout"
                     | "InternalError"
                     | "ServiceUnavailable"
                     | "ExpiredToken"
                     | "RequestTimeTooSkewed",
                 ) => Outcome::Retry { after, reason },
-                (408 | 429, _) | (500..=599, _) => Outcome::Retry { after, reason },
+                (408, _) | (500..=599, _) => Outcome::Retry { after, reason },
                 (413, _) | (_, "EntityTooLarge") => Outcome::TooLarge { reason },
                 (_, "NoSuchBucket") => Outcome::Rejected {
                     reason: format!(
@@ -363,6 +363,7 @@ impl Sink for S3Sink {
                 _ => match classify(bucket, e) {
                     Outcome::Rejected { reason }
                     | Outcome::Retry { reason, .. }
+                    | Outcome::Throttled { reason, .. }
                     | Outcome::TooLarge { reason } => reason,
                     Outcome::Delivered => "unknown error".into(),
                 },
@@ -385,6 +386,7 @@ impl Sink for S3Sink {
                 }
                 Outcome::Rejected { reason }
                 | Outcome::Retry { reason, .. }
+                | Outcome::Throttled { reason, .. }
                 | Outcome::TooLarge { reason } => {
                     format!("cannot write a probe object: {reason}")
                 }

@@ -30,6 +30,7 @@ pub struct Config {
     pub path: PathBuf,
     pub data_dir: PathBuf,
     pub api_listen: Option<SocketAddr>,
+    pub unready_after: Duration,
     pub log_format: LogFormat,
     pub log_level: String,
     pub shutdown_timeout: Duration,
@@ -438,6 +439,10 @@ fn build(
         path: path.to_path_buf(),
         data_dir,
         api_listen,
+        unready_after: top
+            .api
+            .unready_after
+            .map_or(Duration::from_secs(300), |d| d.0),
         log_format: top.log_format.unwrap_or_default(),
         log_level: top.log_level.unwrap_or_else(|| "info".into()),
         shutdown_timeout: top

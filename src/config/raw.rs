@@ -33,6 +33,8 @@ pub struct Top {
 #[serde(deny_unknown_fields)]
 pub struct Api {
     pub listen: Option<String>,
+    /// `/readyz` turns not ready when a sink has been failing this long.
+    pub unready_after: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]

@@ -2,18 +2,18 @@
 //! Every response closes its connection; there is nothing here worth a web framework.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::health::Health;
 use super::metrics::Metrics;
 
 pub struct Api {
     pub metrics: Arc<Metrics>,
-    pub ready: Arc<AtomicBool>,
+    pub health: Arc<Health>,
 }
 
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -59,16 +59,10 @@ async fn handle(mut s: TcpStream, api: &Api) -> std::io::Result<()> {
             "application/json",
             "{\"status\":\"ok\"}".to_string(),
         ),
-        ("GET", "/readyz") if api.ready.load(Ordering::Acquire) => (
-            "200 OK",
-            "application/json",
-            "{\"status\":\"ready\"}".to_string(),
-        ),
-        ("GET", "/readyz") => (
-            "503 Service Unavailable",
-            "application/json",
-            "{\"status\":\"starting\"}".to_string(),
-        ),
+        ("GET", "/readyz") => match api.health.report() {
+            (true, body) => ("200 OK", "application/json", body),
+            (false, body) => ("503 Service Unavailable", "application/json", body),
+        },
         ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
         _ => (
             "405 Method Not Allowed",

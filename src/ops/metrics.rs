@@ -15,6 +15,12 @@ pub struct SourceLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FileLabel {
+    pub source: String,
+    pub path: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MaskLabel {
     pub profile: String,
     pub kind: String,
@@ -29,6 +35,7 @@ macro_rules! families {
     ($( $field:ident : $kind:ident < $label:ident > = $name:literal, $help:literal; )*) => {
         pub struct Metrics {
             registry: Registry,
+            sink_names: std::sync::Mutex<Vec<String>>,
             $( pub $field: Family<$label, $kind>, )*
         }
 
@@ -39,7 +46,7 @@ macro_rules! families {
                     let $field = Family::<$label, $kind>::default();
                     registry.register($name, $help, $field.clone());
                 )*
-                Arc::new(Metrics { registry, $( $field, )* })
+                Arc::new(Metrics { registry, sink_names: Default::default(), $( $field, )* })
             }
         }
     };
@@ -56,6 +63,7 @@ families! {
     files_truncated: Counter<SourceLabel> = "files_truncated", "Files truncated or rewritten in place, re-read from the start";
     files_drained: Counter<SourceLabel> = "files_drained", "Rotated or deleted files read to their end and closed";
     unread_bytes: Gauge<SourceLabel> = "unread_bytes", "Bytes written to tailed files and not read yet";
+    file_unread_bytes: Gauge<FileLabel> = "file_unread_bytes", "Bytes written to a tailed file and not read yet (series removed when the file is closed)";
     checkpoint_failures: Counter<SourceLabel> = "checkpoint_write_failures", "Checkpoint writes that failed";
     masked: Counter<MaskLabel> = "masked", "Values masked, per profile and rule or detector (kind=unprocessable: whole records replaced because they could not be masked)";
     batches_sealed: Counter<SinkLabel> = "batches_sealed", "Batches sealed";
@@ -66,16 +74,31 @@ families! {
     bytes_sent: Counter<SinkLabel> = "bytes_sent", "Payload bytes in acknowledged batches";
     retries: Counter<SinkLabel> = "retries", "Attempts that failed and will be retried";
     retry_after_waits: Counter<SinkLabel> = "retry_after_waits", "Retries that waited for a Retry-After the sink gave";
+    throttled: Counter<SinkLabel> = "throttled", "Attempts the destination throttled (429, SlowDown, ServerBusy)";
     batches_split: Counter<SinkLabel> = "batches_split", "Batches split in halves because the sink refused their size";
     dead_letter_batches: Counter<SinkLabel> = "dead_letter_batches", "Batches moved to dead-letter";
     dead_letter_records: Counter<SinkLabel> = "dead_letter_records", "Records in dead-lettered batches";
     spool_bytes: Gauge<SinkLabel> = "spool_bytes", "Bytes of batches waiting in the spool";
     spool_batches: Gauge<SinkLabel> = "spool_batches", "Batches waiting in the spool";
     last_delivery: Gauge<SinkLabel> = "last_delivery_timestamp_seconds", "Unix time of the last acknowledged batch";
+    since_delivery: Gauge<SinkLabel> = "seconds_since_last_delivery", "Seconds since the last acknowledged batch (absent before the first)";
 }
 
 impl Metrics {
     pub fn encode(&self) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let sinks: Vec<String> = self
+            .sink_names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for name in sinks {
+            let l = self.sink(&name);
+            let last = self.last_delivery.get_or_create(&l).get();
+            if last > 0 {
+                self.since_delivery.get_or_create(&l).set(now - last);
+            }
+        }
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
@@ -100,6 +123,14 @@ impl Metrics {
                     .clone()
             })
             .collect()
+    }
+
+    /// A sink whose delivery age is reported at each scrape.
+    pub fn track_sink(&self, name: &str) {
+        let mut n = self.sink_names.lock().unwrap_or_else(|p| p.into_inner());
+        if !n.iter().any(|x| x == name) {
+            n.push(name.to_string());
+        }
     }
 
     pub fn sink(&self, name: &str) -> SinkLabel {

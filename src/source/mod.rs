@@ -72,6 +72,7 @@ struct Counters {
     truncated_files: Counter,
     drained: Counter,
     unread: Gauge,
+    file_unread: prometheus_client::metrics::family::Family<crate::ops::metrics::FileLabel, Gauge>,
     checkpoint_failures: Counter,
 }
 
@@ -163,6 +164,7 @@ pub struct Tailer {
     dirty: bool,
     proc: Proc,
     first_scan_done: bool,
+    reported_files: std::collections::HashSet<crate::ops::metrics::FileLabel>,
 }
 
 impl Tailer {
@@ -207,6 +209,7 @@ impl Tailer {
             truncated_files: metrics.files_truncated.get_or_create(&l).clone(),
             drained: metrics.files_drained.get_or_create(&l).clone(),
             unread: metrics.unread_bytes.get_or_create(&l).clone(),
+            file_unread: metrics.file_unread_bytes.clone(),
             checkpoint_failures: metrics.checkpoint_failures.get_or_create(&l).clone(),
         };
         Ok(Tailer {
@@ -231,6 +234,7 @@ impl Tailer {
                 failed: false,
             },
             first_scan_done: false,
+            reported_files: Default::default(),
         })
     }
 
@@ -384,6 +388,24 @@ impl Tailer {
             }
             unread += f.unread();
         }
+        // Per-file lag: one series per file held, removed once the file is let go.
+        let mut now_reported = std::collections::HashSet::new();
+        for f in self.files.values() {
+            let label = crate::ops::metrics::FileLabel {
+                source: self.cfg.name.clone(),
+                path: f.path.display().to_string(),
+            };
+            self.proc
+                .c
+                .file_unread
+                .get_or_create(&label)
+                .set(f.unread() as i64);
+            now_reported.insert(label);
+        }
+        for old in self.reported_files.difference(&now_reported) {
+            self.proc.c.file_unread.remove(old);
+        }
+        self.reported_files = now_reported;
         if !self.first_scan_done {
             self.recover_rotated();
             self.first_scan_done = true;

@@ -45,10 +45,21 @@ impl Lf {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let d = dir.path().display().to_string();
-        let text = format!(
-            "data_dir = \"{d}/data\"\n[api]\nlisten = \"127.0.0.1:{port}\"\n{}",
-            body.replace("{dir}", &d)
-        );
+        let body = body.replace("{dir}", &d);
+        // Top-level keys of the body stay at the top; an [api] table of its own gets the
+        // listen address added.
+        let split = body
+            .find("\n[")
+            .map(|i| i + 1)
+            .unwrap_or(if body.starts_with('[') { 0 } else { body.len() });
+        let (top, tables) = body.split_at(split);
+        let listen = format!("listen = \"127.0.0.1:{port}\"\n");
+        let tables = if let Some(rest) = tables.strip_prefix("[api]\n") {
+            format!("[api]\n{listen}{rest}")
+        } else {
+            format!("[api]\n{listen}{tables}")
+        };
+        let text = format!("data_dir = \"{d}/data\"\n{top}\n{tables}");
         std::fs::create_dir_all(dir.path().join("logs")).unwrap();
         let cfg = dir.path().join("logferry.toml");
         std::fs::write(&cfg, text).unwrap();

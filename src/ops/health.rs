@@ -1,0 +1,150 @@
+//! What `/readyz` reports: the pipeline is up, and per sink whether deliveries succeed, have
+//! been failing since when, or are being dead-lettered.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+#[derive(Debug, Clone, Default)]
+struct SinkHealth {
+    failing_since: Option<DateTime<Utc>>,
+    dead_lettering_since: Option<DateTime<Utc>>,
+    last_error: Option<String>,
+    last_delivery: Option<DateTime<Utc>>,
+}
+
+pub struct Health {
+    ready: AtomicBool,
+    /// A sink failing longer than this makes the process not ready.
+    unready_after: Mutex<Duration>,
+    sinks: Mutex<BTreeMap<String, SinkHealth>>,
+}
+
+impl Health {
+    pub fn new(unready_after: Duration) -> Health {
+        Health {
+            ready: AtomicBool::new(false),
+            unready_after: Mutex::new(unready_after),
+            sinks: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Config loaded and every worker started (or stopped for a reload).
+    pub fn set_running(&self, on: bool) {
+        self.ready.store(on, Ordering::Release);
+    }
+
+    /// The sinks of a (re)loaded config: others are forgotten, known ones keep their state.
+    pub fn set_sinks<'a>(&self, names: impl Iterator<Item = &'a str>, unready_after: Duration) {
+        *self.unready_after.lock().unwrap_or_else(|p| p.into_inner()) = unready_after;
+        let mut m = self.sinks.lock().unwrap_or_else(|p| p.into_inner());
+        let keep: BTreeMap<String, SinkHealth> = names
+            .map(|n| (n.to_string(), m.get(n).cloned().unwrap_or_default()))
+            .collect();
+        *m = keep;
+    }
+
+    fn with(&self, sink: &str, f: impl FnOnce(&mut SinkHealth)) {
+        let mut m = self.sinks.lock().unwrap_or_else(|p| p.into_inner());
+        f(m.entry(sink.to_string()).or_default());
+    }
+
+    pub fn delivered(&self, sink: &str) {
+        self.with(sink, |h| {
+            h.failing_since = None;
+            h.dead_lettering_since = None;
+            h.last_delivery = Some(Utc::now());
+        });
+    }
+
+    pub fn failed(&self, sink: &str, reason: &str) {
+        self.with(sink, |h| {
+            h.failing_since.get_or_insert_with(Utc::now);
+            h.last_error = Some(reason.to_string());
+        });
+    }
+
+    pub fn dead_lettered(&self, sink: &str, reason: &str) {
+        self.with(sink, |h| {
+            h.dead_lettering_since.get_or_insert_with(Utc::now);
+            h.last_error = Some(reason.to_string());
+        });
+    }
+
+    /// (ready, JSON body).
+    pub fn report(&self) -> (bool, String) {
+        let now = Utc::now();
+        let limit = *self.unready_after.lock().unwrap_or_else(|p| p.into_inner());
+        let running = self.ready.load(Ordering::Acquire);
+        let m = self.sinks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ready = running;
+        let mut sinks = serde_json::Map::new();
+        let ts = |t: &DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
+        for (name, h) in m.iter() {
+            let mut o = serde_json::Map::new();
+            let state = if let Some(since) = h.dead_lettering_since {
+                ready = false;
+                o.insert("since".into(), ts(&since).into());
+                "dead_lettering"
+            } else if let Some(since) = h.failing_since {
+                if (now - since).to_std().unwrap_or_default() > limit {
+                    ready = false;
+                }
+                o.insert("since".into(), ts(&since).into());
+                "retrying"
+            } else {
+                "ok"
+            };
+            o.insert("state".into(), state.into());
+            if state != "ok" {
+                if let Some(e) = &h.last_error {
+                    // The reason as logged: a status and a service's message, never a secret.
+                    let cut: String = e.chars().take(300).collect();
+                    o.insert("last_error".into(), cut.into());
+                }
+            }
+            if let Some(t) = &h.last_delivery {
+                o.insert("last_delivery".into(), ts(t).into());
+            }
+            sinks.insert(name.clone(), serde_json::Value::Object(o));
+        }
+        let status = match (running, ready) {
+            (false, _) => "starting",
+            (true, true) => "ready",
+            (true, false) => "not_ready",
+        };
+        let body = serde_json::json!({ "status": status, "sinks": sinks });
+        (ready, body.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sink_failing_too_long_or_dead_lettering_is_not_ready() {
+        let h = Health::new(Duration::ZERO);
+        h.set_sinks(["a", "b"].into_iter(), Duration::ZERO);
+        assert!(!h.report().0, "starting");
+        h.set_running(true);
+        assert!(h.report().0);
+        h.failed("a", "HTTP 503: busy");
+        std::thread::sleep(Duration::from_millis(5));
+        let (ready, body) = h.report();
+        assert!(!ready);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["sinks"]["a"]["state"], "retrying");
+        assert_eq!(v["sinks"]["a"]["last_error"], "HTTP 503: busy");
+        assert_eq!(v["sinks"]["b"]["state"], "ok");
+        h.delivered("a");
+        assert!(h.report().0);
+        h.dead_lettered("b", "HTTP 400");
+        let v: serde_json::Value = serde_json::from_str(&h.report().1).unwrap();
+        assert_eq!(v["status"], "not_ready");
+        assert_eq!(v["sinks"]["b"]["state"], "dead_lettering");
+    }
+}
