@@ -58,6 +58,48 @@ pub fn probe(url: &str, timeout: std::time::Duration) -> Result<(u16, String), S
     Ok((status, body.to_string()))
 }
 
+/// Rate limit for a warning that would repeat every poll (a file that cannot be opened): the
+/// first occurrence per key is logged, then at most one per `every`, with how many were held
+/// back.
+pub struct Repeats {
+    every: std::time::Duration,
+    seen: std::collections::HashMap<String, (std::time::Instant, u64)>,
+}
+
+impl Repeats {
+    pub fn new(every: std::time::Duration) -> Repeats {
+        Repeats {
+            every,
+            seen: Default::default(),
+        }
+    }
+
+    /// `Some(suppressed since the last line)` when this occurrence should be logged.
+    pub fn allow(&mut self, key: &str) -> Option<u64> {
+        let now = std::time::Instant::now();
+        if self.seen.len() > 4096 {
+            let every = self.every;
+            self.seen.retain(|_, (t, _)| now.duration_since(*t) < every);
+        }
+        match self.seen.get_mut(key) {
+            Some((t, n)) if now.duration_since(*t) < self.every => {
+                *n += 1;
+                None
+            }
+            Some((t, n)) => {
+                let held = *n;
+                *t = now;
+                *n = 0;
+                Some(held)
+            }
+            None => {
+                self.seen.insert(key.to_string(), (now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
 /// The signals logferry acts on, registered once so none is missed between waits.
 pub struct Signals {
     pub term: tokio::signal::unix::Signal,
@@ -73,5 +115,22 @@ impl Signals {
             int: signal(SignalKind::interrupt())?,
             hup: signal(SignalKind::hangup())?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeats_are_logged_once_per_interval_with_the_count_held_back() {
+        let mut r = Repeats::new(std::time::Duration::from_millis(50));
+        assert_eq!(r.allow("open a"), Some(0));
+        assert_eq!(r.allow("open a"), None);
+        assert_eq!(r.allow("open a"), None);
+        assert_eq!(r.allow("open b"), Some(0), "keys are apart");
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        assert_eq!(r.allow("open a"), Some(2));
+        assert_eq!(r.allow("open a"), None);
     }
 }

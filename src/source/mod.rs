@@ -164,6 +164,8 @@ pub struct Tailer {
     dirty: bool,
     proc: Proc,
     first_scan_done: bool,
+    /// Warnings that would repeat every poll are logged once a minute per file.
+    repeats: crate::ops::Repeats,
     reported_files: std::collections::HashSet<crate::ops::metrics::FileLabel>,
 }
 
@@ -234,6 +236,7 @@ impl Tailer {
                 failed: false,
             },
             first_scan_done: false,
+            repeats: crate::ops::Repeats::new(Duration::from_secs(60)),
             reported_files: Default::default(),
         })
     }
@@ -368,7 +371,10 @@ impl Tailer {
                         self.files.insert(*key, t);
                     }
                     Err(e) => {
-                        warn!(source = %self.cfg.name, path = %path.display(), error = %e, "cannot open file")
+                        if let Some(held) = self.repeats.allow(&format!("open {}", path.display()))
+                        {
+                            warn!(source = %self.cfg.name, path = %path.display(), error = %e, repeated = held, "cannot open file")
+                        }
                     }
                 },
             }
@@ -540,7 +546,10 @@ impl Tailer {
                     f.at_eof = false;
                 }
                 Err(e) => {
-                    warn!(source = %self.cfg.name, path = %f.path.display(), error = %e, "cannot reopen file")
+                    if let Some(held) = self.repeats.allow(&format!("reopen {}", f.path.display()))
+                    {
+                        warn!(source = %self.cfg.name, path = %f.path.display(), error = %e, repeated = held, "cannot reopen file")
+                    }
                 }
             }
         }
@@ -566,7 +575,9 @@ impl Tailer {
                 }
                 Ok(false) => {}
                 Err(e) => {
-                    warn!(source = %name, path = %f.path.display(), error = %e, "cannot stat file");
+                    if let Some(held) = self.repeats.allow(&format!("stat {}", f.path.display())) {
+                        warn!(source = %name, path = %f.path.display(), error = %e, repeated = held, "cannot stat file");
+                    }
                     continue;
                 }
             }
@@ -584,7 +595,9 @@ impl Tailer {
                         .push_back((f.consumed, Ticket::clone_for_queue(&ticket)));
                 }
                 Err(e) => {
-                    warn!(source = %name, path = %f.path.display(), error = %e, "read failed; will retry")
+                    if let Some(held) = self.repeats.allow(&format!("read {}", f.path.display())) {
+                        warn!(source = %name, path = %f.path.display(), error = %e, repeated = held, "read failed; will retry")
+                    }
                 }
             }
             // A chunk whose records were not all taken (shutting down) must never count as done.
