@@ -203,13 +203,8 @@ fn validate_check_sinks_names_a_missing_container() {
         ("absent", 1, "container \"absent\" does not exist"),
     ] {
         let lf = Lf::new(&config(container, &az.connection_string(), ""));
-        let out = std::process::Command::new(BIN)
-            .args(["validate", "--check-sinks", "--config"])
-            .arg(&lf.cfg)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(code), "{stdout}");
+        let (status, stdout) = lf.check_sinks(&[]);
+        assert_eq!(status, Some(code), "{stdout}");
         assert!(stdout.contains(expect), "{stdout}");
     }
     assert!(az.list("present").is_empty(), "the probe blob is deleted");
@@ -282,24 +277,11 @@ fn client_secret_auth_reuses_one_token_across_uploads() {
     assert!(!logs.contains(tls::CLIENT_SECRET), "{logs}");
 
     // The same credential passes the sink check; a wrong secret fails it, naming the cause.
-    let check = |lf: &Lf| {
-        std::process::Command::new(BIN)
-            .args(["validate", "--check-sinks", "--config"])
-            .arg(&lf.cfg)
-            .output()
-            .unwrap()
-    };
-    let ok = check(&lf);
-    assert_eq!(
-        ok.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&ok.stdout)
-    );
+    let (status, stdout) = lf.check_sinks(&[]);
+    assert_eq!(status, Some(0), "{stdout}");
     std::fs::write(&secret_file, "not-the-secret").unwrap();
-    let bad = check(&lf);
-    let stdout = String::from_utf8_lossy(&bad.stdout);
-    assert_eq!(bad.status.code(), Some(1), "{stdout}");
+    let (status, stdout) = lf.check_sinks(&[]);
+    assert_eq!(status, Some(1), "{stdout}");
     assert!(stdout.contains("AADSTS7000215"), "{stdout}");
     assert!(!stdout.contains("not-the-secret"), "{stdout}");
 }

@@ -257,17 +257,7 @@ fn mutual_tls_with_a_client_certificate_and_a_server_name() {
             }
         )
     };
-    let check = |lf: &Lf| {
-        let out = std::process::Command::new(BIN)
-            .args(["validate", "--check-sinks", "--config"])
-            .arg(&lf.cfg)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
-    };
+    let check = |lf: &Lf| lf.check_sinks(&[]);
 
     let lf = Lf::new(&config(&rx.url("/in"), &tls(&cert, &key, true)));
     assert_eq!(check(&lf).0, Some(0), "{}", check(&lf).1);

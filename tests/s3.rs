@@ -330,14 +330,8 @@ fn validate_check_sinks_reports_reachability_and_missing_buckets() {
         ("absent", 1, "bucket \"absent\" does not exist"),
     ] {
         let lf = Lf::new(&config(bucket, &moto.endpoint, ""));
-        let out = std::process::Command::new(BIN)
-            .args(["validate", "--check-sinks", "--config"])
-            .arg(&lf.cfg)
-            .envs(moto.env())
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(code), "{stdout}");
+        let (status, stdout) = lf.check_sinks(&moto.env());
+        assert_eq!(status, Some(code), "{stdout}");
         assert!(
             stdout.contains("sink checks") && stdout.contains(expect),
             "{stdout}"
@@ -532,14 +526,8 @@ fn access_denied_is_permanent_and_names_the_permission() {
         ("AWS_REGION", "us-east-1"),
         ("AWS_EC2_METADATA_DISABLED", "true"),
     ];
-    let check = std::process::Command::new(BIN)
-        .args(["validate", "--check-sinks", "--config"])
-        .arg(&lf.cfg)
-        .envs(env)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&check.stdout);
-    assert_eq!(check.status.code(), Some(1), "{stdout}");
+    let (status, stdout) = lf.check_sinks(&env);
+    assert_eq!(status, Some(1), "{stdout}");
     assert!(
         stdout.contains("grant s3:PutObject on arn:aws:s3:::guarded/*"),
         "{stdout}"

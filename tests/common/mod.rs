@@ -91,6 +91,20 @@ impl Lf {
         out
     }
 
+    /// `logferry validate --check-sinks`: (exit code, stdout).
+    pub fn check_sinks(&self, env: &[(&str, &str)]) -> (Option<i32>, String) {
+        let out = Command::new(BIN)
+            .args(["validate", "--check-sinks", "--config"])
+            .arg(&self.cfg)
+            .envs(env.iter().copied())
+            .output()
+            .expect("run logferry validate");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
     pub fn spawn(&self) -> Running {
         self.spawn_env(&[])
     }

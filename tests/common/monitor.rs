@@ -74,6 +74,14 @@ impl Monitor {
         self.state.lock().unwrap().calls.clone()
     }
 
+    /// The calls but the start-up check's (an empty array, 2 bytes).
+    pub fn batch_calls(&self) -> Vec<Call> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.uncompressed != 2)
+            .collect()
+    }
+
     pub fn script(&self, resp: Resp) {
         self.state.lock().unwrap().script.push_back(resp);
     }
