@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
-# Benchmark: tail -> JSON -> (mask) -> gzip -> directory sink over the DESIGN.md reference
-# workload.
-#   scripts/bench.sh [--mask] [MB]        (default 524 MB; --mask adds all default detectors
-#                                          and two field rules, as in config.example.toml)
+# Benchmark: tail -> JSON -> (mask) -> gzip -> directory sink (or HTTP) over the DESIGN.md
+# reference workload.
+#   scripts/bench.sh [--mask] [--http] [MB]   (default 524 MB; --mask adds all default
+#                                              detectors and two field rules, as in
+#                                              config.example.toml; --http ships gzip NDJSON to
+#                                              a local receiver, DESIGN.md's peer comparison)
 # Prints input MB/s, CPU seconds per GB and peak RSS for `logferry run --once`, and the same for
 # `gzip -6` over the same bytes (the compression floor). Criterion micro-benchmarks of the hot
 # path: `cargo bench --bench hot_path`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MASK=0
-if [ "${1:-}" = "--mask" ]; then MASK=1; shift; fi
+HTTP=0
+while [ "${1:-}" = "--mask" ] || [ "${1:-}" = "--http" ]; do
+    if [ "$1" = "--mask" ]; then MASK=1; else HTTP=1; fi
+    shift
+done
 MB=${1:-524}
 WORK=${BENCH_DIR:-$(mktemp -d)}
 mkdir -p "$WORK/logs"
 
-cargo build --release --quiet --bin logferry --example workload
+cargo build --release --quiet --bin logferry --example workload --example receiver
 if [ ! -f "$WORK/logs/work.log" ] || [ "$(stat -c %s "$WORK/logs/work.log")" -lt $((MB << 20)) ]; then
     ./target/release/examples/workload "$WORK/logs/work.log" "$MB"
 fi
@@ -29,6 +35,14 @@ path = "$WORK/archive"
 compression = "gzip"
 batch = { max_bytes = "8MiB", max_records = 50000, max_age = "30s" }
 TOML
+if [ "$HTTP" = 1 ]; then
+    PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    echo 0 > "$WORK/received"
+    ./target/release/examples/receiver "$PORT" "$WORK/received" &
+    RECEIVER=$!
+    trap 'kill $RECEIVER 2>/dev/null || true' EXIT
+    sed -i "s|^type = \"directory\"\$|type = \"http\"\nurl = \"http://127.0.0.1:$PORT/ingest\"\ncheck = \"none\"|; /^path = /d" "$WORK/bench.toml"
+fi
 if [ "$MASK" = 1 ]; then
     sed -i 's/^sinks = \["archive"\]$/sinks = ["archive"]\nmasking = "pii"/' "$WORK/bench.toml"
     cat benches/mask-profile.toml >> "$WORK/bench.toml"
@@ -53,14 +67,15 @@ rm -rf "$WORK/data" "$WORK/archive"
 sync
 read -r _ LW LC LR < <(RUST_LOG=warn measure logferry ./target/release/logferry run --once --config "$WORK/bench.toml")
 read -r _ GW GC GR < <(measure gzip sh -c "gzip -6 -c '$WORK/logs/work.log' > /dev/null")
-OUT=$(du -sb "$WORK/archive" | cut -f1)
+if [ "$HTTP" = 1 ]; then OUT=$(cat "$WORK/received"); else OUT=$(du -sb "$WORK/archive" | cut -f1); fi
 
-MASK=$MASK python3 - "$BYTES" "$OUT" "$LW" "$LC" "$LR" "$GW" "$GC" "$GR" <<'PY'
+MASK=$MASK HTTP=$HTTP python3 - "$BYTES" "$OUT" "$LW" "$LC" "$LR" "$GW" "$GC" "$GR" <<'PY'
 import sys
 b, out, lw, lc, lr, gw, gc, gr = map(float, sys.argv[1:])
 mb, gb = b / 1e6, b / 1e9
 import os
 print("masking: all default detectors + two field rules" if os.environ.get("MASK") == "1" else "masking: off")
+print("sink: http to a local receiver" if os.environ.get("HTTP") == "1" else "sink: directory")
 print(f"input: {mb:.0f} MB of job/audit JSON lines ({b/ (1<<20):.0f} MiB); archive {out/1e6:.1f} MB (ratio {b/out:.1f})")
 print(f"{'':10} {'wall s':>8} {'MB/s':>8} {'CPU s/GB':>9} {'peak RSS MB':>12}")
 print(f"{'logferry':10} {lw:8.2f} {mb/lw:8.1f} {lc/gb:9.1f} {lr:12.1f}")
