@@ -124,5 +124,31 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, masking);
+/// Azure Monitor shaping: TimeGenerated from a field, a rename, the 64 KiB field limit.
+fn shaping(c: &mut Criterion) {
+    let data = workload();
+    let shape = logferry::shape::Shape {
+        time_field: Some("timestamp".into()),
+        field_map: vec![("account_id".into(), "AccountId".into())],
+        max_field_bytes: 64 << 10,
+        max_record_bytes: 1_000_000,
+    };
+    let now = chrono::Utc::now();
+    let mut g = c.benchmark_group("shaping");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.bench_function("azure_monitor_reference_workload", |b| {
+        let mut out = Vec::new();
+        b.iter(|| {
+            let mut n = 0usize;
+            for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                shape.apply(line, now, &mut out);
+                n += out.len();
+            }
+            n
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, masking, shaping);
 criterion_main!(benches);
