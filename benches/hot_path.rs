@@ -128,7 +128,7 @@ fn bench(c: &mut Criterion) {
 fn shaping(c: &mut Criterion) {
     let data = workload();
     let shape = logferry::shape::Shape {
-        time_field: Some("timestamp".into()),
+        time_field: Some("ts".into()),
         field_map: vec![("account_id".into(), "AccountId".into())],
         max_field_bytes: 64 << 10,
         max_record_bytes: 1_000_000,
