@@ -46,7 +46,11 @@ async fn build_sink(cfg: &SinkConfig) -> anyhow::Result<Arc<dyn Sink>> {
             }
             Arc::new(s)
         }
-        SinkKind::S3(o) => Arc::new(logferry_sinks::S3Sink::new((**o).clone()).await),
+        SinkKind::S3(o) => Arc::new(
+            logferry_sinks::S3Sink::new((**o).clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("sink {}: {e}", cfg.name))?,
+        ),
         SinkKind::Http(o) => Arc::new(
             logferry_sinks::http::HttpSink::new((**o).clone())
                 .map_err(|e| anyhow::anyhow!("sink {}: {e}", cfg.name))?,

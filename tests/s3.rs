@@ -542,3 +542,62 @@ fn access_denied_is_permanent_and_names_the_permission() {
         "{note}"
     );
 }
+
+/// A raw HTTPS request to moto, which wants an Authorization header but checks no signature
+/// unless told to.
+fn https(ca: &tls::TestCa, port: u16, method: &str, path: &str) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = tls::connect(&ca.client_config(), port);
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: AWS4-HMAC-SHA256 Credential=testing/20261123/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let (status, _, body) = parse_response(&raw);
+    (status, body)
+}
+
+#[test]
+fn a_private_ca_for_an_s3_compatible_store() {
+    let ca = tls::TestCa::new();
+    let moto = Moto::start_https(&ca);
+    let port = moto.port();
+    assert_eq!(https(&ca, port, "PUT", "/private").0, 200);
+    let lf = Lf::new(&config(
+        "private",
+        &moto.endpoint,
+        &format!("tls = {{ ca_file = \"{}\" }}", ca.ca_pem.display()),
+    ));
+    write_lines(&lf.path("logs/a.log"), 0, 300);
+    lf.run_once_env(&moto.env());
+    let (st, list) = https(&ca, port, "GET", "/private?list-type=2");
+    assert_eq!(st, 200);
+    let list = String::from_utf8_lossy(&list).into_owned();
+    let keys: Vec<&str> = list
+        .split("<Key>")
+        .skip(1)
+        .filter_map(|s| s.split("</Key>").next())
+        .collect();
+    assert_eq!(keys.len(), 3, "{list}");
+    let mut all = Vec::new();
+    for k in keys {
+        let (st, body) = https(&ca, port, "GET", &format!("/private/{k}"));
+        assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&body[..]), &mut raw)
+            .unwrap();
+        all.extend(
+            raw.split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap()),
+        );
+    }
+    assert_eq!(assert_all_present(&all, 300), 0);
+
+    // Without the CA the store's certificate is not trusted: nothing is written.
+    let lf = Lf::new(&config("private", &moto.endpoint, ""));
+    let (status, stdout) = lf.check_sinks(&moto.env());
+    assert_eq!(status, Some(1), "{stdout}");
+}

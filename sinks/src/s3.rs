@@ -42,6 +42,8 @@ pub struct S3Options {
     /// Static keys, only from `*_file` options (or the environment, through the default chain).
     pub static_keys: Option<StaticKeys>,
     pub timeout: Duration,
+    /// A private CA for S3-compatible stores (only `ca_file` applies to S3).
+    pub tls: crate::tls::TlsOptions,
 }
 
 /// An access key pair; its `Debug` never shows the secret.
@@ -98,8 +100,25 @@ pub struct S3Sink {
 }
 
 impl S3Sink {
-    pub async fn new(o: S3Options) -> S3Sink {
+    pub async fn new(o: S3Options) -> Result<S3Sink, String> {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(path) = &o.tls.ca_file {
+            use aws_smithy_http_client::tls;
+            let pem =
+                std::fs::read(path).map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
+            // The platform's roots and the private CA, like the other sinks.
+            let ctx = tls::TlsContext::builder()
+                .with_trust_store(tls::TrustStore::default().with_pem_certificate(pem))
+                .build()
+                .map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
+            let http = aws_smithy_http_client::Builder::new()
+                .tls_provider(tls::Provider::Rustls(
+                    tls::rustls_provider::CryptoMode::AwsLc,
+                ))
+                .tls_context(ctx)
+                .build_https();
+            loader = loader.http_client(http);
+        }
         if let Some(r) = &o.region {
             loader = loader.region(aws_config::Region::new(r.clone()));
         }
@@ -127,10 +146,10 @@ impl S3Sink {
             }
             b = b.credentials_provider(p.configure(&base).build().await);
         }
-        S3Sink {
+        Ok(S3Sink {
             client: aws_sdk_s3::Client::from_conf(b.build()),
             o,
-        }
+        })
     }
 
     fn metadata(&self, batch: &SealedBatch) -> HashMap<String, String> {

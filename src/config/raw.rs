@@ -205,6 +205,7 @@ pub struct S3 {
     pub session_name: Option<String>,
     pub access_key_id_file: Option<String>,
     pub secret_access_key_file: Option<String>,
+    pub tls: Option<Tls>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -51,7 +51,7 @@ pub(super) fn build(
             .and_then(|s| http(p, s, base, c))
             .map(|o| SinkKind::Http(Box::new(o))),
         "s3" => typed::<raw::S3>(table, p, SINK_COMMON_KEYS, c)
-            .and_then(|s| s3(p, s, c))
+            .and_then(|s| s3(p, s, base, c))
             .map(|o| SinkKind::S3(Box::new(o))),
         other => {
             c.add(
@@ -231,7 +231,7 @@ const STORAGE_CLASSES: &[&str] = &[
     "EXPRESS_ONEZONE",
 ];
 
-fn s3(p: &str, s: raw::S3, c: &mut Collector) -> Option<logferry_sinks::S3Options> {
+fn s3(p: &str, s: raw::S3, base: &Path, c: &mut Collector) -> Option<logferry_sinks::S3Options> {
     let before = c.list.len();
     if s.bucket.is_empty() {
         c.add(format!("{p}.bucket"), "must name a bucket");
@@ -284,6 +284,9 @@ fn s3(p: &str, s: raw::S3, c: &mut Collector) -> Option<logferry_sinks::S3Option
         None => None,
     };
     let read = |what: &str, f: &Option<String>, c: &mut Collector| -> Option<String> {
+        let f = f
+            .as_deref()
+            .map(|f| resolve(base, f).to_string_lossy().into_owned());
         match super::values::secret(what, None, f.as_deref()) {
             Ok(v) => v.map(|s| s.expose().to_string()),
             Err(e) => {
@@ -310,6 +313,13 @@ fn s3(p: &str, s: raw::S3, c: &mut Collector) -> Option<logferry_sinks::S3Option
     if part_size < 5 << 20 {
         c.add(format!("{p}.part_size"), "S3 parts are at least 5MiB");
     }
+    let (tls, _) = tls(p, s.tls.as_ref(), base, c, false);
+    if tls.cert_file.is_some() {
+        c.add(
+            format!("{p}.tls.cert_file"),
+            "S3 takes no client certificate (only tls.ca_file)",
+        );
+    }
     if c.list.len() > before {
         return None;
     }
@@ -334,6 +344,7 @@ fn s3(p: &str, s: raw::S3, c: &mut Collector) -> Option<logferry_sinks::S3Option
         session_name: s.session_name,
         static_keys,
         timeout: std::time::Duration::from_secs(30),
+        tls,
     })
 }
 

@@ -414,17 +414,35 @@ impl Moto {
 
     /// With `INITIAL_NO_AUTH_ACTION_COUNT`, moto checks credentials and IAM policies.
     pub fn start_env(env: &[(&str, &str)]) -> Moto {
+        Self::start_with(env, None)
+    }
+
+    /// Over HTTPS with a certificate from `ca` (the sink needs `tls.ca_file`).
+    pub fn start_https(ca: &tls::TestCa) -> Moto {
+        Self::start_with(&[], Some(ca))
+    }
+
+    fn start_with(env: &[(&str, &str)], ca: Option<&tls::TestCa>) -> Moto {
         let port = free_port();
-        let child = Command::new(tool("moto_server"))
-            .envs(env.iter().copied())
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let mut cmd = Command::new(tool("moto_server"));
+        cmd.envs(env.iter().copied())
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        if let Some(ca) = ca {
+            let cert = ca.server("moto", &["127.0.0.1", "localhost"]);
+            cmd.arg("--ssl-cert")
+                .arg(&cert.cert_pem)
+                .arg("--ssl-key")
+                .arg(&cert.key_pem);
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start moto_server");
+        let scheme = if ca.is_some() { "https" } else { "http" };
         let m = Moto {
             child,
-            endpoint: format!("http://127.0.0.1:{port}"),
+            endpoint: format!("{scheme}://127.0.0.1:{port}"),
         };
         wait_until(Duration::from_secs(30), "moto to listen", || {
             TcpStream::connect(("127.0.0.1", port)).is_ok()
