@@ -142,6 +142,7 @@ async fn run_pipeline(
     signals: &mut crate::ops::Signals,
 ) -> anyhow::Result<End> {
     health.set_sinks(cfg.sinks.iter().map(|s| s.name.as_str()), cfg.unready_after);
+    warn_orphan_spools(cfg);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let pool = CompressPool::new(threads).context("cannot start compression threads")?;
     let stop = Arc::new(Signal::default());
@@ -449,4 +450,24 @@ async fn spool_writer(
         }
     }
     spool.close();
+}
+
+/// Spooled batches of a sink no longer in the configuration are kept, never deleted: say so,
+/// so that they are not forgotten (add the sink back, or move them away).
+fn warn_orphan_spools(cfg: &Config) {
+    let Ok(dirs) = std::fs::read_dir(cfg.data_dir.join("spool")) else {
+        return;
+    };
+    for d in dirs.flatten() {
+        let name = d.file_name().to_string_lossy().into_owned();
+        if cfg.sinks.iter().any(|s| s.name == name) {
+            continue;
+        }
+        let batches = std::fs::read_dir(d.path())
+            .map(|r| r.flatten().count())
+            .unwrap_or(0);
+        if batches > 0 {
+            warn!(sink = %name, batches, path = %d.path().display(), "spooled batches of a sink that is no longer configured are kept and not sent");
+        }
+    }
 }
