@@ -140,8 +140,12 @@ impl Tailed {
         let len = meta.len();
         let mtime = (meta.mtime(), meta.mtime_nsec());
         let touched = mtime != self.last_mtime;
-        self.last_mtime = mtime;
         let shrunk = len < self.read_pos;
+        // A change seen before the end was reached stays noticed until the end is: a rewrite
+        // as long as our offset is only told by its first line, checked at the end.
+        if self.at_eof || shrunk {
+            self.last_mtime = mtime;
+        }
         // A file truncated and rewritten before we looked can be as long as our offset or
         // longer: its first line tells. Checked only when a file at its end was modified,
         // not on every chunk.
@@ -360,6 +364,31 @@ mod tests {
         std::fs::write(&p, "bbb\nccc\n").unwrap();
         assert!(t.check_truncated().unwrap());
         assert_eq!(collect(&mut t, 64, 100).len(), 2);
+    }
+
+    #[test]
+    fn a_same_length_rewrite_seen_before_the_end_was_confirmed_is_still_detected() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.log");
+        std::fs::write(&p, "aaa\n").unwrap();
+        let mut t = Tailed::open(&p, true).unwrap();
+        // The last data was read, but no read has returned 0 yet: not known to be at the end.
+        assert_eq!(t.read_lines(64, 100, |_| {}).unwrap(), 4);
+        assert!(!t.at_eof);
+        // copytruncate and a rewrite as long as what was read, before the next look.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&p, "bbb\n").unwrap();
+        assert!(
+            !t.check_truncated().unwrap(),
+            "not at the end: no fingerprint yet"
+        );
+        assert_eq!(t.read_lines(64, 100, |_| {}).unwrap(), 0);
+        assert!(t.at_eof);
+        assert!(
+            t.check_truncated().unwrap(),
+            "the change is still noticed at the end"
+        );
+        assert_eq!(collect(&mut t, 64, 100), vec![("bbb".into(), None, 0)]);
     }
 
     #[test]
