@@ -1,0 +1,239 @@
+//! Finding files: globs and excludes, new files and where they start, renames, deletions,
+//! files rotated while logferry was stopped, and the limit on open handles.
+
+use super::*;
+
+impl Tailer {
+    /// Finds files, notices renames, deletions and truncations.
+    pub(super) fn scan(&mut self) {
+        let mut seen: HashMap<(u64, u64), PathBuf> = HashMap::new();
+        for pattern in &self.cfg.include {
+            let paths = match glob::glob(pattern) {
+                Ok(p) => p,
+                Err(e) => {
+                    warn!(source = %self.cfg.name, %pattern, error = %e, "bad include pattern");
+                    continue;
+                }
+            };
+            for path in paths.flatten() {
+                if self.cfg.exclude.iter().any(|x| x.matches_path(&path)) {
+                    continue;
+                }
+                let Ok(meta) = std::fs::metadata(&path) else {
+                    continue;
+                };
+                if !meta.is_file() {
+                    continue;
+                }
+                seen.insert((meta.dev(), meta.ino()), path);
+            }
+        }
+        let mut unread = 0;
+        let mut open_now = self.files.values().filter(|f| f.file.is_some()).count();
+        for (key, path) in &seen {
+            match self.files.get_mut(key) {
+                Some(f) => {
+                    if f.path != *path {
+                        debug!(source = %self.cfg.name, from = %f.path.display(), to = %path.display(), "file renamed within include");
+                        f.path = path.clone();
+                    }
+                    if matches!(f.state, State::Gone) {
+                        f.state = State::Live;
+                    }
+                }
+                None => match Tailed::open(path, !self.first_scan_done) {
+                    Ok(mut t) => {
+                        if open_now >= self.cfg.max_open_files {
+                            // Identified now, read when a handle is free.
+                            t.file = None;
+                        } else {
+                            open_now += 1;
+                        }
+                        debug!(source = %self.cfg.name, path = %path.display(), "new file");
+                        self.files.insert(*key, t);
+                    }
+                    Err(e) => {
+                        if let Some(held) = self.repeats.allow(&format!("open {}", path.display()))
+                        {
+                            warn!(source = %self.cfg.name, path = %path.display(), error = %e, repeated = held, "cannot open file")
+                        }
+                    }
+                },
+            }
+        }
+        for (key, f) in self.files.iter_mut() {
+            if !seen.contains_key(key) && matches!(f.state, State::Live) {
+                // Renamed out of include, or deleted: keep reading the open handle to its end.
+                f.state = State::Gone;
+                f.last_growth = Instant::now();
+                self.proc.c.rotated.inc();
+                debug!(source = %self.cfg.name, path = %f.path.display(), "file rotated or deleted; draining");
+            }
+            if let Some(file) = &f.file {
+                if let Ok(m) = file.metadata() {
+                    f.last_size = m.len();
+                }
+            }
+            unread += f.unread();
+        }
+        // Per-file lag: one series per file held, removed once the file is let go.
+        let mut now_reported = std::collections::HashSet::new();
+        for f in self.files.values() {
+            let label = crate::ops::metrics::FileLabel {
+                source: self.cfg.name.clone(),
+                path: f.path.display().to_string(),
+            };
+            self.proc
+                .c
+                .file_unread
+                .get_or_create(&label)
+                .set(f.unread() as i64);
+            now_reported.insert(label);
+        }
+        for old in self.reported_files.difference(&now_reported) {
+            self.proc.c.file_unread.remove(old);
+        }
+        self.reported_files = now_reported;
+        if !self.first_scan_done {
+            self.recover_rotated();
+            self.first_scan_done = true;
+        }
+        self.position_new();
+        self.enforce_open_limit();
+        self.proc.c.unread.set(unread as i64);
+        self.proc
+            .c
+            .files_open
+            .set(self.files.values().filter(|f| f.file.is_some()).count() as i64);
+    }
+
+    /// At start, files with a checkpoint that no longer match `include` were probably rotated
+    /// while logferry was stopped: find them by inode next to their old path and finish them.
+    pub(super) fn recover_rotated(&mut self) {
+        let known: Vec<FileId> = self.files.values().filter_map(|f| f.id()).collect();
+        let missing: Vec<Entry> = self
+            .saved
+            .values()
+            .filter(|e| !known.contains(&e.id))
+            .cloned()
+            .collect();
+        for e in missing {
+            let Some(dir) = e.path.parent() else { continue };
+            let Ok(rd) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for de in rd.flatten() {
+                let Ok(m) = de.metadata() else { continue };
+                if m.ino() != e.id.ino || m.dev() != e.id.dev || !m.is_file() {
+                    continue;
+                }
+                if m.len() <= e.offset || self.files.contains_key(&(m.dev(), m.ino())) {
+                    break;
+                }
+                if let Ok(mut t) = Tailed::open(&de.path(), false) {
+                    if t.fp == Some(e.id.fp) {
+                        info!(source = %self.cfg.name, path = %de.path().display(), "finishing a file rotated while stopped");
+                        t.state = State::Gone;
+                        self.files.insert((m.dev(), m.ino()), t);
+                    }
+                }
+                break;
+            }
+        }
+    }
+
+    /// Decides where files with a fingerprint but no position start reading.
+    pub(super) fn position_new(&mut self) {
+        for f in self.files.values_mut() {
+            if f.positioned {
+                continue;
+            }
+            if f.fp.is_none() {
+                if let Some(file) = &f.file {
+                    f.fp = file::fingerprint(file).ok().flatten();
+                }
+            }
+            let Some(id) = f.id() else { continue };
+            f.positioned = true;
+            let start = match self.saved.remove(&id) {
+                Some(e) if e.offset <= f.last_size => e.offset,
+                Some(_) => {
+                    // Shorter than its checkpoint: truncated while we were stopped.
+                    self.proc.c.truncated_files.inc();
+                    0
+                }
+                None if f.from_start_scan && self.cfg.read_from == ReadFrom::End => {
+                    // The end of what is there now, at a line boundary: the first line is whole.
+                    f.last_size
+                }
+                None => 0,
+            };
+            f.seek(start);
+            if start > 0 && self.cfg.read_from == ReadFrom::End && start == f.last_size {
+                // read_from = end may land mid-line; skip to the next line start.
+                f.seek(line_start_at_or_before(f, start));
+            }
+            self.dirty = true;
+        }
+    }
+
+    /// Keeps at most `max_open_files` handles: files idle at their end give their handle to
+    /// files waiting with unread data. Gone files keep theirs (it is the only way to their data).
+    pub(super) fn enforce_open_limit(&mut self) {
+        let max = self.cfg.max_open_files;
+        let mut waiting = Vec::new();
+        for (k, f) in self.files.iter_mut() {
+            if f.file.is_some() || !matches!(f.state, State::Live) {
+                continue;
+            }
+            match std::fs::metadata(&f.path) {
+                Ok(m) if m.ino() == f.ino && m.dev() == f.dev => {
+                    f.last_size = m.len();
+                    if m.len() != f.read_pos {
+                        waiting.push((f.last_growth, *k));
+                    }
+                }
+                _ => {
+                    warn!(source = %self.cfg.name, path = %f.path.display(),
+                        "a file closed for max_open_files was rotated or deleted before it could be reopened; its unread end is lost (raise max_open_files)");
+                    f.state = State::Gone;
+                }
+            }
+        }
+        let open = self.files.values().filter(|f| f.file.is_some()).count();
+        let mut room = max.saturating_sub(open);
+        if waiting.len() > room {
+            let mut idle: Vec<(Instant, (u64, u64))> = self
+                .files
+                .iter()
+                .filter(|(_, f)| f.file.is_some() && f.at_eof && matches!(f.state, State::Live))
+                .map(|(k, f)| (f.last_growth, *k))
+                .collect();
+            idle.sort();
+            for (_, k) in idle.into_iter().take(waiting.len() - room) {
+                if let Some(f) = self.files.get_mut(&k) {
+                    f.file = None;
+                    room += 1;
+                }
+            }
+        }
+        waiting.sort();
+        for (_, k) in waiting.into_iter().take(room) {
+            let Some(f) = self.files.get_mut(&k) else {
+                continue;
+            };
+            match std::fs::File::open(&f.path) {
+                Ok(file) => {
+                    f.file = Some(file);
+                    f.at_eof = false;
+                }
+                Err(e) => {
+                    if let Some(held) = self.repeats.allow(&format!("reopen {}", f.path.display()))
+                    {
+                        warn!(source = %self.cfg.name, path = %f.path.display(), error = %e, repeated = held, "cannot reopen file")
+                    }
+                }
+            }
+        }
+    }
+}
