@@ -420,3 +420,50 @@ print(json.dumps(docs))
         .iter()
         .any(|d| d["kind"] == "Secret" || d["kind"] == "ServiceAccount"));
 }
+
+#[test]
+fn a_reload_in_zero_retention_mode_loses_and_repeats_nothing() {
+    let lf = Lf::new(
+        r#"[sources.jobs]
+include = ["{dir}/logs/*.log"]
+sinks = ["archive"]
+[sinks.archive]
+type = "directory"
+path = "{dir}/archive"
+buffer = "memory"
+key = "v1/{batch_id}.ndjson.gz"
+batch = { max_age = "30s" }
+"#,
+    );
+    let run = lf.spawn();
+    let log = lf.path("logs/a.log");
+    // Sealed only by the reload (max_age is long): the open batch must be delivered first.
+    write_lines(&log, 0, 150);
+    wait_until(Duration::from_secs(30), "150 read", || {
+        run.metric("logferry_records_read_total", "source=\"jobs\"") == 150.0
+    });
+    let text = std::fs::read_to_string(&lf.cfg).unwrap();
+    std::fs::write(&lf.cfg, text.replace("key = \"v1/", "key = \"v2/")).unwrap();
+    run.signal("-HUP");
+    wait_until(Duration::from_secs(30), "the reload", || {
+        run.logs().contains("configuration reloaded")
+    });
+    write_lines(&log, 150, 50);
+    wait_until(Duration::from_secs(30), "200 read", || {
+        run.metric("logferry_records_read_total", "source=\"jobs\"") == 200.0
+    });
+    assert_eq!(run.term(Duration::from_secs(30)).code(), Some(0));
+    let v1 = lf.final_archive("archive/v1");
+    let v2 = lf.final_archive("archive/v2");
+    assert_eq!(v1.len(), 150, "the open batch went out before the switch");
+    let mut all = v1;
+    all.extend(v2);
+    assert_eq!(all.len(), 200);
+    assert_eq!(assert_all_present(&all, 200), 0);
+    assert!(
+        walk(&lf.path("data"))
+            .iter()
+            .all(|p| p.to_string_lossy().contains("checkpoints")),
+        "zero retention: nothing but checkpoints on disk"
+    );
+}
