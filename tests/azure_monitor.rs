@@ -265,3 +265,23 @@ fn validate_check_sinks_names_the_rule_and_the_role() {
     }
     assert!(e.monitor.records().is_empty(), "the check sends no record");
 }
+
+#[test]
+fn server_name_verifies_a_certificate_for_another_name_than_the_address() {
+    let ca = TestCa::new();
+    let login = TokenServer::start(&ca);
+    // The ingestion endpoint's certificate names only its DNS name; we reach it by address.
+    let monitor = Monitor::start_named(&ca, &["ingest.example.test"]);
+    let e = Env { ca, login, monitor };
+    let lf = Lf::new(&config(&e, DCR, "").replace(
+        "tls = { ca_file = ",
+        "tls = { server_name = \"ingest.example.test\", ca_file = ",
+    ));
+    write_lines(&lf.path("logs/a.log"), 0, 100);
+    lf.run_once();
+    assert_eq!(assert_all_present(&e.monitor.records(), 100), 0);
+
+    let lf = Lf::new(&config(&e, DCR, ""));
+    let (status, stdout) = lf.check_sinks(&[]);
+    assert_eq!(status, Some(1), "{stdout}");
+}

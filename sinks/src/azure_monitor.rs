@@ -58,14 +58,17 @@ impl AzureMonitorSink {
                 o.endpoint
             ));
         }
-        let http = crate::tls::client(&o.tls)?;
-        let credential = o.auth.credential(&http)?;
         let url = format!(
             "{}/dataCollectionRules/{}/streams/{}?api-version={API_VERSION}",
             o.endpoint.trim_end_matches('/'),
             crate::percent_encode(&o.dcr_id),
             crate::percent_encode(&o.stream)
         );
+        let mut url =
+            reqwest::Url::parse(&url).map_err(|e| format!("endpoint {:?}: {e}", o.endpoint))?;
+        let http = crate::tls::client_for(&o.tls, &mut url)?;
+        let credential = o.auth.credential(&http)?;
+        let url = url.to_string();
         Ok(AzureMonitorSink {
             o,
             url,

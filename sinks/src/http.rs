@@ -103,9 +103,6 @@ pub struct HttpOptions {
     pub auth: HttpAuth,
     pub signature: Option<Signature>,
     pub tls: TlsOptions,
-    /// Verify the server's certificate for this name (and send it as SNI) instead of the
-    /// URL's host; the URL's host is still where the connection goes.
-    pub server_name: Option<String>,
     pub timeout: Duration,
     pub retry_on: Statuses,
     pub success_on: Statuses,
@@ -115,7 +112,7 @@ pub struct HttpOptions {
 pub struct HttpSink {
     o: HttpOptions,
     client: reqwest::Client,
-    /// The URL requests go to (host replaced by `server_name` when set).
+    /// The URL requests go to (host replaced by `tls.server_name` when set).
     url: reqwest::Url,
     file_cache: Mutex<Option<(PathBuf, SystemTime, String)>>,
 }
@@ -123,22 +120,7 @@ pub struct HttpSink {
 impl HttpSink {
     pub fn new(o: HttpOptions) -> Result<HttpSink, String> {
         let mut url = reqwest::Url::parse(&o.url).map_err(|e| format!("url {:?}: {e}", o.url))?;
-        let mut b = crate::tls::builder(&o.tls)?;
-        if let Some(name) = &o.server_name {
-            // Connect where the URL points, but speak TLS to `name`.
-            let host = url.host_str().unwrap_or_default().to_string();
-            let port = url.port_or_known_default().unwrap_or(443);
-            let addrs: Vec<std::net::SocketAddr> =
-                std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
-                    .map_err(|e| format!("cannot resolve {host}: {e}"))?
-                    .collect();
-            b = b.resolve_to_addrs(name, &addrs);
-            url.set_host(Some(name))
-                .map_err(|e| format!("tls.server_name {name:?}: {e}"))?;
-        }
-        let client = b
-            .build()
-            .map_err(|e| format!("cannot build the HTTPS client: {e}"))?;
+        let client = crate::tls::client_for(&o.tls, &mut url)?;
         Ok(HttpSink {
             o,
             client,

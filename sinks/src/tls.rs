@@ -11,6 +11,29 @@ pub struct TlsOptions {
     /// A client certificate (PEM, chain allowed) and its key, for mutual TLS.
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
+    /// Verify the server's certificate for this name (and send it as SNI) instead of the
+    /// URL's host; connections still go to the URL's address.
+    pub server_name: Option<String>,
+}
+
+/// A client for requests to `url`, which is rewritten to `server_name` when one is set: the
+/// name is pinned to the addresses the URL's host resolves to now (reqwest has no separate
+/// verify-name setting), so a DNS change of that host needs a reload.
+pub fn client_for(tls: &TlsOptions, url: &mut reqwest::Url) -> Result<reqwest::Client, String> {
+    let mut b = builder(tls)?;
+    if let Some(name) = &tls.server_name {
+        let host = url.host_str().unwrap_or_default().to_string();
+        let port = url.port_or_known_default().unwrap_or(443);
+        let addrs: Vec<std::net::SocketAddr> =
+            std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+                .map_err(|e| format!("cannot resolve {host}: {e}"))?
+                .collect();
+        b = b.resolve_to_addrs(name, &addrs);
+        url.set_host(Some(name))
+            .map_err(|e| format!("tls.server_name {name:?}: {e}"))?;
+    }
+    b.build()
+        .map_err(|e| format!("cannot build the HTTPS client: {e}"))
 }
 
 /// A client for one sink. Redirects are not followed: a storage or ingestion endpoint that

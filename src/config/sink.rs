@@ -316,11 +316,17 @@ fn s3(p: &str, s: raw::S3, base: &Path, c: &mut Collector) -> Option<logferry_si
     if part_size < 5 << 20 {
         c.add(format!("{p}.part_size"), "S3 parts are at least 5MiB");
     }
-    let (tls, _) = tls(p, s.tls.as_ref(), base, c, false);
+    let tls = tls(p, s.tls.as_ref(), base, c);
     if tls.cert_file.is_some() {
         c.add(
             format!("{p}.tls.cert_file"),
             "S3 takes no client certificate (only tls.ca_file)",
+        );
+    }
+    if tls.server_name.is_some() {
+        c.add(
+            format!("{p}.tls.server_name"),
+            "S3 takes no server_name (only tls.ca_file); point endpoint at the name instead",
         );
     }
     if c.list.len() > before {
@@ -352,16 +358,15 @@ fn s3(p: &str, s: raw::S3, base: &Path, c: &mut Collector) -> Option<logferry_si
 }
 
 /// `tls = { ca_file, cert_file, key_file, server_name }`: files must exist; a client
-/// certificate needs its key; `server_name` only where `named` (the http sink).
+/// certificate needs its key.
 fn tls(
     p: &str,
     t: Option<&raw::Tls>,
     base: &Path,
     c: &mut Collector,
-    named: bool,
-) -> (logferry_sinks::tls::TlsOptions, Option<String>) {
+) -> logferry_sinks::tls::TlsOptions {
     let Some(t) = t else {
-        return (Default::default(), None);
+        return Default::default();
     };
     let mut file = |name: &str, v: &Option<String>| {
         let path = v.as_deref().map(|f| resolve(base, f));
@@ -376,6 +381,7 @@ fn tls(
         ca_file: file("ca_file", &t.ca_file),
         cert_file: file("cert_file", &t.cert_file),
         key_file: file("key_file", &t.key_file),
+        server_name: t.server_name.clone(),
     };
     if opts.cert_file.is_some() != opts.key_file.is_some() {
         c.add(
@@ -383,11 +389,5 @@ fn tls(
             "cert_file and key_file go together (a client certificate and its key)",
         );
     }
-    if t.server_name.is_some() && !named {
-        c.add(
-            format!("{p}.tls.server_name"),
-            "only the http sink takes a server_name",
-        );
-    }
-    (opts, t.server_name.clone())
+    opts
 }

@@ -45,12 +45,17 @@ pub struct Monitor {
 
 impl Monitor {
     pub fn start(ca: &TestCa) -> Monitor {
+        Self::start_named(ca, &["127.0.0.1", "localhost"])
+    }
+
+    /// With a certificate for `names` only (to test `tls.server_name`).
+    pub fn start_named(ca: &TestCa, names: &[&str]) -> Monitor {
         let state = Arc::new(Mutex::new(State {
             max_body: MB,
             ..Default::default()
         }));
         let st = state.clone();
-        let cert = ca.server("ingest", &["127.0.0.1", "localhost"]);
+        let cert = ca.server("ingest", names);
         let server = HttpsServer::start(cert.config, move |req| {
             let (resp, call) = handle(&st, req);
             if let Some(mut call) = call {

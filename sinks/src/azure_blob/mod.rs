@@ -123,8 +123,12 @@ pub struct AzureBlobSink {
 }
 
 impl AzureBlobSink {
-    pub fn new(o: AzureBlobOptions) -> Result<AzureBlobSink, String> {
-        let http = crate::tls::client(&o.tls)?;
+    pub fn new(mut o: AzureBlobOptions) -> Result<AzureBlobSink, String> {
+        let mut endpoint = reqwest::Url::parse(&o.endpoint)
+            .map_err(|e| format!("endpoint {:?}: {e}", o.endpoint))?;
+        let http = crate::tls::client_for(&o.tls, &mut endpoint)?;
+        // The same URL with the host `tls.server_name` names, when set.
+        o.endpoint = endpoint.as_str().trim_end_matches('/').to_string();
         let credential = match &o.auth {
             BlobAuth::Entra(e) => {
                 if !o.endpoint.starts_with("https://") {

@@ -191,7 +191,7 @@ pub(super) fn azure_blob(
             None
         }
     };
-    let tls = tls(p, s.tls.as_ref(), base, c, false).0;
+    let tls = tls(p, s.tls.as_ref(), base, c);
     if c.list.len() > before {
         return None;
     }
@@ -372,7 +372,7 @@ pub(super) fn azure_monitor(
             c.add(format!("{p}.field_map"), "names must not be empty");
         }
     }
-    let tls = tls(p, s.tls.as_ref(), base, c, false).0;
+    let tls = tls(p, s.tls.as_ref(), base, c);
     if c.list.len() > before {
         return None;
     }

@@ -177,7 +177,7 @@ pub(super) fn http(
             CheckMethod::None
         }
     };
-    let (tls, server_name) = tls(p, s.tls.as_ref(), base, c, true);
+    let tls = tls(p, s.tls.as_ref(), base, c);
     if c.list.len() > before {
         return None;
     }
@@ -188,7 +188,6 @@ pub(super) fn http(
         auth,
         signature,
         tls,
-        server_name,
         // Set from the common `timeout` by the caller.
         timeout: Duration::from_secs(30),
         retry_on,
