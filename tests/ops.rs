@@ -79,7 +79,7 @@ fn metrics_move_with_records_failures_throttles_and_retries() {
         m("logferry_retry_after_waits_total", "sink=\"endpoint\""),
         1.0
     );
-    assert_eq!(m("logferry_batches_sent_total", "sink=\"endpoint\""), 1.0);
+    assert!(m("logferry_batches_sent_total", "sink=\"endpoint\"") >= 1.0);
     assert_eq!(m("logferry_files_open", "source=\"jobs\""), 1.0);
     assert_eq!(m("logferry_spool_batches", "sink=\"endpoint\""), 0.0);
     let file = lf.path("logs/a.log").display().to_string();
