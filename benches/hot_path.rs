@@ -150,5 +150,49 @@ fn shaping(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, masking, shaping);
+/// One record holding a 1 MiB value: `repeat` repeated, as a JSON string.
+fn adversarial(repeat: &str) -> Vec<u8> {
+    let n = (1 << 20) / repeat.len();
+    let mut v = br#"{"s":""#.to_vec();
+    v.extend_from_slice(repeat.repeat(n).as_bytes());
+    v.extend_from_slice(b"\"}");
+    v
+}
+
+/// Inputs built to make detectors slow: each must stay linear (>= 50 MB/s per core).
+fn masking_adversarial(c: &mut Criterion) {
+    let nested = {
+        // 100 levels of arrays (decode's own limit is 128), repeated to 1 MiB.
+        let one = format!("{}1{}", "[".repeat(100), "]".repeat(100));
+        let mut v = br#"{"a":["#.to_vec();
+        let n = (1 << 20) / (one.len() + 1);
+        v.extend_from_slice(vec![one; n].join(",").as_bytes());
+        v.extend_from_slice(b"]}");
+        v
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("sevens_spaced", adversarial("7 ")),
+        ("dates_spaced", adversarial("2026-01-01 ")),
+        ("digits", adversarial("1234567890")),
+        ("at_dot", adversarial("@.")),
+        ("jwt_prefixes", adversarial("eyJ")),
+        ("aws_prefixes", adversarial("AKIA")),
+        ("card_groups", adversarial("4111 1111 1111 1111 ")),
+        ("ipv6_colons", adversarial("1:")),
+        ("bearer", adversarial("bearer ")),
+        ("nested_arrays", nested),
+    ];
+    let mut g = c.benchmark_group("masking_adversarial");
+    g.sample_size(10);
+    for (name, rec) in &cases {
+        g.throughput(Throughput::Bytes(rec.len() as u64));
+        g.bench_function(*name, |b| {
+            let mut m = logferry::mask::Masker::new(profile(true), Vec::new());
+            b.iter(|| m.mask(rec))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, masking, masking_adversarial, shaping);
 criterion_main!(benches);

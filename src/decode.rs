@@ -69,6 +69,9 @@ pub struct Decoder {
     time_slot: Option<usize>,
     scratch: Vec<u8>,
     pub values: Values,
+    /// A line that is not one JSON object leaves as `[REDACTED:unparsable]` instead of as its
+    /// text: set when the source's masking profile has field rules, which could not see into it.
+    pub redact_unparsable: bool,
 }
 
 /// What decoding a line produced, besides the record bytes.
@@ -116,6 +119,7 @@ impl Decoder {
                 text: vec![String::new(); all.len()],
                 set: vec![false; all.len()],
             },
+            redact_unparsable: false,
         }
     }
 
@@ -130,6 +134,8 @@ impl Decoder {
     ) -> Decoded<'a> {
         let mut flags = Flags::default();
         let line = trim_end(line);
+        // A byte-order mark (files written by Windows tools) is not part of the record.
+        let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
         let passthrough = self.fill(line, truncated_from, id, &mut flags);
         let time = self.time();
         Decoded {
@@ -213,12 +219,18 @@ impl Decoder {
             Err(e) => {
                 flags.parse_error = true;
                 self.values.clear();
+                // serde_json's messages name a position and what was expected, never content.
                 let err = e.to_string();
+                let text: &str = if self.redact_unparsable {
+                    "[REDACTED:unparsable]"
+                } else {
+                    &text
+                };
                 wrap(
                     &mut self.scratch,
                     self.id_prefix.as_deref(),
                     id,
-                    &text,
+                    text,
                     Some(&err),
                     None,
                 );
@@ -492,6 +504,35 @@ mod tests {
             assert_eq!(v["message"], std::str::from_utf8(line).unwrap());
             assert!(v["_parse_error"].is_string());
         }
+    }
+
+    #[test]
+    fn almost_json_is_redacted_whole_when_field_rules_could_not_see_into_it() {
+        let mut d = dec(&[], None, None);
+        d.redact_unparsable = true;
+        for line in [
+            &br#"{"password":"hunter2","x":1,}"#[..],
+            br#"{"password":NaN}"#,
+            br#"{'password':'hunter2'}"#,
+            br#"{"password":"hunter2"}{"b":1}"#,
+            br#"["password","hunter2"]"#,
+        ] {
+            let r = d.decode(line, None, (0, 0));
+            assert!(r.flags.parse_error);
+            let v: serde_json::Value = serde_json::from_slice(r.record).unwrap();
+            assert_eq!(v["message"], "[REDACTED:unparsable]");
+            assert!(v["_parse_error"].is_string());
+            assert!(!String::from_utf8_lossy(r.record).contains("hunter2"));
+        }
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_stripped() {
+        let mut d = dec(&["a"], None, None);
+        let r = d.decode(b"\xEF\xBB\xBF{\"a\":\"x\"}", None, (0, 0));
+        assert!(!r.flags.parse_error);
+        assert_eq!(r.record, br#"{"a":"x"}"#);
+        assert_eq!(r.values.get(0), Some("x"));
     }
 
     #[test]

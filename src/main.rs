@@ -157,7 +157,10 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(code) => return code,
             };
-            match rt.block_on(pipeline::run(cfg, once)) {
+            let res = rt.block_on(pipeline::run(cfg, once));
+            // A thread stuck past the shutdown deadline must not hold the exit.
+            rt.shutdown_timeout(std::time::Duration::from_millis(300));
+            match res {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "logferry failed");

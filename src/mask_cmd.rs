@@ -42,6 +42,7 @@ pub fn run(
     }
     let format = if text { Format::Text } else { Format::Json };
     let mut decoder = Decoder::new(format, None, &[], None);
+    decoder.redact_unparsable = p.redact_unparsable;
     let reader: Box<dyn BufRead> = match input {
         Some(path) => Box::new(std::io::BufReader::new(
             std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?,

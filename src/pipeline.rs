@@ -250,12 +250,17 @@ async fn run_pipeline(
                 }
             }
         }
-        let decoder = Decoder::new(
+        let mut decoder = Decoder::new(
             src.format,
             src.record_id.as_deref(),
             &fields,
             src.timestamp_field.as_deref(),
         );
+        decoder.redact_unparsable = src
+            .masking
+            .as_ref()
+            .and_then(|m| cfg.masking.get(m))
+            .is_some_and(|p| p.redact_unparsable);
         let mut batchers = Vec::new();
         for s in &src.sinks {
             let side = &sides[s];
@@ -308,6 +313,10 @@ async fn run_pipeline(
             stop: stop.clone(),
             abandon: abandon_rx.clone(),
             ckpt_interval: cfg.checkpoint_interval,
+            zero_retention: src
+                .sinks
+                .iter()
+                .any(|s| sides[s].cfg.buffer == Buffer::Memory),
         };
         let masker = match &src.masking {
             None => None,
@@ -387,7 +396,17 @@ async fn run_pipeline(
             tokio::time::sleep(deadline).await;
             let _ = tx.send(true);
         });
-        let _ = (&mut sources_done).await;
+        // A source busy beyond the deadline (a blocking read, a long record) does not hold the
+        // process: what it did not finish is not checkpointed and is read again at the next start.
+        let grace = deadline + std::time::Duration::from_millis(1500);
+        if tokio::time::timeout(grace, &mut sources_done)
+            .await
+            .is_err()
+        {
+            bail!(
+                "shutdown deadline: a source did not stop within shutdown_timeout ({deadline:?}); what it had not finished is read again at the next start"
+            );
+        }
     }
     for w in writers {
         let _ = w.await;

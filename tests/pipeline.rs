@@ -66,7 +66,10 @@ fn restart_resumes_without_resending() {
 
 #[test]
 fn odd_lines_are_kept_counted_and_never_stop_the_file() {
-    let lf = Lf::new(&format!("{}{SINK}", source("*.log", "")));
+    let lf = Lf::new(&format!(
+        "{}{SINK}",
+        source("*.log", "max_record_bytes = \"1MiB\"")
+    ));
     let log = lf.path("logs/a.log");
     let mut data = Vec::new();
     data.extend_from_slice(b"{\"id\":0,\"s\":\"bad \xff\xfe utf8\"}\n");
@@ -82,12 +85,18 @@ fn odd_lines_are_kept_counted_and_never_stop_the_file() {
     assert_eq!(recs.len(), 5, "{recs:?}");
     let utf = recs.iter().find(|r| r["id"] == 0).unwrap();
     assert_eq!(utf["s"], "bad \u{fffd}\u{fffd} utf8");
-    let long = recs.iter().find(|r| r["_truncated_from"].is_u64()).unwrap();
+    // Over max_record_bytes: a stand-in with its size and the top-level scalars, never text.
+    let long = recs
+        .iter()
+        .find(|r| r["_logferry_oversize"].is_object())
+        .unwrap();
     assert_eq!(
-        long["_truncated_from"],
+        long["_logferry_oversize"]["bytes"],
         "{\"id\":1,\"big\":\"".len() + (5 << 20) + 2
     );
-    assert_eq!(long["message"].as_str().unwrap().len(), 1 << 20);
+    assert_eq!(long["message"], "[REDACTED:oversize]");
+    assert_eq!(long["id"], 1);
+    assert!(long.get("big").is_none());
     let wrapped: Vec<_> = recs
         .iter()
         .filter(|r| r["_parse_error"].is_string())

@@ -2,6 +2,7 @@
 //! here (fail closed): a bad regex, an unknown detector, a missing HMAC key.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use regex::Regex;
@@ -21,6 +22,7 @@ struct RawProfile {
     rules: Vec<RawRule>,
     #[serde(default)]
     detector: BTreeMap<String, RawAction>,
+    unparsable: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,6 +66,9 @@ struct RawWhen {
     matches: Option<String>,
 }
 
+/// Where `${VAR}` and `key_env` values come from.
+type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
 const ACTIONS: &[&str] = &["redact", "replace", "remove", "partial", "hmac"];
 /// The shortest HMAC key accepted: a short key makes pseudonyms guessable.
 const MIN_KEY_BYTES: usize = 16;
@@ -71,6 +76,7 @@ const MIN_KEY_BYTES: usize = 16;
 pub(super) fn build(
     name: &str,
     table: toml::Table,
+    base: &Path,
     env: &dyn Fn(&str) -> Option<String>,
     c: &mut Collector,
 ) -> Option<Profile> {
@@ -106,7 +112,7 @@ pub(super) fn build(
             act,
             false,
             pattern.is_some() && r.paths.is_empty(),
-            env,
+            (base, env),
             c,
         );
         if r.paths.is_empty() && r.pattern.is_none() {
@@ -192,7 +198,7 @@ pub(super) fn build(
             act.unwrap_or_default(),
             kind == Kind::CreditCard,
             true,
-            env,
+            (base, env),
             c,
         ) else {
             continue;
@@ -223,11 +229,27 @@ pub(super) fn build(
             );
         }
     }
+    let redact_unparsable = match raw.unparsable.as_deref() {
+        None | Some("redact") => true,
+        Some("detectors") => false,
+        Some(o) => {
+            c.add(
+                format!("{p}.unparsable"),
+                format!("unknown choice {o:?}: \"redact\" (default) or \"detectors\""),
+            );
+            false
+        }
+    };
     if c.list.len() > before {
         return None;
     }
+    labels.push("invalid_escape".into());
     labels.push("unprocessable".into());
+    // Field rules cannot see into a line that is not a JSON object: redacting it whole is the
+    // only way such a line cannot carry a ruled field out.
+    let has_field_rules = path_rules.iter().any(|r| !r.paths.is_empty());
     Some(Profile {
+        redact_unparsable: redact_unparsable && has_field_rules,
         name: name.to_string(),
         labels,
         path_rules,
@@ -268,13 +290,14 @@ fn when(rp: &str, w: RawWhen, c: &mut Collector) -> Option<When> {
 }
 
 /// Builds an action. `card` gives `partial` its PCI default (first 6, last 4); `in_text` means
-/// the action replaces a part of a string, so a `replace` value must be text.
+/// the action replaces a part of a string, so a `replace` value must be text. `key_file` is
+/// resolved against `base`, the config file's directory.
 fn action(
     p: &str,
     a: RawAction,
     card: bool,
     in_text: bool,
-    env: &dyn Fn(&str) -> Option<String>,
+    (base, env): (&Path, Env<'_>),
     c: &mut Collector,
 ) -> Option<Action> {
     let name = a.action.as_deref().unwrap_or("redact");
@@ -307,15 +330,18 @@ fn action(
             ch: a.mask_char.unwrap_or('*'),
         },
         "hmac" => {
+            // A key is bytes: a file is read raw (binary keys keep every bit), an environment
+            // variable as its UTF-8 bytes.
             let key = match (&a.key_env, &a.key_file) {
-                (Some(var), None) => env(var).ok_or_else(|| format!("key_env {var} is not set")),
-                (None, Some(f)) => std::fs::read(f)
-                    .map(|b| {
-                        String::from_utf8_lossy(&b)
-                            .trim_end_matches(['\r', '\n'])
-                            .to_string()
-                    })
-                    .map_err(|e| format!("cannot read key_file {f:?}: {e}")),
+                (Some(var), None) => env(var)
+                    .map(String::into_bytes)
+                    .ok_or_else(|| format!("key_env {var} is not set")),
+                (None, Some(f)) => {
+                    let path = super::resolve(base, f);
+                    std::fs::read(&path)
+                        .map(strip_newline)
+                        .map_err(|e| format!("cannot read key_file {}: {e}", path.display()))
+                }
                 (Some(_), Some(_)) => Err("set either key_env or key_file, not both".to_string()),
                 (None, None) => Err("`hmac` needs a secret key: key_env or key_file".to_string()),
             };
@@ -342,7 +368,7 @@ fn action(
                 }
             };
             Action::Hmac {
-                key: Arc::new(key.into_bytes()),
+                key: Arc::new(key),
                 base64,
             }
         }
@@ -361,4 +387,15 @@ fn action(
         }
     };
     Some(out)
+}
+
+/// One trailing newline (`\n` or `\r\n`) is what editors and `echo` add; it is not key material.
+fn strip_newline(mut b: Vec<u8>) -> Vec<u8> {
+    if b.last() == Some(&b'\n') {
+        b.pop();
+        if b.last() == Some(&b'\r') {
+            b.pop();
+        }
+    }
+    b
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use logferry_sinks::{Compression, Encoding, KeyTemplate};
-pub use raw::{Buffer, Format, LogFormat, ReadFrom};
+pub use raw::{Buffer, Format, LogFormat, Oversize, ReadFrom};
 use values::Size;
 
 pub const DEFAULT_KEY: &str = "{source}/%Y/%m/%d/%H/{batch_id}.ndjson.gz";
@@ -49,7 +49,11 @@ pub struct SourceConfig {
     pub read_from: ReadFrom,
     pub masking: Option<String>,
     pub sinks: Vec<String>,
+    /// Text lines longer than this are cut and kept.
     pub max_line_bytes: usize,
+    /// JSON records up to this are read and masked whole; longer ones follow `oversize`.
+    pub max_record_bytes: usize,
+    pub oversize: raw::Oversize,
     pub record_id: Option<String>,
     pub timestamp_field: Option<String>,
     pub max_open_files: usize,
@@ -431,7 +435,7 @@ fn build(
     let data_dir = resolve(&base, top.data_dir.as_deref().unwrap_or("./data"));
     let mut masking = BTreeMap::new();
     for (name, t) in top.masking {
-        if let Some(p) = masking::build(&name, t, env, c) {
+        if let Some(p) = masking::build(&name, t, &base, env, c) {
             masking.insert(name, std::sync::Arc::new(p));
         }
     }

@@ -61,6 +61,18 @@ pub enum ReadFrom {
     End,
 }
 
+/// What happens to a JSON record over `max_record_bytes`.
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Oversize {
+    /// A stand-in with its size, SHA-256 and top-level scalar fields (masked) is shipped.
+    #[default]
+    Redact,
+    /// The record is written whole to `data_dir/dead-letter/sources/<source>/` (dropped and
+    /// counted when a sink of the source keeps nothing on disk).
+    DeadLetter,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
@@ -76,6 +88,10 @@ pub struct Source {
     pub sinks: Vec<String>,
     #[serde(default)]
     pub max_line_bytes: Option<Size>,
+    #[serde(default)]
+    pub max_record_bytes: Option<Size>,
+    #[serde(default)]
+    pub oversize: Oversize,
     #[serde(default)]
     pub record_id: Option<String>,
     #[serde(default)]

@@ -75,6 +75,14 @@ pub(super) fn build(
             "must be between 256B and 256MiB",
         );
     }
+    // Above the platform's 40 MB job records; memory holds one such record per source.
+    let max_record_bytes = size_or(s.max_record_bytes, 64 << 20);
+    if !(1024..=(1 << 30)).contains(&max_record_bytes) {
+        c.add(
+            format!("{p}.max_record_bytes"),
+            "must be between 1KiB and 1GiB",
+        );
+    }
     let max_open_files = s.max_open_files.unwrap_or(1024);
     if max_open_files == 0 {
         c.add(format!("{p}.max_open_files"), "must be at least 1");
@@ -112,6 +120,8 @@ pub(super) fn build(
         masking: s.masking,
         sinks: s.sinks,
         max_line_bytes: max_line_bytes as usize,
+        max_record_bytes: max_record_bytes as usize,
+        oversize: s.oversize,
         record_id: s.record_id,
         timestamp_field: s.timestamp_field,
         max_open_files,

@@ -10,6 +10,8 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
+use super::card;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     CreditCard,
@@ -86,8 +88,7 @@ static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
         r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}",
     )
 });
-static DIGIT_RUN: LazyLock<Regex> = LazyLock::new(|| re(r"\d(?:[ \-]?\d)*"));
-static SSN: LazyLock<Regex> = LazyLock::new(|| re(r"(\d{3})([\- ])(\d{2})([\- ])(\d{4})"));
+static SSN: LazyLock<Regex> = LazyLock::new(|| re(r"(\d{3})([\- .])(\d{2})([\- .])(\d{4})"));
 static IBAN: LazyLock<Regex> = LazyLock::new(|| re(r"[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}"));
 static AWS: LazyLock<Regex> =
     LazyLock::new(|| re(r"(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|ABIA|ACCA)[A-Z0-9]{16}"));
@@ -109,8 +110,8 @@ fn candidates(s: &str, enabled: u16) -> u16 {
     let b = s.as_bytes();
     let (mut digits, mut at, mut colons, mut dots, mut upper) =
         (0usize, false, 0usize, 0usize, 0usize);
-    // Longest run of digits with single space or dash separators (cards, SSNs, phones).
-    let (mut run, mut max_run, mut sep) = (0usize, 0usize, false);
+    // Most digits in one run of digit groups and separators (cards, SSNs, phones).
+    let (mut run, mut max_run) = (0usize, 0usize);
     let (mut double_colon, mut plus_digit, mut prev, mut prev2) = (false, false, 0u8, 0u8);
     // Literal anchors seen on the way: `eyJ` (JWT), `://` (URL), `--B` (PEM), `b`/`B` (bearer).
     let (mut eyj, mut scheme, mut pem, mut b_at) = (false, false, false, false);
@@ -120,13 +121,12 @@ fn candidates(s: &str, enabled: u16) -> u16 {
                 digits += 1;
                 run += 1;
                 max_run = max_run.max(run);
-                sep = false;
                 plus_digit |= prev == b'+';
             }
-            b' ' | b'-' if run > 0 && !sep => sep = true,
+            // Cards take runs of spaces, dashes or dots between their groups.
+            b' ' | b'-' | b'.' if run > 0 => dots += (c == b'.') as usize,
             _ => {
                 run = 0;
-                sep = false;
                 match c {
                     b'@' => at = true,
                     b':' => {
@@ -206,21 +206,6 @@ fn candidates(s: &str, enabled: u16) -> u16 {
     m & enabled
 }
 
-pub fn luhn(digits: &[u8]) -> bool {
-    let mut sum = 0u32;
-    for (i, d) in digits.iter().rev().enumerate() {
-        let mut v = (d - b'0') as u32;
-        if i % 2 == 1 {
-            v *= 2;
-            if v > 9 {
-                v -= 9;
-            }
-        }
-        sum += v;
-    }
-    sum % 10 == 0
-}
-
 fn iban_valid(s: &str) -> bool {
     let compact: Vec<u8> = s.bytes().filter(|b| *b != b' ').collect();
     if !(15..=34).contains(&compact.len()) {
@@ -262,41 +247,13 @@ fn digit_or_dot(c: u8) -> bool {
 }
 
 fn cards(s: &str, out: &mut Vec<Found>) {
-    for m in DIGIT_RUN.find_iter(s) {
-        let run = m.as_str();
-        if !boundary_ok(s, m.start(), m.end(), |c| c.is_ascii_alphanumeric()) {
-            continue;
-        }
-        // Groups separated by single spaces or dashes; try the whole run, then every window of
-        // whole groups, so a card stuck to other digits by a separator is still found.
-        let mut groups: Vec<(usize, usize)> = Vec::new();
-        let mut g_start = 0;
-        for (i, c) in run.bytes().enumerate() {
-            if c == b' ' || c == b'-' {
-                groups.push((g_start, i));
-                g_start = i + 1;
-            }
-        }
-        groups.push((g_start, run.len()));
-        let mut best: Option<(usize, usize)> = None;
-        'outer: for a in 0..groups.len() {
-            for b in (a..groups.len()).rev() {
-                let (gs, ge) = (groups[a].0, groups[b].1);
-                let digits: Vec<u8> = run[gs..ge].bytes().filter(u8::is_ascii_digit).collect();
-                if (13..=19).contains(&digits.len()) && luhn(&digits) {
-                    best = Some((gs, ge));
-                    break 'outer;
-                }
-            }
-        }
-        if let Some((gs, ge)) = best {
-            out.push(Found {
-                start: m.start() + gs,
-                end: m.start() + ge,
-                kind: Kind::CreditCard,
-            });
-        }
-    }
+    let mut spans = Vec::new();
+    card::find(s.as_bytes(), &mut spans);
+    out.extend(spans.into_iter().map(|(start, end)| Found {
+        start,
+        end,
+        kind: Kind::CreditCard,
+    }));
 }
 
 /// Finds every enabled detector's matches in `s`, without overlaps (earliest, then longest).
@@ -361,8 +318,9 @@ pub fn find(s: &str, enabled: u16, out: &mut Vec<Found>) {
             else {
                 continue;
             };
+            // Bounded by digits only: `ssn123-45-6789` is an SSN, `1123-45-6789` is not.
             if s1.as_str() == s2.as_str()
-                && boundary_ok(s, m.start(), m.end(), |c| c.is_ascii_alphanumeric())
+                && boundary_ok(s, m.start(), m.end(), |c| c.is_ascii_digit())
                 && ssn_valid(a.as_str(), g.as_str(), n.as_str())
             {
                 push(out, m.start(), m.end(), Kind::UsSsn);
@@ -406,9 +364,9 @@ pub fn find(s: &str, enabled: u16, out: &mut Vec<Found>) {
     }
 }
 
-/// A JSON number that is a card number (digits only, 13-19, Luhn-valid).
+/// A JSON number that is a card number, in any spelling (see [`card::number_is_card`]).
 pub fn number_is_card(token: &[u8]) -> bool {
-    (13..=19).contains(&token.len()) && token.iter().all(u8::is_ascii_digit) && luhn(token)
+    card::number_is_card(token)
 }
 
 pub fn mask_of(kinds: &[Kind]) -> u16 {

@@ -9,6 +9,7 @@
 //! they are.
 
 pub mod action;
+pub mod card;
 pub mod detect;
 pub mod rules;
 pub mod scan;
@@ -26,7 +27,11 @@ use rules::PathRule;
 /// A compiled `[masking.<name>]` profile. Built (and checked) when the configuration loads.
 pub struct Profile {
     pub name: String,
-    /// Counter kinds: one per rule, then one per detector kind, then `unprocessable`.
+    /// Lines that are not one JSON object leave as `[REDACTED:unparsable]` (the profile has
+    /// field rules and `unparsable = "redact"`, the default).
+    pub redact_unparsable: bool,
+    /// Counter kinds: one per rule, then one per detector kind, then `invalid_escape` and
+    /// `unprocessable`.
     pub labels: Vec<String>,
     pub(crate) path_rules: Vec<PathRule>,
     pub(crate) pattern_rules: Vec<(usize, Regex, Action)>,
@@ -53,6 +58,10 @@ impl Profile {
 
     fn unprocessable(&self) -> usize {
         self.labels.len() - 1
+    }
+
+    fn invalid_escape(&self) -> usize {
+        self.labels.len() - 2
     }
 }
 
@@ -167,6 +176,17 @@ impl Masker {
                     &p,
                     enabled,
                     s,
+                    true,
+                    counts,
+                    found,
+                    trace.as_mut().map(|t| (t, src, path)),
+                ),
+                // Keys meet the detectors, not the pattern rules (those are for values).
+                scan::Token::Key(k) => mask_str(
+                    &p,
+                    enabled,
+                    k,
+                    false,
                     counts,
                     found,
                     trace.as_mut().map(|t| (t, src, path)),
@@ -175,12 +195,13 @@ impl Masker {
                     mask_num(&p, n, counts, trace.as_mut().map(|t| (t, src, path)))
                 }
             }?;
-            Some(
-                serde_json::to_string(&new)
-                    .unwrap_or_else(|_| "\"[REDACTED:unprocessable]\"".into()),
-            )
+            Some(scan::json_string(&new))
         });
-        match res {
+        if let Ok(done) = &res {
+            let bad = p.invalid_escape();
+            self.counts[bad] += done.bad_escapes as u64;
+        }
+        match res.map(|d| d.changed) {
             Ok(true) => {
                 self.out = out;
                 true
@@ -239,12 +260,14 @@ fn mask_str(
     p: &Profile,
     enabled: u16,
     s: &str,
+    patterns: bool,
     counts: &mut [u64],
     found: &mut Vec<Found>,
     mut trace: Trace<'_>,
 ) -> Option<String> {
     let mut cur: Option<String> = None;
-    for (label, re, action) in &p.pattern_rules {
+    let rules = if patterns { &p.pattern_rules[..] } else { &[] };
+    for (label, re, action) in rules {
         let text = cur.as_deref().unwrap_or(s);
         if re.is_match(text) {
             let mut n = 0;
@@ -324,7 +347,8 @@ mod tests {
         let text = format!(
             "[sources.s]\ninclude = [\"/x/*.log\"]\nsinks = [\"d\"]\nmasking = \"p\"\n[sinks.d]\ntype = \"directory\"\npath = \"/x\"\n[masking.p]\n{profile}"
         );
-        let cfg = crate::config::load_str(std::path::Path::new("/x/c.toml"), &text, &|_| None)
+        let env = |k: &str| (k == "K").then(|| "0123456789abcdef0123456789abcdef".to_string());
+        let cfg = crate::config::load_str(std::path::Path::new("/x/c.toml"), &text, &env)
             .unwrap_or_else(|e| panic!("{e}"));
         Masker::new(cfg.masking["p"].clone(), Vec::new())
     }
@@ -357,7 +381,7 @@ action = "redact"
             run(&mut m, r#"{"a":"x","b":1}"#),
             r#"{"a":"[REDACTED:second]-2 [REDACTED:email]","b":1}"#
         );
-        assert_eq!(m.counts(), &[1, 1, 1, 0]);
+        assert_eq!(m.counts(), &[1, 1, 1, 0, 0]);
     }
 
     #[test]
@@ -384,7 +408,7 @@ value = "SEEN"
             run(&mut m, r#"{"a":"my secret","b":["secret"]}"#),
             r#"{"a":"SEEN after first","b":["[REDACTED:first]"]}"#
         );
-        assert_eq!(m.counts(), &[2, 1, 1, 0]);
+        assert_eq!(m.counts(), &[2, 1, 1, 0, 0]);
     }
 
     #[test]
@@ -419,5 +443,63 @@ action = "remove"
             r#"{"note":"bob\u0040example.com","p\u0069n":"1234","k":1}"#,
         );
         assert_eq!(out, r#"{"note":"[REDACTED:email]","k":1}"#);
+    }
+
+    #[test]
+    fn keys_that_hold_secrets_are_replaced_and_collisions_numbered() {
+        let mut m = masker("detectors = [\"email\", \"credit_card\"]\n");
+        assert_eq!(
+            run(
+                &mut m,
+                r#"{"4111111111111111":"x","users":{"alice@example.com":{"n":1},"bob@example.com":2},"ok":1}"#
+            ),
+            r#"{"[REDACTED:credit_card]":"x","users":{"[REDACTED:email]":{"n":1},"[REDACTED:email]#2":2},"ok":1}"#
+        );
+    }
+
+    #[test]
+    fn hmac_keys_keep_joins() {
+        let mut m = masker(
+            "detectors = [\"email\"]\n[masking.p.detector.email]\naction = \"hmac\"\nkey_env = \"K\"\n",
+        );
+        let a = run(&mut m, r#"{"users":{"alice@example.com":1}}"#);
+        let b = run(&mut m, r#"{"who":"alice@example.com"}"#);
+        let pseudonym = b.split('"').nth(3).unwrap().to_string();
+        assert_eq!(pseudonym.len(), 64, "{b}");
+        assert!(a.contains(&pseudonym), "{a} / {b}");
+        assert!(!a.contains("alice"));
+    }
+
+    #[test]
+    fn card_numbers_in_every_json_spelling_are_masked() {
+        let mut m = masker("detectors = [\"credit_card\"]\n");
+        for n in [
+            "4111111111111111.0",
+            "-4111111111111111",
+            "4.111111111111111e15",
+            "4111111111111111e0",
+        ] {
+            let out = run(&mut m, &format!(r#"{{"account_id":{n},"amount":12.5}}"#));
+            assert_eq!(
+                out, r#"{"account_id":"[REDACTED:credit_card]","amount":12.5}"#,
+                "{n}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_lone_surrogate_is_replaced_and_the_rest_still_masked() {
+        let mut m = masker("detectors = [\"email\"]\n");
+        let out = run(
+            &mut m,
+            r#"{"a":"bad\ud800","b":"bob@example.com","c":"ok"}"#,
+        );
+        assert_eq!(
+            out,
+            "{\"a\":\"bad\u{fffd}\",\"b\":\"[REDACTED:email]\",\"c\":\"ok\"}"
+        );
+        let n = m.counts().len();
+        assert_eq!(m.counts()[n - 2], 1, "invalid_escape counted");
+        assert_eq!(m.counts()[n - 1], 0, "not unprocessable");
     }
 }

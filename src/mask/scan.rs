@@ -27,8 +27,99 @@ pub enum El {
 pub enum Token<'a> {
     /// A string value: its decoded text.
     Str(&'a str),
+    /// An object key: its decoded text. A replacement must be a JSON string.
+    Key(&'a str),
     /// A number, as written.
     Num(&'a [u8]),
+}
+
+/// What a rewrite did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Rewritten {
+    /// Something was replaced; the result is in `out`.
+    pub changed: bool,
+    /// Strings with a lone surrogate or an invalid escape, replaced by U+FFFD there.
+    pub bad_escapes: u32,
+}
+
+/// Decodes a JSON string's content (the text between its quotes) into `out`. A lone surrogate
+/// or an invalid escape becomes U+FFFD in place, so one bad character costs that character,
+/// not the record. Returns whether that happened.
+pub fn unescape(raw: &str, out: &mut String) -> bool {
+    out.clear();
+    let b = raw.as_bytes();
+    let mut bad = false;
+    let mut i = 0;
+    let hex4 = |at: usize| -> Option<u32> {
+        let h = raw.get(at..at + 4)?;
+        if !h.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return None;
+        }
+        u32::from_str_radix(h, 16).ok()
+    };
+    while i < b.len() {
+        let Some(k) = memchr::memchr(b'\\', &b[i..]) else {
+            out.push_str(&raw[i..]);
+            break;
+        };
+        out.push_str(&raw[i..i + k]);
+        i += k + 1;
+        let Some(&e) = b.get(i) else {
+            out.push('\u{fffd}');
+            bad = true;
+            break;
+        };
+        i += 1;
+        let c = match e {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => match hex4(i) {
+                Some(hi @ 0xD800..=0xDBFF) => {
+                    let lo = (b.get(i + 4) == Some(&b'\\') && b.get(i + 5) == Some(&b'u'))
+                        .then(|| hex4(i + 6))
+                        .flatten()
+                        .filter(|lo| (0xDC00..=0xDFFF).contains(lo));
+                    match lo {
+                        Some(lo) => {
+                            i += 10;
+                            char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))
+                                .unwrap_or('\u{fffd}')
+                        }
+                        None => {
+                            i += 4;
+                            bad = true;
+                            '\u{fffd}'
+                        }
+                    }
+                }
+                Some(v) => {
+                    i += 4;
+                    char::from_u32(v).unwrap_or_else(|| {
+                        bad = true;
+                        '\u{fffd}'
+                    })
+                }
+                None => {
+                    bad = true;
+                    '\u{fffd}'
+                }
+            },
+            _ => {
+                bad = true;
+                // Keep the escaped character itself after the replacement (it may be UTF-8).
+                i -= 1;
+                '\u{fffd}'
+            }
+        };
+        out.push(c);
+    }
+    bad
 }
 
 /// Renders a path such as `lines[1].input` from the scanner's stack.
@@ -56,18 +147,22 @@ enum Frame {
 }
 
 /// Scans `json`; `f(path, token)` returns the JSON text to put in place of the token, or
-/// `None` to keep it. Output goes to `out` only once something changed; returns whether it did.
+/// `None` to keep it. Output goes to `out` only once something changed. Keys are offered too:
+/// two keys of one object replaced by the same text get `#2`, `#3`, ... so the object keeps
+/// both members. A string with a bad escape is always rewritten (with U+FFFD in place).
 /// `Err` on text that is not JSON (the caller fails closed).
 pub fn rewrite(
     json: &[u8],
     out: &mut Vec<u8>,
     mut f: impl FnMut(&[El], Token<'_>) -> Option<String>,
-) -> Result<bool, &'static str> {
+) -> Result<Rewritten, &'static str> {
     let mut frames: Vec<Frame> = Vec::with_capacity(8);
     let mut path: Vec<El> = Vec::with_capacity(8);
+    // Replacement keys given in open objects: (object depth, JSON text).
+    let mut renamed: Vec<(usize, String)> = Vec::new();
     let mut copied = 0usize;
-    let mut changed = false;
-    let mut unescaped: String;
+    let mut done = Rewritten::default();
+    let mut unescaped = String::new();
     // Validated once; strings are then slices of it (quotes are ASCII, so always boundaries).
     let whole = std::str::from_utf8(json).map_err(|_| "invalid UTF-8")?;
     let mut i = 0;
@@ -87,12 +182,16 @@ pub fn rewrite(
                 i += 1;
             }
             b'}' | b']' => {
+                let depth = frames.len();
                 match frames.pop() {
                     Some(Frame::Arr | Frame::Obj { keyed: true, .. }) => {
                         path.pop();
                     }
                     Some(_) => {}
                     None => return Err("unbalanced brackets"),
+                }
+                while renamed.last().is_some_and(|(d, _)| *d == depth) {
+                    renamed.pop();
                 }
                 i += 1;
             }
@@ -133,26 +232,56 @@ pub fn rewrite(
                 }
                 let end = j; // closing quote
                 i = end + 1;
+                let raw = whole.get(start..end).ok_or("invalid UTF-8")?;
+                let mut bad = false;
+                let text: &str = if escaped {
+                    bad = unescape(raw, &mut unescaped);
+                    &unescaped
+                } else {
+                    raw
+                };
+                done.bad_escapes += bad as u32;
+                let mut is_key = false;
                 if let Some(Frame::Obj { expect_key, keyed }) = frames.last_mut() {
                     if *expect_key {
                         *expect_key = false;
                         *keyed = true;
                         path.push(El::Key(start, end));
-                        continue;
+                        is_key = true;
                     }
                 }
-                let text: &str = if escaped {
-                    unescaped = serde_json::from_slice::<String>(&json[start - 1..=end])
-                        .map_err(|_| "bad string escape")?;
-                    &unescaped
+                let tok = if is_key {
+                    Token::Key(text)
                 } else {
-                    whole.get(start..end).ok_or("invalid UTF-8")?
+                    Token::Str(text)
                 };
-                if let Some(rep) = f(&path, Token::Str(text)) {
+                let rep = f(&path, tok).or_else(|| bad.then(|| json_string(text)));
+                if let Some(mut rep) = rep {
+                    if is_key {
+                        let depth = frames.len();
+                        let same = |r: &String| {
+                            renamed
+                                .iter()
+                                .filter(|(d, t)| *d == depth && t == r)
+                                .count()
+                        };
+                        if same(&rep) > 0 {
+                            let stem = rep.trim_end_matches('"').to_string();
+                            let mut n = 2;
+                            rep = loop {
+                                let cand = format!("{stem}#{n}\"");
+                                if same(&cand) == 0 {
+                                    break cand;
+                                }
+                                n += 1;
+                            };
+                        }
+                        renamed.push((depth, rep.clone()));
+                    }
                     out.extend_from_slice(&json[copied..start - 1]);
                     out.extend_from_slice(rep.as_bytes());
                     copied = end + 1;
-                    changed = true;
+                    done.changed = true;
                 }
             }
             b'-' | b'0'..=b'9' => {
@@ -166,7 +295,7 @@ pub fn rewrite(
                     out.extend_from_slice(&json[copied..start]);
                     out.extend_from_slice(rep.as_bytes());
                     copied = i;
-                    changed = true;
+                    done.changed = true;
                 }
             }
             _ => i += 1,
@@ -175,10 +304,15 @@ pub fn rewrite(
     if !frames.is_empty() {
         return Err("unbalanced brackets");
     }
-    if changed {
+    if done.changed {
         out.extend_from_slice(&json[copied..]);
     }
-    Ok(changed)
+    Ok(done)
+}
+
+/// `s` as a JSON string.
+pub fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"[REDACTED:unprocessable]\"".into())
 }
 
 #[cfg(test)]
@@ -186,25 +320,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn offers_values_not_keys_with_their_paths() {
+    fn offers_keys_and_values_with_their_paths() {
         let j = br#"{"a":"x","b":[1,"y",{"c":"z\u0040w"}],"d":{"q":{},"e":-2.5}}"#;
         let mut seen = Vec::new();
         let mut out = Vec::new();
-        let changed = rewrite(j, &mut out, |p, t| {
+        let done = rewrite(j, &mut out, |p, t| {
             let v = match t {
                 Token::Str(s) => s.to_string(),
+                Token::Key(k) => format!("key {k}"),
                 Token::Num(n) => String::from_utf8_lossy(n).into_owned(),
             };
             seen.push((path_string(j, p), v));
             None
         })
         .unwrap();
-        assert!(!changed && out.is_empty());
+        assert!(!done.changed && out.is_empty());
         let expect = [
+            ("a", "key a"),
             ("a", "x"),
+            ("b", "key b"),
             ("b[0]", "1"),
             ("b[1]", "y"),
+            ("b[2].c", "key c"),
             ("b[2].c", "z@w"),
+            ("d", "key d"),
+            ("d.q", "key q"),
+            ("d.e", "key e"),
             ("d.e", "-2.5"),
         ];
         assert_eq!(seen, expect.map(|(a, b)| (a.to_string(), b.to_string())));
@@ -221,5 +362,37 @@ mod tests {
         })
         .unwrap();
         assert_eq!(out, br#"{"a":"[X]","n":"[N]","k":"keep"}"#);
+    }
+
+    #[test]
+    fn colliding_key_replacements_are_numbered_per_object() {
+        let j = br#"{"a@x.io":1,"b@x.io":{"c@x.io":2},"d@x.io":3}"#;
+        let mut out = Vec::new();
+        rewrite(j, &mut out, |_, t| match t {
+            Token::Key(k) if k.contains('@') => Some("\"[E]\"".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"[E]":1,"[E]#2":{"[E]":2},"[E]#3":3}"#
+        );
+    }
+
+    #[test]
+    fn a_lone_surrogate_costs_one_character_not_the_record() {
+        let j = br#"{"a":"x\ud800y","b":"\ud83d\ude00","c":"ok"}"#;
+        let mut out = Vec::new();
+        let done = rewrite(j, &mut out, |_, _| None).unwrap();
+        assert_eq!(done.bad_escapes, 1);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"a\":\"x\u{fffd}y\",\"b\":\"\\ud83d\\ude00\",\"c\":\"ok\"}"
+        );
+        let mut s = String::new();
+        assert!(!unescape(r"\ud83d\ude00 \n\u00e9", &mut s));
+        assert_eq!(s, "\u{1f600} \n\u{e9}");
+        assert!(unescape(r"\udc00\ud800", &mut s));
+        assert_eq!(s, "\u{fffd}\u{fffd}");
     }
 }

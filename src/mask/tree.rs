@@ -79,9 +79,10 @@ impl<'a> Tree<'a> {
                 .ok()
                 .map(std::borrow::Cow::Borrowed),
             Kind::Str { escaped: true } => {
-                serde_json::from_slice::<String>(&self.src[n.start..n.end])
-                    .ok()
-                    .map(std::borrow::Cow::Owned)
+                let raw = std::str::from_utf8(&self.src[n.start + 1..n.end - 1]).ok()?;
+                let mut s = String::new();
+                super::scan::unescape(raw, &mut s);
+                Some(std::borrow::Cow::Owned(s))
             }
             _ => None,
         }
@@ -93,7 +94,11 @@ impl<'a> Tree<'a> {
         if memchr::memchr(b'\\', raw).is_none() {
             return raw == key.as_bytes();
         }
-        serde_json::from_slice::<String>(&self.src[a - 1..b + 1]).is_ok_and(|k| k == key)
+        let mut k = String::new();
+        std::str::from_utf8(raw).is_ok_and(|raw| {
+            super::scan::unescape(raw, &mut k);
+            k == key
+        })
     }
 
     fn ws(&self, mut i: usize) -> usize {

@@ -56,7 +56,7 @@ families! {
     records_read: Counter<SourceLabel> = "records_read", "Records read from files";
     bytes_read: Counter<SourceLabel> = "bytes_read", "Bytes read from files";
     lines_truncated: Counter<SourceLabel> = "lines_truncated", "Lines longer than max_line_bytes, cut and kept";
-    parse_errors: Counter<SourceLabel> = "parse_errors", "Lines that were not a JSON object, wrapped as messages";
+    parse_errors: Counter<SourceLabel> = "parse_errors", "Lines that were not a JSON object, wrapped as messages ([REDACTED:unparsable] when the masking profile has field rules)";
     invalid_utf8: Counter<SourceLabel> = "invalid_utf8", "Lines with invalid UTF-8, replaced with U+FFFD";
     files_open: Gauge<SourceLabel> = "files_open", "Files held open";
     files_rotated: Counter<SourceLabel> = "files_rotated", "Files renamed or deleted while tailed, drained before close";
@@ -68,7 +68,8 @@ families! {
     masked: Counter<MaskLabel> = "masked", "Values masked, per profile and rule or detector (kind=unprocessable: whole records replaced because they could not be masked)";
     batches_sealed: Counter<SinkLabel> = "batches_sealed", "Batches sealed";
     fields_truncated: Counter<SinkLabel> = "fields_truncated", "Field values cut to the sink's max_field_bytes (azure_monitor)";
-    records_replaced: Counter<SinkLabel> = "records_oversize", "Records too large for one request even with every field cut, sent as a stub naming their size (azure_monitor)";
+    records_replaced: Counter<SinkLabel> = "records_replaced", "Records too large for one request even with every field cut, sent as a stub naming their size (azure_monitor)";
+    records_oversize: Counter<SourceLabel> = "records_oversize", "JSON records over max_record_bytes: shipped as a stand-in (oversize = redact) or dead-lettered whole";
     batches_sent: Counter<SinkLabel> = "batches_sent", "Batches the sink acknowledged";
     records_sent: Counter<SinkLabel> = "records_sent", "Records in acknowledged batches";
     bytes_sent: Counter<SinkLabel> = "bytes_sent", "Payload bytes in acknowledged batches";

@@ -14,14 +14,62 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use super::checkpoint::FileId;
+use super::oversize;
 use crate::ack::Ticket;
 
 /// Bytes of the first line that identify a file's content.
 const FP_BYTES: usize = 1024;
 
-pub struct LongLine {
-    kept: Vec<u8>,
-    total: usize,
+/// A line longer than the limit, while it streams past.
+pub enum LongLine {
+    /// Text: its first `max` bytes are kept and the rest is counted.
+    Cut { kept: Vec<u8>, total: usize },
+    /// JSON: hashed and scanned for top-level members, optionally written out whole.
+    Digest {
+        s: Box<oversize::Streamed>,
+        spill: Option<Spill>,
+    },
+}
+
+/// An oversize line on its way to the dead-letter folder: written to `tmp`, renamed at its end.
+pub struct Spill {
+    file: Option<File>,
+    tmp: PathBuf,
+    to: PathBuf,
+    failed: Option<std::io::Error>,
+}
+
+/// How long a line may be and what happens to a longer one.
+#[derive(Debug, Clone)]
+pub struct Limit {
+    pub max: usize,
+    /// Digest longer lines into a stand-in record (JSON) instead of cutting them (text).
+    pub digest: bool,
+    /// With `digest`: a folder to write longer lines to, whole (`oversize = "dead_letter"`).
+    pub spill_dir: Option<PathBuf>,
+}
+
+impl Limit {
+    pub fn cut(max: usize) -> Limit {
+        Limit {
+            max,
+            digest: false,
+            spill_dir: None,
+        }
+    }
+}
+
+/// What became of a line that was over the limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cut {
+    Whole,
+    /// Cut at the limit; the line's full length.
+    Truncated(usize),
+    /// Replaced by its stand-in record; the line's length and where it was written whole.
+    Oversize {
+        total: usize,
+        spilled: Option<Result<PathBuf, String>>,
+    },
 }
 
 pub enum State {
@@ -43,7 +91,11 @@ pub struct Tailed {
     pub consumed: u64,
     pub read_pos: u64,
     buf: Vec<u8>,
+    /// `buf[..no_nl]` is known to hold no newline (a long line is not searched again).
+    no_nl: usize,
     long: Option<LongLine>,
+    /// Lines over the limit seen in this file (logged once per file).
+    pub over_limit: u64,
     /// Chunks read and not yet durable: (offset after the chunk, ticket).
     pub pending: VecDeque<(u64, Ticket)>,
     /// Everything before this offset is durable.
@@ -61,8 +113,17 @@ pub struct Tailed {
 
 pub struct Line<'a> {
     pub bytes: &'a [u8],
-    pub truncated_from: Option<usize>,
+    pub cut: Cut,
     pub offset: u64,
+}
+
+impl Line<'_> {
+    pub fn truncated_from(&self) -> Option<usize> {
+        match self.cut {
+            Cut::Truncated(n) => Some(n),
+            _ => None,
+        }
+    }
 }
 
 pub fn fingerprint(file: &File) -> std::io::Result<Option<u64>> {
@@ -101,7 +162,9 @@ impl Tailed {
             consumed: 0,
             read_pos: 0,
             buf: Vec::new(),
+            no_nl: 0,
             long: None,
+            over_limit: 0,
             pending: VecDeque::new(),
             committed: 0,
             at_eof: false,
@@ -126,6 +189,7 @@ impl Tailed {
         self.read_pos = offset;
         self.committed = offset;
         self.buf.clear();
+        self.no_nl = 0;
         self.long = None;
         self.pending.clear();
     }
@@ -162,18 +226,43 @@ impl Tailed {
         Ok(false)
     }
 
-    /// Reads up to `chunk` bytes and passes every whole line to `emit`. Returns bytes read.
+    /// Reads up to `chunk` bytes and passes every whole line to `emit`; a line longer than
+    /// `chunk` is read to its end before returning, so a source assembles one large record at
+    /// a time, not one per file. Returns bytes read.
     pub fn read_lines(
         &mut self,
         chunk: usize,
-        max_line: usize,
+        limit: &Limit,
         mut emit: impl FnMut(Line<'_>),
+    ) -> std::io::Result<usize> {
+        let mut total = 0;
+        loop {
+            let n = self.read_once(chunk, limit, &mut emit)?;
+            total += n;
+            if n == 0 || (self.long.is_none() && self.buf.len() <= chunk) {
+                break;
+            }
+        }
+        // A large record's buffer is given back once it is done.
+        if self.buf.capacity() > 4 * chunk && self.buf.len() <= chunk {
+            self.buf.shrink_to(chunk);
+        }
+        Ok(total)
+    }
+
+    fn read_once(
+        &mut self,
+        chunk: usize,
+        limit: &Limit,
+        emit: &mut impl FnMut(Line<'_>),
     ) -> std::io::Result<usize> {
         let Some(file) = &self.file else {
             return Ok(0);
         };
         let old = self.buf.len();
-        self.buf.resize(old + chunk, 0);
+        // Inside a long line, read more at a time (up to 8 MiB) so it takes few calls.
+        let want = chunk.max(old.min(8 << 20));
+        self.buf.resize(old + want, 0);
         let n = match file.read_at(&mut self.buf[old..], self.read_pos) {
             Ok(n) => n,
             Err(e) => {
@@ -192,26 +281,31 @@ impl Tailed {
         // File offset of buf[0].
         let base = self.read_pos - self.buf.len() as u64;
         let mut pos = 0;
+        let mut skip = std::mem::take(&mut self.no_nl);
         while pos < self.buf.len() {
             let rest = &self.buf[pos..];
-            let nl = memchr::memchr(b'\n', rest);
+            let nl = memchr::memchr(b'\n', &rest[skip.min(rest.len())..]).map(|i| i + skip);
+            skip = 0;
             if let Some(long) = &mut self.long {
+                let piece = &rest[..nl.unwrap_or(rest.len())];
+                match long {
+                    LongLine::Cut { total, .. } => *total += piece.len(),
+                    LongLine::Digest { s, spill } => {
+                        s.feed(piece);
+                        if let Some(sp) = spill {
+                            sp.write(piece);
+                        }
+                    }
+                }
                 match nl {
                     Some(i) => {
-                        long.total += i;
-                        emit(Line {
-                            bytes: &long.kept,
-                            truncated_from: Some(long.total),
-                            offset: self.consumed,
-                        });
-                        self.long = None;
+                        if let Some(long) = self.long.take() {
+                            finish_long(long, self.consumed, emit);
+                        }
                         pos += i + 1;
                         self.consumed = base + pos as u64;
                     }
-                    None => {
-                        long.total += rest.len();
-                        pos = self.buf.len();
-                    }
+                    None => pos = self.buf.len(),
                 }
                 continue;
             }
@@ -219,53 +313,74 @@ impl Tailed {
                 Some(i) => {
                     let line = &rest[..i];
                     let offset = base + pos as u64;
-                    if line.len() > max_line {
-                        emit(Line {
-                            bytes: &line[..max_line],
-                            truncated_from: Some(line.len()),
-                            offset,
-                        });
+                    if line.len() > limit.max {
+                        self.over_limit += 1;
+                        let long = self.start_long(limit, line, offset);
+                        finish_long(long, offset, emit);
                     } else {
                         emit(Line {
                             bytes: line,
-                            truncated_from: None,
+                            cut: Cut::Whole,
                             offset,
                         });
                     }
                     pos += i + 1;
                     self.consumed = base + pos as u64;
                 }
-                None if rest.len() > max_line => {
-                    self.long = Some(LongLine {
-                        kept: rest[..max_line].to_vec(),
-                        total: rest.len(),
-                    });
+                None if rest.len() > limit.max => {
+                    self.over_limit += 1;
+                    let long = self.start_long(limit, &self.buf[pos..], self.consumed);
+                    self.long = Some(long);
                     pos = self.buf.len();
                 }
-                None => break,
+                None => {
+                    self.no_nl = rest.len();
+                    break;
+                }
             }
         }
         self.buf.drain(..pos);
         Ok(n)
     }
 
+    /// The state for a line over the limit, with its first bytes `head` already seen.
+    fn start_long(&self, limit: &Limit, head: &[u8], offset: u64) -> LongLine {
+        if !limit.digest {
+            return LongLine::Cut {
+                kept: head[..limit.max.min(head.len())].to_vec(),
+                total: head.len(),
+            };
+        }
+        let mut s = Box::<oversize::Streamed>::default();
+        s.feed(head);
+        let spill = limit.spill_dir.as_ref().map(|dir| {
+            let mut sp = Spill::create(dir, &self.path, self.fp.unwrap_or(0), offset);
+            sp.write(head);
+            sp
+        });
+        LongLine::Digest { s, spill }
+    }
+
     /// Emits a last line that has no newline (end of a `--once` run: the file is complete).
-    pub fn flush_partial(&mut self, max_line: usize, mut emit: impl FnMut(Line<'_>)) {
+    pub fn flush_partial(&mut self, limit: &Limit, mut emit: impl FnMut(Line<'_>)) {
         if let Some(long) = self.long.take() {
-            emit(Line {
-                bytes: &long.kept,
-                truncated_from: Some(long.total),
-                offset: self.consumed,
-            });
+            finish_long(long, self.consumed, &mut emit);
         } else if !self.buf.is_empty() {
-            let line = &self.buf[..];
-            emit(Line {
-                bytes: &line[..line.len().min(max_line)],
-                truncated_from: (line.len() > max_line).then_some(line.len()),
-                offset: self.consumed,
-            });
+            let buf = std::mem::take(&mut self.buf);
+            if buf.len() > limit.max {
+                self.over_limit += 1;
+                let long = self.start_long(limit, &buf, self.consumed);
+                finish_long(long, self.consumed, &mut emit);
+            } else {
+                emit(Line {
+                    bytes: &buf,
+                    cut: Cut::Whole,
+                    offset: self.consumed,
+                });
+            }
         }
         self.buf.clear();
+        self.no_nl = 0;
         self.consumed = self.read_pos;
     }
 
@@ -287,6 +402,88 @@ impl Tailed {
     }
 }
 
+fn finish_long(long: LongLine, offset: u64, emit: &mut impl FnMut(Line<'_>)) {
+    match long {
+        LongLine::Cut { kept, total } => emit(Line {
+            bytes: &kept,
+            cut: Cut::Truncated(total),
+            offset,
+        }),
+        LongLine::Digest { s, spill } => {
+            let total = s.bytes() as usize;
+            let mut out = Vec::new();
+            s.finish(&mut out);
+            let spilled = spill.map(|sp| sp.finish(total));
+            emit(Line {
+                bytes: &out,
+                cut: Cut::Oversize { total, spilled },
+                offset,
+            });
+        }
+    }
+}
+
+impl Spill {
+    /// `<dir>/<fingerprint>-<offset>.json`: the same line read again after a crash lands on the
+    /// same name.
+    fn create(dir: &Path, source_file: &Path, fp: u64, offset: u64) -> Spill {
+        let to = dir.join(format!("{fp:016x}-{offset}.json"));
+        let tmp = dir.join(format!(".{fp:016x}-{offset}.json.tmp"));
+        let opened = std::fs::create_dir_all(dir).and_then(|_| File::create(&tmp));
+        let (file, failed) = match opened {
+            Ok(f) => (Some(f), None),
+            Err(e) => (None, Some(e)),
+        };
+        let note = dir.join(format!("{fp:016x}-{offset}.reason.json"));
+        let reason = serde_json::json!({
+            "reason": "oversize: the record is larger than max_record_bytes",
+            "file": source_file.display().to_string(),
+            "offset": offset,
+        });
+        let failed = failed.or_else(|| std::fs::write(&note, reason.to_string()).err());
+        Spill {
+            file,
+            tmp,
+            to,
+            failed,
+        }
+    }
+
+    fn write(&mut self, piece: &[u8]) {
+        use std::io::Write;
+        if let (Some(f), None) = (&mut self.file, &self.failed) {
+            if let Err(e) = f.write_all(piece) {
+                self.failed = Some(e);
+            }
+        }
+    }
+
+    /// Makes the copy durable; the line is acknowledged only after this.
+    fn finish(self, _total: usize) -> Result<PathBuf, String> {
+        let file = match (self.file, self.failed) {
+            (Some(f), None) => f,
+            (_, e) => {
+                let _ = std::fs::remove_file(&self.tmp);
+                return Err(e.map_or_else(|| "not opened".to_string(), |e| e.to_string()));
+            }
+        };
+        let done = file
+            .sync_all()
+            .and_then(|_| std::fs::rename(&self.tmp, &self.to))
+            .and_then(|_| match self.to.parent() {
+                Some(d) => File::open(d)?.sync_all(),
+                None => Ok(()),
+            });
+        match done {
+            Ok(()) => Ok(self.to),
+            Err(e) => {
+                let _ = std::fs::remove_file(&self.tmp);
+                Err(e.to_string())
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,10 +492,10 @@ mod tests {
     fn collect(t: &mut Tailed, chunk: usize, max: usize) -> Vec<(String, Option<usize>, u64)> {
         let mut out = Vec::new();
         while t
-            .read_lines(chunk, max, |l| {
+            .read_lines(chunk, &Limit::cut(max), |l| {
                 out.push((
                     String::from_utf8_lossy(l.bytes).into_owned(),
-                    l.truncated_from,
+                    l.truncated_from(),
                     l.offset,
                 ))
             })
@@ -373,7 +570,7 @@ mod tests {
         std::fs::write(&p, "aaa\n").unwrap();
         let mut t = Tailed::open(&p, true).unwrap();
         // The last data was read, but no read has returned 0 yet: not known to be at the end.
-        assert_eq!(t.read_lines(64, 100, |_| {}).unwrap(), 4);
+        assert_eq!(t.read_lines(64, &Limit::cut(100), |_| {}).unwrap(), 4);
         assert!(!t.at_eof);
         // copytruncate and a rewrite as long as what was read, before the next look.
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -382,7 +579,7 @@ mod tests {
             !t.check_truncated().unwrap(),
             "not at the end: no fingerprint yet"
         );
-        assert_eq!(t.read_lines(64, 100, |_| {}).unwrap(), 0);
+        assert_eq!(t.read_lines(64, &Limit::cut(100), |_| {}).unwrap(), 0);
         assert!(t.at_eof);
         assert!(
             t.check_truncated().unwrap(),
@@ -401,5 +598,56 @@ mod tests {
         let a = fingerprint(&File::open(&p).unwrap()).unwrap();
         std::fs::write(&p, "line\nother").unwrap();
         assert_eq!(a, fingerprint(&File::open(&p).unwrap()).unwrap());
+    }
+
+    #[test]
+    fn an_oversize_json_line_becomes_a_stand_in_and_can_be_spilled_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.log");
+        let big = format!(
+            r#"{{"account_id":7,"lines":[{{"password":"{}"}}],"status":"ok"}}"#,
+            "s".repeat(50_000)
+        );
+        std::fs::write(&p, format!("{{\"a\":1}}\n{big}\n{{\"b\":2}}\n")).unwrap();
+        let spill = d.path().join("dl");
+        let limit = Limit {
+            max: 10_000,
+            digest: true,
+            spill_dir: Some(spill.clone()),
+        };
+        let mut t = Tailed::open(&p, true).unwrap();
+        let mut got = Vec::new();
+        while t
+            .read_lines(1000, &limit, |l| {
+                got.push((
+                    String::from_utf8_lossy(l.bytes).into_owned(),
+                    l.cut,
+                    l.offset,
+                ))
+            })
+            .unwrap()
+            > 0
+        {}
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].0, r#"{"a":1}"#);
+        let v: serde_json::Value = serde_json::from_str(&got[1].0).unwrap();
+        assert_eq!(v["account_id"], 7);
+        assert_eq!(v["status"], "ok");
+        assert_eq!(v["_logferry_oversize"]["bytes"], big.len());
+        assert!(!got[1].0.contains("sss"));
+        let Cut::Oversize {
+            total,
+            spilled: Some(Ok(path)),
+        } = &got[1].1
+        else {
+            panic!("{:?}", got[1].1)
+        };
+        assert_eq!(*total, big.len());
+        assert_eq!(std::fs::read_to_string(path).unwrap(), big);
+        assert_eq!(got[1].2, 8);
+        assert_eq!(got[2].0, r#"{"b":2}"#);
+        assert_eq!(t.over_limit, 1);
+        // The buffer that held the large line is given back.
+        assert!(t.buf.capacity() <= 4 * 1000, "{}", t.buf.capacity());
     }
 }

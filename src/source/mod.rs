@@ -6,6 +6,7 @@
 
 pub mod checkpoint;
 mod file;
+mod oversize;
 mod scan;
 
 use std::collections::{BTreeMap, HashMap};
@@ -75,6 +76,7 @@ struct Counters {
     unread: Gauge,
     file_unread: prometheus_client::metrics::family::Family<crate::ops::metrics::FileLabel, Gauge>,
     checkpoint_failures: Counter,
+    oversize: Counter,
 }
 
 /// Decoding and batching: the part of the source that sees records.
@@ -88,7 +90,13 @@ struct Proc {
     n_truncated: u64,
     n_parse: u64,
     n_utf8: u64,
+    n_oversize: u64,
     failed: bool,
+    /// Oversize records are not shipped (written whole to the dead-letter folder, or dropped).
+    hold_oversize: bool,
+    source: String,
+    warned_parse: bool,
+    warned_spill: bool,
 }
 
 impl Proc {
@@ -96,13 +104,37 @@ impl Proc {
         if self.failed {
             return;
         }
+        self.n_records += 1;
+        if let file::Cut::Oversize { total, spilled } = &line.cut {
+            self.n_oversize += 1;
+            match spilled {
+                Some(Ok(_)) => return,
+                None if self.hold_oversize => return, // memory mode: nothing on disk
+                // Never shipped raw: the stand-in goes instead, and the operator is told.
+                Some(Err(e)) if !self.warned_spill => {
+                    self.warned_spill = true;
+                    error!(source = %self.source, offset = line.offset, bytes = total, error = %e,
+                        "cannot write an oversize record to the dead-letter folder; shipped its redacted stand-in instead (logged once)");
+                }
+                _ => {}
+            }
+        }
+        let redact_unparsable = self.decoder.redact_unparsable;
         let d = self
             .decoder
-            .decode(line.bytes, line.truncated_from, (fp, line.offset));
-        self.n_records += 1;
-        self.n_truncated += line.truncated_from.is_some() as u64;
+            .decode(line.bytes, line.truncated_from(), (fp, line.offset));
+        self.n_truncated += line.truncated_from().is_some() as u64;
         self.n_parse += d.flags.parse_error as u64;
         self.n_utf8 += d.flags.invalid_utf8 as u64;
+        if d.flags.parse_error && !self.warned_parse {
+            self.warned_parse = true;
+            let how = if redact_unparsable {
+                "shipped as [REDACTED:unparsable]: field rules cannot see into it"
+            } else {
+                "wrapped as a message"
+            };
+            warn!(source = %self.source, offset = line.offset, "a line is not one JSON object; {how} (logged once per source, counted in parse_errors_total)");
+        }
         let masked = match &mut self.masker {
             Some(m) => m.mask(d.record),
             None => false,
@@ -136,6 +168,7 @@ impl Proc {
             .parse_errors
             .inc_by(std::mem::take(&mut self.n_parse));
         self.c.invalid_utf8.inc_by(std::mem::take(&mut self.n_utf8));
+        self.c.oversize.inc_by(std::mem::take(&mut self.n_oversize));
         if let Some(m) = &mut self.masker {
             m.flush_counts();
         }
@@ -151,6 +184,8 @@ pub struct SourceCtx {
     /// Set at the shutdown deadline: stop waiting for batches to become durable.
     pub abandon: tokio::sync::watch::Receiver<bool>,
     pub ckpt_interval: Duration,
+    /// A sink of this source keeps nothing on disk (`buffer = "memory"`).
+    pub zero_retention: bool,
 }
 
 pub struct Tailer {
@@ -164,6 +199,7 @@ pub struct Tailer {
     ckpt_interval: Duration,
     dirty: bool,
     proc: Proc,
+    limit: file::Limit,
     first_scan_done: bool,
     /// Warnings that would repeat every poll are logged once a minute per file.
     repeats: crate::ops::Repeats,
@@ -185,7 +221,19 @@ impl Tailer {
             stop,
             abandon,
             ckpt_interval,
+            zero_retention,
         } = ctx;
+        let dead_letter = cfg.oversize == crate::config::Oversize::DeadLetter;
+        let name = cfg.name.clone();
+        let limit = match cfg.format {
+            crate::config::Format::Json => file::Limit {
+                max: cfg.max_record_bytes,
+                digest: true,
+                spill_dir: (dead_letter && !zero_retention)
+                    .then(|| data_dir.join("dead-letter").join("sources").join(&cfg.name)),
+            },
+            crate::config::Format::Text => file::Limit::cut(cfg.max_line_bytes),
+        };
         let ckpt = Checkpoints::new(
             data_dir
                 .join("checkpoints")
@@ -214,6 +262,7 @@ impl Tailer {
             unread: metrics.unread_bytes.get_or_create(&l).clone(),
             file_unread: metrics.file_unread_bytes.clone(),
             checkpoint_failures: metrics.checkpoint_failures.get_or_create(&l).clone(),
+            oversize: metrics.records_oversize.get_or_create(&l).clone(),
         };
         Ok(Tailer {
             cfg,
@@ -234,8 +283,14 @@ impl Tailer {
                 n_truncated: 0,
                 n_parse: 0,
                 n_utf8: 0,
+                n_oversize: 0,
                 failed: false,
+                hold_oversize: dead_letter,
+                source: name.clone(),
+                warned_parse: false,
+                warned_spill: false,
             },
+            limit,
             first_scan_done: false,
             repeats: crate::ops::Repeats::new(Duration::from_secs(60)),
             reported_files: Default::default(),
@@ -271,13 +326,13 @@ impl Tailer {
                     .values()
                     .all(|f| f.at_eof || f.file.is_none() || f.fp.is_none())
             {
-                let max = self.cfg.max_line_bytes;
+                let limit = &self.limit;
                 for f in self.files.values_mut() {
                     let Some(fp) = f.fp else { continue };
                     let ticket = Ticket::new();
                     let now = Utc::now();
                     let proc = &mut self.proc;
-                    f.flush_partial(max, |l| proc.line(l, fp, &ticket, now));
+                    f.flush_partial(limit, |l| proc.line(l, fp, &ticket, now));
                     f.pending
                         .push_back((f.consumed, Ticket::clone_for_queue(&ticket)));
                     if !proc.failed {
@@ -326,7 +381,7 @@ impl Tailer {
     /// Gives every open file one chunk. Returns whether anything was read.
     fn read_round(&mut self) -> bool {
         let mut progressed = false;
-        let max_line = self.cfg.max_line_bytes;
+        let limit = &self.limit;
         let name = &self.cfg.name;
         for f in self.files.values_mut() {
             if f.file.is_none() || !f.positioned {
@@ -353,7 +408,18 @@ impl Tailer {
             let ticket = Ticket::new();
             let now = Utc::now();
             let proc = &mut self.proc;
-            match f.read_lines(CHUNK, max_line, |l| proc.line(l, fp, &ticket, now)) {
+            let over_before = f.over_limit;
+            let res = f.read_lines(CHUNK, limit, |l| proc.line(l, fp, &ticket, now));
+            if over_before == 0 && f.over_limit > 0 {
+                let what = match (limit.digest, &limit.spill_dir) {
+                    (false, _) => "cut at max_line_bytes and kept",
+                    (true, None) if proc.hold_oversize => "dropped (a sink keeps nothing on disk)",
+                    (true, None) => "shipped as a redacted stand-in with its size and SHA-256",
+                    (true, Some(_)) => "written whole to the dead-letter folder, not shipped",
+                };
+                warn!(source = %name, path = %f.path.display(), limit = limit.max, "a record is over the size limit; {what} (logged once per file, counted)");
+            }
+            match res {
                 Ok(0) => {}
                 Ok(n) => {
                     progressed = true;
