@@ -170,7 +170,19 @@ fn masking_adversarial(c: &mut Criterion) {
         v.extend_from_slice(b"]}");
         v
     };
+    let keys = {
+        // One object with 1 MiB of e-mail keys: every key is replaced, all collide.
+        let mut v = b"{".to_vec();
+        let mut i = 0;
+        while v.len() < 1 << 20 {
+            v.extend_from_slice(format!("\"u{i}@x.io\":1,").as_bytes());
+            i += 1;
+        }
+        v.extend_from_slice(b"\"end\":0}");
+        v
+    };
     let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("email_keys", keys),
         ("sevens_spaced", adversarial("7 ")),
         ("dates_spaced", adversarial("2026-01-01 ")),
         ("digits", adversarial("1234567890")),

@@ -150,6 +150,10 @@ fn windows(s: &[u8], groups: &[(usize, usize)], out: &mut Vec<(usize, usize)>) {
 /// A JSON number (as written) whose value, or whose digits, form a card: `4111111111111111`,
 /// `-4111111111111111`, `4111111111111111.0`, `4.111111111111111e15`, `4111111111.111111`.
 pub fn number_is_card(tok: &[u8]) -> bool {
+    // Most numbers are short: without an exponent a card needs 13 digits written out.
+    if tok.len() < 13 && memchr::memchr2(b'e', b'E', tok).is_none() {
+        return false;
+    }
     let t = tok.strip_prefix(b"-").unwrap_or(tok);
     let (mant, exp) = match memchr::memchr2(b'e', b'E', t) {
         Some(i) => (&t[..i], &t[i + 1..]),

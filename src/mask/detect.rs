@@ -88,7 +88,9 @@ static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
         r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}",
     )
 });
-static SSN: LazyLock<Regex> = LazyLock::new(|| re(r"(\d{3})([\- .])(\d{2})([\- .])(\d{4})"));
+// No capture groups in these: a search without captures stays on the fast engines, and the
+// parts are found by position in the match.
+static SSN: LazyLock<Regex> = LazyLock::new(|| re(r"\d{3}[\- .]\d{2}[\- .]\d{4}"));
 static IBAN: LazyLock<Regex> = LazyLock::new(|| re(r"[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}"));
 static AWS: LazyLock<Regex> =
     LazyLock::new(|| re(r"(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|ABIA|ACCA)[A-Z0-9]{16}"));
@@ -97,9 +99,10 @@ static JWT: LazyLock<Regex> =
 static PEM: LazyLock<Regex> = LazyLock::new(|| {
     re(r"-----BEGIN[A-Z ]*PRIVATE KEY-----(?s:.*?)(?:-----END[A-Z ]*PRIVATE KEY-----|\z)")
 });
-static BEARER: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)\bbearer\s+([A-Za-z0-9\-._~+/]+=*)"));
+static BEARER: LazyLock<Regex> =
+    LazyLock::new(|| re(r"(?i)(?-u:\b)bearer[ \t\r\n]+[A-Za-z0-9\-._~+/]+=*"));
 static URL_CRED: LazyLock<Regex> =
-    LazyLock::new(|| re(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:([^\s@/]+)@"));
+    LazyLock::new(|| re(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:[^\s@/]+@"));
 static IPV4: LazyLock<Regex> = LazyLock::new(|| re(r"\d{1,3}(?:\.\d{1,3}){3}"));
 static IPV6: LazyLock<Regex> = LazyLock::new(|| re(r"[0-9A-Fa-f:]*:[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*"));
 static PHONE: LazyLock<Regex> =
@@ -242,6 +245,10 @@ fn alnum(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_'
 }
 
+fn upper_or_digit(c: u8) -> bool {
+    c.is_ascii_uppercase() || c.is_ascii_digit()
+}
+
 fn digit_or_dot(c: u8) -> bool {
     c.is_ascii_digit() || c == b'.'
 }
@@ -276,22 +283,33 @@ pub fn find(s: &str, enabled: u16, out: &mut Vec<Found>) {
         }
     }
     if has(Kind::BearerToken) {
-        for c in BEARER.captures_iter(s) {
-            if let Some(t) = c.get(1) {
-                push(out, t.start(), t.end(), Kind::BearerToken);
-            }
+        for m in BEARER.find_iter(s) {
+            // The token starts after the word and its white space.
+            let t = m.as_str()[6..].trim_start();
+            push(out, m.end() - t.len(), m.end(), Kind::BearerToken);
         }
     }
     if has(Kind::UrlCredentials) {
-        for c in URL_CRED.captures_iter(s) {
-            if let Some(p) = c.get(1) {
-                push(out, p.start(), p.end(), Kind::UrlCredentials);
+        for m in URL_CRED.find_iter(s) {
+            // `scheme://user:password@`: the password lies between the first `:` after `//`
+            // and the closing `@`.
+            let t = m.as_str();
+            let after = t.find("://").map_or(0, |i| i + 3);
+            if let Some(c) = t[after..].find(':') {
+                push(
+                    out,
+                    m.start() + after + c + 1,
+                    m.end() - 1,
+                    Kind::UrlCredentials,
+                );
             }
         }
     }
     if has(Kind::AwsAccessKey) {
         for m in AWS.find_iter(s) {
-            if boundary_ok(s, m.start(), m.end(), alnum) {
+            // The 20 characters must be the whole upper-case run; a lower-case word may touch it
+            // (`keyAKIA...`).
+            if boundary_ok(s, m.start(), m.end(), upper_or_digit) {
                 push(out, m.start(), m.end(), Kind::AwsAccessKey);
             }
         }
@@ -312,16 +330,13 @@ pub fn find(s: &str, enabled: u16, out: &mut Vec<Found>) {
         cards(s, out);
     }
     if has(Kind::UsSsn) {
-        for c in SSN.captures_iter(s) {
-            let (Some(m), Some(a), Some(s1), Some(g), Some(s2), Some(n)) =
-                (c.get(0), c.get(1), c.get(2), c.get(3), c.get(4), c.get(5))
-            else {
-                continue;
-            };
+        for m in SSN.find_iter(s) {
+            let t = m.as_str().as_bytes();
+            let (area, group, serial) = (&m.as_str()[0..3], &m.as_str()[4..6], &m.as_str()[7..11]);
             // Bounded by digits only: `ssn123-45-6789` is an SSN, `1123-45-6789` is not.
-            if s1.as_str() == s2.as_str()
+            if t[3] == t[6]
                 && boundary_ok(s, m.start(), m.end(), |c| c.is_ascii_digit())
-                && ssn_valid(a.as_str(), g.as_str(), n.as_str())
+                && ssn_valid(area, group, serial)
             {
                 push(out, m.start(), m.end(), Kind::UsSsn);
             }
@@ -367,6 +382,15 @@ pub fn find(s: &str, enabled: u16, out: &mut Vec<Found>) {
 /// A JSON number that is a card number, in any spelling (see [`card::number_is_card`]).
 pub fn number_is_card(token: &[u8]) -> bool {
     card::number_is_card(token)
+}
+
+/// False for text no detector can match: under 20 bytes (the shortest AWS key) of letters,
+/// `_` and `-` only. Every other detector needs a digit, `@`, `:`, `.` or white space.
+pub fn may_hold_secret(s: &str) -> bool {
+    s.len() >= 20
+        || !s
+            .bytes()
+            .all(|c| c.is_ascii_alphabetic() || c == b'_' || c == b'-')
 }
 
 pub fn mask_of(kinds: &[Kind]) -> u16 {

@@ -101,7 +101,7 @@ fn select_from(
             _ => false,
         };
         if hit {
-            select_from(t, m.node, rest, Some((node, i)), out);
+            select_from(t, m.node(), rest, Some((node, i)), out);
         }
     }
 }
@@ -119,7 +119,7 @@ fn any_at(t: &Tree<'_>, node: usize, path: &[Seg], f: &mut dyn FnMut(usize) -> b
             (Seg::Any, TreeKind::Obj | TreeKind::Arr) => true,
             _ => false,
         };
-        hit && any_at(t, m.node, rest, f)
+        hit && any_at(t, m.node(), rest, f)
     })
 }
 
@@ -233,8 +233,10 @@ impl PathRule {
             }
         }
         // Removals are cut knowing which siblings go too, so their spans never overlap.
+        // A set: a large record can remove many members, and each cut asks about its siblings.
+        let removed: std::collections::HashSet<(usize, usize)> = removals.iter().copied().collect();
         for &(parent, index) in &removals {
-            let gone = |k: usize| removals.contains(&(parent, k));
+            let gone = |k: usize| removed.contains(&(parent, k));
             let (start, end) = removal(t, parent, index, &gone);
             edits.push(Edit {
                 start,
@@ -272,8 +274,8 @@ impl PathRule {
             }
         };
         Some(Edit {
-            start: node.start,
-            end: node.end,
+            start: node.start(),
+            end: node.end(),
             with,
         })
     }

@@ -1,6 +1,8 @@
-//! Walks a JSON text (already validated) and offers every string value and number to a
-//! callback, splicing in replacements. Unchanged bytes are copied as they are, so a record
+//! Walks a JSON text (already validated) and offers every string value, object key and number
+//! to a callback, splicing in replacements. Unchanged bytes are copied as they are, so a record
 //! without secrets leaves exactly as it came.
+
+use std::collections::HashMap;
 
 /// The first `"` or `\\`. Most strings in records are short: a plain loop beats setting up a
 /// vector search for them, which takes over beyond 32 bytes.
@@ -158,7 +160,9 @@ pub fn rewrite(
 ) -> Result<Rewritten, &'static str> {
     let mut frames: Vec<Frame> = Vec::with_capacity(8);
     let mut path: Vec<El> = Vec::with_capacity(8);
-    // Replacement keys given in open objects: (object depth, JSON text).
+    // Replacement keys given in open objects: how often each (object depth, JSON text) was
+    // given, and the order they were first given in, to forget them when their object closes.
+    let mut given: HashMap<(usize, String), u32> = HashMap::new();
     let mut renamed: Vec<(usize, String)> = Vec::new();
     let mut copied = 0usize;
     let mut done = Rewritten::default();
@@ -191,7 +195,9 @@ pub fn rewrite(
                     None => return Err("unbalanced brackets"),
                 }
                 while renamed.last().is_some_and(|(d, _)| *d == depth) {
-                    renamed.pop();
+                    if let Some(k) = renamed.pop() {
+                        given.remove(&k);
+                    }
                 }
                 i += 1;
             }
@@ -258,25 +264,15 @@ pub fn rewrite(
                 let rep = f(&path, tok).or_else(|| bad.then(|| json_string(text)));
                 if let Some(mut rep) = rep {
                     if is_key {
+                        // Counted per object, so many colliding keys cost constant time each.
                         let depth = frames.len();
-                        let same = |r: &String| {
-                            renamed
-                                .iter()
-                                .filter(|(d, t)| *d == depth && t == r)
-                                .count()
-                        };
-                        if same(&rep) > 0 {
-                            let stem = rep.trim_end_matches('"').to_string();
-                            let mut n = 2;
-                            rep = loop {
-                                let cand = format!("{stem}#{n}\"");
-                                if same(&cand) == 0 {
-                                    break cand;
-                                }
-                                n += 1;
-                            };
+                        let n = given.entry((depth, rep.clone())).or_insert(0);
+                        *n += 1;
+                        if *n == 1 {
+                            renamed.push((depth, rep.clone()));
+                        } else {
+                            rep = format!("{}#{n}\"", &rep[..rep.len() - 1]);
                         }
-                        renamed.push((depth, rep.clone()));
                     }
                     out.extend_from_slice(&json[copied..start - 1]);
                     out.extend_from_slice(rep.as_bytes());

@@ -11,24 +11,49 @@ pub enum Kind {
     Other,
 }
 
+/// Offsets are `u32`: records are at most `max_record_bytes` (1 GiB), and a tree of a 40 MB
+/// record has millions of nodes, so their size is the masker's memory.
 #[derive(Debug, Clone, Copy)]
 pub struct Node {
-    pub start: usize,
-    pub end: usize,
+    start: u32,
+    end: u32,
     pub kind: Kind,
     /// Children: `members[first..first + len]`.
-    first: usize,
-    len: usize,
+    first: u32,
+    len: u32,
+}
+
+impl Node {
+    pub fn start(&self) -> usize {
+        self.start as usize
+    }
+    pub fn end(&self) -> usize {
+        self.end as usize
+    }
 }
 
 /// An object member or array element.
 #[derive(Debug, Clone, Copy)]
 pub struct Member {
-    /// Key content (between the quotes) for object members.
-    pub key: Option<(usize, usize)>,
+    /// Key content (between the quotes) for object members; `NO_KEY` for array elements.
+    key: (u32, u32),
     /// Where the member starts: its key's opening quote, or the element's first byte.
-    pub start: usize,
-    pub node: usize,
+    start: u32,
+    node: u32,
+}
+
+const NO_KEY: (u32, u32) = (u32::MAX, u32::MAX);
+
+impl Member {
+    pub fn key(&self) -> Option<(usize, usize)> {
+        (self.key != NO_KEY).then_some((self.key.0 as usize, self.key.1 as usize))
+    }
+    pub fn start(&self) -> usize {
+        self.start as usize
+    }
+    pub fn node(&self) -> usize {
+        self.node as usize
+    }
 }
 
 pub struct Tree<'a> {
@@ -42,6 +67,9 @@ const MAX_DEPTH: usize = 256;
 
 impl<'a> Tree<'a> {
     pub fn parse(src: &'a [u8]) -> Result<Tree<'a>, &'static str> {
+        if src.len() >= u32::MAX as usize {
+            return Err("record too large for the masker");
+        }
         let mut t = Tree {
             src,
             nodes: Vec::with_capacity(64),
@@ -63,23 +91,25 @@ impl<'a> Tree<'a> {
 
     pub fn children(&self, node: usize) -> &[Member] {
         let n = &self.nodes[node];
-        &self.members[n.first..n.first + n.len]
+        &self.members[n.first as usize..(n.first + n.len) as usize]
     }
 
     pub fn text(&self, node: usize) -> &'a [u8] {
         let n = &self.nodes[node];
-        &self.src[n.start..n.end]
+        &self.src[n.start()..n.end()]
     }
 
     /// The decoded text of a string node.
     pub fn string(&self, node: usize) -> Option<std::borrow::Cow<'a, str>> {
         let n = self.nodes[node];
         match n.kind {
-            Kind::Str { escaped: false } => std::str::from_utf8(&self.src[n.start + 1..n.end - 1])
-                .ok()
-                .map(std::borrow::Cow::Borrowed),
+            Kind::Str { escaped: false } => {
+                std::str::from_utf8(&self.src[n.start() + 1..n.end() - 1])
+                    .ok()
+                    .map(std::borrow::Cow::Borrowed)
+            }
             Kind::Str { escaped: true } => {
-                let raw = std::str::from_utf8(&self.src[n.start + 1..n.end - 1]).ok()?;
+                let raw = std::str::from_utf8(&self.src[n.start() + 1..n.end() - 1]).ok()?;
                 let mut s = String::new();
                 super::scan::unescape(raw, &mut s);
                 Some(std::borrow::Cow::Owned(s))
@@ -89,7 +119,7 @@ impl<'a> Tree<'a> {
     }
 
     pub fn key_is(&self, m: &Member, key: &str) -> bool {
-        let Some((a, b)) = m.key else { return false };
+        let Some((a, b)) = m.key() else { return false };
         let raw = &self.src[a..b];
         if memchr::memchr(b'\\', raw).is_none() {
             return raw == key.as_bytes();
@@ -152,12 +182,16 @@ impl<'a> Tree<'a> {
                                 return Err("expected a colon");
                             }
                             j = self.ws(j + 1);
-                            Some((start + 1, kend - 1))
+                            ((start + 1) as u32, (kend - 1) as u32)
                         } else {
-                            None
+                            NO_KEY
                         };
                         let (node, after) = self.value(j, depth + 1)?;
-                        self.stack.push(Member { key, start, node });
+                        self.stack.push(Member {
+                            key,
+                            start: start as u32,
+                            node: node as u32,
+                        });
                         j = self.ws(after);
                         match self.src.get(j) {
                             Some(b',') => j = self.ws(j + 1),
@@ -195,11 +229,11 @@ impl<'a> Tree<'a> {
             }
         };
         self.nodes.push(Node {
-            start: i,
-            end,
+            start: i as u32,
+            end: end as u32,
             kind,
-            first,
-            len,
+            first: first as u32,
+            len: len as u32,
         });
         Ok((self.nodes.len() - 1, end))
     }
@@ -240,13 +274,13 @@ pub fn removal(
     removed: &dyn Fn(usize) -> bool,
 ) -> (usize, usize) {
     let ms = t.children(parent);
-    let end_of = |k: usize| t.nodes[ms[k].node].end;
+    let end_of = |k: usize| t.nodes[ms[k].node()].end();
     if i + 1 < ms.len() {
-        return (ms[i].start, ms[i + 1].start);
+        return (ms[i].start(), ms[i + 1].start());
     }
     match (0..i).rev().find(|k| !removed(*k)) {
         Some(kept) => (end_of(kept), end_of(i)),
-        None => (ms[i].start, end_of(i)),
+        None => (ms[i].start(), end_of(i)),
     }
 }
 
@@ -262,11 +296,11 @@ mod tests {
         let ms = t.children(root).to_vec();
         assert_eq!(ms.len(), 2);
         assert!(t.key_is(&ms[0], "a"));
-        assert_eq!(t.text(ms[1].node), b"null");
-        let arr = t.children(ms[0].node).to_vec();
-        let inner = t.children(arr[1].node).to_vec();
+        assert_eq!(t.text(ms[1].node()), b"null");
+        let arr = t.children(ms[0].node()).to_vec();
+        let inner = t.children(arr[1].node()).to_vec();
         assert!(t.key_is(&inner[0], "bA"));
-        assert_eq!(t.string(inner[0].node).unwrap(), "x\"y");
+        assert_eq!(t.string(inner[0].node()).unwrap(), "x\"y");
     }
 
     #[test]
