@@ -487,7 +487,7 @@ fn a_40_mb_job_record_is_masked_end_to_end_in_bounded_memory() {
     let text = job.to_string();
     assert!(!text.contains("-kiwi"), "a planted step secret survived");
     // One record in memory at a time, a few copies of it at most (read, masked, batched).
-    assert!(rss < 512, "peak RSS {rss} MB for a 40 MB record");
+    assert!(rss < 384, "peak RSS {rss} MB for a 40 MB record");
 }
 
 fn step_len(s: &str) -> usize {

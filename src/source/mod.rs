@@ -6,6 +6,7 @@
 
 pub mod checkpoint;
 mod file;
+mod long_line;
 mod oversize;
 mod scan;
 

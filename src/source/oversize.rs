@@ -96,11 +96,7 @@ impl Streamed {
                 },
                 St::InKey => {
                     self.push(c);
-                    if self.escape {
-                        self.escape = false;
-                    } else if c == b'\\' {
-                        self.escape = true;
-                    } else if c == b'"' {
+                    if closes(&mut self.escape, c) {
                         self.st = St::Colon;
                     }
                 }
@@ -128,11 +124,7 @@ impl Streamed {
                 },
                 St::InStr => {
                     self.push(c);
-                    if self.escape {
-                        self.escape = false;
-                    } else if c == b'\\' {
-                        self.escape = true;
-                    } else if c == b'"' {
+                    if closes(&mut self.escape, c) {
                         self.keep();
                         self.st = St::After;
                     }
@@ -147,13 +139,7 @@ impl Streamed {
                 },
                 St::Nested => {
                     if self.nested_in_str {
-                        if self.escape {
-                            self.escape = false;
-                        } else if c == b'\\' {
-                            self.escape = true;
-                        } else if c == b'"' {
-                            self.nested_in_str = false;
-                        }
+                        self.nested_in_str = !closes(&mut self.escape, c);
                     } else {
                         match c {
                             b'"' => self.nested_in_str = true,
@@ -219,18 +205,25 @@ impl Streamed {
     }
 }
 
+/// Inside a string: whether `c` is its closing quote (`escape` carries a backslash over).
+fn closes(escape: &mut bool, c: u8) -> bool {
+    if *escape {
+        *escape = false;
+        false
+    } else if c == b'\\' {
+        *escape = true;
+        false
+    } else {
+        c == b'"'
+    }
+}
+
 /// Where the member at the start of `kept` ends (its comma), skipping commas inside its strings.
 fn member_end(kept: &[u8]) -> usize {
     let (mut in_str, mut esc) = (false, false);
     for (i, &c) in kept.iter().enumerate() {
         if in_str {
-            if esc {
-                esc = false;
-            } else if c == b'\\' {
-                esc = true;
-            } else if c == b'"' {
-                in_str = false;
-            }
+            in_str = !closes(&mut esc, c);
         } else if c == b'"' {
             in_str = true;
         } else if c == b',' {
