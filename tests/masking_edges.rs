@@ -493,3 +493,25 @@ fn a_40_mb_job_record_is_masked_end_to_end_in_bounded_memory() {
 fn step_len(s: &str) -> usize {
     s.len() + 1
 }
+
+#[test]
+fn oversize_dead_letter_in_memory_mode_drops_and_writes_nothing() {
+    let lf = Lf::new(
+        &config(
+            "max_record_bytes = \"64KiB\"\noversize = \"dead_letter\"",
+            "{source}/{batch_id}.ndjson.gz",
+        )
+        .replace("key = ", "buffer = \"memory\"\nkey = "),
+    );
+    let big = job(1, "sienna-Tapir-5", 150_000);
+    std::fs::write(lf.path("logs/a.log"), format!("{{\"ok\":1}}\n{big}\n")).unwrap();
+    let out = lf.run_once();
+    assert_none_survives(&everything(&lf, &out), &["sienna-Tapir-5"]);
+    assert_eq!(lf.final_archive("archive").len(), 1);
+    let kept = lf.files("data");
+    assert!(
+        kept.iter().all(|f| f.starts_with("checkpoints/")),
+        "zero retention: only checkpoints on disk, found {kept:?}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dropped"));
+}
