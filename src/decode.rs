@@ -7,7 +7,7 @@
 
 use std::fmt::{self, Write as _};
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
 use crate::config::Format;
@@ -79,6 +79,8 @@ pub struct Decoder {
 pub struct Flags {
     pub parse_error: bool,
     pub invalid_utf8: bool,
+    /// The timestamp field is there but is no time logferry understands.
+    pub time_unparsed: bool,
 }
 
 impl Decoder {
@@ -138,11 +140,13 @@ impl Decoder {
         let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
         let passthrough = self.fill(line, truncated_from, id, &mut flags);
         let time = self.time();
+        flags.time_unparsed = time.is_none() && self.time_value().is_some();
         Decoded {
             record: if passthrough { line } else { &self.scratch },
             flags,
             values: &self.values,
             time,
+            time_raw: self.time_slot.and_then(|slot| self.values.get(slot)),
         }
     }
 
@@ -241,18 +245,18 @@ impl Decoder {
 
     /// The record's time from `timestamp_field`.
     fn time(&self) -> Option<DateTime<Utc>> {
-        parse_time(self.values.get(self.time_slot?)?)
+        parse_time(self.time_value()?)
+    }
+
+    /// The text of the timestamp field, when the record has one.
+    pub fn time_value(&self) -> Option<&str> {
+        self.values.get(self.time_slot?)
     }
 }
 
-/// A record time: RFC 3339 text, or epoch seconds or milliseconds.
+/// A record time in any accepted spelling (see [`crate::timefmt`]).
 pub fn parse_time(v: &str) -> Option<DateTime<Utc>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(v) {
-        return Some(t.with_timezone(&Utc));
-    }
-    let n: f64 = v.parse().ok()?;
-    let ms = if n.abs() >= 1e11 { n } else { n * 1000.0 };
-    Utc.timestamp_millis_opt(ms as i64).single()
+    crate::timefmt::parse_time(v)
 }
 
 /// A decoded record and what was learnt from it.
@@ -261,6 +265,8 @@ pub struct Decoded<'a> {
     pub flags: Flags,
     pub values: &'a Values,
     pub time: Option<DateTime<Utc>>,
+    /// The timestamp field's text, when the record has one.
+    pub time_raw: Option<&'a str>,
 }
 
 fn trim_end(mut line: &[u8]) -> &[u8] {

@@ -13,3 +13,4 @@ pub mod pipeline;
 pub mod shape;
 pub mod source;
 pub mod spool;
+pub mod timefmt;

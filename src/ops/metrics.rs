@@ -57,6 +57,7 @@ families! {
     bytes_read: Counter<SourceLabel> = "bytes_read", "Bytes read from files";
     lines_truncated: Counter<SourceLabel> = "lines_truncated", "Lines longer than max_line_bytes, cut and kept";
     parse_errors: Counter<SourceLabel> = "parse_errors", "Lines that were not a JSON object, wrapped as messages ([REDACTED:unparsable] when the masking profile has field rules)";
+    timestamp_unparsed: Counter<SourceLabel> = "timestamp_unparsed", "Records whose timestamp field held no time logferry understands (filed under the read time)";
     invalid_utf8: Counter<SourceLabel> = "invalid_utf8", "Lines with invalid UTF-8, replaced with U+FFFD";
     files_open: Gauge<SourceLabel> = "files_open", "Files held open";
     files_rotated: Counter<SourceLabel> = "files_rotated", "Files renamed or deleted while tailed, drained before close";

@@ -78,6 +78,7 @@ struct Counters {
     file_unread: prometheus_client::metrics::family::Family<crate::ops::metrics::FileLabel, Gauge>,
     checkpoint_failures: Counter,
     oversize: Counter,
+    time_unparsed: Counter,
 }
 
 /// Decoding and batching: the part of the source that sees records.
@@ -92,6 +93,9 @@ struct Proc {
     n_parse: u64,
     n_utf8: u64,
     n_oversize: u64,
+    n_time_unparsed: u64,
+    /// When an unparseable timestamp was last logged (once a minute per source).
+    time_warned: Option<Instant>,
     failed: bool,
     /// Oversize records are not shipped (written whole to the dead-letter folder, or dropped).
     hold_oversize: bool,
@@ -127,6 +131,18 @@ impl Proc {
         self.n_truncated += line.truncated_from().is_some() as u64;
         self.n_parse += d.flags.parse_error as u64;
         self.n_utf8 += d.flags.invalid_utf8 as u64;
+        if d.flags.time_unparsed {
+            self.n_time_unparsed += 1;
+            if self
+                .time_warned
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+            {
+                self.time_warned = Some(Instant::now());
+                // The value's shape, never the value: a timestamp field can hold anything.
+                let shape = crate::timefmt::shape(d.time_raw.unwrap_or_default());
+                warn!(source = %self.source, offset = line.offset, %shape, "a timestamp is in no format logferry understands; the record is filed under its read time (logged at most once a minute, counted in timestamp_unparsed_total; see timestamp_field in the README)");
+            }
+        }
         if d.flags.parse_error && !self.warned_parse {
             self.warned_parse = true;
             let how = if redact_unparsable {
@@ -170,6 +186,9 @@ impl Proc {
             .inc_by(std::mem::take(&mut self.n_parse));
         self.c.invalid_utf8.inc_by(std::mem::take(&mut self.n_utf8));
         self.c.oversize.inc_by(std::mem::take(&mut self.n_oversize));
+        self.c
+            .time_unparsed
+            .inc_by(std::mem::take(&mut self.n_time_unparsed));
         if let Some(m) = &mut self.masker {
             m.flush_counts();
         }
@@ -264,6 +283,7 @@ impl Tailer {
             file_unread: metrics.file_unread_bytes.clone(),
             checkpoint_failures: metrics.checkpoint_failures.get_or_create(&l).clone(),
             oversize: metrics.records_oversize.get_or_create(&l).clone(),
+            time_unparsed: metrics.timestamp_unparsed.get_or_create(&l).clone(),
         };
         Ok(Tailer {
             cfg,
@@ -285,6 +305,8 @@ impl Tailer {
                 n_parse: 0,
                 n_utf8: 0,
                 n_oversize: 0,
+                n_time_unparsed: 0,
+                time_warned: None,
                 failed: false,
                 hold_oversize: dead_letter,
                 source: name.clone(),

@@ -1,0 +1,160 @@
+//! Record times in the spellings real logs use, and the shape of one that is not understood.
+//!
+//! Accepted: RFC 3339 with `T` or a space and `Z`, `UTC`, `+0000` or `-07:00`; the platform's
+//! audit events `YYYY-MM-DD HH:MM:SS[.fff] UTC` (and with `-0700`); RFC 2822; epoch numbers or
+//! numeric strings, whose unit is told by magnitude: below 10^11 seconds, below 10^14
+//! milliseconds, below 10^17 microseconds, else nanoseconds.
+
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+
+/// A record time, or `None` when `v` is no time logferry understands.
+pub fn parse_time(v: &str) -> Option<DateTime<Utc>> {
+    let v = v.trim();
+    let b = v.as_bytes();
+    if b.first().is_some_and(u8::is_ascii_digit) && b.len() >= 19 && b.get(4) == Some(&b'-') {
+        return parse_datetime(v);
+    }
+    if let Ok(t) = DateTime::parse_from_rfc2822(v) {
+        return Some(t.with_timezone(&Utc));
+    }
+    epoch(v)
+}
+
+/// `YYYY-MM-DD[T ]HH:MM:SS[.f]` followed by a zone: `Z`, `UTC`, `+hh:mm`, `+hhmm`, with or
+/// without a space before it.
+fn parse_datetime(v: &str) -> Option<DateTime<Utc>> {
+    // The date and time part is 19 ASCII bytes, then an optional fraction.
+    let (head, rest) = v.split_at_checked(19)?;
+    let frac_len = rest.bytes().skip(1).take_while(u8::is_ascii_digit).count();
+    let (frac, zone) = if rest.starts_with('.') && frac_len > 0 {
+        rest.split_at(1 + frac_len)
+    } else {
+        ("", rest)
+    };
+    let sep = head.as_bytes()[10];
+    if sep != b'T' && sep != b't' && sep != b' ' {
+        return None;
+    }
+    let fmt = if sep == b' ' {
+        "%Y-%m-%d %H:%M:%S%.f"
+    } else {
+        "%Y-%m-%dT%H:%M:%S%.f"
+    };
+    let naive = NaiveDateTime::parse_from_str(&format!("{head}{frac}"), fmt).ok()?;
+    let zone = zone.trim_start();
+    let offset_secs = match zone {
+        "Z" | "z" | "UTC" | "GMT" => 0,
+        z => {
+            let (sign, digits) = match z.as_bytes().first()? {
+                b'+' => (1, &z[1..]),
+                b'-' => (-1, &z[1..]),
+                _ => return None,
+            };
+            let digits: String = digits.chars().filter(|c| *c != ':').collect();
+            if digits.len() != 4 || !digits.bytes().all(|c| c.is_ascii_digit()) {
+                return None;
+            }
+            let h: i32 = digits[..2].parse().ok()?;
+            let m: i32 = digits[2..].parse().ok()?;
+            if h > 23 || m > 59 {
+                return None;
+            }
+            sign * (h * 3600 + m * 60)
+        }
+    };
+    let utc = naive - chrono::Duration::seconds(offset_secs as i64);
+    Some(Utc.from_utc_datetime(&utc))
+}
+
+fn epoch(v: &str) -> Option<DateTime<Utc>> {
+    let n: f64 = v.parse().ok()?;
+    if !n.is_finite() {
+        return None;
+    }
+    let a = n.abs();
+    let nanos = if a < 1e11 {
+        n * 1e9
+    } else if a < 1e14 {
+        n * 1e6
+    } else if a < 1e17 {
+        n * 1e3
+    } else {
+        n
+    };
+    if nanos.abs() > i64::MAX as f64 {
+        return None;
+    }
+    Some(Utc.timestamp_nanos(nanos as i64))
+}
+
+/// The shape of a value, for a log line that must not quote it: digits become `d`, letters
+/// `a`, other characters stay (`"2019-09-13 17:24:16 UTC"` -> `"dddd-dd-dd dd:dd:dd aaa"`).
+/// At most 64 characters.
+pub fn shape(v: &str) -> String {
+    v.chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_digit() {
+                'd'
+            } else if c.is_alphabetic() {
+                'a'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(v: &str) -> String {
+        parse_time(v)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .unwrap_or_else(|| "none".into())
+    }
+
+    #[test]
+    fn every_documented_spelling_gives_the_same_instant() {
+        for v in [
+            "2019-09-13T17:24:16Z",
+            "2019-09-13 17:24:16Z",
+            "2019-09-13T17:24:16+00:00",
+            "2019-09-13T17:24:16+0000",
+            "2019-09-13 17:24:16 UTC",
+            "2019-09-13T10:24:16-07:00",
+            "2019-09-13 10:24:16 -0700",
+            "Fri, 13 Sep 2019 17:24:16 +0000",
+            "1568395456",
+            "1568395456000",
+            "1568395456000000",
+            "1568395456000000000",
+            "1568395456.0",
+        ] {
+            assert_eq!(at(v), "2019-09-13T17:24:16.000Z", "{v}");
+        }
+        assert_eq!(at("2019-09-13 17:24:16.25 UTC"), "2019-09-13T17:24:16.250Z");
+    }
+
+    #[test]
+    fn offsets_crossing_midnight_land_on_the_utc_day() {
+        assert_eq!(at("2026-11-30T20:30:00-07:00"), "2026-12-01T03:30:00.000Z");
+        assert_eq!(at("2026-12-01 01:00:00 +0200"), "2026-11-30T23:00:00.000Z");
+    }
+
+    #[test]
+    fn what_is_not_a_time_is_none_and_its_shape_names_no_value() {
+        for v in [
+            "",
+            "yesterday",
+            "2019-13-45 10:00:00 UTC",
+            "2019-09-13 17:24:16 XYZ",
+            "NaN",
+            "1e400",
+        ] {
+            assert_eq!(at(v), "none", "{v}");
+        }
+        assert_eq!(shape("2019/09/13 17h24 UTC"), "dddd/dd/dd ddadd aaa");
+    }
+}
