@@ -181,9 +181,7 @@ impl Masker {
                     found,
                     trace.as_mut().map(|t| (t, src, path)),
                 ),
-                // Keys meet the detectors, not the pattern rules (those are for values). Most
-                // keys are short words no detector can match: they cost one look.
-                scan::Token::Key(k) if !detect::may_hold_secret(k) => None,
+                // Keys meet the detectors, not the pattern rules (those are for values).
                 scan::Token::Key(k) => mask_str(
                     &p,
                     enabled,
