@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::BackoffBuilder;
 use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use logferry_sinks::{Outcome, SealedBatch, Sink};
@@ -19,6 +18,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
+use crate::backoff::Backoff;
 use crate::encode::{self, Layout};
 use crate::ops::health::Health;
 use crate::ops::metrics::Metrics;
@@ -26,37 +26,6 @@ use crate::spool::{Spool, SpoolKey, Taken};
 
 /// The longest `Retry-After` obeyed as given; longer ones are cut to this.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
-
-/// Exponential backoff with full jitter: attempt n waits a uniform random time in
-/// `[0, min(max, initial * 2^n)]`. backon supplies the capped exponential sequence; its own
-/// jitter only adds to the delay, so the full jitter is drawn here.
-pub struct Backoff {
-    caps: backon::ExponentialBackoff,
-    last_cap: Duration,
-    rng: fastrand::Rng,
-}
-
-impl Backoff {
-    pub fn new(initial: Duration, max: Duration, rng: fastrand::Rng) -> Backoff {
-        let caps = backon::ExponentialBuilder::default()
-            .with_min_delay(initial)
-            .with_max_delay(max)
-            .with_factor(2.0)
-            .without_max_times()
-            .build();
-        Backoff {
-            caps,
-            last_cap: max,
-            rng,
-        }
-    }
-
-    pub fn next_delay(&mut self) -> Duration {
-        let cap = self.caps.next().unwrap_or(self.last_cap);
-        self.last_cap = cap;
-        Duration::from_millis(self.rng.u64(0..=cap.as_millis() as u64))
-    }
-}
 
 pub struct Policy {
     pub initial_backoff: Duration,
@@ -68,6 +37,8 @@ pub struct Policy {
     pub bytes: Option<(DefaultDirectRateLimiter, NonZeroU32)>,
     pub layout: Layout,
     pub level: Option<i32>,
+    /// Seeds the backoff jitter (tests); `None` draws a random seed per batch.
+    pub seed: Option<u64>,
 }
 
 impl Policy {
@@ -101,7 +72,13 @@ struct Counters {
     last: Gauge,
 }
 
+/// Until when a throttled sink is left alone: a throttle answer pauses every worker of the
+/// sink, not only the request that got it (the destination's quota is the sink's, not one
+/// request's).
+type Pause = Arc<std::sync::Mutex<Option<tokio::time::Instant>>>;
+
 pub struct Worker {
+    pause: Pause,
     pub health: Arc<Health>,
     pub name: String,
     pub sink: Arc<dyn Sink>,
@@ -124,6 +101,7 @@ impl Worker {
         let l = m.sink(name);
         m.track_sink(name);
         Worker {
+            pause: Pause::default(),
             health,
             name: name.to_string(),
             sink,
@@ -173,6 +151,7 @@ impl Worker {
                 }
             };
             let ctx = Attempt {
+                pause: self.pause.clone(),
                 health: self.health.clone(),
                 drain: drain.clone(),
                 name: self.name.clone(),
@@ -199,6 +178,7 @@ impl Worker {
 }
 
 struct Attempt {
+    pause: Pause,
     health: Arc<Health>,
     drain: watch::Receiver<bool>,
     name: String,
@@ -213,18 +193,21 @@ impl Attempt {
     async fn deliver(&self, taken: Taken) {
         let Taken { key, batch } = taken;
         let p = &self.policy;
-        let mut backoff = Backoff::new(p.initial_backoff, p.max_backoff, fastrand::Rng::new());
+        let rng = p
+            .seed
+            .map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed);
+        let mut backoff = Backoff::new(p.initial_backoff, p.max_backoff, rng);
         let mut attempts: u32 = 0;
         loop {
+            if !self.wait_out_throttle().await {
+                self.spool.untake(&key);
+                return;
+            }
             if let Some(r) = &p.requests {
                 r.until_ready().await;
             }
             if let Some((r, burst)) = &p.bytes {
-                let n = NonZeroU32::new(
-                    (batch.payload.len() as u64).clamp(1, burst.get() as u64) as u32
-                )
-                .unwrap_or(*burst);
-                let _ = r.until_n_ready(n).await;
+                pace_bytes(r, *burst, batch.payload.len() as u64).await;
             }
             attempts += 1;
             let outcome = match tokio::time::timeout(p.timeout, self.sink.send(&batch)).await {
@@ -234,8 +217,15 @@ impl Attempt {
                     reason: format!("no answer within {:?}", p.timeout),
                 },
             };
-            if matches!(outcome, Outcome::Throttled { .. }) {
+            if let Outcome::Throttled { after, .. } = &outcome {
                 self.c.throttled.inc();
+                if let Some(a) = after {
+                    let until = tokio::time::Instant::now() + (*a).min(MAX_RETRY_AFTER);
+                    let mut g = self.pause.lock().unwrap_or_else(|e| e.into_inner());
+                    if g.is_none_or(|t| t < until) {
+                        *g = Some(until);
+                    }
+                }
             }
             match outcome {
                 Outcome::Delivered => {
@@ -247,7 +237,7 @@ impl Attempt {
                     if attempts > 1 {
                         info!(sink = %self.name, batch = %batch.meta.id, attempts, "batch delivered after retries");
                     }
-                    if let Err(e) = self.spool.complete(&key) {
+                    if let Err(e) = self.spool.complete(&key).await {
                         warn!(sink = %self.name, batch = %batch.meta.id, error = %e, "delivered batch could not be removed from the spool; it may be sent again after a restart");
                     }
                     return;
@@ -293,7 +283,7 @@ impl Attempt {
                         Ok(halves) => {
                             self.c.split.inc();
                             info!(sink = %self.name, batch = %batch.meta.id, records = batch.meta.record_count, %reason, "batch too large; split in halves");
-                            if let Err(e) = self.spool.replace(&key, halves) {
+                            if let Err(e) = self.spool.replace(&key, halves).await {
                                 error!(sink = %self.name, error = %e, "cannot spool the halves of a split batch; the whole batch stays");
                                 self.spool.untake(&key);
                             }
@@ -309,6 +299,21 @@ impl Attempt {
                     self.dead_letter(&key, &batch, &reason).await;
                     return;
                 }
+            }
+        }
+    }
+
+    /// Waits while the sink is paused by a throttle answer. `false` when a reload came first.
+    async fn wait_out_throttle(&self) -> bool {
+        loop {
+            let until = *self.pause.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(t) = until.filter(|t| *t > tokio::time::Instant::now()) else {
+                return true;
+            };
+            let mut drain = self.drain.clone();
+            tokio::select! {
+                _ = tokio::time::sleep_until(t) => {},
+                _ = drain.wait_for(|d| *d) => return false,
             }
         }
     }
@@ -353,7 +358,7 @@ impl Attempt {
         .await;
         match res {
             Ok(Ok(())) => {
-                if let Err(e) = self.spool.complete(key) {
+                if let Err(e) = self.spool.complete(key).await {
                     warn!(sink = %self.name, error = %e, "dead-lettered batch could not be removed from the spool");
                 }
             }
@@ -366,6 +371,20 @@ impl Attempt {
                 self.spool.untake(key);
             }
         }
+    }
+}
+
+/// Waits until the byte limiter has let `len` bytes through. The limiter's burst is one
+/// second of the rate, so a larger batch waits for its size in whole bursts, then the rest:
+/// a batch of 10 s worth of bytes goes out after about 10 s, never at once.
+pub async fn pace_bytes(r: &DefaultDirectRateLimiter, burst: NonZeroU32, len: u64) {
+    let mut left = len.max(1);
+    while left > 0 {
+        let take = left.min(u64::from(burst.get()));
+        left -= take;
+        // `take` is between 1 and the burst, so the limiter can always grant it.
+        let n = NonZeroU32::new(take as u32).unwrap_or(burst);
+        let _ = r.until_n_ready(n).await;
     }
 }
 
@@ -402,80 +421,5 @@ pub fn split_batch(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn full_jitter_stays_under_a_doubling_capped_bound() {
-        let mut b = Backoff::new(
-            Duration::from_millis(100),
-            Duration::from_millis(1000),
-            fastrand::Rng::with_seed(7),
-        );
-        let caps = [100, 200, 400, 800, 1000, 1000, 1000];
-        let got: Vec<u64> = caps
-            .iter()
-            .map(|_| b.next_delay().as_millis() as u64)
-            .collect();
-        for (g, c) in got.iter().zip(caps) {
-            assert!(*g <= c, "{got:?}");
-        }
-        // Seeded: the exact sequence is fixed, so a change in the policy shows up here.
-        let mut again = Backoff::new(
-            Duration::from_millis(100),
-            Duration::from_millis(1000),
-            fastrand::Rng::with_seed(7),
-        );
-        let second: Vec<u64> = caps
-            .iter()
-            .map(|_| again.next_delay().as_millis() as u64)
-            .collect();
-        assert_eq!(got, second);
-        assert!(
-            got.iter().collect::<std::collections::HashSet<_>>().len() > 3,
-            "jittered: {got:?}"
-        );
-    }
-
-    #[test]
-    fn split_keeps_every_record_and_derives_ids_and_keys() {
-        let layout = Layout::new(logferry_sinks::Encoding::JsonArray, None);
-        let recs: Vec<Vec<u8>> = (0..5)
-            .map(|i| format!("{{\"n\":{i}}}").into_bytes())
-            .collect();
-        let payload = layout.assemble(recs.iter().map(|r| r.as_slice()));
-        let now = chrono::Utc::now();
-        let b = SealedBatch {
-            meta: logferry_sinks::BatchMeta {
-                id: "abc".into(),
-                source: "s".into(),
-                sink: "k".into(),
-                key: "s/abc.json.gz".into(),
-                record_count: 5,
-                first_time: now,
-                last_time: now,
-                sha256: String::new(),
-                uncompressed_bytes: payload.len() as u64,
-                encoding: layout.encoding,
-                compression: logferry_sinks::Compression::Gzip,
-                head_len: layout.head.len() as u32,
-                tail_len: layout.tail.len() as u32,
-            },
-            payload: Bytes::from(
-                encode::compress(logferry_sinks::Compression::Gzip, None, &payload).unwrap(),
-            ),
-        };
-        let halves = split_batch(&b, &layout, None).unwrap();
-        assert_eq!(halves[0].meta.key, "s/abc-a.json.gz");
-        assert_eq!(halves[1].meta.id, "abc-b");
-        let mut all = Vec::new();
-        for h in &halves {
-            let raw = encode::decompress(h.meta.compression, &h.payload).unwrap();
-            let v: Vec<serde_json::Value> = serde_json::from_slice(&raw).unwrap();
-            assert_eq!(v.len() as u64, h.meta.record_count);
-            all.extend(v);
-        }
-        assert_eq!(all.len(), 5);
-        assert_eq!(all[4]["n"], 4);
-    }
-}
+#[path = "deliver_tests.rs"]
+mod tests;

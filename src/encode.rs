@@ -131,7 +131,15 @@ pub fn decompress(c: Compression, data: &[u8]) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
-pub type BlockResult = std::io::Result<Vec<u8>>;
+/// A compressed block, or the error with the block's input, so that the spool writer can try
+/// again instead of dropping records.
+pub type BlockResult = Result<Vec<u8>, BlockError>;
+
+#[derive(Debug)]
+pub struct BlockError {
+    pub error: std::io::Error,
+    pub raw: Vec<u8>,
+}
 
 struct Job {
     data: Vec<u8>,
@@ -161,7 +169,12 @@ impl CompressPool {
                         Err(_) => return,
                     };
                     let Ok(job) = job else { return };
-                    let out = compress(job.compression, job.level, &job.data);
+                    let out = compress(job.compression, job.level, &job.data).map_err(|error| {
+                        BlockError {
+                            error,
+                            raw: job.data,
+                        }
+                    });
                     let _ = job.reply.send(out);
                 })?;
         }
@@ -184,9 +197,11 @@ impl CompressPool {
         };
         if let Err(mpsc::SendError(job)) = self.tx.send(job) {
             // The pool is gone (only at process exit): compress on this thread instead.
-            let _ = job
-                .reply
-                .send(compress(job.compression, job.level, &job.data));
+            let out = compress(job.compression, job.level, &job.data).map_err(|error| BlockError {
+                error,
+                raw: job.data,
+            });
+            let _ = job.reply.send(out);
         }
         rx
     }

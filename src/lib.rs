@@ -2,6 +2,7 @@
 //! benchmarks drive its hot path directly.
 
 pub mod ack;
+pub mod backoff;
 pub mod batch;
 pub mod config;
 pub mod decode;

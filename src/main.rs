@@ -153,6 +153,7 @@ fn main() -> ExitCode {
                 }
             };
             ops::init_logging(cfg.log_format, &cfg.log_level);
+            ops::fatal::install_panic_hook();
             let rt = match runtime() {
                 Ok(rt) => rt,
                 Err(code) => return code,

@@ -2,11 +2,10 @@
 //! input ends (`--once`) or a signal asks to stop.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use bytes::Bytes;
 use logferry_sinks::{Compression, DirectorySink, Sink};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
@@ -21,7 +20,11 @@ use crate::ops::api::{self, Api};
 use crate::ops::health::Health;
 use crate::ops::metrics::Metrics;
 use crate::source::{Signal, SourceCtx, Tailer};
+use crate::spool::writer::Writer;
 use crate::spool::Spool;
+
+/// How long after `shutdown_timeout` the watchdog ends the process whatever it is doing.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 struct SinkSide {
     cfg: SinkConfig,
@@ -142,6 +145,7 @@ async fn run_pipeline(
     signals: &mut crate::ops::Signals,
 ) -> anyhow::Result<End> {
     health.set_sinks(cfg.sinks.iter().map(|s| s.name.as_str()), cfg.unready_after);
+    health.set_sources(cfg.sources.iter().map(|s| s.name.as_str()));
     warn_orphan_spools(cfg);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let pool = CompressPool::new(threads).context("cannot start compression threads")?;
@@ -162,9 +166,14 @@ async fn run_pipeline(
         let spool = Arc::new(match sc.buffer {
             Buffer::Disk => {
                 let dir = cfg.data_dir.join("spool").join(&sc.name);
-                let s = Spool::open_disk(dir.clone(), sc.spool_max_bytes, gauges).with_context(
-                    || format!("sink {}: cannot open spool {}", sc.name, dir.display()),
-                )?;
+                let (d, max) = (dir.clone(), sc.spool_max_bytes);
+                let s = tokio::task::spawn_blocking(move || Spool::open_disk(d, max, gauges))
+                    .await
+                    .map_err(std::io::Error::other)
+                    .and_then(|r| r)
+                    .with_context(|| {
+                        format!("sink {}: cannot open spool {}", sc.name, dir.display())
+                    })?;
                 if !s.is_empty() {
                     info!(sink = %sc.name, batches = s.len(), "replaying spooled batches");
                 }
@@ -181,13 +190,20 @@ async fn run_pipeline(
             })
             .to_bits(),
         ));
-        writers.push(tokio::spawn(spool_writer(
-            sc.name.clone(),
-            rx,
-            spool.clone(),
-            ratio.clone(),
-            metrics.batches_sealed.get_or_create(&l).clone(),
-        )));
+        writers.push(tokio::spawn(
+            Writer {
+                sink: sc.name.clone(),
+                rx,
+                spool: spool.clone(),
+                ratio: ratio.clone(),
+                level: sc.compression_level,
+                sealed: metrics.batches_sealed.get_or_create(&l).clone(),
+                failures: metrics.spool_write_failures.get_or_create(&l).clone(),
+                health: health.clone(),
+                abandon: abandon_rx.clone(),
+            }
+            .run(),
+        ));
         let (requests, bytes) = Policy::rate_limits(sc.requests_per_second, sc.bytes_per_second);
         let policy = Policy {
             initial_backoff: sc.initial_backoff,
@@ -199,6 +215,7 @@ async fn run_pipeline(
             bytes,
             layout: Layout::new(sc.encoding, sc.envelope.as_ref()),
             level: sc.compression_level,
+            seed: None,
         };
         let max_uncompressed = sink.max_request_bytes();
         if !once {
@@ -313,6 +330,7 @@ async fn run_pipeline(
             stop: stop.clone(),
             abandon: abandon_rx.clone(),
             ckpt_interval: cfg.checkpoint_interval,
+            health: health.clone(),
             zero_retention: src
                 .sinks
                 .iter()
@@ -370,6 +388,8 @@ async fn run_pipeline(
                 }
             } => {
                 info!(signal = sig, timeout = ?cfg.shutdown_timeout, "stopping: sealing open batches and delivering what is spooled");
+                // Whatever a stage is doing, the process ends in time.
+                crate::ops::fatal::shutdown_watchdog(cfg.shutdown_timeout + SHUTDOWN_GRACE);
                 signalled = true;
                 break;
             }
@@ -421,8 +441,9 @@ async fn run_pipeline(
     }
     health.set_running(false);
     if *abandon_tx.borrow() {
-        warn!(
-            "shutdown deadline reached; undelivered batches stay in the spool for the next start"
+        bail!(
+            "shutdown deadline ({:?}) reached before everything was handed on; undelivered batches stay in the spool and unacknowledged records are read again at the next start",
+            cfg.shutdown_timeout
         );
     }
     if let Some(new) = reload {
@@ -430,45 +451,6 @@ async fn run_pipeline(
     }
     info!("logferry stopped");
     Ok(End::Stopped)
-}
-
-/// Collects a sealed batch's compressed blocks and spools it.
-async fn spool_writer(
-    name: String,
-    mut rx: mpsc::Receiver<PendingBatch>,
-    spool: Arc<Spool>,
-    ratio: Arc<AtomicU64>,
-    sealed: prometheus_client::metrics::counter::Counter,
-) {
-    while let Some(pb) = rx.recv().await {
-        let mut parts = Vec::with_capacity(pb.blocks.len());
-        let mut failed = None;
-        for b in pb.blocks {
-            match b.await {
-                Ok(Ok(bytes)) => parts.push(bytes),
-                Ok(Err(e)) => failed = Some(e.to_string()),
-                Err(_) => failed = Some("compression thread stopped".into()),
-            }
-        }
-        if let Some(e) = failed {
-            // The holds are dropped unreleased: these records are read again after a restart.
-            error!(sink = %name, batch = %pb.meta.id, error = %e, "cannot compress batch");
-            continue;
-        }
-        let total: usize = parts.iter().map(Vec::len).sum();
-        if pb.meta.uncompressed_bytes > 0 {
-            let r = total as f64 / pb.meta.uncompressed_bytes as f64;
-            let old = f64::from_bits(ratio.load(Ordering::Relaxed));
-            ratio.store((old * 0.5 + r * 0.5).to_bits(), Ordering::Relaxed);
-        }
-        sealed.inc();
-        let id = pb.meta.id.clone();
-        let parts = parts.into_iter().map(Bytes::from).collect();
-        if let Err(e) = spool.push_parts(pb.meta, parts, pb.holds).await {
-            error!(sink = %name, batch = %id, error = %e, "cannot write batch to the spool; its records will be read again after a restart");
-        }
-    }
-    spool.close();
 }
 
 /// Spooled batches of a sink no longer in the configuration are kept, never deleted: say so,

@@ -446,6 +446,47 @@ fn append_blobs_take_every_batch_and_roll_over_by_size() {
     assert_eq!(assert_all_present(&recs, 50_000), 0);
 }
 
+/// The delivery loop's attempt timeout cancels an append whose request landed: the attempt
+/// was recorded as "may have landed" before it left, so the retry finds it and does not
+/// append it again (before, the record was made only by the append path's own, longer timer).
+#[test]
+fn an_append_cut_by_the_attempt_timeout_after_it_landed_is_not_appended_again() {
+    let az = Azurite::start();
+    az.create_container("appendheld");
+    let proxy = FaultProxy::start(
+        az.port,
+        Fault {
+            drop_response: true,
+            method: "PUT",
+            path_contains: "comp=appendblock",
+            count: 1,
+            status: "hold",
+            headers: vec![],
+            body: String::new(),
+        },
+    );
+    let lf = Lf::new(&append_config(
+        &az,
+        proxy.port,
+        "appendheld",
+        "timeout = \"2s\"\nbatch = { max_age = \"200ms\" }",
+    ));
+    write_lines(&lf.path("logs/a.log"), 0, 100);
+    let run = lf.spawn();
+    wait_until(Duration::from_secs(30), "a retry after the timeout", || {
+        run.metric("logferry_retries_total", "sink=\"blob\"") >= 1.0
+            && run.metric("logferry_batches_sent_total", "sink=\"blob\"") >= 1.0
+    });
+    assert!(run.term(Duration::from_secs(20)).success());
+    let recs = az.records("appendheld");
+    assert_eq!(assert_all_present(&recs, 100), 0, "appended once");
+    assert_eq!(
+        proxy.hits.lock().unwrap().len(),
+        1,
+        "no second Append Block"
+    );
+}
+
 #[test]
 fn append_retries_never_append_twice() {
     let az = Azurite::start();

@@ -129,7 +129,7 @@ impl AzureMonitorSink {
             .header("Content-Type", "application/json")
             .header("Content-Encoding", "gzip")
             .header("x-ms-client-request-id", request_id)
-            .timeout(Duration::from_secs(120))
+            // No timer here: the delivery loop's per-attempt `timeout` is the only one.
             .body(body)
             .send()
             .await;
@@ -190,13 +190,7 @@ impl AzureMonitorSink {
 
 /// The first 4 KiB of an error body, for the dead-letter note and the log.
 async fn body_text(resp: reqwest::Response) -> String {
-    match resp.bytes().await {
-        Ok(b) => {
-            let end = b.len().min(4096);
-            String::from_utf8_lossy(&b[..end]).trim().to_string()
-        }
-        Err(_) => String::new(),
-    }
+    crate::response::excerpt(&resp.bytes().await.unwrap_or_default())
 }
 
 /// An error with its causes (reqwest's top line alone says little: "error sending request").

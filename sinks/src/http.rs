@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use hmac::{Hmac, Mac};
@@ -103,7 +103,6 @@ pub struct HttpOptions {
     pub auth: HttpAuth,
     pub signature: Option<Signature>,
     pub tls: TlsOptions,
-    pub timeout: Duration,
     pub retry_on: Statuses,
     pub success_on: Statuses,
     pub check: CheckMethod,
@@ -152,10 +151,8 @@ impl HttpSink {
     }
 
     fn request(&self, method: reqwest::Method) -> Result<reqwest::RequestBuilder, String> {
-        let mut r = self
-            .client
-            .request(method, self.url.clone())
-            .timeout(self.o.timeout);
+        // No timer here: the delivery loop's per-attempt `timeout` is the only one.
+        let mut r = self.client.request(method, self.url.clone());
         for (k, v) in &self.o.headers {
             r = r.header(k, v);
         }
@@ -202,6 +199,14 @@ pub fn explain(e: &reqwest::Error, client_cert: bool) -> String {
         "the server ended the TLS handshake: it does not accept our client certificate (check tls.cert_file and tls.key_file against the CA it trusts)"
     } else if chain.contains("received fatal alert") {
         "the server ended the TLS handshake (does it require a client certificate? set tls.cert_file and tls.key_file)"
+    } else if client_cert
+        && (chain.contains("connection was not ready")
+            || chain.contains("connection closed before message completed")
+            || chain.contains("Connection reset"))
+    {
+        // TLS 1.3: the server checks our certificate after the handshake finished on our
+        // side, so its refusal can arrive as a closed connection instead of an alert.
+        "the server closed the connection right after the TLS handshake: it may not accept our client certificate (check tls.cert_file and tls.key_file against the CA it trusts)"
     } else if chain.contains("Connection refused") {
         "connection refused (nothing listens at that address)"
     } else if e.is_connect() {
@@ -263,22 +268,22 @@ impl Sink for HttpSink {
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(retry_after);
-        let body = match resp.bytes().await {
-            Ok(b) => {
-                let end = b.len().min(4096);
-                String::from_utf8_lossy(&b[..end]).into_owned()
-            }
-            Err(_) => String::new(),
-        };
-        let reason = format!("HTTP {status}: {}", body.trim());
-        if self.o.retry_on.contains(status) && status == 429 {
-            Outcome::Throttled { after, reason }
-        } else if self.o.retry_on.contains(status) {
-            Outcome::Retry { after, reason }
-        } else if status == 413 {
-            Outcome::TooLarge { reason }
-        } else {
-            Outcome::Rejected { reason }
+        let body = resp.bytes().await.unwrap_or_default();
+        let reason = format!("HTTP {status}: {}", crate::response::excerpt(&body));
+        // `retry_on` decides what is retried (429 is counted as throttling); the rest follows
+        // the common table, where an answer retried elsewhere is a refusal here.
+        if self.o.retry_on.contains(status) {
+            return if status == 429 {
+                Outcome::Throttled { after, reason }
+            } else {
+                Outcome::Retry { after, reason }
+            };
+        }
+        let o = crate::response::from_status(status, after, reason.clone());
+        match o {
+            Outcome::TooLarge { .. } | Outcome::Rejected { .. } => o,
+            // A 2xx outside success_on, or an answer retried elsewhere: refused here.
+            _ => Outcome::Rejected { reason },
         }
     }
 

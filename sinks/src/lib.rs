@@ -12,6 +12,7 @@ pub mod batch;
 pub mod directory;
 pub mod http;
 pub mod key;
+pub mod response;
 pub mod s3;
 pub mod tls;
 
@@ -22,6 +23,7 @@ use async_trait::async_trait;
 pub use batch::{BatchMeta, Compression, Encoding, SealedBatch};
 pub use directory::DirectorySink;
 pub use key::{KeyContext, KeyTemplate, KeyTemplateError};
+pub use response::retry_after;
 pub use s3::{S3Options, S3Sink, StaticKeys};
 
 /// Percent-encodes everything but RFC 3986 unreserved characters (URL paths, query values,
@@ -37,21 +39,6 @@ pub fn percent_encode(s: &str) -> String {
         }
     }
     out
-}
-
-/// A `Retry-After` value: delay-seconds or an HTTP date (RFC 9110 section 10.2.3). A date in
-/// the past means "now".
-pub fn retry_after(v: &str) -> Option<Duration> {
-    let v = v.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    Some(
-        (when.with_timezone(&chrono::Utc) - chrono::Utc::now())
-            .to_std()
-            .unwrap_or(Duration::ZERO),
-    )
 }
 
 /// What happened to one attempt at sending a batch.

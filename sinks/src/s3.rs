@@ -4,7 +4,6 @@
 //! backoff, `Retry-After`, dead letters and metrics behave the same for every sink.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
@@ -41,7 +40,6 @@ pub struct S3Options {
     pub session_name: Option<String>,
     /// Static keys, only from `*_file` options (or the environment, through the default chain).
     pub static_keys: Option<StaticKeys>,
-    pub timeout: Duration,
     /// A private CA for S3-compatible stores (only `ca_file` applies to S3).
     pub tls: crate::tls::TlsOptions,
 }
@@ -303,8 +301,7 @@ fn classify<E: ProvideErrorMetadata + std::fmt::Debug>(
                 .raw()
                 .headers()
                 .get("retry-after")
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+                .and_then(crate::retry_after);
             let reason = format!("S3 {status} {code}: {msg}");
             match (status, code.as_str()) {
                 (429, _) | (_, "SlowDown") => Outcome::Throttled { after, reason },
@@ -316,8 +313,7 @@ fn classify<E: ProvideErrorMetadata + std::fmt::Debug>(
                     | "ExpiredToken"
                     | "RequestTimeTooSkewed",
                 ) => Outcome::Retry { after, reason },
-                (408, _) | (500..=599, _) => Outcome::Retry { after, reason },
-                (413, _) | (_, "EntityTooLarge") => Outcome::TooLarge { reason },
+                (_, "EntityTooLarge") => Outcome::TooLarge { reason },
                 (_, "NoSuchBucket") => Outcome::Rejected {
                     reason: format!(
                         "{reason} (bucket {bucket:?} does not exist or is in another account)"
@@ -328,7 +324,7 @@ fn classify<E: ProvideErrorMetadata + std::fmt::Debug>(
                         "{reason} (grant s3:PutObject on arn:aws:s3:::{bucket}/* to this identity)"
                     ),
                 },
-                _ => Outcome::Rejected { reason },
+                _ => crate::response::from_status(status, after, reason),
             }
         }
         SdkError::TimeoutError(_) => Outcome::Retry {

@@ -69,11 +69,8 @@ pub(super) fn build(
     };
     let has_encoding = common_t.contains_key("encoding");
     let common: raw::SinkCommon = typed(common_t, p, &[], c)?;
-    let mut kind = kind?;
+    let kind = kind?;
     let timeout = common.timeout.map_or(Duration::from_secs(30), |d| d.0);
-    if let SinkKind::Http(o) = &mut kind {
-        o.timeout = timeout;
-    }
     let append = matches!(&kind, SinkKind::AzureBlob(o) if o.blob_type == logferry_sinks::azure_blob::BlobType::Append);
     let parsed = if append {
         KeyTemplate::parse_shared(common.key.as_deref().unwrap_or(DEFAULT_APPEND_KEY))
@@ -352,7 +349,6 @@ fn s3(p: &str, s: raw::S3, base: &Path, c: &mut Collector) -> Option<logferry_si
         external_id: s.external_id,
         session_name: s.session_name,
         static_keys,
-        timeout: std::time::Duration::from_secs(30),
         tls,
     })
 }

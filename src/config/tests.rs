@@ -234,7 +234,7 @@ url = "https://logs.example.com/in"
     };
     assert!(o.retry_on.contains(503) && o.retry_on.contains(408) && !o.retry_on.contains(429));
     assert!(o.success_on.contains(304));
-    assert_eq!(o.timeout, Duration::from_secs(5));
+    assert_eq!(ok.sinks[0].timeout, Duration::from_secs(5));
     for (extra, expect) in [
         ("method = \"GET\"\n", "sinks.out.method: POST or PUT"),
         ("retry_on = [\"9xx\"]\n", "a class is 1xx to 5xx"),
@@ -264,4 +264,19 @@ url = "https://logs.example.com/in"
         let shown = load(&format!("{base}{extra}")).unwrap_err().to_string();
         assert!(shown.contains(expect), "{extra}=> {shown}");
     }
+}
+
+#[test]
+fn durations_and_sizes_over_their_bounds_are_refused_by_name() {
+    // A duration this long once passed validate and then panicked the source thread.
+    let text = format!("checkpoint_interval = \"300000000000y\"\n{GOOD}");
+    let e = load(&text).unwrap_err().to_string();
+    assert!(e.contains("checkpoint_interval"), "{e}");
+    assert!(e.contains("longer than 30 days"), "{e}");
+    let text = GOOD.replace("max_bytes = \"1MiB\"", "max_bytes = \"5TiB\"");
+    let e = load(&text).unwrap_err().to_string();
+    assert!(
+        e.contains("max_bytes") && e.contains("larger than 1TiB"),
+        "{e}"
+    );
 }

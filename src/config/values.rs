@@ -6,6 +6,12 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
+/// The largest size any setting takes: a larger one is a typo, and would overflow sums later.
+pub const MAX_SIZE: u64 = 1 << 40;
+/// The longest duration any setting takes (30 days): a longer one is a typo, and deadlines
+/// computed from it would overflow the clock.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// A byte size written as a string: `"8MiB"`, `"512 KiB"`, `"1GB"`, `"4096"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Size(pub u64);
@@ -37,8 +43,13 @@ impl Size {
             }
         };
         let v = n * mult as f64;
-        if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {
+        if !v.is_finite() || v < 0.0 {
             return Err(format!("invalid size {s:?}: out of range"));
+        }
+        if v > MAX_SIZE as f64 {
+            return Err(format!(
+                "invalid size {s:?}: larger than 1TiB, the most any size setting takes"
+            ));
         }
         Ok(Size(v as u64))
     }
@@ -62,9 +73,15 @@ pub struct Dur(pub Duration);
 
 impl Dur {
     pub fn parse(s: &str) -> Result<Dur, String> {
-        humantime::parse_duration(s.trim()).map(Dur).map_err(|e| {
+        let d = humantime::parse_duration(s.trim()).map_err(|e| {
             format!("invalid duration {s:?}: {e} (write e.g. \"30s\", \"5m\", \"250ms\")")
-        })
+        })?;
+        if d > MAX_DURATION {
+            return Err(format!(
+                "invalid duration {s:?}: longer than 30 days, the most any duration setting takes"
+            ));
+        }
+        Ok(Dur(d))
     }
 }
 
@@ -210,6 +227,11 @@ mod tests {
             .unwrap_err()
             .contains("unknown unit"));
         assert!(Size::parse("MiB").is_err());
+        assert_eq!(Size::parse("1TiB").unwrap().0, MAX_SIZE);
+        assert!(Size::parse("2TiB")
+            .unwrap_err()
+            .contains("larger than 1TiB"));
+        assert!(Size::parse("1e30").is_err());
         assert_eq!(Size(8 << 20).to_string(), "8MiB");
     }
 
@@ -218,6 +240,11 @@ mod tests {
         assert_eq!(Dur::parse("30s").unwrap().0, Duration::from_secs(30));
         assert_eq!(Dur::parse("250ms").unwrap().0, Duration::from_millis(250));
         assert!(Dur::parse("soon").is_err());
+        assert_eq!(Dur::parse("30days").unwrap().0, MAX_DURATION);
+        // Would overflow an Instant in the source thread (a panic before the bound existed).
+        let e = Dur::parse("300000000000y").unwrap_err();
+        assert!(e.contains("longer than 30 days"), "{e}");
+        assert!(Dur::parse("31d").is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! What `/readyz` reports: the pipeline is up, and per sink whether deliveries succeed, have
-//! been failing since when, or are being dead-lettered.
+//! What `/readyz` reports: the pipeline is up; per sink whether deliveries succeed, have been
+//! failing since when, or are being dead-lettered, and whether its spool can be written; per
+//! source whether its checkpoints can be written.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +15,54 @@ struct SinkHealth {
     dead_lettering_since: Option<DateTime<Utc>>,
     last_error: Option<String>,
     last_delivery: Option<DateTime<Utc>>,
+    /// Durability writes (spool, or checkpoints for a source) failing since, with the error.
+    durable: Failing,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Failing {
+    since: Option<DateTime<Utc>>,
+    error: Option<String>,
+}
+
+impl Failing {
+    fn fail(&mut self, e: &str) {
+        self.since.get_or_insert_with(Utc::now);
+        self.error = Some(e.to_string());
+    }
+    fn ok(&mut self) {
+        self.since = None;
+        self.error = None;
+    }
+    /// Adds `"<what>": "failing"|"ok"` (with the error and since when) to `o`; returns whether
+    /// it has been failing longer than `limit`.
+    fn report(
+        &self,
+        what: &str,
+        o: &mut serde_json::Map<String, serde_json::Value>,
+        now: DateTime<Utc>,
+        limit: Duration,
+    ) -> bool {
+        let Some(since) = self.since else {
+            o.insert(what.into(), "ok".into());
+            return false;
+        };
+        o.insert(what.into(), "failing".into());
+        o.insert(format!("{what}_since"), ts(&since).into());
+        if let Some(e) = &self.error {
+            o.insert(format!("{what}_error"), cut(e).into());
+        }
+        (now - since).to_std().unwrap_or_default() >= limit
+    }
+}
+
+fn ts(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// An error as reported: a status, a service's message or an OS error, never a secret.
+fn cut(e: &str) -> String {
+    e.chars().take(300).collect()
 }
 
 pub struct Health {
@@ -21,6 +70,7 @@ pub struct Health {
     /// A sink failing longer than this makes the process not ready.
     unready_after: Mutex<Duration>,
     sinks: Mutex<BTreeMap<String, SinkHealth>>,
+    sources: Mutex<BTreeMap<String, Failing>>,
 }
 
 impl Health {
@@ -29,6 +79,7 @@ impl Health {
             ready: AtomicBool::new(false),
             unready_after: Mutex::new(unready_after),
             sinks: Mutex::new(BTreeMap::new()),
+            sources: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -45,6 +96,35 @@ impl Health {
             .map(|n| (n.to_string(), m.get(n).cloned().unwrap_or_default()))
             .collect();
         *m = keep;
+    }
+
+    /// The sources of a (re)loaded config.
+    pub fn set_sources<'a>(&self, names: impl Iterator<Item = &'a str>) {
+        let mut m = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        let keep: BTreeMap<String, Failing> = names
+            .map(|n| (n.to_string(), m.get(n).cloned().unwrap_or_default()))
+            .collect();
+        *m = keep;
+    }
+
+    pub fn checkpoint_failing(&self, source: &str, error: &str) {
+        let mut m = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(source.to_string()).or_default().fail(error);
+    }
+
+    pub fn checkpoint_ok(&self, source: &str) {
+        let mut m = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = m.get_mut(source) {
+            f.ok();
+        }
+    }
+
+    pub fn spool_failing(&self, sink: &str, error: &str) {
+        self.with(sink, |h| h.durable.fail(error));
+    }
+
+    pub fn spool_ok(&self, sink: &str) {
+        self.with(sink, |h| h.durable.ok());
     }
 
     fn with(&self, sink: &str, f: impl FnOnce(&mut SinkHealth)) {
@@ -82,7 +162,6 @@ impl Health {
         let m = self.sinks.lock().unwrap_or_else(|p| p.into_inner());
         let mut ready = running;
         let mut sinks = serde_json::Map::new();
-        let ts = |t: &DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
         for (name, h) in m.iter() {
             let mut o = serde_json::Map::new();
             let state = if let Some(since) = h.dead_lettering_since {
@@ -101,22 +180,37 @@ impl Health {
             o.insert("state".into(), state.into());
             if state != "ok" {
                 if let Some(e) = &h.last_error {
-                    // The reason as logged: a status and a service's message, never a secret.
-                    let cut: String = e.chars().take(300).collect();
-                    o.insert("last_error".into(), cut.into());
+                    o.insert("last_error".into(), cut(e).into());
                 }
+            }
+            if h.durable.report("spool", &mut o, now, limit) {
+                ready = false;
             }
             if let Some(t) = &h.last_delivery {
                 o.insert("last_delivery".into(), ts(t).into());
             }
             sinks.insert(name.clone(), serde_json::Value::Object(o));
         }
+        drop(m);
+        let mut sources = serde_json::Map::new();
+        for (name, f) in self
+            .sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let mut o = serde_json::Map::new();
+            if f.report("checkpoint", &mut o, now, limit) {
+                ready = false;
+            }
+            sources.insert(name.clone(), serde_json::Value::Object(o));
+        }
         let status = match (running, ready) {
             (false, _) => "starting",
             (true, true) => "ready",
             (true, false) => "not_ready",
         };
-        let body = serde_json::json!({ "status": status, "sinks": sinks });
+        let body = serde_json::json!({ "status": status, "sinks": sinks, "sources": sources });
         (ready, body.to_string())
     }
 }
@@ -146,5 +240,35 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&h.report().1).unwrap();
         assert_eq!(v["status"], "not_ready");
         assert_eq!(v["sinks"]["b"]["state"], "dead_lettering");
+    }
+
+    #[test]
+    fn a_failing_spool_or_checkpoint_is_reported_and_not_ready_until_it_heals() {
+        let h = Health::new(Duration::ZERO);
+        h.set_sinks(["a"].into_iter(), Duration::ZERO);
+        h.set_sources(["s"].into_iter());
+        h.set_running(true);
+        let v: serde_json::Value = serde_json::from_str(&h.report().1).unwrap();
+        assert_eq!(v["sinks"]["a"]["spool"], "ok");
+        assert_eq!(v["sources"]["s"]["checkpoint"], "ok");
+        h.spool_failing("a", "No space left on device (os error 28)");
+        let (ready, body) = h.report();
+        assert!(!ready);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["sinks"]["a"]["spool"], "failing");
+        assert_eq!(
+            v["sinks"]["a"]["spool_error"],
+            "No space left on device (os error 28)"
+        );
+        assert!(v["sinks"]["a"]["spool_since"].is_string());
+        h.spool_ok("a");
+        assert!(h.report().0);
+        h.checkpoint_failing("s", "disk full");
+        let (ready, body) = h.report();
+        assert!(!ready);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["sources"]["s"]["checkpoint"], "failing");
+        h.checkpoint_ok("s");
+        assert!(h.report().0);
     }
 }

@@ -82,6 +82,7 @@ families! {
     dead_letter_records: Counter<SinkLabel> = "dead_letter_records", "Records in dead-lettered batches";
     spool_bytes: Gauge<SinkLabel> = "spool_bytes", "Bytes of batches waiting in the spool";
     spool_batches: Gauge<SinkLabel> = "spool_batches", "Batches waiting in the spool";
+    spool_write_failures: Counter<SinkLabel> = "spool_write_failures", "Spool writes (or block compressions) that failed and are retried";
     last_delivery: Gauge<SinkLabel> = "last_delivery_timestamp_seconds", "Unix time of the last acknowledged batch";
     since_delivery: Gauge<SinkLabel> = "seconds_since_last_delivery", "Seconds since the last acknowledged batch (absent before the first)";
 }

@@ -1,6 +1,7 @@
 //! Operations: metrics, the HTTP endpoints, logging and signals.
 
 pub mod api;
+pub mod fatal;
 pub mod health;
 pub mod metrics;
 

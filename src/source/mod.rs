@@ -9,6 +9,7 @@ mod file;
 mod long_line;
 mod oversize;
 mod scan;
+mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::MetadataExt;
@@ -204,6 +205,7 @@ pub struct SourceCtx {
     /// Set at the shutdown deadline: stop waiting for batches to become durable.
     pub abandon: tokio::sync::watch::Receiver<bool>,
     pub ckpt_interval: Duration,
+    pub health: Arc<crate::ops::health::Health>,
     /// A sink of this source keeps nothing on disk (`buffer = "memory"`).
     pub zero_retention: bool,
 }
@@ -217,6 +219,9 @@ pub struct Tailer {
     saved: HashMap<FileId, Entry>,
     ckpt: Checkpoints,
     ckpt_interval: Duration,
+    health: Arc<crate::ops::health::Health>,
+    /// Checkpoint writes failed in a row (logged on the first and every 20th).
+    ckpt_failures: u32,
     dirty: bool,
     proc: Proc,
     limit: file::Limit,
@@ -224,6 +229,10 @@ pub struct Tailer {
     /// Warnings that would repeat every poll are logged once a minute per file.
     repeats: crate::ops::Repeats,
     reported_files: std::collections::HashSet<crate::ops::metrics::FileLabel>,
+    /// inotify on the include directories; the scan every `glob_interval` is the fallback.
+    watch: watch::Watch,
+    /// The include patterns, compiled: a rename out of them is a rotation to follow.
+    include: Vec<glob::Pattern>,
 }
 
 impl Tailer {
@@ -241,9 +250,16 @@ impl Tailer {
             stop,
             abandon,
             ckpt_interval,
+            health,
             zero_retention,
         } = ctx;
         let dead_letter = cfg.oversize == crate::config::Oversize::DeadLetter;
+        // Validated at load; a pattern that does not compile here only loses rename-following.
+        let cfg_include = cfg
+            .include
+            .iter()
+            .filter_map(|p| glob::Pattern::new(p).ok())
+            .collect();
         let name = cfg.name.clone();
         let limit = match cfg.format {
             crate::config::Format::Json => file::Limit {
@@ -294,6 +310,8 @@ impl Tailer {
             saved: entries.into_iter().map(|e| (e.id, e)).collect(),
             ckpt,
             ckpt_interval,
+            health,
+            ckpt_failures: 0,
             dirty: false,
             proc: Proc {
                 decoder,
@@ -317,17 +335,38 @@ impl Tailer {
             first_scan_done: false,
             repeats: crate::ops::Repeats::new(Duration::from_secs(60)),
             reported_files: Default::default(),
+            watch: watch::Watch::new(),
+            include: cfg_include,
         })
     }
 
     pub fn run(mut self) {
         let name = self.cfg.name.clone();
+        // A fault hook for the tests of "a panic is never a clean exit"; not in release builds.
+        #[cfg(debug_assertions)]
+        match std::env::var("LOGFERRY_TEST_FAULT").as_deref() {
+            Ok("panic-source") => panic!("test fault: LOGFERRY_TEST_FAULT=panic-source"),
+            // Held as by a read that never returns.
+            Ok("stall-source") => loop {
+                std::thread::park();
+            },
+            _ => {}
+        }
         let mut next_scan = Instant::now();
         let mut next_ckpt = Instant::now() + self.ckpt_interval;
+        let mut news = watch::News::default();
         loop {
             let now = Instant::now();
-            if now >= next_scan {
-                self.scan();
+            news.merge(self.watch.poll());
+            if now >= next_scan || news.changed {
+                if now >= next_scan {
+                    let unwatched = self.watch.follow(&self.cfg.include);
+                    if unwatched > 0 {
+                        debug!(source = %name, unwatched, "include directories without events (missing, or no inotify); found by the scan");
+                    }
+                }
+                let renames = std::mem::take(&mut news).renames;
+                self.scan(&renames);
                 next_scan = now + self.cfg.glob_interval;
             }
             let progressed = self.read_round();
@@ -364,8 +403,12 @@ impl Tailer {
                 }
                 break;
             }
-            if !progressed && self.stop.wait(POLL) {
-                break;
+            if !progressed {
+                // Woken early by a file event; the stop flag is looked at once per wait.
+                news.merge(self.watch.wait(POLL));
+                if self.stop.is_set() {
+                    break;
+                }
             }
         }
         self.finish();
@@ -522,10 +565,24 @@ impl Tailer {
             tracing::trace!(source = %self.cfg.name, path = %f.path.display(), committed = f.committed, consumed = f.consumed, pending = f.pending.len(), "checkpoint");
         }
         match self.ckpt.save(&entries) {
-            Ok(()) => self.dirty = false,
+            Ok(()) => {
+                self.dirty = false;
+                if self.ckpt_failures > 0 {
+                    info!(source = %self.cfg.name, failures = self.ckpt_failures, "checkpoint writes succeed again");
+                    self.ckpt_failures = 0;
+                    self.health.checkpoint_ok(&self.cfg.name);
+                }
+            }
             Err(e) => {
+                // Retried at the next interval; the offsets only lag, the records are not lost
+                // (a restart meanwhile sends the unrecorded part again).
                 self.proc.c.checkpoint_failures.inc();
-                error!(source = %self.cfg.name, error = %e, "cannot write checkpoint; will retry");
+                self.health
+                    .checkpoint_failing(&self.cfg.name, &e.to_string());
+                self.ckpt_failures += 1;
+                if self.ckpt_failures == 1 || self.ckpt_failures % 20 == 0 {
+                    error!(source = %self.cfg.name, error = %e, failures = self.ckpt_failures, "cannot write checkpoint; retrying at the next interval (counted in checkpoint_write_failures_total)");
+                }
             }
         }
     }

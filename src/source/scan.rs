@@ -4,8 +4,10 @@
 use super::*;
 
 impl Tailer {
-    /// Finds files, notices renames, deletions and truncations.
-    pub(super) fn scan(&mut self) {
+    /// Finds files, notices renames, deletions and truncations. `renames` are the rename
+    /// events since the last scan: a live file renamed out of `include` before any scan saw it
+    /// is found at its new name and read to its end.
+    pub(super) fn scan(&mut self, renames: &[(PathBuf, PathBuf)]) {
         let mut seen: HashMap<(u64, u64), PathBuf> = HashMap::new();
         for pattern in &self.cfg.include {
             let paths = match glob::glob(pattern) {
@@ -68,6 +70,9 @@ impl Tailer {
                 f.last_growth = Instant::now();
                 self.proc.c.rotated.inc();
                 debug!(source = %self.cfg.name, path = %f.path.display(), "file rotated or deleted; draining");
+                if f.file.is_none() {
+                    reopen_rotated(&self.cfg.name, f);
+                }
             }
             if let Some(file) = &f.file {
                 if let Ok(m) = file.metadata() {
@@ -98,6 +103,7 @@ impl Tailer {
             self.recover_rotated();
             self.first_scan_done = true;
         }
+        self.adopt_moved(renames);
         self.position_new();
         self.enforce_open_limit();
         self.proc.c.unread.set(unread as i64);
@@ -138,6 +144,40 @@ impl Tailer {
                     }
                 }
                 break;
+            }
+        }
+    }
+
+    /// Files renamed from an include match to a name outside it that are not tracked yet (a
+    /// generation of the live file that lived between two scans): read them to their end.
+    fn adopt_moved(&mut self, renames: &[(PathBuf, PathBuf)]) {
+        if renames.is_empty() {
+            return;
+        }
+        let include = &self.include;
+        let exclude = &self.cfg.exclude;
+        let matches = |p: &std::path::Path| {
+            include.iter().any(|i| i.matches_path(p)) && !exclude.iter().any(|x| x.matches_path(p))
+        };
+        for path in watch::moved_out(renames, matches) {
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            let key = (meta.dev(), meta.ino());
+            if !meta.is_file() || self.files.contains_key(&key) {
+                continue;
+            }
+            match Tailed::open(&path, false) {
+                Ok(mut t) => {
+                    debug!(source = %self.cfg.name, path = %path.display(), "a file rotated before a scan saw it; reading it to its end");
+                    t.state = State::Gone;
+                    t.last_growth = Instant::now();
+                    self.proc.c.rotated.inc();
+                    self.files.insert(key, t);
+                }
+                Err(e) => {
+                    warn!(source = %self.cfg.name, path = %path.display(), error = %e, "cannot open a rotated file; its records are not read");
+                }
             }
         }
     }
@@ -194,8 +234,7 @@ impl Tailer {
                     }
                 }
                 _ => {
-                    warn!(source = %self.cfg.name, path = %f.path.display(),
-                        "a file closed for max_open_files was rotated or deleted before it could be reopened; its unread end is lost (raise max_open_files)");
+                    reopen_rotated(&self.cfg.name, f);
                     f.state = State::Gone;
                 }
             }
@@ -236,4 +275,36 @@ impl Tailer {
             }
         }
     }
+}
+
+/// A file closed for `max_open_files` was rotated: a rename keeps its inode in the same
+/// directory (logrotate, size-based rotation), so look for it there and drain it through a new
+/// handle. Gone files keep their handle until drained even beyond `max_open_files`.
+fn reopen_rotated(source: &str, f: &mut Tailed) {
+    match find_by_inode(&f.path, f.dev, f.ino) {
+        Some(p) => match std::fs::File::open(&p) {
+            Ok(file) => {
+                debug!(%source, from = %f.path.display(), to = %p.display(), "a file closed for max_open_files was rotated; reading it to its end");
+                f.path = p;
+                f.file = Some(file);
+                f.at_eof = false;
+                f.last_growth = Instant::now();
+            }
+            Err(e) => {
+                warn!(%source, path = %p.display(), error = %e, "cannot reopen a rotated file; its unread end is not read");
+            }
+        },
+        None => {
+            warn!(%source, path = %f.path.display(),
+                "a file closed for max_open_files was deleted before it could be reopened; its unread end is lost (raise max_open_files)");
+        }
+    }
+}
+
+/// The path of file (dev, ino) in the directory of `old`, if it is still there.
+fn find_by_inode(old: &std::path::Path, dev: u64, ino: u64) -> Option<PathBuf> {
+    let rd = std::fs::read_dir(old.parent()?).ok()?;
+    rd.flatten().map(|de| de.path()).find(|p| {
+        std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file() && m.ino() == ino && m.dev() == dev)
+    })
 }

@@ -497,7 +497,8 @@ pub struct FaultProxy {
 }
 
 pub struct Fault {
-    /// Forward the request, then close the connection without answering (a lost response).
+    /// Forward the request, then close the connection without answering (a lost response);
+    /// with `status = "hold"`, keep it open without answering instead (an attempt timeout).
     pub drop_response: bool,
     pub method: &'static str,
     /// Only requests whose request line contains this (empty: all of `method`).
@@ -541,6 +542,15 @@ impl FaultProxy {
                         let _ = up.write_all(&body);
                         let mut resp = Vec::new();
                         let _ = up.read_to_end(&mut resp);
+                    }
+                    if fault.status == "hold" {
+                        // The upstream did the work; the answer is held until the client
+                        // gives up (its attempt timeout).
+                        std::thread::spawn(move || {
+                            std::thread::sleep(Duration::from_secs(120));
+                            drop(client);
+                        });
+                        continue;
                     }
                     // The upstream did the work; the client never hears of it.
                     let _ = client.shutdown(std::net::Shutdown::Both);

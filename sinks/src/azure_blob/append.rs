@@ -1,7 +1,8 @@
 //! Append mode: batches of a rendered key appended to numbered append blobs, each as one Append
 //! Block at the position the sink expects, so that no retry appends twice.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use azure_core::http::{Etag, NoFormat, RequestContent, StatusCode};
@@ -34,14 +35,64 @@ pub(super) struct AppendState {
     created: Option<chrono::DateTime<chrono::Utc>>,
     /// The blob has been read back once by this process.
     seen: bool,
-    /// The blob's last bytes when this process first read it back, kept until the batches
-    /// sealed before the start have gone.
-    start_tail: Option<Bytes>,
 }
 
 /// How much of an append blob's end is kept at start to find a crashed predecessor's batches
 /// (the few that were in flight; batches are at most a few MiB compressed).
-const START_TAIL: u64 = 32 << 20;
+const START_TAIL: u64 = 16 << 20;
+/// All start tails together: more and the oldest are let go. A batch replayed after a crash
+/// whose key's tail was let go may then be appended a second time (a duplicate, never a loss);
+/// this needs more than four keys with batches in flight at the crash.
+pub(super) const MAX_TAIL_BYTES: u64 = 64 << 20;
+
+/// The blobs' last bytes when this process first read them back, per key, kept until the
+/// batches sealed before the start have gone; bounded in bytes, the oldest let go first.
+#[derive(Default)]
+pub(super) struct Tails {
+    inner: Mutex<(VecDeque<(String, Bytes)>, u64)>,
+}
+
+impl Tails {
+    fn keep(&self, key: &str, tail: Bytes) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (list, total) = &mut *g;
+        if let Some(i) = list.iter().position(|(k, _)| k == key) {
+            if let Some((_, old)) = list.remove(i) {
+                *total -= old.len() as u64;
+            }
+        }
+        *total += tail.len() as u64;
+        list.push_back((key.to_string(), tail));
+        while *total > MAX_TAIL_BYTES {
+            let Some((k, old)) = list.pop_front() else {
+                break;
+            };
+            *total -= old.len() as u64;
+            tracing::warn!(key = %k, "append blob tail from before the restart let go (over 64 MiB of tails); a replayed batch of this key may be appended again");
+        }
+    }
+
+    fn found(&self, key: &str, payload: &[u8]) -> bool {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.0.iter()
+            .any(|(k, t)| k == key && memchr::memmem::find(t, payload).is_some())
+    }
+
+    fn forget(&self, key: &str) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (list, total) = &mut *g;
+        if let Some(i) = list.iter().position(|(k, _)| k == key) {
+            if let Some((_, old)) = list.remove(i) {
+                *total -= old.len() as u64;
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn total(&self) -> u64 {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).1
+    }
+}
 
 impl AzureBlobSink {
     fn append_state(&self, key: &str) -> Arc<tokio::sync::Mutex<AppendState>> {
@@ -56,10 +107,15 @@ impl AzureBlobSink {
     /// Append mode: the batch becomes one Append Block at the position the sink expects
     /// (`x-ms-blob-condition-appendpos`), so two writers can never both land at one place.
     ///
-    /// No retry appends twice: an attempt that may have landed (lost response, timeout, 5xx)
-    /// is remembered with its blob and offset, and the retry first compares the bytes there.
-    /// Batches sealed before this process started may have been appended by the previous
-    /// one just before a crash: they are looked up in the blob's tail as it was at start.
+    /// No retry appends twice: before each append the blob and offset are recorded as "may
+    /// have landed", so an attempt that the delivery loop cancels at its timeout, loses its
+    /// response or gets a 5xx is checked at the next attempt by comparing the bytes there.
+    /// Batches sealed before this process started may have been appended by the previous one
+    /// just before a crash: they are looked up in the blob's tail as it was at start.
+    ///
+    /// Like every sink it makes one attempt and returns an [`Outcome`]: a moved end (412), a
+    /// full blob or a blob that appeared meanwhile is a `Retry` with no wait, and the one
+    /// delivery loop tries again; it sets no timer of its own.
     pub(super) async fn send_append(&self, batch: &SealedBatch) -> Outcome {
         let plen = batch.payload.len() as u64;
         if plen > MAX_APPEND_BLOCK {
@@ -67,129 +123,134 @@ impl AzureBlobSink {
                 reason: format!("{plen} bytes is over Azure's 100 MiB append block limit"),
             };
         }
-        let replay = sealed_before(&batch.meta.id, self.started_ms);
+        let id = &batch.meta.id;
+        let replay = sealed_before(id, self.started_ms);
         let state = self.append_state(&batch.meta.key);
         let mut st = state.lock().await;
         let (stem, ext) = split_ext(&batch.meta.key);
-        // A few rounds: roll-overs and 412s each take one.
-        for _ in 0..4 {
-            let pending = self.pending(&batch.meta.id);
-            if let Some((name, offset)) = &pending {
-                match self.landed_at(name, *offset, &batch.payload).await {
-                    Ok(true) => {
-                        self.settle(&batch.meta.id);
-                        return Outcome::Delivered;
-                    }
-                    Ok(false) => {}
-                    Err(o) => return o,
+        if let Some((name, offset)) = self.pending(id) {
+            match self.landed_at(&name, offset, &batch.payload).await {
+                Ok(true) => {
+                    self.settle(id);
+                    return Outcome::Delivered;
                 }
+                Ok(false) => {}
+                Err(o) => return o,
             }
-            let seq = match st.seq {
-                Some(s) => s,
-                None => match self.newest_seq(&stem, &ext).await {
-                    Ok(s) => {
-                        st.seq = Some(s.max(1));
-                        s.max(1)
-                    }
-                    Err(o) => return o,
-                },
+        }
+        let mut seq = match st.seq {
+            Some(s) => s,
+            None => match self.newest_seq(&stem, &ext).await {
+                Ok(s) => *st.seq.insert(s.max(1)),
+                Err(o) => return o,
+            },
+        };
+        let (mut name, mut client, mut len) =
+            match self.open_blob(&stem, &ext, seq, batch, &mut st).await {
+                Ok(t) => t,
+                Err(o) => return o,
             };
-            let name = format!("{stem}-{seq:05}{ext}");
-            let client = match self.client(&name) {
-                Ok(c) => c,
-                Err(reason) => return Outcome::Rejected { reason },
+        if replay && self.tails.found(&batch.meta.key, &batch.payload) {
+            tracing::info!(batch = %id, blob = %name, "batch from before the restart is already in the append blob");
+            return Outcome::Delivered;
+        }
+        let old = st.created.is_some_and(|c| {
+            (chrono::Utc::now() - c).to_std().unwrap_or_default() > self.o.append_roll.max_age
+        });
+        if len > 0
+            && (len + plen > self.o.append_roll.max_bytes
+                || st.blocks + 1 > MAX_APPEND_BLOCKS
+                || old)
+        {
+            seq += 1;
+            *st = AppendState {
+                seq: Some(seq),
+                ..Default::default()
             };
-            let len = match st.len {
-                Some(l) => l,
-                None => match self.read_back(&client, &name, batch, &mut st).await {
-                    Ok(l) => l,
-                    Err(o) => return o,
-                },
+            (name, client, len) = match self.open_blob(&stem, &ext, seq, batch, &mut st).await {
+                Ok(t) => t,
+                Err(o) => return o,
             };
-            if replay
-                && st
-                    .start_tail
-                    .as_ref()
-                    .is_some_and(|t| memchr::memmem::find(t, &batch.payload).is_some())
-            {
-                tracing::info!(batch = %batch.meta.id, blob = %name, "batch from before the restart is already in the append blob");
-                return Outcome::Delivered;
+        }
+        // Recorded before the call: if this attempt is cancelled (the delivery timeout, a
+        // shutdown) after the request left, the next attempt looks here first.
+        self.remember(id, &name, len);
+        let options = AppendBlobClientAppendBlockOptions {
+            append_position: Some(len as i64),
+            ..Default::default()
+        };
+        let body: RequestContent<Bytes, NoFormat> = batch.payload.clone().into();
+        let res = client
+            .append_blob_client()
+            .append_block(body, plen, Some(options))
+            .await;
+        let again = |reason: String| Outcome::Retry {
+            after: Some(Duration::ZERO),
+            reason,
+        };
+        match res {
+            Ok(_) => {
+                st.len = Some(len + plen);
+                st.blocks += 1;
+                if !replay {
+                    // The backlog from before the start has been sent.
+                    self.tails.forget(&batch.meta.key);
+                }
+                self.settle(id);
+                Outcome::Delivered
             }
-            let old = st.created.is_some_and(|c| {
-                (chrono::Utc::now() - c).to_std().unwrap_or_default() > self.o.append_roll.max_age
-            });
-            if len > 0
-                && (len + plen > self.o.append_roll.max_bytes
-                    || st.blocks + 1 > MAX_APPEND_BLOCKS
-                    || old)
-            {
+            // Not at the expected end (another writer, or an attempt of ours that landed
+            // late): the next attempt reads the length back and looks at our offset first.
+            Err(e) if e.http_status() == Some(StatusCode::PreconditionFailed) => {
+                st.len = None;
+                again(format!(
+                    "the end of append blob {name:?} moved; reading it again"
+                ))
+            }
+            Err(e) if error_code(&e) == "BlockCountExceedsLimit" => {
+                self.settle(id);
                 *st = AppendState {
                     seq: Some(seq + 1),
                     ..Default::default()
                 };
-                continue;
+                again(format!("append blob {name:?} is full; rolling over"))
             }
-            let options = AppendBlobClientAppendBlockOptions {
-                append_position: Some(len as i64),
-                ..Default::default()
-            };
-            let body: RequestContent<Bytes, NoFormat> = batch.payload.clone().into();
-            let res = tokio::time::timeout(
-                Duration::from_secs(300),
-                client
-                    .append_blob_client()
-                    .append_block(body, plen, Some(options)),
-            )
-            .await;
-            match res {
-                Ok(Ok(_)) => {
-                    st.len = Some(len + plen);
-                    st.blocks += 1;
-                    if !replay {
-                        // The backlog from before the start has been sent.
-                        st.start_tail = None;
-                    }
-                    self.settle(&batch.meta.id);
-                    return Outcome::Delivered;
+            Err(e) if error_code(&e) == "BlobNotFound" => {
+                self.settle(id);
+                st.len = None;
+                again(format!("append blob {name:?} went away; creating it again"))
+            }
+            Err(e) => {
+                let outcome = classify(&self.o.container, &e);
+                if !matches!(outcome, Outcome::Retry { .. } | Outcome::Throttled { .. }) {
+                    // Refused outright: nothing landed.
+                    self.settle(id);
                 }
-                // Not at the expected end (another writer, or an attempt of ours that landed
-                // late): read the length back and look again.
-                Ok(Err(e)) if e.http_status() == Some(StatusCode::PreconditionFailed) => {
-                    st.len = None;
-                }
-                Ok(Err(e)) if error_code(&e) == "BlockCountExceedsLimit" => {
-                    *st = AppendState {
-                        seq: Some(seq + 1),
-                        ..Default::default()
-                    };
-                }
-                Ok(Err(e)) if error_code(&e) == "BlobNotFound" => st.len = None,
-                Ok(Err(e)) => {
-                    let outcome = classify(&self.o.container, &e);
-                    if matches!(outcome, Outcome::Retry { .. }) {
-                        // A 5xx or a dropped connection may still have appended.
-                        self.remember(&batch.meta.id, &name, len);
-                    }
-                    st.len = None;
-                    return outcome;
-                }
-                Err(_) => {
-                    self.remember(&batch.meta.id, &name, len);
-                    st.len = None;
-                    return Outcome::Retry {
-                        after: None,
-                        reason: "Azure Blob append timed out".into(),
-                    };
-                }
+                st.len = None;
+                outcome
             }
         }
-        Outcome::Retry {
-            after: None,
-            reason: format!(
-                "the append blob for {:?} kept changing under this writer",
-                batch.meta.key
-            ),
-        }
+    }
+
+    /// The client and known length of roll `seq` of a key, reading it back (or creating it)
+    /// when the length is not known.
+    async fn open_blob(
+        &self,
+        stem: &str,
+        ext: &str,
+        seq: u32,
+        batch: &SealedBatch,
+        st: &mut AppendState,
+    ) -> Result<(String, BlobClient, u64), Outcome> {
+        let name = format!("{stem}-{seq:05}{ext}");
+        let client = self
+            .client(&name)
+            .map_err(|reason| Outcome::Rejected { reason })?;
+        let len = match st.len {
+            Some(l) => l,
+            None => self.read_back(&client, &name, batch, st).await?,
+        };
+        Ok((name, client, len))
     }
 
     fn pending(&self, id: &str) -> Option<(String, u64)> {
@@ -312,7 +373,7 @@ impl AzureBlobSink {
                     .flatten()
                     .and_then(|t| chrono::DateTime::from_timestamp(t.unix_timestamp(), 0));
                 if !st.seen && len > 0 {
-                    let from = len.saturating_sub(START_TAIL);
+                    let from = len.saturating_sub(START_TAIL.min(MAX_TAIL_BYTES));
                     let options = BlobClientDownloadOptions {
                         range: Some((from..len).into()),
                         ..Default::default()
@@ -326,7 +387,7 @@ impl AzureBlobSink {
                         .collect()
                         .await
                         .map_err(|e| classify(&self.o.container, &e))?;
-                    st.start_tail = Some(tail);
+                    self.tails.keep(&batch.meta.key, tail);
                 }
                 st.seen = true;
                 st.len = Some(len);
@@ -413,6 +474,22 @@ mod tests {
         assert!(!sealed_before(id, 0x019abc000000));
         assert!(sealed_before(&format!("{id}-a-b"), 0x019abc000001));
         assert!(sealed_before("not-a-uuid", 0));
+    }
+
+    #[test]
+    fn start_tails_are_bounded_in_bytes_and_the_oldest_go_first() {
+        let t = Tails::default();
+        let mib = |n: u64| Bytes::from(vec![b'x'; (n << 20) as usize]);
+        for k in 0..5 {
+            t.keep(&format!("k{k}"), mib(16));
+        }
+        assert_eq!(t.total(), MAX_TAIL_BYTES);
+        assert!(!t.found("k0", b"x"), "the oldest went first");
+        assert!(t.found("k4", b"xx"));
+        t.keep("k4", mib(1));
+        assert_eq!(t.total(), 49 << 20, "a key's new tail replaces its old one");
+        t.forget("k1");
+        assert_eq!(t.total(), 33 << 20);
     }
 
     #[test]

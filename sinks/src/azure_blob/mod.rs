@@ -118,6 +118,8 @@ pub struct AzureBlobSink {
     appends: Mutex<HashMap<String, Arc<tokio::sync::Mutex<AppendState>>>>,
     /// Append mode: batches whose last attempt may have landed, with the blob and offset.
     uncertain: Mutex<HashMap<String, (String, u64)>>,
+    /// Append mode: blob tails from before the start, bounded in bytes.
+    tails: append::Tails,
     /// When this sink was made (Unix ms): older batches are replays from a previous run.
     started_ms: u64,
 }
@@ -149,6 +151,7 @@ impl AzureBlobSink {
             sas: Mutex::new(None),
             appends: Mutex::new(HashMap::new()),
             uncertain: Mutex::new(HashMap::new()),
+            tails: append::Tails::default(),
             started_ms: chrono::Utc::now().timestamp_millis().max(0) as u64,
         })
     }
@@ -356,13 +359,11 @@ fn classify(container: &str, e: &azure_core::Error) -> Outcome {
             raw_response,
             ..
         } => {
-            // Retry-After in seconds (what Storage sends when it throttles).
             let after = raw_response.as_ref().and_then(|r| {
                 r.headers()
                     .iter()
                     .find(|(k, _)| k.as_str().eq_ignore_ascii_case("retry-after"))
-                    .and_then(|(_, v)| v.as_str().trim().parse::<u64>().ok())
-                    .map(Duration::from_secs)
+                    .and_then(|(_, v)| crate::retry_after(v.as_str()))
             });
             (error_code.clone().unwrap_or_default(), after)
         }
@@ -374,18 +375,14 @@ fn classify(container: &str, e: &azure_core::Error) -> Outcome {
     };
     match status {
         None => Outcome::Retry { after: None, reason },
-        Some(StatusCode::TooManyRequests) => Outcome::Throttled { after, reason },
         Some(StatusCode::ServiceUnavailable) if code == "ServerBusy" => Outcome::Throttled { after, reason },
-        Some(StatusCode::RequestTimeout) => Outcome::Retry { after, reason },
-        Some(s) if u16::from(s) >= 500 => Outcome::Retry { after, reason },
-        Some(StatusCode::PayloadTooLarge) => Outcome::TooLarge { reason },
         Some(StatusCode::NotFound) if code == "ContainerNotFound" => Outcome::Rejected {
             reason: format!("{reason}: container {container:?} does not exist (create it, or set create_container = true)"),
         },
         Some(StatusCode::Forbidden) => Outcome::Rejected {
             reason: format!("{reason}: grant the \"Storage Blob Data Contributor\" role on container {container:?}, or check the key or SAS"),
         },
-        Some(_) => Outcome::Rejected { reason },
+        Some(s) => crate::response::from_status(u16::from(s), after, reason),
     }
 }
 

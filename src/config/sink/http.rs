@@ -188,8 +188,6 @@ pub(super) fn http(
         auth,
         signature,
         tls,
-        // Set from the common `timeout` by the caller.
-        timeout: Duration::from_secs(30),
         retry_on,
         success_on,
         check,

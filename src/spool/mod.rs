@@ -7,8 +7,7 @@
 //! for room, which pauses the sources feeding it.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use bytes::Bytes;
@@ -18,7 +17,11 @@ use tokio::sync::Notify;
 
 use crate::ack::{release_all, Hold};
 
-const MAGIC: &[u8] = b"LFSPOOL1\n";
+mod file;
+pub mod writer;
+
+use file::{file_name, parse_name, read_header, write_parts};
+pub use file::{read_file, write_file};
 
 /// Order of a batch in the spool: sealing sequence, then split suffix (`a`, `ab`, ...).
 pub type SpoolKey = (u64, String);
@@ -51,6 +54,14 @@ pub struct Spool {
     changed: Notify,
     bytes_gauge: Gauge,
     count_gauge: Gauge,
+}
+
+/// A batch the spool could not write, with its holds: nothing is acknowledged yet.
+pub struct PushError {
+    pub error: std::io::Error,
+    pub meta: BatchMeta,
+    pub parts: Vec<Bytes>,
+    pub holds: Vec<Hold>,
 }
 
 /// A batch taken for delivery.
@@ -156,16 +167,18 @@ impl Spool {
     pub async fn push(&self, batch: SealedBatch, holds: Vec<Hold>) -> std::io::Result<()> {
         self.push_parts(batch.meta, vec![batch.payload], holds)
             .await
+            .map_err(|e| e.error)
     }
 
     /// As [`Spool::push`], with the payload in parts (compressed blocks): in disk mode they are
-    /// written one after the other, never assembled in memory.
+    /// written one after the other, never assembled in memory. A failed write gives the holds
+    /// back, so that the caller can try again (the records stay unacknowledged meanwhile).
     pub async fn push_parts(
         &self,
         meta: BatchMeta,
         parts: Vec<Bytes>,
         holds: Vec<Hold>,
-    ) -> std::io::Result<()> {
+    ) -> Result<(), PushError> {
         let size: u64 = parts.iter().map(|p| p.len() as u64).sum();
         let seq = loop {
             let notified = self.changed.notified();
@@ -185,15 +198,21 @@ impl Spool {
         let body = match &self.dir {
             Some(dir) => {
                 let path = dir.join(file_name(&key, &meta.id));
-                let (p, m) = (path.clone(), meta.clone());
-                let res = tokio::task::spawn_blocking(move || write_parts(&p, &m, &parts))
+                // Clones per batch (the parts are reference-counted), kept for a retry.
+                let (p, m, ps) = (path.clone(), meta.clone(), parts.clone());
+                let res = tokio::task::spawn_blocking(move || write_parts(&p, &m, &ps))
                     .await
                     .map_err(std::io::Error::other)
                     .and_then(|r| r);
-                if let Err(e) = res {
+                if let Err(error) = res {
                     lock(&self.state).bytes -= size;
                     self.changed.notify_waiters();
-                    return Err(e);
+                    return Err(PushError {
+                        error,
+                        meta,
+                        parts,
+                        holds,
+                    });
                 }
                 release_all(holds);
                 Body::Disk(path)
@@ -276,18 +295,23 @@ impl Spool {
     }
 
     /// Removes a delivered (or dead-lettered) batch; in memory mode releases its chunks.
-    pub fn complete(&self, key: &SpoolKey) -> std::io::Result<()> {
-        let mut st = lock(&self.state);
-        st.in_flight.remove(key);
-        let Some(e) = st.entries.remove(key) else {
-            return Ok(());
+    pub async fn complete(&self, key: &SpoolKey) -> std::io::Result<()> {
+        let removed = {
+            let mut st = lock(&self.state);
+            st.in_flight.remove(key);
+            let e = st.entries.remove(key);
+            if let Some(e) = &e {
+                st.bytes -= e.size;
+                self.update_gauges(&st);
+            }
+            e
         };
-        st.bytes -= e.size;
-        self.update_gauges(&st);
-        drop(st);
+        let Some(e) = removed else { return Ok(()) };
         self.changed.notify_waiters();
         match e.body {
-            Body::Disk(path) => std::fs::remove_file(path),
+            Body::Disk(path) => tokio::task::spawn_blocking(move || std::fs::remove_file(path))
+                .await
+                .map_err(std::io::Error::other)?,
             Body::Memory(_, holds) => {
                 release_all(holds);
                 Ok(())
@@ -296,7 +320,7 @@ impl Spool {
     }
 
     /// Replaces a batch by the halves it was split into; they keep its place in the order.
-    pub fn replace(&self, key: &SpoolKey, halves: Vec<SealedBatch>) -> std::io::Result<()> {
+    pub async fn replace(&self, key: &SpoolKey, halves: Vec<SealedBatch>) -> std::io::Result<()> {
         let holds = {
             let st = lock(&self.state);
             match st.entries.get(key).map(|e| &e.body) {
@@ -310,7 +334,10 @@ impl Spool {
             let body = match &self.dir {
                 Some(dir) => {
                     let path = dir.join(file_name(&k, &b.meta.id));
-                    write_file(&path, &b)?;
+                    let (p, half) = (path.clone(), b.clone());
+                    tokio::task::spawn_blocking(move || write_file(&p, &half))
+                        .await
+                        .map_err(std::io::Error::other)??;
                     Body::Disk(path)
                 }
                 None => Body::Memory(b.payload.clone(), holds.clone()),
@@ -334,7 +361,7 @@ impl Spool {
         }
         // Written before the parent goes: a crash in between sends the parent again, which
         // is a duplicate at worst, never a loss.
-        self.complete(key)
+        self.complete(key).await
     }
 }
 
@@ -343,71 +370,6 @@ fn payload_of(body: &Body) -> Result<Bytes, PathBuf> {
         Body::Memory(b, _) => Ok(b.clone()),
         Body::Disk(p) => Err(p.clone()),
     }
-}
-
-fn file_name(key: &SpoolKey, id: &str) -> String {
-    format!("{:020}{}-{id}.batch", key.0, key.1)
-}
-
-fn parse_name(name: &str) -> Option<SpoolKey> {
-    let stem = name.strip_suffix(".batch")?;
-    let (head, _) = stem.split_once('-')?;
-    let digits = head.get(..20)?;
-    let suffix = head.get(20..)?;
-    Some((digits.parse().ok()?, suffix.to_string()))
-}
-
-/// Writes a batch file: magic line, JSON metadata line, payload.
-pub fn write_file(path: &Path, b: &SealedBatch) -> std::io::Result<()> {
-    write_parts(path, &b.meta, std::slice::from_ref(&b.payload))
-}
-
-fn write_parts(path: &Path, meta: &BatchMeta, parts: &[Bytes]) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let header = serde_json::to_vec(meta).map_err(std::io::Error::other)?;
-    let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(MAGIC)?;
-        f.write_all(&header)?;
-        f.write_all(b"\n")?;
-        for p in parts {
-            f.write_all(p)?;
-        }
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
-}
-
-pub fn read_file(path: &Path) -> std::io::Result<(BatchMeta, Bytes)> {
-    let data = std::fs::read(path)?;
-    let bad = |what: &str| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("{}: {what}", path.display()),
-        )
-    };
-    let rest = data
-        .strip_prefix(MAGIC)
-        .ok_or_else(|| bad("not a spool file"))?;
-    let nl = memchr::memchr(b'\n', rest).ok_or_else(|| bad("no header"))?;
-    let meta: BatchMeta = serde_json::from_slice(&rest[..nl]).map_err(|e| bad(&e.to_string()))?;
-    let start = MAGIC.len() + nl + 1;
-    Ok((meta, Bytes::from(data).slice(start..)))
-}
-
-fn read_header(path: &Path) -> std::io::Result<(BatchMeta, u64)> {
-    let (meta, payload) = read_file(path)?;
-    Ok((meta, payload.len() as u64))
 }
 
 #[cfg(test)]
@@ -460,27 +422,31 @@ mod tests {
         let a = s.next().await.unwrap().unwrap();
         assert_eq!(a.batch.meta.id, "one");
         assert_eq!(a.batch.payload.len(), 10);
-        s.complete(&a.key).unwrap();
+        s.complete(&a.key).await.unwrap();
         let b = s.next().await.unwrap().unwrap();
         assert_eq!(b.batch.meta.id, "two");
-        s.complete(&b.key).unwrap();
+        s.complete(&b.key).await.unwrap();
         assert!(s.next().await.is_none());
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
     }
 
-    #[tokio::test]
+    /// Memory mode: no write runs on a blocking thread, so under paused time "still waiting"
+    /// is exact, not a race with a file write.
+    #[tokio::test(start_paused = true)]
     async fn push_waits_for_room_when_full() {
-        let d = tempfile::tempdir().unwrap();
-        let s = std::sync::Arc::new(Spool::open_disk(d.path().into(), 15, gauges()).unwrap());
+        let s = std::sync::Arc::new(Spool::memory(8, 15, gauges()));
         s.push(batch("one", 10), vec![]).await.unwrap();
         let s2 = s.clone();
-        let pushing = tokio::spawn(async move { s2.push(batch("two", 10), vec![]).await });
-        tokio::task::yield_now().await;
-        assert!(!pushing.is_finished());
+        let mut pushing = tokio::spawn(async move { s2.push(batch("two", 10), vec![]).await });
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(60), &mut pushing).await;
+        assert!(waited.is_err(), "a push over max_bytes must wait for room");
+        assert_eq!(s.len(), 1);
         let a = s.next().await.unwrap().unwrap();
-        s.complete(&a.key).unwrap();
+        s.complete(&a.key).await.unwrap();
         pushing.await.unwrap().unwrap();
         assert_eq!(s.len(), 1);
+        let b = s.next().await.unwrap().unwrap();
+        assert_eq!(b.batch.meta.id, "two");
     }
 
     #[tokio::test]
@@ -492,20 +458,15 @@ mod tests {
         assert!(!t.is_done());
         let p = s.next().await.unwrap().unwrap();
         s.replace(&p.key, vec![batch("p-a", 5), batch("p-b", 5)])
+            .await
             .unwrap();
         assert!(!t.is_done());
         let a = s.next().await.unwrap().unwrap();
         assert_eq!(a.batch.meta.id, "p-a");
-        s.complete(&a.key).unwrap();
+        s.complete(&a.key).await.unwrap();
         assert!(!t.is_done());
         let b = s.next().await.unwrap().unwrap();
-        s.complete(&b.key).unwrap();
+        s.complete(&b.key).await.unwrap();
         assert!(t.is_done());
-    }
-
-    #[test]
-    fn names_round_trip() {
-        let k = (42, "ab".to_string());
-        assert_eq!(parse_name(&file_name(&k, "0190-uuid")), Some(k));
     }
 }
