@@ -192,18 +192,19 @@ path = "{dir}/archive"
     assert_eq!(st.code(), Some(1), "{st}");
 }
 
-#[test]
-fn a_panic_is_never_a_clean_exit() {
-    let lf = Lf::new(
-        r#"
+/// One source into a directory sink.
+const PLAIN: &str = r#"
 [sources.jobs]
 include = ["{dir}/logs/*.log"]
 sinks = ["archive"]
 [sinks.archive]
 type = "directory"
 path = "{dir}/archive"
-"#,
-    );
+"#;
+
+#[test]
+fn a_panic_is_never_a_clean_exit() {
+    let lf = Lf::new(PLAIN);
     write_lines(&lf.path("logs/a.log"), 0, 10);
     for once in [true, false] {
         let mut cmd = Command::new(BIN);
@@ -226,17 +227,7 @@ path = "{dir}/archive"
 
 #[test]
 fn validate_refuses_a_duration_that_would_overflow() {
-    let lf = Lf::new(
-        r#"
-checkpoint_interval = "300000000000y"
-[sources.jobs]
-include = ["{dir}/logs/*.log"]
-sinks = ["archive"]
-[sinks.archive]
-type = "directory"
-path = "{dir}/archive"
-"#,
-    );
+    let lf = Lf::new(&format!("checkpoint_interval = \"300000000000y\"\n{PLAIN}"));
     let out = Command::new(BIN)
         .args(["validate", "--config"])
         .arg(&lf.cfg)

@@ -248,10 +248,7 @@ impl Sink for AzureMonitorSink {
         let body = gz.finish().map_err(|e| e.to_string())?;
         match self.post(body.into(), &request_id("logferry-check")).await {
             Outcome::Delivered => Ok(()),
-            Outcome::Retry { reason, .. }
-            | Outcome::Throttled { reason, .. }
-            | Outcome::Rejected { reason }
-            | Outcome::TooLarge { reason } => Err(reason),
+            o => Err(o.reason().unwrap_or_default().to_string()),
         }
     }
 }

@@ -375,13 +375,10 @@ impl Sink for S3Sink {
                 Some(403) => format!(
                     "access denied on HeadBucket: grant s3:ListBucket on arn:aws:s3:::{bucket}"
                 ),
-                _ => match classify(bucket, e) {
-                    Outcome::Rejected { reason }
-                    | Outcome::Retry { reason, .. }
-                    | Outcome::Throttled { reason, .. }
-                    | Outcome::TooLarge { reason } => reason,
-                    Outcome::Delivered => "unknown error".into(),
-                },
+                _ => classify(bucket, e)
+                    .reason()
+                    .unwrap_or("unknown error")
+                    .to_string(),
             });
         }
         let probe = ".logferry-check";
@@ -399,13 +396,10 @@ impl Sink for S3Sink {
                 Outcome::Rejected { reason } if reason.contains("AccessDenied") => {
                     format!("cannot write: grant s3:PutObject on arn:aws:s3:::{bucket}/*")
                 }
-                Outcome::Rejected { reason }
-                | Outcome::Retry { reason, .. }
-                | Outcome::Throttled { reason, .. }
-                | Outcome::TooLarge { reason } => {
-                    format!("cannot write a probe object: {reason}")
-                }
-                Outcome::Delivered => "unknown error".into(),
+                o => format!(
+                    "cannot write a probe object: {}",
+                    o.reason().unwrap_or("unknown error")
+                ),
             });
         }
         // Best effort: a bucket with default retention keeps the (empty) probe.
