@@ -382,3 +382,7 @@ impl<O: Outlet> Batcher<O> {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "batch_tests.rs"]
+mod tests;
