@@ -33,6 +33,8 @@ use file::{State, Tailed};
 
 /// Bytes read from one file before the next file gets its turn.
 const CHUNK: usize = 256 * 1024;
+/// Read progress is acknowledged (and so checkpointed) in pieces of at most this many bytes.
+const ACK_GRAIN: u64 = 64 * 1024;
 /// How long an idle source sleeps before looking for growth again.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -471,11 +473,32 @@ impl Tailer {
                 }
             }
             let Some(fp) = f.fp else { continue };
-            let ticket = Ticket::new();
             let now = Utc::now();
             let proc = &mut self.proc;
             let over_before = f.over_limit;
-            let res = f.read_lines(CHUNK, limit, |l| proc.line(l, fp, &ticket, now));
+            // The chunk is acknowledged in pieces of ACK_GRAIN: a checkpoint can move past the
+            // first records of a chunk while its last ones are still in an open batch, so a
+            // crash sends again at most a piece, not a whole chunk.
+            let mut ticket = Ticket::new();
+            let mut piece_from = f.consumed;
+            let mut pieces: Vec<(u64, Ticket)> = Vec::new();
+            let res = f.read_lines(CHUNK, limit, |l| {
+                if l.offset >= piece_from + ACK_GRAIN {
+                    pieces.push((l.offset, std::mem::take(&mut ticket)));
+                    piece_from = l.offset;
+                }
+                proc.line(l, fp, &ticket, now)
+            });
+            if f.consumed > piece_from {
+                pieces.push((f.consumed, std::mem::take(&mut ticket)));
+            }
+            for (end, t) in pieces {
+                f.pending.push_back((end, Ticket::clone_for_queue(&t)));
+                // A piece whose records were not all taken (shutting down) never counts as done.
+                if !proc.failed {
+                    t.seal().release();
+                }
+            }
             if over_before == 0 && f.over_limit > 0 {
                 let what = match (limit.digest, &limit.spill_dir) {
                     (false, _) => "cut at max_line_bytes and kept",
@@ -491,18 +514,12 @@ impl Tailer {
                     progressed = true;
                     proc.c.bytes.inc_by(n as u64);
                     proc.flush_counts();
-                    f.pending
-                        .push_back((f.consumed, Ticket::clone_for_queue(&ticket)));
                 }
                 Err(e) => {
                     if let Some(held) = self.repeats.allow(&format!("read {}", f.path.display())) {
                         warn!(source = %name, path = %f.path.display(), error = %e, repeated = held, "read failed; will retry")
                     }
                 }
-            }
-            // A chunk whose records were not all taken (shutting down) must never count as done.
-            if !proc.failed {
-                ticket.seal().release();
             }
         }
         progressed
