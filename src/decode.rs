@@ -245,18 +245,13 @@ impl Decoder {
 
     /// The record's time from `timestamp_field`.
     fn time(&self) -> Option<DateTime<Utc>> {
-        parse_time(self.time_value()?)
+        crate::timefmt::parse_time(self.time_value()?)
     }
 
     /// The text of the timestamp field, when the record has one.
     pub fn time_value(&self) -> Option<&str> {
         self.values.get(self.time_slot?)
     }
-}
-
-/// A record time in any accepted spelling (see [`crate::timefmt`]).
-pub fn parse_time(v: &str) -> Option<DateTime<Utc>> {
-    crate::timefmt::parse_time(v)
 }
 
 /// A decoded record and what was learnt from it.

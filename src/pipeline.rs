@@ -34,6 +34,22 @@ struct SinkSide {
 }
 
 async fn build_sink(cfg: &SinkConfig) -> anyhow::Result<Arc<dyn Sink>> {
+    if let SinkKind::S3(o) = &cfg.kind {
+        return Ok(Arc::new(
+            logferry_sinks::S3Sink::new((**o).clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("sink {}: {e}", cfg.name))?,
+        ));
+    }
+    // The others read key and certificate files, resolve a pinned host name or walk the
+    // archive for leftovers: blocking work, kept off the runtime's threads.
+    let cfg = cfg.clone();
+    tokio::task::spawn_blocking(move || build_blocking(&cfg))
+        .await
+        .context("a sink's set-up task failed")?
+}
+
+fn build_blocking(cfg: &SinkConfig) -> anyhow::Result<Arc<dyn Sink>> {
     Ok(match &cfg.kind {
         SinkKind::Directory { path } => {
             let s = DirectorySink::new(path);
@@ -49,11 +65,7 @@ async fn build_sink(cfg: &SinkConfig) -> anyhow::Result<Arc<dyn Sink>> {
             }
             Arc::new(s)
         }
-        SinkKind::S3(o) => Arc::new(
-            logferry_sinks::S3Sink::new((**o).clone())
-                .await
-                .map_err(|e| anyhow::anyhow!("sink {}: {e}", cfg.name))?,
-        ),
+        SinkKind::S3(_) => bail!("sink {}: S3 is built on the runtime", cfg.name),
         SinkKind::Http(o) => Arc::new(
             logferry_sinks::http::HttpSink::new((**o).clone())
                 .map_err(|e| anyhow::anyhow!("sink {}: {e}", cfg.name))?,
@@ -298,17 +310,14 @@ async fn run_pipeline(
                 max_records: sc.max_records,
                 max_age: sc.max_age,
                 max_uncompressed: side.max_uncompressed,
-                shape: match &sc.kind {
-                    SinkKind::AzureMonitor(m) => {
-                        let l = metrics.sink(&sc.name);
-                        Some(ShapeStage {
-                            shape: Arc::new(m.shape.clone()),
-                            truncated: metrics.fields_truncated.get_or_create(&l).clone(),
-                            replaced: metrics.records_replaced.get_or_create(&l).clone(),
-                        })
+                shape: sc.table_shape().map(|shape| {
+                    let l = metrics.sink(&sc.name);
+                    ShapeStage {
+                        shape: Arc::new(shape.clone()),
+                        truncated: metrics.fields_truncated.get_or_create(&l).clone(),
+                        replaced: metrics.records_replaced.get_or_create(&l).clone(),
                     }
-                    _ => None,
-                },
+                }),
             };
             let outlet = ChannelOutlet {
                 tx: side.tx.clone(),

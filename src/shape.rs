@@ -112,8 +112,8 @@ impl Shape {
             if self.time_field.as_deref() == Some(k.as_ref()) {
                 if let Some(t) = serde_json::from_str::<Cow<str>>(v.get())
                     .ok()
-                    .and_then(|s| crate::decode::parse_time(&s))
-                    .or_else(|| crate::decode::parse_time(v.get()))
+                    .and_then(|s| crate::timefmt::parse_time(&s))
+                    .or_else(|| crate::timefmt::parse_time(v.get()))
                 {
                     time = t;
                 }

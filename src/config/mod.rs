@@ -111,6 +111,15 @@ impl SinkConfig {
             SinkKind::Http(_) => "http",
         }
     }
+
+    /// The per-record shaping a table destination needs (columns, sizes), if this sink has a
+    /// schema: the wiring asks for the capability instead of knowing the sink types.
+    pub fn table_shape(&self) -> Option<&crate::shape::Shape> {
+        match &self.kind {
+            SinkKind::AzureMonitor(m) => Some(&m.shape),
+            _ => None,
+        }
+    }
 }
 
 /// One thing wrong with a configuration file.
