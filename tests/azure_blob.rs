@@ -446,6 +446,19 @@ fn append_blobs_take_every_batch_and_roll_over_by_size() {
     assert_eq!(assert_all_present(&recs, 50_000), 0);
 }
 
+/// The first Append Block reaches Azurite and its answer is lost (`""`) or held (`"hold"`).
+fn append_fault(status: &'static str) -> Fault {
+    Fault {
+        drop_response: true,
+        method: "PUT",
+        path_contains: "comp=appendblock",
+        count: 1,
+        status,
+        headers: vec![],
+        body: String::new(),
+    }
+}
+
 /// The delivery loop's attempt timeout cancels an append whose request landed: the attempt
 /// was recorded as "may have landed" before it left, so the retry finds it and does not
 /// append it again (before, the record was made only by the append path's own, longer timer).
@@ -453,18 +466,7 @@ fn append_blobs_take_every_batch_and_roll_over_by_size() {
 fn an_append_cut_by_the_attempt_timeout_after_it_landed_is_not_appended_again() {
     let az = Azurite::start();
     az.create_container("appendheld");
-    let proxy = FaultProxy::start(
-        az.port,
-        Fault {
-            drop_response: true,
-            method: "PUT",
-            path_contains: "comp=appendblock",
-            count: 1,
-            status: "hold",
-            headers: vec![],
-            body: String::new(),
-        },
-    );
+    let proxy = FaultProxy::start(az.port, append_fault("hold"));
     let lf = Lf::new(&append_config(
         &az,
         proxy.port,
@@ -492,18 +494,7 @@ fn append_retries_never_append_twice() {
     let az = Azurite::start();
     az.create_container("appendlost");
     // The first Append Block is applied but its answer is lost.
-    let proxy = FaultProxy::start(
-        az.port,
-        Fault {
-            drop_response: true,
-            method: "PUT",
-            path_contains: "comp=appendblock",
-            count: 1,
-            status: "",
-            headers: vec![],
-            body: String::new(),
-        },
-    );
+    let proxy = FaultProxy::start(az.port, append_fault(""));
     let lf = Lf::new(&append_config(
         &az,
         proxy.port,
@@ -634,18 +625,7 @@ fn block_blobs_above_four_mib_are_staged_and_committed() {
 fn append_batches_replayed_after_a_crash_are_not_appended_again() {
     let az = Azurite::start();
     az.create_container("appendcrash");
-    let proxy = FaultProxy::start(
-        az.port,
-        Fault {
-            drop_response: true,
-            method: "PUT",
-            path_contains: "comp=appendblock",
-            count: 1,
-            status: "",
-            headers: vec![],
-            body: String::new(),
-        },
-    );
+    let proxy = FaultProxy::start(az.port, append_fault(""));
     // A long backoff keeps the batch waiting in the spool after its answer was lost.
     let lf = Lf::new(
         &append_config(
