@@ -5,70 +5,20 @@
 //! field). The record that moves on is the line itself, so a valid line costs one validation and
 //! one copy into its batch.
 
-use std::fmt::{self, Write as _};
+use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::de;
 
 use crate::config::Format;
-
-/// A path tree of the fields to extract; leaves carry the index of their value slot.
-#[derive(Default, Debug)]
-struct Node {
-    children: Vec<(String, Node)>,
-    slot: Option<usize>,
-}
-
-impl Node {
-    fn insert(&mut self, path: &str, slot: usize) {
-        let mut node = self;
-        for seg in path.split('.') {
-            let idx = match node.children.iter().position(|(k, _)| k == seg) {
-                Some(i) => i,
-                None => {
-                    node.children.push((seg.to_string(), Node::default()));
-                    node.children.len() - 1
-                }
-            };
-            node = &mut node.children[idx].1;
-        }
-        node.slot = Some(slot);
-    }
-}
-
-/// Values copied out of the current record. Strings are reused between records.
-#[derive(Default)]
-pub struct Values {
-    text: Vec<String>,
-    set: Vec<bool>,
-}
-
-impl Values {
-    pub fn get(&self, slot: usize) -> Option<&str> {
-        self.set
-            .get(slot)
-            .copied()
-            .unwrap_or(false)
-            .then(|| self.text[slot].as_str())
-    }
-    fn clear(&mut self) {
-        self.set.iter_mut().for_each(|s| *s = false);
-    }
-    fn put(&mut self, slot: usize) -> &mut String {
-        self.set[slot] = true;
-        let s = &mut self.text[slot];
-        s.clear();
-        s
-    }
-}
+pub use crate::fields::Fields;
+pub use crate::fields::Values;
 
 pub struct Decoder {
     format: Format,
     id_prefix: Option<Vec<u8>>,
-    tree: Node,
-    time_slot: Option<usize>,
+    fields: Fields,
     scratch: Vec<u8>,
-    pub values: Values,
     /// A line that is not one JSON object leaves as `[REDACTED:unparsable]` instead of as its
     /// text: set when the source's masking profile has field rules, which could not see into it.
     pub redact_unparsable: bool,
@@ -92,19 +42,6 @@ impl Decoder {
         fields: &[String],
         timestamp_field: Option<&str>,
     ) -> Decoder {
-        let mut tree = Node::default();
-        let mut all: Vec<&str> = fields.iter().map(String::as_str).collect();
-        for (i, f) in all.iter().enumerate() {
-            tree.insert(f, i);
-        }
-        let time_slot = timestamp_field.map(|t| match all.iter().position(|f| *f == t) {
-            Some(i) => i,
-            None => {
-                tree.insert(t, all.len());
-                all.push(t);
-                all.len() - 1
-            }
-        });
         let id_prefix = record_id.map(|f| {
             let mut p = b"{".to_vec();
             let _ = serde_json::to_writer(&mut p, f);
@@ -114,15 +51,15 @@ impl Decoder {
         Decoder {
             format,
             id_prefix,
-            tree,
-            time_slot,
+            fields: Fields::new(fields, timestamp_field),
             scratch: Vec::with_capacity(4096),
-            values: Values {
-                text: vec![String::new(); all.len()],
-                set: vec![false; all.len()],
-            },
             redact_unparsable: false,
         }
+    }
+
+    /// A second extractor for the same fields, for records that masking changed.
+    pub fn extractor(&self) -> Fields {
+        self.fields.clone()
     }
 
     /// Decodes one line (without its newline). `truncated_from` is the line's full length when
@@ -139,31 +76,15 @@ impl Decoder {
         // A byte-order mark (files written by Windows tools) is not part of the record.
         let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
         let passthrough = self.fill(line, truncated_from, id, &mut flags);
-        let time = self.time();
-        flags.time_unparsed = time.is_none() && self.time_value().is_some();
+        let time = self.fields.time();
+        flags.time_unparsed = time.is_none() && self.fields.time_value().is_some();
         Decoded {
             record: if passthrough { line } else { &self.scratch },
             flags,
-            values: &self.values,
+            values: self.fields.values(),
             time,
-            time_raw: self.time_slot.and_then(|slot| self.values.get(slot)),
+            time_raw: self.fields.time_value(),
         }
-    }
-
-    /// Extracts the wanted fields again from a record that masking changed, so keys and
-    /// partitions are built from masked values only. Returns the record's time.
-    pub fn reextract(&mut self, record: &[u8]) -> (&Values, Option<DateTime<Utc>>) {
-        self.values.clear();
-        let mut de = serde_json::Deserializer::from_slice(record);
-        let seed = MapSeed {
-            node: &self.tree,
-            out: &mut self.values,
-        };
-        if seed.deserialize(&mut de).is_err() {
-            self.values.clear();
-        }
-        let time = self.time();
-        (&self.values, time)
     }
 
     /// Returns true when the line itself is the record; otherwise the record is in `scratch`.
@@ -174,7 +95,7 @@ impl Decoder {
         id: (u64, u64),
         flags: &mut Flags,
     ) -> bool {
-        self.values.clear();
+        self.fields.clear();
         let text = match std::str::from_utf8(line) {
             Ok(s) => std::borrow::Cow::Borrowed(s),
             Err(_) => {
@@ -196,11 +117,7 @@ impl Decoder {
         let t = text.trim_start();
         let res = if t.starts_with('{') {
             let mut de = serde_json::Deserializer::from_str(t);
-            let seed = MapSeed {
-                node: &self.tree,
-                out: &mut self.values,
-            };
-            seed.deserialize(&mut de).and_then(|_| de.end())
+            self.fields.parse(&mut de).and_then(|_| de.end())
         } else {
             Err(de::Error::custom("not a JSON object"))
         };
@@ -222,7 +139,7 @@ impl Decoder {
             }
             Err(e) => {
                 flags.parse_error = true;
-                self.values.clear();
+                self.fields.clear();
                 // serde_json's messages name a position and what was expected, never content.
                 let err = e.to_string();
                 let text: &str = if self.redact_unparsable {
@@ -241,16 +158,6 @@ impl Decoder {
                 false
             }
         }
-    }
-
-    /// The record's time from `timestamp_field`.
-    fn time(&self) -> Option<DateTime<Utc>> {
-        crate::timefmt::parse_time(self.time_value()?)
-    }
-
-    /// The text of the timestamp field, when the record has one.
-    pub fn time_value(&self) -> Option<&str> {
-        self.values.get(self.time_slot?)
     }
 }
 
@@ -304,161 +211,6 @@ fn wrap(
         out.extend_from_slice(format!(",\"_truncated_from\":{n}").as_bytes());
     }
     out.push(b'}');
-}
-
-struct MapSeed<'n, 'o> {
-    node: &'n Node,
-    out: &'o mut Values,
-}
-
-impl<'de> DeserializeSeed<'de> for MapSeed<'_, '_> {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for MapSeed<'_, '_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(child) = map.next_key_seed(KeySeed(self.node))? {
-            match child.map(|i| &self.node.children[i].1) {
-                Some(n) if n.slot.is_some() => map.next_value_seed(ScalarSeed {
-                    slot: n.slot.unwrap_or_default(),
-                    out: self.out,
-                })?,
-                Some(n) if !n.children.is_empty() => map.next_value_seed(Nested {
-                    node: n,
-                    out: self.out,
-                })?,
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A nested object on a wanted path; anything else there is ignored, not an error.
-struct Nested<'n, 'o> {
-    node: &'n Node,
-    out: &'o mut Values,
-}
-
-impl<'de> DeserializeSeed<'de> for Nested<'_, '_> {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Nested<'_, '_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        MapSeed {
-            node: self.node,
-            out: self.out,
-        }
-        .visit_map(map)
-    }
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut s: A) -> Result<(), A::Error> {
-        while s.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-}
-
-struct KeySeed<'n>(&'n Node);
-
-impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
-    type Value = Option<usize>;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for KeySeed<'_> {
-    type Value = Option<usize>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a key")
-    }
-    fn visit_str<E>(self, k: &str) -> Result<Option<usize>, E> {
-        Ok(self.0.children.iter().position(|(c, _)| c == k))
-    }
-}
-
-struct ScalarSeed<'o> {
-    slot: usize,
-    out: &'o mut Values,
-}
-
-impl<'de> DeserializeSeed<'de> for ScalarSeed<'_> {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ScalarSeed<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_str<E>(self, v: &str) -> Result<(), E> {
-        self.out.put(self.slot).push_str(v);
-        Ok(())
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
-        let _ = write!(self.out.put(self.slot), "{v}");
-        Ok(())
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
-        let _ = write!(self.out.put(self.slot), "{v}");
-        Ok(())
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
-        let _ = write!(self.out.put(self.slot), "{v}");
-        Ok(())
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
-        let _ = write!(self.out.put(self.slot), "{v}");
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
-        while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(())
-    }
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut s: A) -> Result<(), A::Error> {
-        while s.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ pub mod config;
 pub mod decode;
 pub mod deliver;
 pub mod encode;
+pub mod fields;
 pub mod mask;
 pub mod ops;
 pub mod pipeline;

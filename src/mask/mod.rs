@@ -83,6 +83,10 @@ pub struct Masker {
     per_path: Vec<usize>,
     edits: Vec<tree::Edit>,
     warned: bool,
+    /// The dotted paths the pipeline reads from a record (key fields, the timestamp field).
+    key_paths: Vec<Vec<String>>,
+    /// The last record changed at, above or below one of `key_paths`.
+    key_touched: bool,
     /// Set to collect what changed (the `mask` command); off in the pipeline.
     pub trace: Option<Vec<Change>>,
 }
@@ -100,8 +104,25 @@ impl Masker {
             per_path: Vec::new(),
             edits: Vec::new(),
             warned: false,
+            key_paths: Vec::new(),
+            key_touched: false,
             trace: None,
         }
+    }
+
+    /// The paths whose values the pipeline takes from each record: after masking, it reads
+    /// them again only when [`Masker::key_fields_changed`] says a change reached one, so the
+    /// masker hands back what it saw instead of every masked record being parsed twice.
+    pub fn watch_fields(&mut self, paths: &[String]) {
+        self.key_paths = paths
+            .iter()
+            .map(|p| p.split('.').map(str::to_string).collect())
+            .collect();
+    }
+
+    /// Whether the last [`Masker::mask`] changed a value (or a key) on a watched path.
+    pub fn key_fields_changed(&self) -> bool {
+        self.key_touched
     }
 
     /// Masks one JSON record. Returns true when it changed; the masked record is then
@@ -109,6 +130,7 @@ impl Masker {
     pub fn mask(&mut self, rec: &[u8]) -> bool {
         let p = self.p.clone();
         let mut in_tree = false;
+        self.key_touched = false;
         if !p.path_rules.is_empty() {
             // Escapes could hide a trigger key: such records always take the full path.
             let bypass = memchr::memchr(b'\\', rec).is_some();
@@ -132,6 +154,16 @@ impl Masker {
                     edits.clear();
                     let n = r.edits(&tree, &p.labels[r.label], &mut per_path, &mut edits);
                     self.counts[r.label] += n as u64;
+                    if n > 0 && !self.key_touched && !self.key_paths.is_empty() {
+                        self.key_touched = r.paths.is_empty()
+                            || r.paths.iter().zip(&per_path).any(|(path, hits)| {
+                                *hits > 0
+                                    && self
+                                        .key_paths
+                                        .iter()
+                                        .any(|k| rule_reaches(r.each.as_deref(), path, k))
+                            });
+                    }
                     if let Some(t) = &mut self.trace {
                         if r.paths.is_empty() && n > 0 {
                             t.push(Change {
@@ -170,7 +202,10 @@ impl Masker {
         let counts = &mut self.counts;
         let found = &mut self.found;
         let trace = &mut self.trace;
+        let key_paths = &self.key_paths;
+        let touched = &mut self.key_touched;
         let res = scan::rewrite(src, &mut out, |path, tok| {
+            let is_key = matches!(tok, scan::Token::Key(_));
             let new = match tok {
                 scan::Token::Str(s) => mask_str(
                     &p,
@@ -195,6 +230,10 @@ impl Masker {
                     mask_num(&p, n, counts, trace.as_mut().map(|t| (t, src, path)))
                 }
             }?;
+            // A replaced key renames the path itself: read the fields again, to be safe.
+            if !*touched && !key_paths.is_empty() {
+                *touched = is_key || key_paths.iter().any(|k| scan_reaches(src, path, k));
+            }
             Some(scan::json_string(&new))
         });
         if let Ok(done) = &res {
@@ -226,6 +265,7 @@ impl Masker {
 
     /// Fails closed: the whole record is replaced, counted and logged once (without content).
     fn fail(&mut self, why: &str) -> bool {
+        self.key_touched = true;
         let u = self.p.unprocessable();
         self.counts[u] += 1;
         if !self.warned {
@@ -339,6 +379,36 @@ fn show_path(each: Option<&[rules::Seg]>, path: &[rules::Seg]) -> String {
     s
 }
 
+/// Whether a rule's path (`each` then `path`) and a watched dotted path meet: one is a
+/// prefix of the other. Watched paths go through objects only, so an index never meets one;
+/// a wildcard meets any key.
+fn rule_reaches(each: Option<&[rules::Seg]>, path: &[rules::Seg], key: &[String]) -> bool {
+    let full = each.unwrap_or_default().iter().chain(path);
+    for (seg, k) in full.zip(key) {
+        match seg {
+            rules::Seg::Key(s) if s == k => {}
+            rules::Seg::Any => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Whether the scanner's current path (a string value) is on or under a watched path. An
+/// escaped key is compared conservatively: it counts as meeting.
+fn scan_reaches(src: &[u8], path: &[scan::El], key: &[String]) -> bool {
+    if path.len() < key.len() {
+        return false;
+    }
+    path.iter().zip(key).all(|(el, k)| match el {
+        scan::El::Key(a, b) => {
+            let raw = &src[*a..*b];
+            raw.contains(&b'\\') || raw == k.as_bytes()
+        }
+        scan::El::Index(_) => false,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,6 +428,50 @@ mod tests {
             String::from_utf8(m.output().to_vec()).unwrap()
         } else {
             rec.to_string()
+        }
+    }
+
+    #[test]
+    fn the_masker_says_whether_a_change_reached_a_watched_field() {
+        let mut m = masker(
+            r#"detectors = ["email"]
+[[masking.p.rules]]
+name = "steps"
+each = "lines[*]"
+paths = ["input"]
+action = "redact"
+[[masking.p.rules]]
+name = "acct"
+paths = ["meta.account"]
+action = "redact"
+"#,
+        );
+        m.watch_fields(&[
+            "account_id".into(),
+            "user.email".into(),
+            "meta.account.id".into(),
+        ]);
+        let cases = [
+            // A step's input and an email elsewhere: the watched fields are as decoded.
+            (
+                r#"{"account_id":"a1","lines":[{"input":"x"}],"note":"bob@example.com"}"#,
+                false,
+            ),
+            // The detector masks a watched value.
+            (
+                r#"{"account_id":"a1","user":{"email":"bob@example.com"}}"#,
+                true,
+            ),
+            // A rule on an object above a watched path.
+            (r#"{"account_id":"a1","meta":{"account":{"id":"7"}}}"#, true),
+            // Nothing changed at all.
+            (r#"{"account_id":"a1"}"#, false),
+            // A key that holds a secret is replaced: paths may have changed.
+            (r#"{"account_id":"a1","bob@example.com":1}"#, true),
+        ];
+        for (rec, want) in cases {
+            m.mask(rec.as_bytes());
+            assert_eq!(m.key_fields_changed(), want, "{rec}");
         }
     }
 

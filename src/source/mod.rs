@@ -88,6 +88,8 @@ struct Counters {
 struct Proc {
     decoder: Decoder,
     masker: Option<Masker>,
+    /// The key fields of records that masking changed (a second extractor, not the decoder).
+    masked_fields: crate::fields::Fields,
     batchers: Vec<Batcher<ChannelOutlet>>,
     c: Counters,
     // Per-chunk tallies, added to the counters once per chunk.
@@ -160,9 +162,15 @@ impl Proc {
             None => false,
         };
         let res = if masked {
-            // Keys and partitions come from the masked record, never from the original.
+            // Keys and partitions come from the masked record, never from the original: when
+            // masking reached a key field, its values are read again from the masked output.
             let Some(m) = &self.masker else { return };
-            let (values, t) = self.decoder.reextract(m.output());
+            let (values, t) = if m.key_fields_changed() {
+                self.masked_fields.extract(m.output());
+                (self.masked_fields.values(), self.masked_fields.time())
+            } else {
+                (d.values, d.time)
+            };
             let time = t.unwrap_or(now);
             self.batchers
                 .iter_mut()
@@ -316,8 +324,12 @@ impl Tailer {
             ckpt_failures: 0,
             dirty: false,
             proc: Proc {
+                masked_fields: decoder.extractor(),
+                masker: masker.map(|mut m| {
+                    m.watch_fields(decoder.extractor().paths());
+                    m
+                }),
                 decoder,
-                masker,
                 batchers,
                 c,
                 n_records: 0,
