@@ -19,6 +19,8 @@ use crate::{Outcome, SealedBatch};
 
 /// Azure's limit for one Append Block call (service versions 2022-11-02 and later).
 const MAX_APPEND_BLOCK: u64 = 100 << 20;
+/// Attempts remembered as "may have landed"; more and the oldest are let go.
+pub(super) const MAX_UNCERTAIN: usize = 4096;
 /// Azure's limit of committed blocks in an append blob.
 const MAX_APPEND_BLOCKS: u64 = 50_000;
 /// Append blob series kept in memory; idle ones beyond this are forgotten (and found again
@@ -253,7 +255,7 @@ impl AzureBlobSink {
         Ok((name, client, len))
     }
 
-    fn pending(&self, id: &str) -> Option<(String, u64)> {
+    pub(super) fn pending(&self, id: &str) -> Option<(String, u64)> {
         self.uncertain
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -261,12 +263,18 @@ impl AzureBlobSink {
             .cloned()
     }
 
-    fn remember(&self, id: &str, name: &str, offset: u64) {
+    pub(super) fn remember(&self, id: &str, name: &str, offset: u64) {
         let mut u = self.uncertain.lock().unwrap_or_else(|p| p.into_inner());
         // The newest attempt replaces an older one: a new attempt is only made after the old
         // offset was found without the batch, and either the end was still there (same
         // offset) or something else took it (the old attempt can no longer land).
         u.insert(id.to_string(), (name.to_string(), offset));
+        // Entries go when their batch settles; a batch dead-lettered after a failed attempt
+        // never does. Batch ids are UUIDv7, so the smallest is the oldest: let those go first
+        // (a batch still retrying after thousands of newer ones is long dead-lettered).
+        while u.len() > MAX_UNCERTAIN {
+            u.pop_first();
+        }
     }
 
     fn settle(&self, id: &str) {

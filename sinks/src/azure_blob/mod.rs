@@ -117,7 +117,7 @@ pub struct AzureBlobSink {
     /// Append mode: one serialised writer per rendered key.
     appends: Mutex<HashMap<String, Arc<tokio::sync::Mutex<AppendState>>>>,
     /// Append mode: batches whose last attempt may have landed, with the blob and offset.
-    uncertain: Mutex<HashMap<String, (String, u64)>>,
+    uncertain: Mutex<std::collections::BTreeMap<String, (String, u64)>>,
     /// Append mode: blob tails from before the start, bounded in bytes.
     tails: append::Tails,
     /// When this sink was made (Unix ms): older batches are replays from a previous run.
@@ -150,7 +150,7 @@ impl AzureBlobSink {
             credential,
             sas: Mutex::new(None),
             appends: Mutex::new(HashMap::new()),
-            uncertain: Mutex::new(HashMap::new()),
+            uncertain: Mutex::new(std::collections::BTreeMap::new()),
             tails: append::Tails::default(),
             started_ms: chrono::Utc::now().timestamp_millis().max(0) as u64,
         })
@@ -420,6 +420,36 @@ impl Sink for AzureBlobSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sink() -> AzureBlobSink {
+        AzureBlobSink::new(AzureBlobOptions {
+            container: "c".into(),
+            account: "a".into(),
+            endpoint: "http://127.0.0.1:1/a".into(),
+            auth: BlobAuth::AccountKey(b"key".to_vec()),
+            tls: TlsOptions::default(),
+            access_tier: None,
+            metadata: vec![],
+            create_container: false,
+            blob_type: BlobType::Append,
+            append_roll: AppendRoll::default(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn may_have_landed_records_are_bounded_and_the_oldest_go_first() {
+        let s = sink();
+        // UUIDv7-like ids: ordered by time.
+        let id = |n: usize| format!("019abc{n:06x}-0000-7000-8000-000000000000");
+        for n in 0..append::MAX_UNCERTAIN + 10 {
+            s.remember(&id(n), "b", n as u64);
+        }
+        assert_eq!(s.uncertain.lock().unwrap().len(), append::MAX_UNCERTAIN);
+        assert_eq!(s.pending(&id(0)), None, "the oldest went");
+        assert_eq!(s.pending(&id(9)), None);
+        assert_eq!(s.pending(&id(10)), Some(("b".to_string(), 10)));
+    }
 
     #[test]
     fn minted_sas_tokens_are_reused_then_renewed_at_half_life() {
