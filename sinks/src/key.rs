@@ -22,6 +22,8 @@ pub enum KeyTemplateError {
     SharedWithBatchId,
     #[error("the key must be a relative path without `..` or empty segments")]
     NotRelative,
+    #[error("the key holds a control character (a newline, a tab): object names cannot")]
+    Control,
 }
 
 #[derive(Debug, Clone)]
@@ -117,8 +119,15 @@ impl KeyTemplate {
         if !per_batch && has_id {
             return Err(KeyTemplateError::SharedWithBatchId);
         }
-        if raw.starts_with('/') || raw.split('/').any(|s| s == ".." || s == ".") {
+        if raw.starts_with('/')
+            || raw
+                .split('/')
+                .any(|s| s.is_empty() || s == ".." || s == ".")
+        {
             return Err(KeyTemplateError::NotRelative);
+        }
+        if raw.chars().any(char::is_control) {
+            return Err(KeyTemplateError::Control);
         }
         let granularity = parts
             .iter()
@@ -277,6 +286,21 @@ mod tests {
         assert_eq!(
             KeyTemplate::parse("a/../{batch_id}").unwrap_err(),
             KeyTemplateError::NotRelative
+        );
+        for empty in ["a//{batch_id}", "{batch_id}/", "a/{source}//{batch_id}.gz"] {
+            assert_eq!(
+                KeyTemplate::parse(empty).unwrap_err(),
+                KeyTemplateError::NotRelative,
+                "{empty}"
+            );
+        }
+        assert_eq!(
+            KeyTemplate::parse("a/{batch_id}\n.gz").unwrap_err(),
+            KeyTemplateError::Control
+        );
+        assert_eq!(
+            KeyTemplate::parse_shared("a/\tday.ndjson").unwrap_err(),
+            KeyTemplateError::Control
         );
         assert!(matches!(
             KeyTemplate::parse("{batch_id").unwrap_err(),

@@ -122,6 +122,23 @@ impl SinkConfig {
     }
 }
 
+/// Source and sink names become file and directory names under `data_dir` (checkpoints, spool,
+/// dead letters) and metric labels: `[A-Za-z0-9_-]{1,64}`, so that no name can reach outside
+/// `data_dir` or break a label.
+fn check_name(path: &str, name: &str, c: &mut Collector) -> bool {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !ok {
+        c.add(
+            path,
+            "a name is 1 to 64 letters, digits, `_` or `-` (it names files under data_dir)",
+        );
+    }
+    ok
+}
+
 /// One thing wrong with a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -401,6 +418,9 @@ fn build(
     let sink_names: Vec<String> = sinks_raw.keys().cloned().collect();
     for (name, v) in sinks_raw {
         let p = format!("sinks.{name}");
+        if !check_name(&p, &name, c) {
+            continue;
+        }
         match v {
             toml::Value::Table(t) => {
                 if let Some(s) = sink::build(&name, &p, t, &base, c) {
@@ -424,6 +444,9 @@ fn build(
     }
     let mut sources = Vec::new();
     for (name, s) in top.sources {
+        if !check_name(&format!("sources.{name}"), &name, c) {
+            continue;
+        }
         if let Some(src) = source::build(&name, s, &base, &sink_names, &top.masking, c) {
             sources.push(src);
         }

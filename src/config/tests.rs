@@ -280,3 +280,19 @@ fn durations_and_sizes_over_their_bounds_are_refused_by_name() {
         "{e}"
     );
 }
+
+#[test]
+fn names_that_could_leave_data_dir_are_refused() {
+    for bad in ["../../../x", "a/b", "", "white space", &"x".repeat(65)] {
+        let text = GOOD
+            .replace("[sinks.archive]", &format!("[sinks.\"{bad}\"]"))
+            .replace("sinks = [\"archive\"]", &format!("sinks = [\"{bad}\"]"));
+        let e = load(&text).unwrap_err().to_string();
+        assert!(e.contains("1 to 64 letters, digits"), "{bad:?}: {e}");
+        let text = GOOD.replace("[sources.jobs]", &format!("[sources.\"{bad}\"]"));
+        let e = load(&text).unwrap_err().to_string();
+        assert!(e.contains("1 to 64 letters, digits"), "{bad:?}: {e}");
+    }
+    let ok = GOOD.replace("[sources.jobs]", "[sources.Jobs_2-eu]");
+    assert!(load(&ok).is_ok());
+}
