@@ -367,8 +367,8 @@ fn tls(
     let mut file = |name: &str, v: &Option<String>| {
         let path = v.as_deref().map(|f| resolve(base, f));
         if let Some(f) = &path {
-            if let Err(e) = std::fs::metadata(f) {
-                c.add(format!("{p}.tls.{name}"), format!("{}: {e}", f.display()));
+            if let Err(e) = readable_file(f) {
+                c.add(format!("{p}.tls.{name}"), e);
             }
         }
         path
@@ -386,4 +386,20 @@ fn tls(
         );
     }
     opts
+}
+
+/// A path option read later (at every start, or when it changes) must name a readable regular
+/// file now: a directory or an unreadable file would otherwise pass `validate` and fail at run
+/// time (a token file retried forever, a CA file ending the process).
+pub(super) fn readable_file(path: &Path) -> Result<(), String> {
+    let shown = path.display();
+    let f = std::fs::File::open(path).map_err(|e| format!("{shown}: {e}"))?;
+    let m = f.metadata().map_err(|e| format!("{shown}: {e}"))?;
+    if m.is_dir() {
+        return Err(format!("{shown} is a directory, not a file"));
+    }
+    if !m.is_file() {
+        return Err(format!("{shown} is not a regular file"));
+    }
+    Ok(())
 }

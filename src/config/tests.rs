@@ -296,3 +296,33 @@ fn names_that_could_leave_data_dir_are_refused() {
     let ok = GOOD.replace("[sources.jobs]", "[sources.Jobs_2-eu]");
     assert!(load(&ok).is_ok());
 }
+
+#[test]
+fn file_options_must_be_readable_regular_files() {
+    let base = r#"
+[sources.jobs]
+include = ["./logs/*.log"]
+sinks = ["out"]
+[sinks.out]
+type = "http"
+url = "https://logs.example.com/in"
+"#;
+    for (extra, at) in [
+        (
+            "auth = { bearer = { token_file = \"/\" } }\n",
+            "sinks.out.auth.bearer.token_file",
+        ),
+        ("tls = { ca_file = \"/\" }\n", "sinks.out.tls.ca_file"),
+        (
+            "tls = { ca_file = \"/nonexistent/ca.pem\" }\n",
+            "sinks.out.tls.ca_file",
+        ),
+    ] {
+        let e = load(&format!("{base}{extra}")).unwrap_err().to_string();
+        assert!(e.contains(at), "{extra}: {e}");
+        assert!(
+            e.contains("is a directory") || e.contains("No such file"),
+            "{extra}: {e}"
+        );
+    }
+}

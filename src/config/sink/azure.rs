@@ -271,10 +271,16 @@ fn entra(
                     "not used with auth = \"workload_identity\"",
                 );
             }
+            let token_file = s.federated_token_file.as_deref().map(|f| resolve(base, f));
+            if let Some(f) = &token_file {
+                if let Err(e) = readable_file(f) {
+                    c.add(format!("{p}.federated_token_file"), e);
+                }
+            }
             Some(Entra::WorkloadIdentity {
                 tenant_id: s.tenant_id.clone(),
                 client_id: s.client_id.clone(),
-                token_file: s.federated_token_file.as_deref().map(|f| resolve(base, f)),
+                token_file,
                 authority_host: s.authority_host.clone(),
             })
         }

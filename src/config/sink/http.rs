@@ -60,11 +60,8 @@ pub(super) fn http(
             (Some(v), None) => Some(Secretish::Inline(v.clone())),
             (None, Some(f)) => {
                 let path = resolve(base, f);
-                if let Err(e) = std::fs::metadata(&path) {
-                    c.add(
-                        format!("{p}.{name}_file"),
-                        format!("{}: {e}", path.display()),
-                    );
+                if let Err(e) = readable_file(&path) {
+                    c.add(format!("{p}.{name}_file"), e);
                 }
                 Some(Secretish::File(path))
             }
