@@ -182,6 +182,8 @@ impl std::error::Error for Problems {}
 
 struct Collector {
     list: Vec<Problem>,
+    /// Strings that `${VAR}` expansion produced, with how they were written.
+    expanded: Vec<(String, String)>,
 }
 
 impl Collector {
@@ -240,7 +242,10 @@ pub fn load_str(
             }]))
         }
     };
-    let mut c = Collector { list: Vec::new() };
+    let mut c = Collector {
+        list: Vec::new(),
+        expanded: Vec::new(),
+    };
     expand_table(&mut table, "", env, &mut c);
     let cfg = build(path, table, env, &mut c);
     if c.list.is_empty() {
@@ -248,8 +253,17 @@ pub fn load_str(
             return Ok(cfg);
         }
     }
+    // A value that came from the environment is never echoed (serde quotes the values it
+    // refuses, and a `${TOKEN}` in the wrong place is a token): it is shown as it was written.
+    c.expanded
+        .sort_by_key(|(value, _)| std::cmp::Reverse(value.len()));
     for p in &mut c.list {
         p.line = locate::line_of_path(&doc, text, &p.path);
+        for (value, written) in &c.expanded {
+            if p.message.contains(value.as_str()) {
+                p.message = p.message.replace(value.as_str(), written);
+            }
+        }
     }
     c.list.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
     Err(fail(c.list))
@@ -275,7 +289,14 @@ fn expand_value(
 ) {
     match v {
         toml::Value::String(s) => match values::expand(s, env) {
-            Ok(e) => *s = e,
+            Ok(e) => {
+                // Short values ("5s", "gzip") could be any text in a message; a secret is not
+                // that short.
+                if e != *s && e.len() >= 6 {
+                    c.expanded.push((e.clone(), s.clone()));
+                }
+                *s = e;
+            }
             Err(m) => c.add(path, m),
         },
         toml::Value::Array(a) => {

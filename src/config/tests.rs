@@ -326,3 +326,37 @@ url = "https://logs.example.com/in"
         );
     }
 }
+
+#[test]
+fn errors_never_echo_a_value_from_the_environment() {
+    let secret = "tok-8f2c9a7e51d34b6f";
+    let cs = "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=c2VjcmV0a2V5LWJ5dGVz";
+    let env = |k: &str| match k {
+        "TOKEN" => Some(secret.to_string()),
+        "CS" => Some(cs.to_string()),
+        _ => None,
+    };
+    let text = r#"
+[sources.jobs]
+include = ["./logs/*.log"]
+sinks = ["out", "blob"]
+[sinks.out]
+type = "http"
+url = "https://logs.example.com/in"
+auth = { bearer = "${TOKEN}" }
+[sinks.blob]
+type = "azure_blob"
+container = "c"
+auth = "${CS}"
+"#;
+    let e = load_str(Path::new("/etc/lf/c.toml"), text, &env)
+        .unwrap_err()
+        .to_string();
+    assert!(!e.contains(secret), "{e}");
+    assert!(!e.contains("c2VjcmV0a2V5"), "{e}");
+    assert!(
+        e.contains("${TOKEN}"),
+        "says where the value came from: {e}"
+    );
+    assert!(e.contains("sinks.out.auth"), "{e}");
+}
