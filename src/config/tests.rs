@@ -214,9 +214,8 @@ fn azure_blob_credentials_are_checked_together() {
     }
 }
 
-#[test]
-fn http_options_are_checked() {
-    let base = r#"
+/// One source into an HTTP sink named `out`; tests add the sink's options after it.
+const HTTP_BASE: &str = r#"
 data_dir = "./data"
 [sources.jobs]
 include = ["./logs/*.log"]
@@ -225,6 +224,10 @@ sinks = ["out"]
 type = "http"
 url = "https://logs.example.com/in"
 "#;
+
+#[test]
+fn http_options_are_checked() {
+    let base = HTTP_BASE;
     let ok = load(&format!(
         "{base}retry_on = [408, \"5xx\"]\nsuccess_on = [\"2xx\", 304]\ntimeout = \"5s\"\n"
     ))
@@ -299,14 +302,7 @@ fn names_that_could_leave_data_dir_are_refused() {
 
 #[test]
 fn file_options_must_be_readable_regular_files() {
-    let base = r#"
-[sources.jobs]
-include = ["./logs/*.log"]
-sinks = ["out"]
-[sinks.out]
-type = "http"
-url = "https://logs.example.com/in"
-"#;
+    let base = HTTP_BASE;
     for (extra, at) in [
         (
             "auth = { bearer = { token_file = \"/\" } }\n",
