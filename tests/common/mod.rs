@@ -494,6 +494,8 @@ impl Drop for Moto {
 pub struct FaultProxy {
     pub port: u16,
     pub hits: std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
+    /// Every request passed through untouched: its head and the upstream's status line.
+    pub answered: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
 }
 
 pub struct Fault {
@@ -515,6 +517,8 @@ impl FaultProxy {
         let port = listener.local_addr().unwrap().port();
         let hits = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let h = hits.clone();
+        let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let a = answered.clone();
         std::thread::spawn(move || {
             let mut left = fault.count;
             for conn in listener.incoming() {
@@ -583,10 +587,20 @@ impl FaultProxy {
                 let _ = up.write_all(&body);
                 let mut resp = Vec::new();
                 let _ = up.read_to_end(&mut resp);
+                let status = String::from_utf8_lossy(&resp)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                a.lock().unwrap().push((head, status));
                 let _ = client.write_all(&resp);
             }
         });
-        FaultProxy { port, hits }
+        FaultProxy {
+            port,
+            hits,
+            answered,
+        }
     }
 }
 
@@ -615,7 +629,8 @@ pub fn read_request(s: &mut impl Read) -> Option<(String, Vec<u8>)> {
         while body.len() < len {
             let n = s.read(&mut tmp).ok()?;
             if n == 0 {
-                break;
+                // The client went away mid-body (a kill -9): nothing to forward.
+                return None;
             }
             body.extend_from_slice(&tmp[..n]);
         }

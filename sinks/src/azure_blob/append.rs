@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use azure_core::http::request::options::ClientRequestId;
 use azure_core::http::{Etag, NoFormat, RequestContent, StatusCode};
 use azure_storage_blob::models::{
     AppendBlobClientAppendBlockOptions, AppendBlobClientCreateOptions, BlobClientDownloadOptions,
@@ -177,10 +178,16 @@ impl AzureBlobSink {
         // Recorded before the call: if this attempt is cancelled (the delivery timeout, a
         // shutdown) after the request left, the next attempt looks here first.
         self.remember(id, &name, len);
-        let options = AppendBlobClientAppendBlockOptions {
+        let mut options = AppendBlobClientAppendBlockOptions {
             append_position: Some(len as i64),
             ..Default::default()
         };
+        // The batch id as the request id: Azure's storage logs then say which batch each
+        // Append Block carried (and how often), which an audit of the archive can check.
+        options
+            .method_options
+            .context
+            .insert(ClientRequestId::new(format!("logferry-{id}")));
         let body: RequestContent<Bytes, NoFormat> = batch.payload.clone().into();
         let res = client
             .append_blob_client()
