@@ -124,6 +124,65 @@ batch = { max_records = 500, max_age = "200ms" }
 }
 
 #[test]
+fn failing_checkpoint_writes_are_counted_shown_and_heal_without_duplicates() {
+    let lf = Lf::new(
+        r#"
+checkpoint_interval = "100ms"
+[api]
+unready_after = "1s"
+[sources.jobs]
+include = ["{dir}/logs/*.log"]
+sinks = ["archive"]
+[sinks.archive]
+type = "directory"
+path = "{dir}/archive"
+batch = { max_records = 500, max_age = "200ms" }
+"#,
+    );
+    // Only the checkpoints are on the full disk: records flow, their offsets cannot be kept.
+    let _fs = Tmpfs::mount(&lf.path("data/checkpoints"), "256k");
+    let filler = fill(&lf.path("data/checkpoints"));
+    let run = lf.spawn();
+    let n = 3000;
+    write_lines(&lf.path("logs/a.log"), 0, n);
+    wait_until(
+        Duration::from_secs(20),
+        "checkpoint failures counted",
+        || {
+            run.metric(
+                "logferry_checkpoint_write_failures_total",
+                "source=\"jobs\"",
+            ) >= 2.0
+        },
+    );
+    wait_until(
+        Duration::from_secs(20),
+        "/readyz 503 naming the failing checkpoint",
+        || {
+            let (status, v) = readyz(lf.port);
+            status == 503 && v["sources"]["jobs"]["checkpoint"] == "failing"
+        },
+    );
+    wait_until(Duration::from_secs(20), "records still delivered", || {
+        archive_records(&lf.path("archive")).len() >= n as usize
+    });
+    std::fs::remove_file(&filler).unwrap();
+    wait_until(Duration::from_secs(10), "/readyz 200 again", || {
+        let (status, v) = readyz(lf.port);
+        status == 200 && v["sources"]["jobs"]["checkpoint"] == "ok"
+    });
+    assert!(run.term(Duration::from_secs(10)).success());
+    // The offsets caught up once the disk had room: a restart sends nothing again.
+    lf.run_once();
+    let recs = lf.final_archive("archive");
+    assert_eq!(
+        assert_all_present(&recs, n),
+        0,
+        "no duplicates after the restart"
+    );
+}
+
+#[test]
 fn sigterm_ends_in_time_when_a_sink_never_answers_and_says_it_was_cut_short() {
     // A receiver that accepts and never answers: the attempt would wait its whole timeout.
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
