@@ -346,7 +346,7 @@ impl Attempt {
                 "batch_id": b.meta.id,
                 "key": b.meta.key,
                 "records": b.meta.record_count,
-                "reason": reason,
+                "reason": logferry_sinks::redact::text(&reason),
                 "time": chrono::Utc::now().to_rfc3339(),
                 "payload_kept": !memory,
             });

@@ -4,6 +4,7 @@
 mod mask_cmd;
 
 use logferry::{config, ops, pipeline};
+use logferry_sinks::redact;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -91,7 +92,7 @@ fn main() -> ExitCode {
             check_sinks,
         } => match config::load(&config) {
             Ok(cfg) => {
-                print!("{}", summary(&cfg));
+                print!("{}", redact::text(&summary(&cfg)));
                 if !check_sinks {
                     return ExitCode::SUCCESS;
                 }
@@ -107,7 +108,7 @@ fn main() -> ExitCode {
                         Ok(()) => println!("  {name:<12} {kind:<10} ok"),
                         Err(e) => {
                             ok = false;
-                            println!("  {name:<12} {kind:<10} FAILED: {e}");
+                            println!("  {name:<12} {kind:<10} FAILED: {}", redact::text(&e));
                         }
                     }
                 }
@@ -118,7 +119,7 @@ fn main() -> ExitCode {
                 }
             }
             Err(problems) => {
-                eprint!("{problems}");
+                eprint!("{}", redact::text(&problems.to_string()));
                 ExitCode::from(2)
             }
         },
@@ -132,14 +133,14 @@ fn main() -> ExitCode {
             let cfg = match config::load(&config) {
                 Ok(c) => c,
                 Err(problems) => {
-                    eprint!("{problems}");
+                    eprint!("{}", redact::text(&problems.to_string()));
                     return ExitCode::from(2);
                 }
             };
             match mask_cmd::run(&cfg, profile.as_deref(), diff, text, input.as_deref()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("logferry mask: {e:#}");
+                    eprintln!("logferry mask: {}", redact::text(&format!("{e:#}")));
                     ExitCode::from(2)
                 }
             }
@@ -148,7 +149,7 @@ fn main() -> ExitCode {
             let cfg = match config::load(&config) {
                 Ok(c) => c,
                 Err(problems) => {
-                    eprint!("{problems}");
+                    eprint!("{}", redact::text(&problems.to_string()));
                     return ExitCode::from(2);
                 }
             };
@@ -165,7 +166,7 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "logferry failed");
-                    eprintln!("logferry: {e:#}");
+                    eprintln!("logferry: {}", redact::text(&format!("{e:#}")));
                     ExitCode::FAILURE
                 }
             }

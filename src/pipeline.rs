@@ -34,6 +34,9 @@ struct SinkSide {
 }
 
 async fn build_sink(cfg: &SinkConfig) -> anyhow::Result<Arc<dyn Sink>> {
+    if cfg.plaintext_credentials() {
+        warn!(sink = %cfg.name, "allow_plaintext_credentials: this sink sends its credentials over http:// in clear");
+    }
     if let SinkKind::S3(o) = &cfg.kind {
         return Ok(Arc::new(
             logferry_sinks::S3Sink::new((**o).clone())

@@ -13,6 +13,7 @@ include = ["{{dir}}/logs/*.log"]
 sinks = ["blob"]
 [sinks.blob]
 type = "azure_blob"
+allow_plaintext_credentials = true
 container = "{container}"
 connection_string = "{conn}"
 key = "{{source}}/{{account_id}}/{{batch_id}}.ndjson.gz"
@@ -97,7 +98,7 @@ fn a_sas_token_from_a_file() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("sas"), format!("?{}\n", az.account_sas())).unwrap();
     let lf = Lf::new(&format!(
-        "[sources.jobs]\ninclude = [\"{{dir}}/logs/*.log\"]\nsinks = [\"blob\"]\n[sinks.blob]\ntype = \"azure_blob\"\ncontainer = \"sas\"\naccount = \"devstoreaccount1\"\nendpoint = \"http://127.0.0.1:{}/devstoreaccount1\"\nsas_token_file = \"{}\"\n",
+        "[sources.jobs]\ninclude = [\"{{dir}}/logs/*.log\"]\nsinks = [\"blob\"]\n[sinks.blob]\ntype = \"azure_blob\"\nallow_plaintext_credentials = true\ncontainer = \"sas\"\naccount = \"devstoreaccount1\"\nendpoint = \"http://127.0.0.1:{}/devstoreaccount1\"\nsas_token_file = \"{}\"\n",
         az.port,
         dir.path().join("sas").display()
     ));
@@ -232,6 +233,7 @@ include = ["{{dir}}/logs/*.log"]
 sinks = ["blob"]
 [sinks.blob]
 type = "azure_blob"
+allow_plaintext_credentials = true
 container = "{container}"
 account = "devstoreaccount1"
 endpoint = "{}"
@@ -394,6 +396,7 @@ include = ["{{dir}}/logs/*.log"]
 sinks = ["blob"]
 [sinks.blob]
 type = "azure_blob"
+allow_plaintext_credentials = true
 container = "{container}"
 account = "devstoreaccount1"
 endpoint = "http://127.0.0.1:{endpoint_port}/devstoreaccount1"
@@ -679,7 +682,7 @@ fn a_read_only_sas_is_refused_with_the_role_to_grant() {
     let az = Azurite::start();
     az.create_container("readonly");
     let lf = Lf::new(&format!(
-        "[sources.jobs]\ninclude = [\"{{dir}}/logs/*.log\"]\nsinks = [\"blob\"]\n[sinks.blob]\ntype = \"azure_blob\"\ncontainer = \"readonly\"\naccount = \"devstoreaccount1\"\nendpoint = \"{}\"\nsas_token = \"{}\"\n",
+        "[sources.jobs]\ninclude = [\"{{dir}}/logs/*.log\"]\nsinks = [\"blob\"]\n[sinks.blob]\ntype = \"azure_blob\"\nallow_plaintext_credentials = true\ncontainer = \"readonly\"\naccount = \"devstoreaccount1\"\nendpoint = \"{}\"\nsas_token = \"{}\"\n",
         az.endpoint(),
         az.account_sas_with("rl")
     ));

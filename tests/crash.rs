@@ -127,7 +127,7 @@ fn kill_9_in_a_loop_ends_with_every_record_in_the_bucket() {
     rt.block_on(c.create_bucket().bucket("crash").send())
         .unwrap();
     let sink = format!(
-        "type = \"s3\"\nbucket = \"crash\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\nforce_path_style = true",
+        "type = \"s3\"\nallow_plaintext_credentials = true\nbucket = \"crash\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\nforce_path_style = true",
         moto.endpoint
     );
     crash_loop(&sink, "disk", 10, &moto.env(), |_| {
@@ -178,7 +178,7 @@ fn kill_9_in_a_loop_ends_with_every_record_in_azure_blob() {
     let az = Azurite::start();
     az.create_container("crash");
     let sink = format!(
-        "type = \"azure_blob\"\ncontainer = \"crash\"\nconnection_string = \"{}\"",
+        "type = \"azure_blob\"\nallow_plaintext_credentials = true\ncontainer = \"crash\"\nconnection_string = \"{}\"",
         az.connection_string()
     );
     crash_loop(&sink, "disk", 10, &[], |_| az.records("crash"));
@@ -203,7 +203,7 @@ fn kill_9_in_a_loop_ends_with_every_record_in_azure_append_blobs_and_no_block_tw
         },
     );
     let sink = format!(
-        "type = \"azure_blob\"\ncontainer = \"crash\"\nconnection_string = \"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{}/devstoreaccount1;\"\nblob_type = \"append\"\nkey = \"{{source}}/{{account_id}}.ndjson.gz\"",
+        "type = \"azure_blob\"\nallow_plaintext_credentials = true\ncontainer = \"crash\"\nconnection_string = \"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{}/devstoreaccount1;\"\nblob_type = \"append\"\nkey = \"{{source}}/{{account_id}}.ndjson.gz\"",
         proxy.port
     );
     crash_loop(&sink, "disk", 6, &[], |_| az.records("crash"));

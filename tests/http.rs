@@ -18,6 +18,8 @@ sinks = ["endpoint"]
 [sinks.endpoint]
 type = "http"
 url = "{url}"
+# The receiver is a local plaintext one.
+allow_plaintext_credentials = true
 retry = {{ initial_backoff = "50ms", max_backoff = "200ms" }}
 {extra}
 "#

@@ -18,6 +18,8 @@ sinks = ["endpoint"]
 [sinks.endpoint]
 type = "http"
 url = "{url}"
+# The receiver is a local plaintext one.
+allow_plaintext_credentials = true
 check = "none"
 batch = {{ max_age = "200ms" }}
 retry = {{ initial_backoff = "100ms", max_backoff = "300ms" }}

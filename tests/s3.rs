@@ -13,6 +13,7 @@ sinks = ["s3"]
 timestamp_field = "ts"
 [sinks.s3]
 type = "s3"
+allow_plaintext_credentials = true
 bucket = "{bucket}"
 region = "us-east-1"
 endpoint = "{endpoint}"

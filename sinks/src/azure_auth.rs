@@ -146,7 +146,11 @@ struct TokenFile(PathBuf);
 impl ClientAssertion for TokenFile {
     async fn secret(&self, _: Option<ClientMethodOptions<'_>>) -> azure_core::Result<String> {
         match tokio::fs::read_to_string(&self.0).await {
-            Ok(s) => Ok(s.trim().to_string()),
+            Ok(s) => {
+                let token = s.trim().to_string();
+                crate::redact::register([&token]);
+                Ok(token)
+            }
             Err(e) => Err(azure_core::Error::with_message(
                 azure_core::error::ErrorKind::Credential,
                 format!(

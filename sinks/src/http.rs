@@ -106,6 +106,8 @@ pub struct HttpOptions {
     pub retry_on: Statuses,
     pub success_on: Statuses,
     pub check: CheckMethod,
+    /// The configuration allowed credentials over http:// (checked at load).
+    pub allow_plaintext_credentials: bool,
 }
 
 pub struct HttpSink {
@@ -120,6 +122,13 @@ impl HttpSink {
     pub fn new(o: HttpOptions) -> Result<HttpSink, String> {
         let mut url = reqwest::Url::parse(&o.url).map_err(|e| format!("url {:?}: {e}", o.url))?;
         let client = crate::tls::client_for(&o.tls, &mut url)?;
+        if let HttpAuth::Basic {
+            user,
+            password: Secretish::Inline(pw),
+        } = &o.auth
+        {
+            crate::redact::register([basic_credential(user, pw)]);
+        }
         Ok(HttpSink {
             o,
             client,
@@ -146,6 +155,11 @@ impl HttpSink {
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?
             .trim_end_matches(['\r', '\n'])
             .to_string();
+        // A rotated secret is as secret as the first one, and so is the header made of it.
+        crate::redact::register([&v]);
+        if let HttpAuth::Basic { user, .. } = &self.o.auth {
+            crate::redact::register([basic_credential(user, &v)]);
+        }
         *cache = Some((path.clone(), mtime, v.clone()));
         Ok(v)
     }
@@ -165,6 +179,14 @@ impl HttpSink {
         }
         Ok(r)
     }
+}
+
+/// What a basic-auth header carries: base64 of `user:password`.
+fn basic_credential(user: &str, password: &str) -> String {
+    base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("{user}:{password}"),
+    )
 }
 
 /// `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>." followed by the body as sent>`.

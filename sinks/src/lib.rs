@@ -12,6 +12,7 @@ pub mod batch;
 pub mod directory;
 pub mod http;
 pub mod key;
+pub mod redact;
 pub mod response;
 pub mod s3;
 pub mod tls;

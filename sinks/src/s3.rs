@@ -35,6 +35,8 @@ pub struct S3Options {
     pub metadata: Vec<(String, String)>,
     pub multipart_threshold: u64,
     pub part_size: u64,
+    /// The configuration allowed an http:// endpoint (checked at load).
+    pub allow_plaintext_credentials: bool,
     pub role_arn: Option<String>,
     pub external_id: Option<String>,
     pub session_name: Option<String>,

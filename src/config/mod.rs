@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use logferry_sinks::{Compression, Encoding, KeyTemplate};
-pub use raw::{Buffer, Format, LogFormat, Oversize, ReadFrom};
+pub use raw::{Buffer, FollowSymlinks, Format, LogFormat, Oversize, ReadFrom};
 use values::Size;
 
 pub const DEFAULT_KEY: &str = "{source}/%Y/%m/%d/%H/{batch_id}.ndjson.gz";
@@ -38,6 +38,10 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     pub masking: BTreeMap<String, std::sync::Arc<crate::mask::Profile>>,
     pub sinks: Vec<SinkConfig>,
+    /// Credential values found in the file (see `secrets.rs`), for the process's redaction.
+    pub secrets: Vec<String>,
+    /// Files holding credentials or keys (and this configuration): never read as logs.
+    pub credential_files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +61,7 @@ pub struct SourceConfig {
     pub record_id: Option<String>,
     pub timestamp_field: Option<String>,
     pub max_open_files: usize,
+    pub follow_symlinks: FollowSymlinks,
     pub glob_interval: Duration,
     pub rotate_wait: Duration,
 }
@@ -102,6 +107,22 @@ pub struct SinkConfig {
 }
 
 impl SinkConfig {
+    /// The sink was allowed to send credentials over http:// and does (warned at each start).
+    pub fn plaintext_credentials(&self) -> bool {
+        let http = |u: &str| {
+            u.get(..7)
+                .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
+        };
+        match &self.kind {
+            SinkKind::S3(o) => {
+                o.allow_plaintext_credentials && o.endpoint.as_deref().is_some_and(http)
+            }
+            SinkKind::AzureBlob(o) => o.allow_plaintext_credentials && http(&o.endpoint),
+            SinkKind::Http(o) => o.allow_plaintext_credentials && http(&o.url),
+            SinkKind::Directory { .. } | SinkKind::AzureMonitor(_) => false,
+        }
+    }
+
     pub fn type_name(&self) -> &'static str {
         match self.kind {
             SinkKind::Directory { .. } => "directory",
@@ -152,6 +173,8 @@ pub struct Problem {
 pub struct Problems {
     pub file: PathBuf,
     pub list: Vec<Problem>,
+    /// Credential values found before the problems, so that they are redacted when shown.
+    pub secrets: Vec<String>,
 }
 
 impl fmt::Display for Problems {
@@ -196,9 +219,21 @@ impl Collector {
     }
 }
 
-/// Reads, expands and checks a configuration file with the process environment.
+/// Environment variables that hold credentials for the AWS and Azure SDKs.
+const CREDENTIAL_VARS: &[&str] = &[
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_STORAGE_KEY",
+    "AZURE_STORAGE_CONNECTION_STRING",
+    "AZURE_STORAGE_SAS_TOKEN",
+];
+
+/// Reads, expands and checks a configuration file with the process environment, and
+/// registers the credentials it holds with the process's redaction.
 pub fn load(path: &Path) -> Result<Config, Problems> {
     let text = std::fs::read_to_string(path).map_err(|e| Problems {
+        secrets: Vec::new(),
         file: path.to_path_buf(),
         list: vec![Problem {
             line: None,
@@ -209,7 +244,16 @@ pub fn load(path: &Path) -> Result<Config, Problems> {
     // Relative paths in the file are relative to the file's directory: make that absolute so
     // checkpoints and logs name files the same way whatever the working directory is.
     let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    load_str(&abs, &text, &|k| std::env::var(k).ok())
+    let res = load_str(&abs, &text, &|k| std::env::var(k).ok());
+    // Credentials the SDK chains take from the environment.
+    logferry_sinks::redact::register(CREDENTIAL_VARS.iter().filter_map(|v| std::env::var(v).ok()));
+    // The process's messages (logs, errors, /readyz) never show these from now on, also
+    // when the file was refused.
+    match &res {
+        Ok(cfg) => logferry_sinks::redact::register(&cfg.secrets),
+        Err(p) => logferry_sinks::redact::register(&p.secrets),
+    }
+    res
 }
 
 pub fn load_str(
@@ -220,6 +264,7 @@ pub fn load_str(
     let fail = |list: Vec<Problem>| Problems {
         file: path.to_path_buf(),
         list,
+        secrets: Vec::new(),
     };
     let doc = match toml_edit::Document::parse(text) {
         Ok(d) => d,
@@ -247,9 +292,27 @@ pub fn load_str(
         expanded: Vec::new(),
     };
     expand_table(&mut table, "", env, &mut c);
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let secrets::Found {
+        values: mut found,
+        mut files,
+    } = secrets::collect(&table, &base);
+    found.extend(c.expanded.iter().map(|(value, _)| value.clone()));
+    files.push(path.to_path_buf());
+    files.extend(
+        secrets::ENV_FILES
+            .iter()
+            .filter_map(|v| env(v))
+            .map(PathBuf::from),
+    );
+    if let Some(home) = env("HOME") {
+        files.push(Path::new(&home).join(".aws/credentials"));
+    }
     let cfg = build(path, table, env, &mut c);
     if c.list.is_empty() {
-        if let Some(cfg) = cfg {
+        if let Some(mut cfg) = cfg {
+            cfg.secrets = found;
+            cfg.credential_files = files;
             return Ok(cfg);
         }
     }
@@ -266,7 +329,9 @@ pub fn load_str(
         }
     }
     c.list.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
-    Err(fail(c.list))
+    let mut problems = fail(c.list);
+    problems.secrets = found;
+    Err(problems)
 }
 
 fn expand_table(
@@ -512,6 +577,8 @@ fn build(
         sources,
         masking,
         sinks,
+        secrets: Vec::new(),
+        credential_files: Vec::new(),
     })
 }
 
@@ -533,6 +600,7 @@ fn size_or(s: Option<Size>, default: u64) -> u64 {
     s.map_or(default, |s| s.0)
 }
 
+mod secrets;
 mod source;
 
 mod sink;

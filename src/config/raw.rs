@@ -99,6 +99,8 @@ pub struct Source {
     #[serde(default)]
     pub max_open_files: Option<usize>,
     #[serde(default)]
+    pub follow_symlinks: FollowSymlinks,
+    #[serde(default)]
     pub glob_interval: Option<Dur>,
     #[serde(default)]
     pub rotate_wait: Option<Dur>,
@@ -156,6 +158,17 @@ pub const SINK_COMMON_KEYS: &[&str] = &[
 ];
 
 pub const SINK_TYPES: &[&str] = &["directory", "s3", "azure_blob", "azure_monitor", "http"];
+
+/// Which symbolic links in a source's directories are followed.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FollowSymlinks {
+    /// Only when the target lies under an include pattern's root.
+    #[default]
+    Within,
+    Always,
+    Never,
+}
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
@@ -222,6 +235,9 @@ pub struct S3 {
     pub access_key_id_file: Option<String>,
     pub secret_access_key_file: Option<String>,
     pub tls: Option<Tls>,
+    /// Send credentials over http:// (a trusted network only); warned at every start.
+    #[serde(default)]
+    pub allow_plaintext_credentials: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -254,6 +270,9 @@ pub struct AzureBlob {
     pub create_container: bool,
     pub blob_type: Option<String>,
     pub append_roll: Option<AppendRoll>,
+    /// Send credentials over http:// (a trusted network only); warned at every start.
+    #[serde(default)]
+    pub allow_plaintext_credentials: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -332,6 +351,9 @@ pub struct Http {
     pub success_on: Option<Vec<StatusItem>>,
     /// What `validate --check-sinks` sends: `head`, `options` or `none`.
     pub check: Option<String>,
+    /// Send credentials over http:// (a trusted network only); warned at every start.
+    #[serde(default)]
+    pub allow_plaintext_credentials: bool,
 }
 
 #[derive(Debug, Deserialize)]

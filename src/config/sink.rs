@@ -13,6 +13,21 @@ use super::{
     resolve, size_or, typed, Collector, SinkConfig, SinkKind, DEFAULT_APPEND_KEY, DEFAULT_KEY,
 };
 
+/// Credentials never cross a plaintext transport unless the sink says so: `url` (at option
+/// `key`) must be https:// when `creds` (what would be sent, in words) travel with it.
+/// Loopback gets no exemption: a sidecar's "localhost" can be another container's port.
+fn plaintext(p: &str, key: &str, url: &str, creds: &str, allowed: bool, c: &mut Collector) {
+    let http = url
+        .get(..7)
+        .is_some_and(|s| s.eq_ignore_ascii_case("http://"));
+    if http && !allowed {
+        c.add(
+            format!("{p}.{key}"),
+            format!("is http://, which would send {creds} in clear: use https://, or set allow_plaintext_credentials = true on this sink if the network between is trusted"),
+        );
+    }
+}
+
 pub(super) fn build(
     name: &str,
     p: &str,
@@ -326,6 +341,18 @@ fn s3(p: &str, s: raw::S3, base: &Path, c: &mut Collector) -> Option<logferry_si
             "S3 takes no server_name (only tls.ca_file); point endpoint at the name instead",
         );
     }
+    if let Some(e) = &s.endpoint {
+        // Every S3 request is signed; over http:// the session token travels in a header and
+        // a signed request can be replayed by whoever reads it.
+        plaintext(
+            p,
+            "endpoint",
+            e,
+            "signed requests and any session token",
+            s.allow_plaintext_credentials,
+            c,
+        );
+    }
     if c.list.len() > before {
         return None;
     }
@@ -345,6 +372,7 @@ fn s3(p: &str, s: raw::S3, base: &Path, c: &mut Collector) -> Option<logferry_si
         metadata: s.metadata.into_iter().collect(),
         multipart_threshold,
         part_size,
+        allow_plaintext_credentials: s.allow_plaintext_credentials,
         role_arn: s.role_arn,
         external_id: s.external_id,
         session_name: s.session_name,

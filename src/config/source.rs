@@ -125,6 +125,7 @@ pub(super) fn build(
         record_id: s.record_id,
         timestamp_field: s.timestamp_field,
         max_open_files,
+        follow_symlinks: s.follow_symlinks,
         glob_interval: s.glob_interval.map_or(Duration::from_millis(500), |d| d.0),
         rotate_wait: s.rotate_wait.map_or(Duration::from_secs(5), |d| d.0),
     })

@@ -207,11 +207,64 @@ fn azure_blob_credentials_are_checked_together() {
         ("connection_string = \"UseDevelopmentStorage=true\"\nauth = \"managed_identity\"\n", "sinks.blob.auth: the connection string already says"),
         ("connection_string = \"UseDevelopmentStorage=true\"\nblob_type = \"append\"\naccess_tier = \"Cool\"\n", "access tiers apply to block blobs only"),
         ("connection_string = \"UseDevelopmentStorage=true\"\nappend_roll = { max_bytes = \"1GiB\" }\n", "only applies with blob_type = \"append\""),
-        ("connection_string = \"UseDevelopmentStorage=true\"\nblob_type = \"append\"\nkey = \"{source}/{batch_id}.gz\"\n", "append blobs are shared by the batches of a key"),
+        ("connection_string = \"UseDevelopmentStorage=true\"\nallow_plaintext_credentials = true\nblob_type = \"append\"\nkey = \"{source}/{batch_id}.gz\"\n", "append blobs are shared by the batches of a key"),
     ] {
         let shown = load(&format!("{BLOB}{extra}")).unwrap_err().to_string();
         assert!(shown.contains(expect), "{extra}\n=> {shown}");
     }
+}
+
+#[test]
+fn credentials_over_plaintext_are_refused_unless_the_sink_opts_in() {
+    let azurite = "connection_string = \"UseDevelopmentStorage=true\"\n";
+    let shown = load(&format!("{BLOB}{azurite}")).unwrap_err().to_string();
+    assert!(
+        shown.contains("sinks.blob.connection_string: is http://, which would send SAS tokens signed with the account key in clear"),
+        "{shown}"
+    );
+    let sas = "account = \"a\"\nendpoint = \"http://10.0.0.5/a\"\nsas_token = \"sv=1&sig=x\"\n";
+    let shown = load(&format!("{BLOB}{sas}")).unwrap_err().to_string();
+    assert!(
+        shown.contains("sinks.blob.endpoint: is http://, which would send the SAS token"),
+        "{shown}"
+    );
+    let ok = load(&format!(
+        "{BLOB}{azurite}allow_plaintext_credentials = true\n"
+    ))
+    .unwrap();
+    assert!(ok.sinks[0].plaintext_credentials(), "warned at start");
+
+    let bearer = "auth = { bearer = { token = \"t0ken-value\" } }\n";
+    let http = HTTP_BASE.replace("https://", "http://");
+    let shown = load(&format!("{http}{bearer}")).unwrap_err().to_string();
+    assert!(
+        shown.contains("sinks.out.url: is http://, which would send a bearer token in clear"),
+        "{shown}"
+    );
+    let shown = load(&format!("{http}headers = {{ X-Api-Key = \"k-123456\" }}\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(shown.contains("header X-Api-Key"), "{shown}");
+    // Loopback is no exemption.
+    let local = HTTP_BASE.replace("https://logs.example.com", "http://127.0.0.1:9");
+    assert!(load(&format!("{local}{bearer}")).is_err());
+    // No credential, no problem; https, no problem.
+    assert!(!load(&http).unwrap().sinks[0].plaintext_credentials());
+    assert!(load(&format!("{HTTP_BASE}{bearer}")).is_ok());
+    let ok = load(&format!(
+        "{http}{bearer}allow_plaintext_credentials = true\n"
+    ))
+    .unwrap();
+    assert!(ok.sinks[0].plaintext_credentials());
+
+    let s3 = "[sinks.s3]\ntype = \"s3\"\nbucket = \"b\"\nregion = \"us-east-1\"\nendpoint = \"http://minio:9000\"\n";
+    let base = HTTP_BASE.replace("sinks = [\"out\"]", "sinks = [\"out\", \"s3\"]");
+    let shown = load(&format!("{base}{s3}")).unwrap_err().to_string();
+    assert!(
+        shown.contains("sinks.s3.endpoint: is http://, which would send signed requests"),
+        "{shown}"
+    );
+    assert!(load(&format!("{base}{s3}allow_plaintext_credentials = true\n")).is_ok());
 }
 
 /// One source into an HTTP sink named `out`; tests add the sink's options after it.

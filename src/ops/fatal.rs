@@ -32,7 +32,10 @@ pub fn install_panic_hook() {
             .map(|l| format!("{}:{}", l.file(), l.line()))
             .unwrap_or_default();
         tracing::error!(%stage, panic = %what, location = %at, "internal error: a stage panicked; exiting so that the process is restarted (what was not durable is read again)");
-        eprintln!("logferry: internal error in {stage}: {what} at {at}");
+        eprintln!(
+            "logferry: internal error in {stage}: {} at {at}",
+            logferry_sinks::redact::text(&what)
+        );
         std::process::exit(PANIC_EXIT);
     }));
 }

@@ -60,9 +60,10 @@ fn ts(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-/// An error as reported: a status, a service's message or an OS error, never a secret.
+/// An error as reported: a status, a service's message or an OS error, redacted (a
+/// transport error quotes the URL) before it is cut, so a secret is never cut in half.
 fn cut(e: &str) -> String {
-    e.chars().take(300).collect()
+    logferry_sinks::redact::text(e).chars().take(300).collect()
 }
 
 pub struct Health {

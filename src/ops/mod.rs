@@ -8,16 +8,63 @@ pub mod metrics;
 use crate::config::LogFormat;
 
 /// Sets up `tracing` on stderr. `RUST_LOG`, when set, overrides the configured level.
+///
+/// The configured level applies to logferry's own crates; dependencies log at WARN and
+/// above (the Azure SDK prints request URLs at INFO, the TLS verifier certificate details).
+/// Every line, whoever wrote it, passes through [`logferry_sinks::redact`].
 pub fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directives(level)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(Redacted);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
+}
+
+/// A level for logferry's crates and WARN for the rest; a full directive (with `=` or `,`)
+/// is taken as written.
+fn directives(level: &str) -> String {
+    if level.contains(['=', ',']) {
+        level.to_string()
+    } else {
+        format!("warn,logferry={level},logferry_sinks={level}")
+    }
+}
+
+/// Stderr, a line at a time, redacted.
+struct Redacted;
+
+/// One formatted event, written out redacted when the formatter lets go of it.
+struct Line(Vec<u8>);
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Redacted {
+    type Writer = Line;
+    fn make_writer(&'a self) -> Line {
+        Line(Vec::with_capacity(256))
+    }
+}
+
+impl std::io::Write for Line {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        use std::io::Write;
+        let text = String::from_utf8_lossy(&self.0);
+        let out = logferry_sinks::redact::text(&text);
+        // Nowhere to report a failed write to stderr.
+        let _ = std::io::stderr().lock().write_all(out.as_bytes());
+    }
 }
 
 /// A plain HTTP GET for `logferry health`: (status, body). Only `http://host:port/path`: the
@@ -133,5 +180,14 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(60));
         assert_eq!(r.allow("open a"), Some(2));
         assert_eq!(r.allow("open a"), None);
+    }
+
+    #[test]
+    fn dependencies_log_at_warn_unless_told_otherwise() {
+        assert_eq!(
+            super::directives("info"),
+            "warn,logferry=info,logferry_sinks=info"
+        );
+        assert_eq!(super::directives("debug,hyper=trace"), "debug,hyper=trace");
     }
 }

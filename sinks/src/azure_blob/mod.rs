@@ -30,7 +30,7 @@ use crate::tls::TlsOptions;
 use crate::{percent_encode, Outcome, SealedBatch, Sink};
 use append::AppendState;
 use sas::{account_sas_create, SAS_LIFETIME};
-pub use sas::{mint_sas, redact_sas, ConnectionString};
+pub use sas::{mint_sas, ConnectionString};
 
 /// How the sink authenticates to the storage account.
 #[derive(Clone, PartialEq, Eq)]
@@ -106,6 +106,9 @@ pub struct AzureBlobOptions {
     pub create_container: bool,
     pub blob_type: BlobType,
     pub append_roll: AppendRoll,
+    /// The configuration allowed credentials over http:// (checked at load); minted SAS
+    /// tokens then allow http too (`spr=https,http`), otherwise `spr=https`.
+    pub allow_plaintext_credentials: bool,
 }
 
 pub struct AzureBlobSink {
@@ -177,7 +180,13 @@ impl AzureBlobSink {
             Some((t, exp)) if *exp - now > SAS_LIFETIME / 2 => t.clone(),
             _ => {
                 let exp = now + SAS_LIFETIME;
-                let t = mint_sas(&self.o.account, key, &self.o.container, exp);
+                let t = mint_sas(
+                    &self.o.account,
+                    key,
+                    &self.o.container,
+                    exp,
+                    self.o.allow_plaintext_credentials,
+                );
                 *cur = Some((t.clone(), exp));
                 t
             }
@@ -200,7 +209,12 @@ impl AzureBlobSink {
             url.push('?');
             url.push_str(&q);
         }
-        Url::parse(&url).map_err(|e| format!("invalid blob URL: {}", redact_sas(&e.to_string())))
+        Url::parse(&url).map_err(|e| {
+            format!(
+                "invalid blob URL: {}",
+                crate::redact::text(&e.to_string()).into_owned()
+            )
+        })
     }
 
     fn client(&self, key: &str) -> Result<BlobClient, String> {
@@ -210,7 +224,7 @@ impl AzureBlobSink {
             ..Default::default()
         };
         BlobClient::new(url, self.credential.clone(), Some(options))
-            .map_err(|e| redact_sas(&e.to_string()))
+            .map_err(|e| crate::redact::text(&e.to_string()).into_owned())
     }
 
     fn container_client(&self, query: Option<String>) -> Result<BlobContainerClient, String> {
@@ -220,7 +234,7 @@ impl AzureBlobSink {
             ..Default::default()
         };
         BlobContainerClient::new(url, self.credential.clone(), Some(options))
-            .map_err(|e| redact_sas(&e.to_string()))
+            .map_err(|e| crate::redact::text(&e.to_string()).into_owned())
     }
 
     async fn create(&self) -> Result<(), String> {
@@ -229,6 +243,7 @@ impl AzureBlobSink {
                 &self.o.account,
                 key,
                 chrono::Utc::now() + SAS_LIFETIME,
+                self.o.allow_plaintext_credentials,
             )),
             BlobAuth::Sas(s) => Some(s.clone()),
             BlobAuth::Entra(_) => None,
@@ -243,7 +258,7 @@ impl AzureBlobSink {
             Err(e) => Err(format!(
                 "cannot create container {:?}: {}",
                 self.o.container,
-                redact_sas(&e.to_string())
+                crate::redact::text(&e.to_string()).into_owned()
             )),
         }
     }
@@ -371,7 +386,10 @@ fn classify(container: &str, e: &azure_core::Error) -> Outcome {
     };
     let reason = match status {
         Some(s) => format!("Azure Blob {} {code}", u16::from(s)),
-        None => format!("Azure Blob request failed: {}", redact_sas(&e.to_string())),
+        None => format!(
+            "Azure Blob request failed: {}",
+            crate::redact::text(&e.to_string()).into_owned()
+        ),
     };
     match status {
         None => Outcome::Retry { after: None, reason },
@@ -434,6 +452,7 @@ mod tests {
             create_container: false,
             blob_type: BlobType::Append,
             append_roll: AppendRoll::default(),
+            allow_plaintext_credentials: true,
         })
         .unwrap()
     }

@@ -191,6 +191,22 @@ pub(super) fn azure_blob(
             None
         }
     };
+    if let Some((_, endpoint, auth)) = &location {
+        let creds = match auth {
+            BlobAuth::AccountKey(_) => Some("SAS tokens signed with the account key"),
+            BlobAuth::Sas(_) => Some("the SAS token"),
+            // Refused above with its own message.
+            BlobAuth::Entra(_) => None,
+        };
+        if let Some(creds) = creds {
+            let key = if s.connection_string.is_some() || s.connection_string_file.is_some() {
+                "connection_string"
+            } else {
+                "endpoint"
+            };
+            plaintext(p, key, endpoint, creds, s.allow_plaintext_credentials, c);
+        }
+    }
     let tls = tls(p, s.tls.as_ref(), base, c);
     if c.list.len() > before {
         return None;
@@ -207,6 +223,7 @@ pub(super) fn azure_blob(
         create_container: s.create_container,
         blob_type,
         append_roll,
+        allow_plaintext_credentials: s.allow_plaintext_credentials,
     })
 }
 

@@ -174,6 +174,27 @@ pub(super) fn http(
             CheckMethod::None
         }
     };
+    let mut creds = Vec::new();
+    match &auth {
+        HttpAuth::None => {}
+        HttpAuth::Basic { .. } => creds.push("a basic-auth password".to_string()),
+        HttpAuth::Bearer(_) => creds.push("a bearer token".to_string()),
+    }
+    for (k, v) in &s.headers {
+        if crate::config::secrets::secret_header(k) || c.expanded.iter().any(|(e, _)| e == v) {
+            creds.push(format!("header {k}"));
+        }
+    }
+    if !creds.is_empty() {
+        plaintext(
+            p,
+            "url",
+            &s.url,
+            &creds.join(" and "),
+            s.allow_plaintext_credentials,
+            c,
+        );
+    }
     let tls = tls(p, s.tls.as_ref(), base, c);
     if c.list.len() > before {
         return None;
@@ -188,5 +209,6 @@ pub(super) fn http(
         retry_on,
         success_on,
         check,
+        allow_plaintext_credentials: s.allow_plaintext_credentials,
     })
 }
