@@ -347,6 +347,7 @@ async fn run_pipeline(
                 .sinks
                 .iter()
                 .any(|s| sides[s].cfg.buffer == Buffer::Memory),
+            credentials: cfg.credential_files.clone(),
         };
         let masker = match &src.masking {
             None => None,

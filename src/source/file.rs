@@ -97,8 +97,8 @@ pub fn fingerprint(file: &File) -> std::io::Result<Option<u64>> {
 }
 
 impl Tailed {
-    pub fn open(path: &Path, from_start_scan: bool) -> std::io::Result<Tailed> {
-        let file = File::open(path)?;
+    /// Starts tailing `file`, opened from `path` (by the source's admission rule).
+    pub fn new(path: &Path, file: File, from_start_scan: bool) -> std::io::Result<Tailed> {
         let meta = file.metadata()?;
         let fp = fingerprint(&file)?;
         Ok(Tailed {
@@ -365,7 +365,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("a.log");
         std::fs::write(&p, "one\ntw").unwrap();
-        let mut t = Tailed::open(&p, true).unwrap();
+        let mut t = Tailed::new(&p, std::fs::File::open(&p).unwrap(), true).unwrap();
         assert_eq!(collect(&mut t, 3, 100), vec![("one".into(), None, 0)]);
         assert_eq!(t.consumed, 4);
         std::fs::OpenOptions::new()
@@ -384,7 +384,7 @@ mod tests {
         let p = d.path().join("a.log");
         let long = "x".repeat(5000);
         std::fs::write(&p, format!("a\n{long}\nb\n")).unwrap();
-        let mut t = Tailed::open(&p, true).unwrap();
+        let mut t = Tailed::new(&p, std::fs::File::open(&p).unwrap(), true).unwrap();
         let got = collect(&mut t, 700, 1000);
         assert_eq!(got.len(), 3);
         assert_eq!(got[1].0.len(), 1000);
@@ -398,7 +398,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("a.log");
         std::fs::write(&p, "first line\nsecond\n").unwrap();
-        let mut t = Tailed::open(&p, true).unwrap();
+        let mut t = Tailed::new(&p, std::fs::File::open(&p).unwrap(), true).unwrap();
         collect(&mut t, 64, 100);
         std::fs::write(&p, "new\n").unwrap();
         assert!(t.check_truncated().unwrap());
@@ -410,7 +410,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("a.log");
         std::fs::write(&p, "aaa\n").unwrap();
-        let mut t = Tailed::open(&p, true).unwrap();
+        let mut t = Tailed::new(&p, std::fs::File::open(&p).unwrap(), true).unwrap();
         collect(&mut t, 64, 100);
         // copytruncate, then the writer quickly wrote more than we had read.
         std::fs::write(&p, "bbb\nccc\n").unwrap();
@@ -423,7 +423,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("a.log");
         std::fs::write(&p, "aaa\n").unwrap();
-        let mut t = Tailed::open(&p, true).unwrap();
+        let mut t = Tailed::new(&p, std::fs::File::open(&p).unwrap(), true).unwrap();
         // The last data was read, but no read has returned 0 yet: not known to be at the end.
         assert_eq!(t.read_lines(64, &Limit::cut(100), |_| {}).unwrap(), 4);
         assert!(!t.at_eof);

@@ -185,7 +185,7 @@ mod tests {
             digest: true,
             spill_dir: Some(spill.clone()),
         };
-        let mut t = Tailed::open(&p, true).unwrap();
+        let mut t = Tailed::new(&p, std::fs::File::open(&p).unwrap(), true).unwrap();
         let mut got = Vec::new();
         while t
             .read_lines(1000, &limit, |l| {

@@ -6,6 +6,7 @@
 
 pub mod checkpoint;
 mod file;
+mod links;
 mod long_line;
 mod oversize;
 mod scan;
@@ -82,6 +83,7 @@ struct Counters {
     checkpoint_failures: Counter,
     oversize: Counter,
     time_unparsed: Counter,
+    refused: Counter,
 }
 
 /// Decoding and batching: the part of the source that sees records.
@@ -218,6 +220,8 @@ pub struct SourceCtx {
     pub health: Arc<crate::ops::health::Health>,
     /// A sink of this source keeps nothing on disk (`buffer = "memory"`).
     pub zero_retention: bool,
+    /// Credential and key files of the configuration: never read as logs.
+    pub credentials: Vec<PathBuf>,
 }
 
 pub struct Tailer {
@@ -243,6 +247,10 @@ pub struct Tailer {
     watch: watch::Watch,
     /// The include patterns, compiled: a rename out of them is a rotation to follow.
     include: Vec<glob::Pattern>,
+    /// Which files may be opened (`follow_symlinks`, credentials, the data directory).
+    admit: links::Admission,
+    /// Paths refused by `admit`, each counted and logged once (bounded).
+    refused: std::collections::HashSet<PathBuf>,
 }
 
 impl Tailer {
@@ -262,7 +270,14 @@ impl Tailer {
             ckpt_interval,
             health,
             zero_retention,
+            credentials,
         } = ctx;
+        let admit = links::Admission::new(
+            &cfg.include,
+            cfg.follow_symlinks,
+            &credentials,
+            std::slice::from_ref(&data_dir),
+        );
         let dead_letter = cfg.oversize == crate::config::Oversize::DeadLetter;
         // Validated at load; a pattern that does not compile here only loses rename-following.
         let cfg_include = cfg
@@ -310,6 +325,7 @@ impl Tailer {
             checkpoint_failures: metrics.checkpoint_failures.get_or_create(&l).clone(),
             oversize: metrics.records_oversize.get_or_create(&l).clone(),
             time_unparsed: metrics.timestamp_unparsed.get_or_create(&l).clone(),
+            refused: metrics.files_refused.get_or_create(&l).clone(),
         };
         Ok(Tailer {
             cfg,
@@ -351,6 +367,8 @@ impl Tailer {
             reported_files: Default::default(),
             watch: watch::Watch::new(),
             include: cfg_include,
+            admit,
+            refused: Default::default(),
         })
     }
 

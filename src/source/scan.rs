@@ -43,7 +43,7 @@ impl Tailer {
                         f.state = State::Live;
                     }
                 }
-                None => match Tailed::open(path, !self.first_scan_done) {
+                None => match self.open_admitted(path, !self.first_scan_done) {
                     Ok(mut t) => {
                         if open_now >= self.cfg.max_open_files {
                             // Identified now, read when a handle is free.
@@ -54,6 +54,7 @@ impl Tailer {
                         debug!(source = %self.cfg.name, path = %path.display(), "new file");
                         self.files.insert(*key, t);
                     }
+                    Err(e) if e.is_policy() => self.refuse(path, &e),
                     Err(e) => {
                         if let Some(held) = self.repeats.allow(&format!("open {}", path.display()))
                         {
@@ -136,7 +137,7 @@ impl Tailer {
                 if m.len() <= e.offset || self.files.contains_key(&(m.dev(), m.ino())) {
                     break;
                 }
-                if let Ok(mut t) = Tailed::open(&de.path(), false) {
+                if let Ok(mut t) = self.open_admitted(&de.path(), false) {
                     if t.fp == Some(e.id.fp) {
                         info!(source = %self.cfg.name, path = %de.path().display(), "finishing a file rotated while stopped");
                         t.state = State::Gone;
@@ -167,7 +168,7 @@ impl Tailer {
             if !meta.is_file() || self.files.contains_key(&key) {
                 continue;
             }
-            match Tailed::open(&path, false) {
+            match self.open_admitted(&path, false) {
                 Ok(mut t) => {
                     debug!(source = %self.cfg.name, path = %path.display(), "a file rotated before a scan saw it; reading it to its end");
                     t.state = State::Gone;
@@ -175,11 +176,36 @@ impl Tailer {
                     self.proc.c.rotated.inc();
                     self.files.insert(key, t);
                 }
+                Err(e) if e.is_policy() => self.refuse(&path, &e),
                 Err(e) => {
                     warn!(source = %self.cfg.name, path = %path.display(), error = %e, "cannot open a rotated file; its records are not read");
                 }
             }
         }
+    }
+
+    /// Opens `path` if the source's admission rule lets it.
+    fn open_admitted(
+        &self,
+        path: &std::path::Path,
+        from_start_scan: bool,
+    ) -> Result<Tailed, links::Refused> {
+        let file = self.admit.open(path)?;
+        Ok(Tailed::new(path, file, from_start_scan)?)
+    }
+
+    /// A file refused by policy: counted and logged once (its path and why, never a byte of
+    /// it); the set is bounded, so a flood of links is logged again rather than remembered.
+    fn refuse(&mut self, path: &std::path::Path, why: &links::Refused) {
+        if self.refused.contains(path) {
+            return;
+        }
+        if self.refused.len() >= 4096 {
+            self.refused.clear();
+        }
+        self.refused.insert(path.to_path_buf());
+        self.proc.c.refused.inc();
+        warn!(source = %self.cfg.name, path = %path.display(), reason = %why, "file not read (counted in files_refused_total)");
     }
 
     /// Decides where files with a fingerprint but no position start reading.
@@ -261,11 +287,14 @@ impl Tailer {
             let Some(f) = self.files.get_mut(&k) else {
                 continue;
             };
-            match std::fs::File::open(&f.path) {
-                Ok(file) => {
+            match open_same(&f.path, f.dev, f.ino) {
+                Ok(Some(file)) => {
                     f.file = Some(file);
                     f.at_eof = false;
                 }
+                // Another file has the name now (ours was rotated, or a link was swapped):
+                // ours is looked for by inode, the other one is found by the next scan.
+                Ok(None) => reopen_rotated(&self.cfg.name, f),
                 Err(e) => {
                     if let Some(held) = self.repeats.allow(&format!("reopen {}", f.path.display()))
                     {
@@ -282,7 +311,9 @@ impl Tailer {
 /// handle. Gone files keep their handle until drained even beyond `max_open_files`.
 fn reopen_rotated(source: &str, f: &mut Tailed) {
     match find_by_inode(&f.path, f.dev, f.ino) {
-        Some(p) => match std::fs::File::open(&p) {
+        Some(p) => match open_same(&p, f.dev, f.ino).and_then(|o| {
+            o.ok_or_else(|| std::io::Error::other("the file at that name changed while opening"))
+        }) {
             Ok(file) => {
                 debug!(%source, from = %f.path.display(), to = %p.display(), "a file closed for max_open_files was rotated; reading it to its end");
                 f.path = p;
@@ -299,6 +330,13 @@ fn reopen_rotated(source: &str, f: &mut Tailed) {
                 "a file closed for max_open_files was deleted before it could be reopened; its unread end is lost (raise max_open_files)");
         }
     }
+}
+
+/// Opens `path` if it still is file (dev, ino): `None` when another file has the name now.
+fn open_same(path: &std::path::Path, dev: u64, ino: u64) -> std::io::Result<Option<std::fs::File>> {
+    let file = std::fs::File::open(path)?;
+    let m = file.metadata()?;
+    Ok((m.dev() == dev && m.ino() == ino).then_some(file))
 }
 
 /// The path of file (dev, ino) in the directory of `old`, if it is still there.
