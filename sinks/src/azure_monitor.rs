@@ -138,7 +138,10 @@ impl AzureMonitorSink {
             Err(e) => {
                 return Outcome::Retry {
                     after: None,
-                    reason: format!("Logs Ingestion request failed: {}", error_chain(&e)),
+                    reason: format!(
+                        "Logs Ingestion request failed: {}",
+                        crate::tls::explain_chain(&error_chain(&e), self.o.tls.cert_file.is_some())
+                    ),
                 }
             }
         };

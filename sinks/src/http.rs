@@ -207,30 +207,8 @@ pub fn explain(e: &reqwest::Error, client_cert: bool) -> String {
     let chain = error_chain(e);
     let plain = if e.is_timeout() {
         "no answer within the timeout"
-    } else if chain.contains("UnknownIssuer") || chain.contains("unknown issuer") {
-        "the server's certificate is not signed by a CA we trust (set tls.ca_file)"
-    } else if chain.contains("NotValidForName") || chain.contains("not valid for name") {
-        "the server's certificate does not name this host (fix the URL or set tls.server_name)"
-    } else if chain.contains("Expired") {
-        "the server's certificate has expired"
-    } else if chain.contains("CertificateRequired") {
-        "the server requires a client certificate (set tls.cert_file and tls.key_file)"
-    } else if chain.contains("received fatal alert") && client_cert {
-        // BadCertificate, UnknownCA, DecryptError (a CA of the same name): servers say it
-        // in different ways.
-        "the server ended the TLS handshake: it does not accept our client certificate (check tls.cert_file and tls.key_file against the CA it trusts)"
-    } else if chain.contains("received fatal alert") {
-        "the server ended the TLS handshake (does it require a client certificate? set tls.cert_file and tls.key_file)"
-    } else if client_cert
-        && (chain.contains("connection was not ready")
-            || chain.contains("connection closed before message completed")
-            || chain.contains("Connection reset"))
-    {
-        // TLS 1.3: the server checks our certificate after the handshake finished on our
-        // side, so its refusal can arrive as a closed connection instead of an alert.
-        "the server closed the connection right after the TLS handshake: it may not accept our client certificate (check tls.cert_file and tls.key_file against the CA it trusts)"
-    } else if chain.contains("Connection refused") {
-        "connection refused (nothing listens at that address)"
+    } else if let Some(w) = crate::tls::words(&chain, client_cert) {
+        w
     } else if e.is_connect() {
         "cannot connect"
     } else {

@@ -337,8 +337,11 @@ fn classify<E: ProvideErrorMetadata + std::fmt::Debug>(
             after: None,
             reason: format!(
                 "cannot reach S3: {}",
-                d.as_connector_error()
-                    .map_or_else(|| format!("{e}"), |c| c.to_string())
+                crate::tls::explain_chain(
+                    &d.as_connector_error()
+                        .map_or_else(|| format!("{e}"), |c| crate::azure_monitor::error_chain(c)),
+                    false
+                )
             ),
         },
         // Includes responses that could not be read: the object may or may not be there;

@@ -81,3 +81,68 @@ pub fn builder(tls: &TlsOptions) -> Result<reqwest::ClientBuilder, String> {
     }
     Ok(b)
 }
+
+/// A TLS or connection failure in words an operator can act on, found in an error's chain
+/// of causes (`None`: nothing recognised). Used by every sink and `validate --check-sinks`.
+pub fn words(chain: &str, client_cert: bool) -> Option<&'static str> {
+    let has = |s: &str| chain.contains(s);
+    Some(if has("CaUsedAsEndEntity") {
+        "the server presents a CA certificate (CA:TRUE) as its own certificate: issue a server certificate from that CA and serve that (openssl req -x509 makes a CA certificate unless told otherwise)"
+    } else if has("UnknownIssuer") || has("unknown issuer") {
+        "the server's certificate is not signed by a CA we trust (set tls.ca_file to the CA that issued it)"
+    } else if has("NotValidForName") || has("not valid for name") {
+        "the server's certificate does not name this host (the names it holds are listed below: fix the URL, or set tls.server_name to one of them)"
+    } else if has("NotValidYet") || has("certificate not valid yet") {
+        "the server's certificate is not valid yet (or this machine's clock is behind)"
+    } else if has("Expired") || has("certificate expired") {
+        "the server's certificate has expired (or this machine's clock is ahead): renew it"
+    } else if has("CertificateRequired") {
+        "the server requires a client certificate (set tls.cert_file and tls.key_file)"
+    } else if has("received fatal alert") && client_cert {
+        // BadCertificate, UnknownCA, DecryptError (a CA of the same name): servers say it
+        // in different ways.
+        "the server ended the TLS handshake: it does not accept our client certificate (check tls.cert_file and tls.key_file against the CA it trusts)"
+    } else if has("received fatal alert") {
+        "the server ended the TLS handshake (does it require a client certificate? set tls.cert_file and tls.key_file)"
+    } else if client_cert
+        && (has("connection was not ready")
+            || has("connection closed before message completed")
+            || has("Connection reset"))
+    {
+        // TLS 1.3: the server checks our certificate after the handshake finished on our
+        // side, so its refusal can arrive as a closed connection instead of an alert.
+        "the server closed the connection right after the TLS handshake: it may not accept our client certificate (check tls.cert_file and tls.key_file against the CA it trusts)"
+    } else if has("InvalidContentType") || has("corrupt message") {
+        "the server does not speak TLS on that port (is the URL http:// where it should be https://, or the port wrong?)"
+    } else if has("Connection refused") {
+        "connection refused (nothing listens at that address)"
+    } else if has("dns error") || has("failed to lookup address") {
+        "the host name does not resolve"
+    } else {
+        return None;
+    })
+}
+
+/// `chain` with the words for it in front, when there are some.
+pub fn explain_chain(chain: &str, client_cert: bool) -> String {
+    match words(chain, client_cert) {
+        Some(w) => format!("{w}: {chain}"),
+        None => chain.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn verifier_failures_have_words() {
+        let w = |s| super::words(s, false).unwrap_or("");
+        assert!(w("invalid peer certificate: CaUsedAsEndEntity").contains("CA:TRUE"));
+        assert!(w("invalid peer certificate: UnknownIssuer").contains("tls.ca_file"));
+        assert!(w(
+            "certificate not valid for name \"x\"; certificate is only valid for DnsName(\"y\")"
+        )
+        .contains("tls.server_name"));
+        assert!(w("invalid peer certificate: Expired").contains("expired"));
+        assert_eq!(super::words("something else", false), None);
+    }
+}

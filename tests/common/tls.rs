@@ -50,9 +50,20 @@ impl TestCa {
 
     /// A certificate for `names` (host names or IP addresses), signed by this CA.
     pub fn server(&self, label: &str, names: &[&str]) -> ServerCert {
-        let params =
+        self.server_with(label, names, |_| {})
+    }
+
+    /// A server certificate whose parameters `edit` changes first (validity, constraints).
+    pub fn server_with(
+        &self,
+        label: &str,
+        names: &[&str],
+        edit: impl FnOnce(&mut CertificateParams),
+    ) -> ServerCert {
+        let mut params =
             CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
                 .unwrap();
+        edit(&mut params);
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         let cert_pem = self.dir.path().join(format!("{label}.pem"));
@@ -65,6 +76,35 @@ impl TestCa {
             .with_no_client_auth()
             .with_single_cert(
                 vec![cert.der().clone(), self.issuer.der().clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .unwrap();
+        ServerCert {
+            cert_pem,
+            key_pem,
+            config: Arc::new(config),
+        }
+    }
+
+    /// What `openssl req -x509` makes by default: a self-signed certificate that is a CA
+    /// (CA:TRUE), served as the server's own. Returned with its PEM, for `tls.ca_file`.
+    pub fn self_signed_ca_server(&self, label: &str, names: &[&str]) -> ServerCert {
+        let mut params =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let cert_pem = self.dir.path().join(format!("{label}.pem"));
+        let key_pem = self.dir.path().join(format!("{label}-key.pem"));
+        std::fs::write(&cert_pem, cert.pem()).unwrap();
+        std::fs::write(&key_pem, key.serialize_pem()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
                 PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
             )
             .unwrap();

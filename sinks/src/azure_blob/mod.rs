@@ -388,7 +388,10 @@ fn classify(container: &str, e: &azure_core::Error) -> Outcome {
         Some(s) => format!("Azure Blob {} {code}", u16::from(s)),
         None => format!(
             "Azure Blob request failed: {}",
-            crate::redact::text(&e.to_string()).into_owned()
+            crate::tls::explain_chain(
+                &crate::redact::text(&crate::azure_monitor::error_chain(e)),
+                false
+            )
         ),
     };
     match status {
