@@ -337,3 +337,45 @@ auth = { bearer = { token = "bearer-over-http" } }
     });
     assert!(run.term(Duration::from_secs(10)).success());
 }
+
+#[test]
+fn config_errors_name_the_option_never_the_secret_value() {
+    let lf = Lf::new(
+        r#"[sources.jobs]
+include = ["{dir}/logs/*.log"]
+sinks = ["out", "blob"]
+[sinks.out]
+type = "http"
+url = "https://logs.example.com/in"
+auth = { bearer = "inline-bearer-Zq81x" }
+headers = { X-Api-Key = 918273645512 }
+[sinks.blob]
+type = "azure_blob"
+container = "archive"
+auth = "${CS}"
+"#,
+    );
+    let cs = "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=c2VjcmV0LWtleS12YWx1ZQ==";
+    let out = Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(&lf.cfg)
+        .env("CS", cs)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("sinks.out.auth.bearer"), "{err}");
+    assert!(
+        err.contains("sinks.blob.auth") && err.contains("${CS}"),
+        "{err}"
+    );
+    assert!(err.contains("sinks.out.headers.X-Api-Key"), "{err}");
+    for secret in [
+        "inline-bearer-Zq81x",
+        "918273645512",
+        "c2VjcmV0LWtleS12YWx1ZQ==",
+        cs,
+    ] {
+        assert!(!err.contains(secret), "{secret} in:\n{err}");
+    }
+}

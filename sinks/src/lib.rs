@@ -16,6 +16,7 @@ pub mod redact;
 pub mod response;
 pub mod s3;
 pub mod tls;
+pub mod tls_files;
 
 use std::time::Duration;
 

@@ -109,6 +109,13 @@ fn walk(t: &toml::Table, in_headers: bool, base: &Path, found: &mut Found) {
                 }
             }
             toml::Value::Table(inner) => walk(inner, k == "headers", base, found),
+            // A credential written as a number (a PIN-like token) is as secret as a string:
+            // a type error would quote it.
+            toml::Value::Integer(_) | toml::Value::Float(_)
+                if SECRET_KEYS.contains(&k.as_str()) || (in_headers && secret_header(k)) =>
+            {
+                found.values.push(v.to_string());
+            }
             _ => {}
         }
     }

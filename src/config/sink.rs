@@ -392,6 +392,7 @@ fn tls(
     let Some(t) = t else {
         return Default::default();
     };
+    let before = c.list.len();
     let mut file = |name: &str, v: &Option<String>| {
         let path = v.as_deref().map(|f| resolve(base, f));
         if let Some(f) = &path {
@@ -407,6 +408,15 @@ fn tls(
         key_file: file("key_file", &t.key_file),
         server_name: t.server_name.clone(),
     };
+    if c.list.len() == before {
+        // Readable: now what they hold (certificates that parse and are valid, a key that
+        // matches its certificate).
+        for (option, problem) in
+            logferry_sinks::tls_files::check(&opts, chrono::Utc::now().timestamp())
+        {
+            c.add(format!("{p}.tls.{option}"), problem);
+        }
+    }
     if opts.cert_file.is_some() != opts.key_file.is_some() {
         c.add(
             format!("{p}.tls"),

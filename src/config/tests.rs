@@ -409,3 +409,66 @@ auth = "${CS}"
     );
     assert!(e.contains("sinks.out.auth"), "{e}");
 }
+
+#[test]
+fn certificate_and_key_files_are_read_at_load_and_named_in_words() {
+    let d = tempfile::tempdir().unwrap();
+    let w = |name: &str, text: &str| {
+        let p = d.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let pair = |days: Option<(i32, i32)>| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["client.example".into()]).unwrap();
+        if let Some((from, to)) = days {
+            params.not_before = rcgen::date_time_ymd(from, 1, 1);
+            params.not_after = rcgen::date_time_ymd(to, 1, 1);
+        }
+        let cert = params.self_signed(&key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (cert, key) = pair(None);
+    let (_, other_key) = pair(None);
+    let (old_cert, old_key) = pair(Some((2019, 2020)));
+    let tls = |ca: &str, cert: &str, key: &str| {
+        format!("{HTTP_BASE}tls = {{ ca_file = \"{ca}\", cert_file = \"{cert}\", key_file = \"{key}\" }}\n")
+    };
+    let (ca, cert_f, key_f) = (w("ca.pem", &cert), w("c.pem", &cert), w("k.pem", &key));
+    assert!(load(&tls(&ca, &cert_f, &key_f)).is_ok());
+
+    let empty = w("empty.pem", "not a certificate\n");
+    let shown = load(&tls(&empty, &cert_f, &key_f)).unwrap_err().to_string();
+    assert!(
+        shown.contains("sinks.out.tls.ca_file") && shown.contains("holds no certificate"),
+        "{shown}"
+    );
+
+    let mismatch = w("other-key.pem", &other_key);
+    let shown = load(&tls(&ca, &cert_f, &mismatch)).unwrap_err().to_string();
+    assert!(
+        shown.contains("sinks.out.tls.key_file")
+            && shown.contains("does not match the certificate"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("PRIVATE KEY"),
+        "the key is never quoted: {shown}"
+    );
+
+    let (old_c, old_k) = (w("old.pem", &old_cert), w("old-key.pem", &old_key));
+    let shown = load(&tls(&ca, &old_c, &old_k)).unwrap_err().to_string();
+    assert!(
+        shown.contains("sinks.out.tls.cert_file") && shown.contains("expired on 2020-01-01"),
+        "{shown}"
+    );
+    let shown = load(&tls(&old_c, &cert_f, &key_f)).unwrap_err().to_string();
+    assert!(
+        shown.contains("sinks.out.tls.ca_file") && shown.contains("the CA certificate"),
+        "{shown}"
+    );
+
+    let not_key = w("nokey.pem", &cert);
+    let shown = load(&tls(&ca, &cert_f, &not_key)).unwrap_err().to_string();
+    assert!(shown.contains("holds no PEM private key"), "{shown}");
+}
