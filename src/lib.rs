@@ -7,6 +7,7 @@ pub mod batch;
 pub mod config;
 pub mod decode;
 pub mod deliver;
+pub mod describe;
 pub mod encode;
 pub mod fields;
 pub mod mask;

@@ -92,7 +92,7 @@ fn main() -> ExitCode {
             check_sinks,
         } => match config::load(&config) {
             Ok(cfg) => {
-                print!("{}", redact::text(&summary(&cfg)));
+                print!("{}", redact::text(&logferry::describe::summary(&cfg)));
                 if !check_sinks {
                     return ExitCode::SUCCESS;
                 }
@@ -182,72 +182,4 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
             eprintln!("cannot start the async runtime: {e}");
             ExitCode::FAILURE
         })
-}
-
-fn summary(cfg: &config::Config) -> String {
-    use std::fmt::Write;
-    let mut s = String::new();
-    let _ = writeln!(s, "{}: ok", cfg.path.display());
-    let _ = writeln!(s, "data_dir  {}", cfg.data_dir.display());
-    if let Some(a) = cfg.api_listen {
-        let _ = writeln!(s, "api       http://{a}/metrics /healthz /readyz");
-    }
-    let _ = writeln!(s, "\nsources");
-    for src in &cfg.sources {
-        let _ = writeln!(
-            s,
-            "  {:<12} {:?} from {:?}, masking {}, -> {}",
-            src.name,
-            src.format,
-            src.read_from,
-            src.masking.as_deref().unwrap_or("none"),
-            src.sinks.join(", ")
-        );
-        for i in &src.include {
-            let _ = writeln!(s, "  {:<12}   include {i}", "");
-        }
-        for x in &src.exclude {
-            let _ = writeln!(s, "  {:<12}   exclude {}", "", x.as_str());
-        }
-    }
-    let _ = writeln!(s, "\nmasking profiles");
-    if cfg.masking.is_empty() {
-        let _ = writeln!(s, "  none");
-    }
-    for (name, p) in &cfg.masking {
-        let _ = writeln!(
-            s,
-            "  {:<12} {} rule(s); detectors: {}",
-            name,
-            p.rule_count(),
-            if p.detector_names.is_empty() {
-                "none".to_string()
-            } else {
-                p.detector_names.join(", ")
-            }
-        );
-    }
-    let _ = writeln!(s, "\nsinks");
-    for sk in &cfg.sinks {
-        let _ = writeln!(
-            s,
-            "  {:<12} {} ({:?} buffer), key {}",
-            sk.name,
-            sk.type_name(),
-            sk.buffer,
-            sk.key.as_str()
-        );
-        let _ = writeln!(
-            s,
-            "  {:<12}   batch {} / {} records / {:?}, {:?} + {:?}, concurrency {}",
-            "",
-            config::values::Size(sk.max_bytes),
-            sk.max_records,
-            sk.max_age,
-            sk.encoding,
-            sk.compression,
-            sk.concurrency
-        );
-    }
-    s
 }

@@ -1,0 +1,172 @@
+//! What `validate` prints about a configuration, in the words of the configuration file.
+
+use std::fmt::Write;
+
+use logferry_sinks::{Compression, Encoding};
+
+use crate::config::{self, Buffer, Format, ReadFrom};
+
+/// The configuration as `validate` shows it.
+pub fn summary(cfg: &config::Config) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "{}: ok", cfg.path.display());
+    let _ = writeln!(s, "data_dir  {}", cfg.data_dir.display());
+    if let Some(a) = cfg.api_listen {
+        let _ = writeln!(s, "api       http://{a}/metrics /healthz /readyz");
+    }
+    let _ = writeln!(s, "\nsources");
+    for src in &cfg.sources {
+        let _ = writeln!(
+            s,
+            "  {:<12} {}, read from the {}, masking {}, -> {}",
+            src.name,
+            format(src.format),
+            read_from(src.read_from),
+            src.masking.as_deref().unwrap_or("none"),
+            src.sinks.join(", ")
+        );
+        for i in &src.include {
+            let _ = writeln!(s, "  {:<12}   include {i}", "");
+        }
+        for x in &src.exclude {
+            let _ = writeln!(s, "  {:<12}   exclude {}", "", x.as_str());
+        }
+    }
+    let _ = writeln!(s, "\nmasking profiles");
+    if cfg.masking.is_empty() {
+        let _ = writeln!(s, "  none");
+    }
+    for (name, p) in &cfg.masking {
+        let detectors = if p.detector_names.is_empty() {
+            "none".to_string()
+        } else {
+            p.detector_names.join(", ")
+        };
+        let _ = writeln!(
+            s,
+            "  {:<12} {} rule(s); detectors: {detectors}",
+            name,
+            p.rule_count(),
+        );
+    }
+    let _ = writeln!(s, "\nsinks");
+    for sk in &cfg.sinks {
+        let _ = writeln!(
+            s,
+            "  {:<12} {}, {} buffer, key {}",
+            sk.name,
+            sk.type_name(),
+            buffer(sk.buffer),
+            sk.key.as_str()
+        );
+        let _ = writeln!(
+            s,
+            "  {:<12}   batch {} / {} records / {}, {}, {}, concurrency {}",
+            "",
+            config::values::Size(sk.max_bytes),
+            sk.max_records,
+            humantime(sk.max_age),
+            encoding(sk.encoding),
+            compression(sk.compression, sk.compression_level),
+            sk.concurrency
+        );
+    }
+    s
+}
+
+fn format(f: Format) -> &'static str {
+    match f {
+        Format::Json => "json",
+        Format::Text => "text",
+    }
+}
+
+fn read_from(r: ReadFrom) -> &'static str {
+    match r {
+        ReadFrom::Beginning => "beginning",
+        ReadFrom::End => "end",
+    }
+}
+
+fn buffer(b: Buffer) -> &'static str {
+    match b {
+        Buffer::Disk => "disk",
+        Buffer::Memory => "memory",
+    }
+}
+
+fn encoding(e: Encoding) -> &'static str {
+    match e {
+        Encoding::Ndjson => "ndjson",
+        Encoding::JsonArray => "json array",
+    }
+}
+
+/// With the level that applies (the encoder's defaults when none is set).
+fn compression(c: Compression, level: Option<i32>) -> String {
+    match c {
+        Compression::Gzip => format!("gzip level {}", level.unwrap_or(6)),
+        Compression::Zstd => format!("zstd level {}", level.unwrap_or(3)),
+        Compression::None => "no compression".into(),
+    }
+}
+
+/// `30s`, `1m 30s`, `200ms`: as the configuration writes durations.
+fn humantime(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 != 0 || ms == 0 {
+        return format!("{ms}ms");
+    }
+    let mut secs = d.as_secs();
+    let mut parts = Vec::new();
+    for (unit, n) in [("h", 3600), ("m", 60), ("s", 1)] {
+        if secs >= n {
+            parts.push(format!("{}{unit}", secs / n));
+            secs %= n;
+        }
+    }
+    parts.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn validate_speaks_the_configuration_s_words() {
+        let text = r#"
+[sources.jobs]
+include = ["/logs/*.log"]
+read_from = "end"
+sinks = ["out"]
+[sinks.out]
+type = "directory"
+path = "/archive"
+buffer = "memory"
+compression = "zstd"
+encoding = "json_array"
+batch = { max_age = "90s" }
+"#;
+        let cfg =
+            crate::config::load_str(std::path::Path::new("/etc/c.toml"), text, &|_| None).unwrap();
+        let s = super::summary(&cfg);
+        for want in [
+            "json, read from the end, masking none",
+            "directory, memory buffer",
+            "/ 1m 30s, json array, zstd level 3",
+        ] {
+            assert!(s.contains(want), "{want:?} not in\n{s}");
+        }
+        assert!(
+            !s.contains("Json") && !s.contains("Memory") && !s.contains(" + "),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn durations_read_as_written() {
+        use std::time::Duration;
+        assert_eq!(super::humantime(Duration::from_secs(30)), "30s");
+        assert_eq!(super::humantime(Duration::from_secs(90)), "1m 30s");
+        assert_eq!(super::humantime(Duration::from_millis(200)), "200ms");
+        assert_eq!(super::humantime(Duration::from_secs(3600)), "1h");
+    }
+}
