@@ -324,6 +324,39 @@ auth = { bearer = { token = "bearer-over-http" } }
         "{err}"
     );
     assert!(!err.contains("bearer-over-http"), "{err}");
+    // The same for the other sinks that carry credentials.
+    for (sink, at) in [
+        (
+            "type = \"azure_blob\"\ncontainer = \"archive\"\naccount = \"a\"\nendpoint = \"http://127.0.0.1:9/a\"\naccount_key = \"a2V5a2V5\"",
+            "sinks.out.endpoint: is http://",
+        ),
+        (
+            "type = \"s3\"\nbucket = \"b\"\nregion = \"us-east-1\"\nendpoint = \"http://127.0.0.1:9\"",
+            "sinks.out.endpoint: is http://",
+        ),
+    ] {
+        let other = Lf::new(&format!(
+            "[sources.jobs]\ninclude = [\"{{dir}}/logs/*.log\"]\nsinks = [\"out\"]\n[sinks.out]\n{sink}\n"
+        ));
+        let out = Command::new(BIN)
+            .args(["validate", "--config"])
+            .arg(&other.cfg)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(at), "{err}");
+        let opted = std::fs::read_to_string(&other.cfg)
+            .unwrap()
+            .replace("[sinks.out]\n", "[sinks.out]\nallow_plaintext_credentials = true\n");
+        std::fs::write(&other.cfg, opted).unwrap();
+        let ok = Command::new(BIN)
+            .args(["validate", "--config"])
+            .arg(&other.cfg)
+            .output()
+            .unwrap();
+        assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    }
     // Opted in: runs, and says so at every start.
     let text = std::fs::read_to_string(&lf.cfg).unwrap().replace(
         "[sinks.out]\n",
