@@ -131,8 +131,22 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<()> {
     }
     let mut signals = crate::ops::Signals::new()?;
     let mut cfg = cfg;
+    let started = std::time::Instant::now();
+    let bar = if once {
+        crate::ops::progress::bar(&cfg, metrics.clone())
+    } else {
+        None
+    };
     loop {
-        match run_pipeline(&cfg, once, &metrics, &health, &mut signals).await? {
+        let res = run_pipeline(&cfg, once, &metrics, &health, &mut signals).await;
+        if once {
+            // Also when it failed: what was shipped before is worth knowing.
+            if let Some(b) = &bar {
+                b.abort();
+            }
+            crate::ops::progress::report(&cfg, &metrics, started.elapsed());
+        }
+        match res? {
             End::Stopped => return Ok(()),
             End::Reload(new) => {
                 if new.api_listen != cfg.api_listen || new.data_dir != cfg.data_dir {

@@ -469,3 +469,89 @@ batch = { max_age = "30s" }
         "zero retention: nothing but checkpoints on disk"
     );
 }
+
+/// Three files into the archive with `--once`: the summary's numbers against the archive.
+fn backfill(log_format: &str) -> Lf {
+    let lf = Lf::new(&format!(
+        r#"log_format = "{log_format}"
+[sources.jobs]
+include = ["{{dir}}/logs/*.log"]
+sinks = ["archive"]
+[sinks.archive]
+type = "directory"
+path = "{{dir}}/archive"
+batch = {{ max_records = 100 }}
+"#
+    ));
+    for (i, name) in ["a", "b", "c"].iter().enumerate() {
+        write_lines(&lf.path(&format!("logs/{name}.log")), i as u64 * 250, 250);
+    }
+    lf
+}
+
+#[test]
+fn run_once_ends_with_a_summary_that_matches_the_archive() {
+    let lf = backfill("text");
+    let out = lf.run_once();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(lf.final_archive("archive").len(), 750);
+    let bytes: u64 = (0..3)
+        .map(|i| {
+            std::fs::metadata(lf.path(&format!("logs/{}.log", ["a", "b", "c"][i])))
+                .unwrap()
+                .len()
+        })
+        .sum();
+    assert!(err.contains("run --once finished in"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "source jobs         3 files, 750 records, {:.1} MB read",
+            bytes as f64 / 1e6
+        )),
+        "{err}"
+    );
+    let objects = walk(&lf.path("archive")).len();
+    assert!(
+        err.contains(&format!(
+            "sink   archive      {objects} batches, 750 records"
+        )),
+        "{objects} objects: {err}"
+    );
+    assert!(err.contains("0 dead-lettered, 0 retries"), "{err}");
+    // Not a terminal: no bar.
+    assert!(!err.contains("records/s"), "{err}");
+
+    let lf = backfill("json");
+    let out = lf.run_once();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.contains("run --once summary"))
+        .unwrap_or_else(|| panic!("no summary line:\n{err}"));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    let s: serde_json::Value = serde_json::from_str(v["summary"].as_str().unwrap()).unwrap();
+    assert_eq!(s["sources"][0]["files"], 3);
+    assert_eq!(s["sources"][0]["records"], 750);
+    assert_eq!(s["sources"][0]["bytes"], bytes);
+    assert_eq!(s["sinks"][0]["records"], 750);
+    assert_eq!(s["sinks"][0]["batches"], walk(&lf.path("archive")).len());
+    assert!(
+        !err.contains("run --once finished in"),
+        "JSON logs only: {err}"
+    );
+}
+
+#[test]
+fn run_once_on_a_terminal_shows_a_progress_bar() {
+    let lf = backfill("text");
+    // script(1) gives the process a pseudo-terminal as stderr.
+    let cmd = format!("{BIN} run --once --config {}", lf.cfg.display());
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .expect("script(1) from util-linux");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("records/s") && text.contains("eta"), "{text}");
+    assert_eq!(lf.final_archive("archive").len(), 750);
+}

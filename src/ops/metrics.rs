@@ -60,6 +60,7 @@ families! {
     timestamp_unparsed: Counter<SourceLabel> = "timestamp_unparsed", "Records whose timestamp field held no time logferry understands (filed under the read time)";
     invalid_utf8: Counter<SourceLabel> = "invalid_utf8", "Lines with invalid UTF-8, replaced with U+FFFD";
     files_open: Gauge<SourceLabel> = "files_open", "Files held open";
+    files_found: Counter<SourceLabel> = "files_found", "Files found and opened for reading (rotated generations included)";
     files_refused: Counter<SourceLabel> = "files_refused", "Files matched but not read: a symbolic link follow_symlinks does not allow, or a credential file";
     files_rotated: Counter<SourceLabel> = "files_rotated", "Files renamed or deleted while tailed, drained before close";
     files_truncated: Counter<SourceLabel> = "files_truncated", "Files truncated or rewritten in place, re-read from the start";

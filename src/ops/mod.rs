@@ -4,6 +4,7 @@ pub mod api;
 pub mod fatal;
 pub mod health;
 pub mod metrics;
+pub mod progress;
 
 use crate::config::LogFormat;
 

@@ -84,6 +84,7 @@ struct Counters {
     oversize: Counter,
     time_unparsed: Counter,
     refused: Counter,
+    found: Counter,
 }
 
 /// Decoding and batching: the part of the source that sees records.
@@ -326,6 +327,7 @@ impl Tailer {
             oversize: metrics.records_oversize.get_or_create(&l).clone(),
             time_unparsed: metrics.timestamp_unparsed.get_or_create(&l).clone(),
             refused: metrics.files_refused.get_or_create(&l).clone(),
+            found: metrics.files_found.get_or_create(&l).clone(),
         };
         Ok(Tailer {
             cfg,

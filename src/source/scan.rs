@@ -52,6 +52,7 @@ impl Tailer {
                             open_now += 1;
                         }
                         debug!(source = %self.cfg.name, path = %path.display(), "new file");
+                        self.proc.c.found.inc();
                         self.files.insert(*key, t);
                     }
                     Err(e) if e.is_policy() => self.refuse(path, &e),
@@ -141,6 +142,7 @@ impl Tailer {
                     if t.fp == Some(e.id.fp) {
                         info!(source = %self.cfg.name, path = %de.path().display(), "finishing a file rotated while stopped");
                         t.state = State::Gone;
+                        self.proc.c.found.inc();
                         self.files.insert((m.dev(), m.ino()), t);
                     }
                 }
@@ -174,6 +176,7 @@ impl Tailer {
                     t.state = State::Gone;
                     t.last_growth = Instant::now();
                     self.proc.c.rotated.inc();
+                    self.proc.c.found.inc();
                     self.files.insert(key, t);
                 }
                 Err(e) if e.is_policy() => self.refuse(&path, &e),
