@@ -56,7 +56,18 @@ impl DirectorySink {
     }
 }
 
-fn write_atomically(path: &Path, id: &str, bytes: &[u8]) -> std::io::Result<()> {
+/// What writing an object found.
+enum Written {
+    New,
+    /// The same bytes were there already (a retry or a replay).
+    Same,
+    /// Other bytes hold the name; they are kept.
+    Taken,
+}
+
+/// Writes `bytes` at `path` without ever replacing what is there: a temporary file, synced,
+/// then linked to the name (which fails if the name exists) and the directory synced.
+fn write_new(path: &Path, id: &str, bytes: &[u8]) -> std::io::Result<Written> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!("{TEMP_PREFIX}{id}"));
@@ -64,13 +75,37 @@ fn write_atomically(path: &Path, id: &str, bytes: &[u8]) -> std::io::Result<()> 
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
+        match std::fs::hard_link(&tmp, path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => return same_bytes(path, bytes),
+            // A file system without hard links: check, then rename (not atomic against
+            // another writer, which a directory sink does not have).
+            Err(_) => {
+                if path.exists() {
+                    return same_bytes(path, bytes);
+                }
+                std::fs::rename(&tmp, path)?;
+            }
+        }
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(Written::New)
     })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
+    let _ = std::fs::remove_file(&tmp);
     result
+}
+
+fn same_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<Written> {
+    Ok(if std::fs::read(path)? == bytes {
+        Written::Same
+    } else {
+        Written::Taken
+    })
+}
+
+/// The probe of `check`, replacing an old one.
+fn write_probe(path: &Path) -> std::io::Result<()> {
+    let _ = std::fs::remove_file(path);
+    write_new(path, "check", b"").map(|_| ())
 }
 
 #[async_trait]
@@ -87,9 +122,12 @@ impl Sink for DirectorySink {
         let payload = batch.payload.clone();
         let id = batch.meta.id.clone();
         let shown = path.display().to_string();
-        let res = tokio::task::spawn_blocking(move || write_atomically(&path, &id, &payload)).await;
+        let res = tokio::task::spawn_blocking(move || write_new(&path, &id, &payload)).await;
         match res {
-            Ok(Ok(())) => Outcome::Delivered,
+            Ok(Ok(Written::New | Written::Same)) => Outcome::Delivered,
+            Ok(Ok(Written::Taken)) => Outcome::Rejected {
+                reason: format!("a different file already exists at {shown}; it is kept, this batch is set aside"),
+            },
             // A name the file system can never take (too long, invalid): retrying cannot help.
             Ok(Err(e))
                 if matches!(
@@ -116,7 +154,7 @@ impl Sink for DirectorySink {
         let root = self.root.clone();
         tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&root)
-                .and_then(|_| write_atomically(&root.join(".logferry-check"), "check", b""))
+                .and_then(|_| write_probe(&root.join(".logferry-check")))
                 .and_then(|_| std::fs::remove_file(root.join(".logferry-check")))
                 .map_err(|e| format!("directory {} is not writable: {e}", root.display()))
         })

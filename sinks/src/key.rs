@@ -16,7 +16,7 @@ pub enum KeyTemplateError {
     Empty,
     #[error("invalid strftime specifier in `{0}`")]
     BadTime(String),
-    #[error("the key must contain `{{batch_id}}`, or batches would overwrite each other")]
+    #[error("the key must contain `{{batch_id}}`, or batches would overwrite each other (a key without it names one object per record: set batch.max_records = 1)")]
     NoBatchId,
     #[error("append blobs are shared by the batches of a key: remove `{{batch_id}}` (roll-over numbers the blobs)")]
     SharedWithBatchId,
@@ -62,15 +62,28 @@ pub struct KeyContext<'a> {
 impl KeyTemplate {
     /// A key naming one object per batch: it must contain `{batch_id}`.
     pub fn parse(raw: &str) -> Result<Self, KeyTemplateError> {
-        Self::parse_with(raw, true)
+        Self::parse_with(raw, Some(true))
     }
 
     /// A key naming an object many batches append to: it must not contain `{batch_id}`.
     pub fn parse_shared(raw: &str) -> Result<Self, KeyTemplateError> {
-        Self::parse_with(raw, false)
+        Self::parse_with(raw, Some(false))
     }
 
-    fn parse_with(raw: &str, per_batch: bool) -> Result<Self, KeyTemplateError> {
+    /// A key for batches of one record each: `{batch_id}` is optional, since the record's
+    /// own fields can name its object (written never-overwrite by the sinks).
+    pub fn parse_per_record(raw: &str) -> Result<Self, KeyTemplateError> {
+        Self::parse_with(raw, None)
+    }
+
+    /// Whether rendered keys differ per batch.
+    pub fn has_batch_id(&self) -> bool {
+        self.parts.iter().any(|p| matches!(p, Part::BatchId))
+    }
+
+    /// `per_batch`: `Some(true)` the key must hold `{batch_id}`, `Some(false)` it must not,
+    /// `None` either.
+    fn parse_with(raw: &str, per_batch: Option<bool>) -> Result<Self, KeyTemplateError> {
         let mut parts = Vec::new();
         let mut fields: Vec<String> = Vec::new();
         let mut lit = String::new();
@@ -113,10 +126,10 @@ impl KeyTemplate {
             parts.push(literal(lit)?);
         }
         let has_id = parts.iter().any(|p| matches!(p, Part::BatchId));
-        if per_batch && !has_id {
+        if per_batch == Some(true) && !has_id {
             return Err(KeyTemplateError::NoBatchId);
         }
-        if !per_batch && has_id {
+        if per_batch == Some(false) && has_id {
             return Err(KeyTemplateError::SharedWithBatchId);
         }
         if raw.starts_with('/')

@@ -37,6 +37,8 @@ pub struct S3Options {
     pub part_size: u64,
     /// The configuration allowed an http:// endpoint (checked at load).
     pub allow_plaintext_credentials: bool,
+    /// Keys name one object per record (no `{batch_id}`): never overwrite (If-None-Match).
+    pub never_overwrite: bool,
     pub role_arn: Option<String>,
     pub external_id: Option<String>,
     pub session_name: Option<String>,
@@ -210,10 +212,45 @@ impl S3Sink {
             .key(&batch.meta.key)
             .body(ByteStream::from(batch.payload.clone()));
         req = object_options!(self, batch, req);
-        req.send()
+        if self.o.never_overwrite {
+            req = req.if_none_match("*");
+        }
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if status_of(&e) == Some(412) => Err(self.already_there(batch).await),
+            Err(e) => Err(classify(&self.o.bucket, e)),
+        }
+    }
+
+    /// The key was taken (If-None-Match): the same bytes there are this record again (a
+    /// replay after a crash, a retry whose answer was lost); anything else is a collision.
+    async fn already_there(&self, batch: &SealedBatch) -> Outcome {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.o.bucket)
+            .key(&batch.meta.key)
+            .send()
             .await
-            .map(|_| ())
-            .map_err(|e| classify(&self.o.bucket, e))
+        {
+            Ok(h) => {
+                let same = h
+                    .metadata()
+                    .and_then(|m| m.get("sha256"))
+                    .is_some_and(|v| *v == batch.meta.sha256);
+                if same {
+                    Outcome::Delivered
+                } else {
+                    Outcome::Rejected {
+                        reason: format!(
+                            "a different object already exists at {:?} in bucket {:?}; it is kept, this record is set aside",
+                            batch.meta.key, self.o.bucket
+                        ),
+                    }
+                }
+            }
+            Err(e) => classify(&self.o.bucket, e),
+        }
     }
 
     async fn multipart(&self, batch: &SealedBatch) -> Result<(), Outcome> {
@@ -271,7 +308,8 @@ impl S3Sink {
                     .build(),
             );
         }
-        self.client
+        let mut req = self
+            .client
             .complete_multipart_upload()
             .bucket(&self.o.bucket)
             .key(&batch.meta.key)
@@ -280,12 +318,21 @@ impl S3Sink {
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(parts))
                     .build(),
-            )
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| classify(&self.o.bucket, e))
+            );
+        if self.o.never_overwrite {
+            req = req.if_none_match("*");
+        }
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if status_of(&e) == Some(412) => Err(self.already_there(batch).await),
+            Err(e) => Err(classify(&self.o.bucket, e)),
+        }
     }
+}
+
+/// The HTTP status of a service's answer, if the error is one.
+fn status_of<E>(e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Option<u16> {
+    e.raw_response().map(|r| r.status().as_u16())
 }
 
 /// Maps an SDK error onto an outcome: transport trouble, throttling and 5xx retry; a request

@@ -207,6 +207,9 @@ struct Collector {
     list: Vec<Problem>,
     /// Strings that `${VAR}` expansion produced, with how they were written.
     expanded: Vec<(String, String)>,
+    /// Those of them that may be secret (not a path, a name or a URL, whose secret parts are
+    /// found by shape), for the process's redaction.
+    secret_expansions: Vec<String>,
 }
 
 impl Collector {
@@ -290,6 +293,7 @@ pub fn load_str(
     let mut c = Collector {
         list: Vec::new(),
         expanded: Vec::new(),
+        secret_expansions: Vec::new(),
     };
     expand_table(&mut table, "", env, &mut c);
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -297,7 +301,7 @@ pub fn load_str(
         values: mut found,
         mut files,
     } = secrets::collect(&table, &base);
-    found.extend(c.expanded.iter().map(|(value, _)| value.clone()));
+    found.extend(c.secret_expansions.iter().cloned());
     files.push(path.to_path_buf());
     files.extend(
         secrets::ENV_FILES
@@ -359,6 +363,9 @@ fn expand_value(
                 // that short.
                 if e != *s && e.len() >= 6 {
                     c.expanded.push((e.clone(), s.clone()));
+                    if !secrets::plain_option(path) {
+                        c.secret_expansions.push(e.clone());
+                    }
                 }
                 *s = e;
             }

@@ -35,6 +35,52 @@ const SECRET_FILES: &[&str] = &[
 /// Options holding a URL.
 const URL_KEYS: &[&str] = &["url", "endpoint", "authority_host"];
 
+/// Options whose values are paths, names or URLs, never credentials: a `${VAR}` in them is
+/// not registered for redaction whole (a log line naming the file or bucket stays useful; a
+/// URL's secret parts are found by [`logferry_sinks::redact::url_secrets`]).
+const PLAIN_OPTIONS: &[&str] = &[
+    "include",
+    "exclude",
+    "path",
+    "data_dir",
+    "listen",
+    "bucket",
+    "region",
+    "container",
+    "account",
+    "key",
+    "timestamp_field",
+    "record_id",
+    "url",
+    "endpoint",
+    "authority_host",
+    "ca_file",
+    "cert_file",
+    "key_file",
+    "token_file",
+    "password_file",
+    "sas_token_file",
+    "account_key_file",
+    "client_secret_file",
+    "secret_access_key_file",
+    "access_key_id_file",
+    "connection_string_file",
+    "federated_token_file",
+    "server_name",
+    "dcr_id",
+    "stream",
+    "tenant_id",
+    "client_id",
+];
+
+/// Whether the option at `path` (`sinks.out.url`, `sources.jobs.include[0]`) is one of
+/// [`PLAIN_OPTIONS`].
+pub(super) fn plain_option(path: &str) -> bool {
+    let last = path.rsplit('.').next().unwrap_or(path);
+    let name = last.split('[').next().unwrap_or(last);
+    PLAIN_OPTIONS.contains(&name)
+}
+
 /// Header names that carry credentials.
 pub(super) fn secret_header(name: &str) -> bool {
     let n = name.to_ascii_lowercase();

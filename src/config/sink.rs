@@ -84,14 +84,21 @@ pub(super) fn build(
     };
     let has_encoding = common_t.contains_key("encoding");
     let common: raw::SinkCommon = typed(common_t, p, &[], c)?;
-    let kind = kind?;
+    let mut kind = kind?;
     let timeout = common.timeout.map_or(Duration::from_secs(30), |d| d.0);
     let append = matches!(&kind, SinkKind::AzureBlob(o) if o.blob_type == logferry_sinks::azure_blob::BlobType::Append);
+    let per_record = common.batch.max_records == Some(1);
     let parsed = if append {
         KeyTemplate::parse_shared(common.key.as_deref().unwrap_or(DEFAULT_APPEND_KEY))
+    } else if per_record {
+        KeyTemplate::parse_per_record(common.key.as_deref().unwrap_or(DEFAULT_KEY))
     } else {
         KeyTemplate::parse(common.key.as_deref().unwrap_or(DEFAULT_KEY))
     };
+    // One object per record, named by its fields: what is there already is never replaced.
+    if let (Ok(k), SinkKind::S3(o)) = (&parsed, &mut kind) {
+        o.never_overwrite = !k.has_batch_id();
+    }
     let key = match parsed {
         Ok(k) => Some(k),
         Err(e) => {
@@ -373,6 +380,7 @@ fn s3(p: &str, s: raw::S3, base: &Path, c: &mut Collector) -> Option<logferry_si
         multipart_threshold,
         part_size,
         allow_plaintext_credentials: s.allow_plaintext_credentials,
+        never_overwrite: false,
         role_arn: s.role_arn,
         external_id: s.external_id,
         session_name: s.session_name,
