@@ -19,6 +19,16 @@ need_logrotate() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq logrotate >/dev/null
 }
 
+# Debian's Prometheus (promtool checks the alert rules; a test scrapes logferry with it).
+need_prometheus() {
+    if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then
+        return
+    fi
+    echo "== installing prometheus (Debian)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+}
+
 # moto's S3 server, in a virtual environment the tests find under target/test-tools.
 need_moto() {
     local venv=target/test-tools/venv
@@ -76,6 +86,7 @@ audit() {
 }
 
 need_logrotate
+need_prometheus
 need_cargo_audit
 need_moto
 need_azurite

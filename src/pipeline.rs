@@ -188,6 +188,10 @@ async fn run_pipeline(
     for sc in &cfg.sinks {
         let sink = build_sink(sc).await?;
         let l = metrics.sink(&sc.name);
+        metrics
+            .spool_max_bytes
+            .get_or_create(&l)
+            .set(i64::try_from(sc.spool_max_bytes).unwrap_or(i64::MAX));
         let gauges = (
             metrics.spool_bytes.get_or_create(&l).clone(),
             metrics.spool_batches.get_or_create(&l).clone(),

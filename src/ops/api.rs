@@ -49,11 +49,14 @@ async fn handle(mut s: TcpStream, api: &Api) -> std::io::Result<()> {
     let mut parts = head.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (status, ctype, body) = match (method, path) {
-        ("GET", "/metrics") => (
-            "200 OK",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            api.metrics.encode(),
-        ),
+        ("GET", "/metrics") => {
+            api.metrics.ready.set(i64::from(api.health.report().0));
+            (
+                "200 OK",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                api.metrics.encode(),
+            )
+        }
         ("GET", "/healthz") => (
             "200 OK",
             "application/json",

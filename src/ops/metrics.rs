@@ -36,17 +36,21 @@ macro_rules! families {
         pub struct Metrics {
             registry: Registry,
             sink_names: std::sync::Mutex<Vec<String>>,
+            /// 1 when `/readyz` would answer 200, set at each scrape.
+            pub ready: Gauge,
             $( pub $field: Family<$label, $kind>, )*
         }
 
         impl Metrics {
             pub fn new() -> Arc<Metrics> {
                 let mut registry = Registry::with_prefix("logferry");
+                let ready = Gauge::default();
+                registry.register("ready", "1 when /readyz answers 200 (every stage runs, no sink failing longer than unready_after), else 0", ready.clone());
                 $(
                     let $field = Family::<$label, $kind>::default();
                     registry.register($name, $help, $field.clone());
                 )*
-                Arc::new(Metrics { registry, sink_names: Default::default(), $( $field, )* })
+                Arc::new(Metrics { registry, sink_names: Default::default(), ready, $( $field, )* })
             }
         }
     };
@@ -83,6 +87,7 @@ families! {
     dead_letter_batches: Counter<SinkLabel> = "dead_letter_batches", "Batches moved to dead-letter";
     dead_letter_records: Counter<SinkLabel> = "dead_letter_records", "Records in dead-lettered batches";
     spool_bytes: Gauge<SinkLabel> = "spool_bytes", "Bytes of batches waiting in the spool";
+    spool_max_bytes: Gauge<SinkLabel> = "spool_max_bytes", "The spool's cap (spool_max_bytes): sources pause when it is reached";
     spool_batches: Gauge<SinkLabel> = "spool_batches", "Batches waiting in the spool";
     spool_write_failures: Counter<SinkLabel> = "spool_write_failures", "Spool writes (or block compressions) that failed and are retried";
     last_delivery: Gauge<SinkLabel> = "last_delivery_timestamp_seconds", "Unix time of the last acknowledged batch";
