@@ -57,6 +57,12 @@ impl Decoder {
         }
     }
 
+    /// Reads record times in the source's `timestamp_format` before the built-in spellings.
+    pub fn with_time_format(mut self, format: Option<&str>) -> Decoder {
+        self.fields.set_time_format(format);
+        self
+    }
+
     /// A second extractor for the same fields, for records that masking changed.
     pub fn extractor(&self) -> Fields {
         self.fields.clone()

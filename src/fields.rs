@@ -63,6 +63,8 @@ impl Values {
 pub struct Fields {
     tree: Node,
     time_slot: Option<usize>,
+    /// The source's `timestamp_format`, tried before the built-in spellings.
+    time_format: Option<std::sync::Arc<str>>,
     values: Values,
     paths: Vec<String>,
 }
@@ -87,6 +89,7 @@ impl Fields {
         Fields {
             tree,
             time_slot,
+            time_format: None,
             values: Values {
                 text: vec![String::new(); all.len()],
                 set: vec![false; all.len()],
@@ -132,9 +135,18 @@ impl Fields {
         self.values.get(self.time_slot?)
     }
 
+    /// Reads times in `format` first (a source's `timestamp_format`).
+    pub fn set_time_format(&mut self, format: Option<&str>) {
+        self.time_format = format.map(std::sync::Arc::from);
+    }
+
     /// The record's time from `timestamp_field`.
     pub fn time(&self) -> Option<DateTime<Utc>> {
-        crate::timefmt::parse_time(self.time_value()?)
+        let v = self.time_value()?;
+        self.time_format
+            .as_deref()
+            .and_then(|f| crate::timefmt::parse_with(v, f))
+            .or_else(|| crate::timefmt::parse_time(v))
     }
 }
 

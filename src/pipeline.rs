@@ -305,7 +305,8 @@ async fn run_pipeline(
             src.record_id.as_deref(),
             &fields,
             src.timestamp_field.as_deref(),
-        );
+        )
+        .with_time_format(src.timestamp_format.as_deref());
         decoder.redact_unparsable = src
             .masking
             .as_ref()

@@ -20,6 +20,39 @@ pub fn parse_time(v: &str) -> Option<DateTime<Utc>> {
     epoch(v)
 }
 
+/// A record time in a source's own `timestamp_format` (chrono's strftime): with a zone
+/// (`%z`, `%:z`) it is honoured, without one the time is UTC; a date alone is its midnight.
+pub fn parse_with(v: &str, format: &str) -> Option<DateTime<Utc>> {
+    let v = v.trim();
+    if let Ok(t) = DateTime::parse_from_str(v, format) {
+        return Some(t.with_timezone(&Utc));
+    }
+    if let Ok(t) = NaiveDateTime::parse_from_str(v, format) {
+        return Some(Utc.from_utc_datetime(&t));
+    }
+    chrono::NaiveDate::parse_from_str(v, format)
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| Utc.from_utc_datetime(&t))
+}
+
+/// Whether `format` is a strftime pattern chrono can use, and a useful one (it must read at
+/// least a date).
+pub fn check_format(format: &str) -> Result<(), String> {
+    use chrono::format::{Item, StrftimeItems};
+    let items: Vec<Item> = StrftimeItems::new(format).collect();
+    if items.iter().any(|i| matches!(i, Item::Error)) {
+        return Err(format!(
+            "{format:?} is not a strftime pattern (chrono's %-specifiers)"
+        ));
+    }
+    let has = |s: &str| format.contains(s);
+    if !(has("%Y") || has("%F") || has("%s") || has("%+") || has("%c") || has("%y")) {
+        return Err(format!("{format:?} reads no year (%Y, %F, %s, ...)"));
+    }
+    Ok(())
+}
+
 /// `YYYY-MM-DD[T ]HH:MM:SS[.f]` followed by a zone: `Z`, `UTC`, `+hh:mm`, `+hhmm`, with or
 /// without a space before it.
 fn parse_datetime(v: &str) -> Option<DateTime<Utc>> {
@@ -141,6 +174,27 @@ mod tests {
     fn offsets_crossing_midnight_land_on_the_utc_day() {
         assert_eq!(at("2026-11-30T20:30:00-07:00"), "2026-12-01T03:30:00.000Z");
         assert_eq!(at("2026-12-01 01:00:00 +0200"), "2026-11-30T23:00:00.000Z");
+    }
+
+    #[test]
+    fn a_source_s_own_format_is_read_with_or_without_a_zone() {
+        let t = |v, f| parse_with(v, f).map(|t| t.to_rfc3339());
+        assert_eq!(
+            t("13/09/2019 17:24:16 -0700", "%d/%m/%Y %H:%M:%S %z").as_deref(),
+            Some("2019-09-14T00:24:16+00:00")
+        );
+        assert_eq!(
+            t("13.09.2019 17:24", "%d.%m.%Y %H:%M").as_deref(),
+            Some("2019-09-13T17:24:00+00:00")
+        );
+        assert_eq!(
+            t("20190913", "%Y%m%d").as_deref(),
+            Some("2019-09-13T00:00:00+00:00")
+        );
+        assert_eq!(t("yesterday", "%Y%m%d"), None);
+        assert!(check_format("%d/%m/%Y %H:%M").is_ok());
+        assert!(check_format("%H:%M").unwrap_err().contains("no year"));
+        assert!(check_format("%Q %Y").is_err());
     }
 
     #[test]

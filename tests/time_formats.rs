@@ -90,3 +90,46 @@ fn an_unreadable_timestamp_is_counted_and_logged_by_its_shape_only() {
         "{files:?}"
     );
 }
+
+#[test]
+fn a_source_s_timestamp_format_reads_what_no_built_in_spelling_does() {
+    let lf = Lf::new(&CONFIG.replace(
+        "timestamp_field = \"timestamp\"",
+        "timestamp_field = \"timestamp\"\ntimestamp_format = \"%d/%m/%Y %H:%M:%S %z\"",
+    ));
+    std::fs::write(
+        lf.path("logs/a.log"),
+        // 17:24 at -07:00 is the next day in UTC; the built-in spellings still apply.
+        "{\"n\":1,\"timestamp\":\"13/09/2019 17:24:16 -0700\"}\n{\"n\":2,\"timestamp\":\"2019-09-10 08:00:00 UTC\"}\n",
+    )
+    .unwrap();
+    let out = lf.run_once();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let files = lf.files("archive");
+    assert!(
+        files.iter().any(|f| f.starts_with("audit/2019/09/14/")),
+        "{files:?}"
+    );
+    assert!(
+        files.iter().any(|f| f.starts_with("audit/2019/09/10/")),
+        "{files:?}"
+    );
+    assert!(!err.contains("no format logferry understands"), "{err}");
+
+    // A pattern that reads no date is refused at load.
+    let bad = Lf::new(&CONFIG.replace(
+        "timestamp_field = \"timestamp\"",
+        "timestamp_field = \"timestamp\"\ntimestamp_format = \"%H:%M\"",
+    ));
+    let v = std::process::Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(&bad.cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&v.stderr);
+    assert_eq!(v.status.code(), Some(2));
+    assert!(
+        err.contains("sources.audit.timestamp_format") && err.contains("no year"),
+        "{err}"
+    );
+}

@@ -60,6 +60,8 @@ pub struct SourceConfig {
     pub oversize: raw::Oversize,
     pub record_id: Option<String>,
     pub timestamp_field: Option<String>,
+    /// A strftime pattern tried before the built-in spellings.
+    pub timestamp_format: Option<String>,
     pub max_open_files: usize,
     pub follow_symlinks: FollowSymlinks,
     pub glob_interval: Duration,

@@ -97,6 +97,8 @@ pub struct Source {
     #[serde(default)]
     pub timestamp_field: Option<String>,
     #[serde(default)]
+    pub timestamp_format: Option<String>,
+    #[serde(default)]
     pub max_open_files: Option<usize>,
     #[serde(default)]
     pub follow_symlinks: FollowSymlinks,

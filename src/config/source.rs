@@ -108,6 +108,16 @@ pub(super) fn build(
             );
         }
     }
+    if let Some(f) = &s.timestamp_format {
+        if s.timestamp_field.is_none() {
+            c.add(
+                format!("{p}.timestamp_format"),
+                "needs timestamp_field (the field it reads)",
+            );
+        } else if let Err(e) = crate::timefmt::check_format(f) {
+            c.add(format!("{p}.timestamp_format"), e);
+        }
+    }
     if c.list.len() > before {
         return None;
     }
@@ -124,6 +134,7 @@ pub(super) fn build(
         oversize: s.oversize,
         record_id: s.record_id,
         timestamp_field: s.timestamp_field,
+        timestamp_format: s.timestamp_format,
         max_open_files,
         follow_symlinks: s.follow_symlinks,
         glob_interval: s.glob_interval.map_or(Duration::from_millis(500), |d| d.0),
