@@ -26,7 +26,7 @@ retry = {{ initial_backoff = "50ms", max_backoff = "200ms" }}
     )
 }
 
-/// The verification the README documents: `t=<unix>,v1=<hex>`; HMAC-SHA256 with the shared
+/// The verification docs/sinks/http.md documents: `t=<unix>,v1=<hex>`; HMAC-SHA256 with the shared
 /// key over `<t>.` followed by the raw body as received; reject if `t` is over 5 minutes off.
 fn verify(header: &str, body: &[u8], key: &[u8]) -> bool {
     let mut t = None;
