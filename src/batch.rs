@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::ack::{Hold, Ticket};
 use crate::decode::Values;
-use crate::encode::{BlockResult, CompressPool, Layout, BLOCK_BYTES};
+use crate::encode::{BlockResult, CompressPool, Layout, Seal, BLOCK_BYTES};
 
 /// More open partitions than this and the least recently written one is sealed, so memory does
 /// not grow with the number of distinct key values.
@@ -57,6 +57,11 @@ pub struct ShapeStage {
 }
 
 struct Open {
+    /// Given when the batch opens, so an envelope's `{{batch_id}}` can be in its first block.
+    id: String,
+    /// The envelope's head names what only sealing knows: it is rendered then, as a block of
+    /// its own ahead of the records, and the payload's digest is taken by the spool writer.
+    deferred_head: bool,
     fields: Vec<Option<String>>,
     bucket: i64,
     first_time: DateTime<Utc>,
@@ -201,7 +206,7 @@ impl<O: Outlet> Batcher<O> {
                             o.submitted
                                 + o.block.len() as u64
                                 + rec_len
-                                + self.plan.layout.tail.len() as u64
+                                + self.plan.layout.tail_len_max() as u64
                                 > m
                         })
                 };
@@ -221,7 +226,10 @@ impl<O: Outlet> Batcher<O> {
                     self.seal_least_recent()?;
                 }
                 let mut block = Vec::with_capacity(64 * 1024);
-                block.extend_from_slice(&self.plan.layout.head);
+                let id = uuid::Uuid::now_v7().to_string();
+                let head = self.plan.layout.head_at_open(&id);
+                let deferred_head = head.is_none();
+                block.extend_from_slice(&head.unwrap_or_default());
                 let fields = self
                     .plan
                     .field_slots
@@ -230,6 +238,8 @@ impl<O: Outlet> Batcher<O> {
                     .collect();
                 let list = self.open.entry(hash).or_default();
                 list.push(Open {
+                    id,
+                    deferred_head,
                     fields,
                     bucket,
                     first_time: time,
@@ -252,9 +262,7 @@ impl<O: Outlet> Batcher<O> {
         let Some(o) = self.open.get_mut(&hash).and_then(|l| l.get_mut(idx)) else {
             return Ok(());
         };
-        o.block.extend_from_slice(plan.layout.before(o.records));
-        o.block.extend_from_slice(record);
-        o.block.extend_from_slice(plan.layout.after());
+        plan.layout.write_record(&mut o.block, o.records, record);
         o.records += 1;
         o.last_time = time;
         o.last_write = now;
@@ -342,14 +350,29 @@ impl<O: Outlet> Batcher<O> {
             self.open.remove(&hash);
         }
         self.open_count -= 1;
-        o.block.extend_from_slice(&self.plan.layout.tail);
+        let sealed_at = Utc::now();
+        let id = std::mem::take(&mut o.id);
+        let (head, tail) = self.plan.layout.render(&Seal {
+            id: &id,
+            records: o.records,
+            sealed_at,
+        });
+        o.block.extend_from_slice(&tail);
         o.hasher.update(&o.block);
         o.submitted += o.block.len() as u64;
         o.blocks.push(
             self.pool
                 .submit(o.block, self.plan.compression, self.plan.level),
         );
-        let id = uuid::Uuid::now_v7().to_string();
+        let head_len = head.len();
+        if o.deferred_head {
+            o.submitted += head_len as u64;
+            o.blocks.insert(
+                0,
+                self.pool
+                    .submit(head, self.plan.compression, self.plan.level),
+            );
+        }
         let fields: Vec<Option<&str>> = o.fields.iter().map(|f| f.as_deref()).collect();
         let key = self.plan.key.render(&KeyContext {
             source: &self.source,
@@ -367,12 +390,19 @@ impl<O: Outlet> Batcher<O> {
             record_count: o.records,
             first_time: o.first_time,
             last_time: o.last_time,
-            sha256: hex::encode(o.hasher.finalize()),
+            // With a head rendered at seal the running digest misses it: the spool writer
+            // takes the digest of the whole payload instead.
+            sha256: if o.deferred_head {
+                String::new()
+            } else {
+                hex::encode(o.hasher.finalize())
+            },
             uncompressed_bytes: o.submitted,
             encoding: self.plan.layout.encoding,
             compression: self.plan.compression,
-            head_len: self.plan.layout.head.len() as u32,
-            tail_len: self.plan.layout.tail.len() as u32,
+            head_len: head_len as u32,
+            tail_len: tail.len() as u32,
+            sealed_at: Some(sealed_at),
         };
         self.sealed += 1;
         self.outlet.send(PendingBatch {

@@ -396,16 +396,26 @@ pub fn split_batch(
 ) -> Result<Vec<SealedBatch>, String> {
     use sha2::{Digest, Sha256};
     let raw = encode::decompress(b.meta.compression, &b.payload).map_err(|e| e.to_string())?;
-    let recs = encode::records(&b.meta, &raw)?;
+    let recs = layout.records(&b.meta, &raw)?;
     if recs.len() < 2 {
         return Err(format!("{} record(s) found", recs.len()));
     }
     let mid = recs.len() / 2;
     let mut out = Vec::new();
     for (suffix, part) in [("a", &recs[..mid]), ("b", &recs[mid..])] {
-        let payload = layout.assemble(part.iter().copied());
         let mut meta = b.meta.clone();
         meta.id = format!("{}-{suffix}", b.meta.id);
+        // Each half's envelope names the half: its id and count, the parent's seal time.
+        let (payload, head_len, tail_len) = layout.assemble(
+            &encode::Seal {
+                id: &meta.id,
+                records: part.len() as u64,
+                sealed_at: b.meta.sealed_at.unwrap_or(b.meta.last_time),
+            },
+            part,
+        );
+        meta.head_len = head_len;
+        meta.tail_len = tail_len;
         meta.key = b.meta.key.replacen(&b.meta.id, &meta.id, 1);
         meta.record_count = part.len() as u64;
         meta.sha256 = hex::encode(Sha256::digest(&payload));

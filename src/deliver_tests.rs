@@ -39,8 +39,13 @@ fn sealed(id: &str, records: usize) -> SealedBatch {
     let recs: Vec<Vec<u8>> = (0..records)
         .map(|i| format!("{{\"n\":{i}}}").into_bytes())
         .collect();
-    let payload = layout.assemble(recs.iter().map(|r| r.as_slice()));
     let now = chrono::Utc::now();
+    let seal = encode::Seal {
+        id,
+        records: records as u64,
+        sealed_at: now,
+    };
+    let (payload, _, _) = layout.assemble(&seal, &recs);
     SealedBatch {
         meta: logferry_sinks::BatchMeta {
             id: id.into(),
@@ -56,6 +61,7 @@ fn sealed(id: &str, records: usize) -> SealedBatch {
             compression: logferry_sinks::Compression::None,
             head_len: 0,
             tail_len: 0,
+            sealed_at: None,
         },
         payload: Bytes::from(payload),
     }
@@ -259,8 +265,13 @@ fn split_keeps_every_record_and_derives_ids_and_keys() {
     let recs: Vec<Vec<u8>> = (0..5)
         .map(|i| format!("{{\"n\":{i}}}").into_bytes())
         .collect();
-    let payload = layout.assemble(recs.iter().map(|r| r.as_slice()));
     let now = chrono::Utc::now();
+    let seal = encode::Seal {
+        id: "abc",
+        records: 5,
+        sealed_at: now,
+    };
+    let (payload, head_len, tail_len) = layout.assemble(&seal, &recs);
     let b = SealedBatch {
         meta: logferry_sinks::BatchMeta {
             id: "abc".into(),
@@ -274,8 +285,9 @@ fn split_keeps_every_record_and_derives_ids_and_keys() {
             uncompressed_bytes: payload.len() as u64,
             encoding: layout.encoding,
             compression: logferry_sinks::Compression::Gzip,
-            head_len: layout.head.len() as u32,
-            tail_len: layout.tail.len() as u32,
+            head_len,
+            tail_len,
+            sealed_at: Some(now),
         },
         payload: Bytes::from(
             encode::compress(logferry_sinks::Compression::Gzip, None, &payload).unwrap(),

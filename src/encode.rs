@@ -16,6 +16,7 @@ use std::io::{Read, Write};
 use std::sync::mpsc;
 use std::thread;
 
+use chrono::{DateTime, Utc};
 use logferry_sinks::{BatchMeta, Compression, Encoding};
 use tokio::sync::oneshot;
 
@@ -25,82 +26,166 @@ pub const BLOCK_BYTES: usize = 1 << 20;
 #[derive(Debug, Clone)]
 pub struct Layout {
     pub encoding: Encoding,
-    pub head: Vec<u8>,
-    pub tail: Vec<u8>,
+    /// Text before and after the records; with placeholders (`{{batch_id}}`,
+    /// `{{record_count}}`, `{{sealed_at}}`) rendered per batch by [`Layout::render`].
+    head: String,
+    tail: String,
+    /// The records are one JSON string (`{{records_str}}`): each is escaped, `\n` between.
+    pub string_records: bool,
 }
+
+/// What a batch's envelope placeholders become, fixed when it is sealed.
+pub struct Seal<'a> {
+    pub id: &'a str,
+    pub records: u64,
+    pub sealed_at: DateTime<Utc>,
+}
+
+/// Placeholders known only when a batch is sealed.
+const SEAL_VARS: [&str; 2] = ["{{record_count}}", "{{sealed_at}}"];
 
 impl Layout {
-    pub fn new(encoding: Encoding, envelope: Option<&(String, String)>) -> Layout {
-        let (eh, et) = envelope
-            .map(|(h, t)| (h.as_bytes().to_vec(), t.as_bytes().to_vec()))
-            .unwrap_or_default();
-        match encoding {
-            Encoding::Ndjson => Layout {
-                encoding,
-                head: eh,
-                tail: et,
-            },
-            Encoding::JsonArray => {
-                let mut head = eh;
-                head.extend_from_slice(b"[\n");
-                let mut tail = b"\n]".to_vec();
-                tail.extend_from_slice(&et);
-                Layout {
-                    encoding,
-                    head,
-                    tail,
-                }
+    /// `envelope`: the text before and after the records, and whether they go in as one
+    /// JSON string.
+    pub fn new(encoding: Encoding, envelope: Option<(&str, &str, bool)>) -> Layout {
+        let (eh, et, string_records) = envelope.unwrap_or(("", "", false));
+        let (mut head, mut tail) = (eh.to_string(), String::new());
+        if string_records {
+            head.push('"');
+            tail.push('"');
+        } else if encoding == Encoding::JsonArray {
+            head.push_str("[\n");
+            tail.push_str("\n]");
+        }
+        tail.push_str(et);
+        Layout {
+            encoding,
+            head,
+            tail,
+            string_records,
+        }
+    }
+
+    /// The head as a batch opens with `id`, or `None` when it names what only sealing
+    /// knows (then it is rendered and compressed at seal time, ahead of the records).
+    pub fn head_at_open(&self, id: &str) -> Option<Vec<u8>> {
+        if SEAL_VARS.iter().any(|v| self.head.contains(v)) {
+            return None;
+        }
+        Some(self.head.replace("{{batch_id}}", id).into_bytes())
+    }
+
+    /// Head and tail with the placeholders filled in.
+    pub fn render(&self, seal: &Seal<'_>) -> (Vec<u8>, Vec<u8>) {
+        let fill = |t: &str| {
+            if !t.contains("{{") {
+                return t.as_bytes().to_vec();
             }
-        }
+            t.replace("{{batch_id}}", seal.id)
+                .replace("{{record_count}}", &seal.records.to_string())
+                .replace(
+                    "{{sealed_at}}",
+                    &seal
+                        .sealed_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                )
+                .into_bytes()
+        };
+        (fill(&self.head), fill(&self.tail))
     }
 
-    /// Bytes written before a record, given how many the batch already holds.
+    /// The bytes a record adds to a batch at most beyond its own, for size limits.
+    pub fn tail_len_max(&self) -> usize {
+        self.tail.len() + 64
+    }
+
+    /// Appends record number `index` of a batch to `out`.
     #[inline]
-    pub fn before(&self, index: u64) -> &'static [u8] {
-        match (self.encoding, index) {
-            (Encoding::JsonArray, i) if i > 0 => b",\n",
-            _ => b"",
+    pub fn write_record(&self, out: &mut Vec<u8>, index: u64, record: &[u8]) {
+        if self.string_records {
+            if index > 0 {
+                out.extend_from_slice(b"\\n");
+            }
+            escape_into(out, record);
+            return;
+        }
+        if self.encoding == Encoding::JsonArray && index > 0 {
+            out.extend_from_slice(b",\n");
+        }
+        out.extend_from_slice(record);
+        if self.encoding == Encoding::Ndjson {
+            out.push(b'\n');
         }
     }
 
-    /// Bytes written after every record.
-    #[inline]
-    pub fn after(&self) -> &'static [u8] {
-        match self.encoding {
-            Encoding::Ndjson => b"\n",
-            Encoding::JsonArray => b"",
+    /// Builds a whole uncompressed payload from records (used when a batch is split), with
+    /// the lengths of its head and tail.
+    pub fn assemble<R: AsRef<[u8]>>(&self, seal: &Seal<'_>, records: &[R]) -> (Vec<u8>, u32, u32) {
+        let (head, tail) = self.render(seal);
+        let mut out = head.clone();
+        for (i, r) in records.iter().enumerate() {
+            self.write_record(&mut out, i as u64, r.as_ref());
         }
+        out.extend_from_slice(&tail);
+        (out, head.len() as u32, tail.len() as u32)
     }
 
-    /// Builds a whole uncompressed payload from records (used when a batch is split).
-    pub fn assemble<'a>(&self, records: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
-        let mut out = self.head.clone();
-        for (i, r) in records.enumerate() {
-            out.extend_from_slice(self.before(i as u64));
-            out.extend_from_slice(r);
-            out.extend_from_slice(self.after());
+    /// Splits an uncompressed payload back into its records.
+    pub fn records(&self, meta: &BatchMeta, payload: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+        let (h, t) = (meta.head_len as usize, meta.tail_len as usize);
+        if payload.len() < h + t {
+            return Err("payload shorter than its head and tail".into());
         }
-        out.extend_from_slice(&self.tail);
-        out
+        let body = &payload[h..payload.len() - t];
+        if self.string_records {
+            // The body is the inside of one JSON string: read it back as one.
+            let mut quoted = Vec::with_capacity(body.len() + 2);
+            quoted.push(b'"');
+            quoted.extend_from_slice(body);
+            quoted.push(b'"');
+            let text: String = serde_json::from_slice(&quoted).map_err(|e| e.to_string())?;
+            return Ok(text
+                .split('\n')
+                .filter(|r| !r.is_empty())
+                .map(|r| r.as_bytes().to_vec())
+                .collect());
+        }
+        let mut out: Vec<Vec<u8>> = body
+            .split(|b| *b == b'\n')
+            .map(|r| r.strip_suffix(b",").unwrap_or(r))
+            .filter(|r| !r.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect();
+        if meta.encoding == Encoding::JsonArray && out.first().is_some_and(|r| r == b"[") {
+            out.remove(0);
+        }
+        Ok(out)
     }
 }
 
-/// Splits an uncompressed payload back into its records.
-pub fn records<'a>(meta: &BatchMeta, payload: &'a [u8]) -> Result<Vec<&'a [u8]>, String> {
-    let (h, t) = (meta.head_len as usize, meta.tail_len as usize);
-    if payload.len() < h + t {
-        return Err("payload shorter than its head and tail".into());
+/// `record` as the inside of a JSON string: quotes, backslashes and control bytes escaped.
+fn escape_into(out: &mut Vec<u8>, record: &[u8]) {
+    let mut start = 0;
+    for (i, &b) in record.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => {
+                out.extend_from_slice(&record[start..i]);
+                out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&record[start..i]);
+        out.extend_from_slice(esc);
+        start = i + 1;
     }
-    let body = &payload[h..payload.len() - t];
-    let mut out: Vec<&[u8]> = body
-        .split(|b| *b == b'\n')
-        .map(|r| r.strip_suffix(b",").unwrap_or(r))
-        .filter(|r| !r.is_empty())
-        .collect();
-    if meta.encoding == Encoding::JsonArray && out.first() == Some(&&b"["[..]) {
-        out.remove(0);
-    }
-    Ok(out)
+    out.extend_from_slice(&record[start..]);
 }
 
 pub fn compress(c: Compression, level: Option<i32>, data: &[u8]) -> std::io::Result<Vec<u8>> {
@@ -211,7 +296,7 @@ impl CompressPool {
 mod tests {
     use super::*;
 
-    fn meta(layout: &Layout) -> BatchMeta {
+    fn meta(layout: &Layout, head_len: u32, tail_len: u32) -> BatchMeta {
         let now = chrono::Utc::now();
         BatchMeta {
             id: "x".into(),
@@ -225,29 +310,67 @@ mod tests {
             uncompressed_bytes: 0,
             encoding: layout.encoding,
             compression: Compression::Gzip,
-            head_len: layout.head.len() as u32,
-            tail_len: layout.tail.len() as u32,
+            head_len,
+            tail_len,
+            sealed_at: None,
+        }
+    }
+
+    fn seal() -> Seal<'static> {
+        Seal {
+            id: "0190-b",
+            records: 3,
+            sealed_at: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
         }
     }
 
     #[test]
     fn json_array_with_envelope_round_trips() {
-        let env = ("{\"logEntries\":".to_string(), "}".to_string());
-        let l = Layout::new(Encoding::JsonArray, Some(&env));
+        let l = Layout::new(Encoding::JsonArray, Some(("{\"logEntries\":", "}", false)));
         let recs: Vec<&[u8]> = vec![b"{\"a\":1}", b"{\"b\":[1,2]}", b"{}"];
-        let p = l.assemble(recs.iter().copied());
+        let (p, h, t) = l.assemble(&seal(), &recs);
         let v: serde_json::Value = serde_json::from_slice(&p).unwrap();
         assert_eq!(v["logEntries"].as_array().unwrap().len(), 3);
-        assert_eq!(records(&meta(&l), &p).unwrap(), recs);
+        assert_eq!(l.records(&meta(&l, h, t), &p).unwrap(), recs);
     }
 
     #[test]
     fn ndjson_round_trips() {
         let l = Layout::new(Encoding::Ndjson, None);
         let recs: Vec<&[u8]> = vec![b"{\"a\":1}", b"{\"b\":2}"];
-        let p = l.assemble(recs.iter().copied());
+        let (p, h, t) = l.assemble(&seal(), &recs);
         assert_eq!(p, b"{\"a\":1}\n{\"b\":2}\n");
-        assert_eq!(records(&meta(&l), &p).unwrap(), recs);
+        assert_eq!(l.records(&meta(&l, h, t), &p).unwrap(), recs);
+    }
+
+    #[test]
+    fn placeholders_are_filled_at_seal_and_records_can_be_one_string() {
+        let l = Layout::new(
+            Encoding::JsonArray,
+            Some((
+                "{\"batch\":\"{{batch_id}}\",\"n\":{{record_count}},\"at\":\"{{sealed_at}}\",\"logs\":",
+                "}",
+                true,
+            )),
+        );
+        assert!(
+            l.head_at_open("x").is_none(),
+            "the count is known at seal only"
+        );
+        let recs: Vec<&[u8]> = vec![b"{\"msg\":\"a \\\"q\\\" b\"}", b"{\"t\":\"x\\ty\"}", b"{}"];
+        let (p, h, t) = l.assemble(&seal(), &recs);
+        let v: serde_json::Value = serde_json::from_slice(&p).unwrap();
+        assert_eq!(v["batch"], "0190-b");
+        assert_eq!(v["n"], 3);
+        assert_eq!(v["at"], "2023-11-14T22:13:20.000Z");
+        let lines: Vec<&str> = v["logs"].as_str().unwrap().split('\n').collect();
+        assert_eq!(lines.len(), 3);
+        let first: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(first["msg"], "a \"q\" b");
+        assert_eq!(l.records(&meta(&l, h, t), &p).unwrap(), recs);
+        // Only the id: the head is written when the batch opens.
+        let l = Layout::new(Encoding::Ndjson, Some(("{{batch_id}} ", "", false)));
+        assert_eq!(l.head_at_open("abc").unwrap(), b"abc ");
     }
 
     #[test]

@@ -246,7 +246,12 @@ async fn run_pipeline(
             timeout: sc.timeout,
             requests,
             bytes,
-            layout: Layout::new(sc.encoding, sc.envelope.as_ref()),
+            layout: Layout::new(
+                sc.encoding,
+                sc.envelope
+                    .as_ref()
+                    .map(|(h, t, s)| (h.as_str(), t.as_str(), *s)),
+            ),
             level: sc.compression_level,
             seed: None,
         };
@@ -325,7 +330,12 @@ async fn run_pipeline(
                     .iter()
                     .map(|f| fields.iter().position(|x| x == f).unwrap_or(0))
                     .collect(),
-                layout: Layout::new(sc.encoding, sc.envelope.as_ref()),
+                layout: Layout::new(
+                    sc.encoding,
+                    sc.envelope
+                        .as_ref()
+                        .map(|(h, t, s)| (h.as_str(), t.as_str(), *s)),
+                ),
                 compression: sc.compression,
                 level: sc.compression_level,
                 max_bytes: sc.max_bytes,

@@ -314,3 +314,80 @@ fn the_idempotency_key_survives_a_restart() {
         got[1].header("idempotency-key")
     );
 }
+
+/// A body's JSON, decompressed by its Content-Encoding.
+fn body_json(g: &common::receiver::Got) -> serde_json::Value {
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::MultiGzDecoder::new(&g.body[..]),
+        &mut raw,
+    )
+    .unwrap();
+    serde_json::from_slice(&raw).unwrap()
+}
+
+#[test]
+fn envelope_placeholders_are_fixed_at_seal_and_identical_on_every_retry() {
+    let rx = Receiver::start(None);
+    // The first attempt fails; the retry must send the same bytes.
+    rx.script(Fault::Status {
+        status: 503,
+        headers: vec![],
+        body: "busy".into(),
+    });
+    let lf = Lf::new(&config(
+        &rx.url("/loki"),
+        "envelope = '{\"batch\":\"{{batch_id}}\",\"count\":{{record_count}},\"sealed\":\"{{sealed_at}}\",\"lines\":{{records_str}}}'\nbatch = { max_age = \"200ms\" }",
+    ));
+    write_lines(&lf.path("logs/a.log"), 0, 40);
+    lf.run_once();
+    let got = rx.got();
+    assert!(got.len() >= 2, "{} requests", got.len());
+    assert_eq!(got[0].status, 503);
+    assert_eq!(got[0].body, got[1].body, "the retry sent other bytes");
+    let mut seen = 0;
+    for g in got.iter().filter(|g| g.status < 300) {
+        let v = body_json(g);
+        let id = g.header("idempotency-key").unwrap();
+        assert_eq!(v["batch"], id, "{{batch_id}} is the batch's id");
+        let lines: Vec<serde_json::Value> = v["lines"]
+            .as_str()
+            .unwrap()
+            .split('\n')
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(v["count"], lines.len(), "{{record_count}}");
+        let sealed = chrono::DateTime::parse_from_rfc3339(v["sealed"].as_str().unwrap()).unwrap();
+        assert!((chrono::Utc::now() - sealed.to_utc()).num_seconds() < 60);
+        seen += lines.len();
+    }
+    assert_eq!(seen, 40);
+}
+
+#[test]
+fn halves_of_a_split_batch_name_themselves_in_the_envelope() {
+    let rx = Receiver::start(None);
+    rx.script(Fault::Status {
+        status: 413,
+        headers: vec![],
+        body: String::new(),
+    });
+    let lf = Lf::new(&config(
+        &rx.url("/in"),
+        "envelope = '{\"batch\":\"{{batch_id}}\",\"count\":{{record_count}},\"logs\":{{records}}}'\nbatch = { max_age = \"200ms\" }",
+    ));
+    write_lines(&lf.path("logs/a.log"), 0, 10);
+    lf.run_once();
+    let ok: Vec<_> = rx.got().into_iter().filter(|g| g.status < 300).collect();
+    assert_eq!(ok.len(), 2, "two halves");
+    let mut total = 0;
+    for g in &ok {
+        let v = body_json(g);
+        let id = v["batch"].as_str().unwrap();
+        assert!(id.ends_with("-a") || id.ends_with("-b"), "{id}");
+        assert_eq!(g.header("idempotency-key"), Some(id));
+        assert_eq!(v["count"], v["logs"].as_array().unwrap().len());
+        total += v["logs"].as_array().unwrap().len();
+    }
+    assert_eq!(total, 10);
+}

@@ -60,6 +60,9 @@ pub struct BatchMeta {
     pub head_len: u32,
     #[serde(default)]
     pub tail_len: u32,
+    /// When the batch was sealed (an envelope's `{{sealed_at}}`; halves of a split keep it).
+    #[serde(default)]
+    pub sealed_at: Option<DateTime<Utc>>,
 }
 
 /// A batch ready to send: metadata and the exact bytes every attempt sends.

@@ -186,6 +186,7 @@ mod tests {
                 compression: Compression::None,
                 head_len: 0,
                 tail_len: 0,
+                sealed_at: None,
             },
             payload: Bytes::from_static(b"{}\n"),
         }

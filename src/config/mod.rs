@@ -90,8 +90,9 @@ pub struct SinkConfig {
     pub kind: SinkKind,
     pub key: KeyTemplate,
     pub encoding: Encoding,
-    /// Text before and after the records when an envelope wraps them.
-    pub envelope: Option<(String, String)>,
+    /// Text before and after the records when an envelope wraps them, and whether the
+    /// records go in as one JSON string.
+    pub envelope: Option<(String, String, bool)>,
     pub compression: Compression,
     pub compression_level: Option<i32>,
     pub buffer: Buffer,

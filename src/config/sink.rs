@@ -28,6 +28,47 @@ fn plaintext(p: &str, key: &str, url: &str, creds: &str, allowed: bool, c: &mut 
     }
 }
 
+/// An envelope's text before and after the records, and whether they go in as one JSON
+/// string (`{{records_str}}`) rather than as JSON values (`{{records}}`).
+fn envelope(env: &str) -> Result<(String, String, bool), String> {
+    const KNOWN: [&str; 5] = [
+        "{{records}}",
+        "{{records_str}}",
+        "{{batch_id}}",
+        "{{record_count}}",
+        "{{sealed_at}}",
+    ];
+    if env.contains('\n') || env.contains('\r') {
+        return Err("must not contain line breaks".into());
+    }
+    let mut rest = env;
+    while let Some(i) = rest.find("{{") {
+        let tail = &rest[i..];
+        let Some(j) = tail.find("}}") else { break };
+        let ph = &tail[..j + 2];
+        if !KNOWN.contains(&ph) {
+            return Err(format!(
+                "{ph} is not a placeholder; known: {}",
+                KNOWN.join(", ")
+            ));
+        }
+        rest = &tail[j + 2..];
+    }
+    let n = env.matches("{{records}}").count();
+    let s = env.matches("{{records_str}}").count();
+    let (marker, string) = match (n, s) {
+        (1, 0) => ("{{records}}", false),
+        (0, 1) => ("{{records_str}}", true),
+        _ => {
+            return Err(
+                "must contain `{{records}}` (or `{{records_str}}`) exactly once, e.g. {\"logEntries\":{{records}}}".into(),
+            )
+        }
+    };
+    let (head, tail) = env.split_once(marker).unwrap_or((env, ""));
+    Ok((head.to_string(), tail.to_string(), string))
+}
+
 pub(super) fn build(
     name: &str,
     p: &str,
@@ -108,18 +149,10 @@ pub(super) fn build(
     };
     let envelope = match common.envelope.as_deref() {
         None => None,
-        Some(env) => match env.split_once("{{records}}") {
-            Some((head, tail)) if !tail.contains("{{records}}") => {
-                if head.contains('\n') || tail.contains('\n') {
-                    c.add(format!("{p}.envelope"), "must not contain line breaks");
-                }
-                Some((head.to_string(), tail.to_string()))
-            }
-            _ => {
-                c.add(
-                    format!("{p}.envelope"),
-                    "must contain `{{records}}` exactly once, e.g. {\"logEntries\":{{records}}}",
-                );
+        Some(env) => match envelope(env) {
+            Ok(e) => Some(e),
+            Err(m) => {
+                c.add(format!("{p}.envelope"), m);
                 None
             }
         },

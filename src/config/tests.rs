@@ -151,9 +151,15 @@ fn envelope_needs_records_placeholder() {
     );
     let shown = load(&text).unwrap_err().to_string();
     assert!(
-        shown.contains("must contain `{{records}}` exactly once"),
+        shown.contains("must contain `{{records}}` (or `{{records_str}}`) exactly once"),
         "{shown}"
     );
+    let text = GOOD.replace(
+        "path = \"${ARCHIVE}\"",
+        "path = \"/a\"\nenvelope = \"{\\\"id\\\":\\\"{{batch}}\\\",\\\"r\\\":{{records}}}\"",
+    );
+    let shown = load(&text).unwrap_err().to_string();
+    assert!(shown.contains("{{batch}} is not a placeholder"), "{shown}");
     let text = GOOD.replace(
         "path = \"${ARCHIVE}\"",
         "path = \"/a\"\nenvelope = \"{\\\"logEntries\\\":{{records}}}\"",
@@ -161,6 +167,15 @@ fn envelope_needs_records_placeholder() {
     let c = load(&text).unwrap();
     assert_eq!(c.sinks[0].envelope.as_ref().unwrap().0, "{\"logEntries\":");
     assert_eq!(c.sinks[0].encoding, Encoding::JsonArray);
+    let text = GOOD.replace(
+        "path = \"${ARCHIVE}\"",
+        "path = \"/a\"\nenvelope = '{\"n\":{{record_count}},\"lines\":{{records_str}}}'",
+    );
+    let c = load(&text).unwrap();
+    assert!(
+        c.sinks[0].envelope.as_ref().unwrap().2,
+        "records as one string"
+    );
 }
 
 const BLOB: &str = r#"

@@ -394,6 +394,7 @@ mod tests {
                 compression: logferry_sinks::Compression::None,
                 head_len: 0,
                 tail_len: 0,
+                sealed_at: None,
             },
             payload: Bytes::from(vec![b'x'; n]),
         }

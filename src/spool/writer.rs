@@ -75,6 +75,20 @@ impl Writer {
             };
             parts.push(Bytes::from(bytes));
         }
+        let mut meta = meta;
+        if meta.sha256.is_empty() {
+            // The envelope's head was rendered at seal, after the records' digest began: take
+            // the whole payload's digest from the blocks (off the runtime's threads).
+            let (c, p) = (meta.compression, parts.clone());
+            match tokio::task::spawn_blocking(move || payload_digest(c, &p)).await {
+                Ok(Ok(d)) => meta.sha256 = d,
+                Ok(Err(e)) => {
+                    self.failed(&meta.id, "cannot read back a compressed block", &e);
+                    return Ok(());
+                }
+                Err(_) => return Ok(()),
+            }
+        }
         let total: usize = parts.iter().map(Bytes::len).sum();
         if meta.uncompressed_bytes > 0 {
             let r = total as f64 / meta.uncompressed_bytes as f64;
@@ -163,5 +177,32 @@ impl Writer {
             _ = tokio::time::sleep(d) => Ok(()),
             _ = self.abandon.wait_for(|a| *a) => Err(Abandoned),
         }
+    }
+}
+
+/// SHA-256 (hex) of the uncompressed payload whose compressed blocks are `parts`.
+fn payload_digest(c: Compression, parts: &[Bytes]) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(crate::encode::decompress(c, p)?);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_digest_of_blocks_is_the_digest_of_the_whole_payload() {
+        use sha2::{Digest, Sha256};
+        let c = logferry_sinks::Compression::Gzip;
+        let parts: Vec<bytes::Bytes> = [&b"{\"head\":"[..], b"[1,2]", b"}"]
+            .iter()
+            .map(|p| bytes::Bytes::from(crate::encode::compress(c, None, p).unwrap()))
+            .collect();
+        assert_eq!(
+            super::payload_digest(c, &parts).unwrap(),
+            hex::encode(Sha256::digest(b"{\"head\":[1,2]}"))
+        );
     }
 }
