@@ -148,7 +148,7 @@ impl Proc {
                 self.time_warned = Some(Instant::now());
                 // The value's shape, never the value: a timestamp field can hold anything.
                 let shape = crate::timefmt::shape(d.time_raw.unwrap_or_default());
-                warn!(source = %self.source, offset = line.offset, %shape, "a timestamp is in no format logferry understands; the record is filed under its read time (logged at most once a minute, counted in timestamp_unparsed_total; see timestamp_field in the README)");
+                warn!(source = %self.source, offset = line.offset, %shape, "a timestamp is in no format logferry understands; the record is filed under its read time (logged at most once a minute, counted in timestamp_unparsed_total; see timestamp_field in docs/pipeline.md)");
             }
         }
         if d.flags.parse_error && !self.warned_parse {
