@@ -198,3 +198,39 @@ fn the_shipped_platform_example_validates_and_runs() {
         serde_json::from_str(std::fs::read_to_string(one).unwrap().trim_end()).unwrap();
     assert_eq!(rec["steps"][1]["output"]["data"], "masked");
 }
+
+#[test]
+fn kill_9_while_writing_one_object_per_record_leaves_no_second_object_and_no_dead_letter() {
+    let lf = Lf::new(&sink_config(
+        "type = \"directory\"\npath = \"{dir}/archive\"",
+    ));
+    let log = lf.path("logs/jobs.log");
+    std::fs::write(&log, "").unwrap();
+    let mut next = 0u64;
+    let mut rng = fastrand::Rng::with_seed(7);
+    for _ in 0..4 {
+        let run = lf.spawn();
+        let text: String = (next..next + 100).map(|i| job(i, "k")).collect();
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+        next += 100;
+        // The scenario is a crash at a random moment while objects are being written.
+        std::thread::sleep(std::time::Duration::from_millis(rng.u64(50..400)));
+        run.kill9();
+    }
+    lf.run_once();
+    let files = walk(&lf.path("archive"));
+    assert_eq!(
+        files.len(),
+        next as usize,
+        "one object per record, none twice"
+    );
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        assert_eq!(text.lines().count(), 1, "{}", f.display());
+    }
+    assert!(
+        !lf.path("data/dead-letter/archive").exists(),
+        "a replay after kill -9 is not a collision"
+    );
+}
