@@ -132,6 +132,18 @@ fn bench(c: &mut Criterion) {
             n
         })
     });
+    // The parser alone, over the same 2,000 values.
+    let stamps: Vec<String> = (0..2000)
+        .map(|i| format!("2026-11-23T10:{:02}:{:02}.123Z", i % 60, i % 59))
+        .collect();
+    g.bench_function("parse_time_rfc3339_2000", |b| {
+        b.iter(|| {
+            stamps
+                .iter()
+                .filter_map(|t| logferry::timefmt::parse_time(t))
+                .count()
+        })
+    });
     g.bench_function("decode_extract_key_fields", |b| {
         let fields = vec!["account_id".to_string(), "context.user_id".to_string()];
         let mut d = Decoder::new(Format::Json, None, &fields, Some("ts"));
