@@ -178,25 +178,44 @@ impl Tailed {
     /// Reads up to `chunk` bytes and passes every whole line to `emit`; a line longer than
     /// `chunk` is read to its end before returning, so a source assembles one large record at
     /// a time, not one per file. Returns bytes read.
+    ///
+    /// `spare` is the source's read buffer, lent to the file for the round and taken back
+    /// after it: between rounds a file keeps only its unfinished line, so memory does not
+    /// grow by a chunk per open file.
     pub fn read_lines(
         &mut self,
         chunk: usize,
         limit: &Limit,
+        spare: &mut Vec<u8>,
         mut emit: impl FnMut(Line<'_>),
     ) -> std::io::Result<usize> {
+        if self.buf.capacity() < chunk && spare.capacity() >= chunk {
+            spare.clear();
+            spare.extend_from_slice(&self.buf);
+            std::mem::swap(&mut self.buf, spare);
+        }
         let mut total = 0;
-        loop {
-            let n = self.read_once(chunk, limit, &mut emit)?;
+        let res = loop {
+            let n = match self.read_once(chunk, limit, &mut emit) {
+                Ok(n) => n,
+                Err(e) => break Err(e),
+            };
             total += n;
             if n == 0 || (self.long.is_none() && self.buf.len() <= chunk) {
-                break;
+                break Ok(total);
             }
-        }
+        };
         // A large record's buffer is given back once it is done.
         if self.buf.capacity() > 4 * chunk && self.buf.len() <= chunk {
             self.buf.shrink_to(chunk);
         }
-        Ok(total)
+        if self.long.is_none() && self.buf.capacity() >= chunk && self.buf.len() < chunk / 4 {
+            let rest = self.buf.as_slice().to_vec();
+            std::mem::swap(&mut self.buf, spare);
+            spare.clear();
+            self.buf = rest;
+        }
+        res
     }
 
     fn read_once(
@@ -347,7 +366,7 @@ mod tests {
     fn collect(t: &mut Tailed, chunk: usize, max: usize) -> Vec<(String, Option<usize>, u64)> {
         let mut out = Vec::new();
         while t
-            .read_lines(chunk, &Limit::cut(max), |l| {
+            .read_lines(chunk, &Limit::cut(max), &mut Vec::new(), |l| {
                 out.push((
                     String::from_utf8_lossy(l.bytes).into_owned(),
                     l.truncated_from(),
@@ -394,6 +413,39 @@ mod tests {
     }
 
     #[test]
+    fn files_keep_only_their_unfinished_line_between_rounds() {
+        let d = tempfile::tempdir().unwrap();
+        let chunk = 64 * 1024;
+        let mut spare = Vec::new();
+        let mut files = Vec::new();
+        for i in 0..20 {
+            let p = d.path().join(format!("{i}.log"));
+            // Whole lines and a last one still being written.
+            let mut text = "{\"a\":1}\n".repeat(10_000);
+            text.push_str("{\"partial\":");
+            std::fs::write(&p, text).unwrap();
+            files.push(Tailed::new(&p, std::fs::File::open(&p).unwrap(), true).unwrap());
+        }
+        let mut lines = 0;
+        for t in &mut files {
+            while t
+                .read_lines(chunk, &Limit::cut(1 << 20), &mut spare, |_| lines += 1)
+                .unwrap()
+                > 0
+            {}
+        }
+        assert_eq!(lines, 200_000);
+        for t in &files {
+            assert!(
+                t.buf_capacity() < 64,
+                "a file kept {} bytes",
+                t.buf_capacity()
+            );
+        }
+        assert!(spare.capacity() >= chunk, "the source keeps one buffer");
+    }
+
+    #[test]
     fn truncation_restarts_from_zero() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("a.log");
@@ -425,7 +477,11 @@ mod tests {
         std::fs::write(&p, "aaa\n").unwrap();
         let mut t = Tailed::new(&p, std::fs::File::open(&p).unwrap(), true).unwrap();
         // The last data was read, but no read has returned 0 yet: not known to be at the end.
-        assert_eq!(t.read_lines(64, &Limit::cut(100), |_| {}).unwrap(), 4);
+        assert_eq!(
+            t.read_lines(64, &Limit::cut(100), &mut Vec::new(), |_| {})
+                .unwrap(),
+            4
+        );
         assert!(!t.at_eof);
         // copytruncate and a rewrite as long as what was read, before the next look.
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -434,7 +490,11 @@ mod tests {
             !t.check_truncated().unwrap(),
             "not at the end: no fingerprint yet"
         );
-        assert_eq!(t.read_lines(64, &Limit::cut(100), |_| {}).unwrap(), 0);
+        assert_eq!(
+            t.read_lines(64, &Limit::cut(100), &mut Vec::new(), |_| {})
+                .unwrap(),
+            0
+        );
         assert!(t.at_eof);
         assert!(
             t.check_truncated().unwrap(),

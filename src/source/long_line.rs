@@ -188,7 +188,7 @@ mod tests {
         let mut t = Tailed::new(&p, std::fs::File::open(&p).unwrap(), true).unwrap();
         let mut got = Vec::new();
         while t
-            .read_lines(1000, &limit, |l| {
+            .read_lines(1000, &limit, &mut Vec::new(), |l| {
                 got.push((
                     String::from_utf8_lossy(l.bytes).into_owned(),
                     l.cut,

@@ -252,6 +252,9 @@ pub struct Tailer {
     admit: links::Admission,
     /// Paths refused by `admit`, each counted and logged once (bounded).
     refused: std::collections::HashSet<PathBuf>,
+    /// The one read buffer, lent to each file for its round (files keep only their
+    /// unfinished line).
+    read_buf: Vec<u8>,
 }
 
 impl Tailer {
@@ -371,6 +374,7 @@ impl Tailer {
             include: cfg_include,
             admit,
             refused: Default::default(),
+            read_buf: Vec::new(),
         })
     }
 
@@ -514,7 +518,7 @@ impl Tailer {
             let mut ticket = Ticket::new();
             let mut piece_from = f.consumed;
             let mut pieces: Vec<(u64, Ticket)> = Vec::new();
-            let res = f.read_lines(CHUNK, limit, |l| {
+            let res = f.read_lines(CHUNK, limit, &mut self.read_buf, |l| {
                 if l.offset >= piece_from + ACK_GRAIN {
                     pieces.push((l.offset, std::mem::take(&mut ticket)));
                     piece_from = l.offset;
