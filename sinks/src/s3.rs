@@ -215,7 +215,16 @@ impl S3Sink {
         if self.o.never_overwrite {
             req = req.if_none_match("*");
         }
-        match req.send().await {
+        self.written(batch, req.send().await).await
+    }
+
+    /// The answer to a write: with If-None-Match, 412 means the key is taken.
+    async fn written<T, E: ProvideErrorMetadata + std::fmt::Debug>(
+        &self,
+        batch: &SealedBatch,
+        res: Result<T, SdkError<E, aws_sdk_s3::config::http::HttpResponse>>,
+    ) -> Result<(), Outcome> {
+        match res {
             Ok(_) => Ok(()),
             Err(e) if status_of(&e) == Some(412) => Err(self.already_there(batch).await),
             Err(e) => Err(classify(&self.o.bucket, e)),
@@ -322,11 +331,7 @@ impl S3Sink {
         if self.o.never_overwrite {
             req = req.if_none_match("*");
         }
-        match req.send().await {
-            Ok(_) => Ok(()),
-            Err(e) if status_of(&e) == Some(412) => Err(self.already_there(batch).await),
-            Err(e) => Err(classify(&self.o.bucket, e)),
-        }
+        self.written(batch, req.send().await).await
     }
 }
 

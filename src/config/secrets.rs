@@ -56,16 +56,7 @@ const PLAIN_OPTIONS: &[&str] = &[
     "authority_host",
     "ca_file",
     "cert_file",
-    "key_file",
-    "token_file",
-    "password_file",
-    "sas_token_file",
-    "account_key_file",
-    "client_secret_file",
-    "secret_access_key_file",
     "access_key_id_file",
-    "connection_string_file",
-    "federated_token_file",
     "server_name",
     "dcr_id",
     "stream",
@@ -78,7 +69,8 @@ const PLAIN_OPTIONS: &[&str] = &[
 pub(super) fn plain_option(path: &str) -> bool {
     let last = path.rsplit('.').next().unwrap_or(path);
     let name = last.split('[').next().unwrap_or(last);
-    PLAIN_OPTIONS.contains(&name)
+    // A credential file's path is not the credential.
+    PLAIN_OPTIONS.contains(&name) || SECRET_FILES.contains(&name)
 }
 
 /// Header names that carry credentials.

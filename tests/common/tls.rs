@@ -66,6 +66,18 @@ impl TestCa {
         edit(&mut params);
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let chain = vec![cert.der().clone(), self.issuer.der().clone()];
+        self.serve(label, &cert, &key, chain)
+    }
+
+    /// Writes a certificate and its key as PEM and makes a server config serving `chain`.
+    fn serve(
+        &self,
+        label: &str,
+        cert: &rcgen::Certificate,
+        key: &KeyPair,
+        chain: Vec<CertificateDer<'static>>,
+    ) -> ServerCert {
         let cert_pem = self.dir.path().join(format!("{label}.pem"));
         let key_pem = self.dir.path().join(format!("{label}-key.pem"));
         std::fs::write(&cert_pem, cert.pem()).unwrap();
@@ -75,7 +87,7 @@ impl TestCa {
             .unwrap()
             .with_no_client_auth()
             .with_single_cert(
-                vec![cert.der().clone(), self.issuer.der().clone()],
+                chain,
                 PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
             )
             .unwrap();
@@ -95,24 +107,8 @@ impl TestCa {
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let key = KeyPair::generate().unwrap();
         let cert = params.self_signed(&key).unwrap();
-        let cert_pem = self.dir.path().join(format!("{label}.pem"));
-        let key_pem = self.dir.path().join(format!("{label}-key.pem"));
-        std::fs::write(&cert_pem, cert.pem()).unwrap();
-        std::fs::write(&key_pem, key.serialize_pem()).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![cert.der().clone()],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-            )
-            .unwrap();
-        ServerCert {
-            cert_pem,
-            key_pem,
-            config: Arc::new(config),
-        }
+        let chain = vec![cert.der().clone()];
+        self.serve(label, &cert, &key, chain)
     }
 
     /// Like [`server`](Self::server), requiring a client certificate signed by this CA.
