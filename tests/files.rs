@@ -334,3 +334,29 @@ fn more_files_than_max_open_files_are_all_read() {
     assert_eq!(recs.len(), 1320);
     assert!(max_open <= 3.0, "files open peaked at {max_open}");
 }
+
+#[test]
+fn run_once_reads_every_file_to_its_end_whatever_max_open_files_is() {
+    let lf = Lf::new(
+        r#"[sources.jobs]
+include = ["{dir}/logs/*.log"]
+sinks = ["archive"]
+max_open_files = 8
+[sinks.archive]
+type = "directory"
+path = "{dir}/archive"
+"#,
+    );
+    for i in 0..1000u64 {
+        write_lines(&lf.path(&format!("logs/f{i:04}.log")), i * 20, 20);
+    }
+    let out = lf.run_once();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let recs = lf.final_archive("archive");
+    assert_eq!(assert_all_present(&recs, 20_000), 0, "no duplicates");
+    assert_eq!(recs.len(), 20_000);
+    assert!(
+        err.contains("source jobs         1000 files, 20000 records"),
+        "{err}"
+    );
+}

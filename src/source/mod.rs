@@ -225,6 +225,10 @@ pub struct SourceCtx {
     pub credentials: Vec<PathBuf>,
 }
 
+/// `--once`: how long files may wait for a handle without any progress before the run
+/// gives up on them (saying so).
+const ONCE_STALL: Duration = Duration::from_secs(10);
+
 pub struct Tailer {
     cfg: SourceConfig,
     once: bool,
@@ -392,6 +396,9 @@ impl Tailer {
         }
         let mut next_scan = Instant::now();
         let mut next_ckpt = Instant::now() + self.ckpt_interval;
+        // Immediate scans in a row without progress (`--once` with files waiting for handles).
+        let mut rescans = 0u32;
+        let mut stalled: Option<Instant> = None;
         let mut news = watch::News::default();
         loop {
             let now = Instant::now();
@@ -419,12 +426,43 @@ impl Tailer {
             if self.stop.is_set() || self.proc.failed {
                 break;
             }
+            if self.once && !progressed {
+                // Files closed for max_open_files still hold bytes: a scan now gives them the
+                // handles of files read to their end (a few times in a row at most, so a file
+                // that cannot be opened does not spin the loop).
+                let waiting = self.files.values().any(|f| {
+                    f.file.is_none()
+                        && f.fp.is_some()
+                        && f.unread() > 0
+                        && matches!(f.state, State::Live)
+                });
+                if waiting && rescans < 3 {
+                    rescans += 1;
+                    next_scan = now;
+                    continue;
+                }
+                if waiting && stalled.get_or_insert(now).elapsed() > ONCE_STALL {
+                    let (n, bytes) = self
+                        .files
+                        .values()
+                        .filter(|f| f.file.is_none() && f.unread() > 0)
+                        .fold((0, 0), |(n, b), f| (n + 1, b + f.unread()));
+                    error!(source = %name, files = n, bytes, "run --once: files waiting for a handle could not be reopened; they are left unread (their checkpoints are right: the next run reads them)");
+                    break;
+                }
+            } else {
+                rescans = 0;
+                stalled = None;
+            }
+            // Done when every file was read to its end: one closed for max_open_files counts
+            // only once nothing of it is left unread.
             if self.once
                 && !progressed
-                && self
-                    .files
-                    .values()
-                    .all(|f| f.at_eof || f.file.is_none() || f.fp.is_none())
+                && self.files.values().all(|f| {
+                    f.fp.is_none()
+                        || (f.file.is_some() && f.at_eof)
+                        || (f.file.is_none() && f.unread() == 0)
+                })
             {
                 let limit = &self.limit;
                 for f in self.files.values_mut() {
