@@ -66,9 +66,15 @@ fn parse_datetime(v: &str) -> Option<DateTime<Utc>> {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<u32> {
-        b[r].iter().try_fold(0u32, |n, c| {
-            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
-        })
+        let mut n = 0u32;
+        for &c in &b[r] {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 {
+                return None;
+            }
+            n = n * 10 + u32::from(d);
+        }
+        Some(n)
     };
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (h, mi, mut sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
@@ -80,8 +86,19 @@ fn parse_datetime(v: &str) -> Option<DateTime<Utc>> {
             if digits == 0 {
                 return None;
             }
-            for (i, c) in f.bytes().take(digits.min(9)).enumerate() {
-                nanos += u32::from(c - b'0') * 10u32.pow(8 - i as u32);
+            const SCALE: [u32; 9] = [
+                100_000_000,
+                10_000_000,
+                1_000_000,
+                100_000,
+                10_000,
+                1_000,
+                100,
+                10,
+                1,
+            ];
+            for (c, scale) in f.bytes().zip(SCALE).take(digits) {
+                nanos += u32::from(c - b'0') * scale;
             }
             &f[digits..]
         }
@@ -101,10 +118,6 @@ fn parse_datetime(v: &str) -> Option<DateTime<Utc>> {
     {
         return None;
     }
-    let local = days_from_civil(y as i64, mo, d) * 86_400
-        + i64::from(h) * 3600
-        + i64::from(mi) * 60
-        + i64::from(sec);
     let zone = zone.trim_start();
     let offset_secs: i64 = match zone {
         "Z" | "z" | "UTC" | "GMT" => 0,
@@ -132,7 +145,18 @@ fn parse_datetime(v: &str) -> Option<DateTime<Utc>> {
             sign * (oh * 3600 + om * 60)
         }
     };
-    DateTime::from_timestamp(local - offset_secs, nanos)
+    // Built from its parts (chrono keeps dates as year and ordinal: no division here); the
+    // offset is applied only when there is one.
+    let naive = chrono::NaiveDateTime::new(
+        chrono::NaiveDate::from_ymd_opt(y as i32, mo, d)?,
+        chrono::NaiveTime::from_hms_nano_opt(h, mi, sec, nanos)?,
+    );
+    let utc = if offset_secs == 0 {
+        naive
+    } else {
+        naive.checked_sub_signed(chrono::TimeDelta::seconds(offset_secs))?
+    };
+    Some(Utc.from_utc_datetime(&utc))
 }
 
 fn days_in_month(y: u32, m: u32) -> u32 {
@@ -142,17 +166,6 @@ fn days_in_month(y: u32, m: u32) -> u32 {
         4 | 6 | 9 | 11 => 30,
         _ => 31,
     }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 fn epoch(v: &str) -> Option<DateTime<Utc>> {
