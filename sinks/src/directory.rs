@@ -95,6 +95,10 @@ fn write_new(path: &Path, id: &str, bytes: &[u8]) -> std::io::Result<Written> {
 }
 
 fn same_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<Written> {
+    // The size first: whatever is at the name, it is read only when it could be ours.
+    if std::fs::metadata(path)?.len() != bytes.len() as u64 {
+        return Ok(Written::Taken);
+    }
     Ok(if std::fs::read(path)? == bytes {
         Written::Same
     } else {
