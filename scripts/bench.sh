@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Benchmark: tail -> JSON -> (mask) -> gzip -> directory sink (or HTTP) over the DESIGN.md
 # reference workload.
-#   scripts/bench.sh [--mask] [--http] [MB]   (default 524 MB; --mask adds all default
-#                                              detectors and two field rules, as in
-#                                              config.example.toml; --http ships gzip NDJSON to
-#                                              a local receiver, DESIGN.md's peer comparison)
+#   scripts/bench.sh [--mask] [--http] [--files N] [MB]
+#                          (default 524 MB; --mask adds all default detectors and two field
+#                          rules, as in config.example.toml; --http ships gzip NDJSON to a local
+#                          receiver, DESIGN.md's peer comparison; --files N splits the same
+#                          bytes into N files at line boundaries: cost against file count)
 # Prints input MB/s, CPU seconds per GB and peak RSS for `logferry run --once`, and the same for
 # `gzip -6` over the same bytes (the compression floor). Criterion micro-benchmarks of the hot
 # path: `cargo bench --bench hot_path`.
@@ -12,8 +13,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MASK=0
 HTTP=0
-while [ "${1:-}" = "--mask" ] || [ "${1:-}" = "--http" ]; do
-    if [ "$1" = "--mask" ]; then MASK=1; else HTTP=1; fi
+FILES=
+while [ "${1:-}" = "--mask" ] || [ "${1:-}" = "--http" ] || [ "${1:-}" = "--files" ]; do
+    case "$1" in
+        --mask) MASK=1 ;;
+        --http) HTTP=1 ;;
+        --files) FILES=$2; shift ;;
+    esac
     shift
 done
 MB=${1:-524}
@@ -24,10 +30,21 @@ cargo build --release --quiet --bin logferry --example workload --example receiv
 if [ ! -f "$WORK/logs/work.log" ] || [ "$(stat -c %s "$WORK/logs/work.log")" -lt $((MB << 20)) ]; then
     ./target/release/examples/workload "$WORK/logs/work.log" "$MB"
 fi
+INPUT="$WORK/logs"
+if [ -n "$FILES" ]; then
+    # The same bytes in N files, cut at line boundaries (made once per N and size).
+    INPUT="$WORK/split-$FILES-$MB"
+    if [ ! -d "$INPUT" ]; then
+        mkdir -p "$INPUT.tmp"
+        head -c $((MB << 20)) "$WORK/logs/work.log" | head -n -1 \
+            | split -n "l/$FILES" -a 6 -d --additional-suffix=.log - "$INPUT.tmp/part-"
+        mv "$INPUT.tmp" "$INPUT"
+    fi
+fi
 cat > "$WORK/bench.toml" <<TOML
 data_dir = "$WORK/data"
 [sources.bench]
-include = ["$WORK/logs/*.log"]
+include = ["$INPUT/*.log"]
 sinks = ["archive"]
 [sinks.archive]
 type = "directory"
@@ -62,20 +79,21 @@ print(f"{label} {wall:.3f} {ru.ru_utime + ru.ru_stime:.3f} {ru.ru_maxrss / 1024:
 PY
 }
 
-BYTES=$(stat -c %s "$WORK/logs/work.log")
+BYTES=$(cat "$INPUT"/*.log | wc -c)
 rm -rf "$WORK/data" "$WORK/archive"
 sync
 read -r _ LW LC LR < <(RUST_LOG=warn measure logferry ./target/release/logferry run --once --config "$WORK/bench.toml")
-read -r _ GW GC GR < <(measure gzip sh -c "gzip -6 -c '$WORK/logs/work.log' > /dev/null")
+read -r _ GW GC GR < <(measure gzip sh -c "cat '$INPUT'/*.log | gzip -6 -c > /dev/null")
 if [ "$HTTP" = 1 ]; then OUT=$(cat "$WORK/received"); else OUT=$(du -sb "$WORK/archive" | cut -f1); fi
 
-MASK=$MASK HTTP=$HTTP python3 - "$BYTES" "$OUT" "$LW" "$LC" "$LR" "$GW" "$GC" "$GR" <<'PY'
+MASK=$MASK HTTP=$HTTP FILES=$FILES python3 - "$BYTES" "$OUT" "$LW" "$LC" "$LR" "$GW" "$GC" "$GR" <<'PY'
 import sys
 b, out, lw, lc, lr, gw, gc, gr = map(float, sys.argv[1:])
 mb, gb = b / 1e6, b / 1e9
 import os
 print("masking: all default detectors + two field rules" if os.environ.get("MASK") == "1" else "masking: off")
 print("sink: http to a local receiver" if os.environ.get("HTTP") == "1" else "sink: directory")
+print(f"files: {os.environ.get('FILES') or 1}")
 print(f"input: {mb:.0f} MB of job/audit JSON lines ({b/ (1<<20):.0f} MiB); archive {out/1e6:.1f} MB (ratio {b/out:.1f})")
 print(f"{'':10} {'wall s':>8} {'MB/s':>8} {'CPU s/GB':>9} {'peak RSS MB':>12}")
 print(f"{'logferry':10} {lw:8.2f} {mb/lw:8.1f} {lc/gb:9.1f} {lr:12.1f}")

@@ -19,7 +19,7 @@ use crate::mask::Masker;
 use crate::ops::api::{self, Api};
 use crate::ops::health::Health;
 use crate::ops::metrics::Metrics;
-use crate::source::{Signal, SourceCtx, Tailer};
+use crate::source::{Left, Signal, SourceCtx, Tailer};
 use crate::spool::writer::Writer;
 use crate::spool::Spool;
 
@@ -102,7 +102,8 @@ pub async fn check_sinks(cfg: &Config) -> Vec<(String, &'static str, Result<(), 
 
 /// How one pipeline instance ended.
 enum End {
-    Stopped,
+    /// With what each source left unread (`--once`).
+    Stopped(Vec<(String, Left)>),
     Reload(Box<Config>),
 }
 
@@ -144,10 +145,15 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<()> {
             if let Some(b) = &bar {
                 b.abort();
             }
-            crate::ops::progress::report(&cfg, &metrics, started.elapsed());
+            let left = match &res {
+                Ok(End::Stopped(l)) => l.as_slice(),
+                _ => &[],
+            };
+            crate::ops::progress::report(&cfg, &metrics, started.elapsed(), left);
         }
         match res? {
-            End::Stopped => return Ok(()),
+            End::Stopped(left) if once => return once_complete(&cfg, &metrics, &left),
+            End::Stopped(_) => return Ok(()),
             End::Reload(new) => {
                 if new.api_listen != cfg.api_listen || new.data_dir != cfg.data_dir {
                     warn!("api.listen and data_dir keep their old values until a restart");
@@ -296,6 +302,12 @@ async fn run_pipeline(
     let host = gethostname::gethostname().to_string_lossy().into_owned();
     let handle = tokio::runtime::Handle::current();
     let mut sources = Vec::new();
+    // Each source's share of what the descriptor limit leaves after the sinks' connections.
+    let fd_room = crate::source::fds::per_source(
+        cfg.sources.iter().map(|s| s.max_open_files as u64).sum(),
+        cfg.sources.len() as u64,
+        cfg.sinks.iter().map(|s| 2 * s.concurrency as u64).sum(),
+    );
     for src in &cfg.sources {
         let mut fields: Vec<String> = Vec::new();
         for s in &src.sinks {
@@ -391,13 +403,21 @@ async fn run_pipeline(
                 Some(Masker::new(p.clone(), metrics.masking(p)))
             }
         };
-        let tailer = Tailer::new(src.clone(), ctx, decoder, masker, batchers, metrics)?;
+        let mut src = src.clone();
+        if let Some(room) = fd_room {
+            if src.max_open_files as u64 > room {
+                warn!(source = %src.name, max_open_files = src.max_open_files, allowed = room,
+                    "max_open_files is more than the process's descriptor limit (ulimit -n) leaves; lowered (files beyond it are read in turns)");
+                src.max_open_files = room as usize;
+            }
+        }
         let name = src.name.clone();
+        let tailer = Tailer::new(src, ctx, decoder, masker, batchers, metrics)?;
         let t = std::thread::Builder::new()
             .name(format!("source-{name}"))
             .spawn(move || tailer.run())
             .with_context(|| format!("cannot start source {name}"))?;
-        sources.push(t);
+        sources.push((name, t));
     }
     // The sources now hold the only senders: the spool writers end when the sources do.
     drop(sides);
@@ -410,19 +430,27 @@ async fn run_pipeline(
     );
 
     let sources_done = tokio::task::spawn_blocking(move || {
-        for t in sources {
-            if t.join().is_err() {
-                error!("a source thread panicked");
+        let mut left = Vec::new();
+        for (name, t) in sources {
+            match t.join() {
+                Ok(l) if l != Left::default() => left.push((name, l)),
+                Ok(_) => {}
+                Err(_) => error!("a source thread panicked"),
             }
         }
+        left
     });
     tokio::pin!(sources_done);
     let mut signalled = false;
     let mut reload = None;
+    let mut left = Vec::new();
     let crate::ops::Signals { term, int, hup } = signals;
     loop {
         tokio::select! {
-            _ = &mut sources_done => break,
+            l = &mut sources_done => {
+                left = l.unwrap_or_default();
+                break;
+            }
             sig = async {
                 tokio::select! {
                     _ = term.recv() => "SIGTERM",
@@ -492,7 +520,37 @@ async fn run_pipeline(
         return Ok(End::Reload(Box::new(new)));
     }
     info!("logferry stopped");
-    Ok(End::Stopped)
+    Ok(End::Stopped(left))
+}
+
+/// `run --once` succeeds only when every matched file was read to its end and every batch
+/// delivered: otherwise the backfill would look finished with part of it missing.
+fn once_complete(cfg: &Config, metrics: &Metrics, left: &[(String, Left)]) -> anyhow::Result<()> {
+    let mut missing: Vec<String> = left
+        .iter()
+        .map(|(s, l)| {
+            format!(
+                "source {s}: {} files with {} bytes left unread (their checkpoints stop where reading did: another run reads the rest)",
+                l.files, l.bytes
+            )
+        })
+        .collect();
+    for s in &cfg.sinks {
+        let dead = metrics
+            .dead_letter_batches
+            .get_or_create(&metrics.sink(&s.name))
+            .get();
+        if dead > 0 {
+            missing.push(format!(
+                "sink {}: {dead} batches not delivered, kept under data_dir/dead-letter/{} with the reason",
+                s.name, s.name
+            ));
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    bail!("run --once did not finish: {}", missing.join("; "))
 }
 
 /// Spooled batches of a sink no longer in the configuration are kept, never deleted: say so,

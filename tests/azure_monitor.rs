@@ -219,7 +219,7 @@ fn forbidden_and_bad_request_go_to_dead_letter_with_the_reason() {
     let e = env();
     let lf = Lf::new(&config(&e, "dcr-00000000000000000000000000000bad", ""));
     write_lines(&lf.path("logs/a.log"), 0, 5);
-    lf.run_once();
+    lf.run_once_incomplete();
     let note = lf.dead_letter_note("monitor");
     let r = note["reason"].as_str().unwrap();
     assert!(
@@ -238,7 +238,7 @@ fn forbidden_and_bad_request_go_to_dead_letter_with_the_reason() {
     ));
     let lf = Lf::new(&config(&e, DCR, ""));
     write_lines(&lf.path("logs/a.log"), 0, 5);
-    lf.run_once();
+    lf.run_once_incomplete();
     let note = lf.dead_letter_note("monitor");
     let r = note["reason"].as_str().unwrap();
     assert!(

@@ -209,7 +209,7 @@ fn timeouts_and_resets_are_retried_and_other_statuses_are_not() {
         "auth = { bearer = { token = \"wrong\" } }",
     ));
     write_lines(&lf.path("logs/a.log"), 0, 5);
-    lf.run_once();
+    lf.run_once_incomplete();
     assert_eq!(rx.got().len(), 1, "not retried");
     let note = lf.dead_letter_note("endpoint");
     let r = note["reason"].as_str().unwrap();

@@ -204,7 +204,7 @@ fn permanent_rejection_goes_to_dead_letter_with_its_reason() {
         text.push_str(&format!("{{\"id\":{i},\"a\":\"x\",\"b\":\"y\"}}\n"));
     }
     std::fs::write(lf.path("logs/a.log"), text).unwrap();
-    let out = lf.run_once();
+    let out = lf.run_once_incomplete();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("moved to dead-letter"), "{stderr}");
     let recs = lf.final_archive("archive");

@@ -255,7 +255,7 @@ fn a_missing_bucket_goes_to_dead_letter_with_the_reason() {
     let moto = Moto::start();
     let lf = Lf::new(&config("no-such-bucket", &moto.endpoint, ""));
     write_lines(&lf.path("logs/a.log"), 0, 5);
-    let out = lf.run_once_env(&moto.env());
+    let out = lf.run_once_incomplete_env(&moto.env());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("NoSuchBucket"), "{stderr}");
     let note = lf.dead_letter_note("s3");
@@ -464,7 +464,7 @@ fn a_failed_multipart_upload_is_aborted() {
         .replace("{account_id}/", ""),
     );
     write_lines(&lf.path("logs/a.log"), 0, 80_000);
-    lf.run_once_env(&moto.env());
+    lf.run_once_incomplete_env(&moto.env());
     let uploads = rt
         .block_on(c.list_multipart_uploads().bucket("abort").send())
         .unwrap();
@@ -533,7 +533,7 @@ fn access_denied_is_permanent_and_names_the_permission() {
         stdout.contains("grant s3:PutObject on arn:aws:s3:::guarded/*"),
         "{stdout}"
     );
-    let out = lf.run_once_env(&env);
+    let out = lf.run_once_incomplete_env(&env);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("AccessDenied"), "{stderr}");
     assert!(!stderr.contains(&secret), "the secret key is never logged");

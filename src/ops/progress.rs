@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::config::{Config, LogFormat};
 use crate::ops::metrics::Metrics;
+use crate::source::Left;
 
 #[derive(Debug, Serialize)]
 pub struct SourceTotals {
@@ -17,6 +18,9 @@ pub struct SourceTotals {
     pub files: u64,
     pub records: u64,
     pub bytes: u64,
+    /// Files, and their bytes, that could not be read to their end.
+    pub files_left: u64,
+    pub bytes_left: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -32,19 +36,27 @@ pub struct SinkTotals {
 #[derive(Debug, Serialize)]
 pub struct Summary {
     pub elapsed_seconds: f64,
+    /// Every matched file read to its end and every batch delivered.
+    pub complete: bool,
     pub read_mb_per_second: f64,
     pub sources: Vec<SourceTotals>,
     pub sinks: Vec<SinkTotals>,
 }
 
 /// The totals of this process so far.
-pub fn summary(cfg: &Config, m: &Metrics, elapsed: Duration) -> Summary {
+pub fn summary(cfg: &Config, m: &Metrics, elapsed: Duration, left: &[(String, Left)]) -> Summary {
     let sources: Vec<SourceTotals> = cfg
         .sources
         .iter()
         .map(|s| {
             let l = m.source(&s.name);
+            let (files_left, bytes_left) = left
+                .iter()
+                .find(|(n, _)| *n == s.name)
+                .map_or((0, 0), |(_, l)| (l.files, l.bytes));
             SourceTotals {
+                files_left,
+                bytes_left,
                 source: s.name.clone(),
                 files: m.files_found.get_or_create(&l).get(),
                 records: m.records_read.get_or_create(&l).get(),
@@ -52,7 +64,7 @@ pub fn summary(cfg: &Config, m: &Metrics, elapsed: Duration) -> Summary {
             }
         })
         .collect();
-    let sinks = cfg
+    let sinks: Vec<SinkTotals> = cfg
         .sinks
         .iter()
         .map(|s| {
@@ -69,7 +81,10 @@ pub fn summary(cfg: &Config, m: &Metrics, elapsed: Duration) -> Summary {
         .collect();
     let secs = elapsed.as_secs_f64();
     let read: u64 = sources.iter().map(|s| s.bytes).sum();
+    let complete =
+        sources.iter().all(|s| s.files_left == 0) && sinks.iter().all(|s| s.dead_lettered == 0);
     Summary {
+        complete,
         elapsed_seconds: (secs * 1000.0).round() / 1000.0,
         read_mb_per_second: if secs > 0.0 {
             ((read as f64 / 1e6 / secs) * 10.0).round() / 10.0
@@ -85,8 +100,14 @@ impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "run --once finished in {:.1} s ({} MB/s read)",
-            self.elapsed_seconds, self.read_mb_per_second
+            "run --once {} in {:.1} s ({} MB/s read)",
+            if self.complete {
+                "finished"
+            } else {
+                "did NOT finish"
+            },
+            self.elapsed_seconds,
+            self.read_mb_per_second
         )?;
         for s in &self.sources {
             writeln!(
@@ -97,6 +118,13 @@ impl std::fmt::Display for Summary {
                 s.records,
                 s.bytes as f64 / 1e6
             )?;
+            if s.files_left > 0 {
+                writeln!(
+                    f,
+                    "         {:<12} LEFT UNREAD: {} files, {} bytes",
+                    "", s.files_left, s.bytes_left
+                )?;
+            }
         }
         for s in &self.sinks {
             writeln!(
@@ -115,8 +143,8 @@ impl std::fmt::Display for Summary {
 }
 
 /// Writes the summary: as text on stderr with text logs, and always as one log line.
-pub fn report(cfg: &Config, m: &Metrics, elapsed: Duration) {
-    let s = summary(cfg, m, elapsed);
+pub fn report(cfg: &Config, m: &Metrics, elapsed: Duration, left: &[(String, Left)]) {
+    let s = summary(cfg, m, elapsed, left);
     let json = serde_json::to_string(&s).unwrap_or_default();
     tracing::info!(summary = %json, "run --once summary");
     if cfg.log_format == LogFormat::Text {

@@ -58,6 +58,11 @@ pub struct Tailed {
     pub last_size: u64,
     /// Modification time at the last look; a change without growth means a rewrite.
     last_mtime: (i64, i64),
+    /// Written to since the last read (a file event): read it in the next round even if it
+    /// was at its end.
+    pub poked: bool,
+    /// This file's `file_unread_bytes` series, kept current as it is read.
+    pub lag: Option<prometheus_client::metrics::gauge::Gauge>,
 }
 
 pub struct Line<'a> {
@@ -122,6 +127,8 @@ impl Tailed {
             from_start_scan,
             last_size: meta.len(),
             last_mtime: (meta.mtime(), meta.mtime_nsec()),
+            poked: false,
+            lag: None,
         })
     }
 
@@ -151,6 +158,8 @@ impl Tailed {
         };
         let meta = file.metadata()?;
         let len = meta.len();
+        // The size is known at every read: lag stays current between scans.
+        self.last_size = len;
         let mtime = (meta.mtime(), meta.mtime_nsec());
         let touched = mtime != self.last_mtime;
         let shrunk = len < self.read_pos;

@@ -5,6 +5,7 @@
 //! batching on the same thread means no per-record channel or lock.
 
 pub mod checkpoint;
+pub mod fds;
 mod file;
 mod links;
 mod long_line;
@@ -38,6 +39,13 @@ const CHUNK: usize = 256 * 1024;
 const ACK_GRAIN: u64 = 64 * 1024;
 /// How long an idle source sleeps before looking for growth again.
 const POLL: Duration = Duration::from_millis(100);
+/// With file events, files at their end are looked at only when an event names them, and
+/// all of them once per this sweep (events can be missed: network file systems, a lost
+/// queue). Without events every poll looks at every open file.
+const IDLE_SWEEP: Duration = Duration::from_secs(1);
+/// With file events on every include directory, the full scan (glob, a stat per file)
+/// runs on events and at least this often, not every `glob_interval`.
+const FULL_SCAN: Duration = Duration::from_secs(10);
 
 /// A flag with a wait: set once to ask the source threads to stop.
 #[derive(Default)]
@@ -225,6 +233,13 @@ pub struct SourceCtx {
     pub credentials: Vec<PathBuf>,
 }
 
+/// What a source could not read to its end (`run --once`): files and bytes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Left {
+    pub files: u64,
+    pub bytes: u64,
+}
+
 /// `--once`: how long files may wait for a handle without any progress before the run
 /// gives up on them (saying so).
 const ONCE_STALL: Duration = Duration::from_secs(10);
@@ -259,6 +274,13 @@ pub struct Tailer {
     /// The one read buffer, lent to each file for its round (files keep only their
     /// unfinished line).
     read_buf: Vec<u8>,
+    /// Matched files that could not be opened (not a policy refusal), with their size: what
+    /// `--once` reports as left unread when they still cannot be opened at the end.
+    unopened: HashMap<PathBuf, u64>,
+    /// Tracked files by path (absolute, as file events name them), rebuilt by each scan.
+    by_path: HashMap<PathBuf, (u64, u64)>,
+    /// Every include directory is watched: growth is told by events.
+    events_ok: bool,
 }
 
 impl Tailer {
@@ -379,10 +401,15 @@ impl Tailer {
             admit,
             refused: Default::default(),
             read_buf: Vec::new(),
+            unopened: HashMap::new(),
+            by_path: HashMap::new(),
+            events_ok: false,
         })
     }
 
-    pub fn run(mut self) {
+    /// Runs until stopped (or, with `--once`, until every file is read); returns what was
+    /// left unread.
+    pub fn run(mut self) -> Left {
         let name = self.cfg.name.clone();
         // A fault hook for the tests of "a panic is never a clean exit"; not in release builds.
         #[cfg(debug_assertions)]
@@ -395,6 +422,7 @@ impl Tailer {
             _ => {}
         }
         let mut next_scan = Instant::now();
+        let mut next_sweep = Instant::now();
         let mut next_ckpt = Instant::now() + self.ckpt_interval;
         // Immediate scans in a row without progress (`--once` with files waiting for handles).
         let mut rescans = 0u32;
@@ -404,18 +432,42 @@ impl Tailer {
             let now = Instant::now();
             news.merge(self.watch.poll());
             if now >= next_scan || news.changed {
-                if now >= next_scan {
+                let full = now >= next_scan;
+                if full {
                     let unwatched = self.watch.follow(&self.cfg.include);
                     if unwatched > 0 {
                         debug!(source = %name, unwatched, "include directories without events (missing, or no inotify); found by the scan");
                     }
+                    self.events_ok = unwatched == 0;
                 }
-                let renames = std::mem::take(&mut news).renames;
-                self.scan(&renames);
-                next_scan = now + self.cfg.glob_interval;
+                let renames = std::mem::take(&mut news.renames);
+                news.changed = false;
+                self.scan(&renames, full);
+                // Only a full scan moves the next one: a steady stream of new files must not
+                // put off the look at closed files for ever.
+                if full {
+                    next_scan = now
+                        + if self.events_ok {
+                            self.cfg.glob_interval.max(FULL_SCAN)
+                        } else {
+                            self.cfg.glob_interval
+                        };
+                }
             }
-            let progressed = self.read_round();
+            self.poke(&mut news);
+            let sweep = !self.events_ok || now >= next_sweep;
+            if sweep {
+                next_sweep = now + IDLE_SWEEP;
+            }
+            let mut progressed = self.read_round(sweep);
             self.close_drained();
+            // Handles of files at their end go to files waiting with unread data at once, not
+            // at the next scan: thousands of files are read in turns without pauses.
+            if self.enforce_open_limit(false) > 0 {
+                // A file without a whole first line when it was found is identified now.
+                self.position_new();
+                progressed = true;
+            }
             if self.batch_tick(false).is_err() {
                 break;
             }
@@ -488,7 +540,31 @@ impl Tailer {
             }
         }
         self.finish();
+        let left = self.left();
         info!(source = %name, "source stopped");
+        left
+    }
+
+    /// Files with bytes not read (waiting for a handle, or never opened) and how many bytes.
+    fn left(&self) -> Left {
+        let mut left = Left::default();
+        for f in self.files.values() {
+            // Without a fingerprint (no whole first line yet) nothing of a file was read.
+            let unread = if f.fp.is_some() {
+                f.unread()
+            } else {
+                f.last_size
+            };
+            if unread > 0 {
+                left.files += 1;
+                left.bytes += unread;
+            }
+        }
+        for size in self.unopened.values() {
+            left.files += 1;
+            left.bytes += size;
+        }
+        left
     }
 
     fn batch_tick(&mut self, all: bool) -> Result<(), crate::batch::ShuttingDown> {
@@ -520,8 +596,25 @@ impl Tailer {
         self.proc.flush_counts();
     }
 
-    /// Gives every open file one chunk. Returns whether anything was read.
-    fn read_round(&mut self) -> bool {
+    /// Marks the files the events say were written to.
+    fn poke(&mut self, news: &mut watch::News) {
+        if std::mem::take(&mut news.all_grown) {
+            news.grown.clear();
+            for f in self.files.values_mut() {
+                f.poked = true;
+            }
+            return;
+        }
+        for p in news.grown.drain(..) {
+            if let Some(f) = self.by_path.get(&p).and_then(|k| self.files.get_mut(k)) {
+                f.poked = true;
+            }
+        }
+    }
+
+    /// Gives every open file one chunk: those not known to be at their end, those an event
+    /// named, and with `sweep` all of them. Returns whether anything was read.
+    fn read_round(&mut self, sweep: bool) -> bool {
         let mut progressed = false;
         let limit = &self.limit;
         let name = &self.cfg.name;
@@ -529,6 +622,12 @@ impl Tailer {
             if f.file.is_none() || !f.positioned {
                 continue;
             }
+            // A rotated file is always looked at: it is closed once it stayed at its end for
+            // rotate_wait, which must not rest on an old look.
+            if f.at_eof && !f.poked && !sweep && matches!(f.state, State::Live) {
+                continue;
+            }
+            f.poked = false;
             match f.check_truncated() {
                 Ok(true) => {
                     self.proc.c.truncated_files.inc();
@@ -582,6 +681,9 @@ impl Tailer {
                 };
                 warn!(source = %name, path = %f.path.display(), limit = limit.max, "a record is over the size limit; {what} (logged once per file, counted)");
             }
+            if let Some(g) = &f.lag {
+                g.set(f.unread() as i64);
+            }
             match res {
                 Ok(0) => {}
                 Ok(n) => {
@@ -595,6 +697,10 @@ impl Tailer {
                     }
                 }
             }
+        }
+        if progressed {
+            let unread: u64 = self.files.values().map(|f| f.unread()).sum();
+            self.proc.c.unread.set(unread as i64);
         }
         progressed
     }

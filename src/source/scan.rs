@@ -7,7 +7,9 @@ impl Tailer {
     /// Finds files, notices renames, deletions and truncations. `renames` are the rename
     /// events since the last scan: a live file renamed out of `include` before any scan saw it
     /// is found at its new name and read to its end.
-    pub(super) fn scan(&mut self, renames: &[(PathBuf, PathBuf)]) {
+    /// With `full`, files closed for `max_open_files` are looked at too (a stat each); between
+    /// full scans their growth is told by events.
+    pub(super) fn scan(&mut self, renames: &[(PathBuf, PathBuf)], full: bool) {
         let mut seen: HashMap<(u64, u64), PathBuf> = HashMap::new();
         for pattern in &self.cfg.include {
             let paths = match glob::glob(pattern) {
@@ -52,11 +54,14 @@ impl Tailer {
                             open_now += 1;
                         }
                         debug!(source = %self.cfg.name, path = %path.display(), "new file");
+                        self.unopened.remove(path);
                         self.proc.c.found.inc();
                         self.files.insert(*key, t);
                     }
                     Err(e) if e.is_policy() => self.refuse(path, &e),
                     Err(e) => {
+                        let size = std::fs::metadata(path).map_or(0, |m| m.len());
+                        self.unopened.insert(path.clone(), size);
                         if let Some(held) = self.repeats.allow(&format!("open {}", path.display()))
                         {
                             warn!(source = %self.cfg.name, path = %path.display(), error = %e, repeated = held, "cannot open file")
@@ -64,6 +69,10 @@ impl Tailer {
                     }
                 },
             }
+        }
+        if !self.unopened.is_empty() {
+            let paths: std::collections::HashSet<&PathBuf> = seen.values().collect();
+            self.unopened.retain(|p, _| paths.contains(p));
         }
         for (key, f) in self.files.iter_mut() {
             if !seen.contains_key(key) && matches!(f.state, State::Live) {
@@ -85,16 +94,14 @@ impl Tailer {
         }
         // Per-file lag: one series per file held, removed once the file is let go.
         let mut now_reported = std::collections::HashSet::new();
-        for f in self.files.values() {
+        for f in self.files.values_mut() {
             let label = crate::ops::metrics::FileLabel {
                 source: self.cfg.name.clone(),
                 path: f.path.display().to_string(),
             };
-            self.proc
-                .c
-                .file_unread
-                .get_or_create(&label)
-                .set(f.unread() as i64);
+            let g = self.proc.c.file_unread.get_or_create(&label).clone();
+            g.set(f.unread() as i64);
+            f.lag = Some(g);
             now_reported.insert(label);
         }
         for old in self.reported_files.difference(&now_reported) {
@@ -107,7 +114,8 @@ impl Tailer {
         }
         self.adopt_moved(renames);
         self.position_new();
-        self.enforce_open_limit();
+        self.enforce_open_limit(full);
+        self.index_paths();
         self.proc.c.unread.set(unread as i64);
         self.proc
             .c
@@ -246,15 +254,38 @@ impl Tailer {
         }
     }
 
+    /// The path index file events are matched against: absolute, as `notify` names them.
+    fn index_paths(&mut self) {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        self.by_path.clear();
+        for (k, f) in &self.files {
+            let p = if f.path.is_absolute() {
+                f.path.clone()
+            } else {
+                cwd.join(&f.path)
+            };
+            self.by_path.insert(p, *k);
+        }
+    }
+
     /// Keeps at most `max_open_files` handles: files idle at their end give their handle to
     /// files waiting with unread data. Gone files keep theirs (it is the only way to their data).
-    pub(super) fn enforce_open_limit(&mut self) {
+    /// With `full`, every closed file is looked at (a stat each); otherwise only those known
+    /// to hold unread bytes or named by an event. Returns how many files were given a handle.
+    pub(super) fn enforce_open_limit(&mut self, full: bool) -> usize {
         let max = self.cfg.max_open_files;
         let mut waiting = Vec::new();
         for (k, f) in self.files.iter_mut() {
             if f.file.is_some() || !matches!(f.state, State::Live) {
                 continue;
             }
+            if !full && !f.poked {
+                if f.unread() > 0 {
+                    waiting.push((f.last_growth, *k));
+                }
+                continue;
+            }
+            f.poked = false;
             match std::fs::metadata(&f.path) {
                 Ok(m) if m.ino() == f.ino && m.dev() == f.dev => {
                     f.last_size = m.len();
@@ -267,6 +298,9 @@ impl Tailer {
                     f.state = State::Gone;
                 }
             }
+        }
+        if waiting.is_empty() {
+            return 0;
         }
         let open = self.files.values().filter(|f| f.file.is_some()).count();
         let mut room = max.saturating_sub(open);
@@ -286,6 +320,7 @@ impl Tailer {
             }
         }
         waiting.sort();
+        let mut opened = 0;
         for (_, k) in waiting.into_iter().take(room) {
             let Some(f) = self.files.get_mut(&k) else {
                 continue;
@@ -294,6 +329,7 @@ impl Tailer {
                 Ok(Some(file)) => {
                     f.file = Some(file);
                     f.at_eof = false;
+                    opened += 1;
                 }
                 // Another file has the name now (ours was rotated, or a link was swapped):
                 // ours is looked for by inode, the other one is found by the next scan.
@@ -306,6 +342,7 @@ impl Tailer {
                 }
             }
         }
+        opened
     }
 }
 

@@ -24,6 +24,10 @@ struct Queue {
     /// Renames (from, to), in the order they happened.
     renames: Vec<(PathBuf, PathBuf)>,
     overflowed: bool,
+    /// Files written to: read them now (the others stay untouched until the slow sweep).
+    grown: HashSet<PathBuf>,
+    /// More files were written to than `grown` holds: look at every file.
+    all_grown: bool,
 }
 
 #[derive(Default)]
@@ -37,12 +41,21 @@ struct Inbox {
 pub(super) struct News {
     pub changed: bool,
     pub renames: Vec<(PathBuf, PathBuf)>,
+    pub grown: Vec<PathBuf>,
+    pub all_grown: bool,
 }
 
 impl News {
     pub fn merge(&mut self, more: News) {
         self.changed |= more.changed;
         self.renames.extend(more.renames);
+        if self.grown.len() + more.grown.len() > MAX_QUEUED {
+            self.all_grown = true;
+            self.grown.clear();
+        } else if !self.all_grown {
+            self.grown.extend(more.grown);
+        }
+        self.all_grown |= more.all_grown;
     }
 }
 
@@ -61,9 +74,22 @@ impl Watch {
             let mut q = q;
             match res {
                 Ok(ev) => match ev.kind {
-                    // Data written: the reader sees growth on its own; not worth a wake-up.
-                    EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Metadata(_))
-                    | EventKind::Access(_) => return,
+                    // Data written: that file is read now; a file without events is read only
+                    // by the slow sweep, which is what keeps thousands of quiet files cheap.
+                    EventKind::Modify(ModifyKind::Data(_)) => {
+                        for p in ev.paths {
+                            if q.all_grown || q.grown.contains(&p) {
+                                continue;
+                            }
+                            if q.grown.len() < MAX_QUEUED {
+                                q.grown.insert(p);
+                            } else {
+                                q.all_grown = true;
+                                q.grown.clear();
+                            }
+                        }
+                    }
+                    EventKind::Modify(ModifyKind::Metadata(_)) | EventKind::Access(_) => return,
                     EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
                         if let [from, to] = &ev.paths[..] {
                             if q.renames.len() < MAX_QUEUED {
@@ -121,11 +147,9 @@ impl Watch {
         let Ok(q) = self.inbox.q.lock() else {
             return News::default();
         };
-        let mut q = match self
-            .inbox
-            .cv
-            .wait_timeout_while(q, d, |q| !q.changed && !q.overflowed)
-        {
+        let mut q = match self.inbox.cv.wait_timeout_while(q, d, |q| {
+            !q.changed && !q.overflowed && q.grown.is_empty() && !q.all_grown
+        }) {
             Ok((q, _)) => q,
             Err(_) => return News::default(),
         };
@@ -145,9 +169,13 @@ fn take(q: &mut Queue) -> News {
     let n = News {
         changed: q.changed || q.overflowed,
         renames: std::mem::take(&mut q.renames),
+        grown: q.grown.drain().collect(),
+        // A lost event could have been a write too.
+        all_grown: q.all_grown || q.overflowed,
     };
     q.changed = false;
     q.overflowed = false;
+    q.all_grown = false;
     n
 }
 

@@ -91,6 +91,25 @@ impl Lf {
         out
     }
 
+    /// `run --once` that cannot deliver or read everything: it must exit 1 and say so.
+    pub fn run_once_incomplete(&self) -> Output {
+        self.run_once_incomplete_env(&[])
+    }
+
+    pub fn run_once_incomplete_env(&self, env: &[(&str, &str)]) -> Output {
+        let out = Command::new(BIN)
+            .args(["run", "--once", "--config"])
+            .arg(&self.cfg)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .output()
+            .expect("run logferry");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("run --once did not finish"), "{err}");
+        out
+    }
+
     /// `logferry validate --check-sinks`: (exit code, stdout).
     pub fn check_sinks(&self, env: &[(&str, &str)]) -> (Option<i32>, String) {
         let out = Command::new(BIN)
