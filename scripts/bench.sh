@@ -36,8 +36,9 @@ if [ -n "$FILES" ]; then
     INPUT="$WORK/split-$FILES-$MB"
     if [ ! -d "$INPUT" ]; then
         mkdir -p "$INPUT.tmp"
-        head -c $((MB << 20)) "$WORK/logs/work.log" | head -n -1 \
-            | split -n "l/$FILES" -a 6 -d --additional-suffix=.log - "$INPUT.tmp/part-"
+        head -c $((MB << 20)) "$WORK/logs/work.log" | head -n -1 > "$INPUT.tmp/all"
+        split -n "l/$FILES" -a 6 -d --additional-suffix=.log "$INPUT.tmp/all" "$INPUT.tmp/part-"
+        rm "$INPUT.tmp/all"
         mv "$INPUT.tmp" "$INPUT"
     fi
 fi

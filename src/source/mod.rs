@@ -45,7 +45,7 @@ const POLL: Duration = Duration::from_millis(100);
 const IDLE_SWEEP: Duration = Duration::from_secs(1);
 /// With file events on every include directory, the full scan (glob, a stat per file)
 /// runs on events and at least this often, not every `glob_interval`.
-const FULL_SCAN: Duration = Duration::from_secs(10);
+const FULL_SCAN: Duration = Duration::from_secs(30);
 
 /// A flag with a wait: set once to ask the source threads to stop.
 #[derive(Default)]
@@ -262,7 +262,6 @@ pub struct Tailer {
     first_scan_done: bool,
     /// Warnings that would repeat every poll are logged once a minute per file.
     repeats: crate::ops::Repeats,
-    reported_files: std::collections::HashSet<crate::ops::metrics::FileLabel>,
     /// inotify on the include directories; the scan every `glob_interval` is the fallback.
     watch: watch::Watch,
     /// The include patterns, compiled: a rename out of them is a rotation to follow.
@@ -279,6 +278,8 @@ pub struct Tailer {
     unopened: HashMap<PathBuf, u64>,
     /// Tracked files by path (absolute, as file events name them), rebuilt by each scan.
     by_path: HashMap<PathBuf, (u64, u64)>,
+    /// Files were added, renamed or let go since `by_path` was built.
+    reindex: bool,
     /// Every include directory is watched: growth is told by events.
     events_ok: bool,
 }
@@ -395,7 +396,6 @@ impl Tailer {
             limit,
             first_scan_done: false,
             repeats: crate::ops::Repeats::new(Duration::from_secs(60)),
-            reported_files: Default::default(),
             watch: watch::Watch::new(),
             include: cfg_include,
             admit,
@@ -403,6 +403,7 @@ impl Tailer {
             read_buf: Vec::new(),
             unopened: HashMap::new(),
             by_path: HashMap::new(),
+            reindex: false,
             events_ok: false,
         })
     }
@@ -482,12 +483,10 @@ impl Tailer {
                 // Files closed for max_open_files still hold bytes: a scan now gives them the
                 // handles of files read to their end (a few times in a row at most, so a file
                 // that cannot be opened does not spin the loop).
-                let waiting = self.files.values().any(|f| {
-                    f.file.is_none()
-                        && f.fp.is_some()
-                        && f.unread() > 0
-                        && matches!(f.state, State::Live)
-                });
+                let waiting = self
+                    .files
+                    .values()
+                    .any(|f| f.file.is_none() && f.unread() > 0);
                 if waiting && rescans < 3 {
                     rescans += 1;
                     next_scan = now;
@@ -510,10 +509,10 @@ impl Tailer {
             // only once nothing of it is left unread.
             if self.once
                 && !progressed
-                && self.files.values().all(|f| {
-                    f.fp.is_none()
-                        || (f.file.is_some() && f.at_eof)
-                        || (f.file.is_none() && f.unread() == 0)
+                && self.files.values().all(|f| match f.file {
+                    // Open without a whole first line: nothing in it can be read yet.
+                    Some(_) => f.fp.is_none() || f.at_eof,
+                    None => f.unread() == 0,
                 })
             {
                 let limit = &self.limit;
@@ -618,8 +617,14 @@ impl Tailer {
         let mut progressed = false;
         let limit = &self.limit;
         let name = &self.cfg.name;
+        let mut unpositioned = false;
         for f in self.files.values_mut() {
-            if f.file.is_none() || !f.positioned {
+            if f.file.is_none() {
+                continue;
+            }
+            if !f.positioned {
+                // Truncated, or found, before it had a whole first line: identified below.
+                unpositioned = true;
                 continue;
             }
             // A rotated file is always looked at: it is closed once it stayed at its end for
@@ -682,7 +687,7 @@ impl Tailer {
                 warn!(source = %name, path = %f.path.display(), limit = limit.max, "a record is over the size limit; {what} (logged once per file, counted)");
             }
             if let Some(g) = &f.lag {
-                g.set(f.unread() as i64);
+                g.1.set(f.unread() as i64);
             }
             match res {
                 Ok(0) => {}
@@ -701,6 +706,9 @@ impl Tailer {
         if progressed {
             let unread: u64 = self.files.values().map(|f| f.unread()).sum();
             self.proc.c.unread.set(unread as i64);
+        }
+        if unpositioned {
+            self.position_new();
         }
         progressed
     }
@@ -728,8 +736,11 @@ impl Tailer {
             }
         }
         for k in forget {
-            self.files.remove(&k);
+            if let Some(lag) = self.files.remove(&k).and_then(|f| f.lag) {
+                self.proc.c.file_unread.remove(&lag.0);
+            }
             self.dirty = true;
+            self.reindex = true;
         }
     }
 
@@ -752,9 +763,17 @@ impl Tailer {
                 })
             })
             .chain(
+                // Kept until used: before the first scan, and for files still waiting to be
+                // opened and identified (their offsets must survive a crash meanwhile).
                 self.saved
                     .values()
-                    .filter(|_| !self.first_scan_done)
+                    .filter(|e| {
+                        !self.first_scan_done
+                            || self
+                                .files
+                                .get(&(e.id.dev, e.id.ino))
+                                .is_some_and(|f| !f.positioned)
+                    })
                     .cloned(),
             )
             .collect();

@@ -40,23 +40,33 @@ impl Tailer {
                     if f.path != *path {
                         debug!(source = %self.cfg.name, from = %f.path.display(), to = %path.display(), "file renamed within include");
                         f.path = path.clone();
+                        self.reindex = true;
                     }
                     if matches!(f.state, State::Gone) {
                         f.state = State::Live;
                     }
                 }
+                None if open_now >= self.cfg.max_open_files => {
+                    // Every handle is taken: known by its metadata now, opened (and checked
+                    // by the admission rule) when a handle is free.
+                    let Ok(meta) = std::fs::metadata(path) else {
+                        continue;
+                    };
+                    debug!(source = %self.cfg.name, path = %path.display(), "new file (waiting for a handle)");
+                    self.unopened.remove(path);
+                    self.proc.c.found.inc();
+                    self.files
+                        .insert(*key, Tailed::unopened(path, &meta, !self.first_scan_done));
+                    self.reindex = true;
+                }
                 None => match self.open_admitted(path, !self.first_scan_done) {
-                    Ok(mut t) => {
-                        if open_now >= self.cfg.max_open_files {
-                            // Identified now, read when a handle is free.
-                            t.file = None;
-                        } else {
-                            open_now += 1;
-                        }
+                    Ok(t) => {
+                        open_now += 1;
                         debug!(source = %self.cfg.name, path = %path.display(), "new file");
                         self.unopened.remove(path);
                         self.proc.c.found.inc();
                         self.files.insert(*key, t);
+                        self.reindex = true;
                     }
                     Err(e) if e.is_policy() => self.refuse(path, &e),
                     Err(e) => {
@@ -92,22 +102,27 @@ impl Tailer {
             }
             unread += f.unread();
         }
-        // Per-file lag: one series per file held, removed once the file is let go.
-        let mut now_reported = std::collections::HashSet::new();
+        // Per-file lag: one series per file held (made when a file is found or renamed, not
+        // at every scan), removed once the file is let go.
+        let family = &self.proc.c.file_unread;
         for f in self.files.values_mut() {
-            let label = crate::ops::metrics::FileLabel {
-                source: self.cfg.name.clone(),
-                path: f.path.display().to_string(),
-            };
-            let g = self.proc.c.file_unread.get_or_create(&label).clone();
-            g.set(f.unread() as i64);
-            f.lag = Some(g);
-            now_reported.insert(label);
+            let path = f.path.to_string_lossy();
+            let current = f.lag.as_ref().is_some_and(|l| l.0.path == path);
+            if !current {
+                if let Some(old) = f.lag.take() {
+                    family.remove(&old.0);
+                }
+                let label = crate::ops::metrics::FileLabel {
+                    source: self.cfg.name.clone(),
+                    path: path.into_owned(),
+                };
+                let g = family.get_or_create(&label).clone();
+                f.lag = Some(Box::new((label, g)));
+            }
+            if let Some(l) = &f.lag {
+                l.1.set(f.unread() as i64);
+            }
         }
-        for old in self.reported_files.difference(&now_reported) {
-            self.proc.c.file_unread.remove(old);
-        }
-        self.reported_files = now_reported;
         if !self.first_scan_done {
             self.recover_rotated();
             self.first_scan_done = true;
@@ -126,11 +141,11 @@ impl Tailer {
     /// At start, files with a checkpoint that no longer match `include` were probably rotated
     /// while logferry was stopped: find them by inode next to their old path and finish them.
     pub(super) fn recover_rotated(&mut self) {
-        let known: Vec<FileId> = self.files.values().filter_map(|f| f.id()).collect();
+        // Tracked by device and inode (a file waiting for a handle has no fingerprint yet).
         let missing: Vec<Entry> = self
             .saved
             .values()
-            .filter(|e| !known.contains(&e.id))
+            .filter(|e| !self.files.contains_key(&(e.id.dev, e.id.ino)))
             .cloned()
             .collect();
         for e in missing {
@@ -152,6 +167,7 @@ impl Tailer {
                         t.state = State::Gone;
                         self.proc.c.found.inc();
                         self.files.insert((m.dev(), m.ino()), t);
+                        self.reindex = true;
                     }
                 }
                 break;
@@ -186,6 +202,7 @@ impl Tailer {
                     self.proc.c.rotated.inc();
                     self.proc.c.found.inc();
                     self.files.insert(key, t);
+                    self.reindex = true;
                 }
                 Err(e) if e.is_policy() => self.refuse(&path, &e),
                 Err(e) => {
@@ -256,6 +273,9 @@ impl Tailer {
 
     /// The path index file events are matched against: absolute, as `notify` names them.
     fn index_paths(&mut self) {
+        if !std::mem::take(&mut self.reindex) {
+            return;
+        }
         let cwd = std::env::current_dir().unwrap_or_default();
         self.by_path.clear();
         for (k, f) in &self.files {
@@ -321,11 +341,26 @@ impl Tailer {
         }
         waiting.sort();
         let mut opened = 0;
+        let mut refused = Vec::new();
         for (_, k) in waiting.into_iter().take(room) {
             let Some(f) = self.files.get_mut(&k) else {
                 continue;
             };
-            match open_same(&f.path, f.dev, f.ino) {
+            // Through the admission rule every time: a link may have been swapped meanwhile.
+            let reopened = match self.admit.open(&f.path) {
+                Ok(file) => file
+                    .metadata()
+                    .map(|m| (m.dev() == f.dev && m.ino() == f.ino).then_some(file)),
+                Err(e) if e.is_policy() => {
+                    // Never read: let it go, once its handle-less state is seen as drained.
+                    f.state = State::Gone;
+                    refused.push((f.path.clone(), e));
+                    continue;
+                }
+                Err(links::Refused::Io(e)) => Err(e),
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            };
+            match reopened {
                 Ok(Some(file)) => {
                     f.file = Some(file);
                     f.at_eof = false;
@@ -341,6 +376,9 @@ impl Tailer {
                     }
                 }
             }
+        }
+        for (path, why) in refused {
+            self.refuse(&path, &why);
         }
         opened
     }
