@@ -110,31 +110,10 @@ impl Tailed {
     /// Starts tailing `file`, opened from `path` (by the source's admission rule).
     pub fn new(path: &Path, file: File, from_start_scan: bool) -> std::io::Result<Tailed> {
         let meta = file.metadata()?;
-        let fp = fingerprint(&file)?;
-        Ok(Tailed {
-            path: path.to_path_buf(),
-            dev: meta.dev(),
-            ino: meta.ino(),
-            fp,
-            file: Some(file),
-            state: State::Live,
-            consumed: 0,
-            read_pos: 0,
-            buf: Vec::new(),
-            no_nl: 0,
-            long: None,
-            over_limit: 0,
-            pending: VecDeque::new(),
-            committed: 0,
-            at_eof: false,
-            last_growth: Instant::now(),
-            positioned: false,
-            from_start_scan,
-            last_size: meta.len(),
-            last_mtime: (meta.mtime(), meta.mtime_nsec()),
-            poked: false,
-            lag: None,
-        })
+        let mut t = Tailed::unopened(path, &meta, from_start_scan);
+        t.fp = fingerprint(&file)?;
+        t.file = Some(file);
+        Ok(t)
     }
 
     /// A file found while every handle is taken: identified by its metadata only, opened

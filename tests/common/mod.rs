@@ -74,14 +74,18 @@ impl Lf {
         self.run_once_env(&[])
     }
 
-    pub fn run_once_env(&self, env: &[(&str, &str)]) -> Output {
-        let out = Command::new(BIN)
+    fn once_output(&self, env: &[(&str, &str)]) -> Output {
+        Command::new(BIN)
             .args(["run", "--once", "--config"])
             .arg(&self.cfg)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
             .output()
-            .expect("run logferry");
+            .expect("run logferry")
+    }
+
+    pub fn run_once_env(&self, env: &[(&str, &str)]) -> Output {
+        let out = self.once_output(env);
         assert!(
             out.status.success(),
             "logferry run --once failed: {}\n{}",
@@ -97,13 +101,7 @@ impl Lf {
     }
 
     pub fn run_once_incomplete_env(&self, env: &[(&str, &str)]) -> Output {
-        let out = Command::new(BIN)
-            .args(["run", "--once", "--config"])
-            .arg(&self.cfg)
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
-            .output()
-            .expect("run logferry");
+        let out = self.once_output(env);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(err.contains("run --once did not finish"), "{err}");
