@@ -293,6 +293,12 @@ impl<O: Outlet> Batcher<O> {
         })
     }
 
+    /// When the oldest open batch reaches `max_age` (nothing open: never).
+    pub fn next_expiry(&self) -> Option<Instant> {
+        let oldest = self.open.values().flatten().map(|o| o.opened).min()?;
+        Some(oldest + self.plan.max_age)
+    }
+
     /// Seals batches older than `max_age`.
     pub fn seal_expired(&mut self, now: Instant) -> Result<(), ShuttingDown> {
         let max_age = self.plan.max_age;

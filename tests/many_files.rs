@@ -130,3 +130,69 @@ fn follow_mode_holds_at_most_max_open_files_and_still_sees_closed_files_grow() {
     let recs = lf.final_archive("archive");
     assert_eq!(assert_all_present(&recs, 3_010), 0);
 }
+
+#[test]
+fn a_hot_file_among_9999_quiet_ones_stays_under_a_second_behind_at_20000_lines_per_second() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    const QUIET: u64 = 9_999;
+    const RATE: u64 = 20_000;
+    const SECONDS: u64 = 3;
+    let lf = Lf::new(&config(""));
+    for i in 0..QUIET {
+        write_lines(&lf.path(&format!("logs/q{i:05}.log")), i, 1);
+    }
+    let run = lf.spawn();
+    let read = || run.metric("logferry_records_read_total", "source=\"jobs\"") as u64;
+    wait_until(Duration::from_secs(120), "the quiet files read", || {
+        read() == QUIET
+    });
+    // Found while the quiet files hold the handles: it waits for one like any other file.
+    let hot = lf.path("logs/hot.log");
+    write_lines(&hot, QUIET, 1);
+    wait_until(Duration::from_secs(30), "the hot file found", || {
+        read() == QUIET + 1
+    });
+    let written = Arc::new(AtomicU64::new(1));
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (written, done, hot) = (written.clone(), done.clone(), hot.clone());
+        std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            let total = RATE * SECONDS;
+            let mut n = 1;
+            while n < total {
+                // Lines due by now at RATE, written in one append.
+                let due = ((start.elapsed().as_secs_f64() * RATE as f64) as u64).min(total);
+                if due > n {
+                    write_lines(&hot, QUIET + n, due - n);
+                    n = due;
+                    written.store(n, Ordering::SeqCst);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    // Lag in lines: what the writer had written once the scrape returned, less what logferry
+    // had read; a second's worth of lines is a second behind.
+    let mut worst = 0;
+    while !done.load(Ordering::SeqCst) {
+        let got = read() - QUIET;
+        let lag = written.load(Ordering::SeqCst).saturating_sub(got);
+        worst = worst.max(lag);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    writer.join().unwrap();
+    assert!(
+        worst < RATE,
+        "the hot file fell {worst} lines ({:.2} s) behind",
+        worst as f64 / RATE as f64
+    );
+    wait_until(Duration::from_secs(30), "every line read", || {
+        read() == QUIET + RATE * SECONDS
+    });
+    assert!(run.term(Duration::from_secs(10)).success());
+    let recs = lf.final_archive("archive");
+    assert_eq!(assert_all_present(&recs, QUIET + RATE * SECONDS), 0);
+}

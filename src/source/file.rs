@@ -20,6 +20,11 @@ use crate::ack::Ticket;
 
 /// Bytes of the first line that identify a file's content.
 const FP_BYTES: usize = 1024;
+/// A file's own buffer between rounds holds at most its unfinished line; a larger one is the
+/// source's read buffer and is given back.
+const KEEP: usize = 4096;
+/// Read beyond the size last seen, for what was written since.
+const GROWTH_ALLOWANCE: usize = 64 * 1024;
 
 pub enum State {
     /// Reachable under a matched name.
@@ -211,7 +216,7 @@ impl Tailed {
         spare: &mut Vec<u8>,
         mut emit: impl FnMut(Line<'_>),
     ) -> std::io::Result<usize> {
-        if self.buf.capacity() < chunk && spare.capacity() >= chunk {
+        if spare.capacity() > self.buf.capacity() {
             spare.clear();
             spare.extend_from_slice(&self.buf);
             std::mem::swap(&mut self.buf, spare);
@@ -231,7 +236,9 @@ impl Tailed {
         if self.buf.capacity() > 4 * chunk && self.buf.len() <= chunk {
             self.buf.shrink_to(chunk);
         }
-        if self.long.is_none() && self.buf.capacity() >= chunk && self.buf.len() < chunk / 4 {
+        // Whatever size the read made it (reads are sized to the file), the buffer goes back
+        // to the source; the file keeps a copy of its unfinished line only.
+        if self.long.is_none() && self.buf.len() < chunk / 4 && self.buf.capacity() > KEEP {
             let rest = self.buf.as_slice().to_vec();
             std::mem::swap(&mut self.buf, spare);
             spare.clear();
@@ -250,8 +257,15 @@ impl Tailed {
             return Ok(0);
         };
         let old = self.buf.len();
-        // Inside a long line, read more at a time (up to 8 MiB) so it takes few calls.
-        let want = chunk.max(old.min(8 << 20));
+        // Inside a long line, read more at a time (up to 8 MiB) so it takes few calls. No
+        // more than the size last seen allows (and a little over, for growth since): the
+        // buffer is zeroed up to `want`, and 256 KiB zeroed for a 20 KB file is most of the
+        // cost of reading it.
+        let avail =
+            usize::try_from(self.last_size.saturating_sub(self.read_pos)).unwrap_or(usize::MAX);
+        let want = chunk
+            .max(old.min(8 << 20))
+            .min(avail.saturating_add(GROWTH_ALLOWANCE));
         self.buf.resize(old + want, 0);
         let n = match file.read_at(&mut self.buf[old..], self.read_pos) {
             Ok(n) => n,
@@ -443,14 +457,20 @@ mod tests {
 
     #[test]
     fn files_keep_only_their_unfinished_line_between_rounds() {
+        // Files larger than a chunk, and files much smaller (reads are sized to the file).
+        for (chunk, lines_per_file) in [(64 * 1024, 10_000), (256 * 1024, 20)] {
+            keep_only_the_unfinished_line(chunk, lines_per_file);
+        }
+    }
+
+    fn keep_only_the_unfinished_line(chunk: usize, lines_per_file: usize) {
         let d = tempfile::tempdir().unwrap();
-        let chunk = 64 * 1024;
         let mut spare = Vec::new();
         let mut files = Vec::new();
         for i in 0..20 {
             let p = d.path().join(format!("{i}.log"));
             // Whole lines and a last one still being written.
-            let mut text = "{\"a\":1}\n".repeat(10_000);
+            let mut text = "{\"a\":1}\n".repeat(lines_per_file);
             text.push_str("{\"partial\":");
             std::fs::write(&p, text).unwrap();
             files.push(Tailed::new(&p, std::fs::File::open(&p).unwrap(), true).unwrap());
@@ -463,7 +483,7 @@ mod tests {
                 > 0
             {}
         }
-        assert_eq!(lines, 200_000);
+        assert_eq!(lines, 20 * lines_per_file);
         for t in &files {
             assert!(
                 t.buf_capacity() < 64,
@@ -471,7 +491,7 @@ mod tests {
                 t.buf_capacity()
             );
         }
-        assert!(spare.capacity() >= chunk, "the source keeps one buffer");
+        assert!(spare.capacity() > KEEP, "the source keeps one buffer");
     }
 
     #[test]

@@ -43,6 +43,8 @@ const POLL: Duration = Duration::from_millis(100);
 /// all of them once per this sweep (events can be missed: network file systems, a lost
 /// queue). Without events every poll looks at every open file.
 const IDLE_SWEEP: Duration = Duration::from_secs(1);
+/// The shortest idle wait: a timer already due does not spin the loop.
+const MIN_WAIT: Duration = Duration::from_millis(5);
 /// With file events on every include directory, the full scan (glob, a stat per file)
 /// runs on events and at least this often, not every `glob_interval`.
 const FULL_SCAN: Duration = Duration::from_secs(30);
@@ -52,6 +54,8 @@ const FULL_SCAN: Duration = Duration::from_secs(30);
 pub struct Signal {
     set: Mutex<bool>,
     cv: Condvar,
+    /// Source threads asleep on file events, woken when the signal is set.
+    wakers: Mutex<Vec<watch::Waker>>,
 }
 
 impl Signal {
@@ -60,6 +64,18 @@ impl Signal {
             *s = true;
         }
         self.cv.notify_all();
+        if let Ok(w) = self.wakers.lock() {
+            w.iter().for_each(watch::Waker::wake);
+        }
+    }
+    /// Wakes `w` when the signal is set (at once if it is already).
+    fn on_set(&self, w: watch::Waker) {
+        if let Ok(mut ws) = self.wakers.lock() {
+            ws.push(w.clone());
+        }
+        if self.is_set() {
+            w.wake();
+        }
     }
     pub fn is_set(&self) -> bool {
         self.set.lock().map(|s| *s).unwrap_or(true)
@@ -359,6 +375,8 @@ impl Tailer {
             refused: metrics.files_refused.get_or_create(&l).clone(),
             found: metrics.files_found.get_or_create(&l).clone(),
         };
+        let watch = watch::Watch::new();
+        stop.on_set(watch.waker());
         Ok(Tailer {
             cfg,
             once,
@@ -396,7 +414,7 @@ impl Tailer {
             limit,
             first_scan_done: false,
             repeats: crate::ops::Repeats::new(Duration::from_secs(60)),
-            watch: watch::Watch::new(),
+            watch,
             include: cfg_include,
             admit,
             refused: Default::default(),
@@ -531,8 +549,23 @@ impl Tailer {
                 break;
             }
             if !progressed {
-                // Woken early by a file event; the stop flag is looked at once per wait.
-                news.merge(self.watch.wait(POLL));
+                // Woken early by a file event or by the stop signal. With events on every
+                // include directory nothing needs a look before the next sweep, scan,
+                // checkpoint or batch timer, so an idle source wakes about once a second
+                // instead of ten times (each wake walks every file: 10,000 files cost CPU).
+                let wait = if self.once || !self.events_ok {
+                    POLL
+                } else {
+                    let mut due = next_sweep.min(next_scan).min(next_ckpt);
+                    for b in &self.proc.batchers {
+                        if let Some(t) = b.next_expiry() {
+                            due = due.min(t);
+                        }
+                    }
+                    due.saturating_duration_since(Instant::now())
+                        .clamp(MIN_WAIT, IDLE_SWEEP)
+                };
+                news.merge(self.watch.wait(wait));
                 if self.stop.is_set() {
                     break;
                 }
@@ -651,6 +684,12 @@ impl Tailer {
                 }
             }
             let Some(fp) = f.fp else { continue };
+            // The size was just read: a file no longer than our offset has nothing to read
+            // (what a read would say, without a read).
+            if f.read_pos >= f.last_size {
+                f.at_eof = true;
+                continue;
+            }
             let now = Utc::now();
             let proc = &mut self.proc;
             let over_before = f.over_limit;

@@ -28,12 +28,27 @@ struct Queue {
     grown: HashSet<PathBuf>,
     /// More files were written to than `grown` holds: look at every file.
     all_grown: bool,
+    /// Someone else wants the source thread awake (it is asked to stop).
+    woken: bool,
 }
 
 #[derive(Default)]
 struct Inbox {
     q: Mutex<Queue>,
     cv: Condvar,
+}
+
+/// Wakes a source thread waiting for events, for a reason other than a file event.
+#[derive(Clone)]
+pub struct Waker(Arc<Inbox>);
+
+impl Waker {
+    pub fn wake(&self) {
+        if let Ok(mut q) = self.0.q.lock() {
+            q.woken = true;
+        }
+        self.0.cv.notify_all();
+    }
 }
 
 /// What the events said since the last look.
@@ -148,12 +163,17 @@ impl Watch {
             return News::default();
         };
         let mut q = match self.inbox.cv.wait_timeout_while(q, d, |q| {
-            !q.changed && !q.overflowed && q.grown.is_empty() && !q.all_grown
+            !q.changed && !q.overflowed && q.grown.is_empty() && !q.all_grown && !q.woken
         }) {
             Ok((q, _)) => q,
             Err(_) => return News::default(),
         };
         take(&mut q)
+    }
+
+    /// Wakes this watch's waiter from another thread.
+    pub fn waker(&self) -> Waker {
+        Waker(self.inbox.clone())
     }
 
     /// What arrived, without waiting.
@@ -176,6 +196,7 @@ fn take(q: &mut Queue) -> News {
     q.changed = false;
     q.overflowed = false;
     q.all_grown = false;
+    q.woken = false;
     n
 }
 
@@ -214,6 +235,28 @@ pub(super) fn moved_out(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stop_signal_wakes_a_source_waiting_for_events() {
+        let watch = Watch::new();
+        let stop = Arc::new(crate::source::Signal::default());
+        stop.on_set(watch.waker());
+        let setter = {
+            let stop = stop.clone();
+            std::thread::spawn(move || stop.set())
+        };
+        // Without the waker this waits the whole minute.
+        let t = std::time::Instant::now();
+        watch.wait(Duration::from_secs(60));
+        assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+        setter.join().unwrap();
+        // Once set, a later registration wakes at once as well.
+        let late = Watch::new();
+        stop.on_set(late.waker());
+        let t = std::time::Instant::now();
+        late.wait(Duration::from_secs(60));
+        assert!(t.elapsed() < Duration::from_secs(30));
+    }
 
     #[test]
     fn base_dirs_of_patterns() {
