@@ -1,0 +1,315 @@
+//! The encrypted object format: a header, then the payload in AES-256-GCM segments.
+//!
+//! Written down for other readers in `docs/encryption.md`. In short (integers big-endian):
+//!
+//! ```text
+//! magic "LFENC" | version u8 = 1 | segment_size u32 | nonce_prefix [7]
+//! | key_id (u16 len + UTF-8) | tenant (u16 len + UTF-8) | hour "YYYY-MM-DDTHH" (u16 len + UTF-8)
+//! | batch_id (u16 len + UTF-8)
+//! then segments: ciphertext of segment_size plaintext bytes (the last one shorter or empty) + tag [16]
+//! ```
+//!
+//! Segment `i` uses nonce `nonce_prefix || i as u32 || last` (last = 1 on the final segment, else
+//! 0) and the whole header as its associated data. So a changed byte anywhere, a segment moved,
+//! dropped or repeated, an object cut at a segment boundary, or a header naming another key,
+//! tenant, hour or batch all fail authentication; and an object decrypts as a stream, one segment
+//! in memory at a time.
+
+use std::io::{Read, Write};
+
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use zeroize::Zeroizing;
+
+pub const MAGIC: &[u8; 5] = b"LFENC";
+pub const VERSION: u8 = 1;
+/// Plaintext bytes per segment unless configured: large enough that the 16-byte tag costs
+/// nothing, small enough that a reader holds little.
+pub const DEFAULT_SEGMENT: u32 = 1 << 20;
+const TAG: usize = 16;
+const PREFIX: usize = 7;
+/// A header field may not exceed this, so a crafted header cannot make a reader allocate much.
+const MAX_FIELD: usize = 1024;
+const MAX_SEGMENT: u32 = 64 << 20;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CryptError {
+    #[error("not a logferry encrypted object (no LFENC header)")]
+    NotEncrypted,
+    #[error("encrypted object version {0} is not supported (this logferry reads version 1)")]
+    Version(u8),
+    #[error("the header is cut short or malformed: {0}")]
+    Header(&'static str),
+    #[error("the object is encrypted under key {found}, not {expected}")]
+    WrongKey { expected: String, found: String },
+    #[error("segment {0} failed authentication: the object was modified, its segments reordered, or its header changed")]
+    Tampered(u64),
+    #[error("the object ends after segment {0} without its final segment: it was truncated")]
+    Truncated(u64),
+    #[error("cannot encrypt: {0}")]
+    Seal(&'static str),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// A data key: 32 bytes for one tenant and hour, wiped from memory when dropped.
+pub struct DataKey {
+    pub id: String,
+    pub tenant: String,
+    /// The UTC hour as `YYYY-MM-DDTHH`.
+    pub hour: String,
+    pub bytes: Zeroizing<[u8; 32]>,
+}
+
+impl std::fmt::Debug for DataKey {
+    // Never the key bytes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataKey")
+            .field("id", &self.id)
+            .field("tenant", &self.tenant)
+            .field("hour", &self.hour)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DataKey {
+    /// A fresh random key with a random id.
+    pub fn generate(tenant: &str, hour: &str) -> Result<Self, CryptError> {
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        random(&mut bytes[..])?;
+        let mut id = [0u8; 16];
+        random(&mut id)?;
+        Ok(DataKey {
+            id: hex::encode(id),
+            tenant: tenant.to_owned(),
+            hour: hour.to_owned(),
+            bytes,
+        })
+    }
+
+    fn aead(&self) -> Result<LessSafeKey, CryptError> {
+        UnboundKey::new(&AES_256_GCM, &self.bytes[..])
+            .map(LessSafeKey::new)
+            .map_err(|_| CryptError::Seal("AES-256-GCM key rejected"))
+    }
+}
+
+pub fn random(buf: &mut [u8]) -> Result<(), CryptError> {
+    aws_lc_rs::rand::fill(buf).map_err(|_| CryptError::Seal("no randomness from the system"))
+}
+
+/// What an object's header says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub segment_size: u32,
+    pub nonce_prefix: [u8; PREFIX],
+    pub key_id: String,
+    pub tenant: String,
+    pub hour: String,
+    pub batch_id: String,
+}
+
+impl Header {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.key_id.len() + self.batch_id.len());
+        out.extend_from_slice(MAGIC);
+        out.push(VERSION);
+        out.extend_from_slice(&self.segment_size.to_be_bytes());
+        out.extend_from_slice(&self.nonce_prefix);
+        for field in [&self.key_id, &self.tenant, &self.hour, &self.batch_id] {
+            out.extend_from_slice(&(field.len() as u16).to_be_bytes());
+            out.extend_from_slice(field.as_bytes());
+        }
+        out
+    }
+
+    /// Reads a header from the start of `r`; returns it with its exact bytes (the AAD).
+    pub fn read(r: &mut impl Read) -> Result<(Header, Vec<u8>), CryptError> {
+        let mut raw = vec![0u8; MAGIC.len() + 1 + 4 + PREFIX];
+        read_exact(r, &mut raw).map_err(|_| CryptError::NotEncrypted)?;
+        if &raw[..MAGIC.len()] != MAGIC {
+            return Err(CryptError::NotEncrypted);
+        }
+        if raw[5] != VERSION {
+            return Err(CryptError::Version(raw[5]));
+        }
+        let segment_size = u32::from_be_bytes([raw[6], raw[7], raw[8], raw[9]]);
+        if segment_size == 0 || segment_size > MAX_SEGMENT {
+            return Err(CryptError::Header("segment size out of range"));
+        }
+        let mut nonce_prefix = [0u8; PREFIX];
+        nonce_prefix.copy_from_slice(&raw[10..]);
+        let mut fields = Vec::with_capacity(4);
+        for _ in 0..4 {
+            let mut len = [0u8; 2];
+            read_exact(r, &mut len).map_err(|_| CryptError::Header("ends inside a field"))?;
+            let len = u16::from_be_bytes(len) as usize;
+            if len > MAX_FIELD {
+                return Err(CryptError::Header("a field is longer than 1024 bytes"));
+            }
+            let mut value = vec![0u8; len];
+            read_exact(r, &mut value).map_err(|_| CryptError::Header("ends inside a field"))?;
+            raw.extend_from_slice(&(len as u16).to_be_bytes());
+            raw.extend_from_slice(&value);
+            fields.push(String::from_utf8(value).map_err(|_| CryptError::Header("not UTF-8"))?);
+        }
+        let mut it = fields.into_iter();
+        let mut next = || it.next().unwrap_or_default();
+        let header = Header {
+            segment_size,
+            nonce_prefix,
+            key_id: next(),
+            tenant: next(),
+            hour: next(),
+            batch_id: next(),
+        };
+        Ok((header, raw))
+    }
+}
+
+fn nonce(prefix: &[u8; PREFIX], index: u64, last: bool) -> Result<Nonce, CryptError> {
+    let counter = u32::try_from(index).map_err(|_| CryptError::Seal("too many segments"))?;
+    let mut n = [0u8; 12];
+    n[..PREFIX].copy_from_slice(prefix);
+    n[PREFIX..11].copy_from_slice(&counter.to_be_bytes());
+    n[11] = u8::from(last);
+    Ok(Nonce::assume_unique_for_key(n))
+}
+
+/// Encrypts `plaintext` (the compressed payload) for `batch_id` under `key`.
+pub fn encrypt(
+    key: &DataKey,
+    batch_id: &str,
+    plaintext: &[u8],
+    segment_size: u32,
+) -> Result<Vec<u8>, CryptError> {
+    if segment_size == 0 || segment_size > MAX_SEGMENT {
+        return Err(CryptError::Seal("segment size out of range"));
+    }
+    for field in [&key.id, &key.tenant, &key.hour, &batch_id.to_owned()] {
+        if field.len() > MAX_FIELD {
+            return Err(CryptError::Seal("a header field is longer than 1024 bytes"));
+        }
+    }
+    let mut nonce_prefix = [0u8; PREFIX];
+    random(&mut nonce_prefix)?;
+    let header = Header {
+        segment_size,
+        nonce_prefix,
+        key_id: key.id.clone(),
+        tenant: key.tenant.clone(),
+        hour: key.hour.clone(),
+        batch_id: batch_id.to_owned(),
+    };
+    let aad = header.to_bytes();
+    let aead = key.aead()?;
+    let seg = segment_size as usize;
+    let segments = plaintext.len().div_ceil(seg).max(1);
+    let mut out = Vec::with_capacity(aad.len() + plaintext.len() + segments * TAG);
+    out.extend_from_slice(&aad);
+    for i in 0..segments {
+        let chunk =
+            &plaintext[(i * seg).min(plaintext.len())..((i + 1) * seg).min(plaintext.len())];
+        let start = out.len();
+        out.extend_from_slice(chunk);
+        let tag = aead
+            .seal_in_place_separate_tag(
+                nonce(&nonce_prefix, i as u64, i + 1 == segments)?,
+                Aad::from(&aad[..]),
+                &mut out[start..],
+            )
+            .map_err(|_| CryptError::Seal("AES-256-GCM failed"))?;
+        out.extend_from_slice(tag.as_ref());
+    }
+    Ok(out)
+}
+
+/// Decrypts an object from `r` to `w` one segment at a time. `key_for` is given the header and
+/// returns the data key it names (or an error: unknown, shredded); `w` receives only
+/// authenticated bytes, though a later segment can still fail, so a caller writing to a file
+/// must discard it on error.
+pub fn decrypt(
+    r: &mut impl Read,
+    w: &mut impl Write,
+    key_for: impl FnOnce(&Header) -> Result<DataKey, CryptError>,
+) -> Result<Header, CryptError> {
+    let (header, aad) = Header::read(r)?;
+    let key = key_for(&header)?;
+    if key.id != header.key_id {
+        return Err(CryptError::WrongKey {
+            expected: key.id.clone(),
+            found: header.key_id.clone(),
+        });
+    }
+    let aead = key.aead()?;
+    let full = header.segment_size as usize + TAG;
+    // One byte of look-ahead tells a full segment that is the last from one that is not.
+    let mut buf = vec![0u8; full + 1];
+    let mut have = read_full(r, &mut buf)?;
+    let mut index = 0u64;
+    loop {
+        let last = have <= full;
+        let len = have.min(full);
+        if len < TAG {
+            return Err(if index == 0 {
+                CryptError::Header("no segment follows the header")
+            } else {
+                CryptError::Truncated(index - 1)
+            });
+        }
+        let mut seg = buf[..len].to_vec();
+        match aead.open_in_place(
+            nonce(&header.nonce_prefix, index, last)?,
+            Aad::from(&aad[..]),
+            &mut seg,
+        ) {
+            Ok(plain) => w
+                .write_all(plain)
+                .map_err(|e| CryptError::Io(e.to_string()))?,
+            Err(_) => {
+                // A segment that opens as a middle one where a last one was due: the rest is gone.
+                let mut again = buf[..len].to_vec();
+                let cut = last
+                    && aead
+                        .open_in_place(
+                            nonce(&header.nonce_prefix, index, false)?,
+                            Aad::from(&aad[..]),
+                            &mut again,
+                        )
+                        .is_ok();
+                return Err(if cut {
+                    CryptError::Truncated(index)
+                } else {
+                    CryptError::Tampered(index)
+                });
+            }
+        }
+        if last {
+            return Ok(header);
+        }
+        buf.copy_within(full..have, 0);
+        have = (have - full) + read_full(r, &mut buf[have - full..])?;
+        index += 1;
+    }
+}
+
+fn read_exact(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<()> {
+    r.read_exact(buf)
+}
+
+/// Reads until `buf` is full or the end; returns how many bytes it holds.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, CryptError> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(CryptError::Io(e.to_string())),
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+#[path = "crypt_tests.rs"]
+mod tests;

@@ -1,0 +1,147 @@
+use super::*;
+
+fn key() -> DataKey {
+    DataKey::generate("acme", "2026-12-03T10").unwrap()
+}
+
+fn same(k: &DataKey) -> DataKey {
+    DataKey {
+        id: k.id.clone(),
+        tenant: k.tenant.clone(),
+        hour: k.hour.clone(),
+        bytes: k.bytes.clone(),
+    }
+}
+
+fn open(obj: &[u8], k: &DataKey) -> Result<Vec<u8>, CryptError> {
+    let mut out = Vec::new();
+    decrypt(&mut &obj[..], &mut out, |_| Ok(same(k)))?;
+    Ok(out)
+}
+
+fn plaintext(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+/// Where segment `i` starts in an object with segment size `seg`.
+fn seg_at(obj: &[u8], seg: usize, i: usize) -> usize {
+    let (_, aad) = Header::read(&mut &obj[..]).unwrap();
+    aad.len() + i * (seg + TAG)
+}
+
+#[test]
+fn round_trips_empty_short_exact_and_long_payloads() {
+    let k = key();
+    for n in [0, 1, 15, 16, 17, 64, 65, 1000] {
+        let p = plaintext(n);
+        let obj = encrypt(&k, "b1", &p, 16).unwrap();
+        assert_eq!(open(&obj, &k).unwrap(), p, "length {n}");
+    }
+}
+
+#[test]
+fn the_header_names_key_tenant_hour_and_batch() {
+    let k = key();
+    let obj = encrypt(&k, "batch-7", b"x", 16).unwrap();
+    let (h, _) = Header::read(&mut &obj[..]).unwrap();
+    assert_eq!(
+        (
+            h.key_id.as_str(),
+            h.tenant.as_str(),
+            h.hour.as_str(),
+            h.batch_id.as_str()
+        ),
+        (k.id.as_str(), "acme", "2026-12-03T10", "batch-7")
+    );
+}
+
+#[test]
+fn a_changed_byte_anywhere_is_refused() {
+    let k = key();
+    let obj = encrypt(&k, "b1", &plaintext(50), 16).unwrap();
+    let (_, aad) = Header::read(&mut &obj[..]).unwrap();
+    // Every byte after the magic, version and segment size (those give other errors).
+    for at in 10..obj.len() {
+        let mut bad = obj.clone();
+        bad[at] ^= 0x01;
+        let err = open(&bad, &k).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CryptError::Tampered(_)
+                    | CryptError::Header(_)
+                    | CryptError::WrongKey { .. }
+                    | CryptError::Truncated(_)
+            ),
+            "byte {at} (header {}): {err:?}",
+            aad.len()
+        );
+    }
+}
+
+#[test]
+fn a_truncated_object_is_named_truncated() {
+    let k = key();
+    let obj = encrypt(&k, "b1", &plaintext(64), 16).unwrap();
+    // Cut exactly after the second of four segments.
+    let cut = seg_at(&obj, 16, 2);
+    assert_eq!(open(&obj[..cut], &k), Err(CryptError::Truncated(1)));
+    // Cut inside a segment: too short to be one, or a segment that does not authenticate.
+    assert_eq!(open(&obj[..cut + 5], &k), Err(CryptError::Truncated(1)));
+    assert_eq!(open(&obj[..cut + 20], &k), Err(CryptError::Tampered(2)));
+}
+
+#[test]
+fn swapped_segments_are_refused() {
+    let k = key();
+    let obj = encrypt(&k, "b1", &plaintext(64), 16).unwrap();
+    let (a, b) = (seg_at(&obj, 16, 0), seg_at(&obj, 16, 1));
+    let mut bad = obj.clone();
+    bad[a..b].copy_from_slice(&obj[b..b + (b - a)]);
+    bad[b..b + (b - a)].copy_from_slice(&obj[a..b]);
+    assert_eq!(open(&bad, &k), Err(CryptError::Tampered(0)));
+}
+
+#[test]
+fn another_key_or_a_rewritten_header_is_refused() {
+    let k = key();
+    let obj = encrypt(&k, "b1", b"secret", 16).unwrap();
+    let other = DataKey::generate("acme", "2026-12-03T10").unwrap();
+    assert!(matches!(
+        open(&obj, &other),
+        Err(CryptError::WrongKey { .. })
+    ));
+    // The same key bytes but a header claiming another tenant: the AAD no longer matches.
+    let mut h = Header::read(&mut &obj[..]).unwrap().0;
+    h.tenant = "evil".into();
+    let mut forged = h.to_bytes();
+    forged.extend_from_slice(&obj[seg_at(&obj, 16, 0)..]);
+    assert_eq!(open(&forged, &k), Err(CryptError::Tampered(0)));
+}
+
+#[test]
+fn garbage_and_other_versions_get_their_own_errors() {
+    let k = key();
+    assert_eq!(open(b"\x1f\x8b\x08rest", &k), Err(CryptError::NotEncrypted));
+    let mut obj = encrypt(&k, "b1", b"x", 16).unwrap();
+    obj[5] = 9;
+    assert_eq!(open(&obj, &k), Err(CryptError::Version(9)));
+    let obj = encrypt(&k, "b1", b"x", 16).unwrap();
+    let header = seg_at(&obj, 16, 0);
+    assert!(matches!(
+        open(&obj[..header], &k),
+        Err(CryptError::Header(_))
+    ));
+    assert!(matches!(
+        open(&obj[..header - 3], &k),
+        Err(CryptError::Header(_))
+    ));
+}
+
+#[test]
+fn the_debug_form_holds_no_key_bytes() {
+    let k = key();
+    let shown = format!("{k:?}");
+    assert!(!shown.contains(&hex::encode(&k.bytes[..])));
+    assert!(shown.contains(&k.id));
+}
