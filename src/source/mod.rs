@@ -273,6 +273,9 @@ pub struct Tailer {
     /// Checkpoint writes failed in a row (logged on the first and every 20th).
     ckpt_failures: u32,
     dirty: bool,
+    /// Read pieces not yet delivered: checkpoints have something to wait for, so an idle
+    /// source wakes at `ckpt_interval` only while this holds.
+    acks_pending: bool,
     proc: Proc,
     limit: file::Limit,
     first_scan_done: bool,
@@ -389,6 +392,7 @@ impl Tailer {
             health,
             ckpt_failures: 0,
             dirty: false,
+            acks_pending: false,
             proc: Proc {
                 masked_fields: decoder.extractor(),
                 masker: masker.map(|mut m| {
@@ -551,12 +555,18 @@ impl Tailer {
             if !progressed {
                 // Woken early by a file event or by the stop signal. With events on every
                 // include directory nothing needs a look before the next sweep, scan,
-                // checkpoint or batch timer, so an idle source wakes about once a second
-                // instead of ten times (each wake walks every file: 10,000 files cost CPU).
+                // checkpoint still waiting for acks or batch timer, so an idle source wakes
+                // about once a second instead of ten times (each wake walks every file:
+                // 10,000 files cost CPU).
                 let wait = if self.once || !self.events_ok {
                     POLL
                 } else {
-                    let mut due = next_sweep.min(next_scan).min(next_ckpt);
+                    let mut due = next_sweep.min(next_scan);
+                    // Checkpoints (every 100 ms by default) walk every file: only while
+                    // something read is still on its way does the wait end for them.
+                    if self.acks_pending || self.dirty {
+                        due = due.min(next_ckpt);
+                    }
                     for b in &self.proc.batchers {
                         if let Some(t) = b.next_expiry() {
                             due = due.min(t);
@@ -743,6 +753,7 @@ impl Tailer {
             }
         }
         if progressed {
+            self.acks_pending = true;
             let unread: u64 = self.files.values().map(|f| f.unread()).sum();
             self.proc.c.unread.set(unread as i64);
         }
@@ -785,9 +796,12 @@ impl Tailer {
 
     fn checkpoint(&mut self) {
         let mut moved = false;
+        let mut pending = false;
         for f in self.files.values_mut() {
             moved |= f.advance();
+            pending |= !f.pending.is_empty();
         }
+        self.acks_pending = pending;
         if !moved && !self.dirty {
             return;
         }
