@@ -36,8 +36,14 @@ pub struct PendingBatch {
 pub struct Plan {
     pub sink: String,
     pub key: KeyTemplate,
-    /// Decoder value slots of the key's fields, in the template's order.
+    /// Decoder value slots of the key's fields, in the template's order, then the tenant
+    /// field's when `tenant` is set.
     pub field_slots: Vec<usize>,
+    /// The last of `field_slots` is the tenant (the sink encrypts per tenant).
+    pub tenant: bool,
+    /// Batches are partitioned by `time / bucket_secs`: the key's finest time unit, and at
+    /// most an hour when the sink encrypts per tenant-hour.
+    pub bucket_secs: Option<i64>,
     pub layout: Layout,
     pub compression: Compression,
     pub level: Option<i32>,
@@ -183,7 +189,7 @@ impl<O: Outlet> Batcher<O> {
         time: DateTime<Utc>,
         ticket: &Ticket,
     ) -> Result<(), ShuttingDown> {
-        let bucket = match self.plan.key.time_granularity() {
+        let bucket = match self.plan.bucket_secs {
             Some(g) => time.timestamp().div_euclid(g),
             None => 0,
         };
@@ -379,6 +385,14 @@ impl<O: Outlet> Batcher<O> {
                     .submit(head, self.plan.compression, self.plan.level),
             );
         }
+        let tenant = if self.plan.tenant {
+            let t = o.fields.pop().flatten();
+            Some(logferry_sinks::key::clean(
+                t.as_deref().unwrap_or(logferry_sinks::encrypted::NO_TENANT),
+            ))
+        } else {
+            None
+        };
         let fields: Vec<Option<&str>> = o.fields.iter().map(|f| f.as_deref()).collect();
         let key = self.plan.key.render(&KeyContext {
             source: &self.source,
@@ -409,6 +423,8 @@ impl<O: Outlet> Batcher<O> {
             head_len: head_len as u32,
             tail_len: tail.len() as u32,
             sealed_at: Some(sealed_at),
+            tenant,
+            key_id: None,
         };
         self.sealed += 1;
         self.outlet.send(PendingBatch {

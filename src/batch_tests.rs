@@ -21,6 +21,8 @@ fn batcher(key: &str, max_records: u64, max_bytes: u64) -> (Batcher<Collect>, Co
     let plan = Plan {
         sink: "k".into(),
         field_slots: (0..key.fields().len()).collect(),
+        tenant: false,
+        bucket_secs: key.time_granularity(),
         key,
         layout: crate::encode::Layout::new(logferry_sinks::Encoding::Ndjson, None),
         compression: Compression::None,

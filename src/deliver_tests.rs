@@ -62,6 +62,8 @@ fn sealed(id: &str, records: usize) -> SealedBatch {
             head_len: 0,
             tail_len: 0,
             sealed_at: None,
+            tenant: None,
+            key_id: None,
         },
         payload: Bytes::from(payload),
     }
@@ -288,6 +290,8 @@ fn split_keeps_every_record_and_derives_ids_and_keys() {
             head_len,
             tail_len,
             sealed_at: Some(now),
+            tenant: None,
+            key_id: None,
         },
         payload: Bytes::from(
             encode::compress(logferry_sinks::Compression::Gzip, None, &payload).unwrap(),

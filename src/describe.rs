@@ -70,6 +70,18 @@ pub fn summary(cfg: &config::Config) -> String {
             compression(sk.compression, sk.compression_level),
             sk.concurrency
         );
+        if let Some(e) = &sk.encryption {
+            let provider = cfg.keks.get(&e.kek).map_or("?", |k| k.provider.name());
+            let _ = writeln!(
+                s,
+                "  {:<12}   encrypted per tenant ({}) and hour under KEK {} ({provider}), keys kept {}",
+                "",
+                e.tenant_field,
+                e.kek,
+                e.retention
+                    .map_or("until shredded".to_string(), humantime),
+            );
+        }
     }
     s
 }

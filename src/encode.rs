@@ -313,6 +313,8 @@ mod tests {
             head_len,
             tail_len,
             sealed_at: None,
+            tenant: None,
+            key_id: None,
         }
     }
 

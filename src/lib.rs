@@ -9,6 +9,7 @@ pub mod decode;
 pub mod deliver;
 pub mod describe;
 pub mod encode;
+pub mod encryption;
 pub mod fields;
 pub mod mask;
 pub mod ops;

@@ -1,6 +1,7 @@
 //! logferry: tails audit and job logs and ships them, batched and compressed, with
 //! at-least-once delivery.
 
+mod keys_cmd;
 mod mask_cmd;
 
 use logferry::{config, ops, pipeline};
@@ -56,6 +57,52 @@ enum Cmd {
         /// Records to mask, one per line; stdin when absent.
         input: Option<PathBuf>,
     },
+    /// Decrypt objects an encrypted sink wrote, to stdout (or files in --out): NDJSON as shipped.
+    /// Refuses tampered, truncated or reordered objects and shredded keys, with the reason.
+    Decrypt {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, short)]
+        sink: String,
+        /// Write each object to DIR/<name> instead of stdout (whole, or not at all).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Object paths (as given, or relative to the sink's directory).
+        #[arg(required = true)]
+        objects: Vec<String>,
+    },
+    /// The data keys in an encrypted sink's ledger.
+    Keys {
+        #[command(subcommand)]
+        cmd: KeysCmd,
+    },
+    /// Erase a tenant's hours: delete their data keys, which makes their objects unreadable,
+    /// and store a signed receipt.
+    Shred {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, short)]
+        sink: String,
+        #[arg(long)]
+        tenant: String,
+        /// First hour, UTC, YYYY-MM-DDTHH.
+        #[arg(long)]
+        from: String,
+        /// Last hour (inclusive), UTC, YYYY-MM-DDTHH.
+        #[arg(long)]
+        to: String,
+        /// Who asked (written in the receipt).
+        #[arg(long)]
+        by: Option<String>,
+        /// Shred without a [signing] key: the receipt is stored unsigned.
+        #[arg(long)]
+        unsigned: bool,
+    },
+    /// Write a new Ed25519 signing key pair (FILE and FILE.pub) for receipts.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Probe a running logferry (for exec probes in images without a shell or curl): GET the
     /// URL, print the body, exit 0 on 200 and 1 otherwise.
     Health {
@@ -66,6 +113,39 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         timeout: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// List the tenant-hours that have a key, oldest first.
+    List {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, short)]
+        sink: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+/// Loads a configuration for a one-shot command; exit 2 with its problems.
+fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
+    config::load(path).map_err(|problems| {
+        eprint!("{}", redact::text(&problems.to_string()));
+        ExitCode::from(2)
+    })
+}
+
+/// Ends a one-shot command: 0, or 1 with its error.
+fn finish(cmd: &str, res: anyhow::Result<bool>) -> ExitCode {
+    match res {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("logferry {cmd}: {}", redact::text(&format!("{e:#}")));
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -123,6 +203,55 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Cmd::Decrypt {
+            config,
+            sink,
+            out,
+            objects,
+        } => match load(&config) {
+            Ok(cfg) => finish(
+                "decrypt",
+                keys_cmd::decrypt(&cfg, &sink, &objects, out.as_deref()),
+            ),
+            Err(code) => code,
+        },
+        Cmd::Keys {
+            cmd:
+                KeysCmd::List {
+                    config,
+                    sink,
+                    tenant,
+                },
+        } => match load(&config) {
+            Ok(cfg) => finish(
+                "keys list",
+                keys_cmd::list(&cfg, &sink, tenant.as_deref()).map(|()| true),
+            ),
+            Err(code) => code,
+        },
+        Cmd::Shred {
+            config,
+            sink,
+            tenant,
+            from,
+            to,
+            by,
+            unsigned,
+        } => match load(&config) {
+            Ok(cfg) => {
+                let args = keys_cmd::ShredArgs {
+                    sink: &sink,
+                    tenant: &tenant,
+                    from: &from,
+                    to: &to,
+                    by: by.as_deref(),
+                    unsigned,
+                };
+                finish("shred", keys_cmd::shred(&cfg, &args).map(|()| true))
+            }
+            Err(code) => code,
+        },
+        Cmd::Keygen { out } => finish("keygen", keys_cmd::keygen(&out).map(|()| true)),
         Cmd::Mask {
             config,
             profile,

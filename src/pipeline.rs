@@ -33,7 +33,22 @@ struct SinkSide {
     max_uncompressed: Option<u64>,
 }
 
-async fn build_sink(cfg: &SinkConfig) -> anyhow::Result<Arc<dyn Sink>> {
+/// The sink of `sc`, behind client-side encryption when it encrypts.
+async fn build_sink(cfg: &Config, sc: &SinkConfig) -> anyhow::Result<Arc<dyn Sink>> {
+    let inner = build_plain(sc).await?;
+    Ok(
+        match (crate::encryption::key_ring(cfg, sc)?, &sc.encryption) {
+            (Some(keys), Some(e)) => Arc::new(logferry_sinks::encrypted::EncryptedSink::new(
+                inner,
+                keys,
+                e.segment_size,
+            )),
+            _ => inner,
+        },
+    )
+}
+
+async fn build_plain(cfg: &SinkConfig) -> anyhow::Result<Arc<dyn Sink>> {
     if cfg.plaintext_credentials() {
         warn!(sink = %cfg.name, "allow_plaintext_credentials: this sink sends its credentials over http:// in clear");
     }
@@ -88,7 +103,7 @@ fn build_blocking(cfg: &SinkConfig) -> anyhow::Result<Arc<dyn Sink>> {
 pub async fn check_sinks(cfg: &Config) -> Vec<(String, &'static str, Result<(), String>)> {
     let mut out = Vec::new();
     for sc in &cfg.sinks {
-        let res = match build_sink(sc).await {
+        let res = match build_sink(cfg, sc).await {
             Ok(s) => match tokio::time::timeout(sc.timeout, s.check()).await {
                 Ok(r) => r,
                 Err(_) => Err(format!("no answer within {:?}", sc.timeout)),
@@ -191,9 +206,43 @@ async fn run_pipeline(
     let mut sides: HashMap<String, SinkSide> = HashMap::new();
     let mut writers = Vec::new();
     let mut workers = Vec::new();
+    // Retention passes end when this pipeline does (the sender is dropped).
+    let (_retention_stop, retention_rx) = watch::channel(false);
+    let signer = crate::encryption::signer(cfg)?.map(Arc::new);
     for sc in &cfg.sinks {
-        let sink = build_sink(sc).await?;
+        let sink = build_sink(cfg, sc).await?;
         let l = metrics.sink(&sc.name);
+        if let (Some(keys), Some(retention)) = (
+            crate::encryption::key_ring(cfg, sc)?,
+            sc.encryption.as_ref().and_then(|e| e.retention),
+        ) {
+            let (shredded, failures) = (
+                metrics.keys_shredded.get_or_create(&l).clone(),
+                metrics.retention_failures.get_or_create(&l).clone(),
+            );
+            if once {
+                // A backfill run shreds what is due before it starts, and waits for it.
+                crate::encryption::expire_once(
+                    &sc.name,
+                    &keys,
+                    retention,
+                    signer.as_deref(),
+                    &shredded,
+                    &failures,
+                )
+                .await;
+            } else {
+                tokio::spawn(crate::encryption::retention_loop(
+                    sc.name.clone(),
+                    keys,
+                    retention,
+                    signer.clone(),
+                    shredded,
+                    failures,
+                    retention_rx.clone(),
+                ));
+            }
+        }
         metrics
             .spool_max_bytes
             .get_or_create(&l)
@@ -311,7 +360,9 @@ async fn run_pipeline(
     for src in &cfg.sources {
         let mut fields: Vec<String> = Vec::new();
         for s in &src.sinks {
-            for f in sides[s].cfg.key.fields() {
+            let sc = &sides[s].cfg;
+            let tenant = sc.encryption.as_ref().map(|e| &e.tenant_field);
+            for f in sc.key.fields().iter().chain(tenant) {
                 if !fields.contains(f) {
                     fields.push(f.clone());
                 }
@@ -333,6 +384,7 @@ async fn run_pipeline(
         for s in &src.sinks {
             let side = &sides[s];
             let sc = &side.cfg;
+            let tenant = sc.encryption.as_ref().map(|e| &e.tenant_field);
             let plan = Plan {
                 sink: sc.name.clone(),
                 key: sc.key.clone(),
@@ -340,8 +392,16 @@ async fn run_pipeline(
                     .key
                     .fields()
                     .iter()
+                    .chain(tenant)
                     .map(|f| fields.iter().position(|x| x == f).unwrap_or(0))
                     .collect(),
+                tenant: tenant.is_some(),
+                // One data key per tenant and hour: no batch spans two hours.
+                bucket_secs: match (sc.key.time_granularity(), tenant.is_some()) {
+                    (Some(g), true) => Some(g.min(3600)),
+                    (None, true) => Some(3600),
+                    (g, false) => g,
+                },
                 layout: Layout::new(
                     sc.encoding,
                     sc.envelope

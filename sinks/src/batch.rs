@@ -63,6 +63,13 @@ pub struct BatchMeta {
     /// When the batch was sealed (an envelope's `{{sealed_at}}`; halves of a split keep it).
     #[serde(default)]
     pub sealed_at: Option<DateTime<Utc>>,
+    /// The tenant of every record in the batch, when the sink encrypts per tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// The data key the stored object is encrypted under (set by the encrypting sink, for
+    /// object metadata).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
 }
 
 /// A batch ready to send: metadata and the exact bytes every attempt sends.

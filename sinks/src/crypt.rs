@@ -175,10 +175,50 @@ fn nonce(prefix: &[u8; PREFIX], index: u64, last: bool) -> Result<Nonce, CryptEr
     Ok(Nonce::assume_unique_for_key(n))
 }
 
-/// Encrypts `plaintext` (the compressed payload) for `batch_id` under `key`.
+/// Encrypts `plaintext` (the compressed payload) for `batch_id` under `key`, with a random
+/// nonce prefix.
 pub fn encrypt(
     key: &DataKey,
     batch_id: &str,
+    plaintext: &[u8],
+    segment_size: u32,
+) -> Result<Vec<u8>, CryptError> {
+    let mut nonce_prefix = [0u8; PREFIX];
+    random(&mut nonce_prefix)?;
+    encrypt_with(key, batch_id, nonce_prefix, plaintext, segment_size)
+}
+
+/// Encrypts a sealed batch so that every attempt yields the same bytes (a retry or a replay
+/// from the spool rewrites an object identically): the nonce prefix is derived from the key id,
+/// the batch id and `payload_digest`, the digest of the uncompressed payload. A nonce repeats
+/// under a key only for the same batch with the same payload, which encrypts to the same bytes.
+pub fn encrypt_batch(
+    key: &DataKey,
+    batch_id: &str,
+    payload_digest: &str,
+    plaintext: &[u8],
+    segment_size: u32,
+) -> Result<Vec<u8>, CryptError> {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for part in [
+        b"LFENC-nonce".as_slice(),
+        key.id.as_bytes(),
+        batch_id.as_bytes(),
+    ] {
+        ctx.update(&(part.len() as u32).to_be_bytes());
+        ctx.update(part);
+    }
+    ctx.update(payload_digest.as_bytes());
+    let digest = ctx.finish();
+    let mut nonce_prefix = [0u8; PREFIX];
+    nonce_prefix.copy_from_slice(&digest.as_ref()[..PREFIX]);
+    encrypt_with(key, batch_id, nonce_prefix, plaintext, segment_size)
+}
+
+fn encrypt_with(
+    key: &DataKey,
+    batch_id: &str,
+    nonce_prefix: [u8; PREFIX],
     plaintext: &[u8],
     segment_size: u32,
 ) -> Result<Vec<u8>, CryptError> {
@@ -190,8 +230,6 @@ pub fn encrypt(
             return Err(CryptError::Seal("a header field is longer than 1024 bytes"));
         }
     }
-    let mut nonce_prefix = [0u8; PREFIX];
-    random(&mut nonce_prefix)?;
     let header = Header {
         segment_size,
         nonce_prefix,

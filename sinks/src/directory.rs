@@ -57,7 +57,7 @@ impl DirectorySink {
 }
 
 /// What writing an object found.
-enum Written {
+pub(crate) enum Written {
     New,
     /// The same bytes were there already (a retry or a replay).
     Same,
@@ -67,7 +67,7 @@ enum Written {
 
 /// Writes `bytes` at `path` without ever replacing what is there: a temporary file, synced,
 /// then linked to the name (which fails if the name exists) and the directory synced.
-fn write_new(path: &Path, id: &str, bytes: &[u8]) -> std::io::Result<Written> {
+pub(crate) fn write_new(path: &Path, id: &str, bytes: &[u8]) -> std::io::Result<Written> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!("{TEMP_PREFIX}{id}"));
@@ -191,6 +191,8 @@ mod tests {
                 head_len: 0,
                 tail_len: 0,
                 sealed_at: None,
+                tenant: None,
+                key_id: None,
             },
             payload: Bytes::from_static(b"{}\n"),
         }

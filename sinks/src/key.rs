@@ -231,6 +231,13 @@ fn time_granularity(text: &str) -> Option<i64> {
     best
 }
 
+/// A value as a key shows it: [`push_clean`]'s characters, at most 128 of them.
+pub fn clean(value: &str) -> String {
+    let mut out = String::with_capacity(value.len().min(128));
+    push_clean(&mut out, value);
+    out
+}
+
 /// Appends a value, keeping only characters that are safe in every object store and file system.
 fn push_clean(out: &mut String, value: &str) {
     let start = out.len();

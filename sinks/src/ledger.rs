@@ -162,8 +162,41 @@ impl LocalKek {
     }
 }
 
+/// A key-encryption key: makes a data key for a tenant-hour with its ledger entry, and opens
+/// entries again. `local` wraps in-process; the KMS providers ask their service.
+#[async_trait::async_trait]
+pub trait Kek: Send + Sync {
+    /// The KEK's configured name, recorded in every entry it writes.
+    fn name(&self) -> &str;
+    async fn new_key(&self, tenant: &str, hour: &str) -> Result<(DataKey, Entry), LedgerError>;
+    async fn unwrap(&self, entry: &Entry) -> Result<DataKey, LedgerError>;
+}
+
+#[async_trait::async_trait]
+impl Kek for LocalKek {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn new_key(&self, tenant: &str, hour: &str) -> Result<(DataKey, Entry), LedgerError> {
+        let key = DataKey::generate(tenant, hour).map_err(|e| LedgerError::Seal(e.to_string()))?;
+        let entry = self
+            .wrap(&key)
+            .map_err(|e| LedgerError::Seal(e.to_string()))?;
+        Ok((key, entry))
+    }
+
+    async fn unwrap(&self, entry: &Entry) -> Result<DataKey, LedgerError> {
+        LocalKek::unwrap(self, entry)
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LedgerError {
+    #[error("cannot make a data key: {0}")]
+    Seal(String),
+    #[error("key ledger: {0}")]
+    Store(String),
     #[error("key shredded: no ledger entry for tenant {tenant:?} hour {hour} (deleted at the end of retention or by `logferry shred`)")]
     Shredded { tenant: String, hour: String },
     #[error("ledger entry format {0:?} is not supported")]

@@ -11,12 +11,17 @@ pub mod azure_monitor;
 pub mod batch;
 pub mod crypt;
 pub mod directory;
+pub mod encrypted;
 pub mod http;
 pub mod key;
+pub mod keys;
 pub mod ledger;
+pub mod ledger_store;
 pub mod redact;
 pub mod response;
 pub mod s3;
+pub mod shred;
+pub mod signing;
 pub mod tls;
 pub mod tls_files;
 

@@ -42,6 +42,10 @@ pub struct Config {
     pub secrets: Vec<String>,
     /// Files holding credentials or keys (and this configuration): never read as logs.
     pub credential_files: Vec<PathBuf>,
+    /// Key-encryption keys by name.
+    pub keks: BTreeMap<String, KekConfig>,
+    /// The Ed25519 key that signs shredding receipts.
+    pub signing_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +111,8 @@ pub struct SinkConfig {
     pub bytes_per_second: Option<u64>,
     pub spool_max_bytes: u64,
     pub timeout: Duration,
+    /// Client-side envelope encryption of the objects (object sinks).
+    pub encryption: Option<EncryptionConfig>,
 }
 
 impl SinkConfig {
@@ -561,6 +567,10 @@ fn build(
         },
     };
     let data_dir = resolve(&base, top.data_dir.as_deref().unwrap_or("./data"));
+    let declared_keks: Vec<String> = top.keks.keys().cloned().collect();
+    let keks = encryption::keks(top.keks, &base, env, c);
+    let signing_key_file = encryption::signing(top.signing, &base, c);
+    encryption::cross_check(&sinks, &keks, signing_key_file.as_ref(), &declared_keks, c);
     let mut masking = BTreeMap::new();
     for (name, t) in top.masking {
         if let Some(p) = masking::build(&name, t, &base, env, c) {
@@ -589,6 +599,8 @@ fn build(
         sinks,
         secrets: Vec::new(),
         credential_files: Vec::new(),
+        keks,
+        signing_key_file,
     })
 }
 
@@ -610,8 +622,11 @@ fn size_or(s: Option<Size>, default: u64) -> u64 {
     s.map_or(default, |s| s.0)
 }
 
+mod encryption;
 mod secrets;
 mod source;
+
+pub use encryption::{EncryptionConfig, KekConfig, KekProvider};
 
 mod sink;
 

@@ -27,6 +27,45 @@ pub struct Top {
     pub sources: BTreeMap<String, Source>,
     #[serde(default)]
     pub masking: BTreeMap<String, toml::Table>,
+    #[serde(default)]
+    pub keks: BTreeMap<String, Kek>,
+    #[serde(default)]
+    pub signing: Option<Signing>,
+}
+
+/// `[keks.<name>]`: a key-encryption key that wraps the sinks' data keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kek {
+    pub provider: String,
+    /// `local`: a file holding 32 bytes (raw, hex or base64).
+    #[serde(default)]
+    pub key_file: Option<String>,
+    /// `local`: an environment variable holding 32 bytes as hex or base64.
+    #[serde(default)]
+    pub key_env: Option<String>,
+}
+
+/// `[signing]`: the Ed25519 key that signs shredding receipts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signing {
+    pub key_file: String,
+}
+
+/// `encryption = { ... }` on an object sink.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Encryption {
+    pub kek: String,
+    pub tenant_field: String,
+    /// Parsed apart from other durations: retention runs to years.
+    #[serde(default)]
+    pub retention: Option<String>,
+    #[serde(default)]
+    pub segment_size: Option<Size>,
+    #[serde(default)]
+    pub ledger_prefix: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -139,6 +178,8 @@ pub struct SinkCommon {
     #[serde(default)]
     pub spool_max_bytes: Option<Size>,
     #[serde(default)]
+    pub encryption: Option<Encryption>,
+    #[serde(default)]
     pub timeout: Option<Dur>,
 }
 
@@ -157,6 +198,7 @@ pub const SINK_COMMON_KEYS: &[&str] = &[
     "rate_limit",
     "spool_max_bytes",
     "timeout",
+    "encryption",
 ];
 
 pub const SINK_TYPES: &[&str] = &["directory", "s3", "azure_blob", "azure_monitor", "http"];

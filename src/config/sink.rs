@@ -239,6 +239,15 @@ pub(super) fn build(
             );
         }
     }
+    let encryption = common
+        .encryption
+        .and_then(|e| super::encryption::sink(p, e, &kind, c));
+    if encryption.is_some() && append {
+        c.add(
+            format!("{p}.encryption"),
+            "an append blob cannot be encrypted per batch; use blob_type = \"block\"",
+        );
+    }
     if c.list.len() > before {
         return None;
     }
@@ -271,6 +280,7 @@ pub(super) fn build(
         bytes_per_second: bps,
         spool_max_bytes: size_or(common.spool_max_bytes, 1 << 30),
         timeout,
+        encryption,
     })
 }
 

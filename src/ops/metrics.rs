@@ -90,6 +90,8 @@ families! {
     spool_max_bytes: Gauge<SinkLabel> = "spool_max_bytes", "The spool's cap (spool_max_bytes): sources pause when it is reached";
     spool_batches: Gauge<SinkLabel> = "spool_batches", "Batches waiting in the spool";
     spool_write_failures: Counter<SinkLabel> = "spool_write_failures", "Spool writes (or block compressions) that failed and are retried";
+    keys_shredded: Counter<SinkLabel> = "keys_shredded", "Tenant-hour data keys shredded at the end of encryption.retention (each with a signed receipt)";
+    retention_failures: Counter<SinkLabel> = "retention_failures", "Retention passes that could not list or shred the key ledger (tried again at the next pass)";
     last_delivery: Gauge<SinkLabel> = "last_delivery_timestamp_seconds", "Unix time of the last acknowledged batch";
     since_delivery: Gauge<SinkLabel> = "seconds_since_last_delivery", "Seconds since the last acknowledged batch (absent before the first)";
 }

@@ -395,6 +395,8 @@ mod tests {
                 head_len: 0,
                 tail_len: 0,
                 sealed_at: None,
+                tenant: None,
+                key_id: None,
             },
             payload: Bytes::from(vec![b'x'; n]),
         }

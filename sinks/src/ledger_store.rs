@@ -1,0 +1,156 @@
+//! Where an encrypted sink keeps its key ledger and shredding receipts: small objects in the
+//! same directory, bucket or container as the data, under the sink's ledger prefix.
+//!
+//! Entries are written create-new, so two logferry instances that start the same tenant-hour
+//! at once end up with one key: the second finds the first's entry and uses it.
+
+use std::io::ErrorKind;
+use std::path::{Component, Path, PathBuf};
+
+use async_trait::async_trait;
+
+#[async_trait]
+pub trait LedgerStore: Send + Sync {
+    /// The bytes at `key`, or `None` when nothing is there.
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String>;
+    /// Writes `bytes` at `key` unless the name is taken: `Ok(true)` when written, `Ok(false)`
+    /// when something was there already (it is kept).
+    async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<bool, String>;
+    /// Removes `key`; nothing there is not an error.
+    async fn delete(&self, key: &str) -> Result<(), String>;
+    /// Every key under `prefix`, sorted.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, String>;
+}
+
+/// The ledger of a `directory` sink: files under its root.
+pub struct DirectoryStore {
+    root: PathBuf,
+}
+
+impl DirectoryStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        DirectoryStore { root: root.into() }
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, String> {
+        let rel = Path::new(key);
+        if key.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+            return Err(format!("ledger key {key:?} is not a relative path"));
+        }
+        Ok(self.root.join(rel))
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("ledger task failed: {e}"))?
+}
+
+#[async_trait]
+impl LedgerStore for DirectoryStore {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        let path = self.path(key)?;
+        blocking(move || match std::fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        })
+        .await
+    }
+
+    async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<bool, String> {
+        let path = self.path(key)?;
+        let bytes = bytes.to_vec();
+        blocking(move || {
+            // A temp name of its own per write: two writers of one entry must never share one.
+            let mut rnd = [0u8; 8];
+            crate::crypt::random(&mut rnd).map_err(|e| e.to_string())?;
+            let id = format!("ledger-{}", hex::encode(rnd));
+            match crate::directory::write_new(&path, &id, &bytes) {
+                Ok(crate::directory::Written::New) => Ok(true),
+                Ok(_) => Ok(false),
+                Err(e) => Err(format!("cannot write {}: {e}", path.display())),
+            }
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), String> {
+        let path = self.path(key)?;
+        blocking(move || {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(format!("cannot remove {}: {e}", path.display())),
+            }
+            // The removal is what erases the data: make it durable before it is reported.
+            if let Some(dir) = path.parent() {
+                std::fs::File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| format!("cannot sync {}: {e}", dir.display()))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, String> {
+        let start = self.path(prefix.trim_end_matches('/'))?;
+        let root = self.root.clone();
+        blocking(move || {
+            let mut out = Vec::new();
+            let mut dirs = vec![start];
+            while let Some(dir) = dirs.pop() {
+                let rd = match std::fs::read_dir(&dir) {
+                    Ok(rd) => rd,
+                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                    Err(e) => return Err(format!("cannot list {}: {e}", dir.display())),
+                };
+                for entry in rd {
+                    let entry = entry.map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+                    let ty = entry
+                        .file_type()
+                        .map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if ty.is_dir() {
+                        dirs.push(entry.path());
+                    } else if ty.is_file() && !name.starts_with(crate::directory::TEMP_PREFIX) {
+                        if let Ok(rel) = entry.path().strip_prefix(&root) {
+                            out.push(rel.to_string_lossy().into_owned());
+                        }
+                    }
+                }
+            }
+            out.sort();
+            Ok(out)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn entries_are_created_once_listed_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = DirectoryStore::new(dir.path());
+        assert_eq!(s.get("_keys/a/h.key").await.unwrap(), None);
+        assert!(s.put_new("_keys/a/h.key", b"one").await.unwrap());
+        assert!(!s.put_new("_keys/a/h.key", b"two").await.unwrap());
+        assert_eq!(s.get("_keys/a/h.key").await.unwrap().unwrap(), b"one");
+        assert!(s.put_new("_keys/b/h.key", b"x").await.unwrap());
+        assert_eq!(
+            s.list("_keys/").await.unwrap(),
+            vec!["_keys/a/h.key".to_string(), "_keys/b/h.key".to_string()]
+        );
+        s.delete("_keys/a/h.key").await.unwrap();
+        s.delete("_keys/a/h.key").await.unwrap();
+        assert_eq!(s.list("_keys/a").await.unwrap(), Vec::<String>::new());
+        assert!(s.get("../x").await.is_err());
+    }
+}

@@ -1,0 +1,110 @@
+//! The key ledger of an `s3` sink: small objects in its bucket, written with
+//! `If-None-Match: *` so that concurrent instances agree on one key per tenant-hour.
+//!
+//! Entries get no Object Lock settings even when the data does: a ledger entry must stay
+//! deletable, or no hour could ever be shredded. Under a bucket whose *default* retention locks
+//! every object, the ledger belongs in another bucket.
+
+use async_trait::async_trait;
+use aws_sdk_s3::error::ProvideErrorMetadata;
+use aws_sdk_s3::primitives::ByteStream;
+
+use crate::ledger_store::LedgerStore;
+
+pub struct S3Store {
+    pub(crate) client: aws_sdk_s3::Client,
+    pub(crate) bucket: String,
+}
+
+fn explain<E: ProvideErrorMetadata + std::fmt::Debug>(
+    what: &str,
+    key: &str,
+    bucket: &str,
+    e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> String {
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    let code = e.code().unwrap_or("");
+    match status {
+        Some(403) => format!("{what} {key:?} in bucket {bucket:?}: access denied (the ledger needs s3:GetObject, s3:PutObject, s3:DeleteObject and s3:ListBucket)"),
+        Some(s) => format!("{what} {key:?} in bucket {bucket:?}: S3 {s} {code}"),
+        None => format!("{what} {key:?} in bucket {bucket:?}: {e}"),
+    }
+}
+
+#[async_trait]
+impl LedgerStore for S3Store {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(o) => o
+                .body
+                .collect()
+                .await
+                .map(|b| Some(b.into_bytes().to_vec()))
+                .map_err(|e| format!("cannot read {key:?}: {e}")),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
+            Err(e) => Err(explain("cannot read", key, &self.bucket, &e)),
+        }
+    }
+
+    async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<bool, String> {
+        let res = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("application/json")
+            .if_none_match("*")
+            .body(ByteStream::from(bytes.to_vec()))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            // 412: the name is taken; 409: a concurrent conditional write is in progress.
+            Err(e) if e.raw_response().is_some_and(|r| matches!(r.status().as_u16(), 409 | 412)) => {
+                Ok(false)
+            }
+            Err(e) => Err(explain("cannot write", key, &self.bucket, &e)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), String> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| explain("cannot delete", key, &self.bucket, &e))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, String> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| explain("cannot list", prefix, &self.bucket, &e))?;
+            out.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
+                _ => break,
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}

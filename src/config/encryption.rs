@@ -1,0 +1,227 @@
+//! `[keks.<name>]`, `[signing]` and a sink's `encryption = { ... }`: checked here, used by
+//! `crate::encryption`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use logferry_sinks::ledger::LocalKek;
+
+use super::{raw, resolve, Collector, SinkKind};
+
+/// A key-encryption key as configured.
+#[derive(Debug, Clone)]
+pub struct KekConfig {
+    pub name: String,
+    pub provider: KekProvider,
+}
+
+#[derive(Debug, Clone)]
+pub enum KekProvider {
+    /// The key itself, read when the configuration is loaded (wiped when the last copy drops).
+    Local(Arc<LocalKek>),
+}
+
+impl KekProvider {
+    pub fn name(&self) -> &'static str {
+        match self {
+            KekProvider::Local(_) => "local",
+        }
+    }
+}
+
+/// A sink's client-side encryption.
+#[derive(Debug, Clone)]
+pub struct EncryptionConfig {
+    pub kek: String,
+    pub tenant_field: String,
+    /// Keys of hours older than this are shredded, once an hour.
+    pub retention: Option<Duration>,
+    pub segment_size: u32,
+    /// Where `_keys/` and `_receipts/` go in the sink's store (empty: its root).
+    pub ledger_prefix: String,
+}
+
+const PROVIDERS: &[&str] = &["local"];
+/// Longest retention accepted: a century is a typo's limit, not a policy's.
+const MAX_RETENTION: Duration = Duration::from_secs(100 * 366 * 24 * 3600);
+
+pub(super) fn keks(
+    raw: BTreeMap<String, raw::Kek>,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    c: &mut Collector,
+) -> BTreeMap<String, KekConfig> {
+    let mut out = BTreeMap::new();
+    for (name, k) in raw {
+        let p = format!("keks.{name}");
+        if !super::check_name(&p, &name, c) {
+            continue;
+        }
+        if k.provider != "local" {
+            c.add(
+                format!("{p}.provider"),
+                format!("{:?}: one of {}", k.provider, PROVIDERS.join(", ")),
+            );
+            continue;
+        }
+        let material = match (&k.key_file, &k.key_env) {
+            (Some(f), None) => {
+                let path = resolve(base, f);
+                match std::fs::read(&path) {
+                    Ok(b) => zeroize::Zeroizing::new(b),
+                    Err(e) => {
+                        c.add(
+                            format!("{p}.key_file"),
+                            format!("cannot read {}: {e}", path.display()),
+                        );
+                        continue;
+                    }
+                }
+            }
+            (None, Some(v)) => match env(v) {
+                Some(s) => zeroize::Zeroizing::new(s.into_bytes()),
+                None => {
+                    c.add(
+                        format!("{p}.key_env"),
+                        format!("environment variable {v} is not set"),
+                    );
+                    continue;
+                }
+            },
+            _ => {
+                c.add(
+                    p,
+                    "a local KEK takes key_file or key_env (one of them): 32 bytes, as raw bytes, 64 hex digits or base64",
+                );
+                continue;
+            }
+        };
+        match LocalKek::from_material(&name, &material) {
+            Ok(kek) => {
+                out.insert(
+                    name.clone(),
+                    KekConfig {
+                        name,
+                        provider: KekProvider::Local(Arc::new(kek)),
+                    },
+                );
+            }
+            Err(e) => c.add(p, e),
+        }
+    }
+    out
+}
+
+pub(super) fn signing(s: Option<raw::Signing>, base: &Path, c: &mut Collector) -> Option<PathBuf> {
+    let s = s?;
+    let path = resolve(base, &s.key_file);
+    let check = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+        .and_then(|t| logferry_sinks::signing::SigningKey::from_pem(&t).map(|_| ()));
+    if let Err(e) = check {
+        c.add("signing.key_file", e);
+    }
+    Some(path)
+}
+
+/// Parses a retention such as "30d", "1y", "8760h".
+fn retention(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("invalid duration {s:?}: {e} (write e.g. \"30d\", \"1y\")"))?;
+    if d < Duration::from_secs(3600) {
+        return Err("must be at least 1h: keys are made per hour".into());
+    }
+    if d > MAX_RETENTION {
+        return Err("longer than 100 years".into());
+    }
+    Ok(d)
+}
+
+pub(super) fn sink(
+    p: &str,
+    e: raw::Encryption,
+    kind: &SinkKind,
+    c: &mut Collector,
+) -> Option<EncryptionConfig> {
+    let before = c.list.len();
+    match kind {
+        SinkKind::Directory { .. } => {}
+        _ => c.add(
+            format!("{p}.encryption"),
+            "client-side encryption is available on directory sinks (s3 and azure_blob follow)",
+        ),
+    }
+    if e.tenant_field.trim().is_empty() {
+        c.add(
+            format!("{p}.encryption.tenant_field"),
+            "must name the record field that holds the tenant, e.g. \"account_id\"",
+        );
+    }
+    let retention = match e.retention.as_deref().map(retention) {
+        None => None,
+        Some(Ok(d)) => Some(d),
+        Some(Err(m)) => {
+            c.add(format!("{p}.encryption.retention"), m);
+            None
+        }
+    };
+    let segment_size = e
+        .segment_size
+        .map_or(logferry_sinks::crypt::DEFAULT_SEGMENT as u64, |s| s.0);
+    if !(4096..=64 << 20).contains(&segment_size) {
+        c.add(
+            format!("{p}.encryption.segment_size"),
+            "must be between 4KiB and 64MiB",
+        );
+    }
+    let ledger_prefix = e.ledger_prefix.unwrap_or_default();
+    if ledger_prefix.split('/').any(|s| s == ".." || s == ".") {
+        c.add(
+            format!("{p}.encryption.ledger_prefix"),
+            "must not contain `.` or `..` segments",
+        );
+    }
+    if c.list.len() > before {
+        return None;
+    }
+    Some(EncryptionConfig {
+        kek: e.kek,
+        tenant_field: e.tenant_field,
+        retention,
+        segment_size: segment_size as u32,
+        ledger_prefix: ledger_prefix.trim_matches('/').to_string(),
+    })
+}
+
+/// What only the whole file shows: the KEK a sink names exists, and retention, which writes
+/// receipts, has a key to sign them.
+pub(super) fn cross_check(
+    sinks: &[super::SinkConfig],
+    keks: &BTreeMap<String, KekConfig>,
+    signing: Option<&PathBuf>,
+    declared: &[String],
+    c: &mut Collector,
+) {
+    for s in sinks {
+        let Some(e) = &s.encryption else { continue };
+        let p = format!("sinks.{}.encryption", s.name);
+        if !keks.contains_key(&e.kek) && !declared.contains(&e.kek) {
+            let known: Vec<&str> = declared.iter().map(String::as_str).collect();
+            c.add(
+                format!("{p}.kek"),
+                match super::closest(&e.kek, known.iter().copied()) {
+                    Some(k) => format!("no [keks.{}]; did you mean {k:?}?", e.kek),
+                    None => format!("no [keks.{}] is declared", e.kek),
+                },
+            );
+        }
+        if e.retention.is_some() && signing.is_none() {
+            c.add(
+                format!("{p}.retention"),
+                "retention shreds keys and signs a receipt for each: set [signing] key_file (write one with `logferry keygen`)",
+            );
+        }
+    }
+}

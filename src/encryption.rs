@@ -1,0 +1,105 @@
+//! Client-side encryption at run time: a sink's key ring, the signing key and the hourly
+//! retention pass that shreds expired tenant-hours.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use logferry_sinks::keys::KeyRing;
+use logferry_sinks::ledger::Kek;
+use logferry_sinks::ledger_store::{DirectoryStore, LedgerStore};
+use logferry_sinks::signing::SigningKey;
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::watch;
+use tracing::{error, info};
+
+use crate::config::{Config, KekProvider, SinkConfig, SinkKind};
+
+/// How often retention looks for expired hours.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// The key ring of an encrypted sink (`None` when it does not encrypt).
+pub fn key_ring(cfg: &Config, sc: &SinkConfig) -> anyhow::Result<Option<Arc<KeyRing>>> {
+    let Some(e) = &sc.encryption else {
+        return Ok(None);
+    };
+    let kek: Arc<dyn Kek> = match cfg.keks.get(&e.kek).map(|k| &k.provider) {
+        Some(KekProvider::Local(k)) => k.clone(),
+        None => anyhow::bail!("sink {}: no KEK {:?}", sc.name, e.kek),
+    };
+    let store: Arc<dyn LedgerStore> = match &sc.kind {
+        SinkKind::Directory { path } => Arc::new(DirectoryStore::new(path)),
+        _ => anyhow::bail!(
+            "sink {}: encryption is not available on {} sinks",
+            sc.name,
+            sc.type_name()
+        ),
+    };
+    Ok(Some(Arc::new(KeyRing::new(store, kek, &e.ledger_prefix))))
+}
+
+/// The key that signs receipts, if one is configured.
+pub fn signer(cfg: &Config) -> anyhow::Result<Option<SigningKey>> {
+    let Some(path) = &cfg.signing_key_file else {
+        return Ok(None);
+    };
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read signing key {}", path.display()))?,
+    );
+    SigningKey::from_pem(&text)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("signing key {}: {e}", path.display()))
+}
+
+/// One retention pass: shreds what is past `retention`, counts it, logs each receipt.
+pub async fn expire_once(
+    sink: &str,
+    keys: &KeyRing,
+    retention: Duration,
+    signer: Option<&SigningKey>,
+    shredded: &Counter,
+    failures: &Counter,
+) {
+    match logferry_sinks::shred::expire(keys, sink, retention, signer, chrono::Utc::now()).await {
+        Ok(done) => {
+            for d in done {
+                shredded.inc_by(d.erased.len() as u64);
+                let hours: Vec<&str> = d.erased.iter().map(|l| l.hour.as_str()).collect();
+                let tenant = d.erased.first().map_or("", |l| l.tenant.as_str());
+                info!(sink, tenant, hours = %hours.join(","), receipt = d.receipt_key.as_deref().unwrap_or(""), "retention shredded expired data keys");
+            }
+        }
+        Err(e) => {
+            failures.inc();
+            error!(sink, error = %e, "retention could not shred expired data keys; trying again at the next pass");
+        }
+    }
+}
+
+/// Runs retention now and then every hour until `stop` turns true.
+pub async fn retention_loop(
+    sink: String,
+    keys: Arc<KeyRing>,
+    retention: Duration,
+    signer: Option<Arc<SigningKey>>,
+    shredded: Counter,
+    failures: Counter,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        expire_once(
+            &sink,
+            &keys,
+            retention,
+            signer.as_deref(),
+            &shredded,
+            &failures,
+        )
+        .await;
+        tokio::select! {
+            _ = tokio::time::sleep(RETENTION_EVERY) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}

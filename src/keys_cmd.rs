@@ -1,0 +1,255 @@
+//! `logferry decrypt`, `keys list`, `shred` and `keygen`: reading, listing and erasing what an
+//! encrypted sink wrote.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context};
+use logferry::config::{Config, SinkConfig, SinkKind};
+use logferry_sinks::crypt::{decrypt as decrypt_stream, CryptError, Header};
+use logferry_sinks::keys::{is_hour, KeyRing};
+use logferry_sinks::Compression;
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn encrypted_sink<'a>(
+    cfg: &'a Config,
+    name: &str,
+) -> anyhow::Result<(&'a SinkConfig, Arc<KeyRing>)> {
+    let sc = cfg
+        .sinks
+        .iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| anyhow!("no sink named {name:?} in {}", cfg.path.display()))?;
+    let keys = logferry::encryption::key_ring(cfg, sc)?
+        .ok_or_else(|| anyhow!("sink {name:?} does not encrypt (it has no `encryption`)"))?;
+    Ok((sc, keys))
+}
+
+/// A tenant as a key and the ledger write it: anything else cannot have a key.
+fn check_tenant(t: &str) -> anyhow::Result<()> {
+    if t.is_empty() || logferry_sinks::key::clean(t) != t {
+        bail!("{t:?} is not a tenant as the ledger writes it (letters, digits, - _ . = @ +)");
+    }
+    Ok(())
+}
+
+/// Where an object named on the command line is: as given, or under the sink's root.
+fn locate(sc: &SinkConfig, obj: &str) -> anyhow::Result<PathBuf> {
+    let given = PathBuf::from(obj);
+    if given.is_file() {
+        return Ok(given);
+    }
+    match &sc.kind {
+        SinkKind::Directory { path } if path.join(obj).is_file() => Ok(path.join(obj)),
+        _ => bail!("{obj}: no such object"),
+    }
+}
+
+/// Decrypts and decompresses each object to stdout, or to `out/<name>` (written whole or not
+/// at all). Returns whether every object was read.
+pub fn decrypt(
+    cfg: &Config,
+    sink: &str,
+    objects: &[String],
+    out: Option<&Path>,
+) -> anyhow::Result<bool> {
+    let (sc, keys) = encrypted_sink(cfg, sink)?;
+    let rt = runtime()?;
+    let mut all = true;
+    for obj in objects {
+        if let Err(e) = decrypt_one(&rt, sc, &keys, obj, out) {
+            eprintln!("logferry decrypt: {obj}: {e:#}");
+            all = false;
+        }
+    }
+    Ok(all)
+}
+
+fn decrypt_one(
+    rt: &tokio::runtime::Runtime,
+    sc: &SinkConfig,
+    keys: &KeyRing,
+    obj: &str,
+    out: Option<&Path>,
+) -> anyhow::Result<()> {
+    let path = locate(sc, obj)?;
+    let mut file = std::io::BufReader::new(
+        std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?,
+    );
+    let (header, raw) = Header::read(&mut file)?;
+    let key = rt.block_on(keys.open(&header.tenant, &header.hour, &header.key_id))?;
+    let mut input = std::io::Cursor::new(raw).chain(file);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let plain = name
+        .trim_end_matches(logferry_sinks::encrypted::SUFFIX)
+        .trim_end_matches(".gz")
+        .trim_end_matches(".zst")
+        .to_string();
+    match out {
+        None => {
+            let stdout = std::io::stdout();
+            let mut w = stdout.lock();
+            run_decrypt(&mut input, &mut w, key, sc.compression)?;
+            w.flush()?;
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let target = dir.join(&plain);
+            let tmp = dir.join(format!(".{plain}.partial"));
+            let mut w = std::io::BufWriter::new(
+                std::fs::File::create(&tmp)
+                    .with_context(|| format!("cannot create {}", tmp.display()))?,
+            );
+            let res = run_decrypt(&mut input, &mut w, key, sc.compression)
+                .and_then(|()| w.flush().map_err(Into::into));
+            drop(w);
+            if let Err(e) = res {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+            std::fs::rename(&tmp, &target)
+                .with_context(|| format!("cannot write {}", target.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn run_decrypt(
+    r: &mut impl Read,
+    w: &mut impl Write,
+    key: logferry_sinks::crypt::DataKey,
+    c: Compression,
+) -> anyhow::Result<()> {
+    let io = |e: std::io::Error| CryptError::Io(e.to_string());
+    match c {
+        Compression::Gzip => {
+            let mut d = flate2::write::MultiGzDecoder::new(w);
+            decrypt_stream(r, &mut d, |_| Ok(key))?;
+            d.try_finish().map_err(io)?;
+        }
+        Compression::Zstd => {
+            let mut d = zstd::stream::write::Decoder::new(w).map_err(io)?;
+            decrypt_stream(r, &mut d, |_| Ok(key))?;
+            d.flush().map_err(io)?;
+        }
+        Compression::None => {
+            decrypt_stream(r, w, |_| Ok(key))?;
+        }
+    }
+    Ok(())
+}
+
+/// Prints the tenant-hours that have a key.
+pub fn list(cfg: &Config, sink: &str, tenant: Option<&str>) -> anyhow::Result<()> {
+    if let Some(t) = tenant {
+        check_tenant(t)?;
+    }
+    let (_, keys) = encrypted_sink(cfg, sink)?;
+    let listed = runtime()?.block_on(keys.list(tenant))?;
+    println!("{:<24} {:<14} key id", "tenant", "hour");
+    for l in &listed {
+        println!("{:<24} {:<14} {}", l.tenant, l.hour, l.key_id);
+    }
+    println!(
+        "{} key{}",
+        listed.len(),
+        if listed.len() == 1 { "" } else { "s" }
+    );
+    Ok(())
+}
+
+pub struct ShredArgs<'a> {
+    pub sink: &'a str,
+    pub tenant: &'a str,
+    pub from: &'a str,
+    pub to: &'a str,
+    pub by: Option<&'a str>,
+    pub unsigned: bool,
+}
+
+/// Deletes a tenant's keys for an hour range and stores the signed receipt.
+pub fn shred(cfg: &Config, a: &ShredArgs<'_>) -> anyhow::Result<()> {
+    check_tenant(a.tenant)?;
+    for h in [a.from, a.to] {
+        if !is_hour(h) {
+            bail!("{h:?} is not an hour: write YYYY-MM-DDTHH (UTC), e.g. 2026-12-03T10");
+        }
+    }
+    if a.from > a.to {
+        bail!("--from {} is after --to {}", a.from, a.to);
+    }
+    let signer = logferry::encryption::signer(cfg)?;
+    if signer.is_none() && !a.unsigned {
+        bail!("no [signing] key_file to sign the receipt with: set one (`logferry keygen`), or pass --unsigned");
+    }
+    let (_, keys) = encrypted_sink(cfg, a.sink)?;
+    let req = logferry_sinks::shred::Request {
+        sink: a.sink,
+        tenant: a.tenant,
+        from: a.from,
+        to: a.to,
+        by: a.by,
+        reason: "manual",
+    };
+    let done = runtime()?.block_on(logferry_sinks::shred::shred(
+        &keys,
+        &req,
+        signer.as_ref(),
+        chrono::Utc::now(),
+    ));
+    let done = done.map_err(|e| anyhow!(e))?;
+    if done.erased.is_empty() {
+        println!(
+            "no keys for tenant {} from {} to {}: nothing shredded",
+            a.tenant, a.from, a.to
+        );
+        return Ok(());
+    }
+    for l in &done.erased {
+        println!("shredded {} {} {}", l.tenant, l.hour, l.key_id);
+    }
+    if let Some(k) = &done.receipt_key {
+        println!("receipt {k}");
+    }
+    Ok(())
+}
+
+/// Writes a new Ed25519 key pair: `out` (private, mode 0600, never replaced) and `out.pub`.
+pub fn keygen(out: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let (private, public) =
+        logferry_sinks::signing::SigningKey::generate().map_err(|e| anyhow!(e))?;
+    let pub_path = PathBuf::from(format!("{}.pub", out.display()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .with_context(|| {
+            format!(
+                "cannot create {} (an existing key is never replaced)",
+                out.display()
+            )
+        })?;
+    f.write_all(private.as_bytes())?;
+    f.sync_all()?;
+    std::fs::write(&pub_path, public)
+        .with_context(|| format!("cannot write {}", pub_path.display()))?;
+    println!(
+        "wrote {} (private) and {}",
+        out.display(),
+        pub_path.display()
+    );
+    Ok(())
+}

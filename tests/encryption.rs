@@ -1,0 +1,441 @@
+//! Client-side encryption on a directory sink, end to end with the real binary: per
+//! tenant-hour data keys, `decrypt`, `keys list`, `shred` with a signed receipt, retention,
+//! and Python's `cryptography` as an independent reader of objects and receipts.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{walk, Lf, BIN};
+
+const CONFIG: &str = r#"
+[keks.main]
+provider = "local"
+key_file = "{dir}/kek.hex"
+
+[signing]
+key_file = "{dir}/sign.pem"
+
+[sources.jobs]
+include = ["{dir}/logs/*.log"]
+sinks = ["archive"]
+timestamp_field = "time"
+
+[sinks.archive]
+type = "directory"
+path = "{dir}/archive"
+key = "{source}/%Y/%m/%d/%H/{batch_id}.ndjson.gz"
+encryption = { kek = "main", tenant_field = "account_id" RETENTION }
+"#;
+
+fn python() -> PathBuf {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-tools/venv/bin/python3");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
+/// A configured encrypted archive with its KEK and signing key in place.
+fn setup(retention: &str) -> Lf {
+    let lf = Lf::new(&CONFIG.replace("RETENTION", retention));
+    std::fs::write(lf.path("kek.hex"), format!("{}\n", "3c".repeat(32))).unwrap();
+    let out = Command::new(BIN)
+        .args(["keygen", "--out"])
+        .arg(lf.path("sign.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lf
+}
+
+fn write_records(lf: &Lf, name: &str, records: &[(&str, String, u32)]) {
+    let mut text = String::new();
+    for (tenant, time, n) in records {
+        text.push_str(&format!(
+            "{{\"account_id\":\"{tenant}\",\"time\":\"{time}\",\"job\":{n},\"card\":\"PLANTED-{tenant}-{n}\"}}\n"
+        ));
+    }
+    std::fs::write(lf.path(&format!("logs/{name}")), text).unwrap();
+}
+
+fn lf_cmd(lf: &Lf, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("--config")
+        .arg(&lf.cfg)
+        .output()
+        .expect("run logferry")
+}
+
+fn objects(lf: &Lf) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = walk(&lf.path("archive/jobs"));
+    v.sort();
+    v
+}
+
+/// The tenant and hour an object's header names, read as the Python script does.
+fn header(path: &Path) -> (String, String) {
+    let bytes = std::fs::read(path).unwrap();
+    let (h, _) = logferry_sinks::crypt::Header::read(&mut &bytes[..]).unwrap();
+    (h.tenant, h.hour)
+}
+
+fn decrypt(lf: &Lf, obj: &Path) -> Output {
+    lf_cmd(lf, &["decrypt", "--sink", "archive", obj.to_str().unwrap()])
+}
+
+fn decrypt_py(lf: &Lf, obj: &Path) -> Output {
+    Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/decrypt.py"))
+        .arg("--kek-file")
+        .arg(lf.path("kek.hex"))
+        .arg("--root")
+        .arg(lf.path("archive"))
+        .arg(obj)
+        .output()
+        .expect("python3 runs")
+}
+
+fn jobs(stdout: &[u8]) -> BTreeSet<u64> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["job"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn no_plaintext_under(root: &Path) {
+    for f in walk(root) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !bytes.windows(8).any(|w| w == b"PLANTED-"),
+            "{} holds a planted value in clear",
+            f.display()
+        );
+    }
+}
+
+#[test]
+fn each_tenant_hour_has_its_key_and_shredding_one_erases_exactly_it() {
+    let lf = setup("");
+    let recs: Vec<(&str, String, u32)> = (0..40)
+        .map(|i| {
+            let tenant = if i % 2 == 0 { "acme" } else { "beta" };
+            let hour = 10 + (i / 2) % 2;
+            (tenant, format!("2026-12-03T{hour}:{:02}:00Z", i % 60), i)
+        })
+        .collect();
+    write_records(&lf, "jobs.log", &recs);
+    lf.run_once();
+
+    let objs = objects(&lf);
+    assert!(objs
+        .iter()
+        .all(|o| o.to_string_lossy().ends_with(".ndjson.gz.lfenc")));
+    let hours: BTreeSet<(String, String)> = objs.iter().map(|o| header(o)).collect();
+    let want: BTreeSet<(String, String)> = ["acme", "beta"]
+        .iter()
+        .flat_map(|t| ["2026-12-03T10", "2026-12-03T11"].map(|h| (t.to_string(), h.to_string())))
+        .collect();
+    assert_eq!(hours, want, "one partition per tenant and hour");
+    no_plaintext_under(&lf.path("archive"));
+    no_plaintext_under(&lf.path("data"));
+
+    // Both readers give back every record.
+    let mut all = BTreeSet::new();
+    for o in &objs {
+        let out = decrypt(&lf, o);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let py = decrypt_py(&lf, o);
+        assert!(
+            py.status.success(),
+            "{}",
+            String::from_utf8_lossy(&py.stderr)
+        );
+        assert_eq!(jobs(&out.stdout), jobs(&py.stdout));
+        all.extend(jobs(&out.stdout));
+    }
+    assert_eq!(all, (0..40).collect());
+
+    let listed = lf_cmd(
+        &lf,
+        &["keys", "list", "--sink", "archive", "--tenant", "acme"],
+    );
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(text.contains("2 keys"), "{text}");
+
+    let out = lf_cmd(
+        &lf,
+        &[
+            "shred",
+            "--sink",
+            "archive",
+            "--tenant",
+            "acme",
+            "--from",
+            "2026-12-03T10",
+            "--to",
+            "2026-12-03T10",
+            "--by",
+            "dpo@example.com",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    for o in &objs {
+        let shredded = header(o) == ("acme".to_string(), "2026-12-03T10".to_string());
+        let (rs, py) = (decrypt(&lf, o), decrypt_py(&lf, o));
+        assert_eq!(rs.status.success(), !shredded, "{}", o.display());
+        assert_eq!(py.status.success(), !shredded, "{}", o.display());
+        if shredded {
+            assert!(String::from_utf8_lossy(&rs.stderr).contains("key shredded"));
+            assert!(String::from_utf8_lossy(&py.stderr).contains("key shredded"));
+        }
+    }
+
+    // The receipt names what went, and its signature checks out with the public key alone.
+    let receipts = walk(&lf.path("archive/_receipts/acme"));
+    assert_eq!(receipts.len(), 1);
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&receipts[0]).unwrap()).unwrap();
+    let receipt: serde_json::Value =
+        serde_json::from_str(stored["receipt"].as_str().unwrap()).unwrap();
+    assert_eq!(receipt["tenant"], "acme");
+    assert_eq!(receipt["hours"], serde_json::json!(["2026-12-03T10"]));
+    assert_eq!(receipt["by"], "dpo@example.com");
+    let check = Command::new(python())
+        .args(["-c", VERIFY_PY])
+        .arg(lf.path("sign.pem.pub"))
+        .arg(&receipts[0])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // A changed receipt does not verify.
+    let forged = lf.path("forged.json");
+    let mut s = stored.clone();
+    s["receipt"] =
+        serde_json::Value::String(stored["receipt"].as_str().unwrap().replace("acme", "acmf"));
+    std::fs::write(&forged, serde_json::to_vec(&s).unwrap()).unwrap();
+    let check = Command::new(python())
+        .args(["-c", VERIFY_PY])
+        .arg(lf.path("sign.pem.pub"))
+        .arg(&forged)
+        .output()
+        .unwrap();
+    assert!(!check.status.success());
+}
+
+/// Verifies a stored receipt with Python's `cryptography` only.
+const VERIFY_PY: &str = r#"
+import json, sys, base64
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+pub = load_pem_public_key(open(sys.argv[1], "rb").read())
+stored = json.load(open(sys.argv[2]))
+pub.verify(base64.b64decode(stored["signature"]), stored["receipt"].encode())
+"#;
+
+#[test]
+fn retention_shreds_only_hours_past_it_once_across_restarts() {
+    let lf = setup(", retention = \"30d\"");
+    let now = chrono::Utc::now();
+    let old = (now - chrono::Duration::days(40)).to_rfc3339();
+    let new = (now - chrono::Duration::minutes(5)).to_rfc3339();
+    write_records(
+        &lf,
+        "a.log",
+        &[
+            ("acme", old.clone(), 1),
+            ("acme", new.clone(), 2),
+            ("beta", old, 3),
+            ("beta", new, 4),
+        ],
+    );
+    // The first run writes every hour (the pass at its start found nothing yet).
+    lf.run_once();
+    assert_eq!(walk(&lf.path("archive/_keys")).len(), 4);
+    // The next start shreds the two old hours and signs a receipt per tenant.
+    lf.run_once();
+    assert_eq!(walk(&lf.path("archive/_keys")).len(), 2);
+    assert_eq!(walk(&lf.path("archive/_receipts")).len(), 2);
+    let mut readable = BTreeSet::new();
+    for o in objects(&lf) {
+        let out = decrypt(&lf, &o);
+        if out.status.success() {
+            readable.extend(jobs(&out.stdout));
+        } else {
+            assert!(String::from_utf8_lossy(&out.stderr).contains("key shredded"));
+        }
+    }
+    assert_eq!(readable, BTreeSet::from([2, 4]));
+    // Idempotent: nothing more to shred, no new receipt.
+    lf.run_once();
+    assert_eq!(walk(&lf.path("archive/_receipts")).len(), 2);
+    assert_eq!(walk(&lf.path("archive/_keys")).len(), 2);
+}
+
+#[test]
+fn a_changed_or_cut_object_is_refused_and_out_keeps_nothing_of_it() {
+    let lf = setup(", segment_size = \"4KiB\"");
+    // Incompressible values, so that the object spans several segments.
+    let recs: Vec<(&str, String, u32)> = (0..300)
+        .map(|i| ("acme", "2026-12-03T10:00:00Z".to_string(), i))
+        .collect();
+    let mut text = String::new();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for (t, time, n) in &recs {
+        let noise: String = (0..32)
+            .map(|_| {
+                // xorshift: bytes gzip cannot shrink.
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                format!("{:02x}", x as u8)
+            })
+            .collect();
+        text.push_str(&format!(
+            "{{\"account_id\":\"{t}\",\"time\":\"{time}\",\"job\":{n},\"noise\":\"{noise}\"}}\n"
+        ));
+    }
+    std::fs::write(lf.path("logs/n.log"), text).unwrap();
+    lf.run_once();
+    let objs = objects(&lf);
+    assert_eq!(objs.len(), 1);
+    let good = std::fs::read(&objs[0]).unwrap();
+    assert!(good.len() > 3 * 4096, "several segments: {}", good.len());
+
+    let out_dir = lf.path("out");
+    let mut flipped = good.clone();
+    let at = good.len() / 2;
+    flipped[at] ^= 1;
+    // Cut right after the second segment: what is left authenticates, but its end is missing.
+    let (_, aad) = logferry_sinks::crypt::Header::read(&mut &good[..]).unwrap();
+    let mut cut = good.clone();
+    cut.truncate(aad.len() + 2 * (4096 + 16));
+    for (bytes, reason) in [(flipped, "failed authentication"), (cut, "truncated")] {
+        std::fs::write(&objs[0], &bytes).unwrap();
+        let out = lf_cmd(
+            &lf,
+            &[
+                "decrypt",
+                "--sink",
+                "archive",
+                "--out",
+                out_dir.to_str().unwrap(),
+                objs[0].to_str().unwrap(),
+            ],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(err.contains(reason), "{err}");
+        assert!(
+            walk(&out_dir).is_empty(),
+            "nothing is left of a refused object"
+        );
+    }
+    std::fs::write(&objs[0], &good).unwrap();
+    let out = lf_cmd(
+        &lf,
+        &[
+            "decrypt",
+            "--sink",
+            "archive",
+            "--out",
+            out_dir.to_str().unwrap(),
+            objs[0].to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written = walk(&out_dir);
+    assert_eq!(written.len(), 1);
+    assert_eq!(jobs(&std::fs::read(&written[0]).unwrap()).len(), 300);
+}
+
+#[test]
+fn encryption_settings_are_checked_without_showing_the_key() {
+    let lf = setup("");
+    std::fs::write(lf.path("kek.hex"), "hunter2-not-a-key\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(&lf.cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("keks.main") && err.contains("not 32 bytes"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+
+    let text = std::fs::read_to_string(&lf.cfg).unwrap();
+    std::fs::write(lf.path("kek.hex"), "3c".repeat(32)).unwrap();
+    for (from, to, problem) in [
+        ("kek = \"main\"", "kek = \"mian\"", "did you mean \"main\""),
+        (
+            "tenant_field = \"account_id\"",
+            "tenant_field = \"\"",
+            "tenant_field",
+        ),
+        (
+            "tenant_field = \"account_id\"",
+            "tenant_field = \"a\", retention = \"10m\"",
+            "at least 1h",
+        ),
+        (
+            "type = \"directory\"",
+            "type = \"http\"\nurl = \"https://example.com\"",
+            "directory sinks",
+        ),
+    ] {
+        std::fs::write(&lf.cfg, text.replace(from, to)).unwrap();
+        let out = Command::new(BIN)
+            .args(["validate", "--config"])
+            .arg(&lf.cfg)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{to}: {err}");
+        assert!(err.contains(problem), "{to}: {err}");
+    }
+    // Retention writes signed receipts: it needs the signing key.
+    let no_signing = text.replace("[signing]\nkey_file = \"", "#").replace(
+        "tenant_field = \"account_id\"",
+        "tenant_field = \"account_id\", retention = \"30d\"",
+    );
+    std::fs::write(&lf.cfg, no_signing).unwrap();
+    let out = Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(&lf.cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("[signing] key_file"), "{err}");
+}
