@@ -18,8 +18,9 @@ use crate::config::{Config, KekProvider, SinkConfig, SinkKind};
 /// How often retention looks for expired hours.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
-/// The key ring of an encrypted sink (`None` when it does not encrypt).
-pub fn key_ring(cfg: &Config, sc: &SinkConfig) -> anyhow::Result<Option<Arc<KeyRing>>> {
+/// The key ring of an encrypted sink (`None` when it does not encrypt). The ledger lives in
+/// the sink's own directory, bucket or container, on a client of its own.
+pub async fn key_ring(cfg: &Config, sc: &SinkConfig) -> anyhow::Result<Option<Arc<KeyRing>>> {
     let Some(e) = &sc.encryption else {
         return Ok(None);
     };
@@ -29,6 +30,23 @@ pub fn key_ring(cfg: &Config, sc: &SinkConfig) -> anyhow::Result<Option<Arc<KeyR
     };
     let store: Arc<dyn LedgerStore> = match &sc.kind {
         SinkKind::Directory { path } => Arc::new(DirectoryStore::new(path)),
+        SinkKind::S3(o) => Arc::new(
+            logferry_sinks::S3Sink::new((**o).clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("sink {}: {e}", sc.name))?
+                .ledger_store(),
+        ),
+        SinkKind::AzureBlob(o) => {
+            // Reads key and certificate files: off the runtime's threads.
+            let o = (**o).clone();
+            let store = tokio::task::spawn_blocking(move || {
+                logferry_sinks::azure_blob::ledger::BlobStore::new(o)
+            })
+            .await
+            .context("a sink's set-up task failed")?
+            .map_err(|e| anyhow::anyhow!("sink {}: {e}", sc.name))?;
+            Arc::new(store)
+        }
         _ => anyhow::bail!(
             "sink {}: encryption is not available on {} sinks",
             sc.name,

@@ -18,7 +18,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// The sink and its key ring, built on `rt`: the clients it makes run on that runtime only.
 fn encrypted_sink<'a>(
+    rt: &tokio::runtime::Runtime,
     cfg: &'a Config,
     name: &str,
 ) -> anyhow::Result<(&'a SinkConfig, Arc<KeyRing>)> {
@@ -27,7 +29,8 @@ fn encrypted_sink<'a>(
         .iter()
         .find(|s| s.name == name)
         .ok_or_else(|| anyhow!("no sink named {name:?} in {}", cfg.path.display()))?;
-    let keys = logferry::encryption::key_ring(cfg, sc)?
+    let keys = rt
+        .block_on(logferry::encryption::key_ring(cfg, sc))?
         .ok_or_else(|| anyhow!("sink {name:?} does not encrypt (it has no `encryption`)"))?;
     Ok((sc, keys))
 }
@@ -40,15 +43,34 @@ fn check_tenant(t: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Where an object named on the command line is: as given, or under the sink's root.
-fn locate(sc: &SinkConfig, obj: &str) -> anyhow::Result<PathBuf> {
-    let given = PathBuf::from(obj);
-    if given.is_file() {
-        return Ok(given);
-    }
+/// An object named on the command line: a file (as given, or under a directory sink's root),
+/// or an object of the sink's bucket or container, fetched whole.
+fn open(
+    rt: &tokio::runtime::Runtime,
+    sc: &SinkConfig,
+    keys: &KeyRing,
+    obj: &str,
+) -> anyhow::Result<(String, Box<dyn Read>)> {
+    let name = obj.rsplit('/').next().unwrap_or(obj).to_string();
+    let file = |p: &Path| -> anyhow::Result<(String, Box<dyn Read>)> {
+        let f = std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
+        Ok((name.clone(), Box::new(std::io::BufReader::new(f))))
+    };
     match &sc.kind {
-        SinkKind::Directory { path } if path.join(obj).is_file() => Ok(path.join(obj)),
-        _ => bail!("{obj}: no such object"),
+        SinkKind::Directory { path } => {
+            let given = PathBuf::from(obj);
+            if given.is_file() {
+                file(&given)
+            } else if path.join(obj).is_file() {
+                file(&path.join(obj))
+            } else {
+                bail!("no such object")
+            }
+        }
+        _ => match rt.block_on(keys.store().get(obj)).map_err(|e| anyhow!(e))? {
+            Some(bytes) => Ok((name, Box::new(std::io::Cursor::new(bytes)))),
+            None => bail!("no such object in the sink"),
+        },
     }
 }
 
@@ -60,8 +82,8 @@ pub fn decrypt(
     objects: &[String],
     out: Option<&Path>,
 ) -> anyhow::Result<bool> {
-    let (sc, keys) = encrypted_sink(cfg, sink)?;
     let rt = runtime()?;
+    let (sc, keys) = encrypted_sink(&rt, cfg, sink)?;
     let mut all = true;
     for obj in objects {
         if let Err(e) = decrypt_one(&rt, sc, &keys, obj, out) {
@@ -79,17 +101,10 @@ fn decrypt_one(
     obj: &str,
     out: Option<&Path>,
 ) -> anyhow::Result<()> {
-    let path = locate(sc, obj)?;
-    let mut file = std::io::BufReader::new(
-        std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?,
-    );
+    let (name, mut file) = open(rt, sc, keys, obj)?;
     let (header, raw) = Header::read(&mut file)?;
     let key = rt.block_on(keys.open(&header.tenant, &header.hour, &header.key_id))?;
     let mut input = std::io::Cursor::new(raw).chain(file);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let plain = name
         .trim_end_matches(logferry_sinks::encrypted::SUFFIX)
         .trim_end_matches(".gz")
@@ -155,8 +170,9 @@ pub fn list(cfg: &Config, sink: &str, tenant: Option<&str>) -> anyhow::Result<()
     if let Some(t) = tenant {
         check_tenant(t)?;
     }
-    let (_, keys) = encrypted_sink(cfg, sink)?;
-    let listed = runtime()?.block_on(keys.list(tenant))?;
+    let rt = runtime()?;
+    let (_, keys) = encrypted_sink(&rt, cfg, sink)?;
+    let listed = rt.block_on(keys.list(tenant))?;
     println!("{:<24} {:<14} key id", "tenant", "hour");
     for l in &listed {
         println!("{:<24} {:<14} {}", l.tenant, l.hour, l.key_id);
@@ -193,7 +209,8 @@ pub fn shred(cfg: &Config, a: &ShredArgs<'_>) -> anyhow::Result<()> {
     if signer.is_none() && !a.unsigned {
         bail!("no [signing] key_file to sign the receipt with: set one (`logferry keygen`), or pass --unsigned");
     }
-    let (_, keys) = encrypted_sink(cfg, a.sink)?;
+    let rt = runtime()?;
+    let (_, keys) = encrypted_sink(&rt, cfg, a.sink)?;
     let req = logferry_sinks::shred::Request {
         sink: a.sink,
         tenant: a.tenant,
@@ -202,7 +219,7 @@ pub fn shred(cfg: &Config, a: &ShredArgs<'_>) -> anyhow::Result<()> {
         by: a.by,
         reason: "manual",
     };
-    let done = runtime()?.block_on(logferry_sinks::shred::shred(
+    let done = rt.block_on(logferry_sinks::shred::shred(
         &keys,
         &req,
         signer.as_ref(),

@@ -37,7 +37,7 @@ struct SinkSide {
 async fn build_sink(cfg: &Config, sc: &SinkConfig) -> anyhow::Result<Arc<dyn Sink>> {
     let inner = build_plain(sc).await?;
     Ok(
-        match (crate::encryption::key_ring(cfg, sc)?, &sc.encryption) {
+        match (crate::encryption::key_ring(cfg, sc).await?, &sc.encryption) {
             (Some(keys), Some(e)) => Arc::new(logferry_sinks::encrypted::EncryptedSink::new(
                 inner,
                 keys,
@@ -213,7 +213,7 @@ async fn run_pipeline(
         let sink = build_sink(cfg, sc).await?;
         let l = metrics.sink(&sc.name);
         if let (Some(keys), Some(retention)) = (
-            crate::encryption::key_ring(cfg, sc)?,
+            crate::encryption::key_ring(cfg, sc).await?,
             sc.encryption.as_ref().and_then(|e| e.retention),
         ) {
             let (shredded, failures) = (

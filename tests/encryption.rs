@@ -411,7 +411,7 @@ fn encryption_settings_are_checked_without_showing_the_key() {
         (
             "type = \"directory\"",
             "type = \"http\"\nurl = \"https://example.com\"",
-            "directory sinks",
+            "is for object sinks",
         ),
     ] {
         std::fs::write(&lf.cfg, text.replace(from, to)).unwrap();

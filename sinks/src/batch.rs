@@ -80,6 +80,15 @@ pub struct SealedBatch {
 }
 
 impl SealedBatch {
+    /// The `Content-Encoding` of the stored bytes: none once they are encrypted (a client
+    /// that decoded them as gzip would fail).
+    pub fn content_encoding(&self) -> Option<&'static str> {
+        match self.meta.key_id {
+            Some(_) => None,
+            None => self.meta.compression.content_encoding(),
+        }
+    }
+
     /// The `Content-Type` of the uncompressed payload.
     pub fn content_type(&self) -> &'static str {
         match self.meta.encoding {

@@ -20,6 +20,7 @@ pub mod ledger_store;
 pub mod redact;
 pub mod response;
 pub mod s3;
+pub mod s3_ledger;
 pub mod shred;
 pub mod signing;
 pub mod tls;

@@ -67,13 +67,7 @@ macro_rules! object_options {
     ($sink:expr, $batch:expr, $req:expr) => {{
         let mut req = $req
             .content_type($sink.content_type($batch))
-            .set_content_encoding(
-                $batch
-                    .meta
-                    .compression
-                    .content_encoding()
-                    .map(str::to_string),
-            )
+            .set_content_encoding($batch.content_encoding().map(str::to_string))
             .set_metadata(Some($sink.metadata($batch)))
             .set_server_side_encryption(
                 $sink
@@ -161,7 +155,18 @@ impl S3Sink {
         m.insert("sha256".into(), batch.meta.sha256.clone());
         m.insert("first-time".into(), batch.meta.first_time.to_rfc3339());
         m.insert("last-time".into(), batch.meta.last_time.to_rfc3339());
+        if let Some(k) = &batch.meta.key_id {
+            m.insert("key-id".into(), k.clone());
+        }
         m
+    }
+
+    /// The key ledger in this sink's bucket, on the same client.
+    pub fn ledger_store(&self) -> crate::s3_ledger::S3Store {
+        crate::s3_ledger::S3Store {
+            client: self.client.clone(),
+            bucket: self.o.bucket.clone(),
+        }
     }
 
     fn tagging(&self) -> Option<String> {
@@ -198,6 +203,9 @@ impl S3Sink {
     }
 
     fn content_type<'a>(&'a self, batch: &'a SealedBatch) -> &'a str {
+        if batch.meta.key_id.is_some() {
+            return "application/octet-stream";
+        }
         self.o
             .content_type
             .as_deref()

@@ -67,7 +67,10 @@ impl LedgerStore for S3Store {
         match res {
             Ok(_) => Ok(true),
             // 412: the name is taken; 409: a concurrent conditional write is in progress.
-            Err(e) if e.raw_response().is_some_and(|r| matches!(r.status().as_u16(), 409 | 412)) => {
+            Err(e)
+                if e.raw_response()
+                    .is_some_and(|r| matches!(r.status().as_u16(), 409 | 412)) =>
+            {
                 Ok(false)
             }
             Err(e) => Err(explain("cannot write", key, &self.bucket, &e)),
@@ -98,7 +101,11 @@ impl LedgerStore for S3Store {
                 .send()
                 .await
                 .map_err(|e| explain("cannot list", prefix, &self.bucket, &e))?;
-            out.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+            out.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
             match page.next_continuation_token() {
                 Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
                 _ => break,

@@ -147,10 +147,10 @@ pub(super) fn sink(
 ) -> Option<EncryptionConfig> {
     let before = c.list.len();
     match kind {
-        SinkKind::Directory { .. } => {}
+        SinkKind::Directory { .. } | SinkKind::S3(_) | SinkKind::AzureBlob(_) => {}
         _ => c.add(
             format!("{p}.encryption"),
-            "client-side encryption is available on directory sinks (s3 and azure_blob follow)",
+            "client-side encryption is for object sinks: directory, s3, azure_blob",
         ),
     }
     if e.tenant_field.trim().is_empty() {

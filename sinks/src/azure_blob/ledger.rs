@@ -69,7 +69,10 @@ impl LedgerStore for BlobStore {
             Err(e) if e.http_status() == Some(StatusCode::Conflict) => Ok(false),
             Err(e) if super::is_container_missing(&e) && self.sink.o.create_container => {
                 self.sink.create().await?;
-                Err(format!("container {:?} was just created; trying again", self.sink.o.container))
+                Err(format!(
+                    "container {:?} was just created; trying again",
+                    self.sink.o.container
+                ))
             }
             Err(e) => Err(self.why("cannot write", key, &e)),
         }

@@ -23,6 +23,7 @@ use azure_storage_blob::{
 use bytes::Bytes;
 
 mod append;
+pub mod ledger;
 mod sas;
 
 pub use crate::azure_auth::Entra;
@@ -268,6 +269,9 @@ impl AzureBlobSink {
         metadata.insert("batch_id".into(), batch.meta.id.replace('-', "_"));
         metadata.insert("record_count".into(), batch.meta.record_count.to_string());
         metadata.insert("sha256".into(), batch.meta.sha256.clone());
+        if let Some(k) = &batch.meta.key_id {
+            metadata.insert("key_id".into(), k.clone());
+        }
         metadata
     }
 
@@ -301,12 +305,15 @@ impl AzureBlobSink {
             Err(reason) => return Outcome::Rejected { reason },
         };
         let options = BlockBlobClientUploadOptions {
-            blob_content_type: Some(batch.content_type().to_string()),
-            blob_content_encoding: batch
-                .meta
-                .compression
-                .content_encoding()
-                .map(str::to_string),
+            blob_content_type: Some(
+                if batch.meta.key_id.is_some() {
+                    "application/octet-stream"
+                } else {
+                    batch.content_type()
+                }
+                .to_string(),
+            ),
+            blob_content_encoding: batch.content_encoding().map(str::to_string),
             metadata: Some(self.metadata(batch)),
             tier: self
                 .o
