@@ -144,6 +144,18 @@ fn bench(c: &mut Criterion) {
                 .count()
         })
     });
+    // The platform's audit spelling, through the same parser.
+    let audit_stamps: Vec<String> = (0..2000)
+        .map(|i| format!("2026-11-23 10:{:02}:{:02} UTC", i % 60, i % 59))
+        .collect();
+    g.bench_function("parse_time_audit_2000", |b| {
+        b.iter(|| {
+            audit_stamps
+                .iter()
+                .filter_map(|t| logferry::timefmt::parse_time(t))
+                .count()
+        })
+    });
     g.bench_function("decode_extract_key_fields", |b| {
         let fields = vec!["account_id".to_string(), "context.user_id".to_string()];
         let mut d = Decoder::new(Format::Json, None, &fields, Some("ts"));
