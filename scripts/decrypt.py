@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Decrypt a logferry encrypted object with only Python and `cryptography` (docs/encryption.md).
 
-    decrypt.py --kek-file KEK --root ARCHIVE_ROOT OBJECT > records.ndjson
+    decrypt.py --kek-file KEK --root ARCHIVE_ROOT OBJECT > records.ndjson      (local KEK)
+    decrypt.py [--kms-endpoint URL] --root ARCHIVE_ROOT OBJECT > records.ndjson (aws_kms, boto3)
 """
 import argparse, base64, gzip, json, struct, sys
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -16,7 +17,8 @@ def fields(buf, at, n):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--kek-file", required=True)
+    p.add_argument("--kek-file")
+    p.add_argument("--kms-endpoint")
     p.add_argument("--root", required=True)
     p.add_argument("object")
     a = p.parse_args()
@@ -32,12 +34,18 @@ def main():
         sys.exit(f"key shredded: tenant {tenant} hour {hour}")
     if entry["key_id"] != key_id:
         sys.exit(f"ledger names key {entry['key_id']}, the object wants {key_id}")
-    kek = open(a.kek_file, "rb").read().strip()
-    kek = bytes.fromhex(kek.decode()) if len(kek) == 64 else kek
     wrapped = base64.b64decode(entry["wrapped"])
-    wrap_aad = b"LFKEY" + b"".join(struct.pack(">H", len(f)) + f for f in
-                                   (key_id.encode(), tenant.encode(), hour.encode()))
-    data_key = AESGCM(kek).decrypt(wrapped[:12], wrapped[12:], wrap_aad)
+    if entry["provider"] == "aws_kms":  # KMS opens it, bound to the tenant-hour by the context
+        import boto3
+        ctx = {"logferry:tenant": tenant, "logferry:hour": hour, "logferry:key_id": key_id}
+        data_key = boto3.client("kms", endpoint_url=a.kms_endpoint).decrypt(
+            CiphertextBlob=wrapped, EncryptionContext=ctx)["Plaintext"]
+    else:
+        kek = open(a.kek_file, "rb").read().strip()
+        kek = bytes.fromhex(kek.decode()) if len(kek) == 64 else kek
+        wrap_aad = b"LFKEY" + b"".join(struct.pack(">H", len(f)) + f for f in
+                                       (key_id.encode(), tenant.encode(), hour.encode()))
+        data_key = AESGCM(kek).decrypt(wrapped[:12], wrapped[12:], wrap_aad)
     aes, body, plain, i = AESGCM(data_key), obj[start:], [], 0
     while True:
         seg = body[i * (seg_size + 16):(i + 1) * (seg_size + 16)]

@@ -26,6 +26,7 @@ pub async fn key_ring(cfg: &Config, sc: &SinkConfig) -> anyhow::Result<Option<Ar
     };
     let kek: Arc<dyn Kek> = match cfg.keks.get(&e.kek).map(|k| &k.provider) {
         Some(KekProvider::Local(k)) => k.clone(),
+        Some(KekProvider::AwsKms(o)) => Arc::new(logferry_sinks::kms::AwsKms::new(&e.kek, o).await),
         None => anyhow::bail!("sink {}: no KEK {:?}", sc.name, e.kek),
     };
     let store: Arc<dyn LedgerStore> = match &sc.kind {

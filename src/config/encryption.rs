@@ -21,12 +21,15 @@ pub struct KekConfig {
 pub enum KekProvider {
     /// The key itself, read when the configuration is loaded (wiped when the last copy drops).
     Local(Arc<LocalKek>),
+    /// AWS KMS: the client is made when a sink starts.
+    AwsKms(logferry_sinks::kms::KmsOptions),
 }
 
 impl KekProvider {
     pub fn name(&self) -> &'static str {
         match self {
             KekProvider::Local(_) => "local",
+            KekProvider::AwsKms(_) => "aws_kms",
         }
     }
 }
@@ -43,7 +46,7 @@ pub struct EncryptionConfig {
     pub ledger_prefix: String,
 }
 
-const PROVIDERS: &[&str] = &["local"];
+const PROVIDERS: &[&str] = &["local", "aws_kms"];
 /// Longest retention accepted: a century is a typo's limit, not a policy's.
 const MAX_RETENTION: Duration = Duration::from_secs(100 * 366 * 24 * 3600);
 
@@ -59,12 +62,39 @@ pub(super) fn keks(
         if !super::check_name(&p, &name, c) {
             continue;
         }
-        if k.provider != "local" {
-            c.add(
-                format!("{p}.provider"),
-                format!("{:?}: one of {}", k.provider, PROVIDERS.join(", ")),
-            );
-            continue;
+        match k.provider.as_str() {
+            "local" => {}
+            "aws_kms" => {
+                if let Some(kms) = aws_kms(&p, &k, c) {
+                    out.insert(
+                        name.clone(),
+                        KekConfig {
+                            name,
+                            provider: KekProvider::AwsKms(kms),
+                        },
+                    );
+                }
+                continue;
+            }
+            other => {
+                c.add(
+                    format!("{p}.provider"),
+                    format!("{other:?}: one of {}", PROVIDERS.join(", ")),
+                );
+                continue;
+            }
+        }
+        for (opt, set) in [
+            ("key_id", k.key_id.is_some()),
+            ("region", k.region.is_some()),
+            ("endpoint", k.endpoint.is_some()),
+        ] {
+            if set {
+                c.add(
+                    format!("{p}.{opt}"),
+                    "is an aws_kms option; a local KEK takes key_file or key_env",
+                );
+            }
         }
         let material = match (&k.key_file, &k.key_env) {
             (Some(f), None) => {
@@ -112,6 +142,42 @@ pub(super) fn keks(
         }
     }
     out
+}
+
+fn aws_kms(p: &str, k: &raw::Kek, c: &mut Collector) -> Option<logferry_sinks::kms::KmsOptions> {
+    let before = c.list.len();
+    if k.key_file.is_some() || k.key_env.is_some() {
+        c.add(
+            p,
+            "an aws_kms KEK stays in KMS: give key_id, not key_file or key_env",
+        );
+    }
+    let key_id = k.key_id.clone().unwrap_or_default();
+    if key_id.trim().is_empty() {
+        c.add(
+            format!("{p}.key_id"),
+            "must name the KMS key (key id, key ARN or alias/...)",
+        );
+    }
+    if let Some(e) = &k.endpoint {
+        let http = e
+            .get(..7)
+            .is_some_and(|s| s.eq_ignore_ascii_case("http://"));
+        if http && !k.allow_plaintext_credentials {
+            c.add(
+                format!("{p}.endpoint"),
+                "is http://, which would send signed KMS requests and the data keys they return in clear: use https://, or set allow_plaintext_credentials = true if the network between is trusted",
+            );
+        }
+    }
+    if c.list.len() > before {
+        return None;
+    }
+    Some(logferry_sinks::kms::KmsOptions {
+        key_id,
+        region: k.region.clone(),
+        endpoint: k.endpoint.clone(),
+    })
 }
 
 pub(super) fn signing(s: Option<raw::Signing>, base: &Path, c: &mut Collector) -> Option<PathBuf> {

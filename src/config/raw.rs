@@ -44,6 +44,16 @@ pub struct Kek {
     /// `local`: an environment variable holding 32 bytes as hex or base64.
     #[serde(default)]
     pub key_env: Option<String>,
+    /// `aws_kms`: the key id, key ARN or alias.
+    #[serde(default)]
+    pub key_id: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    /// `aws_kms`: a VPC endpoint or test server.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub allow_plaintext_credentials: bool,
 }
 
 /// `[signing]`: the Ed25519 key that signs shredding receipts.
