@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Benchmark: tail -> JSON -> (mask) -> gzip -> directory sink (or HTTP) over the DESIGN.md
 # reference workload.
-#   scripts/bench.sh [--mask] [--http] [--files N] [MB]
+#   scripts/bench.sh [--mask] [--http] [--files N] [--partition] [--encrypt] [MB]
 #                          (default 524 MB; --mask adds all default detectors and two field
 #                          rules, as in config.example.toml; --http ships gzip NDJSON to a local
 #                          receiver, DESIGN.md's peer comparison; --files N splits the same
-#                          bytes into N files at line boundaries: cost against file count)
+#                          bytes into N files at line boundaries: cost against file count;
+#                          --partition puts {account_id} in the key, --encrypt encrypts per
+#                          account_id and hour with a local KEK: the cost of encryption)
 # Prints input MB/s, CPU seconds per GB and peak RSS for `logferry run --once`, and the same for
 # `gzip -6` over the same bytes (the compression floor). Criterion micro-benchmarks of the hot
 # path: `cargo bench --bench hot_path`.
@@ -14,21 +16,28 @@ cd "$(dirname "$0")/.."
 MASK=0
 HTTP=0
 FILES=
-while [ "${1:-}" = "--mask" ] || [ "${1:-}" = "--http" ] || [ "${1:-}" = "--files" ]; do
+PARTITION=0
+ENCRYPT=0
+while [ "${1:-}" = "--mask" ] || [ "${1:-}" = "--http" ] || [ "${1:-}" = "--files" ] \
+    || [ "${1:-}" = "--partition" ] || [ "${1:-}" = "--encrypt" ]; do
     case "$1" in
         --mask) MASK=1 ;;
         --http) HTTP=1 ;;
         --files) FILES=$2; shift ;;
+        --partition) PARTITION=1 ;;
+        --encrypt) ENCRYPT=1 ;;
     esac
     shift
 done
+# The release binaries, where cargo puts them.
+REL=${CARGO_TARGET_DIR:-target}/release
 MB=${1:-524}
 WORK=${BENCH_DIR:-$(mktemp -d)}
 mkdir -p "$WORK/logs"
 
 cargo build --release --quiet --bin logferry --example workload --example receiver
 if [ ! -f "$WORK/logs/work.log" ] || [ "$(stat -c %s "$WORK/logs/work.log")" -lt $((MB << 20)) ]; then
-    ./target/release/examples/workload "$WORK/logs/work.log" "$MB"
+    "$REL"/examples/workload "$WORK/logs/work.log" "$MB"
 fi
 INPUT="$WORK/logs"
 if [ -n "$FILES" ]; then
@@ -56,10 +65,18 @@ TOML
 if [ "$HTTP" = 1 ]; then
     PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     echo 0 > "$WORK/received"
-    ./target/release/examples/receiver "$PORT" "$WORK/received" &
+    "$REL"/examples/receiver "$PORT" "$WORK/received" &
     RECEIVER=$!
     trap 'kill $RECEIVER 2>/dev/null || true' EXIT
     sed -i "s|^type = \"directory\"\$|type = \"http\"\nurl = \"http://127.0.0.1:$PORT/ingest\"\ncheck = \"none\"|; /^path = /d" "$WORK/bench.toml"
+fi
+if [ "$PARTITION" = 1 ]; then
+    sed -i 's|^type = "directory"$|type = "directory"\nkey = "{source}/{account_id}/%Y/%m/%d/%H/{batch_id}.ndjson.gz"|' "$WORK/bench.toml"
+fi
+if [ "$ENCRYPT" = 1 ]; then
+    head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$WORK/kek.hex"
+    sed -i 's|^compression = "gzip"$|compression = "gzip"\nencryption = { kek = "bench", tenant_field = "account_id" }|' "$WORK/bench.toml"
+    printf '[keks.bench]\nprovider = "local"\nkey_file = "%s"\n' "$WORK/kek.hex" >> "$WORK/bench.toml"
 fi
 if [ "$MASK" = 1 ]; then
     sed -i 's/^sinks = \["archive"\]$/sinks = ["archive"]\nmasking = "pii"/' "$WORK/bench.toml"
@@ -83,7 +100,7 @@ PY
 BYTES=$(cat "$INPUT"/*.log | wc -c)
 rm -rf "$WORK/data" "$WORK/archive"
 sync
-read -r _ LW LC LR < <(RUST_LOG=warn measure logferry ./target/release/logferry run --once --config "$WORK/bench.toml")
+read -r _ LW LC LR < <(RUST_LOG=warn measure logferry "$REL"/logferry run --once --config "$WORK/bench.toml")
 read -r _ GW GC GR < <(measure gzip sh -c "cat '$INPUT'/*.log | gzip -6 -c > /dev/null")
 if [ "$HTTP" = 1 ]; then OUT=$(cat "$WORK/received"); else OUT=$(du -sb "$WORK/archive" | cut -f1); fi
 

@@ -27,6 +27,17 @@ pub async fn key_ring(cfg: &Config, sc: &SinkConfig) -> anyhow::Result<Option<Ar
     let kek: Arc<dyn Kek> = match cfg.keks.get(&e.kek).map(|k| &k.provider) {
         Some(KekProvider::Local(k)) => k.clone(),
         Some(KekProvider::AwsKms(o)) => Arc::new(logferry_sinks::kms::AwsKms::new(&e.kek, o).await),
+        Some(KekProvider::AzureKeyVault(o)) => {
+            // Reads the credential's and the CA's files: off the runtime's threads.
+            let (name, o) = (e.kek.clone(), (**o).clone());
+            let kv = tokio::task::spawn_blocking(move || {
+                logferry_sinks::keyvault::KeyVault::new(&name, o)
+            })
+            .await
+            .context("a KEK's set-up task failed")?
+            .map_err(|m| anyhow::anyhow!("KEK {}: {m}", e.kek))?;
+            Arc::new(kv)
+        }
         None => anyhow::bail!("sink {}: no KEK {:?}", sc.name, e.kek),
     };
     let store: Arc<dyn LedgerStore> = match &sc.kind {

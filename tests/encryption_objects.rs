@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::{keyvault, tls};
+
 use std::collections::BTreeSet;
 use std::process::{Command, Output};
 
@@ -282,4 +284,68 @@ fn aws_kms_data_keys_are_bound_to_their_tenant_hour_and_read_back_by_boto3() {
     assert!(!out.status.success());
     std::fs::write(&moved, original).unwrap();
     read_all_then_shred(&lf, &data, &env, |k| py(k));
+}
+
+#[test]
+fn azure_key_vault_wraps_each_tenant_hour_key_and_refuses_a_moved_entry() {
+    let ca = tls::TestCa::new();
+    let login = tls::TokenServer::start(&ca);
+    let vault = keyvault::KeyVault::start(&ca);
+    let secret_file = ca.dir.path().join("client-secret");
+    std::fs::write(&secret_file, tls::CLIENT_SECRET).unwrap();
+    let lf = Lf::new(&format!(
+        "[keks.vault]\nprovider = \"azure_key_vault\"\nvault_url = \"{}\"\nkey_name = \"{}\"\nauth = \"client_secret\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\nclient_secret_file = \"{}\"\nauthority_host = \"{}\"\ntls = {{ ca_file = \"{}\" }}\n\n[sources.jobs]\ninclude = [\"{{dir}}/logs/*.log\"]\nsinks = [\"store\"]\ntimestamp_field = \"ts\"\n[sinks.store]\ntype = \"directory\"\npath = \"{{dir}}/archive\"\nkey = \"{{source}}/{{account_id}}/{{batch_id}}.ndjson.gz\"\nencryption = {{ kek = \"vault\", tenant_field = \"account_id\" }}\n",
+        vault.url(),
+        keyvault::KEY_NAME,
+        tls::TENANT,
+        tls::CLIENT_ID,
+        secret_file.display(),
+        login.authority_host(),
+        ca.ca_pem.display(),
+    ));
+    write_lines(&lf.path("logs/a.log"), 0, 3000);
+    let out = lf.run_once();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(tls::CLIENT_SECRET));
+    let wraps: Vec<keyvault::Call> = vault
+        .calls()
+        .into_iter()
+        .filter(|c| c.op == "wrapkey")
+        .collect();
+    assert_eq!(wraps.len(), 3, "one wrap per tenant-hour: {wraps:?}");
+    assert!(login
+        .requests()
+        .iter()
+        .all(|r| r.scope == "https://vault.azure.net/.default"));
+    let entry_path = lf.path("archive/_keys/acct1/2026-11-23T10.key");
+    let entry: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&entry_path).unwrap()).unwrap();
+    assert_eq!(entry["provider"], "azure_key_vault");
+    assert_eq!(entry["kek_version"], keyvault::VERSION);
+    let data: Vec<String> = walk(&lf.path("archive/jobs"))
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(data.len(), 3);
+
+    // An entry moved to another tenant unwraps in the vault but fails its binding.
+    let moved = lf.path("archive/_keys/acct0/2026-11-23T10.key");
+    let original = std::fs::read(&moved).unwrap();
+    std::fs::copy(&entry_path, &moved).unwrap();
+    let acct0 = data.iter().find(|k| k.contains("/acct0/")).unwrap().clone();
+    let out = decrypt(&lf, &acct0, &[]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not unwrap"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A version that is not one is refused before any request is made with it.
+    let mut forged: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    forged["kek_version"] = "../../../evil".into();
+    std::fs::write(&moved, serde_json::to_vec(&forged).unwrap()).unwrap();
+    let before = vault.calls().len();
+    assert!(!decrypt(&lf, &acct0, &[]).status.success());
+    assert_eq!(vault.calls().len(), before, "no call for a forged version");
+    std::fs::write(&moved, original).unwrap();
+
+    read_all_then_shred(&lf, &data, &[], |k| decrypt(&lf, k, &[]));
 }

@@ -117,6 +117,8 @@ impl Kek for AwsKms {
             kek: self.name.clone(),
             provider: PROVIDER.into(),
             wrapped: base64::engine::general_purpose::STANDARD.encode(blob.as_ref()),
+            kek_version: None,
+            bind: None,
         };
         let key = DataKey {
             id,

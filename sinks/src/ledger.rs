@@ -32,8 +32,16 @@ pub struct Entry {
     /// The KEK's configured name and provider, so a reader knows which KEK to ask.
     pub kek: String,
     pub provider: String,
-    /// Base64 of nonce (12) || wrapped key (32) || tag (16) for `local`.
+    /// Base64 of nonce (12) || wrapped key (32) || tag (16) for `local`; of the KMS
+    /// ciphertext blob for `aws_kms`; of Key Vault's wrapped bytes for `azure_key_vault`.
     pub wrapped: String,
+    /// `azure_key_vault`: the key version that wrapped it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kek_version: Option<String>,
+    /// `azure_key_vault`: HMAC-SHA256 under the data key of key id, tenant and hour (Key
+    /// Vault's wrap binds nothing else).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind: Option<String>,
 }
 
 /// A local KEK: 32 bytes from a key file or the environment, wiped when dropped.
@@ -118,6 +126,8 @@ impl LocalKek {
             kek: self.name.clone(),
             provider: "local".into(),
             wrapped: base64::engine::general_purpose::STANDARD.encode(blob),
+            kek_version: None,
+            bind: None,
         })
     }
 

@@ -15,6 +15,7 @@ pub mod encrypted;
 pub mod http;
 pub mod key;
 pub mod keys;
+pub mod keyvault;
 pub mod kms;
 pub mod ledger;
 pub mod ledger_store;

@@ -23,6 +23,7 @@ pub enum KekProvider {
     Local(Arc<LocalKek>),
     /// AWS KMS: the client is made when a sink starts.
     AwsKms(logferry_sinks::kms::KmsOptions),
+    AzureKeyVault(Box<logferry_sinks::keyvault::KeyVaultOptions>),
 }
 
 impl KekProvider {
@@ -30,6 +31,7 @@ impl KekProvider {
         match self {
             KekProvider::Local(_) => "local",
             KekProvider::AwsKms(_) => "aws_kms",
+            KekProvider::AzureKeyVault(_) => "azure_key_vault",
         }
     }
 }
@@ -46,7 +48,7 @@ pub struct EncryptionConfig {
     pub ledger_prefix: String,
 }
 
-const PROVIDERS: &[&str] = &["local", "aws_kms"];
+const PROVIDERS: &[&str] = &["local", "aws_kms", "azure_key_vault"];
 /// Longest retention accepted: a century is a typo's limit, not a policy's.
 const MAX_RETENTION: Duration = Duration::from_secs(100 * 366 * 24 * 3600);
 
@@ -76,6 +78,18 @@ pub(super) fn keks(
                 }
                 continue;
             }
+            "azure_key_vault" => {
+                if let Some(kv) = key_vault(&p, &k, base, c) {
+                    out.insert(
+                        name.clone(),
+                        KekConfig {
+                            name,
+                            provider: KekProvider::AzureKeyVault(Box::new(kv)),
+                        },
+                    );
+                }
+                continue;
+            }
             other => {
                 c.add(
                     format!("{p}.provider"),
@@ -88,11 +102,14 @@ pub(super) fn keks(
             ("key_id", k.key_id.is_some()),
             ("region", k.region.is_some()),
             ("endpoint", k.endpoint.is_some()),
+            ("vault_url", k.vault_url.is_some()),
+            ("key_name", k.key_name.is_some()),
+            ("auth", k.auth.is_some()),
         ] {
             if set {
                 c.add(
                     format!("{p}.{opt}"),
-                    "is an aws_kms option; a local KEK takes key_file or key_env",
+                    "is not an option of a local KEK (it takes key_file or key_env)",
                 );
             }
         }
@@ -177,6 +194,75 @@ fn aws_kms(p: &str, k: &raw::Kek, c: &mut Collector) -> Option<logferry_sinks::k
         key_id,
         region: k.region.clone(),
         endpoint: k.endpoint.clone(),
+    })
+}
+
+fn key_vault(
+    p: &str,
+    k: &raw::Kek,
+    base: &Path,
+    c: &mut Collector,
+) -> Option<logferry_sinks::keyvault::KeyVaultOptions> {
+    let before = c.list.len();
+    if k.key_file.is_some() || k.key_env.is_some() || k.key_id.is_some() {
+        c.add(
+            p,
+            "an azure_key_vault KEK stays in the vault: give vault_url and key_name",
+        );
+    }
+    let vault_url = k.vault_url.clone().unwrap_or_default();
+    if !vault_url.starts_with("https://") {
+        c.add(
+            format!("{p}.vault_url"),
+            "must be the vault's https:// URL, e.g. https://my-vault.vault.azure.net",
+        );
+    }
+    let key_name = k.key_name.clone().unwrap_or_default();
+    if key_name.is_empty() {
+        c.add(format!("{p}.key_name"), "must name the key in the vault");
+    }
+    if let Some(v) = &k.key_version {
+        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            c.add(
+                format!("{p}.key_version"),
+                "a key version is letters and digits",
+            );
+        }
+    }
+    let algorithm = k.algorithm.clone().unwrap_or_else(|| "RSA-OAEP-256".into());
+    if algorithm != "RSA-OAEP-256" && algorithm != "A256KW" {
+        c.add(
+            format!("{p}.algorithm"),
+            format!("{algorithm:?}: \"RSA-OAEP-256\" (Key Vault keys) or \"A256KW\" (Managed HSM)"),
+        );
+    }
+    let fields = raw::EntraFields {
+        auth: k.auth.clone(),
+        tenant_id: k.tenant_id.clone(),
+        client_id: k.client_id.clone(),
+        client_secret: k.client_secret.clone(),
+        client_secret_file: k.client_secret_file.clone(),
+        authority_host: k.authority_host.clone(),
+        federated_token_file: k.federated_token_file.clone(),
+    };
+    let auth = super::sink::azure::entra(p, &fields, base, c, "");
+    if k.auth.is_none() {
+        c.add(
+            format!("{p}.auth"),
+            "Key Vault takes Entra ID: \"workload_identity\", \"managed_identity\" or \"client_secret\"",
+        );
+    }
+    let tls = super::sink::tls(p, k.tls.as_ref(), base, c);
+    if c.list.len() > before {
+        return None;
+    }
+    Some(logferry_sinks::keyvault::KeyVaultOptions {
+        vault_url,
+        key_name,
+        key_version: k.key_version.clone(),
+        algorithm,
+        auth: auth?,
+        tls,
     })
 }
 

@@ -54,6 +54,32 @@ pub struct Kek {
     pub endpoint: Option<String>,
     #[serde(default)]
     pub allow_plaintext_credentials: bool,
+    /// `azure_key_vault`: `https://<vault>.vault.azure.net`.
+    #[serde(default)]
+    pub vault_url: Option<String>,
+    #[serde(default)]
+    pub key_name: Option<String>,
+    #[serde(default)]
+    pub key_version: Option<String>,
+    /// `azure_key_vault`: `RSA-OAEP-256` (default) or `A256KW`.
+    #[serde(default)]
+    pub algorithm: Option<String>,
+    #[serde(default)]
+    pub auth: Option<String>,
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    #[serde(default)]
+    pub client_secret_file: Option<String>,
+    #[serde(default)]
+    pub authority_host: Option<String>,
+    #[serde(default)]
+    pub federated_token_file: Option<String>,
+    #[serde(default)]
+    pub tls: Option<Tls>,
 }
 
 /// `[signing]`: the Ed25519 key that signs shredding receipts.

@@ -1,6 +1,6 @@
 //! Checks a `[sinks.<name>]` table: the options every sink shares, then the type's own.
 
-mod azure;
+pub(super) mod azure;
 mod http;
 
 use std::path::Path;
@@ -434,7 +434,7 @@ fn s3(p: &str, s: raw::S3, base: &Path, c: &mut Collector) -> Option<logferry_si
 
 /// `tls = { ca_file, cert_file, key_file, server_name }`: files must exist; a client
 /// certificate needs its key.
-fn tls(
+pub(super) fn tls(
     p: &str,
     t: Option<&raw::Tls>,
     base: &Path,

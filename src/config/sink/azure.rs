@@ -229,7 +229,7 @@ pub(super) fn azure_blob(
 
 /// The Entra ID options both Azure sinks share. `None` when `auth` is not set (another
 /// credential applies) or wrong (reported); `others` names the alternatives in messages.
-fn entra(
+pub(in crate::config) fn entra(
     p: &str,
     s: &raw::EntraFields,
     base: &Path,
