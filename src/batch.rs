@@ -425,6 +425,7 @@ impl<O: Outlet> Batcher<O> {
             sealed_at: Some(sealed_at),
             tenant,
             key_id: None,
+            spool_encrypted: false,
         };
         self.sealed += 1;
         self.outlet.send(PendingBatch {

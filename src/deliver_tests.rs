@@ -64,6 +64,7 @@ fn sealed(id: &str, records: usize) -> SealedBatch {
             sealed_at: None,
             tenant: None,
             key_id: None,
+            spool_encrypted: false,
         },
         payload: Bytes::from(payload),
     }
@@ -292,6 +293,7 @@ fn split_keeps_every_record_and_derives_ids_and_keys() {
             sealed_at: Some(now),
             tenant: None,
             key_id: None,
+            spool_encrypted: false,
         },
         payload: Bytes::from(
             encode::compress(logferry_sinks::Compression::Gzip, None, &payload).unwrap(),

@@ -315,6 +315,7 @@ mod tests {
             sealed_at: None,
             tenant: None,
             key_id: None,
+            spool_encrypted: false,
         }
     }
 

@@ -24,22 +24,7 @@ pub async fn key_ring(cfg: &Config, sc: &SinkConfig) -> anyhow::Result<Option<Ar
     let Some(e) = &sc.encryption else {
         return Ok(None);
     };
-    let kek: Arc<dyn Kek> = match cfg.keks.get(&e.kek).map(|k| &k.provider) {
-        Some(KekProvider::Local(k)) => k.clone(),
-        Some(KekProvider::AwsKms(o)) => Arc::new(logferry_sinks::kms::AwsKms::new(&e.kek, o).await),
-        Some(KekProvider::AzureKeyVault(o)) => {
-            // Reads the credential's and the CA's files: off the runtime's threads.
-            let (name, o) = (e.kek.clone(), (**o).clone());
-            let kv = tokio::task::spawn_blocking(move || {
-                logferry_sinks::keyvault::KeyVault::new(&name, o)
-            })
-            .await
-            .context("a KEK's set-up task failed")?
-            .map_err(|m| anyhow::anyhow!("KEK {}: {m}", e.kek))?;
-            Arc::new(kv)
-        }
-        None => anyhow::bail!("sink {}: no KEK {:?}", sc.name, e.kek),
-    };
+    let kek = kek(cfg, sc, &e.kek).await?;
     let store: Arc<dyn LedgerStore> = match &sc.kind {
         SinkKind::Directory { path } => Arc::new(DirectoryStore::new(path)),
         SinkKind::S3(o) => Arc::new(
@@ -66,6 +51,37 @@ pub async fn key_ring(cfg: &Config, sc: &SinkConfig) -> anyhow::Result<Option<Ar
         ),
     };
     Ok(Some(Arc::new(KeyRing::new(store, kek, &e.ledger_prefix))))
+}
+
+/// The spool's key ring of an encrypted sink: spool keys per hour, wrapped by the sink's KEK,
+/// in `data_dir/spool-keys/<sink>/`.
+pub async fn spool_ring(cfg: &Config, sc: &SinkConfig) -> anyhow::Result<Option<Arc<KeyRing>>> {
+    let Some(e) = &sc.encryption else {
+        return Ok(None);
+    };
+    let kek = kek(cfg, sc, &e.kek).await?;
+    let store = Arc::new(DirectoryStore::new(
+        cfg.data_dir.join("spool-keys").join(&sc.name),
+    ));
+    Ok(Some(Arc::new(KeyRing::new(store, kek, ""))))
+}
+
+async fn kek(cfg: &Config, sc: &SinkConfig, name: &str) -> anyhow::Result<Arc<dyn Kek>> {
+    Ok(match cfg.keks.get(name).map(|k| &k.provider) {
+        Some(KekProvider::Local(k)) => k.clone(),
+        Some(KekProvider::AwsKms(o)) => Arc::new(logferry_sinks::kms::AwsKms::new(name, o).await),
+        Some(KekProvider::AzureKeyVault(o)) => {
+            // Reads the credential's and the CA's files: off the runtime's threads.
+            let (n, o) = (name.to_string(), (**o).clone());
+            let kv =
+                tokio::task::spawn_blocking(move || logferry_sinks::keyvault::KeyVault::new(&n, o))
+                    .await
+                    .context("a KEK's set-up task failed")?
+                    .map_err(|m| anyhow::anyhow!("KEK {name}: {m}"))?;
+            Arc::new(kv)
+        }
+        None => anyhow::bail!("sink {}: no KEK {:?}", sc.name, name),
+    })
 }
 
 /// The key that signs receipts, if one is configured.

@@ -265,7 +265,10 @@ async fn run_pipeline(
                 if !s.is_empty() {
                     info!(sink = %sc.name, batches = s.len(), "replaying spooled batches");
                 }
-                s
+                match crate::encryption::spool_ring(cfg, sc).await? {
+                    Some(keys) => s.with_crypt(Arc::new(crate::spool::SpoolCrypt::new(keys))),
+                    None => s,
+                }
             }
             Buffer::Memory => Spool::memory(sc.concurrency + 1, sc.spool_max_bytes, gauges),
         });

@@ -439,3 +439,89 @@ fn encryption_settings_are_checked_without_showing_the_key() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("[signing] key_file"), "{err}");
 }
+
+#[test]
+fn a_kill_9_with_batches_spooled_leaves_nothing_readable_and_loses_nothing() {
+    let lf = setup("");
+    let recs: Vec<(&str, String, u32)> = (0..400)
+        .map(|i| {
+            let tenant = if i % 2 == 0 { "acme" } else { "beta" };
+            (tenant, format!("2026-12-03T{}:00:00Z", 10 + (i / 2) % 2), i)
+        })
+        .collect();
+    write_records(&lf, "jobs.log", &recs);
+    // The archive cannot be written (its path is a file): batches wait in the spool. Not
+    // compressed, so that only encryption keeps the planted values out of sight.
+    std::fs::write(lf.path("archive"), "not a directory").unwrap();
+    let text = std::fs::read_to_string(&lf.cfg).unwrap();
+    std::fs::write(&lf.cfg, text.replace("[sinks.archive]", "[sinks.archive]\ncompression = \"none\"\nbatch = { max_age = \"100ms\" }\nretry = { initial_backoff = \"50ms\", max_backoff = \"100ms\" }")).unwrap();
+    let running = lf.spawn();
+    let spooled = || {
+        walk(&lf.path("data/spool/archive"))
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "batch"))
+            .count()
+    };
+    let start = std::time::Instant::now();
+    while spooled() < 4 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "batches in the spool: {}\n{}",
+            spooled(),
+            running.logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    running.kill9();
+    no_plaintext_under(&lf.path("data"));
+    assert!(
+        !walk(&lf.path("data/spool-keys/archive")).is_empty(),
+        "spool keys beside the spool"
+    );
+
+    // With the archive writable again, everything arrives.
+    std::fs::remove_file(lf.path("archive")).unwrap();
+    lf.run_once();
+    let mut all = BTreeSet::new();
+    for o in objects(&lf) {
+        let out = decrypt(&lf, &o);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        all.extend(jobs(&out.stdout));
+    }
+    assert_eq!(all, (0..400).collect());
+}
+
+#[test]
+fn memory_mode_writes_only_checkpoints_under_data_dir() {
+    let lf = setup("");
+    let text = std::fs::read_to_string(&lf.cfg).unwrap();
+    std::fs::write(
+        &lf.cfg,
+        text.replace("[sinks.archive]", "[sinks.archive]\nbuffer = \"memory\""),
+    )
+    .unwrap();
+    let recs: Vec<(&str, String, u32)> = (0..50)
+        .map(|i| ("acme", "2026-12-03T10:00:00Z".to_string(), i))
+        .collect();
+    write_records(&lf, "jobs.log", &recs);
+    lf.run_once();
+    let under: Vec<String> = walk(&lf.path("data"))
+        .iter()
+        .map(|p| {
+            p.strip_prefix(lf.path("data"))
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert!(
+        under.iter().all(|p| p.starts_with("checkpoints/")),
+        "{under:?}"
+    );
+    assert_eq!(walk(&lf.path("archive/_keys")).len(), 1);
+    assert_eq!(objects(&lf).len(), 1);
+}

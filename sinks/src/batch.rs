@@ -70,6 +70,9 @@ pub struct BatchMeta {
     /// object metadata).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
+    /// The spool file holds the payload encrypted under a spool key (`spool::crypt`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub spool_encrypted: bool,
 }
 
 /// A batch ready to send: metadata and the exact bytes every attempt sends.

@@ -193,6 +193,7 @@ mod tests {
                 sealed_at: None,
                 tenant: None,
                 key_id: None,
+                spool_encrypted: false,
             },
             payload: Bytes::from_static(b"{}\n"),
         }

@@ -17,8 +17,11 @@ use tokio::sync::Notify;
 
 use crate::ack::{release_all, Hold};
 
+mod crypt;
 mod file;
 pub mod writer;
+
+pub use crypt::SpoolCrypt;
 
 use file::{file_name, parse_name, read_header, write_parts};
 pub use file::{read_file, write_file};
@@ -54,6 +57,8 @@ pub struct Spool {
     changed: Notify,
     bytes_gauge: Gauge,
     count_gauge: Gauge,
+    /// Disk mode for an encrypting sink: payloads are written encrypted.
+    crypt: Option<std::sync::Arc<SpoolCrypt>>,
 }
 
 /// A batch the spool could not write, with its holds: nothing is acknowledged yet.
@@ -123,6 +128,7 @@ impl Spool {
             changed: Notify::new(),
             bytes_gauge: gauges.0,
             count_gauge: gauges.1,
+            crypt: None,
         };
         s.update_gauges(&lock(&s.state));
         Ok(s)
@@ -137,7 +143,16 @@ impl Spool {
             changed: Notify::new(),
             bytes_gauge: gauges.0,
             count_gauge: gauges.1,
+            crypt: None,
         }
+    }
+
+    /// Payloads written from now on are encrypted (disk mode; memory mode writes none).
+    pub fn with_crypt(mut self, crypt: std::sync::Arc<SpoolCrypt>) -> Spool {
+        if self.dir.is_some() {
+            self.crypt = Some(crypt);
+        }
+        self
     }
 
     pub fn is_memory(&self) -> bool {
@@ -175,10 +190,29 @@ impl Spool {
     /// back, so that the caller can try again (the records stay unacknowledged meanwhile).
     pub async fn push_parts(
         &self,
-        meta: BatchMeta,
-        parts: Vec<Bytes>,
+        mut meta: BatchMeta,
+        mut parts: Vec<Bytes>,
         holds: Vec<Hold>,
     ) -> Result<(), PushError> {
+        if let Some(c) = &self.crypt {
+            // Once: a retry after a failed write gets back what was sealed.
+            if !meta.spool_encrypted {
+                match c.seal(&meta, &parts).await {
+                    Ok(sealed) => {
+                        parts = vec![sealed];
+                        meta.spool_encrypted = true;
+                    }
+                    Err(error) => {
+                        return Err(PushError {
+                            error,
+                            meta,
+                            parts,
+                            holds,
+                        })
+                    }
+                }
+            }
+        }
         let size: u64 = parts.iter().map(|p| p.len() as u64).sum();
         let seq = loop {
             let notified = self.changed.notified();
@@ -264,7 +298,7 @@ impl Spool {
                     None => None,
                 }
             };
-            let Some((key, meta, body)) = found else {
+            let Some((key, mut meta, body)) = found else {
                 notified.await;
                 continue;
             };
@@ -281,6 +315,26 @@ impl Spool {
                         return Some(Err(std::io::Error::other(e)));
                     }
                 },
+            };
+            let payload = if meta.spool_encrypted {
+                let opened = match &self.crypt {
+                    Some(c) => c.open(payload).await,
+                    None => Err(std::io::Error::other(
+                        "the spooled batch is encrypted and this sink no longer has encryption configured: restore its encryption settings to deliver it",
+                    )),
+                };
+                match opened {
+                    Ok(p) => {
+                        meta.spool_encrypted = false;
+                        p
+                    }
+                    Err(e) => {
+                        self.untake(&key);
+                        return Some(Err(e));
+                    }
+                }
+            } else {
+                payload
             };
             return Some(Ok(Taken {
                 key,
@@ -334,7 +388,12 @@ impl Spool {
             let body = match &self.dir {
                 Some(dir) => {
                     let path = dir.join(file_name(&k, &b.meta.id));
-                    let (p, half) = (path.clone(), b.clone());
+                    let mut half = b.clone();
+                    if let Some(c) = &self.crypt {
+                        half.payload = c.seal(&half.meta, &[half.payload.clone()]).await?;
+                        half.meta.spool_encrypted = true;
+                    }
+                    let p = path.clone();
                     tokio::task::spawn_blocking(move || write_file(&p, &half))
                         .await
                         .map_err(std::io::Error::other)??;
@@ -397,6 +456,7 @@ mod tests {
                 sealed_at: None,
                 tenant: None,
                 key_id: None,
+                spool_encrypted: false,
             },
             payload: Bytes::from(vec![b'x'; n]),
         }
