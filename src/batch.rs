@@ -22,8 +22,17 @@ use crate::decode::Values;
 use crate::encode::{BlockResult, CompressPool, Layout, Seal, BLOCK_BYTES};
 
 /// More open partitions than this and the least recently written one is sealed, so memory does
-/// not grow with the number of distinct key values.
-const MAX_OPEN_PARTITIONS: usize = 256;
+/// not grow with the number of distinct key values (a key or tenant per account: hundreds).
+const MAX_OPEN_PARTITIONS: usize = 4096;
+/// Records not yet handed to compression, across a batcher's open partitions: each partition's
+/// block is cut at this divided by the partitions open (between 16 KiB and a full block), so
+/// many partitions cost no more memory than a few.
+const RAW_BUDGET: usize = 32 << 20;
+const MIN_BLOCK: usize = 16 << 10;
+/// Compressed blocks held by open batches, across partitions (estimated with the running
+/// ratio): above it the batch just written is sealed, so that hundreds of partitions do not
+/// each hold up to `max_bytes`.
+const HELD_BUDGET: f64 = (64 << 20) as f64;
 
 /// A sealed batch on its way to the spool: blocks may still be compressing.
 pub struct PendingBatch {
@@ -125,6 +134,8 @@ pub struct Batcher<O: Outlet> {
     host: String,
     open: HashMap<u64, Vec<Open>>,
     open_count: usize,
+    /// Uncompressed bytes handed to compression by batches still open.
+    submitted_open: u64,
     pool: CompressPool,
     outlet: O,
     /// Compressed/uncompressed ratio seen so far (f64 bits), shared with the spool writer.
@@ -149,6 +160,7 @@ impl<O: Outlet> Batcher<O> {
             host: host.to_string(),
             open: HashMap::new(),
             open_count: 0,
+            submitted_open: 0,
             pool,
             outlet,
             ratio,
@@ -231,7 +243,7 @@ impl<O: Outlet> Batcher<O> {
                 if self.open_count >= MAX_OPEN_PARTITIONS {
                     self.seal_least_recent()?;
                 }
-                let mut block = Vec::with_capacity(64 * 1024);
+                let mut block = Vec::with_capacity(self.block_limit().min(64 << 10));
                 let id = uuid::Uuid::now_v7().to_string();
                 let head = self.plan.layout.head_at_open(&id);
                 let deferred_head = head.is_none();
@@ -264,6 +276,7 @@ impl<O: Outlet> Batcher<O> {
             }
         };
         let ratio = f64::from_bits(self.ratio.load(Ordering::Relaxed));
+        let block_limit = self.block_limit();
         let plan = &self.plan;
         let Some(o) = self.open.get_mut(&hash).and_then(|l| l.get_mut(idx)) else {
             return Ok(());
@@ -275,18 +288,30 @@ impl<O: Outlet> Batcher<O> {
         if !o.holds.last().is_some_and(|h| ticket.same(h)) {
             o.holds.push(ticket.hold());
         }
-        if o.block.len() >= BLOCK_BYTES {
-            let block = std::mem::replace(&mut o.block, Vec::with_capacity(64 * 1024));
+        if o.block.len() >= block_limit {
+            let block =
+                std::mem::replace(&mut o.block, Vec::with_capacity(block_limit.min(64 << 10)));
             o.hasher.update(&block);
             o.submitted += block.len() as u64;
+            self.submitted_open += block.len() as u64;
             o.blocks
                 .push(self.pool.submit(block, plan.compression, plan.level));
         }
         let estimate = ((o.submitted + o.block.len() as u64) as f64 * ratio) as u64;
-        if estimate >= plan.max_bytes || o.records >= plan.max_records {
+        let held = self.submitted_open as f64 * ratio;
+        if estimate >= plan.max_bytes
+            || o.records >= plan.max_records
+            || held > HELD_BUDGET.max(plan.max_bytes as f64)
+        {
             self.seal_at(hash, idx)?;
         }
         Ok(())
+    }
+
+    /// Where a partition's block is cut: a full block with few partitions open, smaller with
+    /// many, so that their records waiting for compression stay within [`RAW_BUDGET`].
+    fn block_limit(&self) -> usize {
+        (RAW_BUDGET / self.open_count.max(1)).clamp(MIN_BLOCK, BLOCK_BYTES)
     }
 
     fn find(&self, hash: u64, bucket: i64, values: &Values) -> Option<usize> {
@@ -362,6 +387,7 @@ impl<O: Outlet> Batcher<O> {
             self.open.remove(&hash);
         }
         self.open_count -= 1;
+        self.submitted_open -= o.submitted;
         let sealed_at = Utc::now();
         let id = std::mem::take(&mut o.id);
         let (head, tail) = self.plan.layout.render(&Seal {

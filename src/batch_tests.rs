@@ -122,3 +122,26 @@ fn partitions_by_key_fields_and_time_bucket_hold_only_their_records() {
         ]
     );
 }
+
+#[test]
+fn hundreds_of_partitions_stay_open_together_instead_of_sealing_each_other() {
+    // Four hundred accounts, as in the reference workload: each gets one batch, not one per
+    // few records.
+    let (mut b, out) = batcher("{account_id}/{batch_id}", 50_000, 8 << 20);
+    for round in 0..5 {
+        for acct in 0..400 {
+            add(
+                &mut b,
+                &["account_id"],
+                &format!("acct-{acct}"),
+                "2026-11-23T10:00:00Z",
+                1,
+            );
+        }
+        assert!(sealed(&out).is_empty(), "sealed early in round {round}");
+    }
+    b.seal_all().unwrap();
+    let got = sealed(&out);
+    assert_eq!(got.len(), 400);
+    assert!(got.iter().all(|(_, n)| *n == 5));
+}
