@@ -143,7 +143,7 @@ fn decrypt_one(
 fn run_decrypt(
     r: &mut impl Read,
     w: &mut impl Write,
-    key: logferry_sinks::crypt::DataKey,
+    key: std::sync::Arc<logferry_sinks::crypt::DataKey>,
     c: Compression,
 ) -> anyhow::Result<()> {
     let io = |e: std::io::Error| CryptError::Io(e.to_string());

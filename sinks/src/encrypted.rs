@@ -57,10 +57,14 @@ impl Sink for EncryptedSink {
             batch.payload.clone(),
             self.segment_size,
         );
-        let sealed = tokio::task::spawn_blocking(move || {
-            crate::crypt::encrypt_batch(&k, &id, &digest, &payload, seg)
-        })
-        .await;
+        let sealed = if payload.len() <= crate::crypt::INLINE_BYTES {
+            Ok(crate::crypt::encrypt_batch(&k, &id, &digest, &payload, seg))
+        } else {
+            tokio::task::spawn_blocking(move || {
+                crate::crypt::encrypt_batch(&k, &id, &digest, &payload, seg)
+            })
+            .await
+        };
         let bytes = match sealed {
             Ok(Ok(b)) => b,
             Ok(Err(e)) => {

@@ -115,13 +115,18 @@ impl KeyRing {
         let (key, entry) = self.kek.new_key(tenant, hour).await?;
         let bytes = serde_json::to_vec_pretty(&entry)
             .map_err(|e| LedgerError::Seal(format!("cannot write the entry: {e}")))?;
-        self.store
+        if self
+            .store
             .put_new(&self.entry_path(tenant, hour), &bytes)
             .await
-            .map_err(LedgerError::Store)?;
-        // Whether this write or another instance's came first, the key is the one the ledger
-        // holds now: read it back, so that no object is ever encrypted under a key the ledger
-        // does not have.
+            .map_err(LedgerError::Store)?
+        {
+            // Created: a create-new write (a hard link, If-None-Match) put exactly these bytes
+            // at the name.
+            return Ok(self.remember(key));
+        }
+        // Another writer came first: the key is the one the ledger holds, so that no object is
+        // ever encrypted under a key the ledger does not have.
         match self.read(tenant, hour).await? {
             Some(k) => {
                 if k.id != key.id {
@@ -155,14 +160,18 @@ impl KeyRing {
         self.kek.unwrap(&entry).await.map(Some)
     }
 
-    /// The key an object's header names, for reading: never made, never cached.
+    /// The key an object's header names, for reading: never made. A key this ring holds for
+    /// the current hour is used as it is (the spool reads back what it sealed).
     pub async fn open(
         &self,
         tenant: &str,
         hour: &str,
         key_id: &str,
-    ) -> Result<DataKey, LedgerError> {
-        match self.read(tenant, hour).await? {
+    ) -> Result<Arc<DataKey>, LedgerError> {
+        if let Some(k) = self.cached(tenant, hour).filter(|k| k.id == key_id) {
+            return Ok(k);
+        }
+        match self.read(tenant, hour).await?.map(Arc::new) {
             None => Err(LedgerError::Shredded {
                 tenant: tenant.to_owned(),
                 hour: hour.to_owned(),

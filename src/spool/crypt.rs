@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use logferry_sinks::crypt::{decrypt, encrypt_batch, Header, DEFAULT_SEGMENT};
+use logferry_sinks::crypt::{decrypt, encrypt_batch, Header, DEFAULT_SEGMENT, INLINE_BYTES};
 use logferry_sinks::keys::{hour_of, KeyRing};
 use logferry_sinks::BatchMeta;
 
@@ -33,35 +33,41 @@ impl SpoolCrypt {
 
     /// The payload of `meta`'s batch, encrypted (the parts in order, as one object).
     pub async fn seal(&self, meta: &BatchMeta, parts: &[Bytes]) -> std::io::Result<Bytes> {
+        let size: usize = parts.iter().map(Bytes::len).sum();
         let hour = hour_of(meta.sealed_at.unwrap_or_else(chrono::Utc::now));
         let key = self.keys.key_for(SPOOL_TENANT, &hour).await.map_err(io)?;
         let (id, digest, parts) = (meta.id.clone(), meta.sha256.clone(), parts.to_vec());
-        tokio::task::spawn_blocking(move || {
+        let work = move || {
             let total = parts.iter().map(Bytes::len).sum();
             let mut plain = Vec::with_capacity(total);
             parts.iter().for_each(|p| plain.extend_from_slice(p));
             encrypt_batch(&key, &id, &digest, &plain, DEFAULT_SEGMENT)
                 .map(Bytes::from)
                 .map_err(io)
-        })
-        .await
-        .map_err(io)?
+        };
+        if size <= INLINE_BYTES {
+            return work();
+        }
+        tokio::task::spawn_blocking(work).await.map_err(io)?
     }
 
     /// A sealed payload opened again; refuses one that was changed or cut.
     pub async fn open(&self, sealed: Bytes) -> std::io::Result<Bytes> {
         let (h, _) = Header::read(&mut &sealed[..]).map_err(io)?;
+        let sealed_len = sealed.len();
         let key = self
             .keys
             .open(&h.tenant, &h.hour, &h.key_id)
             .await
             .map_err(io)?;
-        tokio::task::spawn_blocking(move || {
+        let work = move || {
             let mut out = Vec::with_capacity(sealed.len());
             decrypt(&mut &sealed[..], &mut out, |_| Ok(key)).map_err(io)?;
             Ok(Bytes::from(out))
-        })
-        .await
-        .map_err(io)?
+        };
+        if sealed_len <= INLINE_BYTES {
+            return work();
+        }
+        tokio::task::spawn_blocking(work).await.map_err(io)?
     }
 }
