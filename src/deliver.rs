@@ -334,7 +334,14 @@ impl Attempt {
         self.c.dead_records.inc_by(batch.meta.record_count);
         error!(sink = %self.name, batch = %batch.meta.id, records = batch.meta.record_count, %reason, "batch rejected; moved to dead-letter");
         let dir = self.dead_dir.clone();
-        let b = batch.clone();
+        let b = match self.spool.sealed_copy(batch).await {
+            Ok(b) => b,
+            Err(e) => {
+                error!(sink = %self.name, error = %e, "cannot seal the dead letter; the batch stays in the spool");
+                self.spool.untake(key);
+                return;
+            }
+        };
         let memory = self.spool.is_memory();
         let reason = reason.to_string();
         let res = tokio::task::spawn_blocking(move || -> std::io::Result<()> {

@@ -86,7 +86,7 @@ pub fn decrypt(
     let (sc, keys) = encrypted_sink(&rt, cfg, sink)?;
     let mut all = true;
     for obj in objects {
-        if let Err(e) = decrypt_one(&rt, sc, &keys, obj, out) {
+        if let Err(e) = decrypt_one(&rt, cfg, sc, &keys, obj, out) {
             eprintln!("logferry decrypt: {obj}: {e:#}");
             all = false;
         }
@@ -96,14 +96,34 @@ pub fn decrypt(
 
 fn decrypt_one(
     rt: &tokio::runtime::Runtime,
+    cfg: &Config,
     sc: &SinkConfig,
     keys: &KeyRing,
     obj: &str,
     out: Option<&Path>,
 ) -> anyhow::Result<()> {
     let (name, mut file) = open(rt, sc, keys, obj)?;
+    // A dead letter or spool file: its metadata line, then a payload sealed under a spool key.
+    let mut spool_ring = None;
+    let mut magic = [0u8; 9];
+    let mut file: Box<dyn Read> = {
+        let n = read_up_to(&mut file, &mut magic)?;
+        if &magic[..n] == b"LFSPOOL1\n" {
+            let mut r = std::io::BufReader::new(file);
+            let mut meta = Vec::new();
+            std::io::BufRead::read_until(&mut r, b'\n', &mut meta)?;
+            spool_ring = Some(
+                rt.block_on(logferry::encryption::spool_ring(cfg, sc))?
+                    .ok_or_else(|| anyhow!("sink {:?} does not encrypt", sc.name))?,
+            );
+            Box::new(r)
+        } else {
+            Box::new(std::io::Cursor::new(magic[..n].to_vec()).chain(file))
+        }
+    };
     let (header, raw) = Header::read(&mut file)?;
-    let key = rt.block_on(keys.open(&header.tenant, &header.hour, &header.key_id))?;
+    let ring = spool_ring.as_deref().unwrap_or(keys);
+    let key = rt.block_on(ring.open(&header.tenant, &header.hour, &header.key_id))?;
     let mut input = std::io::Cursor::new(raw).chain(file);
     let plain = name
         .trim_end_matches(logferry_sinks::encrypted::SUFFIX)
@@ -138,6 +158,18 @@ fn decrypt_one(
         }
     }
     Ok(())
+}
+
+/// Reads until `buf` is full or the input ends.
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
 }
 
 fn run_decrypt(

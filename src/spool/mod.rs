@@ -155,6 +155,19 @@ impl Spool {
         self
     }
 
+    /// `batch` as this spool would keep it on disk: sealed when the spool encrypts (for a dead
+    /// letter, which must not be readable without the KEK either).
+    pub async fn sealed_copy(&self, batch: &SealedBatch) -> std::io::Result<SealedBatch> {
+        let mut b = batch.clone();
+        if let Some(c) = &self.crypt {
+            if !b.meta.spool_encrypted {
+                b.payload = c.seal(&b.meta, std::slice::from_ref(&b.payload)).await?;
+                b.meta.spool_encrypted = true;
+            }
+        }
+        Ok(b)
+    }
+
     pub fn is_memory(&self) -> bool {
         self.dir.is_none()
     }
