@@ -53,13 +53,15 @@ pub async fn key_ring(cfg: &Config, sc: &SinkConfig) -> anyhow::Result<Option<Ar
     Ok(Some(Arc::new(KeyRing::new(store, kek, &e.ledger_prefix))))
 }
 
-/// The spool's key ring of an encrypted sink: spool keys per hour, wrapped by the sink's KEK,
-/// in `data_dir/spool-keys/<sink>/`.
+/// The spool's key ring of a sink whose spool is sealed (it encrypts, or `[spool] kek` is
+/// set): spool keys per hour, wrapped by its KEK, in `data_dir/spool-keys/<sink>/`.
 pub async fn spool_ring(cfg: &Config, sc: &SinkConfig) -> anyhow::Result<Option<Arc<KeyRing>>> {
-    let Some(e) = &sc.encryption else {
-        return Ok(None);
+    let name = match (&sc.encryption, &cfg.spool_kek) {
+        (Some(e), _) => &e.kek,
+        (None, Some(k)) => k,
+        (None, None) => return Ok(None),
     };
-    let kek = kek(cfg, sc, &e.kek).await?;
+    let kek = kek(cfg, sc, name).await?;
     let store = Arc::new(DirectoryStore::new(
         cfg.data_dir.join("spool-keys").join(&sc.name),
     ));

@@ -48,7 +48,7 @@ fn check_tenant(t: &str) -> anyhow::Result<()> {
 fn open(
     rt: &tokio::runtime::Runtime,
     sc: &SinkConfig,
-    keys: &KeyRing,
+    keys: Option<&KeyRing>,
     obj: &str,
 ) -> anyhow::Result<(String, Box<dyn Read>)> {
     let name = obj.rsplit('/').next().unwrap_or(obj).to_string();
@@ -56,18 +56,20 @@ fn open(
         let f = std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
         Ok((name.clone(), Box::new(std::io::BufReader::new(f))))
     };
+    // A local file first (an archive file, a spool or dead-letter file), then the sink.
+    let given = PathBuf::from(obj);
+    if given.is_file() {
+        return file(&given);
+    }
     match &sc.kind {
-        SinkKind::Directory { path } => {
-            let given = PathBuf::from(obj);
-            if given.is_file() {
-                file(&given)
-            } else if path.join(obj).is_file() {
-                file(&path.join(obj))
-            } else {
-                bail!("no such object")
-            }
-        }
-        _ => match rt.block_on(keys.store().get(obj)).map_err(|e| anyhow!(e))? {
+        SinkKind::Directory { path } if path.join(obj).is_file() => file(&path.join(obj)),
+        SinkKind::Directory { .. } => bail!("no such object"),
+        _ => match keys
+            .map(|k| rt.block_on(k.store().get(obj)))
+            .transpose()
+            .map_err(|e| anyhow!(e))?
+            .flatten()
+        {
             Some(bytes) => Ok((name, Box::new(std::io::Cursor::new(bytes)))),
             None => bail!("no such object in the sink"),
         },
@@ -83,10 +85,22 @@ pub fn decrypt(
     out: Option<&Path>,
 ) -> anyhow::Result<bool> {
     let rt = runtime()?;
-    let (sc, keys) = encrypted_sink(&rt, cfg, sink)?;
+    let sc = cfg
+        .sinks
+        .iter()
+        .find(|s| s.name == sink)
+        .ok_or_else(|| anyhow!("no sink named {sink:?} in {}", cfg.path.display()))?;
+    // A sink that does not encrypt may still seal its spool (`[spool] kek`): its spool and
+    // dead-letter files are read with the spool's keys.
+    let keys = rt.block_on(logferry::encryption::key_ring(cfg, sc))?;
+    if keys.is_none() && cfg.spool_kek.is_none() {
+        bail!(
+            "sink {sink:?} does not encrypt (it has no `encryption`, and there is no [spool] kek)"
+        );
+    }
     let mut all = true;
     for obj in objects {
-        if let Err(e) = decrypt_one(&rt, cfg, sc, &keys, obj, out) {
+        if let Err(e) = decrypt_one(&rt, cfg, sc, keys.as_deref(), obj, out) {
             eprintln!("logferry decrypt: {obj}: {e:#}");
             all = false;
         }
@@ -98,7 +112,7 @@ fn decrypt_one(
     rt: &tokio::runtime::Runtime,
     cfg: &Config,
     sc: &SinkConfig,
-    keys: &KeyRing,
+    keys: Option<&KeyRing>,
     obj: &str,
     out: Option<&Path>,
 ) -> anyhow::Result<()> {
@@ -114,7 +128,7 @@ fn decrypt_one(
             std::io::BufRead::read_until(&mut r, b'\n', &mut meta)?;
             spool_ring = Some(
                 rt.block_on(logferry::encryption::spool_ring(cfg, sc))?
-                    .ok_or_else(|| anyhow!("sink {:?} does not encrypt", sc.name))?,
+                    .ok_or_else(|| anyhow!("sink {:?} does not seal its spool", sc.name))?,
             );
             Box::new(r)
         } else {
@@ -122,7 +136,13 @@ fn decrypt_one(
         }
     };
     let (header, raw) = Header::read(&mut file)?;
-    let ring = spool_ring.as_deref().unwrap_or(keys);
+    let ring = match (spool_ring.as_deref(), keys) {
+        (Some(r), _) | (None, Some(r)) => r,
+        (None, None) => bail!(
+            "not a spool or dead-letter file, and sink {:?} does not encrypt",
+            sc.name
+        ),
+    };
     let key = rt.block_on(ring.open(&header.tenant, &header.hour, &header.key_id))?;
     let mut input = std::io::Cursor::new(raw).chain(file);
     let plain = name

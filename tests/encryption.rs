@@ -559,3 +559,65 @@ fn a_dead_letter_of_an_encrypted_sink_is_sealed_and_decrypt_reads_it() {
     );
     assert_eq!(jobs(&out.stdout), (0..20).collect());
 }
+
+#[test]
+fn spool_kek_seals_the_spool_of_a_sink_that_does_not_encrypt() {
+    let dead = common::free_port();
+    let lf = Lf::new(&format!(
+        "[keks.main]\nprovider = \"local\"\nkey_file = \"{{dir}}/kek.hex\"\n\n[spool]\nkek = \"main\"\n\n[sources.jobs]\ninclude = [\"{{dir}}/logs/*.log\"]\nsinks = [\"endpoint\"]\n[sinks.endpoint]\ntype = \"http\"\nurl = \"http://127.0.0.1:{dead}/ingest\"\ncompression = \"none\"\nbatch = {{ max_age = \"100ms\" }}\nretry = {{ initial_backoff = \"50ms\", max_backoff = \"100ms\" }}\n"
+    ));
+    std::fs::write(lf.path("kek.hex"), "3c".repeat(32)).unwrap();
+    let recs: Vec<(&str, String, u32)> = (0..50)
+        .map(|i| ("acme", "2026-12-03T10:00:00Z".to_string(), i))
+        .collect();
+    write_records(&lf, "jobs.log", &recs);
+    // Nothing listens: the batch waits in the spool, sealed.
+    let running = lf.spawn();
+    let spooled = || {
+        walk(&lf.path("data/spool/endpoint"))
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "batch"))
+            .collect::<Vec<_>>()
+    };
+    common::wait_until(
+        std::time::Duration::from_secs(30),
+        "a spooled batch",
+        || !spooled().is_empty(),
+    );
+    running.kill9();
+    no_plaintext_under(&lf.path("data"));
+    let out = lf_cmd(
+        &lf,
+        &[
+            "decrypt",
+            "--sink",
+            "endpoint",
+            spooled()[0].to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(jobs(&out.stdout), (0..50).collect());
+
+    // Delivered in clear to the endpoint once it listens.
+    let rx = common::receiver::Receiver::start(None);
+    let text = std::fs::read_to_string(&lf.cfg).unwrap();
+    std::fs::write(
+        &lf.cfg,
+        text.replace(
+            &format!("http://127.0.0.1:{dead}/ingest"),
+            &rx.url("/ingest"),
+        ),
+    )
+    .unwrap();
+    lf.run_once();
+    let got: BTreeSet<u64> = rx
+        .records()
+        .iter()
+        .map(|r| r["job"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, (0..50).collect());
+}

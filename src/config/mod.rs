@@ -46,6 +46,8 @@ pub struct Config {
     pub keks: BTreeMap<String, KekConfig>,
     /// The Ed25519 key that signs shredding receipts.
     pub signing_key_file: Option<PathBuf>,
+    /// `[spool] kek`: every disk spool sealed under this KEK.
+    pub spool_kek: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -570,6 +572,12 @@ fn build(
     let declared_keks: Vec<String> = top.keks.keys().cloned().collect();
     let keks = encryption::keks(top.keks, &base, env, c);
     let signing_key_file = encryption::signing(top.signing, &base, c);
+    let spool_kek = top.spool.map(|s| s.kek);
+    if let Some(k) = &spool_kek {
+        if !declared_keks.contains(k) {
+            c.add("spool.kek", format!("no [keks.{k}] is declared"));
+        }
+    }
     encryption::cross_check(&sinks, &keks, signing_key_file.as_ref(), &declared_keks, c);
     let mut masking = BTreeMap::new();
     for (name, t) in top.masking {
@@ -601,6 +609,7 @@ fn build(
         credential_files: Vec::new(),
         keks,
         signing_key_file,
+        spool_kek,
     })
 }
 

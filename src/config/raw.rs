@@ -31,6 +31,17 @@ pub struct Top {
     pub keks: BTreeMap<String, Kek>,
     #[serde(default)]
     pub signing: Option<Signing>,
+    #[serde(default)]
+    pub spool: Option<SpoolTable>,
+}
+
+/// `[spool]`: options of every sink's disk spool.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolTable {
+    /// Seal every spooled batch under hourly spool keys wrapped by this KEK (sinks that
+    /// encrypt use their own KEK).
+    pub kek: String,
 }
 
 /// `[keks.<name>]`: a key-encryption key that wraps the sinks' data keys.

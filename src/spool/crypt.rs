@@ -20,6 +20,8 @@ const SPOOL_TENANT: &str = "_spool";
 
 pub struct SpoolCrypt {
     keys: Arc<KeyRing>,
+    /// The hour (Unix hours) spool keys were last pruned in.
+    pruned: std::sync::atomic::AtomicI64,
 }
 
 fn io(e: impl std::fmt::Display) -> std::io::Error {
@@ -28,7 +30,10 @@ fn io(e: impl std::fmt::Display) -> std::io::Error {
 
 impl SpoolCrypt {
     pub fn new(keys: Arc<KeyRing>) -> Self {
-        SpoolCrypt { keys }
+        SpoolCrypt {
+            keys,
+            pruned: std::sync::atomic::AtomicI64::new(i64::MIN),
+        }
     }
 
     /// The payload of `meta`'s batch, encrypted (the parts in order, as one object).
@@ -51,6 +56,27 @@ impl SpoolCrypt {
         tokio::task::spawn_blocking(work).await.map_err(io)?
     }
 
+    /// Whether this hour's pruning is still to do (true once an hour).
+    pub fn prune_due(&self) -> bool {
+        let hour = chrono::Utc::now().timestamp().div_euclid(3600);
+        self.pruned.swap(hour, std::sync::atomic::Ordering::Relaxed) != hour
+    }
+
+    /// Deletes the spool keys of hours before both the previous hour and the hour before
+    /// `oldest` (when the oldest spooled batch was sealed): no spooled batch needs them.
+    pub async fn prune(&self, oldest: Option<chrono::DateTime<chrono::Utc>>) {
+        let now = chrono::Utc::now();
+        let keep_from = oldest.map_or(now, |o| o.min(now)) - chrono::Duration::hours(1);
+        let before = hour_of(keep_from - chrono::Duration::hours(1));
+        if let Err(e) = self
+            .keys
+            .shred(SPOOL_TENANT, "0000-00-00T00", &before)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot remove spool keys no batch needs; trying again next hour");
+        }
+    }
+
     /// A sealed payload opened again; refuses one that was changed or cut.
     pub async fn open(&self, sealed: Bytes) -> std::io::Result<Bytes> {
         let (h, _) = Header::read(&mut &sealed[..]).map_err(io)?;
@@ -69,5 +95,52 @@ impl SpoolCrypt {
             return work();
         }
         tokio::task::spawn_blocking(work).await.map_err(io)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pruning_keeps_the_keys_spooled_batches_and_the_last_hours_need() {
+        let dir = tempfile::tempdir().unwrap();
+        let kek = logferry_sinks::ledger::LocalKek::from_material("k", &[3u8; 32]).unwrap();
+        let store = Arc::new(logferry_sinks::ledger_store::DirectoryStore::new(
+            dir.path(),
+        ));
+        let keys = Arc::new(KeyRing::new(store, Arc::new(kek), ""));
+        let now = chrono::Utc::now();
+        let hours: Vec<String> = (0..6)
+            .map(|h| hour_of(now - chrono::Duration::hours(h)))
+            .collect();
+        for h in &hours {
+            keys.key_for(SPOOL_TENANT, h).await.unwrap();
+        }
+        let c = SpoolCrypt::new(keys.clone());
+        // A batch sealed four hours ago is still spooled: its hour and the one before stay.
+        c.prune(Some(now - chrono::Duration::hours(4))).await;
+        let left: Vec<String> = keys
+            .list(None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.hour)
+            .collect();
+        assert_eq!(left.len(), 6, "{left:?}");
+        c.prune(None).await;
+        let mut left: Vec<String> = keys
+            .list(None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.hour)
+            .collect();
+        left.sort();
+        let mut want = hours[..2].to_vec();
+        want.sort();
+        assert_eq!(left, want, "the current hour and the one before");
+        assert!(c.prune_due());
+        assert!(!c.prune_due());
     }
 }

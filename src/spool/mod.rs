@@ -208,6 +208,14 @@ impl Spool {
         holds: Vec<Hold>,
     ) -> Result<(), PushError> {
         if let Some(c) = &self.crypt {
+            if c.prune_due() {
+                let oldest = lock(&self.state)
+                    .entries
+                    .values()
+                    .filter_map(|e| e.meta.sealed_at)
+                    .min();
+                c.prune(oldest).await;
+            }
             // Once: a retry after a failed write gets back what was sealed.
             if !meta.spool_encrypted {
                 match c.seal(&meta, &parts).await {
