@@ -350,3 +350,65 @@ fn azure_key_vault_wraps_each_tenant_hour_key_and_refuses_a_moved_entry() {
 
     read_all_then_shred(&lf, &data, &[], |k| decrypt(&lf, k, &[]));
 }
+
+#[test]
+fn on_an_object_lock_bucket_shredding_erases_every_version_of_the_key_and_the_data_stays_locked() {
+    let moto = Moto::start();
+    let env = moto.env();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let c = rt.block_on(moto.client());
+    rt.block_on(
+        c.create_bucket()
+            .bucket("vault")
+            .object_lock_enabled_for_bucket(true)
+            .send(),
+    )
+    .unwrap();
+    let lf = setup(&format!(
+        "[sinks.store]\ntype = \"s3\"\nallow_plaintext_credentials = true\nbucket = \"vault\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\nforce_path_style = true\nobject_lock = {{ mode = \"GOVERNANCE\", retain_days = 30 }}\nkey = \"{{source}}/{{account_id}}/{{batch_id}}.ndjson.gz\"\nencryption = {{ kek = \"main\", tenant_field = \"account_id\" }}\n",
+        moto.endpoint
+    ));
+    lf.run_once_env(&env);
+    let versions = |prefix: &str| -> Vec<(String, Option<String>)> {
+        let out = rt
+            .block_on(
+                c.list_object_versions()
+                    .bucket("vault")
+                    .prefix(prefix)
+                    .send(),
+            )
+            .unwrap();
+        out.versions()
+            .iter()
+            .map(|v| {
+                (
+                    v.key().unwrap().to_string(),
+                    v.version_id().map(str::to_string),
+                )
+            })
+            .chain(out.delete_markers().iter().map(|m| {
+                (
+                    m.key().unwrap().to_string(),
+                    m.version_id().map(str::to_string),
+                )
+            }))
+            .collect()
+    };
+    assert_eq!(versions("_keys/acct0/").len(), 1);
+    let data: Vec<String> = versions("jobs/").into_iter().map(|(k, _)| k).collect();
+    assert_eq!(data.len(), 3);
+    shred(&lf, "acct0", &env);
+    assert!(
+        versions("_keys/acct0/").is_empty(),
+        "no version of the key is left"
+    );
+    // The data objects are all still there, locked, and acct0's cannot be read any more.
+    assert_eq!(versions("jobs/").len(), 3);
+    for k in &data {
+        let out = decrypt(&lf, k, &env);
+        assert_eq!(out.status.success(), !k.contains("/acct0/"), "{k}");
+    }
+}

@@ -25,7 +25,7 @@ fn explain<E: ProvideErrorMetadata + std::fmt::Debug>(
     let status = e.raw_response().map(|r| r.status().as_u16());
     let code = e.code().unwrap_or("");
     match status {
-        Some(403) => format!("{what} {key:?} in bucket {bucket:?}: access denied (the ledger needs s3:GetObject, s3:PutObject, s3:DeleteObject and s3:ListBucket)"),
+        Some(403) => format!("{what} {key:?} in bucket {bucket:?}: access denied (the ledger needs s3:GetObject, s3:PutObject, s3:DeleteObject, s3:DeleteObjectVersion, s3:ListBucket and s3:ListBucketVersions)"),
         Some(s) => format!("{what} {key:?} in bucket {bucket:?}: S3 {s} {code}"),
         None => format!("{what} {key:?} in bucket {bucket:?}: {e}"),
     }
@@ -77,15 +77,55 @@ impl LedgerStore for S3Store {
         }
     }
 
+    /// Every version of the entry goes, delete markers too: in a versioned bucket (which
+    /// Object Lock requires) a plain delete only hides the entry, and the key would stay
+    /// readable by its version id.
     async fn delete(&self, key: &str) -> Result<(), String> {
-        self.client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| explain("cannot delete", key, &self.bucket, &e))
+        let mut versions: Vec<String> = Vec::new();
+        let (mut key_marker, mut version_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(key)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(|e| explain("cannot list the versions of", key, &self.bucket, &e))?;
+            let ours = |k: Option<&str>| k == Some(key);
+            versions.extend(
+                page.versions()
+                    .iter()
+                    .filter(|v| ours(v.key()))
+                    .filter_map(|v| v.version_id().map(str::to_owned)),
+            );
+            versions.extend(
+                page.delete_markers()
+                    .iter()
+                    .filter(|m| ours(m.key()))
+                    .filter_map(|m| m.version_id().map(str::to_owned)),
+            );
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            version_marker = page.next_version_id_marker().map(str::to_owned);
+        }
+        if versions.is_empty() {
+            versions.push(String::new());
+        }
+        for v in versions {
+            let mut req = self.client.delete_object().bucket(&self.bucket).key(key);
+            if !v.is_empty() {
+                req = req.version_id(v);
+            }
+            req.send()
+                .await
+                .map_err(|e| explain("cannot delete", key, &self.bucket, &e))?;
+        }
+        Ok(())
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, String> {
