@@ -197,15 +197,7 @@ impl Kek for KeyVault {
     }
 
     async fn unwrap(&self, entry: &Entry) -> Result<DataKey, LedgerError> {
-        if entry.format != FORMAT {
-            return Err(LedgerError::Format(entry.format.clone()));
-        }
-        if entry.provider != PROVIDER || entry.kek != self.name {
-            return Err(LedgerError::OtherKek {
-                kek: entry.kek.clone(),
-                provider: entry.provider.clone(),
-            });
-        }
+        entry.check(PROVIDER, &self.name)?;
         let bad = || LedgerError::Unwrap(entry.key_id.clone());
         let version = entry
             .kek_version

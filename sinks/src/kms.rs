@@ -130,15 +130,7 @@ impl Kek for AwsKms {
     }
 
     async fn unwrap(&self, entry: &Entry) -> Result<DataKey, LedgerError> {
-        if entry.format != FORMAT {
-            return Err(LedgerError::Format(entry.format.clone()));
-        }
-        if entry.provider != PROVIDER || entry.kek != self.name {
-            return Err(LedgerError::OtherKek {
-                kek: entry.kek.clone(),
-                provider: entry.provider.clone(),
-            });
-        }
+        entry.check(PROVIDER, &self.name)?;
         let blob = base64::engine::general_purpose::STANDARD
             .decode(&entry.wrapped)
             .map_err(|_| LedgerError::Unwrap(entry.key_id.clone()))?;

@@ -44,6 +44,23 @@ pub struct Entry {
     pub bind: Option<String>,
 }
 
+impl Entry {
+    /// An entry this KEK (`provider`, configured as `kek`) can open: the format it writes, and
+    /// its own, not another KEK's.
+    pub fn check(&self, provider: &str, kek: &str) -> Result<(), LedgerError> {
+        if self.format != FORMAT {
+            return Err(LedgerError::Format(self.format.clone()));
+        }
+        if self.provider != provider || self.kek != kek {
+            return Err(LedgerError::OtherKek {
+                kek: self.kek.clone(),
+                provider: self.provider.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// A local KEK: 32 bytes from a key file or the environment, wiped when dropped.
 pub struct LocalKek {
     pub name: String,
@@ -133,15 +150,7 @@ impl LocalKek {
 
     /// Unwraps an entry read from the ledger.
     pub fn unwrap(&self, entry: &Entry) -> Result<DataKey, LedgerError> {
-        if entry.format != FORMAT {
-            return Err(LedgerError::Format(entry.format.clone()));
-        }
-        if entry.provider != "local" || entry.kek != self.name {
-            return Err(LedgerError::OtherKek {
-                kek: entry.kek.clone(),
-                provider: entry.provider.clone(),
-            });
-        }
+        entry.check("local", &self.name)?;
         let mut blob = base64::engine::general_purpose::STANDARD
             .decode(&entry.wrapped)
             .map_err(|_| LedgerError::Unwrap(entry.key_id.clone()))?;
