@@ -14,6 +14,16 @@ pub fn summary(cfg: &config::Config) -> String {
     if let Some(a) = cfg.api_listen {
         let _ = writeln!(s, "api       http://{a}/metrics /healthz /readyz");
     }
+    if let Some(k) = &cfg.spool_kek {
+        let provider = cfg.keks.get(k).map_or("?", |c| c.provider.name());
+        let _ = writeln!(
+            s,
+            "spool     sealed under KEK {k} ({provider}), keys in data_dir/spool-keys"
+        );
+    }
+    if let Some(f) = &cfg.signing_key_file {
+        let _ = writeln!(s, "signing   receipts signed with {}", f.display());
+    }
     let _ = writeln!(s, "\nsources");
     for src in &cfg.sources {
         let _ = writeln!(

@@ -297,6 +297,28 @@ fn retention_shreds_only_hours_past_it_once_across_restarts() {
 }
 
 #[test]
+fn a_running_process_shreds_at_start_and_counts_it() {
+    let lf = setup(", retention = \"30d\"");
+    let old = (chrono::Utc::now() - chrono::Duration::days(40)).to_rfc3339();
+    write_records(&lf, "a.log", &[("acme", old.clone(), 1), ("beta", old, 2)]);
+    lf.run_once();
+    assert_eq!(walk(&lf.path("archive/_keys")).len(), 2);
+    // Follow mode runs its first pass at start, then hourly.
+    let running = lf.spawn();
+    common::wait_until(
+        std::time::Duration::from_secs(30),
+        "two keys shredded",
+        || running.metric("logferry_keys_shredded_total", "sink=\"archive\"") == 2.0,
+    );
+    assert!(walk(&lf.path("archive/_keys")).is_empty());
+    assert_eq!(walk(&lf.path("archive/_receipts")).len(), 2);
+    assert_eq!(
+        running.metric("logferry_retention_failures_total", "sink=\"archive\""),
+        0.0
+    );
+}
+
+#[test]
 fn a_changed_or_cut_object_is_refused_and_out_keeps_nothing_of_it() {
     let lf = setup(", segment_size = \"4KiB\"");
     // Incompressible values, so that the object spans several segments.
