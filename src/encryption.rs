@@ -100,54 +100,64 @@ pub fn signer(cfg: &Config) -> anyhow::Result<Option<SigningKey>> {
         .map_err(|e| anyhow::anyhow!("signing key {}: {e}", path.display()))
 }
 
-/// One retention pass: shreds what is past `retention`, counts it, logs each receipt.
-pub async fn expire_once(
-    sink: &str,
-    keys: &KeyRing,
-    retention: Duration,
-    signer: Option<&SigningKey>,
-    shredded: &Counter,
-    failures: &Counter,
-) {
-    match logferry_sinks::shred::expire(keys, sink, retention, signer, chrono::Utc::now()).await {
-        Ok(done) => {
-            for d in done {
-                shredded.inc_by(d.erased.len() as u64);
-                let hours: Vec<&str> = d.erased.iter().map(|l| l.hour.as_str()).collect();
-                let tenant = d.erased.first().map_or("", |l| l.tenant.as_str());
-                info!(sink, tenant, hours = %hours.join(","), receipt = d.receipt_key.as_deref().unwrap_or(""), "retention shredded expired data keys");
-            }
-        }
-        Err(e) => {
-            failures.inc();
-            error!(sink, error = %e, "retention could not shred expired data keys; trying again at the next pass");
-        }
-    }
+/// A sink's retention: shreds tenant-hours past `retention`, counted and logged with their
+/// receipts. A pass that takes longer than `limit` (a ledger that never answers) is given up
+/// and counted as failed, so that it can neither hold a `--once` run nor pile up.
+pub struct Retention {
+    pub sink: String,
+    pub keys: Arc<KeyRing>,
+    pub retention: Duration,
+    pub signer: Option<Arc<SigningKey>>,
+    pub shredded: Counter,
+    pub failures: Counter,
+    pub limit: Duration,
 }
 
-/// Runs retention now and then every hour until `stop` turns true.
-pub async fn retention_loop(
-    sink: String,
-    keys: Arc<KeyRing>,
-    retention: Duration,
-    signer: Option<Arc<SigningKey>>,
-    shredded: Counter,
-    failures: Counter,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        expire_once(
-            &sink,
-            &keys,
-            retention,
-            signer.as_deref(),
-            &shredded,
-            &failures,
-        )
-        .await;
-        tokio::select! {
-            _ = tokio::time::sleep(RETENTION_EVERY) => {}
-            _ = stop.wait_for(|s| *s) => return,
+impl Retention {
+    /// One pass.
+    pub async fn pass(&self) {
+        let sink = self.sink.as_str();
+        let run = logferry_sinks::shred::expire(
+            &self.keys,
+            sink,
+            self.retention,
+            self.signer.as_deref(),
+            chrono::Utc::now(),
+        );
+        let res = match tokio::time::timeout(self.limit, run).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "the key ledger did not answer within {:?}",
+                self.limit
+            )),
+        };
+        match res {
+            Ok(done) => {
+                for d in done {
+                    self.shredded.inc_by(d.erased.len() as u64);
+                    let hours: Vec<&str> = d.erased.iter().map(|l| l.hour.as_str()).collect();
+                    let tenant = d.erased.first().map_or("", |l| l.tenant.as_str());
+                    info!(sink, tenant, hours = %hours.join(","), receipt = d.receipt_key.as_deref().unwrap_or(""), "retention shredded expired data keys");
+                }
+            }
+            Err(e) => {
+                self.failures.inc();
+                error!(sink, error = %e, "retention could not shred expired data keys; trying again at the next pass");
+            }
+        }
+    }
+
+    /// A pass now, then every hour until `stop` turns true or its sender goes.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = self.pass() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(RETENTION_EVERY) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
         }
     }
 }

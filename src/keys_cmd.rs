@@ -65,7 +65,8 @@ fn open(
         SinkKind::Directory { path } if path.join(obj).is_file() => file(&path.join(obj)),
         SinkKind::Directory { .. } => bail!("no such object"),
         _ => match keys
-            .map(|k| rt.block_on(k.store().get(obj)))
+            // The object is decrypted in memory: the user asked for it, whatever its size.
+            .map(|k| rt.block_on(k.store().get(obj, u64::MAX)))
             .transpose()
             .map_err(|e| anyhow!(e))?
             .flatten()

@@ -216,31 +216,20 @@ async fn run_pipeline(
             crate::encryption::key_ring(cfg, sc).await?,
             sc.encryption.as_ref().and_then(|e| e.retention),
         ) {
-            let (shredded, failures) = (
-                metrics.keys_shredded.get_or_create(&l).clone(),
-                metrics.retention_failures.get_or_create(&l).clone(),
-            );
+            let r = crate::encryption::Retention {
+                sink: sc.name.clone(),
+                keys,
+                retention,
+                signer: signer.clone(),
+                shredded: metrics.keys_shredded.get_or_create(&l).clone(),
+                failures: metrics.retention_failures.get_or_create(&l).clone(),
+                limit: sc.timeout * 4,
+            };
             if once {
                 // A backfill run shreds what is due before it starts, and waits for it.
-                crate::encryption::expire_once(
-                    &sc.name,
-                    &keys,
-                    retention,
-                    signer.as_deref(),
-                    &shredded,
-                    &failures,
-                )
-                .await;
+                r.pass().await;
             } else {
-                tokio::spawn(crate::encryption::retention_loop(
-                    sc.name.clone(),
-                    keys,
-                    retention,
-                    signer.clone(),
-                    shredded,
-                    failures,
-                    retention_rx.clone(),
-                ));
+                tokio::spawn(r.run(retention_rx.clone()));
             }
         }
         metrics

@@ -12,6 +12,8 @@ use crate::crypt::DataKey;
 use crate::ledger::{entry_key, Entry, Kek, LedgerError};
 use crate::ledger_store::LedgerStore;
 
+/// A ledger entry is a few hundred bytes; anything much larger was not written by logferry.
+const MAX_ENTRY: u64 = 64 << 10;
 /// More cached keys than this and the cache starts over (a backfill across many tenant-hours).
 const MAX_CACHED: usize = 4096;
 
@@ -143,7 +145,7 @@ impl KeyRing {
     async fn read(&self, tenant: &str, hour: &str) -> Result<Option<DataKey>, LedgerError> {
         let Some(bytes) = self
             .store
-            .get(&self.entry_path(tenant, hour))
+            .get(&self.entry_path(tenant, hour), MAX_ENTRY)
             .await
             .map_err(LedgerError::Store)?
         else {
@@ -204,7 +206,12 @@ impl KeyRing {
             let Some(hour) = file.strip_suffix(".key").filter(|h| is_hour(h)) else {
                 continue;
             };
-            let key_id = match self.store.get(&k).await.map_err(LedgerError::Store)? {
+            let key_id = match self
+                .store
+                .get(&k, MAX_ENTRY)
+                .await
+                .map_err(LedgerError::Store)?
+            {
                 Some(b) => serde_json::from_slice::<Entry>(&b)
                     .map(|e| e.key_id)
                     .unwrap_or_else(|_| "(unreadable entry)".into()),

@@ -11,8 +11,9 @@ use async_trait::async_trait;
 
 #[async_trait]
 pub trait LedgerStore: Send + Sync {
-    /// The bytes at `key`, or `None` when nothing is there.
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String>;
+    /// The bytes at `key`, or `None` when nothing is there. More than `max` bytes is an error,
+    /// found before they are read: a planted giant file cannot make the reader allocate it.
+    async fn get(&self, key: &str, max: u64) -> Result<Option<Vec<u8>>, String>;
     /// Writes `bytes` at `key` unless the name is taken: `Ok(true)` when written, `Ok(false)`
     /// when something was there already (it is kept).
     async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<bool, String>;
@@ -41,6 +42,11 @@ impl DirectoryStore {
     }
 }
 
+/// The error for an object larger than its reader takes.
+pub fn too_large(what: &str, max: u64) -> String {
+    format!("{what} is larger than {max} bytes: not something logferry wrote there")
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, String> + Send + 'static,
 ) -> Result<T, String> {
@@ -51,12 +57,23 @@ async fn blocking<T: Send + 'static>(
 
 #[async_trait]
 impl LedgerStore for DirectoryStore {
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+    async fn get(&self, key: &str, max: u64) -> Result<Option<Vec<u8>>, String> {
+        use std::io::Read;
         let path = self.path(key)?;
-        blocking(move || match std::fs::read(&path) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        blocking(move || {
+            let f = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+            };
+            let mut out = Vec::new();
+            f.take(max.saturating_add(1))
+                .read_to_end(&mut out)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            if out.len() as u64 > max {
+                return Err(too_large(&path.display().to_string(), max));
+            }
+            Ok(Some(out))
         })
         .await
     }
@@ -139,10 +156,10 @@ mod tests {
     async fn entries_are_created_once_listed_and_removed() {
         let dir = tempfile::tempdir().unwrap();
         let s = DirectoryStore::new(dir.path());
-        assert_eq!(s.get("_keys/a/h.key").await.unwrap(), None);
+        assert_eq!(s.get("_keys/a/h.key", 1024).await.unwrap(), None);
         assert!(s.put_new("_keys/a/h.key", b"one").await.unwrap());
         assert!(!s.put_new("_keys/a/h.key", b"two").await.unwrap());
-        assert_eq!(s.get("_keys/a/h.key").await.unwrap().unwrap(), b"one");
+        assert_eq!(s.get("_keys/a/h.key", 1024).await.unwrap().unwrap(), b"one");
         assert!(s.put_new("_keys/b/h.key", b"x").await.unwrap());
         assert_eq!(
             s.list("_keys/").await.unwrap(),
@@ -151,6 +168,10 @@ mod tests {
         s.delete("_keys/a/h.key").await.unwrap();
         s.delete("_keys/a/h.key").await.unwrap();
         assert_eq!(s.list("_keys/a").await.unwrap(), Vec::<String>::new());
-        assert!(s.get("../x").await.is_err());
+        assert!(s.get("../x", 1024).await.is_err());
+        // A planted giant entry is refused without being read whole.
+        std::fs::write(dir.path().join("_keys/b/big.key"), vec![b'x'; 4096]).unwrap();
+        let err = s.get("_keys/b/big.key", 1024).await.unwrap_err();
+        assert!(err.contains("larger than 1024 bytes"), "{err}");
     }
 }

@@ -33,7 +33,7 @@ fn explain<E: ProvideErrorMetadata + std::fmt::Debug>(
 
 #[async_trait]
 impl LedgerStore for S3Store {
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+    async fn get(&self, key: &str, max: u64) -> Result<Option<Vec<u8>>, String> {
         match self
             .client
             .get_object()
@@ -42,12 +42,22 @@ impl LedgerStore for S3Store {
             .send()
             .await
         {
-            Ok(o) => o
-                .body
-                .collect()
-                .await
-                .map(|b| Some(b.into_bytes().to_vec()))
-                .map_err(|e| format!("cannot read {key:?}: {e}")),
+            Ok(o) => {
+                let len = o.content_length().unwrap_or(0).max(0) as u64;
+                if len > max {
+                    return Err(crate::ledger_store::too_large(&format!("{key:?}"), max));
+                }
+                let b = o
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| format!("cannot read {key:?}: {e}"))?
+                    .into_bytes();
+                if b.len() as u64 > max {
+                    return Err(crate::ledger_store::too_large(&format!("{key:?}"), max));
+                }
+                Ok(Some(b.to_vec()))
+            }
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
             Err(e) => Err(explain("cannot read", key, &self.bucket, &e)),
         }

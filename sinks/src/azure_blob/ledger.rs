@@ -42,15 +42,24 @@ impl BlobStore {
 
 #[async_trait]
 impl LedgerStore for BlobStore {
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+    async fn get(&self, key: &str, max: u64) -> Result<Option<Vec<u8>>, String> {
         let client = self.sink.client(key)?;
         match client.download(None).await {
-            Ok(res) => res
-                .body
-                .collect()
-                .await
-                .map(|b| Some(b.to_vec()))
-                .map_err(|e| self.why("cannot read", key, &e)),
+            Ok(res) => {
+                let too_large = || crate::ledger_store::too_large(&format!("{key:?}"), max);
+                if res.properties.content_length.unwrap_or(0) > max {
+                    return Err(too_large());
+                }
+                let b = res
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| self.why("cannot read", key, &e))?;
+                if b.len() as u64 > max {
+                    return Err(too_large());
+                }
+                Ok(Some(b.to_vec()))
+            }
             Err(e) if e.http_status() == Some(StatusCode::NotFound) => Ok(None),
             Err(e) => Err(self.why("cannot read", key, &e)),
         }
