@@ -119,13 +119,7 @@ fn kill_9_in_a_loop_loses_nothing_in_zero_retention_mode() {
 #[test]
 fn kill_9_in_a_loop_ends_with_every_record_in_the_bucket() {
     let moto = Moto::start();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let c = rt.block_on(moto.client());
-    rt.block_on(c.create_bucket().bucket("crash").send())
-        .unwrap();
+    let (rt, c) = moto.bucket("crash", false);
     let sink = format!(
         "type = \"s3\"\nallow_plaintext_credentials = true\nbucket = \"crash\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\nforce_path_style = true",
         moto.endpoint

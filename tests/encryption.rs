@@ -48,11 +48,7 @@ fn setup(retention: &str) -> Lf {
         .arg(lf.path("sign.pem"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::succeeded(&out);
     lf
 }
 
@@ -156,17 +152,9 @@ fn each_tenant_hour_has_its_key_and_shredding_one_erases_exactly_it() {
     let mut all = BTreeSet::new();
     for o in &objs {
         let out = decrypt(&lf, o);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::succeeded(&out);
         let py = decrypt_py(&lf, o);
-        assert!(
-            py.status.success(),
-            "{}",
-            String::from_utf8_lossy(&py.stderr)
-        );
+        common::succeeded(&py);
         assert_eq!(jobs(&out.stdout), jobs(&py.stdout));
         all.extend(jobs(&out.stdout));
     }
@@ -195,11 +183,7 @@ fn each_tenant_hour_has_its_key_and_shredding_one_erases_exactly_it() {
             "dpo@example.com",
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::succeeded(&out);
 
     for o in &objs {
         let shredded = header(o) == ("acme".to_string(), "2026-12-03T10".to_string());
@@ -228,11 +212,7 @@ fn each_tenant_hour_has_its_key_and_shredding_one_erases_exactly_it() {
         .arg(&receipts[0])
         .output()
         .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    common::succeeded(&check);
     // A changed receipt does not verify.
     let forged = lf.path("forged.json");
     let mut s = stored.clone();
@@ -382,11 +362,7 @@ fn a_changed_or_cut_object_is_refused_and_out_keeps_nothing_of_it() {
     }
     std::fs::write(&objs[0], &good).unwrap();
     let out = decrypt_to(&objs[0]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::succeeded(&out);
     let written = walk(&out_dir);
     assert_eq!(written.len(), 1);
     assert_eq!(jobs(&std::fs::read(&written[0]).unwrap()).len(), 300);
@@ -490,11 +466,7 @@ fn a_kill_9_with_batches_spooled_leaves_nothing_readable_and_loses_nothing() {
     let mut all = BTreeSet::new();
     for o in objects(&lf) {
         let out = decrypt(&lf, &o);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::succeeded(&out);
         all.extend(jobs(&out.stdout));
     }
     assert_eq!(all, (0..400).collect());
@@ -557,11 +529,7 @@ fn a_dead_letter_of_an_encrypted_sink_is_sealed_and_decrypt_reads_it() {
     assert_eq!(dead.len(), 1, "{dead:?}");
     no_plaintext_under(&lf.path("data"));
     let out = decrypt(&lf, &dead[0]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::succeeded(&out);
     assert_eq!(jobs(&out.stdout), (0..20).collect());
 }
 
@@ -600,11 +568,7 @@ fn spool_kek_seals_the_spool_of_a_sink_that_does_not_encrypt() {
             spooled()[0].to_str().unwrap(),
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::succeeded(&out);
     assert_eq!(jobs(&out.stdout), (0..50).collect());
 
     // Delivered in clear to the endpoint once it listens.

@@ -54,11 +54,7 @@ fn shred(lf: &Lf, tenant: &str, env: &[(&str, &str)]) {
         .envs(env.iter().copied())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::succeeded(&out);
 }
 
 fn ids(out: &Output) -> Vec<u64> {
@@ -110,13 +106,7 @@ fn read_all_then_shred(
 #[test]
 fn s3_objects_are_encrypted_per_tenant_hour_with_the_key_id_in_their_metadata() {
     let moto = Moto::start();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let c = rt.block_on(moto.client());
-    rt.block_on(c.create_bucket().bucket("vault").send())
-        .unwrap();
+    let (rt, c) = moto.bucket("vault", false);
     let lf = setup(&format!(
         "[sinks.store]\ntype = \"s3\"\nallow_plaintext_credentials = true\nbucket = \"vault\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\nforce_path_style = true\nkey = \"{{source}}/{{account_id}}/%Y/%m/%d/{{batch_id}}.ndjson.gz\"\nencryption = {{ kek = \"main\", tenant_field = \"account_id\" }}\n",
         moto.endpoint
@@ -223,11 +213,7 @@ fn kms_key(moto: &Moto) -> String {
         .env("AWS_DEFAULT_REGION", "us-east-1")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::succeeded(&out);
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -267,11 +253,7 @@ fn aws_kms_data_keys_are_bound_to_their_tenant_hour_and_read_back_by_boto3() {
     let mut seen = BTreeSet::new();
     for k in &data {
         let out = py(k);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::succeeded(&out);
         seen.extend(ids(&out));
     }
     assert_eq!(seen, (0..3000).collect());
@@ -355,18 +337,7 @@ fn azure_key_vault_wraps_each_tenant_hour_key_and_refuses_a_moved_entry() {
 fn on_an_object_lock_bucket_shredding_erases_every_version_of_the_key_and_the_data_stays_locked() {
     let moto = Moto::start();
     let env = moto.env();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let c = rt.block_on(moto.client());
-    rt.block_on(
-        c.create_bucket()
-            .bucket("vault")
-            .object_lock_enabled_for_bucket(true)
-            .send(),
-    )
-    .unwrap();
+    let (rt, c) = moto.bucket("vault", true);
     let lf = setup(&format!(
         "[sinks.store]\ntype = \"s3\"\nallow_plaintext_credentials = true\nbucket = \"vault\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\nforce_path_style = true\nobject_lock = {{ mode = \"GOVERNANCE\", retain_days = 30 }}\nkey = \"{{source}}/{{account_id}}/{{batch_id}}.ndjson.gz\"\nencryption = {{ kek = \"main\", tenant_field = \"account_id\" }}\n",
         moto.endpoint
@@ -411,4 +382,46 @@ fn on_an_object_lock_bucket_shredding_erases_every_version_of_the_key_and_the_da
         let out = decrypt(&lf, k, &env);
         assert_eq!(out.status.success(), !k.contains("/acct0/"), "{k}");
     }
+}
+
+#[test]
+fn a_ledger_that_never_answers_cannot_hold_a_once_run_at_its_retention_pass() {
+    // A peer that accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in silent.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let lf = Lf::new(&format!(
+        "{KEK}\n[signing]\nkey_file = \"{{dir}}/sign.pem\"\n\n[sources.jobs]\ninclude = [\"{{dir}}/logs/*.log\"]\nsinks = [\"store\"]\n[sinks.store]\ntype = \"s3\"\nallow_plaintext_credentials = true\nbucket = \"vault\"\nregion = \"us-east-1\"\nendpoint = \"http://127.0.0.1:{port}\"\nforce_path_style = true\ntimeout = \"1s\"\nencryption = {{ kek = \"main\", tenant_field = \"account_id\", retention = \"30d\" }}\n"
+    ));
+    std::fs::write(lf.path("kek.hex"), "7e".repeat(32)).unwrap();
+    let key = Command::new(BIN)
+        .args(["keygen", "--out"])
+        .arg(lf.path("sign.pem"))
+        .output()
+        .unwrap();
+    assert!(key.status.success());
+    let log = std::fs::File::create(lf.path("once.log")).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--once", "--config"])
+        .arg(&lf.cfg)
+        .envs([
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ])
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    wait_until(
+        std::time::Duration::from_secs(60),
+        "run --once to end",
+        || child.try_wait().unwrap().is_some(),
+    );
+    let logs = std::fs::read_to_string(lf.path("once.log")).unwrap();
+    assert!(logs.contains("did not answer within 4s"), "{logs}");
 }

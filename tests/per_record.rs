@@ -110,13 +110,7 @@ fn one_object_per_record_in_a_directory() {
 #[test]
 fn one_object_per_record_in_s3() {
     let moto = Moto::start();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let c = rt.block_on(moto.client());
-    rt.block_on(c.create_bucket().bucket("records").send())
-        .unwrap();
+    let (rt, c) = moto.bucket("records", false);
     let lf = Lf::new(&sink_config(&format!(
         "type = \"s3\"\nallow_plaintext_credentials = true\nbucket = \"records\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\nforce_path_style = true",
         moto.endpoint

@@ -33,6 +33,16 @@ pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Panics with its stderr unless the command succeeded.
+pub fn succeeded(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -484,6 +494,26 @@ impl Moto {
             ("AWS_REGION", "us-east-1"),
             ("AWS_EC2_METADATA_DISABLED", "true"),
         ]
+    }
+
+    /// A runtime for the test's own S3 calls and a client on it, with `bucket` created
+    /// (with Object Lock enabled when `lock`).
+    pub fn bucket(
+        &self,
+        bucket: &str,
+        lock: bool,
+    ) -> (tokio::runtime::Runtime, aws_sdk_s3::Client) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let c = rt.block_on(self.client());
+        let mut req = c.create_bucket().bucket(bucket);
+        if lock {
+            req = req.object_lock_enabled_for_bucket(true);
+        }
+        rt.block_on(req.send()).unwrap();
+        (rt, c)
     }
 
     pub async fn client(&self) -> aws_sdk_s3::Client {
