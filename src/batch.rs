@@ -452,6 +452,7 @@ impl<O: Outlet> Batcher<O> {
             tenant,
             key_id: None,
             spool_encrypted: false,
+            chain: None,
         };
         self.sealed += 1;
         self.outlet.send(PendingBatch {

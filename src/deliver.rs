@@ -86,9 +86,17 @@ pub struct Worker {
     pub policy: Arc<Policy>,
     pub dead_dir: PathBuf,
     c: Arc<Counters>,
+    /// An integrity stream's journal: dead letters are recorded in it (the digest says why a
+    /// sequence number is not in the archive).
+    journal: Option<Arc<logferry_sinks::chained::Journal>>,
 }
 
 impl Worker {
+    pub fn with_journal(mut self, j: Option<Arc<logferry_sinks::chained::Journal>>) -> Self {
+        self.journal = j;
+        self
+    }
+
     pub fn new(
         name: &str,
         sink: Arc<dyn Sink>,
@@ -120,6 +128,7 @@ impl Worker {
                 dead_records: m.dead_letter_records.get_or_create(&l).clone(),
                 last: m.last_delivery.get_or_create(&l).clone(),
             }),
+            journal: None,
         }
     }
 
@@ -160,6 +169,7 @@ impl Worker {
                 policy: self.policy.clone(),
                 dead_dir: self.dead_dir.clone(),
                 c: self.c.clone(),
+                journal: self.journal.clone(),
             };
             let mut abort2 = abort.clone();
             tasks.spawn(async move {
@@ -187,6 +197,7 @@ struct Attempt {
     policy: Arc<Policy>,
     dead_dir: PathBuf,
     c: Arc<Counters>,
+    journal: Option<Arc<logferry_sinks::chained::Journal>>,
 }
 
 impl Attempt {
@@ -343,7 +354,7 @@ impl Attempt {
             }
         };
         let memory = self.spool.is_memory();
-        let reason = reason.to_string();
+        let why = reason.to_string();
         let res = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             std::fs::create_dir_all(&dir)?;
             if !memory {
@@ -353,7 +364,7 @@ impl Attempt {
                 "batch_id": b.meta.id,
                 "key": b.meta.key,
                 "records": b.meta.record_count,
-                "reason": logferry_sinks::redact::text(&reason),
+                "reason": logferry_sinks::redact::text(&why),
                 "time": chrono::Utc::now().to_rfc3339(),
                 "payload_kept": !memory,
             });
@@ -365,6 +376,20 @@ impl Attempt {
         .await;
         match res {
             Ok(Ok(())) => {
+                if let (Some(j), Some(link)) = (&self.journal, &batch.meta.chain) {
+                    let e = logferry_sinks::chained::entry_for(
+                        &batch.meta,
+                        link,
+                        None,
+                        Some(logferry_sinks::redact::text(reason).into_owned()),
+                    );
+                    if let Err(e) = j.append(e).await {
+                        // Kept spooled: the digest must say why this sequence number is missing.
+                        error!(sink = %self.name, error = %e, "cannot record the dead letter in the integrity journal; the batch stays in the spool");
+                        self.spool.untake(key);
+                        return;
+                    }
+                }
                 if let Err(e) = self.spool.complete(key).await {
                     warn!(sink = %self.name, error = %e, "dead-lettered batch could not be removed from the spool");
                 }

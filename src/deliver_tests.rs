@@ -65,6 +65,7 @@ fn sealed(id: &str, records: usize) -> SealedBatch {
             tenant: None,
             key_id: None,
             spool_encrypted: false,
+            chain: None,
         },
         payload: Bytes::from(payload),
     }
@@ -294,6 +295,7 @@ fn split_keeps_every_record_and_derives_ids_and_keys() {
             tenant: None,
             key_id: None,
             spool_encrypted: false,
+            chain: None,
         },
         payload: Bytes::from(
             encode::compress(logferry_sinks::Compression::Gzip, None, &payload).unwrap(),

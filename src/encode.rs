@@ -316,6 +316,7 @@ mod tests {
             tenant: None,
             key_id: None,
             spool_encrypted: false,
+            chain: None,
         }
     }
 

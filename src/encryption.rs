@@ -25,14 +25,25 @@ pub async fn key_ring(cfg: &Config, sc: &SinkConfig) -> anyhow::Result<Option<Ar
         return Ok(None);
     };
     let kek = kek(cfg, sc, &e.kek).await?;
-    let store: Arc<dyn LedgerStore> = match &sc.kind {
+    let store = store(sc, false).await?;
+    Ok(Some(Arc::new(KeyRing::new(store, kek, &e.ledger_prefix))))
+}
+
+/// The small-object store of an object sink (its own client): the key ledger and receipts, or,
+/// with `digests`, the integrity digests (under the data's Object Lock retention on S3).
+pub async fn store(sc: &SinkConfig, digests: bool) -> anyhow::Result<Arc<dyn LedgerStore>> {
+    Ok(match &sc.kind {
         SinkKind::Directory { path } => Arc::new(DirectoryStore::new(path)),
-        SinkKind::S3(o) => Arc::new(
-            logferry_sinks::S3Sink::new((**o).clone())
+        SinkKind::S3(o) => {
+            let s = logferry_sinks::S3Sink::new((**o).clone())
                 .await
-                .map_err(|e| anyhow::anyhow!("sink {}: {e}", sc.name))?
-                .ledger_store(),
-        ),
+                .map_err(|e| anyhow::anyhow!("sink {}: {e}", sc.name))?;
+            Arc::new(if digests {
+                s.digest_store()
+            } else {
+                s.ledger_store()
+            })
+        }
         SinkKind::AzureBlob(o) => {
             // Reads key and certificate files: off the runtime's threads.
             let o = (**o).clone();
@@ -45,12 +56,11 @@ pub async fn key_ring(cfg: &Config, sc: &SinkConfig) -> anyhow::Result<Option<Ar
             Arc::new(store)
         }
         _ => anyhow::bail!(
-            "sink {}: encryption is not available on {} sinks",
+            "sink {}: {} sinks keep no objects of their own",
             sc.name,
             sc.type_name()
         ),
-    };
-    Ok(Some(Arc::new(KeyRing::new(store, kek, &e.ledger_prefix))))
+    })
 }
 
 /// The spool's key ring of a sink whose spool is sealed (it encrypts, or `[spool] kek` is

@@ -11,6 +11,7 @@ pub mod describe;
 pub mod encode;
 pub mod encryption;
 pub mod fields;
+pub mod integrity;
 pub mod mask;
 pub mod ops;
 pub mod pipeline;

@@ -34,8 +34,16 @@ struct SinkSide {
 }
 
 /// The sink of `sc`, behind client-side encryption when it encrypts.
-async fn build_sink(cfg: &Config, sc: &SinkConfig) -> anyhow::Result<Arc<dyn Sink>> {
-    let inner = build_plain(sc).await?;
+async fn build_sink(
+    cfg: &Config,
+    sc: &SinkConfig,
+    journal: Option<Arc<logferry_sinks::chained::Journal>>,
+) -> anyhow::Result<Arc<dyn Sink>> {
+    let mut inner = build_plain(sc).await?;
+    if let Some(j) = journal {
+        // Inside the encryption: the hash is of the bytes stored.
+        inner = Arc::new(logferry_sinks::chained::ChainedSink::new(inner, j));
+    }
     Ok(
         match (crate::encryption::key_ring(cfg, sc).await?, &sc.encryption) {
             (Some(keys), Some(e)) => Arc::new(logferry_sinks::encrypted::EncryptedSink::new(
@@ -103,7 +111,7 @@ fn build_blocking(cfg: &SinkConfig) -> anyhow::Result<Arc<dyn Sink>> {
 pub async fn check_sinks(cfg: &Config) -> Vec<(String, &'static str, Result<(), String>)> {
     let mut out = Vec::new();
     for sc in &cfg.sinks {
-        let res = match build_sink(cfg, sc).await {
+        let res = match build_sink(cfg, sc, None).await {
             Ok(s) => match tokio::time::timeout(sc.timeout, s.check()).await {
                 Ok(r) => r,
                 Err(_) => Err(format!("no answer within {:?}", sc.timeout)),
@@ -209,8 +217,8 @@ async fn run_pipeline(
     // Retention passes end when this pipeline does (the sender is dropped).
     let (_retention_stop, retention_rx) = watch::channel(false);
     let signer = crate::encryption::signer(cfg)?.map(Arc::new);
+    let mut digesters = Vec::new();
     for sc in &cfg.sinks {
-        let sink = build_sink(cfg, sc).await?;
         let l = metrics.sink(&sc.name);
         if let (Some(keys), Some(retention)) = (
             crate::encryption::key_ring(cfg, sc).await?,
@@ -261,6 +269,31 @@ async fn run_pipeline(
             }
             Buffer::Memory => Spool::memory(sc.concurrency + 1, sc.spool_max_bytes, gauges),
         });
+        let stream = match (&sc.integrity, &signer) {
+            (Some(i), Some(signer)) => Some(
+                crate::integrity::open(
+                    &cfg.data_dir,
+                    &sc.name,
+                    crate::encryption::store(sc, true).await?,
+                    &i.prefix,
+                    signer.clone(),
+                    spool.chain_links(),
+                )
+                .await?,
+            ),
+            (Some(_), None) => bail!("sink {}: integrity needs [signing] key_file", sc.name),
+            _ => None,
+        };
+        let sink = build_sink(cfg, sc, stream.as_ref().map(|s| s.journal.clone())).await?;
+        let journal = stream.as_ref().map(|s| s.journal.clone());
+        let head = stream.as_ref().map(|s| s.head.clone());
+        if let Some(s) = stream {
+            let d = Arc::new(s.digester);
+            if !once {
+                tokio::spawn(d.clone().run(sc.timeout * 4, retention_rx.clone()));
+            }
+            digesters.push((d, sc.timeout * 4));
+        }
         let (tx, rx) = mpsc::channel::<PendingBatch>(2);
         let ratio = Arc::new(AtomicU64::new(
             (if sc.compression == Compression::None {
@@ -281,6 +314,7 @@ async fn run_pipeline(
                 failures: metrics.spool_write_failures.get_or_create(&l).clone(),
                 health: health.clone(),
                 abandon: abandon_rx.clone(),
+                chain: head,
             }
             .run(),
         ));
@@ -325,7 +359,8 @@ async fn run_pipeline(
             &cfg.data_dir,
             metrics,
             health.clone(),
-        );
+        )
+        .with_journal(journal);
         workers.push(tokio::spawn(
             worker.run(abandon_rx.clone(), drain_rx.clone()),
         ));
@@ -562,6 +597,18 @@ async fn run_pipeline(
         let _ = w.await;
     }
     health.set_running(false);
+    if reload.is_none() {
+        // The stream goes on at the next start; what was delivered so far is signed now, so
+        // that an archive read after a stop (or a --once run) is covered to its end.
+        let now = chrono::Utc::now();
+        let mut failed = false;
+        for (d, limit) in &digesters {
+            failed |= !d.close_logged(now, *limit).await;
+        }
+        if failed && once {
+            bail!("run --once did not finish: the integrity digests could not be written (the journal keeps the entries for the next run)");
+        }
+    }
     if *abandon_tx.borrow() {
         bail!(
             "shutdown deadline ({:?}) reached before everything was handed on; undelivered batches stay in the spool and unacknowledged records are read again at the next start",

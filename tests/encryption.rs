@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{walk, Lf, BIN};
+use common::{python, walk, Lf, BIN};
 
 const CONFIG: &str = r#"
 [keks.main]
@@ -29,15 +29,6 @@ path = "{dir}/archive"
 key = "{source}/%Y/%m/%d/%H/{batch_id}.ndjson.gz"
 encryption = { kek = "main", tenant_field = "account_id" RETENTION }
 "#;
-
-fn python() -> PathBuf {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-tools/venv/bin/python3");
-    if venv.exists() {
-        venv
-    } else {
-        PathBuf::from("python3")
-    }
-}
 
 /// A configured encrypted archive with its KEK and signing key in place.
 fn setup(retention: &str) -> Lf {

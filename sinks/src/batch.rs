@@ -73,6 +73,9 @@ pub struct BatchMeta {
     /// The spool file holds the payload encrypted under a spool key (`spool::crypt`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub spool_encrypted: bool,
+    /// The batch's place in its integrity stream (`chain`), set at seal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<crate::chain::ChainLink>,
 }
 
 /// A batch ready to send: metadata and the exact bytes every attempt sends.

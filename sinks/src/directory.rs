@@ -106,6 +106,15 @@ fn same_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<Written> {
     })
 }
 
+/// The `.meta.json` beside a chained object: its metadata as the object stores keep it.
+fn sidecar(link: &crate::chain::ChainLink) -> String {
+    let m: serde_json::Map<String, serde_json::Value> = crate::chain::metadata(link)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v)))
+        .collect();
+    serde_json::Value::Object(m).to_string()
+}
+
 /// The probe of `check`, replacing an old one.
 fn write_probe(path: &Path) -> std::io::Result<()> {
     let _ = std::fs::remove_file(path);
@@ -126,7 +135,19 @@ impl Sink for DirectorySink {
         let payload = batch.payload.clone();
         let id = batch.meta.id.clone();
         let shown = path.display().to_string();
-        let res = tokio::task::spawn_blocking(move || write_new(&path, &id, &payload)).await;
+        let sidecar = batch.meta.chain.as_ref().map(sidecar);
+        let res = tokio::task::spawn_blocking(move || {
+            let w = write_new(&path, &id, &payload)?;
+            // The object's metadata, as object stores keep it: after the object, so that a
+            // sidecar never names bytes that are not there. A replay writes the same text.
+            if let (Written::New | Written::Same, Some(text)) = (&w, sidecar) {
+                let mut name = path.clone().into_os_string();
+                name.push(crate::chain::SIDECAR);
+                write_new(Path::new(&name), &format!("{id}.meta"), text.as_bytes())?;
+            }
+            Ok::<_, std::io::Error>(w)
+        })
+        .await;
         match res {
             Ok(Ok(Written::New | Written::Same)) => Outcome::Delivered,
             Ok(Ok(Written::Taken)) => Outcome::Rejected {
@@ -194,6 +215,7 @@ mod tests {
                 tenant: None,
                 key_id: None,
                 spool_encrypted: false,
+                chain: None,
             },
             payload: Bytes::from_static(b"{}\n"),
         }

@@ -20,8 +20,20 @@ pub trait LedgerStore: Send + Sync {
     /// Removes `key`; nothing there is not an error.
     async fn delete(&self, key: &str) -> Result<(), String>;
     /// Every key under `prefix`, sorted.
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, String>;
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, String> {
+        Ok(self
+            .list_modified(prefix)
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+    /// Every key under `prefix`, sorted, with its last-modified time where the store gives one.
+    async fn list_modified(&self, prefix: &str) -> Result<Vec<Listed>, String>;
 }
+
+/// A listed key and when it was last written.
+pub type Listed = (String, Option<chrono::DateTime<chrono::Utc>>);
 
 /// The ledger of a `directory` sink: files under its root.
 pub struct DirectoryStore {
@@ -114,8 +126,12 @@ impl LedgerStore for DirectoryStore {
         .await
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, String> {
-        let start = self.path(prefix.trim_end_matches('/'))?;
+    async fn list_modified(&self, prefix: &str) -> Result<Vec<Listed>, String> {
+        let start = if prefix.trim_end_matches('/').is_empty() {
+            self.root.clone()
+        } else {
+            self.path(prefix.trim_end_matches('/'))?
+        };
         let root = self.root.clone();
         blocking(move || {
             let mut out = Vec::new();
@@ -136,7 +152,12 @@ impl LedgerStore for DirectoryStore {
                         dirs.push(entry.path());
                     } else if ty.is_file() && !name.starts_with(crate::directory::TEMP_PREFIX) {
                         if let Ok(rel) = entry.path().strip_prefix(&root) {
-                            out.push(rel.to_string_lossy().into_owned());
+                            let modified = entry
+                                .metadata()
+                                .and_then(|m| m.modified())
+                                .ok()
+                                .map(chrono::DateTime::<chrono::Utc>::from);
+                            out.push((rel.to_string_lossy().into_owned(), modified));
                         }
                     }
                 }

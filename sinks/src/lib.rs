@@ -9,6 +9,8 @@ pub mod azure_auth;
 pub mod azure_blob;
 pub mod azure_monitor;
 pub mod batch;
+pub mod chain;
+pub mod chained;
 pub mod crypt;
 pub mod directory;
 pub mod encrypted;

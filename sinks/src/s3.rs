@@ -158,6 +158,11 @@ impl S3Sink {
         if let Some(k) = &batch.meta.key_id {
             m.insert("key-id".into(), k.clone());
         }
+        if let Some(l) = &batch.meta.chain {
+            for (k, v) in crate::chain::metadata(l) {
+                m.insert(k.replace('_', "-"), v);
+            }
+        }
         m
     }
 
@@ -166,6 +171,16 @@ impl S3Sink {
         crate::s3_ledger::S3Store {
             client: self.client.clone(),
             bucket: self.o.bucket.clone(),
+            lock: None,
+        }
+    }
+
+    /// Where this sink's integrity digests go: its bucket, with the data's Object Lock
+    /// retention (a digest must outlive nothing it vouches for).
+    pub fn digest_store(&self) -> crate::s3_ledger::S3Store {
+        crate::s3_ledger::S3Store {
+            lock: self.o.object_lock.clone(),
+            ..self.ledger_store()
         }
     }
 

@@ -14,6 +14,8 @@ use crate::ledger_store::LedgerStore;
 pub struct S3Store {
     pub(crate) client: aws_sdk_s3::Client,
     pub(crate) bucket: String,
+    /// Object Lock (mode, days) for what is written: digests get the data's, ledger entries none.
+    pub(crate) lock: Option<(String, u32)>,
 }
 
 fn explain<E: ProvideErrorMetadata + std::fmt::Debug>(
@@ -71,9 +73,19 @@ impl LedgerStore for S3Store {
             .key(key)
             .content_type("application/json")
             .if_none_match("*")
-            .body(ByteStream::from(bytes.to_vec()))
-            .send()
-            .await;
+            .body(ByteStream::from(bytes.to_vec()));
+        let res = match &self.lock {
+            Some((mode, days)) => {
+                let until = chrono::Utc::now() + chrono::Duration::days(i64::from(*days));
+                res.object_lock_mode(aws_sdk_s3::types::ObjectLockMode::from(mode.as_str()))
+                    .object_lock_retain_until_date(aws_smithy_types::DateTime::from_secs(
+                        until.timestamp(),
+                    ))
+                    .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
+            }
+            None => res,
+        };
+        let res = res.send().await;
         match res {
             Ok(_) => Ok(true),
             // 412: the name is taken; 409: a concurrent conditional write is in progress.
@@ -138,7 +150,10 @@ impl LedgerStore for S3Store {
         Ok(())
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, String> {
+    async fn list_modified(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<crate::ledger_store::Listed>, String> {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -151,11 +166,12 @@ impl LedgerStore for S3Store {
                 .send()
                 .await
                 .map_err(|e| explain("cannot list", prefix, &self.bucket, &e))?;
-            out.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(str::to_owned)),
-            );
+            out.extend(page.contents().iter().filter_map(|o| {
+                let modified = o
+                    .last_modified()
+                    .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()));
+                o.key().map(|k| (k.to_owned(), modified))
+            }));
             match page.next_continuation_token() {
                 Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
                 _ => break,

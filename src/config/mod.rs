@@ -115,6 +115,8 @@ pub struct SinkConfig {
     pub timeout: Duration,
     /// Client-side envelope encryption of the objects (object sinks).
     pub encryption: Option<EncryptionConfig>,
+    /// Tamper evidence: a hash chain and signed hourly digests (`integrity`).
+    pub integrity: Option<integrity::IntegrityConfig>,
 }
 
 impl SinkConfig {
@@ -579,6 +581,7 @@ fn build(
         }
     }
     encryption::cross_check(&sinks, &keks, signing_key_file.as_ref(), &declared_keks, c);
+    integrity::cross_check(&sinks, signing_key_file.as_ref(), c);
     let mut masking = BTreeMap::new();
     for (name, t) in top.masking {
         if let Some(p) = masking::build(&name, t, &base, env, c) {
@@ -632,6 +635,7 @@ fn size_or(s: Option<Size>, default: u64) -> u64 {
 }
 
 mod encryption;
+pub mod integrity;
 mod secrets;
 mod source;
 

@@ -227,7 +227,24 @@ pub struct SinkCommon {
     #[serde(default)]
     pub encryption: Option<Encryption>,
     #[serde(default)]
+    pub integrity: Option<Integrity>,
+    #[serde(default)]
     pub timeout: Option<Dur>,
+}
+
+/// `integrity = true` or `integrity = { prefix = "..." }` on an object sink.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum Integrity {
+    On(bool),
+    With(IntegrityTable),
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct IntegrityTable {
+    #[serde(default)]
+    pub prefix: Option<String>,
 }
 
 /// Keys of [`SinkCommon`]; used to split a sink table into common and type-specific parts.
@@ -246,6 +263,7 @@ pub const SINK_COMMON_KEYS: &[&str] = &[
     "spool_max_bytes",
     "timeout",
     "encryption",
+    "integrity",
 ];
 
 pub const SINK_TYPES: &[&str] = &["directory", "s3", "azure_blob", "azure_monitor", "http"];

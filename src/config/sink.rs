@@ -248,6 +248,9 @@ pub(super) fn build(
             "an append blob cannot be encrypted per batch; use blob_type = \"block\"",
         );
     }
+    let integrity = common
+        .integrity
+        .and_then(|i| super::integrity::sink(p, i, &kind, append, common.buffer, c));
     if c.list.len() > before {
         return None;
     }
@@ -281,6 +284,7 @@ pub(super) fn build(
         spool_max_bytes: size_or(common.spool_max_bytes, 1 << 30),
         timeout,
         encryption,
+        integrity,
     })
 }
 

@@ -168,6 +168,15 @@ impl Spool {
         Ok(b)
     }
 
+    /// The integrity links of the spooled batches (for the chain head at start).
+    pub fn chain_links(&self) -> Vec<logferry_sinks::chain::ChainLink> {
+        lock(&self.state)
+            .entries
+            .values()
+            .filter_map(|e| e.meta.chain.clone())
+            .collect()
+    }
+
     pub fn is_memory(&self) -> bool {
         self.dir.is_none()
     }
@@ -478,6 +487,7 @@ mod tests {
                 tenant: None,
                 key_id: None,
                 spool_encrypted: false,
+                chain: None,
             },
             payload: Bytes::from(vec![b'x'; n]),
         }

@@ -37,6 +37,8 @@ pub struct Writer {
     pub health: Arc<Health>,
     /// The shutdown deadline: stop retrying, leave the records unacknowledged.
     pub abandon: watch::Receiver<bool>,
+    /// The integrity stream's head: each batch is linked to it as it is sealed.
+    pub chain: Option<Arc<crate::integrity::Head>>,
 }
 
 /// The shutdown deadline passed while retrying.
@@ -95,6 +97,16 @@ impl Writer {
             let old = f64::from_bits(self.ratio.load(Ordering::Relaxed));
             self.ratio
                 .store((old * 0.5 + r * 0.5).to_bits(), Ordering::Relaxed);
+        }
+        if let Some(head) = &self.chain {
+            // Once per batch, before the first write: a retried write keeps its link.
+            match head.link(&meta, &parts).await {
+                Ok(link) => meta.chain = Some(link),
+                Err(e) => {
+                    self.failed(&meta.id, "cannot hash a sealed batch", &e);
+                    return Ok(());
+                }
+            }
         }
         self.sealed.inc();
         self.push(meta, parts, holds).await

@@ -43,6 +43,16 @@ pub fn succeeded(out: &Output) {
     );
 }
 
+/// The test tools' Python (with `cryptography` and boto3), or the system's.
+pub fn python() -> PathBuf {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-tools/venv/bin/python3");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -257,8 +267,8 @@ pub fn archive_records(root: &Path) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
     for p in walk(root) {
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        if name.starts_with(".logferry-tmp") {
-            // Being written right now; it becomes an object by rename.
+        if name.starts_with(".logferry-tmp") || name.ends_with(".meta.json") {
+            // Being written right now (it becomes an object by rename), or an object's metadata.
             continue;
         }
         let data = decompress(&p);

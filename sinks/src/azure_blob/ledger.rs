@@ -96,7 +96,10 @@ impl LedgerStore for BlobStore {
         }
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, String> {
+    async fn list_modified(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<crate::ledger_store::Listed>, String> {
         let c = self.sink.container_client(self.sink.token())?;
         let pager = c
             .list_blobs(Some(BlobContainerClientListBlobsOptions {
@@ -111,7 +114,12 @@ impl LedgerStore for BlobStore {
             let list: ListBlobsResponse = page
                 .into_model()
                 .map_err(|e| self.why("cannot list", prefix, &e))?;
-            out.extend(list.blob_items.into_iter().filter_map(|i| i.name));
+            out.extend(list.blob_items.into_iter().filter_map(|i| {
+                let modified = i.properties.and_then(|p| p.last_modified).and_then(|t| {
+                    chrono::DateTime::from_timestamp(t.unix_timestamp(), t.nanosecond())
+                });
+                i.name.map(|n| (n, modified))
+            }));
         }
         out.sort();
         Ok(out)

@@ -272,6 +272,11 @@ impl AzureBlobSink {
         if let Some(k) = &batch.meta.key_id {
             metadata.insert("key_id".into(), k.clone());
         }
+        if let Some(l) = &batch.meta.chain {
+            for (k, v) in crate::chain::metadata(l) {
+                metadata.insert(k.into(), v);
+            }
+        }
         metadata
     }
 

@@ -1,0 +1,409 @@
+//! `logferry verify`: checks an integrity sink's archive against its signed digests, trusting
+//! neither logferry's state nor the storage: every digest's signature and link to the one
+//! before, the periods they cover, each stream's sequence numbers and hash chain, each listed
+//! object's bytes, and objects that no digest lists. Crash replays (records sealed twice) are
+//! counted apart: they are not tampering.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use logferry_sinks::chain::{self, DigestFile, Entry};
+use logferry_sinks::chained::parse_time;
+use logferry_sinks::ledger_store::LedgerStore;
+use logferry_sinks::Compression;
+use serde::Serialize;
+
+/// The largest object read for its hash.
+const MAX_OBJECT: u64 = 8 << 30;
+/// An object newer than the last digest's end by less than this is pending, not foreign.
+const PENDING_SLACK: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
+
+pub struct Options {
+    pub prefix: String,
+    pub compression: Compression,
+    pub public_key: Vec<u8>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Problem {
+    pub kind: &'static str,
+    pub what: String,
+}
+
+#[derive(Debug, Serialize, Default)]
+pub struct StreamSummary {
+    pub stream: String,
+    pub digests: usize,
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Serialize, Default)]
+pub struct Report {
+    pub clean: bool,
+    pub digests: usize,
+    pub objects_checked: usize,
+    pub streams: Vec<StreamSummary>,
+    pub problems: Vec<Problem>,
+    /// Objects no digest lists yet, newer than the last digest (a running stream's hour).
+    pub pending: Vec<String>,
+    pub replayed_records: u64,
+    pub replay_batches: u64,
+    /// Why replays were not counted in some objects (encrypted without the KEK at hand).
+    pub replays_not_counted: usize,
+}
+
+impl Report {
+    fn problem(&mut self, kind: &'static str, what: String) {
+        self.problems.push(Problem { kind, what });
+    }
+
+    pub fn text(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{} digests, {} objects checked",
+            self.digests, self.objects_checked
+        );
+        for st in &self.streams {
+            let _ = writeln!(
+                s,
+                "stream {}: {} digests, seq {}..{}, from {} to {}",
+                st.stream,
+                st.digests,
+                st.first_seq.map_or("-".into(), |v| v.to_string()),
+                st.last_seq.map_or("-".into(), |v| v.to_string()),
+                st.from.as_deref().unwrap_or("-"),
+                st.to.as_deref().unwrap_or("-")
+            );
+        }
+        for p in &self.problems {
+            let _ = writeln!(s, "PROBLEM {}: {}", p.kind, p.what);
+        }
+        for p in &self.pending {
+            let _ = writeln!(s, "pending (newer than the last digest): {p}");
+        }
+        let _ = writeln!(
+            s,
+            "replays: {} records sealed again in {} batches after a crash (not tampering)",
+            self.replayed_records, self.replay_batches
+        );
+        if self.replays_not_counted > 0 {
+            let _ = writeln!(
+                s,
+                "replays not counted in {} encrypted objects",
+                self.replays_not_counted
+            );
+        }
+        let _ = writeln!(
+            s,
+            "{}",
+            if self.clean {
+                "CLEAN".to_string()
+            } else {
+                format!("NOT CLEAN: {} problems", self.problems.len())
+            }
+        );
+        s
+    }
+}
+
+/// Keys that are not data objects: digests, the key ledger, receipts, sidecars, probes.
+fn is_data(prefix: &str, key: &str) -> bool {
+    let rel = key
+        .strip_prefix(prefix)
+        .map_or(key, |r| r.trim_start_matches('/'));
+    let first = rel.split('/').next().unwrap_or("");
+    !(matches!(first, "_digests" | "_keys" | "_receipts")
+        || key.ends_with(chain::SIDECAR)
+        || key.rsplit('/').next().is_some_and(|n| n.starts_with('.')))
+}
+
+fn in_range(o: &Options, from: &str, to: &str) -> bool {
+    let (Some(f), Some(t)) = (parse_time(from), parse_time(to)) else {
+        return true;
+    };
+    o.from.is_none_or(|a| t > a) && o.to.is_none_or(|b| f < b)
+}
+
+pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, String> {
+    let mut r = Report::default();
+    let base = if o.prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{}/", o.prefix)
+    };
+    let listed = store.list_modified(&base).await?;
+    let mut streams: BTreeMap<String, Vec<(String, DigestFile)>> = BTreeMap::new();
+    let digest_prefix = format!("{base}{}/", chain::DIGESTS);
+    for (key, _) in listed.iter().filter(|(k, _)| k.starts_with(&digest_prefix)) {
+        let Some(bytes) = store.get(key, chain::MAX_DIGEST).await? else {
+            r.problem("digest_missing", format!("{key} was listed and is gone"));
+            continue;
+        };
+        let f = match chain::parse_digest(&bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                r.problem("digest_unreadable", format!("{key}: {e}"));
+                continue;
+            }
+        };
+        if !f.signed_by(&o.public_key) {
+            r.problem(
+                "bad_signature",
+                format!("{key}: the signature is not the given public key's (altered, or signed with another key)"),
+            );
+            continue;
+        }
+        streams
+            .entry(f.body.stream.clone())
+            .or_default()
+            .push((key.clone(), f));
+    }
+    let mut listed_entries: HashMap<String, (String, Entry)> = HashMap::new();
+    let mut newest_to: Option<DateTime<Utc>> = None;
+    let mut all_entries: Vec<(String, Entry)> = Vec::new();
+    for (stream, mut digests) in streams {
+        digests.sort_by(|a, b| a.1.body.from.cmp(&b.1.body.from));
+        for (_, f) in &digests {
+            for e in &f.body.entries {
+                listed_entries.insert(e.key.clone(), (stream.clone(), e.clone()));
+            }
+            newest_to = newest_to.max(parse_time(&f.body.to));
+        }
+        check_digest_chain(&mut r, &stream, &digests, o);
+        let chosen: Vec<&(String, DigestFile)> = digests
+            .iter()
+            .filter(|(_, f)| in_range(o, &f.body.from, &f.body.to))
+            .collect();
+        let mut entries: Vec<Entry> = chosen
+            .iter()
+            .flat_map(|(_, f)| f.body.entries.iter().cloned())
+            .collect();
+        entries.sort_by_key(|e| e.seq);
+        check_sequence(&mut r, &stream, &mut entries, o.from.is_none());
+        r.digests += chosen.len();
+        r.streams.push(StreamSummary {
+            stream: stream.clone(),
+            digests: chosen.len(),
+            first_seq: entries.first().map(|e| e.seq),
+            last_seq: entries.last().map(|e| e.seq),
+            from: chosen.first().map(|(_, f)| f.body.from.clone()),
+            to: chosen.last().map(|(_, f)| f.body.to.clone()),
+        });
+        all_entries.extend(entries.into_iter().map(|e| (stream.clone(), e)));
+    }
+    check_objects(&mut r, &store, o, &all_entries).await?;
+    // Objects no digest lists: pending when newer than the last digest, foreign otherwise.
+    if o.from.is_none() && o.to.is_none() {
+        for (key, modified) in listed.iter().filter(|(k, _)| is_data(&o.prefix, k)) {
+            if listed_entries.contains_key(key) {
+                continue;
+            }
+            match (newest_to, modified) {
+                (Some(t), Some(m)) if *m + PENDING_SLACK >= t => r.pending.push(key.clone()),
+                (None, _) => r.pending.push(key.clone()),
+                _ => r.problem(
+                    "foreign",
+                    format!("{key} is in the archive and in no digest"),
+                ),
+            }
+        }
+    }
+    r.clean = r.problems.is_empty();
+    Ok(r)
+}
+
+fn check_digest_chain(r: &mut Report, stream: &str, d: &[(String, DigestFile)], o: &Options) {
+    let by_key: HashMap<&str, &DigestFile> = d.iter().map(|(k, f)| (k.as_str(), f)).collect();
+    for (i, (key, f)) in d.iter().enumerate() {
+        if f.body.stream != stream || !in_range(o, &f.body.from, &f.body.to) {
+            continue;
+        }
+        match &f.body.previous {
+            Some(p) => match by_key.get(p.key.as_str()) {
+                Some(prev)
+                    if prev.sha256 == p.sha256 && prev.signature.signature == p.signature => {}
+                Some(_) => r.problem(
+                    "digest_chain",
+                    format!(
+                        "{key} names {} with another hash or signature than it has",
+                        p.key
+                    ),
+                ),
+                None => r.problem(
+                    "digest_missing",
+                    format!(
+                        "{} (named as the previous digest by {key}) is not in the archive",
+                        p.key
+                    ),
+                ),
+            },
+            None if i > 0 => r.problem(
+                "digest_chain",
+                format!(
+                    "{key} names no previous digest, but earlier digests of stream {stream} exist"
+                ),
+            ),
+            None => {}
+        }
+        if i > 0 {
+            let before = &d[i - 1].1.body;
+            if before.to != f.body.from {
+                r.problem(
+                    "coverage_gap",
+                    format!(
+                        "stream {stream}: no digest covers {} to {}",
+                        before.to, f.body.from
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn check_sequence(r: &mut Report, stream: &str, entries: &mut Vec<Entry>, from_start: bool) {
+    let mut expected = if from_start { Some(1u64) } else { None };
+    let mut prev: Option<Entry> = None;
+    let mut out: Vec<Entry> = Vec::with_capacity(entries.len());
+    for e in entries.drain(..) {
+        if let Some(p) = &prev {
+            if p.seq == e.seq {
+                if p.hash != e.hash || p.sha256 != e.sha256 {
+                    r.problem(
+                        "seq_conflict",
+                        format!(
+                            "stream {stream}: seq {} is listed twice with different contents",
+                            e.seq
+                        ),
+                    );
+                }
+                continue;
+            }
+        }
+        if e.hash != e.expected_hash(stream) {
+            r.problem(
+                "entry_hash",
+                format!(
+                    "stream {stream}: seq {}'s fields do not give its hash",
+                    e.seq
+                ),
+            );
+        }
+        if let Some(x) = expected {
+            if e.seq > x {
+                r.problem(
+                    "seq_gap",
+                    format!(
+                        "stream {stream}: seq {x}..{} missing from every digest",
+                        e.seq - 1
+                    ),
+                );
+            }
+        }
+        match &prev {
+            Some(p) if p.seq + 1 == e.seq && e.prev != p.hash => r.problem(
+                "chain_link",
+                format!(
+                    "stream {stream}: seq {} does not name seq {}'s hash",
+                    e.seq, p.seq
+                ),
+            ),
+            None if e.seq == 1 && e.prev != chain::GENESIS => r.problem(
+                "chain_link",
+                format!("stream {stream}: seq 1 does not start the chain"),
+            ),
+            _ => {}
+        }
+        if let Some(reason) = &e.dead_letter {
+            r.problem(
+                "dead_letter",
+                format!("stream {stream}: seq {} (batch {}, {} records) was refused by the sink and kept as a dead letter: {reason}", e.seq, e.batch_id, e.records),
+            );
+        }
+        expected = Some(e.seq + 1);
+        prev = Some(e.clone());
+        out.push(e);
+    }
+    *entries = out;
+}
+
+async fn check_objects(
+    r: &mut Report,
+    store: &Arc<dyn LedgerStore>,
+    o: &Options,
+    entries: &[(String, Entry)],
+) -> Result<(), String> {
+    let by_hash: HashMap<&str, &str> = entries
+        .iter()
+        .map(|(_, e)| (e.sha256.as_str(), e.key.as_str()))
+        .collect();
+    let mut seen: HashSet<[u8; 16]> = HashSet::new();
+    for (_, e) in entries.iter().filter(|(_, e)| e.dead_letter.is_none()) {
+        let Some(bytes) = store.get(&e.key, MAX_OBJECT).await? else {
+            r.problem(
+                "object_missing",
+                format!(
+                    "{} (seq {}) is listed in a digest and not in the archive",
+                    e.key, e.seq
+                ),
+            );
+            continue;
+        };
+        r.objects_checked += 1;
+        let sha = chain::sha256_hex(&bytes);
+        if sha != e.sha256 {
+            match by_hash.get(sha.as_str()) {
+                Some(other) => r.problem(
+                    "object_swapped",
+                    format!(
+                        "{} (seq {}) holds the bytes listed for {other}",
+                        e.key, e.seq
+                    ),
+                ),
+                None => r.problem(
+                    "object_modified",
+                    format!(
+                        "{} (seq {}): its bytes are not the ones listed (sha256 {sha}, listed {})",
+                        e.key, e.seq, e.sha256
+                    ),
+                ),
+            }
+            continue;
+        }
+        if e.key.ends_with(logferry_sinks::encrypted::SUFFIX) {
+            r.replays_not_counted += 1;
+            continue;
+        }
+        count_replays(r, o.compression, &bytes, &mut seen);
+    }
+    Ok(())
+}
+
+/// Counts the records of this batch already seen in an earlier one (in sequence order).
+fn count_replays(r: &mut Report, c: Compression, bytes: &[u8], seen: &mut HashSet<[u8; 16]>) {
+    use sha2::{Digest, Sha256};
+    let Ok(plain) = crate::encode::decompress(c, bytes) else {
+        return;
+    };
+    let mut mine = HashSet::new();
+    for line in plain.split(|b| *b == b'\n').filter(|l| l.len() > 2) {
+        let d = Sha256::digest(line);
+        let mut k = [0u8; 16];
+        k.copy_from_slice(&d[..16]);
+        mine.insert(k);
+    }
+    // Repeats inside one batch are the source's own; only an earlier batch's are replays.
+    let replayed = mine.iter().filter(|k| seen.contains(*k)).count() as u64;
+    seen.extend(mine);
+    if replayed > 0 {
+        r.replayed_records += replayed;
+        r.replay_batches += 1;
+    }
+}

@@ -1,0 +1,71 @@
+//! `logferry verify`: the archive of an integrity sink against its signed digests.
+
+use std::path::Path;
+
+use anyhow::{anyhow, Context};
+use logferry::config::Config;
+use logferry::integrity::verify::{self, Options};
+
+pub struct VerifyArgs<'a> {
+    pub sink: &'a str,
+    pub from: Option<&'a str>,
+    pub to: Option<&'a str>,
+    pub public_key: Option<&'a Path>,
+    pub json: bool,
+}
+
+fn time(what: &str, t: Option<&str>) -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {
+    t.map(|s| {
+        logferry_sinks::chained::parse_time(s)
+            .ok_or_else(|| anyhow!("--{what} {s:?} is not an RFC 3339 time (2026-12-03T10:00:00Z)"))
+    })
+    .transpose()
+}
+
+/// Prints the report; `Ok(true)` only for a clean archive.
+pub fn verify(cfg: &Config, a: &VerifyArgs<'_>) -> anyhow::Result<bool> {
+    let sc = cfg
+        .sinks
+        .iter()
+        .find(|s| s.name == a.sink)
+        .ok_or_else(|| anyhow!("no sink named {:?} in {}", a.sink, cfg.path.display()))?;
+    let integrity = sc
+        .integrity
+        .as_ref()
+        .ok_or_else(|| anyhow!("sink {:?} has no `integrity`: nothing to verify", a.sink))?;
+    let public_key = match a.public_key {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read {}", p.display()))?;
+            logferry_sinks::signing::public_key_bytes(&text)
+                .map_err(|e| anyhow!("{}: {e}", p.display()))?
+        }
+        None => {
+            let k = logferry::encryption::signer(cfg)?.ok_or_else(|| {
+                anyhow!("no --public-key and no [signing] key_file to take it from")
+            })?;
+            hex::decode(k.public_hex())?
+        }
+    };
+    let o = Options {
+        prefix: integrity.prefix.clone(),
+        compression: sc.compression,
+        public_key,
+        from: time("from", a.from)?,
+        to: time("to", a.to)?,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = rt.block_on(async {
+        let store = logferry::encryption::store(sc, true).await?;
+        verify::run(store, &o).await.map_err(|e| anyhow!(e))
+    })?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(report.clean)
+}
