@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Benchmark: tail -> JSON -> (mask) -> gzip -> directory sink (or HTTP) over the DESIGN.md
 # reference workload.
-#   scripts/bench.sh [--mask] [--http] [--files N] [--partition] [--encrypt] [MB]
+#   scripts/bench.sh [--mask] [--http] [--files N] [--partition] [--encrypt] [--integrity] [MB]
 #                          (default 524 MB; --mask adds all default detectors and two field
 #                          rules, as in config.example.toml; --http ships gzip NDJSON to a local
 #                          receiver, DESIGN.md's peer comparison; --files N splits the same
 #                          bytes into N files at line boundaries: cost against file count;
 #                          --partition puts {account_id} in the key, --encrypt encrypts per
-#                          account_id and hour with a local KEK: the cost of encryption)
+#                          account_id and hour with a local KEK: the cost of encryption;
+#                          --integrity chains and signs what the sink stores: its cost)
 # Prints input MB/s, CPU seconds per GB and peak RSS for `logferry run --once`, and the same for
 # `gzip -6` over the same bytes (the compression floor). Criterion micro-benchmarks of the hot
 # path: `cargo bench --bench hot_path`.
@@ -18,14 +19,17 @@ HTTP=0
 FILES=
 PARTITION=0
 ENCRYPT=0
+INTEGRITY=0
 while [ "${1:-}" = "--mask" ] || [ "${1:-}" = "--http" ] || [ "${1:-}" = "--files" ] \
-    || [ "${1:-}" = "--partition" ] || [ "${1:-}" = "--encrypt" ]; do
+    || [ "${1:-}" = "--partition" ] || [ "${1:-}" = "--encrypt" ] \
+    || [ "${1:-}" = "--integrity" ]; do
     case "$1" in
         --mask) MASK=1 ;;
         --http) HTTP=1 ;;
         --files) FILES=$2; shift ;;
         --partition) PARTITION=1 ;;
         --encrypt) ENCRYPT=1 ;;
+        --integrity) INTEGRITY=1 ;;
     esac
     shift
 done
@@ -77,6 +81,12 @@ if [ "$ENCRYPT" = 1 ]; then
     head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$WORK/kek.hex"
     sed -i 's|^compression = "gzip"$|compression = "gzip"\nencryption = { kek = "bench", tenant_field = "account_id" }|' "$WORK/bench.toml"
     printf '[keks.bench]\nprovider = "local"\nkey_file = "%s"\n' "$WORK/kek.hex" >> "$WORK/bench.toml"
+fi
+if [ "$INTEGRITY" = 1 ]; then
+    rm -f "$WORK/sign.pem" "$WORK/sign.pem.pub"
+    "$REL"/logferry keygen --out "$WORK/sign.pem" >/dev/null
+    sed -i 's|^compression = "gzip"$|compression = "gzip"\nintegrity = true|' "$WORK/bench.toml"
+    printf '[signing]\nkey_file = "%s"\n' "$WORK/sign.pem" >> "$WORK/bench.toml"
 fi
 if [ "$MASK" = 1 ]; then
     sed -i 's/^sinks = \["archive"\]$/sinks = ["archive"]\nmasking = "pii"/' "$WORK/bench.toml"

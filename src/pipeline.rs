@@ -278,6 +278,10 @@ async fn run_pipeline(
                     &i.prefix,
                     signer.clone(),
                     spool.chain_links(),
+                    (
+                        metrics.digests_written.get_or_create(&l).clone(),
+                        metrics.digest_failures.get_or_create(&l).clone(),
+                    ),
                 )
                 .await?,
             ),

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::integrity::{self, keygen};
 use common::{python, wait_until, walk, Lf, BIN};
 
 const CONFIG: &str = r#"
@@ -31,15 +32,6 @@ batch = { max_records = 50, max_age = "100ms" }
 retry = { initial_backoff = "50ms", max_backoff = "200ms" }
 "#;
 
-fn keygen(out: &Path) {
-    let o = Command::new(BIN)
-        .args(["keygen", "--out"])
-        .arg(out)
-        .output()
-        .unwrap();
-    common::succeeded(&o);
-}
-
 fn setup() -> Lf {
     let lf = Lf::new(CONFIG);
     keygen(&lf.path("sign.pem"));
@@ -47,27 +39,7 @@ fn setup() -> Lf {
 }
 
 fn verify(lf: &Lf) -> (Option<i32>, serde_json::Value) {
-    let out = Command::new(BIN)
-        .args(["verify", "--json", "--sink", "archive", "--config"])
-        .arg(&lf.cfg)
-        .output()
-        .unwrap();
-    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "verify printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code(), report)
-}
-
-fn kinds(report: &serde_json::Value) -> BTreeSet<String> {
-    report["problems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["kind"].as_str().unwrap().to_string())
-        .collect()
+    integrity::verify(lf, "archive", &[])
 }
 
 fn python_check(lf: &Lf) -> Output {
@@ -89,114 +61,31 @@ fn objects(lf: &Lf) -> Vec<PathBuf> {
     v
 }
 
-fn digests(lf: &Lf) -> Vec<PathBuf> {
-    let mut v = walk(&lf.path("archive/_digests"));
-    v.sort();
-    v
-}
-
-/// An archive of two `--once` runs (two digests, nine batches), verified clean, kept aside.
-fn two_runs() -> Lf {
+#[test]
+fn verify_names_each_kind_of_tampering_on_a_directory_archive() {
     let lf = setup();
-    common::write_lines(&lf.path("logs/a.log"), 0, 300);
+    let log = lf.path("logs/a.log");
+    common::write_lines(&log, 0, 300);
     lf.run_once();
-    common::write_lines(&lf.path("logs/a.log"), 300, 150);
+    common::write_lines(&log, 300, 150);
     lf.run_once();
-    let (code, report) = verify(&lf);
-    assert_eq!(code, Some(0), "{report:#}");
+    let (_, report) = verify(&lf);
     assert_eq!(report["digests"], 2, "{report:#}");
     assert_eq!(report["streams"][0]["first_seq"], 1);
-    let py = python_check(&lf);
-    assert!(
-        py.status.success(),
-        "{}",
-        String::from_utf8_lossy(&py.stdout)
-    );
-    let copy = Command::new("cp")
-        .arg("-a")
-        .arg(lf.path("archive"))
-        .arg(lf.path("clean"))
-        .status()
-        .unwrap();
-    assert!(copy.success());
-    lf
-}
-
-fn restore(lf: &Lf) {
-    std::fs::remove_dir_all(lf.path("archive")).unwrap();
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(lf.path("clean"))
-        .arg(lf.path("archive"))
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
-/// Applies `tamper`, expects `verify` to fail naming `kind` (and the Python check to fail
-/// when `python` is set), then restores the clean archive.
-fn expect(lf: &Lf, kind: &str, python: bool, tamper: impl FnOnce(&Lf)) {
-    tamper(lf);
-    let (code, report) = verify(lf);
-    assert_eq!(code, Some(1), "{kind}: {report:#}");
-    assert!(kinds(&report).contains(kind), "{kind}: {report:#}");
-    if python {
-        let py = python_check(lf);
-        assert!(!py.status.success(), "{kind}: the Python check passed");
+    let next = std::cell::Cell::new(450);
+    integrity::Suite {
+        lf: &lf,
+        sink: "archive",
+        env: &[],
+        archive: &integrity::Dir(lf.path("archive")),
+        independent: &|| Some(python_check(&lf).status.success()),
+        more: &|| {
+            common::write_lines(&log, next.get(), 50);
+            next.set(next.get() + 50);
+            lf.run_once();
+        },
     }
-    restore(lf);
-    assert_eq!(verify(lf).0, Some(0), "restored");
-}
-
-#[test]
-fn verify_names_each_kind_of_tampering_and_exits_non_zero() {
-    let lf = two_runs();
-    let objs = objects(&lf);
-    assert_eq!(objs.len(), 9);
-    expect(&lf, "object_missing", true, |_| {
-        std::fs::remove_file(&objs[0]).unwrap()
-    });
-    expect(&lf, "object_modified", true, |_| {
-        let mut b = std::fs::read(&objs[1]).unwrap();
-        b[10] ^= 1;
-        std::fs::write(&objs[1], b).unwrap();
-    });
-    expect(&lf, "object_swapped", true, |_| {
-        let (a, b) = (
-            std::fs::read(&objs[2]).unwrap(),
-            std::fs::read(&objs[3]).unwrap(),
-        );
-        std::fs::write(&objs[2], b).unwrap();
-        std::fs::write(&objs[3], a).unwrap();
-    });
-    expect(&lf, "foreign", false, |lf| {
-        let p = lf.path("archive/jobs/acct0/planted.ndjson.gz");
-        std::fs::write(&p, b"not from logferry").unwrap();
-        // Older than the last digest: not a delivery still waiting for its digest.
-        let old = std::fs::File::options().write(true).open(&p).unwrap();
-        old.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
-    });
-    let ds = digests(&lf);
-    assert_eq!(ds.len(), 2);
-    expect(&lf, "digest_missing", true, |_| {
-        std::fs::remove_file(&ds[0]).unwrap()
-    });
-    // An entry dropped from the second digest and the digest signed again with another key.
-    expect(&lf, "bad_signature", true, |lf| {
-        keygen(&lf.path("other.pem"));
-        let other = logferry_sinks::signing::SigningKey::from_pem(
-            &std::fs::read_to_string(lf.path("other.pem")).unwrap(),
-        )
-        .unwrap();
-        let text = std::fs::read_to_string(&ds[1]).unwrap();
-        let mut body: serde_json::Value =
-            serde_json::from_str(text.lines().next().unwrap()).unwrap();
-        body["entries"].as_array_mut().unwrap().pop();
-        let line = body.to_string();
-        let sig =
-            serde_json::json!({"signature": other.sign(line.as_bytes()), "public_key_sha256": "x"});
-        std::fs::write(&ds[1], format!("{line}\n{sig}\n")).unwrap();
-    });
+    .run();
 }
 
 #[test]
@@ -229,7 +118,7 @@ fn the_chain_continues_across_reloads_and_restarts() {
         report["streams"][0]["last_seq"].as_u64().unwrap() as usize,
         objects(&lf).len()
     );
-    assert!(digests(&lf).len() >= 2, "{report:#}");
+    assert!(report["digests"].as_u64().unwrap() >= 2, "{report:#}");
     let py = python_check(&lf);
     assert!(
         py.status.success(),
@@ -308,4 +197,49 @@ fn integrity_is_refused_without_a_signing_key_or_with_a_memory_buffer() {
         CONFIG.replace("integrity = true", "integrity = true\nbuffer = \"memory\""),
         "buffer = \"disk\"",
     );
+}
+
+#[test]
+fn an_encrypted_archive_is_verified_by_its_stored_bytes_without_decrypting() {
+    let lf = Lf::new(&format!(
+        "[keks.main]\nprovider = \"local\"\nkey_file = \"{{dir}}/kek.hex\"\n{}",
+        CONFIG.replace(
+            "integrity = true",
+            "integrity = true\nencryption = { kek = \"main\", tenant_field = \"account_id\" }"
+        )
+    ));
+    std::fs::write(lf.path("kek.hex"), "5a".repeat(32)).unwrap();
+    keygen(&lf.path("sign.pem"));
+    common::write_lines(&lf.path("logs/a.log"), 0, 300);
+    lf.run_once();
+    let stored: Vec<PathBuf> = walk(&lf.path("archive/jobs"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".lfenc"))
+        .collect();
+    assert_eq!(stored.len(), 6);
+    let (code, report) = verify(&lf);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["objects_checked"], 6);
+    assert_eq!(report["replays_not_counted"], 6);
+    // The digest lists the hash of the encrypted bytes as stored.
+    let digest = std::fs::read_to_string(&walk(&lf.path("archive/_digests"))[0]).unwrap();
+    let body: serde_json::Value = serde_json::from_str(digest.lines().next().unwrap()).unwrap();
+    let listed: BTreeSet<String> = body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["sha256"].as_str().unwrap().to_string())
+        .collect();
+    let hashed: BTreeSet<String> = stored
+        .iter()
+        .map(|p| logferry_sinks::chain::sha256_hex(&std::fs::read(p).unwrap()))
+        .collect();
+    assert_eq!(listed, hashed);
+    let mut b = std::fs::read(&stored[0]).unwrap();
+    let last = b.len() - 1;
+    b[last] ^= 1;
+    std::fs::write(&stored[0], b).unwrap();
+    let (code, report) = verify(&lf);
+    assert_eq!(code, Some(1));
+    assert!(integrity::kinds(&report).contains("object_modified"));
 }

@@ -28,6 +28,8 @@ pub struct Digester {
     pub prefix: String,
     pub signer: Arc<SigningKey>,
     pub journal: Arc<Journal>,
+    pub written: prometheus_client::metrics::counter::Counter,
+    pub failures: prometheus_client::metrics::counter::Counter,
 }
 
 fn hour_start(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -128,11 +130,12 @@ impl Digester {
             .get(key, chain::MAX_DIGEST)
             .await?
             .ok_or_else(|| format!("digest {key} vanished while being read"))?;
-        let f = chain::parse_digest(&bytes).map_err(|e| format!("{key}: {e}"))?;
+        let refused = |why: &str| {
+            format!("{key} exists and is not this stream's digest for the period from {from} ({why}): not overwritten; move it away to continue")
+        };
+        let f = chain::parse_digest(&bytes).map_err(|e| refused(&e))?;
         if !f.signed_by(public) || f.body.stream != self.stream || f.body.from != from {
-            return Err(format!(
-                "{key} exists and is not this stream's digest for the period from {from}: not overwritten; move it away to continue"
-            ));
+            return Err(refused("another signature, stream or period"));
         }
         let to = parse_time(&f.body.to).ok_or_else(|| format!("{key}: `to` is not a time"))?;
         *prev = chain::PrevDigest {
@@ -167,13 +170,131 @@ impl Digester {
         match res {
             Ok(0) => true,
             Ok(n) => {
+                self.written.inc_by(n as u64);
                 info!(sink = %self.sink, stream = %self.stream, digests = n, "signed digests written");
                 true
             }
             Err(e) => {
+                self.failures.inc();
                 error!(sink = %self.sink, stream = %self.stream, error = %e, "cannot write the integrity digests; trying again at the next hour");
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use logferry_sinks::ledger_store::DirectoryStore;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        parse_time(s).unwrap()
+    }
+
+    fn entry(seq: u64, at: &str) -> Entry {
+        Entry {
+            seq,
+            batch_id: format!("b{seq}"),
+            key: format!("o{seq}"),
+            sha256: "s".into(),
+            bytes: 1,
+            records: 1,
+            first_time: at.into(),
+            last_time: at.into(),
+            payload_sha256: "p".into(),
+            sealed_sha256: "c".into(),
+            prev: "x".into(),
+            hash: format!("h{seq}"),
+            delivered_at: at.into(),
+            dead_letter: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn every_hour_gets_a_digest_empty_ones_too_and_a_crash_before_the_state_is_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("state");
+        let start = super::super::State {
+            stream: "s.1".into(),
+            covered_to: "2026-12-03T10:30:00Z".into(),
+            ..Default::default()
+        };
+        write_state(&state_dir, &start).unwrap();
+        let lines: String = [
+            entry(1, "2026-12-03T10:45:00Z"),
+            entry(2, "2026-12-03T13:10:00Z"),
+        ]
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap() + "\n")
+        .collect();
+        std::fs::write(state_dir.join("journal.jsonl"), lines).unwrap();
+        let (pem, _) = SigningKey::generate().unwrap();
+        let signer = Arc::new(SigningKey::from_pem(&pem).unwrap());
+        let public = hex::decode(signer.public_hex()).unwrap();
+        let d = Digester {
+            sink: "archive".into(),
+            stream: "s.1".into(),
+            dir: state_dir.clone(),
+            store: Arc::new(DirectoryStore::new(dir.path().join("archive"))),
+            prefix: String::new(),
+            signer,
+            journal: Arc::new(Journal::new(
+                state_dir.join("journal.jsonl"),
+                t("2026-12-03T10:30:00Z"),
+            )),
+            written: Default::default(),
+            failures: Default::default(),
+        };
+        assert_eq!(d.close(t("2026-12-03T13:00:00Z")).await.unwrap(), 3);
+        let keys = d.store.list("_digests/").await.unwrap();
+        assert_eq!(
+            keys,
+            [
+                "_digests/s.1/2026/12/03/10-30-00.000.json",
+                "_digests/s.1/2026/12/03/11.json",
+                "_digests/s.1/2026/12/03/12.json"
+            ]
+        );
+        let mut prev: Option<chain::PrevDigest> = None;
+        for k in &keys {
+            let f = chain::parse_digest(&d.store.get(k, 1 << 20).await.unwrap().unwrap()).unwrap();
+            assert!(f.signed_by(&public));
+            assert_eq!(f.body.previous, prev);
+            prev = Some(chain::PrevDigest {
+                key: k.clone(),
+                sha256: f.sha256.clone(),
+                signature: f.signature.signature.clone(),
+            });
+        }
+        let first = chain::parse_digest(&d.store.get(&keys[0], 1 << 20).await.unwrap().unwrap());
+        assert_eq!(first.unwrap().body.last_seq, Some(1));
+        // The entry of 13:10 stays in the journal for the next hour.
+        let (left, _) = d.journal.read().await.unwrap();
+        assert_eq!(left.iter().map(|e| e.seq).collect::<Vec<_>>(), [2]);
+        let after = read_state(&state_dir).unwrap().unwrap();
+        assert_eq!(
+            (after.head_seq, after.covered_to.as_str()),
+            (1, "2026-12-03T13:00:00.000000000Z")
+        );
+        // A crash after the digests, before the state: the next close adopts them as they are.
+        write_state(&state_dir, &start).unwrap();
+        d.close(t("2026-12-03T13:00:00Z")).await.unwrap();
+        assert_eq!(d.store.list("_digests/").await.unwrap(), keys);
+        assert_eq!(read_state(&state_dir).unwrap().unwrap().last, after.last);
+        // A digest at the name that this stream did not sign is not built on.
+        let other = tempfile::tempdir().unwrap();
+        let planted = Digester {
+            store: Arc::new(DirectoryStore::new(other.path())),
+            ..d
+        };
+        std::fs::create_dir_all(other.path().join("_digests/s.1/2026/12/03")).unwrap();
+        std::fs::write(
+            other.path().join("_digests/s.1/2026/12/03/13.json"),
+            "{}\n{}\n",
+        )
+        .unwrap();
+        let err = planted.close(t("2026-12-03T14:00:00Z")).await.unwrap_err();
+        assert!(err.contains("not this stream's digest"), "{err}");
     }
 }

@@ -212,6 +212,10 @@ pub async fn open(
     prefix: &str,
     signer: Arc<logferry_sinks::signing::SigningKey>,
     spooled: Vec<ChainLink>,
+    counters: (
+        prometheus_client::metrics::counter::Counter,
+        prometheus_client::metrics::counter::Counter,
+    ),
 ) -> anyhow::Result<Stream> {
     let stream = format!("{sink}.{}", instance_id(data_dir)?);
     let dir = state_dir(data_dir, sink);
@@ -251,6 +255,8 @@ pub async fn open(
         prefix: prefix.to_string(),
         signer,
         journal: journal.clone(),
+        written: counters.0,
+        failures: counters.1,
     };
     Ok(Stream {
         head,

@@ -16,8 +16,9 @@ use serde::Serialize;
 
 /// The largest object read for its hash.
 const MAX_OBJECT: u64 = 8 << 30;
-/// An object newer than the last digest's end by less than this is pending, not foreign.
-const PENDING_SLACK: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
+/// An object written later than this before the last digest's end is pending, not foreign:
+/// S3 gives last-modified times in whole seconds, and clocks differ a little.
+pub const PENDING_SLACK: chrono::TimeDelta = chrono::TimeDelta::seconds(2);
 
 pub struct Options {
     pub prefix: String,

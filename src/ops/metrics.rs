@@ -92,6 +92,8 @@ families! {
     spool_write_failures: Counter<SinkLabel> = "spool_write_failures", "Spool writes (or block compressions) that failed and are retried";
     keys_shredded: Counter<SinkLabel> = "keys_shredded", "Tenant-hour data keys shredded at the end of encryption.retention (each with a signed receipt)";
     retention_failures: Counter<SinkLabel> = "retention_failures", "Retention passes that could not list or shred the key ledger (tried again at the next pass)";
+    digests_written: Counter<SinkLabel> = "digests_written", "Signed integrity digests written to the archive";
+    digest_failures: Counter<SinkLabel> = "digest_failures", "Attempts to write integrity digests that failed (the journal keeps the entries; tried again at the next hour and at stop)";
     last_delivery: Gauge<SinkLabel> = "last_delivery_timestamp_seconds", "Unix time of the last acknowledged batch";
     since_delivery: Gauge<SinkLabel> = "seconds_since_last_delivery", "Seconds since the last acknowledged batch (absent before the first)";
 }

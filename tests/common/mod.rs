@@ -2,6 +2,7 @@
 //! reads back what it archived. Waiting is always on a condition with a deadline.
 #![allow(dead_code)]
 
+pub mod integrity;
 pub mod keyvault;
 pub mod monitor;
 pub mod receiver;
