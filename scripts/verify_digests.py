@@ -4,7 +4,9 @@
     verify_digests.py ARCHIVE_DIR PUBLIC_KEY.pem
 
 Every digest's Ed25519 signature, the digest chain, each entry's chain hash and link, sequence
-gaps, and the SHA-256 of every listed object. Exit 0 only when nothing is wrong.
+gaps, the SHA-256 of every listed object, and objects that no digest lists. Exit 0 only when
+nothing is wrong (run it on an archive whose writer is stopped: a running stream's newest
+objects are in no digest until its hour ends).
 Needs only the `cryptography` package.
 """
 import base64, hashlib, json, os, sys
@@ -63,6 +65,14 @@ for stream, digests in streams.items():
             except FileNotFoundError:
                 problems.append(f"missing: {e['key']}")
         last = e
+
+listed = {e["key"] for ds in streams.values() for _, d, _, _ in ds for e in d["entries"]}
+for dirpath, dirs, files in os.walk(root):
+    dirs[:] = [d for d in dirs if not (dirpath == root and d.startswith("_"))]
+    for name in files:
+        key = os.path.relpath(os.path.join(dirpath, name), root)
+        if not (name.endswith(".meta.json") or name.startswith(".") or key in listed):
+            problems.append(f"in no digest: {key}")
 
 for p in problems:
     print(p)

@@ -30,6 +30,8 @@ pub struct Digester {
     pub journal: Arc<Journal>,
     pub written: prometheus_client::metrics::counter::Counter,
     pub failures: prometheus_client::metrics::counter::Counter,
+    /// One close at a time (the hourly one and the one at stop can meet at an hour's end).
+    pub gate: tokio::sync::Mutex<()>,
 }
 
 fn hour_start(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -40,6 +42,7 @@ impl Digester {
     /// Writes the digests of everything from the end of the last one up to `to`, split at
     /// hour boundaries. Returns how many were written.
     pub async fn close(&self, to: DateTime<Utc>) -> Result<usize, String> {
+        let _one = self.gate.lock().await;
         let dir = self.dir.clone();
         let mut state = tokio::task::spawn_blocking(move || read_state(&dir))
             .await
@@ -245,6 +248,7 @@ mod tests {
             )),
             written: Default::default(),
             failures: Default::default(),
+            gate: Default::default(),
         };
         assert_eq!(d.close(t("2026-12-03T13:00:00Z")).await.unwrap(), 3);
         let keys = d.store.list("_digests/").await.unwrap();
@@ -286,6 +290,7 @@ mod tests {
         let other = tempfile::tempdir().unwrap();
         let planted = Digester {
             store: Arc::new(DirectoryStore::new(other.path())),
+            gate: Default::default(),
             ..d
         };
         std::fs::create_dir_all(other.path().join("_digests/s.1/2026/12/03")).unwrap();

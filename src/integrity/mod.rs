@@ -257,6 +257,7 @@ pub async fn open(
         journal: journal.clone(),
         written: counters.0,
         failures: counters.1,
+        gate: Default::default(),
     };
     Ok(Stream {
         head,

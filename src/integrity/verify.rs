@@ -202,6 +202,15 @@ pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, Str
     }
     check_objects(&mut r, &store, o, &all_entries).await?;
     // Objects no digest lists: pending when newer than the last digest, foreign otherwise.
+    // With no digest at all there is nothing to be newer than: all of them deleted, or never
+    // written, and either way the archive vouches for nothing.
+    let data = listed.iter().filter(|(k, _)| is_data(&o.prefix, k)).count();
+    if r.digests == 0 && data > 0 && o.from.is_none() && o.to.is_none() {
+        r.problem(
+            "digest_missing",
+            format!("{data} objects and no signed digest in the archive"),
+        );
+    }
     if o.from.is_none() && o.to.is_none() {
         for (key, modified) in listed.iter().filter(|(k, _)| is_data(&o.prefix, k)) {
             if listed_entries.contains_key(key) {
@@ -209,7 +218,6 @@ pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, Str
             }
             match (newest_to, modified) {
                 (Some(t), Some(m)) if *m + PENDING_SLACK >= t => r.pending.push(key.clone()),
-                (None, _) => r.pending.push(key.clone()),
                 _ => r.problem(
                     "foreign",
                     format!("{key} is in the archive and in no digest"),
