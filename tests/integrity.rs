@@ -243,3 +243,44 @@ fn an_encrypted_archive_is_verified_by_its_stored_bytes_without_decrypting() {
     assert_eq!(code, Some(1));
     assert!(integrity::kinds(&report).contains("object_modified"));
 }
+
+#[test]
+fn verify_takes_an_auditors_public_key_and_a_period() {
+    let lf = setup();
+    common::write_lines(&lf.path("logs/a.log"), 0, 100);
+    lf.run_once();
+    keygen(&lf.path("other.pem"));
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(["verify", "--sink", "archive", "--config"])
+            .arg(&lf.cfg)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let pubkey = lf.path("sign.pem.pub").display().to_string();
+    let other = lf.path("other.pem.pub").display().to_string();
+    let ok = run(&["--public-key", &pubkey]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("CLEAN"));
+    let bad = run(&["--public-key", &other]);
+    assert_eq!(bad.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&bad.stdout);
+    assert!(text.contains("PROBLEM bad_signature"), "{text}");
+    // A period after everything: no digest in it, nothing to find wrong.
+    let later = run(&["--from", "2099-01-01T00:00:00Z", "--json"]);
+    assert!(later.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&later.stdout).unwrap();
+    assert_eq!(report["digests"], 0);
+    let wrong = run(&["--from", "yesterday"]);
+    assert_eq!(wrong.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        err.contains("--from \"yesterday\" is not an RFC 3339 time"),
+        "{err}"
+    );
+}
