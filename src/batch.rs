@@ -46,10 +46,12 @@ pub struct Plan {
     pub sink: String,
     pub key: KeyTemplate,
     /// Decoder value slots of the key's fields, in the template's order, then the tenant
-    /// field's when `tenant` is set.
+    /// field's when the sink encrypts per tenant and the key does not name it already.
     pub field_slots: Vec<usize>,
-    /// The last of `field_slots` is the tenant (the sink encrypts per tenant).
-    pub tenant: bool,
+    /// Which of `field_slots` holds the tenant (the sink encrypts per tenant); one past the
+    /// key's fields when it was added for the tenant alone. A tenant that is also a key field
+    /// shares its slot, so that records are not partitioned by the same value twice.
+    pub tenant: Option<usize>,
     /// Batches are partitioned by `time / bucket_secs`: the key's finest time unit, and at
     /// most an hour when the sink encrypts per tenant-hour.
     pub bucket_secs: Option<i64>,
@@ -411,14 +413,14 @@ impl<O: Outlet> Batcher<O> {
                     .submit(head, self.plan.compression, self.plan.level),
             );
         }
-        let tenant = if self.plan.tenant {
-            let t = o.fields.pop().flatten();
-            Some(logferry_sinks::key::clean(
-                t.as_deref().unwrap_or(logferry_sinks::encrypted::NO_TENANT),
-            ))
-        } else {
-            None
-        };
+        let tenant = self.plan.tenant.map(|i| {
+            let t = if i >= self.plan.key.fields().len() {
+                o.fields.pop().flatten()
+            } else {
+                o.fields.get(i).cloned().flatten()
+            };
+            logferry_sinks::key::clean(t.as_deref().unwrap_or(logferry_sinks::encrypted::NO_TENANT))
+        });
         let fields: Vec<Option<&str>> = o.fields.iter().map(|f| f.as_deref()).collect();
         let key = self.plan.key.render(&KeyContext {
             source: &self.source,

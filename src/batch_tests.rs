@@ -21,7 +21,7 @@ fn batcher(key: &str, max_records: u64, max_bytes: u64) -> (Batcher<Collect>, Co
     let plan = Plan {
         sink: "k".into(),
         field_slots: (0..key.fields().len()).collect(),
-        tenant: false,
+        tenant: None,
         bucket_secs: key.time_granularity(),
         key,
         layout: crate::encode::Layout::new(logferry_sinks::Encoding::Ndjson, None),

@@ -416,17 +416,21 @@ async fn run_pipeline(
             let side = &sides[s];
             let sc = &side.cfg;
             let tenant = sc.encryption.as_ref().map(|e| &e.tenant_field);
+            let key_fields = sc.key.fields();
             let plan = Plan {
                 sink: sc.name.clone(),
                 key: sc.key.clone(),
-                field_slots: sc
-                    .key
-                    .fields()
+                field_slots: key_fields
                     .iter()
-                    .chain(tenant)
+                    .chain(tenant.filter(|t| !key_fields.contains(t)))
                     .map(|f| fields.iter().position(|x| x == f).unwrap_or(0))
                     .collect(),
-                tenant: tenant.is_some(),
+                tenant: tenant.map(|t| {
+                    key_fields
+                        .iter()
+                        .position(|f| f == t)
+                        .unwrap_or(key_fields.len())
+                }),
                 // One data key per tenant and hour: no batch spans two hours.
                 bucket_secs: match (sc.key.time_granularity(), tenant.is_some()) {
                     (Some(g), true) => Some(g.min(3600)),

@@ -284,9 +284,11 @@ pub fn decrypt<K: std::borrow::Borrow<DataKey>>(
     }
     let aead = key.aead()?;
     let full = header.segment_size as usize + TAG;
-    // One byte of look-ahead tells a full segment that is the last from one that is not.
-    let mut buf = vec![0u8; full + 1];
-    let mut have = read_full(r, &mut buf)?;
+    // One byte of look-ahead tells a full segment that is the last from one that is not. The
+    // buffer grows with what is read (not zeroed to a segment up front: most batches are far
+    // smaller than one).
+    let mut buf: Vec<u8> = Vec::new();
+    let mut have = fill(r, &mut buf, full + 1)?;
     let mut index = 0u64;
     loop {
         let last = have <= full;
@@ -329,7 +331,8 @@ pub fn decrypt<K: std::borrow::Borrow<DataKey>>(
             return Ok(header);
         }
         buf.copy_within(full..have, 0);
-        have = (have - full) + read_full(r, &mut buf[have - full..])?;
+        buf.truncate(have - full);
+        have = fill(r, &mut buf, full + 1)?;
         index += 1;
     }
 }
@@ -338,18 +341,13 @@ fn read_exact(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<()> {
     r.read_exact(buf)
 }
 
-/// Reads until `buf` is full or the end; returns how many bytes it holds.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, CryptError> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(CryptError::Io(e.to_string())),
-        }
-    }
-    Ok(n)
+/// Reads until `buf` holds `want` bytes or the input ends; returns how many it holds.
+fn fill(r: &mut impl Read, buf: &mut Vec<u8>, want: usize) -> Result<usize, CryptError> {
+    let more = want.saturating_sub(buf.len()) as u64;
+    r.take(more)
+        .read_to_end(buf)
+        .map_err(|e| CryptError::Io(e.to_string()))?;
+    Ok(buf.len())
 }
 
 #[cfg(test)]
