@@ -32,10 +32,19 @@ pub async fn key_ring(cfg: &Config, sc: &SinkConfig) -> anyhow::Result<Option<Ar
 /// The small-object store of an object sink (its own client): the key ledger and receipts, or,
 /// with `digests`, the integrity digests (under the data's Object Lock retention on S3).
 pub async fn store(sc: &SinkConfig, digests: bool) -> anyhow::Result<Arc<dyn LedgerStore>> {
+    // The ledger's own bucket or container, when it is not the data's.
+    let elsewhere = match (&sc.encryption, digests) {
+        (Some(e), false) => e.ledger_elsewhere.clone(),
+        _ => None,
+    };
     Ok(match &sc.kind {
         SinkKind::Directory { path } => Arc::new(DirectoryStore::new(path)),
         SinkKind::S3(o) => {
-            let s = logferry_sinks::S3Sink::new((**o).clone())
+            let mut o = (**o).clone();
+            if let Some(b) = elsewhere {
+                o.bucket = b;
+            }
+            let s = logferry_sinks::S3Sink::new(o)
                 .await
                 .map_err(|e| anyhow::anyhow!("sink {}: {e}", sc.name))?;
             Arc::new(if digests {
@@ -46,7 +55,10 @@ pub async fn store(sc: &SinkConfig, digests: bool) -> anyhow::Result<Arc<dyn Led
         }
         SinkKind::AzureBlob(o) => {
             // Reads key and certificate files: off the runtime's threads.
-            let o = (**o).clone();
+            let mut o = (**o).clone();
+            if let Some(c) = elsewhere {
+                o.container = c;
+            }
             let store = tokio::task::spawn_blocking(move || {
                 logferry_sinks::azure_blob::ledger::BlobStore::new(o)
             })

@@ -64,16 +64,19 @@ fn open(
     match &sc.kind {
         SinkKind::Directory { path } if path.join(obj).is_file() => file(&path.join(obj)),
         SinkKind::Directory { .. } => bail!("no such object"),
-        _ => match keys
-            // The object is decrypted in memory: the user asked for it, whatever its size.
-            .map(|k| rt.block_on(k.store().get(obj, u64::MAX)))
-            .transpose()
-            .map_err(|e| anyhow!(e))?
-            .flatten()
-        {
-            Some(bytes) => Ok((name, Box::new(std::io::Cursor::new(bytes)))),
-            None => bail!("no such object in the sink"),
-        },
+        _ if keys.is_none() => bail!("no such object in the sink"),
+        _ => {
+            // From the data's bucket or container (the ledger may have one of its own). The
+            // object is decrypted in memory: the user asked for it, whatever its size.
+            let store = rt.block_on(logferry::encryption::store(sc, true))?;
+            match rt
+                .block_on(store.get(obj, u64::MAX))
+                .map_err(|e| anyhow!(e))?
+            {
+                Some(bytes) => Ok((name, Box::new(std::io::Cursor::new(bytes)))),
+                None => bail!("no such object in the sink"),
+            }
+        }
     }
 }
 

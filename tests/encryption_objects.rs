@@ -425,3 +425,57 @@ fn a_ledger_that_never_answers_cannot_hold_a_once_run_at_its_retention_pass() {
     let logs = std::fs::read_to_string(lf.path("once.log")).unwrap();
     assert!(logs.contains("did not answer within 4s"), "{logs}");
 }
+
+#[test]
+fn under_a_default_retention_the_ledger_lives_in_its_own_bucket_and_shredding_works() {
+    use aws_sdk_s3::types::{
+        DefaultRetention, ObjectLockConfiguration, ObjectLockEnabled, ObjectLockRetentionMode,
+        ObjectLockRule,
+    };
+    let moto = Moto::start();
+    let (rt, c) = moto.bucket("vault", true);
+    rt.block_on(c.create_bucket().bucket("vault-keys").send())
+        .unwrap();
+    // Every object of the data bucket is locked for a day, whoever writes it.
+    let rule = ObjectLockRule::builder()
+        .default_retention(
+            DefaultRetention::builder()
+                .mode(ObjectLockRetentionMode::Governance)
+                .days(1)
+                .build(),
+        )
+        .build();
+    rt.block_on(
+        c.put_object_lock_configuration()
+            .bucket("vault")
+            .object_lock_configuration(
+                ObjectLockConfiguration::builder()
+                    .object_lock_enabled(ObjectLockEnabled::Enabled)
+                    .rule(rule)
+                    .build(),
+            )
+            .send(),
+    )
+    .unwrap();
+    let lf = setup(&format!(
+        "[sinks.store]\ntype = \"s3\"\nallow_plaintext_credentials = true\nbucket = \"vault\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\nforce_path_style = true\nkey = \"{{source}}/{{account_id}}/{{batch_id}}.ndjson.gz\"\nencryption = {{ kek = \"main\", tenant_field = \"account_id\", ledger_bucket = \"vault-keys\" }}\n",
+        moto.endpoint
+    ));
+    let env = moto.env();
+    lf.run_once_env(&env);
+    let keys = |bucket: &str| -> Vec<String> {
+        rt.block_on(c.list_objects_v2().bucket(bucket).send())
+            .unwrap()
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect()
+    };
+    let data = keys("vault");
+    assert_eq!(data.len(), 3, "{data:?}");
+    assert!(data.iter().all(|k| k.starts_with("jobs/")), "{data:?}");
+    let ledger = keys("vault-keys");
+    assert_eq!(ledger.len(), 3, "{ledger:?}");
+    assert!(ledger.iter().all(|k| k.starts_with("_keys/")), "{ledger:?}");
+    read_all_then_shred(&lf, &data, &env, |k| decrypt(&lf, k, &env));
+}

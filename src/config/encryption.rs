@@ -46,6 +46,8 @@ pub struct EncryptionConfig {
     pub segment_size: u32,
     /// Where `_keys/` and `_receipts/` go in the sink's store (empty: its root).
     pub ledger_prefix: String,
+    /// The bucket (s3) or container (azure_blob) of the ledger when it is not the data's.
+    pub ledger_elsewhere: Option<String>,
 }
 
 const PROVIDERS: &[&str] = &["local", "aws_kms", "azure_key_vault"];
@@ -335,6 +337,32 @@ pub(super) fn sink(
             "must not contain `.` or `..` segments",
         );
     }
+    let ledger_elsewhere = match (kind, e.ledger_bucket, e.ledger_container) {
+        (_, None, None) => None,
+        (SinkKind::S3(_), Some(b), None) => Some(b),
+        (SinkKind::AzureBlob(_), None, Some(c)) => Some(c),
+        (_, b, _) => {
+            let (field, what) = if b.is_some() {
+                ("ledger_bucket", "s3")
+            } else {
+                ("ledger_container", "azure_blob")
+            };
+            c.add(
+                format!("{p}.encryption.{field}"),
+                format!("is for {what} sinks (a ledger in another bucket or container)"),
+            );
+            None
+        }
+    };
+    if ledger_elsewhere
+        .as_deref()
+        .is_some_and(|l| l.trim().is_empty())
+    {
+        c.add(
+            format!("{p}.encryption"),
+            "the ledger's bucket or container is empty",
+        );
+    }
     if c.list.len() > before {
         return None;
     }
@@ -344,6 +372,7 @@ pub(super) fn sink(
         retention,
         segment_size: segment_size as u32,
         ledger_prefix: ledger_prefix.trim_matches('/').to_string(),
+        ledger_elsewhere,
     })
 }
 

@@ -113,6 +113,12 @@ pub struct Encryption {
     pub segment_size: Option<Size>,
     #[serde(default)]
     pub ledger_prefix: Option<String>,
+    /// The ledger in another bucket (s3) or container (azure_blob): for data under a default
+    /// retention that would lock the ledger's entries too.
+    #[serde(default)]
+    pub ledger_bucket: Option<String>,
+    #[serde(default)]
+    pub ledger_container: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
