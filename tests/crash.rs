@@ -3,9 +3,6 @@
 mod common;
 
 use common::*;
-use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 const MAX_RECORDS: u64 = 100;
@@ -44,25 +41,12 @@ batch = {{ max_records = {MAX_RECORDS}, max_age = "100ms" }}
 retry = {{ initial_backoff = "50ms", max_backoff = "200ms" }}
 "#
     ));
-    let log = lf.path("logs/app.log");
-    std::fs::File::create(&log).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let written = Arc::new(AtomicU64::new(0));
-    let writer = {
-        let (stop, written, log) = (stop.clone(), written.clone(), log.clone());
-        std::thread::spawn(move || {
-            let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
-            while !stop.load(Ordering::Relaxed) {
-                let start = written.load(Ordering::Relaxed);
-                let text: String = (start..start + 100)
-                    .map(|i| format!("{{\"id\":{i},\"account_id\":\"acct{}\",\"msg\":\"job step finished with output\"}}\n", i % 3))
-                    .collect();
-                f.write_all(text.as_bytes()).unwrap();
-                written.store(start + 100, Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        })
-    };
+    let writer = Appender::start(&lf.path("logs/app.log"), 100, |i| {
+        format!(
+            "{{\"id\":{i},\"account_id\":\"acct{}\",\"msg\":\"job step finished with output\"}}\n",
+            i % 3
+        )
+    });
     let mut rng = fastrand::Rng::with_seed(42);
     let started = std::time::Instant::now();
     for _ in 0..runs {
@@ -71,9 +55,7 @@ retry = {{ initial_backoff = "50ms", max_backoff = "200ms" }}
         std::thread::sleep(Duration::from_millis(rng.u64(200..1500)));
         run.kill9();
     }
-    stop.store(true, Ordering::Relaxed);
-    writer.join().unwrap();
-    let n = written.load(Ordering::Relaxed);
+    let n = writer.finish();
     let rate = n as f64 / started.elapsed().as_secs_f64();
     lf.run_once_env(env);
     let recs = archived(&lf);

@@ -5,11 +5,8 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::integrity::{self, keygen};
@@ -40,6 +37,16 @@ fn setup() -> Lf {
 
 fn verify(lf: &Lf) -> (Option<i32>, serde_json::Value) {
     integrity::verify(lf, "archive", &[])
+}
+
+/// The Python checker passes on the archive.
+fn python_clean(lf: &Lf) {
+    let py = python_check(lf);
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stdout)
+    );
 }
 
 fn python_check(lf: &Lf) -> Output {
@@ -119,36 +126,15 @@ fn the_chain_continues_across_reloads_and_restarts() {
         objects(&lf).len()
     );
     assert!(report["digests"].as_u64().unwrap() >= 2, "{report:#}");
-    let py = python_check(&lf);
-    assert!(
-        py.status.success(),
-        "{}",
-        String::from_utf8_lossy(&py.stdout)
-    );
+    python_clean(&lf);
 }
 
 #[test]
 fn a_kill_9_loop_archive_verifies_clean_with_its_replays_counted() {
     let lf = setup();
-    let log = lf.path("logs/a.log");
-    std::fs::File::create(&log).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let written = Arc::new(AtomicU64::new(0));
-    let writer = {
-        let (stop, written, log) = (stop.clone(), written.clone(), log.clone());
-        std::thread::spawn(move || {
-            let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
-            while !stop.load(Ordering::Relaxed) {
-                let start = written.load(Ordering::Relaxed);
-                let text: String = (start..start + 50)
-                    .map(|i| format!("{{\"id\":{i},\"account_id\":\"acct{}\"}}\n", i % 3))
-                    .collect();
-                f.write_all(text.as_bytes()).unwrap();
-                written.store(start + 50, Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        })
-    };
+    let writer = common::Appender::start(&lf.path("logs/a.log"), 50, |i| {
+        format!("{{\"id\":{i},\"account_id\":\"acct{}\"}}\n", i % 3)
+    });
     let mut rng = fastrand::Rng::with_seed(7);
     for _ in 0..4 {
         let run = lf.spawn();
@@ -156,23 +142,16 @@ fn a_kill_9_loop_archive_verifies_clean_with_its_replays_counted() {
         std::thread::sleep(Duration::from_millis(rng.u64(300..1200)));
         run.kill9();
     }
-    stop.store(true, Ordering::Relaxed);
-    writer.join().unwrap();
+    let n = writer.finish();
     lf.run_once();
     let records = common::archive_records(&lf.path("archive/jobs"));
-    let n = written.load(Ordering::Relaxed);
     let dups = common::assert_all_present(&records, n);
     let (code, report) = verify(&lf);
     assert_eq!(code, Some(0), "{report:#}");
     // Every record sealed twice is reported as a replay, and nothing else is.
     assert_eq!(report["replayed_records"].as_u64().unwrap(), dups as u64);
     eprintln!("kill -9 x4: {n} records, {dups} sealed twice, reported as replays");
-    let py = python_check(&lf);
-    assert!(
-        py.status.success(),
-        "{}",
-        String::from_utf8_lossy(&py.stdout)
-    );
+    python_clean(&lf);
 }
 
 #[test]

@@ -332,6 +332,50 @@ pub fn write_lines(path: &Path, start: u64, n: u64) {
     f.write_all(buf.as_bytes()).unwrap();
 }
 
+/// A writer appending `per_tick` lines every 10 ms to a log until `finish`: the live input of
+/// the `kill -9` loops.
+pub struct Appender {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    written: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Appender {
+    pub fn start(log: &Path, per_tick: u64, line: fn(u64) -> String) -> Appender {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let written = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (s, w) = (stop.clone(), written.clone());
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                let start = w.load(Ordering::Relaxed);
+                let text: String = (start..start + per_tick).map(line).collect();
+                f.write_all(text.as_bytes()).unwrap();
+                w.store(start + per_tick, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        Appender {
+            stop,
+            written,
+            thread,
+        }
+    }
+
+    /// Stops the writer; how many lines it wrote.
+    pub fn finish(self) -> u64 {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap();
+        self.written.load(Ordering::Relaxed)
+    }
+}
+
 pub struct Running {
     pub child: Child,
     pub port: u16,
