@@ -217,10 +217,17 @@ fn an_encrypted_archive_is_verified_by_its_stored_bytes_without_decrypting() {
     let mut b = std::fs::read(&stored[0]).unwrap();
     let last = b.len() - 1;
     b[last] ^= 1;
-    std::fs::write(&stored[0], b).unwrap();
+    std::fs::write(&stored[0], &b).unwrap();
     let (code, report) = verify(&lf);
     assert_eq!(code, Some(1));
     assert!(integrity::kinds(&report).contains("object_modified"));
+    // A replacement larger than listed is refused by its size, before it is read.
+    b.extend(vec![0u8; 1 << 20]);
+    std::fs::write(&stored[0], &b).unwrap();
+    let (code, report) = verify(&lf);
+    assert_eq!(code, Some(1));
+    let what = report["problems"][0]["what"].as_str().unwrap();
+    assert!(what.contains("is larger than the"), "{report:#}");
 }
 
 #[test]

@@ -56,7 +56,14 @@ impl DirectoryStore {
 
 /// The error for an object larger than its reader takes.
 pub fn too_large(what: &str, max: u64) -> String {
-    format!("{what} is larger than {max} bytes: not something logferry wrote there")
+    format!("{what} is larger than {max} bytes: {TOO_LARGE}")
+}
+
+const TOO_LARGE: &str = "not something logferry wrote there";
+
+/// Whether a `get` failed because the object is larger than asked for.
+pub fn is_too_large(error: &str) -> bool {
+    error.ends_with(TOO_LARGE)
 }
 
 async fn blocking<T: Send + 'static>(
