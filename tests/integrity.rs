@@ -179,7 +179,7 @@ fn integrity_is_refused_without_a_signing_key_or_with_a_memory_buffer() {
 }
 
 #[test]
-fn an_encrypted_archive_is_verified_by_its_stored_bytes_without_decrypting() {
+fn an_encrypted_archive_is_verified_by_its_stored_bytes_and_its_replays_counted_with_the_kek() {
     let lf = Lf::new(&format!(
         "[keks.main]\nprovider = \"local\"\nkey_file = \"{{dir}}/kek.hex\"\n{}",
         CONFIG.replace(
@@ -196,10 +196,16 @@ fn an_encrypted_archive_is_verified_by_its_stored_bytes_without_decrypting() {
         .filter(|p| p.to_string_lossy().ends_with(".lfenc"))
         .collect();
     assert_eq!(stored.len(), 6);
+    // Without the KEK (another key in its place) every stored byte is still checked.
+    std::fs::write(lf.path("kek.hex"), "a5".repeat(32)).unwrap();
     let (code, report) = verify(&lf);
     assert_eq!(code, Some(0), "{report:#}");
     assert_eq!(report["objects_checked"], 6);
     assert_eq!(report["replays_not_counted"], 6);
+    std::fs::write(lf.path("kek.hex"), "5a".repeat(32)).unwrap();
+    let (code, report) = verify(&lf);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["replays_not_counted"], 0);
     // The digest lists the hash of the encrypted bytes as stored.
     let digest = std::fs::read_to_string(&walk(&lf.path("archive/_digests"))[0]).unwrap();
     let body: serde_json::Value = serde_json::from_str(digest.lines().next().unwrap()).unwrap();
@@ -214,7 +220,8 @@ fn an_encrypted_archive_is_verified_by_its_stored_bytes_without_decrypting() {
         .map(|p| logferry_sinks::chain::sha256_hex(&std::fs::read(p).unwrap()))
         .collect();
     assert_eq!(listed, hashed);
-    let mut b = std::fs::read(&stored[0]).unwrap();
+    let original = std::fs::read(&stored[0]).unwrap();
+    let mut b = original.clone();
     let last = b.len() - 1;
     b[last] ^= 1;
     std::fs::write(&stored[0], &b).unwrap();
@@ -228,6 +235,15 @@ fn an_encrypted_archive_is_verified_by_its_stored_bytes_without_decrypting() {
     assert_eq!(code, Some(1));
     let what = report["problems"][0]["what"].as_str().unwrap();
     assert!(what.contains("is larger than the"), "{report:#}");
+    // Every record read again (its checkpoint gone) and sealed in new batches: replays,
+    // counted inside the encrypted objects with the KEK at hand, and not tampering.
+    std::fs::write(&stored[0], &original).unwrap();
+    std::fs::remove_dir_all(lf.path("data/checkpoints")).unwrap();
+    lf.run_once();
+    let (code, report) = verify(&lf);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["replayed_records"], 300, "{report:#}");
+    assert_eq!(report["replays_not_counted"], 0);
 }
 
 #[test]

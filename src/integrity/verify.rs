@@ -26,6 +26,9 @@ pub struct Options {
     pub public_key: Vec<u8>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
+    /// The sink's key ring, when its KEK is at hand: encrypted objects are then decrypted to
+    /// count replays (hashes never need it).
+    pub keys: Option<Arc<logferry_sinks::keys::KeyRing>>,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -401,12 +404,26 @@ async fn check_objects(
             continue;
         }
         if e.key.ends_with(logferry_sinks::encrypted::SUFFIX) {
-            r.replays_not_counted += 1;
+            match decrypted(o.keys.as_deref(), &bytes).await {
+                Some(plain) => count_replays(r, o.compression, &plain, &mut seen),
+                None => r.replays_not_counted += 1,
+            }
             continue;
         }
         count_replays(r, o.compression, &bytes, &mut seen);
     }
     Ok(())
+}
+
+/// An encrypted object's compressed plaintext, when its key can be had (not shredded, the
+/// KEK at hand).
+async fn decrypted(keys: Option<&logferry_sinks::keys::KeyRing>, bytes: &[u8]) -> Option<Vec<u8>> {
+    let keys = keys?;
+    let (h, _) = logferry_sinks::crypt::Header::read(&mut &bytes[..]).ok()?;
+    let key = keys.open(&h.tenant, &h.hour, &h.key_id).await.ok()?;
+    let mut out = Vec::new();
+    logferry_sinks::crypt::decrypt(&mut &bytes[..], &mut out, |_| Ok(key)).ok()?;
+    Some(out)
 }
 
 /// Counts the records of this batch already seen in an earlier one (in sequence order).
