@@ -608,10 +608,14 @@ async fn run_pipeline(
     if reload.is_none() {
         // The stream goes on at the next start; what was delivered so far is signed now, so
         // that an archive read after a stop (or a --once run) is covered to its end.
+        // Within the shutdown timeout: an archive that does not answer cannot hold the stop
+        // (the journal keeps the entries; the next start signs them).
         let now = chrono::Utc::now();
         let mut failed = false;
         for (d, limit) in &digesters {
-            failed |= !d.close_logged(now, *limit).await;
+            failed |= !d
+                .close_logged(now, (*limit).min(cfg.shutdown_timeout))
+                .await;
         }
         if failed && once {
             bail!("run --once did not finish: the integrity digests could not be written (the journal keeps the entries for the next run)");

@@ -62,6 +62,7 @@ pub fn verify(cfg: &Config, a: &VerifyArgs<'_>) -> anyhow::Result<bool> {
     };
     let o = Options {
         prefix: integrity.prefix.clone(),
+        data_prefix: sc.key.static_prefix().to_string(),
         compression: sc.compression,
         public_key,
         from: time("from", a.from)?,

@@ -286,3 +286,26 @@ fn verify_takes_an_auditors_public_key_and_a_period() {
         "{err}"
     );
 }
+
+#[test]
+fn digests_under_their_own_prefix_still_vouch_for_every_object_of_the_sink() {
+    let lf = Lf::new(
+        &CONFIG
+            .replace("key = \"{source}/", "key = \"logs/{source}/")
+            .replace("integrity = true", "integrity = { prefix = \"audit\" }"),
+    );
+    keygen(&lf.path("sign.pem"));
+    common::write_lines(&lf.path("logs/a.log"), 0, 100);
+    lf.run_once();
+    assert!(!walk(&lf.path("archive/audit/_digests")).is_empty());
+    assert_eq!(verify(&lf).0, Some(0));
+    // Planted beside the sink's objects, older than the digest: found although the digests
+    // live under another prefix.
+    let p = lf.path("archive/logs/jobs/acct0/planted.ndjson.gz");
+    std::fs::write(&p, b"not from logferry").unwrap();
+    let f = std::fs::File::options().write(true).open(&p).unwrap();
+    f.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
+    let (code, report) = verify(&lf);
+    assert_eq!(code, Some(1));
+    assert!(integrity::kinds(&report).contains("foreign"), "{report:#}");
+}

@@ -172,6 +172,16 @@ impl KeyTemplate {
         &self.raw
     }
 
+    /// The directories every key starts with (before the first placeholder), `""` when the
+    /// first component already varies: where this sink's objects are, for a listing.
+    pub fn static_prefix(&self) -> &str {
+        let fixed = self
+            .raw
+            .find(['{', '%'])
+            .map_or(&self.raw[..], |i| &self.raw[..i]);
+        fixed.rfind('/').map_or("", |i| &fixed[..=i])
+    }
+
     pub fn render(&self, ctx: &KeyContext<'_>) -> String {
         let mut out = String::with_capacity(self.raw.len() + 48);
         for part in &self.parts {
@@ -258,6 +268,14 @@ fn push_clean(out: &mut String, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_static_prefix_is_the_directories_before_the_first_placeholder() {
+        let p = |k: &str| KeyTemplate::parse(k).unwrap().static_prefix().to_string();
+        assert_eq!(p("{source}/%Y/{batch_id}.gz"), "");
+        assert_eq!(p("logs/audit/{source}/{batch_id}.gz"), "logs/audit/");
+        assert_eq!(p("logs/x-%Y/{batch_id}.gz"), "logs/");
+    }
     use chrono::TimeZone;
 
     fn ctx<'a>(fields: &'a [Option<&'a str>]) -> KeyContext<'a> {

@@ -30,8 +30,18 @@ pub struct Digester {
     pub journal: Arc<Journal>,
     pub written: prometheus_client::metrics::counter::Counter,
     pub failures: prometheus_client::metrics::counter::Counter,
-    /// One close at a time (the hourly one and the one at stop can meet at an hour's end).
-    pub gate: tokio::sync::Mutex<()>,
+    /// One close at a time per stream, in the whole process: the hourly one and the one at
+    /// stop can meet at an hour's end, and a reloaded pipeline's with the old one's ([`gate`]).
+    pub gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The process-wide gate of the stream whose state is in `dir`.
+pub fn gate(dir: &std::path::Path) -> Arc<tokio::sync::Mutex<()>> {
+    static GATES: std::sync::Mutex<
+        std::collections::BTreeMap<PathBuf, Arc<tokio::sync::Mutex<()>>>,
+    > = std::sync::Mutex::new(std::collections::BTreeMap::new());
+    let mut g = GATES.lock().unwrap_or_else(|p| p.into_inner());
+    g.entry(dir.to_path_buf()).or_default().clone()
 }
 
 fn hour_start(t: DateTime<Utc>) -> DateTime<Utc> {

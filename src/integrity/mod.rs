@@ -27,9 +27,9 @@ const INLINE_HASH: usize = 256 << 10;
 /// The instance id of this `data_dir`: made on first use, kept for good.
 pub fn instance_id(data_dir: &Path) -> anyhow::Result<String> {
     let path = data_dir.join("instance-id");
-    match std::fs::read_to_string(&path) {
+    match read_small(&path) {
         Ok(s) => {
-            let id = s.trim().to_string();
+            let id = String::from_utf8_lossy(&s).trim().to_string();
             if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
                 anyhow::bail!(
                     "{} does not hold an instance id (letters and digits, at most 64)",
@@ -82,9 +82,27 @@ pub fn state_dir(data_dir: &Path, sink: &str) -> PathBuf {
     data_dir.join("integrity").join(sink)
 }
 
+/// More than this in a small state file is not something logferry wrote.
+const MAX_SMALL: u64 = 64 << 10;
+
+/// A small file of `data_dir`, refused before it is read when a planted one is large.
+fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_SMALL + 1)
+        .read_to_end(&mut out)?;
+    if out.len() as u64 > MAX_SMALL {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_SMALL} bytes: not something logferry wrote"
+        )));
+    }
+    Ok(out)
+}
+
 pub fn read_state(dir: &Path) -> anyhow::Result<Option<State>> {
     let path = dir.join("state.json");
-    match std::fs::read(&path) {
+    match read_small(&path) {
         Ok(b) => serde_json::from_slice(&b)
             .map(Some)
             .with_context(|| format!("{} is not an integrity state", path.display())),
@@ -250,18 +268,34 @@ pub async fn open(
     let digester = Digester {
         sink: sink.to_string(),
         stream,
-        dir,
         store,
         prefix: prefix.to_string(),
         signer,
         journal: journal.clone(),
         written: counters.0,
         failures: counters.1,
-        gate: Default::default(),
+        gate: digest::gate(&dir),
+        dir,
     };
     Ok(Stream {
         head,
         journal,
         digester,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn planted_giant_state_files_are_refused_before_they_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("state.json"), vec![b' '; 1 << 20]).unwrap();
+        let err = format!("{:#}", super::read_state(dir.path()).unwrap_err());
+        assert!(err.contains("larger than"), "{err}");
+        std::fs::write(dir.path().join("instance-id"), vec![b'a'; 1 << 20]).unwrap();
+        let err = format!("{:#}", super::instance_id(dir.path()).unwrap_err());
+        assert!(err.contains("larger than"), "{err}");
+        std::fs::write(dir.path().join("instance-id"), "../../etc\n").unwrap();
+        assert!(super::instance_id(dir.path()).is_err());
+    }
 }

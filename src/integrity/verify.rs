@@ -21,7 +21,10 @@ const MAX_OBJECT: u64 = 8 << 30;
 pub const PENDING_SLACK: chrono::TimeDelta = chrono::TimeDelta::seconds(2);
 
 pub struct Options {
+    /// Digests are under `<prefix>/_digests/`.
     pub prefix: String,
+    /// Where the sink's objects are (its key's static prefix): listed for foreign objects.
+    pub data_prefix: String,
     pub compression: Compression,
     pub public_key: Vec<u8>,
     pub from: Option<DateTime<Utc>>,
@@ -118,13 +121,12 @@ impl Report {
     }
 }
 
-/// Keys that are not data objects: digests, the key ledger, receipts, sidecars, probes.
-fn is_data(prefix: &str, key: &str) -> bool {
-    let rel = key
-        .strip_prefix(prefix)
-        .map_or(key, |r| r.trim_start_matches('/'));
-    let first = rel.split('/').next().unwrap_or("");
-    !(matches!(first, "_digests" | "_keys" | "_receipts")
+/// Keys that are not data objects: digests, the key ledger, receipts (under whatever prefix),
+/// sidecars, probes and temp files.
+fn is_data(key: &str) -> bool {
+    !(key
+        .split('/')
+        .any(|c| matches!(c, "_digests" | "_keys" | "_receipts"))
         || key.ends_with(chain::SIDECAR)
         || key.rsplit('/').next().is_some_and(|n| n.starts_with('.')))
 }
@@ -143,10 +145,16 @@ pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, Str
     } else {
         format!("{}/", o.prefix)
     };
-    let listed = store.list_modified(&base).await?;
-    let mut streams: BTreeMap<String, Vec<(String, DigestFile)>> = BTreeMap::new();
     let digest_prefix = format!("{base}{}/", chain::DIGESTS);
-    for (key, _) in listed.iter().filter(|(k, _)| k.starts_with(&digest_prefix)) {
+    let digest_keys = store.list(&digest_prefix).await?;
+    let listed: Vec<_> = store
+        .list_modified(&o.data_prefix)
+        .await?
+        .into_iter()
+        .filter(|(k, _)| is_data(k))
+        .collect();
+    let mut streams: BTreeMap<String, Vec<(String, DigestFile)>> = BTreeMap::new();
+    for key in &digest_keys {
         let Some(bytes) = store.get(key, chain::MAX_DIGEST).await? else {
             r.problem("digest_missing", format!("{key} was listed and is gone"));
             continue;
@@ -207,7 +215,7 @@ pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, Str
     // Objects no digest lists: pending when newer than the last digest, foreign otherwise.
     // With no digest at all there is nothing to be newer than: all of them deleted, or never
     // written, and either way the archive vouches for nothing.
-    let data = listed.iter().filter(|(k, _)| is_data(&o.prefix, k)).count();
+    let data = listed.len();
     if r.digests == 0 && data > 0 && o.from.is_none() && o.to.is_none() {
         r.problem(
             "digest_missing",
@@ -215,7 +223,7 @@ pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, Str
         );
     }
     if o.from.is_none() && o.to.is_none() {
-        for (key, modified) in listed.iter().filter(|(k, _)| is_data(&o.prefix, k)) {
+        for (key, modified) in &listed {
             if listed_entries.contains_key(key) {
                 continue;
             }

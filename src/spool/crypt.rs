@@ -120,22 +120,14 @@ mod tests {
         let c = SpoolCrypt::new(keys.clone());
         // A batch sealed four hours ago is still spooled: its hour and the one before stay.
         c.prune(Some(now - chrono::Duration::hours(4))).await;
-        let left: Vec<String> = keys
-            .list(None)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|l| l.hour)
-            .collect();
+        let hours_left = || async {
+            let l = keys.list(None).await.unwrap();
+            l.into_iter().map(|l| l.hour).collect::<Vec<String>>()
+        };
+        let left = hours_left().await;
         assert_eq!(left.len(), 6, "{left:?}");
         c.prune(None).await;
-        let mut left: Vec<String> = keys
-            .list(None)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|l| l.hour)
-            .collect();
+        let mut left = hours_left().await;
         left.sort();
         let mut want = hours[..2].to_vec();
         want.sort();
