@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use logferry_sinks::keys::KeyRing;
+use logferry_sinks::keys::{EntryAuth, KeyRing};
 use logferry_sinks::ledger::Kek;
 use logferry_sinks::ledger_store::{DirectoryStore, LedgerStore};
 use logferry_sinks::signing::SigningKey;
@@ -26,7 +26,9 @@ pub async fn key_ring(cfg: &Config, sc: &SinkConfig) -> anyhow::Result<Option<Ar
     };
     let kek = kek(cfg, sc, &e.kek).await?;
     let store = store(sc, false).await?;
-    Ok(Some(Arc::new(KeyRing::new(store, kek, &e.ledger_prefix))))
+    Ok(Some(Arc::new(
+        KeyRing::new(store, kek, &e.ledger_prefix).with_auth(entry_auth(cfg)?),
+    )))
 }
 
 /// The small-object store of an object sink (its own client): the key ledger and receipts, or,
@@ -87,7 +89,14 @@ pub async fn spool_ring(cfg: &Config, sc: &SinkConfig) -> anyhow::Result<Option<
     let store = Arc::new(DirectoryStore::new(
         cfg.data_dir.join("spool-keys").join(&sc.name),
     ));
-    Ok(Some(Arc::new(KeyRing::new(store, kek, ""))))
+    Ok(Some(Arc::new(
+        KeyRing::new(store, kek, "").with_auth(entry_auth(cfg)?),
+    )))
+}
+
+/// Ledger entries are signed with, and checked against, the `[signing]` key.
+fn entry_auth(cfg: &Config) -> anyhow::Result<EntryAuth> {
+    Ok(EntryAuth::signing(signer(cfg)?.map(Arc::new)))
 }
 
 async fn kek(cfg: &Config, sc: &SinkConfig, name: &str) -> anyhow::Result<Arc<dyn Kek>> {

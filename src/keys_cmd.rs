@@ -230,14 +230,21 @@ pub fn list(cfg: &Config, sink: &str, tenant: Option<&str>) -> anyhow::Result<()
     let (_, keys) = encrypted_sink(&rt, cfg, sink)?;
     let listed = rt.block_on(keys.list(tenant))?;
     println!("{:<24} {:<14} key id", "tenant", "hour");
+    let mut forged = 0;
     for l in &listed {
-        println!("{:<24} {:<14} {}", l.tenant, l.hour, l.key_id);
+        match &l.forged {
+            None => println!("{:<24} {:<14} {}", l.tenant, l.hour, l.key_id),
+            Some(why) => {
+                forged += 1;
+                println!("FORGED {} ({why}): never used", l.path);
+            }
+        }
     }
-    println!(
-        "{} key{}",
-        listed.len(),
-        if listed.len() == 1 { "" } else { "s" }
-    );
+    let good = listed.len() - forged;
+    println!("{} key{}", good, if good == 1 { "" } else { "s" });
+    if forged > 0 {
+        bail!("{forged} ledger entr{} not written by logferry (see FORGED above): someone wrote into the ledger", if forged == 1 { "y is" } else { "ies are" });
+    }
     Ok(())
 }
 

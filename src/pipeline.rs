@@ -263,7 +263,12 @@ async fn run_pipeline(
                     info!(sink = %sc.name, batches = s.len(), "replaying spooled batches");
                 }
                 match crate::encryption::spool_ring(cfg, sc).await? {
-                    Some(keys) => s.with_crypt(Arc::new(crate::spool::SpoolCrypt::new(keys))),
+                    Some(keys) => {
+                        s.with_crypt(Arc::new(crate::spool::SpoolCrypt::new(keys).keeping(vec![
+                            cfg.data_dir.join("dead-letter").join(&sc.name),
+                            cfg.data_dir.join("dead-letter").join("sources"),
+                        ])))
+                    }
                     None => s,
                 }
             }

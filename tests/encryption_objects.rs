@@ -26,6 +26,27 @@ fn setup(sink: &str) -> Lf {
     lf
 }
 
+/// The one ledger entry of `tenant`'s hour 2026-11-23T10 in a directory archive.
+fn entry_of(lf: &Lf, tenant: &str) -> std::path::PathBuf {
+    let dir = lf.path(&format!("archive/_keys/{tenant}/2026-11-23T10"));
+    let mut found: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    found.pop().unwrap()
+}
+
+/// A signing key for a KMS or Key Vault KEK's entries, at `{dir}/sign.pem`.
+fn keygen(lf: &Lf) {
+    let out = Command::new(BIN)
+        .args(["keygen", "--out"])
+        .arg(lf.path("sign.pem"))
+        .output()
+        .unwrap();
+    common::succeeded(&out);
+}
+
 fn decrypt(lf: &Lf, key: &str, env: &[(&str, &str)]) -> Output {
     Command::new(BIN)
         .args(["decrypt", "--sink", "store", key, "--config"])
@@ -126,18 +147,19 @@ fn s3_objects_are_encrypted_per_tenant_hour_with_the_key_id_in_their_metadata() 
         .filter(|k| k.starts_with("jobs/"))
         .cloned()
         .collect();
+    // One entry per tenant-hour, named by its key id.
     let ledger: BTreeSet<&str> = keys
         .iter()
         .filter(|k| k.starts_with("_keys/"))
-        .map(String::as_str)
+        .map(|k| k.rsplit_once('/').unwrap().0)
         .collect();
     assert_eq!(data.len(), 3, "{keys:?}");
     assert_eq!(
         ledger,
         BTreeSet::from([
-            "_keys/acct0/2026-11-23T10.key",
-            "_keys/acct1/2026-11-23T10.key",
-            "_keys/acct2/2026-11-23T10.key"
+            "_keys/acct0/2026-11-23T10",
+            "_keys/acct1/2026-11-23T10",
+            "_keys/acct2/2026-11-23T10"
         ])
     );
     for k in &data {
@@ -223,16 +245,16 @@ fn aws_kms_data_keys_are_bound_to_their_tenant_hour_and_read_back_by_boto3() {
     let env = moto.env();
     let key = kms_key(&moto);
     let lf = Lf::new(&format!(
-        "[keks.kms]\nprovider = \"aws_kms\"\nkey_id = \"{key}\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\nallow_plaintext_credentials = true\n\n[sources.jobs]\ninclude = [\"{{dir}}/logs/*.log\"]\nsinks = [\"store\"]\ntimestamp_field = \"ts\"\n[sinks.store]\ntype = \"directory\"\npath = \"{{dir}}/archive\"\nkey = \"{{source}}/{{account_id}}/{{batch_id}}.ndjson.gz\"\nencryption = {{ kek = \"kms\", tenant_field = \"account_id\" }}\n",
+        "[keks.kms]\nprovider = \"aws_kms\"\nkey_id = \"{key}\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\nallow_plaintext_credentials = true\n[signing]\nkey_file = \"{{dir}}/sign.pem\"\n\n[sources.jobs]\ninclude = [\"{{dir}}/logs/*.log\"]\nsinks = [\"store\"]\ntimestamp_field = \"ts\"\n[sinks.store]\ntype = \"directory\"\npath = \"{{dir}}/archive\"\nkey = \"{{source}}/{{account_id}}/{{batch_id}}.ndjson.gz\"\nencryption = {{ kek = \"kms\", tenant_field = \"account_id\" }}\n",
         moto.endpoint
     ));
     write_lines(&lf.path("logs/a.log"), 0, 3000);
+    keygen(&lf);
     lf.run_once_env(&env);
-    let entry: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(lf.path("archive/_keys/acct1/2026-11-23T10.key")).unwrap(),
-    )
-    .unwrap();
+    let entry: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(entry_of(&lf, "acct1")).unwrap()).unwrap();
     assert_eq!(entry["provider"], "aws_kms");
+    assert!(entry["signature"].is_string(), "{entry}");
     let data: Vec<String> = walk(&lf.path("archive/jobs"))
         .iter()
         .map(|p| p.to_string_lossy().into_owned())
@@ -241,7 +263,9 @@ fn aws_kms_data_keys_are_bound_to_their_tenant_hour_and_read_back_by_boto3() {
     let py = |obj: &str| {
         Command::new(tool("python3"))
             .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/decrypt.py"))
-            .args(["--kms-endpoint", &moto.endpoint, "--root"])
+            .args(["--kms-endpoint", &moto.endpoint, "--public-key"])
+            .arg(lf.path("sign.pem.pub"))
+            .arg("--root")
             .arg(lf.path("archive"))
             .arg(obj)
             .envs(moto.env())
@@ -257,26 +281,25 @@ fn aws_kms_data_keys_are_bound_to_their_tenant_hour_and_read_back_by_boto3() {
         seen.extend(ids(&out));
     }
     assert_eq!(seen, (0..3000).collect());
-    // KMS refuses an entry moved to another tenant: the context binds it.
-    let moved = lf.path("archive/_keys/acct0/2026-11-23T10.key");
+    // An entry moved to another tenant is refused: its name and its fields disagree, and with
+    // its fields rewritten its signature (and KMS's context) no longer match.
+    let moved = entry_of(&lf, "acct0");
     let original = std::fs::read(&moved).unwrap();
-    std::fs::copy(lf.path("archive/_keys/acct1/2026-11-23T10.key"), &moved).unwrap();
+    std::fs::copy(entry_of(&lf, "acct1"), &moved).unwrap();
     let acct0 = data.iter().find(|k| k.contains("/acct0/")).unwrap();
     let out = decrypt(&lf, acct0, &env);
     assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("forged"));
     std::fs::write(&moved, original).unwrap();
     read_all_then_shred(&lf, &data, &env, |k| py(k));
 }
 
-#[test]
-fn azure_key_vault_wraps_each_tenant_hour_key_and_refuses_a_moved_entry() {
-    let ca = tls::TestCa::new();
-    let login = tls::TokenServer::start(&ca);
-    let vault = keyvault::KeyVault::start(&ca);
+/// A directory archive encrypted under the Key Vault stand-in's key, with a signing key.
+fn vault_archive(ca: &tls::TestCa, login: &tls::TokenServer, vault: &keyvault::KeyVault) -> Lf {
     let secret_file = ca.dir.path().join("client-secret");
     std::fs::write(&secret_file, tls::CLIENT_SECRET).unwrap();
     let lf = Lf::new(&format!(
-        "[keks.vault]\nprovider = \"azure_key_vault\"\nvault_url = \"{}\"\nkey_name = \"{}\"\nauth = \"client_secret\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\nclient_secret_file = \"{}\"\nauthority_host = \"{}\"\ntls = {{ ca_file = \"{}\" }}\n\n[sources.jobs]\ninclude = [\"{{dir}}/logs/*.log\"]\nsinks = [\"store\"]\ntimestamp_field = \"ts\"\n[sinks.store]\ntype = \"directory\"\npath = \"{{dir}}/archive\"\nkey = \"{{source}}/{{account_id}}/{{batch_id}}.ndjson.gz\"\nencryption = {{ kek = \"vault\", tenant_field = \"account_id\" }}\n",
+        "[keks.vault]\nprovider = \"azure_key_vault\"\nvault_url = \"{}\"\nkey_name = \"{}\"\nauth = \"client_secret\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\nclient_secret_file = \"{}\"\nauthority_host = \"{}\"\ntls = {{ ca_file = \"{}\" }}\n[signing]\nkey_file = \"{{dir}}/sign.pem\"\n\n[sources.jobs]\ninclude = [\"{{dir}}/logs/*.log\"]\nsinks = [\"store\"]\ntimestamp_field = \"ts\"\n[sinks.store]\ntype = \"directory\"\npath = \"{{dir}}/archive\"\nkey = \"{{source}}/{{account_id}}/{{batch_id}}.ndjson.gz\"\nencryption = {{ kek = \"vault\", tenant_field = \"account_id\" }}\n",
         vault.url(),
         keyvault::KEY_NAME,
         tls::TENANT,
@@ -285,6 +308,78 @@ fn azure_key_vault_wraps_each_tenant_hour_key_and_refuses_a_moved_entry() {
         login.authority_host(),
         ca.ca_pem.display(),
     ));
+    keygen(&lf);
+    lf
+}
+
+/// Someone with the vault key's public half (and write access to the archive, not to the
+/// vault) plants entries for a key they chose, before logferry writes its own: at the name
+/// earlier versions used, and at a new-layout name. None is used, and an object they encrypt
+/// under their key is refused by `decrypt`.
+#[test]
+fn a_key_planted_with_the_vaults_public_key_is_never_used() {
+    use base64::Engine as _;
+    let ca = tls::TestCa::new();
+    let login = tls::TokenServer::start(&ca);
+    let vault = keyvault::KeyVault::start(&ca);
+    let lf = vault_archive(&ca, &login, &vault);
+    let theirs = logferry_sinks::crypt::DataKey::generate("acct1", "2026-11-23T10").unwrap();
+    let entry = serde_json::json!({
+        "format": "logferry-key-1", "key_id": theirs.id, "tenant": "acct1",
+        "hour": "2026-11-23T10", "kek": "vault", "provider": "azure_key_vault",
+        "wrapped": base64::engine::general_purpose::STANDARD
+            .encode(vault.wrap_with_public_key(&theirs.bytes[..])),
+        "kek_version": keyvault::VERSION,
+        // The binding is an HMAC under the data key: they can compute it too.
+        "bind": "",
+    });
+    for at in [
+        "archive/_keys/acct1/2026-11-23T10.key".to_string(),
+        format!("archive/_keys/acct1/2026-11-23T10/{}.key", theirs.id),
+    ] {
+        std::fs::create_dir_all(lf.path(&at).parent().unwrap()).unwrap();
+        std::fs::write(lf.path(&at), entry.to_string()).unwrap();
+    }
+    write_lines(&lf.path("logs/a.log"), 0, 3000);
+    lf.run_once();
+    let data: Vec<std::path::PathBuf> = walk(&lf.path("archive/jobs"));
+    assert_eq!(data.len(), 3);
+    for p in &data {
+        let h = header(&std::fs::read(p).unwrap());
+        assert_ne!(h.key_id, theirs.id, "{p:?} is under the planted key");
+    }
+    // An object the attacker encrypts under their key, named by their entry, is refused.
+    let acct1 = data
+        .iter()
+        .find(|p| p.to_string_lossy().contains("/acct1/"))
+        .unwrap();
+    let forged =
+        logferry_sinks::crypt::encrypt(&theirs, "forged", b"{\"id\":1}\n", 1 << 20).unwrap();
+    std::fs::write(acct1, forged).unwrap();
+    let out = decrypt(&lf, &acct1.to_string_lossy(), &[]);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("forged") && err.contains("not signed"),
+        "{err}"
+    );
+    // `keys list` names the planted entries as forged.
+    let out = Command::new(BIN)
+        .args(["keys", "list", "--sink", "store", "--config"])
+        .arg(&lf.cfg)
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(listed.matches("FORGED").count(), 2, "{listed}");
+}
+
+#[test]
+fn azure_key_vault_wraps_each_tenant_hour_key_and_refuses_a_moved_entry() {
+    let ca = tls::TestCa::new();
+    let login = tls::TokenServer::start(&ca);
+    let vault = keyvault::KeyVault::start(&ca);
+    let lf = vault_archive(&ca, &login, &vault);
     write_lines(&lf.path("logs/a.log"), 0, 3000);
     let out = lf.run_once();
     assert!(!String::from_utf8_lossy(&out.stderr).contains(tls::CLIENT_SECRET));
@@ -299,7 +394,7 @@ fn azure_key_vault_wraps_each_tenant_hour_key_and_refuses_a_moved_entry() {
         .requests()
         .iter()
         .all(|r| r.scope == "https://vault.azure.net/.default"));
-    let entry_path = lf.path("archive/_keys/acct1/2026-11-23T10.key");
+    let entry_path = entry_of(&lf, "acct1");
     let entry: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&entry_path).unwrap()).unwrap();
     assert_eq!(entry["provider"], "azure_key_vault");
@@ -310,14 +405,15 @@ fn azure_key_vault_wraps_each_tenant_hour_key_and_refuses_a_moved_entry() {
         .collect();
     assert_eq!(data.len(), 3);
 
-    // An entry moved to another tenant unwraps in the vault but fails its binding.
-    let moved = lf.path("archive/_keys/acct0/2026-11-23T10.key");
+    // An entry moved to another tenant is refused before the vault is asked: its name and
+    // fields disagree.
+    let moved = entry_of(&lf, "acct0");
     let original = std::fs::read(&moved).unwrap();
     std::fs::copy(&entry_path, &moved).unwrap();
     let acct0 = data.iter().find(|k| k.contains("/acct0/")).unwrap().clone();
     let out = decrypt(&lf, &acct0, &[]);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("does not unwrap"),
+        String::from_utf8_lossy(&out.stderr).contains("forged"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

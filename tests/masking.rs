@@ -318,7 +318,7 @@ fn profiles_that_cannot_work_are_refused() {
             let out = Command::new(BIN)
                 .args([cmd, "--config"])
                 .arg(&lf.cfg)
-                .env("SHORT_KEY", "short")
+                .env("SHORT_KEY", "tiny-key")
                 .output()
                 .unwrap();
             assert_eq!(out.status.code(), Some(2), "{cmd} with {body}");

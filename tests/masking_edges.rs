@@ -297,12 +297,14 @@ fn cards_in_numbers_keys_and_glued_text_are_masked_and_lookalikes_are_not() {
         "2223  0031  2200  3222",
         "219-09-9999",
     ];
-    // Look-alikes: Luhn-valid without a card prefix, dates, versions, amounts, references.
+    // Look-alikes: Luhn-valid without a card prefix, dates, versions, amounts, references, and
+    // card-shaped digits inside a hex id or a UUID.
     let lookalikes = [
         r#"{"account_id":"g","job":"j-201906658197301","ref":"ORD-1234567812345670"}"#,
         r#"{"account_id":"h","v":"v4.22.1","amount":"1234.56","at":"2026-11-23 10:00:00"}"#,
         r#"{"account_id":"i","n":1700000000123,"big":12345678901234567890,"ratio":0.25}"#,
         r#"{"account_id":"j","uuid":"550e8400-e29b-41d4-a716-446655440000","phone_ext":"x4411"}"#,
+        r#"{"account_id":"k","job":"j-2a4212120637001","uuid":"12345678-4111-4111-8111-1003abcdef01"}"#,
     ];
     let text: Vec<&str> = secrets.iter().chain(&lookalikes).copied().collect();
     std::fs::write(lf.path("logs/a.log"), text.join("\n") + "\n").unwrap();

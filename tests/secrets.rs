@@ -386,6 +386,14 @@ headers = { X-Api-Key = 918273645512 }
 type = "azure_blob"
 container = "archive"
 auth = "${CS}"
+[keks.vault]
+provider = "azure_key_vault"
+vault_url = "https://vault.example.net"
+key_name = "wrap"
+auth = "client_secret"
+tenant_id = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+client_id = "0b5e3f4e-1c1a-4b8e-9a3e-5d6f7a8b9c0d"
+client_secret = 553719264880
 "#,
     );
     let cs = "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=c2VjcmV0LWtleS12YWx1ZQ==";
@@ -403,12 +411,82 @@ auth = "${CS}"
         "{err}"
     );
     assert!(err.contains("sinks.out.headers.X-Api-Key"), "{err}");
+    // A KEK's credential is one too (another number than the header's, so that the
+    // header's redaction cannot hide it).
+    assert!(err.contains("keks.vault.client_secret"), "{err}");
     for secret in [
         "inline-bearer-Zq81x",
         "918273645512",
+        "553719264880",
         "c2VjcmV0LWtleS12YWx1ZQ==",
         cs,
     ] {
         assert!(!err.contains(secret), "{secret} in:\n{err}");
     }
+}
+
+#[test]
+fn key_files_an_include_glob_covers_are_never_shipped() {
+    let lf = Lf::new(
+        r#"
+[keks.main]
+provider = "local"
+key_file = "{dir}/logs/kek.hex"
+[signing]
+key_file = "{dir}/logs/sign.pem"
+[sources.jobs]
+include = ["{dir}/logs/*"]
+format = "text"
+sinks = ["archive"]
+[sinks.archive]
+type = "directory"
+path = "{dir}/archive"
+batch = { max_age = "200ms" }
+"#,
+    );
+    // The key files sit in the log directory itself: the glob matches them directly, no link
+    // is involved (follow_symlinks is the default).
+    let kek = "3c".repeat(32);
+    std::fs::write(lf.path("logs/kek.hex"), format!("{kek}\n")).unwrap();
+    let out = Command::new(BIN)
+        .args(["keygen", "--out"])
+        .arg(lf.path("logs/sign.pem"))
+        .output()
+        .unwrap();
+    succeeded(&out);
+    let pem = std::fs::read_to_string(lf.path("logs/sign.pem")).unwrap();
+    let body: Vec<&str> = pem
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with("-----"))
+        .collect();
+    assert!(!body.is_empty(), "{pem}");
+    std::fs::write(lf.path("logs/app.log"), "app started ok\n").unwrap();
+
+    let out = lf.run_once();
+    let logs = String::from_utf8_lossy(&out.stderr);
+    let shipped = lf
+        .final_archive("archive")
+        .iter()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        shipped.contains("app started ok"),
+        "the log itself is read: {shipped}"
+    );
+    assert!(!shipped.contains(&kek), "the KEK was shipped: {shipped}");
+    assert!(
+        !shipped.contains("PRIVATE KEY") && !body.iter().any(|b| shipped.contains(b)),
+        "the signing key was shipped: {shipped}"
+    );
+    // Each refused by name, as one of logferry's own key files.
+    let refused = |name: &str| {
+        logs.lines()
+            .any(|l| l.contains("file not read") && l.contains("credential") && l.contains(name))
+    };
+    for name in ["logs/kek.hex", "logs/sign.pem"] {
+        assert!(refused(name), "{name} not refused as a key file:\n{logs}");
+    }
+    assert!(!logs.contains(&kek), "{logs}");
+    assert!(!body.iter().any(|b| logs.contains(b)), "{logs}");
 }

@@ -116,3 +116,53 @@ fn always_follows_links_but_never_to_credentials_and_never_follows_none() {
     assert_eq!(assert_all_present(&lf.final_archive("archive"), 10), 0);
     assert!(!shipped(&lf).contains("\"id\":10"));
 }
+
+#[test]
+fn link_loops_under_a_recursive_pattern_do_not_hold_the_source() {
+    let lf = Lf::new(
+        r#"[sources.jobs]
+include = ["{dir}/logs/**/*.log"]
+sinks = ["archive"]
+[sinks.archive]
+type = "directory"
+path = "{dir}/archive"
+batch = { max_age = "200ms" }
+"#,
+    );
+    std::fs::create_dir_all(lf.path("logs/sub")).unwrap();
+    write_lines(&lf.path("logs/sub/real.log"), 0, 10);
+    // Each link leads back to its own directory: a walk that follows them without a record
+    // of where it has been never ends (two are exponential).
+    symlink(".", lf.path("logs/a")).unwrap();
+    symlink(".", lf.path("logs/b")).unwrap();
+    symlink("..", lf.path("logs/sub/up")).unwrap();
+    let stderr = lf.path("stderr.log");
+    let mut child = std::process::Command::new(BIN)
+        .args(["run", "--once", "--config"])
+        .arg(&lf.cfg)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .expect("run logferry");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "run --once over two link loops did not finish in 60 s:\n{}",
+                std::fs::read_to_string(&stderr).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let logs = std::fs::read_to_string(&stderr).unwrap();
+    assert!(status.success(), "{status}: {logs}");
+    // The file is read once, under its real path.
+    assert_eq!(assert_all_present(&lf.final_archive("archive"), 10), 0);
+    assert!(logs.contains("a loop") && logs.contains("logs/a"), "{logs}");
+}

@@ -3,17 +3,28 @@
 //! Written down for other readers in `docs/encryption.md`. In short (integers big-endian):
 //!
 //! ```text
-//! magic "LFENC" | version u8 = 1 | segment_size u32 | nonce_prefix [7]
+//! magic "LFENC" | version u8 = 2 | segment_size u32 | salt [32]
 //! | key_id (u16 len + UTF-8) | tenant (u16 len + UTF-8) | hour "YYYY-MM-DDTHH" (u16 len + UTF-8)
 //! | batch_id (u16 len + UTF-8)
 //! then segments: ciphertext of segment_size plaintext bytes (the last one shorter or empty) + tag [16]
 //! ```
 //!
-//! Segment `i` uses nonce `nonce_prefix || i as u32 || last` (last = 1 on the final segment, else
-//! 0) and the whole header as its associated data. So a changed byte anywhere, a segment moved,
-//! dropped or repeated, an object cut at a segment boundary, or a header naming another key,
-//! tenant, hour or batch all fail authentication; and an object decrypts as a stream, one segment
-//! in memory at a time.
+//! Every object is encrypted under a key of its own: HKDF-SHA256 of the tenant-hour's data key
+//! with the object's salt (the construction of Tink's AES-GCM-HKDF streaming AEAD). Segment `i`
+//! uses nonce `0 (7 bytes) || i as u32 || last` (last = 1 on the final segment, else 0) and the
+//! whole header as its associated data. So a changed byte anywhere, a segment moved, dropped or
+//! repeated, an object cut at a segment boundary, or a header naming another key, tenant, hour
+//! or batch all fail authentication; and an object decrypts as a stream, one segment in memory
+//! at a time.
+//!
+//! The salt of a sealed batch is an HMAC, under the data key, of everything that determines the
+//! ciphertext: the header's fields, the segment size and the SHA-256 of the exact bytes sealed.
+//! A retry of the same bytes yields the same object; anything else that changed between two
+//! attempts (segment size, compression, envelope, a split) yields another salt and so another
+//! key: one (key, nonce) pair never covers two different ciphertexts. The salt is a PRF output,
+//! so it tells nothing about the plaintext to someone without the data key.
+//!
+//! Version 1 objects (a 7-byte nonce prefix in place of the salt, no subkey) are still read.
 
 use std::io::{Read, Write};
 
@@ -21,7 +32,9 @@ use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use zeroize::Zeroizing;
 
 pub const MAGIC: &[u8; 5] = b"LFENC";
-pub const VERSION: u8 = 1;
+/// The version this logferry writes; [`VERSION_1`] is still read.
+pub const VERSION: u8 = 2;
+pub const VERSION_1: u8 = 1;
 /// Payloads up to this are encrypted on the calling (async) thread: AES-GCM runs at gigabytes
 /// a second, so that is tens of microseconds, less than handing the work to another thread.
 pub const INLINE_BYTES: usize = 256 << 10;
@@ -30,15 +43,20 @@ pub const INLINE_BYTES: usize = 256 << 10;
 pub const DEFAULT_SEGMENT: u32 = 1 << 20;
 const TAG: usize = 16;
 const PREFIX: usize = 7;
+const SALT: usize = 32;
 /// A header field may not exceed this, so a crafted header cannot make a reader allocate much.
 const MAX_FIELD: usize = 1024;
 const MAX_SEGMENT: u32 = 64 << 20;
+/// HKDF's info for an object's subkey.
+const SUBKEY_INFO: &[u8] = b"logferry object key v2";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CryptError {
     #[error("not a logferry encrypted object (no LFENC header)")]
     NotEncrypted,
-    #[error("encrypted object version {0} is not supported (this logferry reads version 1)")]
+    #[error(
+        "encrypted object version {0} is not supported (this logferry reads versions 1 and 2)"
+    )]
     Version(u8),
     #[error("the header is cut short or malformed: {0}")]
     Header(&'static str),
@@ -89,10 +107,22 @@ impl DataKey {
         })
     }
 
-    fn aead(&self) -> Result<LessSafeKey, CryptError> {
+    /// The AEAD of a version 1 object: the data key itself.
+    fn aead_v1(&self) -> Result<LessSafeKey, CryptError> {
         UnboundKey::new(&AES_256_GCM, &self.bytes[..])
             .map(LessSafeKey::new)
             .map_err(|_| CryptError::Seal("AES-256-GCM key rejected"))
+    }
+
+    /// The AEAD of the version 2 object with `salt`: HKDF-SHA256(salt, data key, info).
+    fn subkey(&self, salt: &[u8; SALT]) -> Result<LessSafeKey, CryptError> {
+        use aws_lc_rs::hkdf::{Salt, HKDF_SHA256};
+        let info = [SUBKEY_INFO];
+        let prk = Salt::new(HKDF_SHA256, salt).extract(&self.bytes[..]);
+        let okm = prk
+            .expand(&info, &AES_256_GCM)
+            .map_err(|_| CryptError::Seal("cannot derive the object key"))?;
+        Ok(LessSafeKey::new(UnboundKey::from(okm)))
     }
 }
 
@@ -103,8 +133,13 @@ pub fn random(buf: &mut [u8]) -> Result<(), CryptError> {
 /// What an object's header says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
+    /// [`VERSION`], or [`VERSION_1`] for an object written before subkeys.
+    pub version: u8,
     pub segment_size: u32,
+    /// Version 1: the nonce prefix; zero in version 2.
     pub nonce_prefix: [u8; PREFIX],
+    /// Version 2: the salt of the object's key; zero in version 1.
+    pub salt: [u8; SALT],
     pub key_id: String,
     pub tenant: String,
     pub hour: String,
@@ -113,11 +148,15 @@ pub struct Header {
 
 impl Header {
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + self.key_id.len() + self.batch_id.len());
+        let mut out = Vec::with_capacity(96 + self.key_id.len() + self.batch_id.len());
         out.extend_from_slice(MAGIC);
-        out.push(VERSION);
+        out.push(self.version);
         out.extend_from_slice(&self.segment_size.to_be_bytes());
-        out.extend_from_slice(&self.nonce_prefix);
+        if self.version == VERSION_1 {
+            out.extend_from_slice(&self.nonce_prefix);
+        } else {
+            out.extend_from_slice(&self.salt);
+        }
         for field in [&self.key_id, &self.tenant, &self.hour, &self.batch_id] {
             out.extend_from_slice(&(field.len() as u16).to_be_bytes());
             out.extend_from_slice(field.as_bytes());
@@ -127,20 +166,28 @@ impl Header {
 
     /// Reads a header from the start of `r`; returns it with its exact bytes (the AAD).
     pub fn read(r: &mut impl Read) -> Result<(Header, Vec<u8>), CryptError> {
-        let mut raw = vec![0u8; MAGIC.len() + 1 + 4 + PREFIX];
+        let mut raw = vec![0u8; MAGIC.len() + 1 + 4];
         read_exact(r, &mut raw).map_err(|_| CryptError::NotEncrypted)?;
         if &raw[..MAGIC.len()] != MAGIC {
             return Err(CryptError::NotEncrypted);
         }
-        if raw[5] != VERSION {
-            return Err(CryptError::Version(raw[5]));
+        let version = raw[5];
+        if version != VERSION && version != VERSION_1 {
+            return Err(CryptError::Version(version));
         }
         let segment_size = u32::from_be_bytes([raw[6], raw[7], raw[8], raw[9]]);
         if segment_size == 0 || segment_size > MAX_SEGMENT {
             return Err(CryptError::Header("segment size out of range"));
         }
         let mut nonce_prefix = [0u8; PREFIX];
-        nonce_prefix.copy_from_slice(&raw[10..]);
+        let mut salt = [0u8; SALT];
+        let iv: &mut [u8] = if version == VERSION_1 {
+            &mut nonce_prefix
+        } else {
+            &mut salt
+        };
+        read_exact(r, iv).map_err(|_| CryptError::Header("ends inside the salt"))?;
+        raw.extend_from_slice(iv);
         let mut fields = Vec::with_capacity(4);
         for _ in 0..4 {
             let mut len = [0u8; 2];
@@ -158,14 +205,35 @@ impl Header {
         let mut it = fields.into_iter();
         let mut next = || it.next().unwrap_or_default();
         let header = Header {
+            version,
             segment_size,
             nonce_prefix,
+            salt,
             key_id: next(),
             tenant: next(),
             hour: next(),
             batch_id: next(),
         };
         Ok((header, raw))
+    }
+
+    /// The AEAD that opens this object's segments under `key`.
+    fn aead(&self, key: &DataKey) -> Result<LessSafeKey, CryptError> {
+        if self.version == VERSION_1 {
+            key.aead_v1()
+        } else {
+            key.subkey(&self.salt)
+        }
+    }
+
+    /// The nonce of segment `index`.
+    fn nonce(&self, index: u64, last: bool) -> Result<Nonce, CryptError> {
+        let prefix = if self.version == VERSION_1 {
+            self.nonce_prefix
+        } else {
+            [0u8; PREFIX]
+        };
+        nonce(&prefix, index, last)
     }
 }
 
@@ -178,71 +246,83 @@ fn nonce(prefix: &[u8; PREFIX], index: u64, last: bool) -> Result<Nonce, CryptEr
     Ok(Nonce::assume_unique_for_key(n))
 }
 
-/// Encrypts `plaintext` (the compressed payload) for `batch_id` under `key`, with a random
-/// nonce prefix.
+/// Encrypts `plaintext` for `batch_id` under `key` with a random salt: an object key of its own.
 pub fn encrypt(
     key: &DataKey,
     batch_id: &str,
     plaintext: &[u8],
     segment_size: u32,
 ) -> Result<Vec<u8>, CryptError> {
-    let mut nonce_prefix = [0u8; PREFIX];
-    random(&mut nonce_prefix)?;
-    encrypt_with(key, batch_id, nonce_prefix, plaintext, segment_size)
+    let mut salt = [0u8; SALT];
+    random(&mut salt)?;
+    encrypt_with(key, batch_id, salt, plaintext, segment_size)
 }
 
-/// Encrypts a sealed batch so that every attempt yields the same bytes (a retry or a replay
-/// from the spool rewrites an object identically): the nonce prefix is derived from the key id,
-/// the batch id and `payload_digest`, the digest of the uncompressed payload. A nonce repeats
-/// under a key only for the same batch with the same payload, which encrypts to the same bytes.
+/// Encrypts a sealed batch so that every attempt with the same bytes yields the same object (a
+/// retry or a replay from the spool rewrites an object identically): the salt is the HMAC,
+/// under the data key, of the header's fields, the segment size and the SHA-256 of
+/// `plaintext`. Any change to what is sealed gives another salt, so another object key.
 pub fn encrypt_batch(
     key: &DataKey,
     batch_id: &str,
-    payload_digest: &str,
     plaintext: &[u8],
     segment_size: u32,
 ) -> Result<Vec<u8>, CryptError> {
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    for part in [
-        b"LFENC-nonce".as_slice(),
-        key.id.as_bytes(),
-        batch_id.as_bytes(),
-    ] {
+    let salt = synthetic_salt(key, batch_id, plaintext, segment_size);
+    encrypt_with(key, batch_id, salt, plaintext, segment_size)
+}
+
+/// The salt of [`encrypt_batch`].
+fn synthetic_salt(
+    key: &DataKey,
+    batch_id: &str,
+    plaintext: &[u8],
+    segment_size: u32,
+) -> [u8; SALT] {
+    use aws_lc_rs::{digest, hmac};
+    let body = digest::digest(&digest::SHA256, plaintext);
+    let mac_key = hmac::Key::new(hmac::HMAC_SHA256, &key.bytes[..]);
+    let mut ctx = hmac::Context::with_key(&mac_key);
+    ctx.update(b"logferry object salt v2");
+    for part in [&key.id, &key.tenant, &key.hour, batch_id] {
         ctx.update(&(part.len() as u32).to_be_bytes());
-        ctx.update(part);
+        ctx.update(part.as_bytes());
     }
-    ctx.update(payload_digest.as_bytes());
-    let digest = ctx.finish();
-    let mut nonce_prefix = [0u8; PREFIX];
-    nonce_prefix.copy_from_slice(&digest.as_ref()[..PREFIX]);
-    encrypt_with(key, batch_id, nonce_prefix, plaintext, segment_size)
+    ctx.update(&segment_size.to_be_bytes());
+    ctx.update(&(plaintext.len() as u64).to_be_bytes());
+    ctx.update(body.as_ref());
+    let mut salt = [0u8; SALT];
+    salt.copy_from_slice(ctx.sign().as_ref());
+    salt
 }
 
 fn encrypt_with(
     key: &DataKey,
     batch_id: &str,
-    nonce_prefix: [u8; PREFIX],
+    salt: [u8; SALT],
     plaintext: &[u8],
     segment_size: u32,
 ) -> Result<Vec<u8>, CryptError> {
     if segment_size == 0 || segment_size > MAX_SEGMENT {
         return Err(CryptError::Seal("segment size out of range"));
     }
-    for field in [&key.id, &key.tenant, &key.hour, &batch_id.to_owned()] {
+    for field in [key.id.as_str(), &key.tenant, &key.hour, batch_id] {
         if field.len() > MAX_FIELD {
             return Err(CryptError::Seal("a header field is longer than 1024 bytes"));
         }
     }
     let header = Header {
+        version: VERSION,
         segment_size,
-        nonce_prefix,
+        nonce_prefix: [0u8; PREFIX],
+        salt,
         key_id: key.id.clone(),
         tenant: key.tenant.clone(),
         hour: key.hour.clone(),
         batch_id: batch_id.to_owned(),
     };
     let aad = header.to_bytes();
-    let aead = key.aead()?;
+    let aead = header.aead(key)?;
     let seg = segment_size as usize;
     let segments = plaintext.len().div_ceil(seg).max(1);
     let mut out = Vec::with_capacity(aad.len() + plaintext.len() + segments * TAG);
@@ -254,7 +334,7 @@ fn encrypt_with(
         out.extend_from_slice(chunk);
         let tag = aead
             .seal_in_place_separate_tag(
-                nonce(&nonce_prefix, i as u64, i + 1 == segments)?,
+                header.nonce(i as u64, i + 1 == segments)?,
                 Aad::from(&aad[..]),
                 &mut out[start..],
             )
@@ -282,7 +362,7 @@ pub fn decrypt<K: std::borrow::Borrow<DataKey>>(
             found: header.key_id.clone(),
         });
     }
-    let aead = key.aead()?;
+    let aead = header.aead(key)?;
     let full = header.segment_size as usize + TAG;
     // One byte of look-ahead tells a full segment that is the last from one that is not. The
     // buffer grows with what is read (not zeroed to a segment up front: most batches are far
@@ -301,11 +381,7 @@ pub fn decrypt<K: std::borrow::Borrow<DataKey>>(
             });
         }
         let mut seg = buf[..len].to_vec();
-        match aead.open_in_place(
-            nonce(&header.nonce_prefix, index, last)?,
-            Aad::from(&aad[..]),
-            &mut seg,
-        ) {
+        match aead.open_in_place(header.nonce(index, last)?, Aad::from(&aad[..]), &mut seg) {
             Ok(plain) => w
                 .write_all(plain)
                 .map_err(|e| CryptError::Io(e.to_string()))?,
@@ -314,11 +390,7 @@ pub fn decrypt<K: std::borrow::Borrow<DataKey>>(
                 let mut again = buf[..len].to_vec();
                 let cut = last
                     && aead
-                        .open_in_place(
-                            nonce(&header.nonce_prefix, index, false)?,
-                            Aad::from(&aad[..]),
-                            &mut again,
-                        )
+                        .open_in_place(header.nonce(index, false)?, Aad::from(&aad[..]), &mut again)
                         .is_ok();
                 return Err(if cut {
                     CryptError::Truncated(index)

@@ -3,8 +3,9 @@
 //! Each batch holds one tenant's records of one UTC hour (the batcher partitions by both). Its
 //! stored bytes, already compressed, are encrypted under that tenant-hour's data key
 //! (`crypt::encrypt_batch`), the key id goes into the object's metadata, and `.lfenc` is added
-//! to its key. Encryption is deterministic per batch, so a retry or a replay from the spool
-//! writes the same bytes. Like every sink it runs no retry loop: a ledger it cannot reach is a
+//! to its key. Each object gets a key of its own, derived from a salt that covers every byte
+//! sealed: a retry of the same bytes writes the same object, and no two different objects
+//! share a key and nonce. Like every sink it runs no retry loop: a ledger it cannot reach is a
 //! `Retry` for the pipeline.
 
 use std::sync::Arc;
@@ -50,20 +51,17 @@ impl Sink for EncryptedSink {
                 }
             }
         };
-        let (k, id, digest, payload, seg) = (
+        let (k, id, payload, seg) = (
             key.clone(),
             batch.meta.id.clone(),
-            batch.meta.sha256.clone(),
             batch.payload.clone(),
             self.segment_size,
         );
         let sealed = if payload.len() <= crate::crypt::INLINE_BYTES {
-            Ok(crate::crypt::encrypt_batch(&k, &id, &digest, &payload, seg))
+            Ok(crate::crypt::encrypt_batch(&k, &id, &payload, seg))
         } else {
-            tokio::task::spawn_blocking(move || {
-                crate::crypt::encrypt_batch(&k, &id, &digest, &payload, seg)
-            })
-            .await
+            tokio::task::spawn_blocking(move || crate::crypt::encrypt_batch(&k, &id, &payload, seg))
+                .await
         };
         let bytes = match sealed {
             Ok(Ok(b)) => b,

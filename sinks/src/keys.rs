@@ -1,45 +1,92 @@
-//! A sink's data keys: found in or added to its ledger, cached unwrapped for the current hour.
+//! A sink's data keys: made and added to its ledger, cached unwrapped, read back for objects.
 //!
-//! The cache is emptied when the wall-clock hour changes, so a key shredded while logferry runs
-//! is gone from memory by the next hour at the latest (keys are zeroized when dropped).
+//! Each process makes its own key for a tenant-hour the first time it needs one, under a random
+//! key id (`_keys/<tenant>/<hour>/<key_id>.key`); it never takes a key it finds in the ledger for
+//! writing, so nothing planted there is ever used to encrypt. Reading an object opens exactly the
+//! entry its header names, and only an authentic one: a local KEK's wrap authenticates it; any
+//! other KEK's entry must carry the `[signing]` key's signature.
+//!
+//! A cached key is checked against the ledger again once it is [`RECHECK`] old: a key shredded
+//! while logferry runs stops being used within that time (later records get a new key), and the
+//! cache is emptied when the wall-clock hour changes. Keys are zeroized when dropped.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use chrono::{DateTime, Utc};
 
 use crate::crypt::DataKey;
-use crate::ledger::{entry_key, Entry, Kek, LedgerError};
+use crate::ledger::{entry_key, is_key_id, legacy_entry_key, Entry, Kek, LedgerError};
 use crate::ledger_store::LedgerStore;
+use crate::signing::SigningKey;
 
 /// A ledger entry is a few hundred bytes; anything much larger was not written by logferry.
 const MAX_ENTRY: u64 = 64 << 10;
 /// More cached keys than this and the cache starts over (a backfill across many tenant-hours).
 const MAX_CACHED: usize = 4096;
+/// How long a cached key is used before its entry is looked up again: the bound on how long a
+/// running process goes on writing under a key that was shredded.
+pub const RECHECK: Duration = Duration::from_secs(60);
 
-/// A tenant-hour that has a key in the ledger.
+/// A key entry found in the ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
     pub tenant: String,
     pub hour: String,
     pub key_id: String,
+    /// Its key in the store (under the ring's prefix).
+    pub path: String,
+    /// Why the entry is not to be trusted (`None`: it is authentic).
+    pub forged: Option<String>,
+}
+
+/// How entries are signed and which signature a reader trusts.
+#[derive(Default, Clone)]
+pub struct EntryAuth {
+    /// Signs the entries this ring writes.
+    pub signer: Option<Arc<SigningKey>>,
+    /// The public key (32 bytes) whose signature makes an entry authentic; from the signer
+    /// when not given.
+    pub trusted: Option<Vec<u8>>,
+}
+
+impl EntryAuth {
+    pub fn signing(key: Option<Arc<SigningKey>>) -> Self {
+        let trusted = key.as_ref().and_then(|k| hex::decode(k.public_hex()).ok());
+        EntryAuth {
+            signer: key,
+            trusted,
+        }
+    }
 }
 
 pub struct KeyRing {
     store: Arc<dyn LedgerStore>,
     kek: Arc<dyn Kek>,
+    auth: EntryAuth,
     /// Prepended to `_keys/...` (empty, or ending in `/`).
     prefix: String,
     cache: Mutex<Cache>,
-    /// Held while a key is looked up or made in the ledger: deliveries running at once for
-    /// the same tenant-hour make one key, not one each.
+    /// Held while a key is made: deliveries running at once for the same tenant-hour make one
+    /// key, not one each.
     making: tokio::sync::Mutex<()>,
+    forged: AtomicU64,
+}
+
+struct Cached {
+    key: Arc<DataKey>,
+    /// When its entry was last seen in the ledger (or written).
+    seen: Instant,
 }
 
 #[derive(Default)]
 struct Cache {
     hour: i64,
-    keys: HashMap<(String, String), Arc<DataKey>>,
+    keys: HashMap<(String, String), Cached>,
 }
 
 /// The UTC hour of `t` as the ledger and the object header write it.
@@ -53,6 +100,11 @@ pub fn is_hour(s: &str) -> bool {
         && s.len() == 13
 }
 
+/// Whether `t` can be a tenant in a ledger path (as the key template cleans values).
+fn is_tenant(t: &str) -> bool {
+    !t.is_empty() && crate::key::clean(t) == t
+}
+
 impl KeyRing {
     pub fn new(store: Arc<dyn LedgerStore>, kek: Arc<dyn Kek>, prefix: &str) -> Self {
         let prefix = match prefix.trim_matches('/') {
@@ -62,10 +114,18 @@ impl KeyRing {
         KeyRing {
             store,
             kek,
+            auth: EntryAuth::default(),
             prefix,
             cache: Mutex::new(Cache::default()),
             making: tokio::sync::Mutex::new(()),
+            forged: AtomicU64::new(0),
         }
+    }
+
+    /// Entries written are signed by, and entries read checked against, `auth`.
+    pub fn with_auth(mut self, auth: EntryAuth) -> Self {
+        self.auth = auth;
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn LedgerStore> {
@@ -76,76 +136,155 @@ impl KeyRing {
         &self.prefix
     }
 
-    fn entry_path(&self, tenant: &str, hour: &str) -> String {
-        format!("{}{}", self.prefix, entry_key(tenant, hour))
+    /// How many forged entries this ring has come across (each time it met one).
+    pub fn forged_seen(&self) -> u64 {
+        self.forged.load(Ordering::Relaxed)
     }
 
-    fn cached(&self, tenant: &str, hour: &str) -> Option<Arc<DataKey>> {
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
         let now = Utc::now().timestamp().div_euclid(3600);
         let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if c.hour != now {
             c.keys.clear();
             c.hour = now;
         }
-        c.keys.get(&(tenant.to_owned(), hour.to_owned())).cloned()
+        c
     }
 
-    fn remember(&self, key: DataKey) -> Arc<DataKey> {
-        let key = Arc::new(key);
-        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+    fn remember(&self, key: Arc<DataKey>) -> Arc<DataKey> {
+        let mut c = self.cache();
         if c.keys.len() >= MAX_CACHED {
             c.keys.clear();
         }
-        c.keys
-            .insert((key.tenant.clone(), key.hour.clone()), key.clone());
+        let at = (key.tenant.clone(), key.hour.clone());
+        c.keys.insert(
+            at,
+            Cached {
+                key: key.clone(),
+                seen: Instant::now(),
+            },
+        );
         key
     }
 
-    /// The data key for a tenant-hour, made and written to the ledger (create-new) the first
-    /// time; the ledger entry exists before any object that needs it is written.
-    pub async fn key_for(&self, tenant: &str, hour: &str) -> Result<Arc<DataKey>, LedgerError> {
-        if let Some(k) = self.cached(tenant, hour) {
-            return Ok(k);
-        }
-        let _making = self.making.lock().await;
-        if let Some(k) = self.cached(tenant, hour) {
-            return Ok(k);
-        }
-        if let Some(k) = self.read(tenant, hour).await? {
-            return Ok(self.remember(k));
-        }
-        let (key, entry) = self.kek.new_key(tenant, hour).await?;
-        let bytes = serde_json::to_vec_pretty(&entry)
-            .map_err(|e| LedgerError::Seal(format!("cannot write the entry: {e}")))?;
-        if self
-            .store
-            .put_new(&self.entry_path(tenant, hour), &bytes)
-            .await
-            .map_err(LedgerError::Store)?
-        {
-            // Created: a create-new write (a hard link, If-None-Match) put exactly these bytes
-            // at the name.
-            return Ok(self.remember(key));
-        }
-        // Another writer came first: the key is the one the ledger holds, so that no object is
-        // ever encrypted under a key the ledger does not have.
-        match self.read(tenant, hour).await? {
-            Some(k) => {
-                if k.id != key.id {
-                    tracing::info!(tenant, hour, "another writer made this tenant-hour's key first; using it");
-                }
-                Ok(self.remember(k))
-            }
-            None => Err(LedgerError::Store(format!(
-                "the entry for tenant {tenant:?} hour {hour} was removed as it was written; trying again"
-            ))),
+    /// The cached key of a tenant-hour, if its entry was seen within [`RECHECK`]; a stale one
+    /// comes back as the second value, to be looked up again.
+    fn cached(&self, tenant: &str, hour: &str) -> (Option<Arc<DataKey>>, Option<Arc<DataKey>>) {
+        let c = self.cache();
+        match c.keys.get(&(tenant.to_owned(), hour.to_owned())) {
+            Some(k) if k.seen.elapsed() < RECHECK => (Some(k.key.clone()), None),
+            Some(k) => (None, Some(k.key.clone())),
+            None => (None, None),
         }
     }
 
-    async fn read(&self, tenant: &str, hour: &str) -> Result<Option<DataKey>, LedgerError> {
+    fn forget(&self, tenant: &str, hour: &str) {
+        self.cache()
+            .keys
+            .remove(&(tenant.to_owned(), hour.to_owned()));
+    }
+
+    /// The data key to encrypt a tenant-hour's objects with: this process's own, made and
+    /// written to the ledger (create-new, under a random id) the first time and again when its
+    /// entry was shredded; the entry exists before any object that needs it is written.
+    pub async fn key_for(&self, tenant: &str, hour: &str) -> Result<Arc<DataKey>, LedgerError> {
+        if let (Some(k), _) = self.cached(tenant, hour) {
+            return Ok(k);
+        }
+        let _making = self.making.lock().await;
+        let stale = match self.cached(tenant, hour) {
+            (Some(k), _) => return Ok(k),
+            (None, stale) => stale,
+        };
+        if let Some(k) = stale {
+            let path = self.path(&entry_key(tenant, hour, &k.id));
+            if self
+                .store
+                .get(&path, MAX_ENTRY)
+                .await
+                .map_err(LedgerError::Store)?
+                .is_some()
+            {
+                return Ok(self.remember(k));
+            }
+            tracing::info!(
+                tenant,
+                hour,
+                key_id = %k.id,
+                "the data key in use was shredded; later records get a new key"
+            );
+            self.forget(tenant, hour);
+        }
+        let (key, mut entry) = self.kek.new_key(tenant, hour).await?;
+        match &self.auth.signer {
+            Some(s) => entry.sign(s),
+            None if !self.kek.authenticates_entries() => {
+                return Err(LedgerError::Seal(format!(
+                    "KEK {:?} needs a [signing] key_file: its ledger entries are signed",
+                    self.kek.name()
+                )))
+            }
+            None => {}
+        }
+        let bytes = serde_json::to_vec_pretty(&entry)
+            .map_err(|e| LedgerError::Seal(format!("cannot write the entry: {e}")))?;
+        let path = self.path(&entry_key(tenant, hour, &key.id));
+        if !self
+            .store
+            .put_new(&path, &bytes)
+            .await
+            .map_err(LedgerError::Store)?
+        {
+            // A random 128-bit name was taken: somebody is writing into the ledger.
+            self.forged.fetch_add(1, Ordering::Relaxed);
+            return Err(LedgerError::Forged {
+                path,
+                why: "something was already at the new key's name".into(),
+            });
+        }
+        Ok(self.remember(Arc::new(key)))
+    }
+
+    fn path(&self, rel: &str) -> String {
+        format!("{}{}", self.prefix, rel)
+    }
+
+    /// Why `entry`, found at `path` for the tenant-hour and key id its name gives, is not to be
+    /// trusted; `None` when it is authentic (a local KEK's wrap is checked when it unwraps).
+    fn distrust(&self, entry: &Entry, tenant: &str, hour: &str, key_id: &str) -> Option<String> {
+        if entry.tenant != tenant || entry.hour != hour || entry.key_id != key_id {
+            return Some(format!(
+                "it names tenant {:?} hour {} key {}, its name another",
+                entry.tenant, entry.hour, entry.key_id
+            ));
+        }
+        if let Some(public) = &self.auth.trusted {
+            if entry.signature.is_some() {
+                return (!entry.signed_by_key(public))
+                    .then(|| "its signature is not the [signing] key's".to_owned());
+            }
+        }
+        if self.kek.authenticates_entries() {
+            return None;
+        }
+        Some(match (&self.auth.trusted, &entry.signature) {
+            (None, _) => "entries of this KEK are trusted only when signed, and no [signing] key is configured to check them".to_owned(),
+            (Some(_), None) => "it is not signed (anyone allowed to encrypt with the KEK can make such an entry)".to_owned(),
+            (Some(_), Some(_)) => "its signature is not the [signing] key's".to_owned(),
+        })
+    }
+
+    /// The entry at `path`, checked: `None` when there is none.
+    async fn read_at(
+        &self,
+        path: &str,
+        tenant: &str,
+        hour: &str,
+        key_id: &str,
+    ) -> Result<Option<DataKey>, LedgerError> {
         let Some(bytes) = self
             .store
-            .get(&self.entry_path(tenant, hour), MAX_ENTRY)
+            .get(path, MAX_ENTRY)
             .await
             .map_err(LedgerError::Store)?
         else {
@@ -156,8 +295,13 @@ impl KeyRing {
             hour: hour.to_owned(),
             why: e.to_string(),
         })?;
-        if entry.tenant != tenant || entry.hour != hour {
-            return Err(LedgerError::Unwrap(entry.key_id));
+        if let Some(why) = self.distrust(&entry, tenant, hour, key_id) {
+            self.forged.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(path, why = %why, "forged key ledger entry; not used");
+            return Err(LedgerError::Forged {
+                path: path.to_owned(),
+                why,
+            });
         }
         self.kek.unwrap(&entry).await.map(Some)
     }
@@ -170,65 +314,139 @@ impl KeyRing {
         hour: &str,
         key_id: &str,
     ) -> Result<Arc<DataKey>, LedgerError> {
-        if let Some(k) = self.cached(tenant, hour).filter(|k| k.id == key_id) {
-            return Ok(k);
+        if !is_tenant(tenant) || !is_hour(hour) || !is_key_id(key_id) {
+            return Err(LedgerError::Forged {
+                path: format!("(header: tenant {tenant:?} hour {hour:?} key {key_id:?})"),
+                why: "the object's header names no key logferry could have made".into(),
+            });
         }
-        match self.read(tenant, hour).await?.map(Arc::new) {
+        if let Some(k) = self
+            .cache()
+            .keys
+            .get(&(tenant.to_owned(), hour.to_owned()))
+            .filter(|k| k.key.id == key_id)
+        {
+            return Ok(k.key.clone());
+        }
+        let path = self.path(&entry_key(tenant, hour, key_id));
+        if let Some(k) = self.read_at(&path, tenant, hour, key_id).await? {
+            return Ok(Arc::new(k));
+        }
+        // An entry from before keys were named by id: one per tenant-hour.
+        let legacy = self.path(&legacy_entry_key(tenant, hour));
+        let Some(bytes) = self
+            .store
+            .get(&legacy, MAX_ENTRY)
+            .await
+            .map_err(LedgerError::Store)?
+        else {
+            return Err(LedgerError::Shredded {
+                tenant: tenant.to_owned(),
+                hour: hour.to_owned(),
+            });
+        };
+        let found = serde_json::from_slice::<Entry>(&bytes)
+            .map(|e| e.key_id)
+            .unwrap_or_default();
+        if found != key_id {
+            return Err(LedgerError::Shredded {
+                tenant: tenant.to_owned(),
+                hour: hour.to_owned(),
+            });
+        }
+        match self.read_at(&legacy, tenant, hour, key_id).await? {
+            Some(k) => Ok(Arc::new(k)),
             None => Err(LedgerError::Shredded {
                 tenant: tenant.to_owned(),
                 hour: hour.to_owned(),
             }),
-            Some(k) if k.id != key_id => Err(LedgerError::Mismatch {
-                tenant: tenant.to_owned(),
-                hour: hour.to_owned(),
-                wanted: key_id.to_owned(),
-                found: k.id.clone(),
-            }),
-            Some(k) => Ok(k),
         }
     }
 
-    /// The tenant-hours with a key, for one tenant or all, oldest first.
+    /// Every key entry, for one tenant or all, oldest first, each checked (forged ones are
+    /// listed with why; a local KEK's entries are unwrapped to check them, other KEKs' are
+    /// checked by their signature alone).
     pub async fn list(&self, tenant: Option<&str>) -> Result<Vec<Listed>, LedgerError> {
+        let root = format!("{}_keys/", self.prefix);
         let under = match tenant {
-            Some(t) => format!("{}_keys/{t}/", self.prefix),
-            None => format!("{}_keys/", self.prefix),
+            Some(t) => format!("{root}{t}/"),
+            None => root.clone(),
         };
         let keys = self.store.list(&under).await.map_err(LedgerError::Store)?;
         let mut out = Vec::new();
-        for k in keys {
-            let rest = k
-                .strip_prefix(&format!("{}_keys/", self.prefix))
-                .unwrap_or(&k);
-            let Some((t, file)) = rest.split_once('/') else {
-                continue;
+        for path in keys {
+            let rest = path.strip_prefix(&root).unwrap_or(&path);
+            let parts: Vec<&str> = rest.split('/').collect();
+            let (t, hour, named_id) = match parts[..] {
+                [t, h, file] => match file.strip_suffix(".key") {
+                    Some(id) => (t, h, Some(id)),
+                    None => (t, h, None),
+                },
+                [t, file] => (t, file.strip_suffix(".key").unwrap_or(file), None),
+                _ => ("?", rest, None),
             };
-            let Some(hour) = file.strip_suffix(".key").filter(|h| is_hour(h)) else {
-                continue;
-            };
-            let key_id = match self
-                .store
-                .get(&k, MAX_ENTRY)
-                .await
-                .map_err(LedgerError::Store)?
-            {
-                Some(b) => serde_json::from_slice::<Entry>(&b)
-                    .map(|e| e.key_id)
-                    .unwrap_or_else(|_| "(unreadable entry)".into()),
-                None => continue,
-            };
-            out.push(Listed {
+            let mut l = Listed {
                 tenant: t.to_owned(),
                 hour: hour.to_owned(),
-                key_id,
-            });
+                key_id: named_id.unwrap_or("").to_owned(),
+                path: path.clone(),
+                forged: None,
+            };
+            let legacy = parts.len() == 2;
+            if !is_tenant(t) || !is_hour(hour) || !(legacy || named_id.is_some_and(is_key_id)) {
+                l.forged = Some("not a name logferry gives a key entry".into());
+                out.push(l);
+                continue;
+            }
+            let entry = match self.store.get(&path, MAX_ENTRY).await {
+                Ok(Some(b)) => serde_json::from_slice::<Entry>(&b).map_err(|e| e.to_string()),
+                Ok(None) => continue,
+                Err(e) => Err(e),
+            };
+            match entry {
+                Err(e) => l.forged = Some(format!("unreadable: {e}")),
+                Ok(e) => {
+                    if legacy {
+                        l.key_id = e.key_id.clone();
+                    }
+                    l.forged = self.distrust(&e, t, hour, &l.key_id);
+                    if l.forged.is_none() && self.kek.authenticates_entries() {
+                        if let Err(err) = self.kek.unwrap(&e).await {
+                            l.forged = Some(err.to_string());
+                        }
+                    }
+                }
+            }
+            if let Some(why) = &l.forged {
+                self.forged.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(path = %l.path, why = %why, "forged key ledger entry; not used");
+            }
+            out.push(l);
         }
-        out.sort_by(|a, b| (&a.hour, &a.tenant).cmp(&(&b.hour, &b.tenant)));
+        out.sort_by(|a, b| (&a.hour, &a.tenant, &a.key_id).cmp(&(&b.hour, &b.tenant, &b.key_id)));
         Ok(out)
     }
 
-    /// Deletes the entries of `tenant` for the hours `from..=to` (inclusive, `YYYY-MM-DDTHH`);
-    /// returns what was deleted. Cached copies of them are dropped at once in this process.
+    /// Deletes exactly these listed entries; cached copies are dropped.
+    pub async fn delete(&self, entries: &[Listed]) -> Result<(), LedgerError> {
+        for l in entries {
+            self.store
+                .delete(&l.path)
+                .await
+                .map_err(LedgerError::Store)?;
+        }
+        let mut c = self.cache();
+        c.keys.retain(|(t, h), k| {
+            !entries
+                .iter()
+                .any(|l| &l.tenant == t && &l.hour == h && l.key_id == k.key.id)
+        });
+        Ok(())
+    }
+
+    /// Deletes every entry of `tenant` for the hours `from..=to` (inclusive, `YYYY-MM-DDTHH`),
+    /// forged ones too; returns what was deleted. Cached copies are dropped at once in this
+    /// process (other processes stop using theirs within [`RECHECK`]).
     pub async fn shred(
         &self,
         tenant: &str,
@@ -243,11 +461,11 @@ impl KeyRing {
             .collect();
         for l in &hit {
             self.store
-                .delete(&self.entry_path(&l.tenant, &l.hour))
+                .delete(&l.path)
                 .await
                 .map_err(LedgerError::Store)?;
         }
-        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let mut c = self.cache();
         c.keys
             .retain(|(t, h), _| !(t == tenant && h.as_str() >= from && h.as_str() <= to));
         Ok(hit)
@@ -255,71 +473,5 @@ impl KeyRing {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ledger::LocalKek;
-    use crate::ledger_store::DirectoryStore;
-
-    fn ring(root: &std::path::Path) -> KeyRing {
-        let kek = LocalKek::from_material("main", &[9u8; 32]).unwrap();
-        KeyRing::new(Arc::new(DirectoryStore::new(root)), Arc::new(kek), "")
-    }
-
-    #[tokio::test]
-    async fn deliveries_at_once_for_one_tenant_hour_share_the_ledger_key() {
-        let dir = tempfile::tempdir().unwrap();
-        // Two rings on one ledger stand for two instances; each runs eight lookups at once.
-        let (a, b) = (ring(dir.path()), ring(dir.path()));
-        let lookups = (0..16).map(|i| {
-            let r = if i % 2 == 0 { &a } else { &b };
-            r.key_for("acme", "2026-12-03T10")
-        });
-        let keys = futures::future::join_all(lookups).await;
-        let stored = a.open("acme", "2026-12-03T10", "").await.unwrap_err();
-        let LedgerError::Mismatch { found, .. } = stored else {
-            panic!("{stored:?}")
-        };
-        for k in keys {
-            assert_eq!(k.unwrap().id, found);
-        }
-        assert_eq!(a.list(None).await.unwrap().len(), 1);
-    }
-
-    #[tokio::test]
-    async fn shredding_removes_exactly_the_hours_asked_for() {
-        let dir = tempfile::tempdir().unwrap();
-        let r = ring(dir.path());
-        for (t, h) in [
-            ("a", "2026-12-03T09"),
-            ("a", "2026-12-03T10"),
-            ("a", "2026-12-03T11"),
-            ("b", "2026-12-03T10"),
-        ] {
-            r.key_for(t, h).await.unwrap();
-        }
-        let gone = r
-            .shred("a", "2026-12-03T10", "2026-12-03T11")
-            .await
-            .unwrap();
-        let hours: Vec<&str> = gone.iter().map(|l| l.hour.as_str()).collect();
-        assert_eq!(hours, ["2026-12-03T10", "2026-12-03T11"]);
-        let left: Vec<(String, String)> = r
-            .list(None)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|l| (l.tenant, l.hour))
-            .collect();
-        assert_eq!(
-            left,
-            [
-                ("a".into(), "2026-12-03T09".into()),
-                ("b".into(), "2026-12-03T10".into())
-            ]
-        );
-        assert!(matches!(
-            r.open("a", "2026-12-03T10", "x").await,
-            Err(LedgerError::Shredded { .. })
-        ));
-    }
-}
+#[path = "keys_tests.rs"]
+mod tests;

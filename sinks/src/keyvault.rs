@@ -192,6 +192,8 @@ impl Kek for KeyVault {
             wrapped: base64::engine::general_purpose::STANDARD.encode(&wrapped[..]),
             kek_version: Some(version),
             bind: Some(bind(&key.bytes, &key.id, tenant, hour)),
+            signature: None,
+            signed_by: None,
         };
         Ok((key, entry))
     }

@@ -119,6 +119,8 @@ impl Kek for AwsKms {
             wrapped: base64::engine::general_purpose::STANDARD.encode(blob.as_ref()),
             kek_version: None,
             bind: None,
+            signature: None,
+            signed_by: None,
         };
         let key = DataKey {
             id,

@@ -2,10 +2,17 @@
 //! wrapped by the key-encryption key (KEK). Deleting the entry erases the hour: the objects stay,
 //! and nothing can read them any more.
 //!
-//! Entries live at `_keys/<tenant>/<YYYY-MM-DDTHH>.key` beside the data. With the `local` KEK
-//! the data key is wrapped with AES-256-GCM under the KEK, a random 12-byte nonce, and associated
-//! data binding the entry's key id, tenant and hour (`docs/encryption.md`), so an entry copied
-//! to another tenant or hour does not unwrap.
+//! Entries live at `_keys/<tenant>/<YYYY-MM-DDTHH>/<key_id>.key` beside the data: a tenant-hour
+//! may have several keys (one per writer and process), each named by its random id, so a name
+//! planted or squatted in the ledger can neither be taken for ours nor block writing. Entries of
+//! earlier versions at `_keys/<tenant>/<YYYY-MM-DDTHH>.key` are still read.
+//!
+//! With the `local` KEK the data key is wrapped with AES-256-GCM under the KEK, a random 12-byte
+//! nonce, and associated data binding the entry's key id, tenant and hour (`docs/encryption.md`):
+//! only the KEK's holder can make an entry that unwraps. A KMS or Key Vault KEK wraps for anyone
+//! allowed to encrypt with it (Key Vault's RSA keys: anyone with the public key), so those
+//! entries are also signed with the `[signing]` key, and an entry without a valid signature is
+//! forged: reported, never used.
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use base64::Engine as _;
@@ -17,9 +24,20 @@ use crate::crypt::{random, CryptError, DataKey};
 pub const FORMAT: &str = "logferry-key-1";
 const WRAP_MAGIC: &[u8; 5] = b"LFKEY";
 
-/// Where a tenant-hour's entry lives, relative to the sink's root or prefix.
-pub fn entry_key(tenant: &str, hour: &str) -> String {
+/// Where a data key's entry lives, relative to the sink's root or prefix.
+pub fn entry_key(tenant: &str, hour: &str, key_id: &str) -> String {
+    format!("_keys/{tenant}/{hour}/{key_id}.key")
+}
+
+/// Where a tenant-hour's one entry lived before entries were named by key id.
+pub fn legacy_entry_key(tenant: &str, hour: &str) -> String {
     format!("_keys/{tenant}/{hour}.key")
+}
+
+/// Whether `id` is a key id as logferry makes them (hex, at most 64 digits): an id read from an
+/// object's header becomes part of a ledger path only when it is one.
+pub fn is_key_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// A ledger entry as stored.
@@ -42,9 +60,51 @@ pub struct Entry {
     /// Vault's wrap binds nothing else).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bind: Option<String>,
+    /// Base64 of the `[signing]` key's Ed25519 signature of [`Entry::signed_bytes`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// The signing key's public key (hex), to tell which key a reader should expect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
 }
 
+const SIGNED: &[u8] = b"logferry-key-entry-1";
+
 impl Entry {
+    /// What the signature covers: a tag, then every field but the signature's own, each as a
+    /// u32 big-endian length and its UTF-8 bytes (an absent field is empty).
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let mut out = SIGNED.to_vec();
+        for f in [
+            self.format.as_str(),
+            &self.key_id,
+            &self.tenant,
+            &self.hour,
+            &self.kek,
+            &self.provider,
+            &self.wrapped,
+            self.kek_version.as_deref().unwrap_or(""),
+            self.bind.as_deref().unwrap_or(""),
+        ] {
+            out.extend_from_slice(&(f.len() as u32).to_be_bytes());
+            out.extend_from_slice(f.as_bytes());
+        }
+        out
+    }
+
+    /// Signs the entry with `key`.
+    pub fn sign(&mut self, key: &crate::signing::SigningKey) {
+        self.signature = Some(key.sign(&self.signed_bytes()));
+        self.signed_by = Some(key.public_hex());
+    }
+
+    /// Whether the entry carries `public`'s signature.
+    pub fn signed_by_key(&self, public: &[u8]) -> bool {
+        self.signature
+            .as_deref()
+            .is_some_and(|s| crate::signing::verify(public, &self.signed_bytes(), s))
+    }
+
     /// An entry this KEK (`provider`, configured as `kek`) can open: the format it writes, and
     /// its own, not another KEK's.
     pub fn check(&self, provider: &str, kek: &str) -> Result<(), LedgerError> {
@@ -145,6 +205,8 @@ impl LocalKek {
             wrapped: base64::engine::general_purpose::STANDARD.encode(blob),
             kek_version: None,
             bind: None,
+            signature: None,
+            signed_by: None,
         })
     }
 
@@ -189,6 +251,11 @@ pub trait Kek: Send + Sync {
     fn name(&self) -> &str;
     async fn new_key(&self, tenant: &str, hour: &str) -> Result<(DataKey, Entry), LedgerError>;
     async fn unwrap(&self, entry: &Entry) -> Result<DataKey, LedgerError>;
+    /// Whether only this KEK's holder can make an entry that unwraps (a local key's AES-GCM
+    /// wrap is a MAC under it). Entries of a KEK that does not are trusted only when signed.
+    fn authenticates_entries(&self) -> bool {
+        false
+    }
 }
 
 #[async_trait::async_trait]
@@ -207,6 +274,10 @@ impl Kek for LocalKek {
 
     async fn unwrap(&self, entry: &Entry) -> Result<DataKey, LedgerError> {
         LocalKek::unwrap(self, entry)
+    }
+
+    fn authenticates_entries(&self) -> bool {
+        true
     }
 }
 
@@ -231,6 +302,8 @@ pub enum LedgerError {
         wanted: String,
         found: String,
     },
+    #[error("forged ledger entry {path}: {why}; it is not used")]
+    Forged { path: String, why: String },
     #[error("ledger entry for tenant {tenant:?} hour {hour} is not valid JSON: {why}")]
     Parse {
         tenant: String,

@@ -2,10 +2,12 @@
 //! dependencies'), `/readyz` fields, dead-letter reasons and command output.
 //!
 //! Two passes: the configured secret values themselves (registered at load, and by the sinks
-//! when they read a secret file), wherever they appear; then, in any URL, the user info and
-//! every query value whose name is not known to be harmless. Both replace with `***`.
+//! when they read a secret file), wherever they appear and in every form a URL, a form body
+//! or a JSON encoder writes them; then, in any URL, the user info and every query value whose
+//! name is not known to be harmless. Both replace with `***`.
 
 use std::borrow::Cow;
+use std::collections::{HashSet, VecDeque};
 use std::sync::RwLock;
 
 use aho_corasick::{AhoCorasick, MatchKind};
@@ -15,19 +17,114 @@ pub const MASK: &str = "***";
 /// Registered values beyond this: the oldest go (a token file rotated hourly for a year).
 const MAX_SECRETS: usize = 4096;
 
+/// Patterns (the forms of the registered values, see [`encodings`]) beyond this: the oldest
+/// values go, each with all its forms. Bounds the automaton rebuilt on every registration.
+const MAX_PATTERNS: usize = 8192;
+
 /// A value shorter than this is not registered: "abc" would blank out ordinary words; a
 /// credential is never that short.
 pub const MIN_SECRET_LEN: usize = 4;
 
+/// One registered value and the forms of it that are searched for.
+struct Secret {
+    value: String,
+    forms: Vec<String>,
+}
+
+/// The registered values, oldest first, and the automaton that finds any of their forms.
 struct Registry {
-    values: Vec<String>,
+    secrets: VecDeque<Secret>,
+    /// The number of forms over all `secrets`.
+    patterns: usize,
+    max_secrets: usize,
+    max_patterns: usize,
     matcher: Option<AhoCorasick>,
 }
 
-static REGISTRY: RwLock<Registry> = RwLock::new(Registry {
-    values: Vec::new(),
-    matcher: None,
-});
+impl Registry {
+    const fn new(max_secrets: usize, max_patterns: usize) -> Registry {
+        Registry {
+            secrets: VecDeque::new(),
+            patterns: 0,
+            max_secrets,
+            max_patterns,
+            matcher: None,
+        }
+    }
+
+    /// Adds values (with all their [`encodings`]); returns whether the set changed. A value
+    /// already registered counts as new again for eviction. Past either bound, whole values
+    /// go, oldest first: never only some forms of one.
+    fn add<I, S>(&mut self, values: I) -> bool
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut changed = false;
+        for v in values {
+            let v = v.as_ref().trim();
+            if v.len() < MIN_SECRET_LEN {
+                continue;
+            }
+            if let Some(i) = self.secrets.iter().position(|s| s.value == v) {
+                // Still in use: the last to go.
+                if i + 1 != self.secrets.len() {
+                    if let Some(s) = self.secrets.remove(i) {
+                        self.secrets.push_back(s);
+                    }
+                }
+                continue;
+            }
+            changed = true;
+            let forms = encodings(v);
+            self.patterns += forms.len();
+            self.secrets.push_back(Secret {
+                value: v.to_string(),
+                forms,
+            });
+        }
+        if !changed {
+            return false;
+        }
+        while self.secrets.len() > 1
+            && (self.secrets.len() > self.max_secrets || self.patterns > self.max_patterns)
+        {
+            if let Some(old) = self.secrets.pop_front() {
+                self.patterns -= old.forms.len();
+            }
+        }
+        // Two values may share a form (one is the other's percent-encoding): searched once.
+        let mut seen = HashSet::new();
+        let patterns = self
+            .secrets
+            .iter()
+            .flat_map(|s| s.forms.iter())
+            .filter(|f| seen.insert(f.as_str()));
+        // Leftmost-longest: a token that contains another secret is masked whole.
+        self.matcher = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(patterns)
+            .ok();
+        true
+    }
+
+    /// `s` with every form of every registered value replaced by `***`.
+    fn mask<'a>(&self, s: &'a str) -> Cow<'a, str> {
+        match &self.matcher {
+            Some(m) if m.is_match(s) => {
+                let mut out = String::with_capacity(s.len());
+                m.replace_all_with(s, &mut out, |_, _, dst| {
+                    dst.push_str(MASK);
+                    true
+                });
+                Cow::Owned(out)
+            }
+            _ => Cow::Borrowed(s),
+        }
+    }
+}
+
+static REGISTRY: RwLock<Registry> = RwLock::new(Registry::new(MAX_SECRETS, MAX_PATTERNS));
 
 /// Adds secret values to be replaced in every message from now on. Values are never removed
 /// (a reload that drops one still must not print it); the set is bounded, oldest out first.
@@ -36,41 +133,37 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<str>,
 {
-    let mut g = REGISTRY.write().unwrap_or_else(|p| p.into_inner());
-    let mut changed = false;
-    for v in values {
-        let v = v.as_ref().trim();
-        if v.len() < MIN_SECRET_LEN || g.values.iter().any(|x| x == v) {
-            continue;
-        }
-        changed = true;
-        for e in encodings(v) {
-            if !g.values.contains(&e) {
-                g.values.push(e);
-            }
-        }
-    }
-    if !changed {
-        return;
-    }
-    if g.values.len() > MAX_SECRETS {
-        let extra = g.values.len() - MAX_SECRETS;
-        g.values.drain(..extra);
-    }
-    // Leftmost-longest: a token that contains another secret is masked whole.
-    g.matcher = AhoCorasick::builder()
-        .match_kind(MatchKind::LeftmostLongest)
-        .build(&g.values)
-        .ok();
+    REGISTRY
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .add(values);
 }
 
-/// A value as written, and as a URL (percent-encoded) or a form body
-/// (`application/x-www-form-urlencoded`, where `~` is encoded too) shows it.
+/// A value as written, and as others write it, deduplicated (at most 9 forms):
+/// - percent-encoded as in a URL, and as in a form body (`application/x-www-form-urlencoded`,
+///   where `~` is encoded too), each with upper- and with lower-case hex (`%2B`, `%2b`);
+/// - JSON-escaped the minimal way (serde_json, Go's and Python's escapes of `"`, `\` and
+///   control characters), and that with `/` as `\/` (PHP);
+/// - JSON-escaped as .NET's System.Text.Json does by default (`"&'+<>` and backquote and all
+///   non-ASCII as `\uXXXX` with upper-case hex);
+/// - JSON-escaped HTML-safe with lower-case hex (`<>&` and non-ASCII as `\u003c`, `\u00e9`:
+///   Go's HTML escaping and Python's `ensure_ascii`).
 pub fn encodings(v: &str) -> Vec<String> {
     let url = crate::percent_encode(v);
     let form = url.replace('~', "%7E");
+    let url_lower = lower_hex(&url);
+    let form_lower = lower_hex(&form);
     let mut out = vec![v.to_string()];
-    for e in [url, form] {
+    for e in [
+        url,
+        form,
+        url_lower,
+        form_lower,
+        json_escape(v, Json::Minimal),
+        json_escape(v, Json::Php),
+        json_escape(v, Json::DotNet),
+        json_escape(v, Json::HtmlLower),
+    ] {
         if !out.contains(&e) {
             out.push(e);
         }
@@ -78,15 +171,89 @@ pub fn encodings(v: &str) -> Vec<String> {
     out
 }
 
+/// A percent-encoded string with the hex digits after each `%` in lower case.
+fn lower_hex(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut hex = 0u8;
+    for c in s.chars() {
+        if hex > 0 {
+            out.push(c.to_ascii_lowercase());
+            hex -= 1;
+        } else {
+            if c == '%' {
+                hex = 2;
+            }
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The ways JSON encoders escape a string's characters.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Json {
+    /// serde_json, Go without HTML escaping, Python with `ensure_ascii=False`: `\"`, `\\`,
+    /// `\n` `\r` `\t` `\b` `\f`, other control characters as `\u00xx`.
+    Minimal,
+    /// PHP's `json_encode` on ASCII: minimal, and `/` as `\/`.
+    Php,
+    /// .NET System.Text.Json's default encoder: `"&'+<>` and backquote, DEL and everything
+    /// not ASCII as `\uXXXX` with upper-case hex (UTF-16 units), `\\`, short control escapes.
+    DotNet,
+    /// Minimal, and `<>&` and everything not ASCII as `\uxxxx` with lower-case hex.
+    HtmlLower,
+}
+
+/// `v` as the body of a JSON string written in `style`, without the quotes.
+fn json_escape(v: &str, style: Json) -> String {
+    let upper = style == Json::DotNet;
+    let mut out = String::with_capacity(v.len() + 8);
+    for c in v.chars() {
+        match c {
+            '"' if style == Json::DotNet => push_unit(&mut out, 0x22, upper),
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '/' if style == Json::Php => out.push_str("\\/"),
+            '&' | '<' | '>' if matches!(style, Json::DotNet | Json::HtmlLower) => {
+                push_unit(&mut out, c as u16, upper)
+            }
+            '\'' | '+' | '`' | '\u{7f}' if style == Json::DotNet => {
+                push_unit(&mut out, c as u16, upper)
+            }
+            c if (c as u32) < 0x20 => push_unit(&mut out, c as u16, upper),
+            c if !c.is_ascii() && matches!(style, Json::DotNet | Json::HtmlLower) => {
+                let mut buf = [0u16; 2];
+                for unit in c.encode_utf16(&mut buf).iter() {
+                    push_unit(&mut out, *unit, upper);
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `\u` and one UTF-16 unit as four hex digits.
+fn push_unit(out: &mut String, unit: u16, upper: bool) {
+    let digits: &[u8; 16] = if upper {
+        b"0123456789ABCDEF"
+    } else {
+        b"0123456789abcdef"
+    };
+    out.push_str("\\u");
+    for shift in [12u32, 8, 4, 0] {
+        out.push(char::from(digits[usize::from((unit >> shift) & 0xF)]));
+    }
+}
+
 /// `s` with every registered secret and every secret part of a URL replaced by `***`.
 pub fn text(s: &str) -> Cow<'_, str> {
-    let first = {
-        let g = REGISTRY.read().unwrap_or_else(|p| p.into_inner());
-        match &g.matcher {
-            Some(m) if m.is_match(s) => Cow::Owned(m.replace_all(s, &vec![MASK; g.values.len()])),
-            _ => Cow::Borrowed(s),
-        }
-    };
+    let first = REGISTRY.read().unwrap_or_else(|p| p.into_inner()).mask(s);
     if !first.contains("://") && !first.contains("sig=") {
         return first;
     }
@@ -284,5 +451,91 @@ mod tests {
         assert!(s.contains(&"a1b2c3d4e5f6g7h8i9".to_string()), "{s:?}");
         assert!(s.contains(&"zz99".to_string()), "{s:?}");
         assert!(!s.iter().any(|v| v == "receiver" || v == "list"), "{s:?}");
+    }
+
+    #[test]
+    fn json_escaped_and_lower_case_percent_forms_are_masked() {
+        register(["Ab+cd/EF==redact-json-test"]);
+        for sent in [
+            // PHP's json_encode.
+            r#"{"e":"Ab+cd\/EF==redact-json-test"}"#,
+            // .NET System.Text.Json.
+            r#"{"e":"Ab\u002Bcd/EF==redact-json-test"}"#,
+            // Lower-case percent-encoding.
+            r#"{"e":"Ab%2bcd%2fEF%3d%3dredact-json-test"}"#,
+            // Upper-case percent-encoding.
+            r#"{"e":"Ab%2Bcd%2FEF%3D%3Dredact-json-test"}"#,
+        ] {
+            assert_eq!(text(sent), r#"{"e":"***"}"#, "{sent}");
+        }
+
+        let quoted = r#"q"uo\te-secret-json"#;
+        register([quoted]);
+        let json = serde_json::to_string(quoted).unwrap();
+        assert_ne!(json.trim_matches('"'), quoted);
+        assert_eq!(
+            text(&format!(r#"{{"e":{json}}}"#)),
+            r#"{"e":"***"}"#,
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn encodings_are_few_and_distinct() {
+        let e = encodings("a+b/c=d~e f\"g<h\u{e9}");
+        assert!(e.len() <= 9, "{e:?}");
+        let mut sorted = e.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), e.len(), "{e:?}");
+        let has = |form: &str| e.iter().any(|f| f == form);
+        assert!(has("a+b\\/c=d~e f\\\"g<h\u{e9}"), "{e:?}");
+        assert!(has("a\\u002Bb/c=d~e f\\u0022g\\u003Ch\\u00E9"), "{e:?}");
+        assert!(has("a+b/c=d~e f\\\"g\\u003ch\\u00e9"), "{e:?}");
+        assert!(has("a%2bb%2fc%3dd%7ee%20f%22g%3ch%c3%a9"), "{e:?}");
+        assert_eq!(
+            encodings("plain-Token_1.2"),
+            vec!["plain-Token_1.2".to_string()]
+        );
+        let emoji = encodings("emoji-\u{1f600}-token");
+        assert!(
+            emoji.contains(&"emoji-\\uD83D\\uDE00-token".to_string()),
+            "{emoji:?}"
+        );
+        let ctl = encodings("ctl\u{1}-token\n");
+        assert!(ctl.contains(&"ctl\\u0001-token\\n".to_string()), "{ctl:?}");
+    }
+
+    #[test]
+    fn eviction_drops_whole_values_oldest_first() {
+        let mut r = Registry::new(3, 6);
+        // Four forms each: raw, %2B, %2b, \u002B.
+        assert_eq!(encodings("aaaa+1111").len(), 4);
+        assert!(r.add(["aaaa+1111"]));
+        assert!(r.add(["bbbb+2222"]));
+        // Eight patterns over six: the older value goes, every form of it.
+        assert_eq!(r.secrets.len(), 1);
+        assert_eq!(r.patterns, 4);
+        for evicted in ["aaaa+1111", "aaaa%2B1111", "aaaa%2b1111", "aaaa\\u002B1111"] {
+            assert_eq!(r.mask(evicted), evicted);
+        }
+        for live in ["bbbb+2222", "bbbb%2B2222", "bbbb%2b2222", "bbbb\\u002B2222"] {
+            assert_eq!(r.mask(live), MASK);
+        }
+        assert!(r.add(["cccc-3333", "dddd-4444"]));
+        assert_eq!((r.secrets.len(), r.patterns), (3, 6));
+        // A fourth value over three: the oldest goes.
+        assert!(r.add(["eeee-5555"]));
+        assert_eq!((r.secrets.len(), r.patterns), (3, 3));
+        assert_eq!(r.mask("bbbb\\u002B2222"), "bbbb\\u002B2222");
+        // Registered again: the last to go; nothing to rebuild.
+        assert!(!r.add(["cccc-3333", "abc"]));
+        assert!(r.add(["ffff-6666"]));
+        assert_eq!(
+            r.mask("cccc-3333 dddd-4444 eeee-5555 ffff-6666"),
+            "*** dddd-4444 *** ***"
+        );
+        let counted: usize = r.secrets.iter().map(|s| s.forms.len()).sum();
+        assert_eq!(counted, r.patterns);
     }
 }

@@ -24,17 +24,24 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     enc.finish().unwrap()
 }
 
-/// Writes an object for `tenant`/`hour` and its ledger entry under `root`; returns its path.
-fn archive(root: &Path, kek: &LocalKek, tenant: &str, hour: &str, records: &[u8]) -> PathBuf {
+/// Writes an object for `tenant`/`hour` and its ledger entry under `root`; returns its path
+/// and its entry's.
+fn archive(
+    root: &Path,
+    kek: &LocalKek,
+    tenant: &str,
+    hour: &str,
+    records: &[u8],
+) -> (PathBuf, PathBuf) {
     let dk = DataKey::generate(tenant, hour).unwrap();
-    let entry = root.join(entry_key(tenant, hour));
+    let entry = root.join(entry_key(tenant, hour, &dk.id));
     std::fs::create_dir_all(entry.parent().unwrap()).unwrap();
     std::fs::write(&entry, serde_json::to_vec(&kek.wrap(&dk).unwrap()).unwrap()).unwrap();
     // A small segment size so that the reader walks several segments.
     let obj = encrypt(&dk, &format!("batch-{tenant}-{hour}"), &gzip(records), 4096).unwrap();
     let path = root.join(format!("{tenant}-{hour}.ndjson.gz.lfenc"));
     std::fs::write(&path, obj).unwrap();
-    path
+    (path, entry)
 }
 
 fn decrypt_py(kek_file: &Path, root: &Path, object: &Path) -> std::process::Output {
@@ -61,12 +68,12 @@ fn the_python_reader_decrypts_every_hour_but_the_shredded_one() {
     let records: Vec<u8> = (0..20_000)
         .flat_map(|i| format!("{{\"job_id\":{i},\"account_id\":\"a\"}}\n").into_bytes())
         .collect();
-    let a10 = archive(&root, &kek, "a", "2026-12-03T10", &records);
-    let a11 = archive(&root, &kek, "a", "2026-12-03T11", &records);
-    let b10 = archive(&root, &kek, "b", "2026-12-03T10", b"{\"x\":1}\n");
+    let (a10, a10_entry) = archive(&root, &kek, "a", "2026-12-03T10", &records);
+    let (a11, _) = archive(&root, &kek, "a", "2026-12-03T11", &records);
+    let (b10, _) = archive(&root, &kek, "b", "2026-12-03T10", b"{\"x\":1}\n");
 
     // Erase tenant a's hour 10 by deleting its ledger entry.
-    std::fs::remove_file(root.join(entry_key("a", "2026-12-03T10"))).unwrap();
+    std::fs::remove_file(a10_entry).unwrap();
 
     let out = decrypt_py(&kek_file, &root, &a10);
     assert!(!out.status.success());
@@ -98,7 +105,7 @@ fn the_python_reader_refuses_a_changed_byte() {
     let kek_file = dir.path().join("kek.hex");
     std::fs::write(&kek_file, "5a".repeat(32)).unwrap();
     let kek = LocalKek::from_material("main", &std::fs::read(&kek_file).unwrap()).unwrap();
-    let obj = archive(
+    let (obj, _) = archive(
         &root,
         &kek,
         "a",

@@ -27,6 +27,11 @@ pub enum KekProvider {
 }
 
 impl KekProvider {
+    /// Whether the KEK is the local key (its wrap authenticates ledger entries).
+    pub fn is_local(&self) -> bool {
+        matches!(self, KekProvider::Local(_))
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             KekProvider::Local(_) => "local",
@@ -376,6 +381,13 @@ pub(super) fn sink(
     })
 }
 
+/// Why a KMS or Key Vault KEK needs `[signing]`.
+pub(super) fn remote_unsigned(kek: &str) -> String {
+    format!(
+        "KEK {kek:?} is a KMS or Key Vault key, which anyone allowed to encrypt with it (with Key Vault's RSA keys: anyone with the public key) can wrap a key for: its ledger entries are signed so that a planted entry is never used. Set [signing] key_file (write one with `logferry keygen`)"
+    )
+}
+
 /// What only the whole file shows: the KEK a sink names exists, and retention, which writes
 /// receipts, has a key to sign them.
 pub(super) fn cross_check(
@@ -397,6 +409,9 @@ pub(super) fn cross_check(
                     None => format!("no [keks.{}] is declared", e.kek),
                 },
             );
+        }
+        if signing.is_none() && keks.get(&e.kek).is_some_and(|k| !k.provider.is_local()) {
+            c.add(format!("{p}.kek"), remote_unsigned(&e.kek));
         }
         if e.retention.is_some() && signing.is_none() {
             c.add(

@@ -313,7 +313,7 @@ pub fn load_str(
     let secrets::Found {
         values: mut found,
         mut files,
-    } = secrets::collect(&table, &base);
+    } = secrets::collect(&table, &base, env);
     found.extend(c.secret_expansions.iter().cloned());
     files.push(path.to_path_buf());
     files.extend(
@@ -578,6 +578,9 @@ fn build(
     if let Some(k) = &spool_kek {
         if !declared_keks.contains(k) {
             c.add("spool.kek", format!("no [keks.{k}] is declared"));
+        } else if signing_key_file.is_none() && keks.get(k).is_some_and(|k| !k.provider.is_local())
+        {
+            c.add("spool.kek", encryption::remote_unsigned(k));
         }
     }
     encryption::cross_check(&sinks, &keks, signing_key_file.as_ref(), &declared_keks, c);

@@ -108,20 +108,39 @@ pub(super) struct Found {
     pub files: Vec<PathBuf>,
 }
 
-/// Every secret value and credential file in the (expanded) sink tables.
-pub(super) fn collect(table: &toml::Table, base: &Path) -> Found {
+/// Where `key_env` options find their variables (the loader's environment).
+pub(super) type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// Every secret value and credential or key file in the (expanded) configuration: the sink
+/// and KEK tables (credentials by option name), `[signing]` (the receipt signing key) and the
+/// HMAC keys of `[masking.*]` profiles. `env` resolves `key_env` options.
+pub(super) fn collect(table: &toml::Table, base: &Path, env: Env<'_>) -> Found {
     let mut out = Found::default();
-    if let Some(toml::Value::Table(sinks)) = table.get("sinks") {
-        for sink in sinks.values() {
-            if let toml::Value::Table(t) = sink {
-                walk(t, false, base, &mut out);
+    // A KEK table is read like a sink's: client_secret (a string or a number),
+    // client_secret_file, federated_token_file, key_file (a local KEK), key_env, tls.key_file.
+    for section in ["sinks", "keks"] {
+        if let Some(toml::Value::Table(named)) = table.get(section) {
+            for item in named.values() {
+                if let toml::Value::Table(t) = item {
+                    walk(t, false, base, env, &mut out);
+                }
             }
+        }
+    }
+    // The Ed25519 key that signs receipts and digests.
+    if let Some(toml::Value::Table(t)) = table.get("signing") {
+        walk(t, false, base, env, &mut out);
+    }
+    // HMAC keys of masking rules and detector overrides, wherever they sit in a profile.
+    if let Some(toml::Value::Table(profiles)) = table.get("masking") {
+        for profile in profiles.values() {
+            key_options(profile, base, env, &mut out);
         }
     }
     out
 }
 
-fn walk(t: &toml::Table, in_headers: bool, base: &Path, found: &mut Found) {
+fn walk(t: &toml::Table, in_headers: bool, base: &Path, env: Env<'_>, found: &mut Found) {
     for (k, v) in t {
         match v {
             toml::Value::String(s) => {
@@ -139,14 +158,14 @@ fn walk(t: &toml::Table, in_headers: bool, base: &Path, found: &mut Found) {
                         found.values.extend(connection_string_parts(s));
                     }
                 } else if SECRET_FILES.contains(&k.as_str()) {
-                    let path = super::resolve(base, s);
-                    found.values.extend(read_secret_file(&path));
-                    found.files.push(path);
+                    secret_file(s, base, found);
+                } else if k == "key_env" {
+                    env_secret(s, env, found);
                 } else if URL_KEYS.contains(&k.as_str()) {
                     found.values.extend(logferry_sinks::redact::url_secrets(s));
                 }
             }
-            toml::Value::Table(inner) => walk(inner, k == "headers", base, found),
+            toml::Value::Table(inner) => walk(inner, k == "headers", base, env, found),
             // A credential written as a number (a PIN-like token) is as secret as a string:
             // a type error would quote it.
             toml::Value::Integer(_) | toml::Value::Float(_)
@@ -157,6 +176,77 @@ fn walk(t: &toml::Table, in_headers: bool, base: &Path, found: &mut Found) {
             _ => {}
         }
     }
+}
+
+/// The `key_file` and `key_env` options anywhere in `v` (a masking profile: its rules are an
+/// array of tables, its detector overrides tables of tables).
+fn key_options(v: &toml::Value, base: &Path, env: Env<'_>, found: &mut Found) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, item) in t {
+                match (k.as_str(), item) {
+                    ("key_file", toml::Value::String(f)) => secret_file(f, base, found),
+                    ("key_env", toml::Value::String(var)) => env_secret(var, env, found),
+                    _ => key_options(item, base, env, found),
+                }
+            }
+        }
+        toml::Value::Array(a) => {
+            for item in a {
+                key_options(item, base, env, found);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A file holding a credential or a key: never read as a log, and its text (when it is small
+/// UTF-8) never shown, nor the base64 body of a PEM key in it.
+fn secret_file(written: &str, base: &Path, found: &mut Found) {
+    let path = super::resolve(base, written);
+    if let Some(text) = read_secret_file(&path) {
+        found.values.extend(pem_bodies(&text));
+        found.values.push(text);
+    }
+    found.files.push(path);
+}
+
+/// The value of the environment variable a `key_env` names: the key itself.
+fn env_secret(var: &str, env: Env<'_>, found: &mut Found) {
+    if let Some(value) = env(var) {
+        let value = value.trim();
+        if !value.is_empty() {
+            found.values.push(value.to_string());
+        }
+    }
+}
+
+/// The base64 bodies of the PEM blocks in `text`: each line and each whole body (a message
+/// may quote either; the `-----BEGIN` lines are the same in every key and are not secret).
+fn pem_bodies(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut body: Option<String> = None;
+    for line in text.lines() {
+        let l = line.trim();
+        if l.starts_with("-----BEGIN ") {
+            body = Some(String::new());
+        } else if l.starts_with("-----END ") {
+            if let Some(b) = body.take() {
+                if !b.is_empty() {
+                    out.push(b);
+                }
+            }
+        } else if let Some(b) = body.as_mut() {
+            // Skips blank lines and RFC 1421 headers (`Proc-Type: 4,ENCRYPTED`).
+            if !l.is_empty() && !l.contains(':') {
+                b.push_str(l);
+                out.push(l.to_string());
+            }
+        }
+    }
+    // A one-line body is both a line and the whole body.
+    out.dedup();
+    out
 }
 
 /// The key and signature of an Azure connection string (the account name is not secret).
@@ -204,7 +294,7 @@ auth = {{ bearer = "bt-999999" }}
         )
         .parse()
         .unwrap();
-        let f = collect(&t, dir.path());
+        let f = collect(&t, dir.path(), &|_: &str| None::<String>);
         assert_eq!(f.files, vec![dir.path().join("pw")]);
         let s = f.values;
         for want in [
@@ -221,5 +311,72 @@ auth = {{ bearer = "bt-999999" }}
             !s.iter().any(|v| v == "application/json" || v == "u"),
             "{s:?}"
         );
+    }
+
+    #[test]
+    fn finds_key_material_of_keks_signing_and_masking() {
+        let dir = tempfile::tempdir().unwrap();
+        let kek = "3c".repeat(32);
+        std::fs::write(dir.path().join("kek.hex"), format!("{kek}\n")).unwrap();
+        let body = "MC4CAQAwBQYDK2VwBCIEIPlantedSigningKeyBody0123456789abcdefghijk";
+        std::fs::write(
+            dir.path().join("sign.pem"),
+            format!("-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----\n"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("hmac.key"), "hmac-file-key-0123456789\n").unwrap();
+        let t: toml::Table = format!(
+            r#"
+[keks.v]
+provider = "azure_key_vault"
+client_secret = "kv-secret-77"
+[keks.n]
+client_secret = 918273645512
+[keks.l]
+provider = "local"
+key_file = "{d}/kek.hex"
+[keks.e]
+provider = "local"
+key_env = "KEKV"
+[signing]
+key_file = "{d}/sign.pem"
+[masking.p]
+rules = [{{ paths = ["user.id"], action = "hmac", key_file = "{d}/hmac.key" }}]
+[masking.p.detector.email]
+action = "hmac"
+key_env = "HMACK"
+"#,
+            d = dir.path().display()
+        )
+        .parse()
+        .unwrap();
+        let env = |k: &str| match k {
+            "KEKV" => Some("ZW52LWtlaw==\n".to_string()),
+            "HMACK" => Some("hmac-env-key-9876543210".to_string()),
+            _ => None,
+        };
+        let f = collect(&t, dir.path(), &env);
+        for want in ["kek.hex", "sign.pem", "hmac.key"] {
+            assert!(
+                f.files.contains(&dir.path().join(want)),
+                "{want} not in {:?}",
+                f.files
+            );
+        }
+        assert_eq!(f.files.len(), 3, "{:?}", f.files);
+        let s = f.values;
+        for want in [
+            "kv-secret-77",
+            "918273645512",
+            kek.as_str(),
+            "ZW52LWtlaw==",
+            body,
+            "hmac-file-key-0123456789",
+            "hmac-env-key-9876543210",
+        ] {
+            assert!(s.iter().any(|v| v == want), "{want} not in {s:?}");
+        }
+        let plain = ["-----BEGIN PRIVATE KEY-----", "local", "KEKV"];
+        assert!(!s.iter().any(|v| plain.contains(&v.as_str())), "{s:?}");
     }
 }

@@ -487,3 +487,41 @@ fn certificate_and_key_files_are_read_at_load_and_named_in_words() {
     let shown = load(&tls(&ca, &cert_f, &not_key)).unwrap_err().to_string();
     assert!(shown.contains("holds no PEM private key"), "{shown}");
 }
+
+#[test]
+fn a_kek_credential_of_the_wrong_type_is_kept_for_redaction() {
+    let text = format!(
+        "{GOOD}[keks.vault]\nprovider = \"azure_key_vault\"\nvault_url = \"https://v.vault.azure.net\"\nkey_name = \"k\"\nauth = \"client_secret\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = 918273645512\n"
+    );
+    let e = load(&text).unwrap_err();
+    let shown = e.to_string();
+    assert!(shown.contains("keks.vault.client_secret"), "{shown}");
+    // serde quotes the value it refuses: the process's redaction must know it.
+    assert!(
+        e.secrets.iter().any(|s| s == "918273645512"),
+        "{:?}",
+        e.secrets
+    );
+}
+
+#[test]
+fn kek_and_signing_key_files_are_never_read_as_logs() {
+    let d = tempfile::tempdir().unwrap();
+    let kek = "3c".repeat(32);
+    std::fs::write(d.path().join("kek.hex"), format!("{kek}\n")).unwrap();
+    let (private, _) = logferry_sinks::signing::SigningKey::generate().unwrap();
+    std::fs::write(d.path().join("sign.pem"), private.as_bytes()).unwrap();
+    let text = format!(
+        "{GOOD}[keks.main]\nprovider = \"local\"\nkey_file = \"{dir}/kek.hex\"\n[signing]\nkey_file = \"{dir}/sign.pem\"\n",
+        dir = d.path().display()
+    );
+    let cfg = load(&text).unwrap();
+    for name in ["kek.hex", "sign.pem"] {
+        assert!(
+            cfg.credential_files.contains(&d.path().join(name)),
+            "{name} not in {:?}",
+            cfg.credential_files
+        );
+    }
+    assert!(cfg.secrets.contains(&kek), "{:?}", cfg.secrets);
+}

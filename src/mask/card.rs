@@ -10,6 +10,13 @@
 //! groups laid out the way printed cards are (a first group of four digits, middle groups of four
 //! to six, a last group of one to six). Each group starts at most [`MAX_WINDOW`] windows of at
 //! most 19 digits, so the work per byte is bounded by a constant whatever the input.
+//!
+//! Ids are not cards even when their digits read like one. A whole digit run inside a
+//! hexadecimal token that stands alone, with a digit on the far side of a hex letter
+//! (`j-2a4212120637001`, `0x1f4111111111111111`), is part of the id; letters alone glued to the
+//! digits (`card4111111111111111`, `cc4111111111111111`) still leave a card. No card is taken
+//! from inside a UUID (`12345678-4111-4111-8111-1003abcdef01`), whose groups can be laid out like
+//! a printed card. Each such token is scanned once, however many candidates it holds.
 
 /// The most groups one card spans (4-4-4-4-3 is five).
 const MAX_WINDOW: usize = 5;
@@ -79,6 +86,7 @@ fn is_sep(c: u8) -> bool {
 /// Byte ranges of `s` that are card numbers (with their separators), in order.
 pub fn find(s: &[u8], out: &mut Vec<(usize, usize)>) {
     let mut groups: Vec<(usize, usize)> = Vec::new();
+    let mut ids = Ids::default();
     let mut i = 0;
     while i < s.len() {
         if !s[i].is_ascii_digit() {
@@ -103,19 +111,129 @@ pub fn find(s: &[u8], out: &mut Vec<(usize, usize)>) {
                 break;
             }
         }
-        windows(s, &groups, out);
+        windows(s, &groups, &mut ids, out);
     }
 }
 
+/// The id tokens around card candidates, kept from one candidate to the next. Tokens of one kind
+/// are disjoint and candidates come left to right, so each token is scanned once: a long one
+/// (`"4111111111111111a".repeat(n)`) costs its length, not its length per candidate.
+#[derive(Default)]
+struct Ids {
+    hex: Option<HexToken>,
+    /// The run of hex digits and dashes around the last window asked about, and whether it is
+    /// a UUID.
+    uuid: Option<(usize, usize, bool)>,
+}
+
+/// A maximal run of hex digits, `s[start..end]`.
+#[derive(Clone, Copy)]
+struct HexToken {
+    start: usize,
+    end: usize,
+    /// Where its first digit is, and where its last digit ends.
+    first_digit: usize,
+    digits_end: usize,
+    /// Neither side touches a letter or digit (a `0x` prefix counts as a boundary).
+    alone: bool,
+}
+
+impl Ids {
+    /// Whether the digit run `s[a..b]` is part of a hex id: its token stands alone and holds a
+    /// digit beyond the run, so a hex letter sits between digits.
+    fn in_hex_id(&mut self, s: &[u8], a: usize, b: usize) -> bool {
+        let t = match self.hex {
+            Some(t) if t.start <= a && a < t.end => t,
+            _ => {
+                let t = hex_token(s, a, b);
+                self.hex = Some(t);
+                t
+            }
+        };
+        t.alone && (t.first_digit < a || t.digits_end > b)
+    }
+
+    /// Whether the window `s[a..b]` lies inside a UUID.
+    fn in_uuid(&mut self, s: &[u8], a: usize, b: usize) -> bool {
+        let (_, end, uuid) = match self.uuid {
+            Some(u) if u.0 <= a && a < u.1 => u,
+            _ => {
+                let u = uuid_token(s, a);
+                self.uuid = Some(u);
+                u
+            }
+        };
+        uuid && b <= end
+    }
+}
+
+fn word(c: u8) -> bool {
+    c.is_ascii_alphanumeric()
+}
+
+/// The hex token around the digit run `s[a..b]`.
+fn hex_token(s: &[u8], a: usize, b: usize) -> HexToken {
+    let mut start = a;
+    while start > 0 && s[start - 1].is_ascii_hexdigit() {
+        start -= 1;
+    }
+    let mut end = b;
+    while end < s.len() && s[end].is_ascii_hexdigit() {
+        end += 1;
+    }
+    let digit = |i: &usize| s[*i].is_ascii_digit();
+    let first_digit = (start..a).find(digit).unwrap_or(a);
+    let digits_end = (b..end).rev().find(digit).map_or(b, |i| i + 1);
+    // `0x` before the token is a prefix, not a word it is glued to.
+    let prefixed = start >= 2
+        && matches!(s[start - 1], b'x' | b'X')
+        && s[start - 2] == b'0'
+        && (start == 2 || !word(s[start - 3]));
+    let alone =
+        (start == 0 || !word(s[start - 1]) || prefixed) && (end == s.len() || !word(s[end]));
+    HexToken {
+        start,
+        end,
+        first_digit,
+        digits_end,
+        alone,
+    }
+}
+
+/// The maximal run of hex digits and dashes around `s[at]` (a digit), and whether it is a UUID:
+/// 8-4-4-4-12 hex digits with no letter or digit on either side.
+fn uuid_token(s: &[u8], at: usize) -> (usize, usize, bool) {
+    let part = |c: u8| c.is_ascii_hexdigit() || c == b'-';
+    let mut start = at;
+    while start > 0 && part(s[start - 1]) {
+        start -= 1;
+    }
+    let mut end = at;
+    while end < s.len() && part(s[end]) {
+        end += 1;
+    }
+    let uuid = end - start == 36
+        && (start == 0 || !word(s[start - 1]))
+        && (end == s.len() || !word(s[end]))
+        && s[start..end]
+            .iter()
+            .enumerate()
+            .all(|(i, &c)| (c == b'-') == matches!(i, 8 | 13 | 18 | 23));
+    (start, end, uuid)
+}
+
 /// The cards in one grouped run: at each group, the longest window that is a card.
-fn windows(s: &[u8], groups: &[(usize, usize)], out: &mut Vec<(usize, usize)>) {
+fn windows(s: &[u8], groups: &[(usize, usize)], ids: &mut Ids, out: &mut Vec<(usize, usize)>) {
     let glen = |g: (usize, usize)| g.1 - g.0;
     let mut digits = [0u8; 19];
     let mut a = 0;
     while a < groups.len() {
         let first = glen(groups[a]);
         let mut best = None;
-        if (13..=19).contains(&first) && is_card(&s[groups[a].0..groups[a].1]) {
+        if (13..=19).contains(&first)
+            && is_card(&s[groups[a].0..groups[a].1])
+            && !ids.in_hex_id(s, groups[a].0, groups[a].1)
+        {
             best = Some(a);
         }
         if first == 4 {
@@ -137,6 +255,8 @@ fn windows(s: &[u8], groups: &[(usize, usize)], out: &mut Vec<(usize, usize)>) {
                 }
             }
         }
+        // No window inside a UUID is a card; a shorter one from the same group lies inside too.
+        let best = best.filter(|&b| !ids.in_uuid(s, groups[a].0, groups[b].1));
         match best {
             Some(b) => {
                 out.push((groups[a].0, groups[b].1));
@@ -254,6 +374,49 @@ mod tests {
         // A longer digit run is not cut into a card.
         assert!(cards("94111111111111111").is_empty());
         assert!(cards("41111111111111119999").is_empty());
+    }
+
+    #[test]
+    fn digit_runs_inside_hex_ids_are_not_cards() {
+        // Luhn-valid, card-prefixed digits with hex letters and more digits around them.
+        for s in [
+            "j-2a4212120637001",
+            "0x1f4111111111111111",
+            "sha256:9f0e4212120637001c7d",
+            "12345678-4111-4111-8111-1003abcdef01",
+            "id=12345678-4111-4111-8111-1003abcdef01.",
+        ] {
+            assert!(cards(s).is_empty(), "{s}: {:?}", cards(s));
+        }
+        // Letters alone glued to the digits, a token glued to a word, a prefix glued to a word,
+        // and groups laid out as printed (outside a UUID) are still cards.
+        for (s, card) in [
+            ("card4111111111111111", "4111111111111111"),
+            ("cc4111111111111111", "4111111111111111"),
+            ("a4111111111111111", "4111111111111111"),
+            ("face4111111111111111", "4111111111111111"),
+            ("0x4111111111111111", "4111111111111111"),
+            ("2a4111111111111111g", "4111111111111111"),
+            ("x0x1f4111111111111111", "4111111111111111"),
+            ("2a4111 1111 1111 1111", "4111 1111 1111 1111"),
+            ("4111-4111-8111-1003", "4111-4111-8111-1003"),
+            (
+                "x12345678-4111-4111-8111-1003abcdef01",
+                "4111-4111-8111-1003",
+            ),
+        ] {
+            assert_eq!(cards(s), [card], "{s}");
+        }
+    }
+
+    #[test]
+    fn one_long_token_is_scanned_once() {
+        // One hex token of 1.7 MB holding 100 000 candidates: quadratic work would not finish.
+        let hex = "4111111111111111a".repeat(100_000);
+        assert!(cards(&hex).is_empty());
+        // One run of hex digits and dashes, asked about for every card in it.
+        let dashed = "4111-1111-1111-1111-".repeat(50_000);
+        assert_eq!(cards(&dashed).len(), 50_000);
     }
 
     #[test]

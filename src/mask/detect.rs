@@ -493,6 +493,9 @@ mod tests {
             "12.50 EUR",
             "d41d8cd98f00b204e9800998ecf8427e",
             "job-5000",
+            // Card-shaped digits inside a hex id and inside a UUID's groups.
+            "j-2a4212120637001",
+            "12345678-4111-4111-8111-1003abcdef01",
         ] {
             let found: Vec<_> = kinds(s)
                 .into_iter()

@@ -11,6 +11,7 @@ mod links;
 mod long_line;
 mod oversize;
 mod scan;
+mod walk;
 mod watch;
 
 use std::collections::{BTreeMap, HashMap};

@@ -11,15 +11,36 @@ impl Tailer {
     /// full scans their growth is told by events.
     pub(super) fn scan(&mut self, renames: &[(PathBuf, PathBuf)], full: bool) {
         let mut seen: HashMap<(u64, u64), PathBuf> = HashMap::new();
+        // Asked between directories: a large or looping tree does not hold shutdown.
+        let signal = Arc::clone(&self.stop);
+        let stop = move || signal.is_set();
         for pattern in &self.cfg.include {
-            let paths = match glob::glob(pattern) {
-                Ok(p) => p,
+            let walked = match walk::expand(pattern, self.cfg.follow_symlinks, &stop) {
+                Ok(w) => w,
                 Err(e) => {
                     warn!(source = %self.cfg.name, %pattern, error = %e, "bad include pattern");
                     continue;
                 }
             };
-            for path in paths.flatten() {
+            if walked.stopped {
+                // Shutting down: a partial listing must not mark the files it missed as gone.
+                return;
+            }
+            for (dir, is_loop) in &walked.repeated {
+                if *is_loop {
+                    if let Some(held) = self.repeats.allow(&format!("loop {}", dir.display())) {
+                        warn!(source = %self.cfg.name, path = %dir.display(), repeated = held, "directory reached again through a symbolic link (a loop); not descended again");
+                    }
+                } else {
+                    debug!(source = %self.cfg.name, path = %dir.display(), "directory reached again through another symbolic link; its files are found under the first path");
+                }
+            }
+            if walked.truncated {
+                if let Some(held) = self.repeats.allow(&format!("walk {pattern}")) {
+                    warn!(source = %self.cfg.name, %pattern, max_dirs = walk::MAX_DIRS, max_depth = walk::MAX_DEPTH, repeated = held, "include pattern reaches too many directories, or too deep; the walk was cut short and files beyond it are not found");
+                }
+            }
+            for path in walked.files {
                 if self.cfg.exclude.iter().any(|x| x.matches_path(&path)) {
                     continue;
                 }
@@ -29,7 +50,8 @@ impl Tailer {
                 if !meta.is_file() {
                     continue;
                 }
-                seen.insert((meta.dev(), meta.ino()), path);
+                // The first path wins: the walk lists paths without a symbolic link first.
+                seen.entry((meta.dev(), meta.ino())).or_insert(path);
             }
         }
         let mut unread = 0;

@@ -20,6 +20,9 @@ const SPOOL_TENANT: &str = "_spool";
 
 pub struct SpoolCrypt {
     keys: Arc<KeyRing>,
+    /// Folders of sealed files that outlive the spool (dead letters): the keys they name are
+    /// kept for as long as they exist.
+    keep: Vec<std::path::PathBuf>,
     /// The hour (Unix hours) spool keys were last pruned in.
     pruned: std::sync::atomic::AtomicI64,
 }
@@ -32,6 +35,7 @@ impl SpoolCrypt {
     pub fn new(keys: Arc<KeyRing>) -> Self {
         SpoolCrypt {
             keys,
+            keep: Vec::new(),
             pruned: std::sync::atomic::AtomicI64::new(i64::MIN),
         }
     }
@@ -41,12 +45,12 @@ impl SpoolCrypt {
         let size: usize = parts.iter().map(Bytes::len).sum();
         let hour = hour_of(meta.sealed_at.unwrap_or_else(chrono::Utc::now));
         let key = self.keys.key_for(SPOOL_TENANT, &hour).await.map_err(io)?;
-        let (id, digest, parts) = (meta.id.clone(), meta.sha256.clone(), parts.to_vec());
+        let (id, parts) = (meta.id.clone(), parts.to_vec());
         let work = move || {
             let total = parts.iter().map(Bytes::len).sum();
             let mut plain = Vec::with_capacity(total);
             parts.iter().for_each(|p| plain.extend_from_slice(p));
-            encrypt_batch(&key, &id, &digest, &plain, DEFAULT_SEGMENT)
+            encrypt_batch(&key, &id, &plain, DEFAULT_SEGMENT)
                 .map(Bytes::from)
                 .map_err(io)
         };
@@ -56,6 +60,12 @@ impl SpoolCrypt {
         tokio::task::spawn_blocking(work).await.map_err(io)?
     }
 
+    /// Spool keys named by sealed files in `dirs` (and their subfolders) are never pruned.
+    pub fn keeping(mut self, dirs: Vec<std::path::PathBuf>) -> Self {
+        self.keep = dirs;
+        self
+    }
+
     /// Whether this hour's pruning is still to do (true once an hour).
     pub fn prune_due(&self) -> bool {
         let hour = chrono::Utc::now().timestamp().div_euclid(3600);
@@ -63,16 +73,36 @@ impl SpoolCrypt {
     }
 
     /// Deletes the spool keys of hours before both the previous hour and the hour before
-    /// `oldest` (when the oldest spooled batch was sealed): no spooled batch needs them.
+    /// `oldest` (when the oldest spooled batch was sealed), except those a dead letter names:
+    /// no spooled batch and no letter needs them. When the letters cannot be read, nothing is
+    /// deleted this hour (keeping a key too long costs nothing; deleting one loses data).
     pub async fn prune(&self, oldest: Option<chrono::DateTime<chrono::Utc>>) {
         let now = chrono::Utc::now();
         let keep_from = oldest.map_or(now, |o| o.min(now)) - chrono::Duration::hours(1);
         let before = hour_of(keep_from - chrono::Duration::hours(1));
-        if let Err(e) = self
-            .keys
-            .shred(SPOOL_TENANT, "0000-00-00T00", &before)
-            .await
-        {
+        let dirs = self.keep.clone();
+        let kept = match tokio::task::spawn_blocking(move || keys_named_in(&dirs)).await {
+            Ok(Ok(k)) => k,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the dead letters' headers; no spool key removed this hour");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "spool key pruning task failed");
+                return;
+            }
+        };
+        let gone = match self.keys.list(Some(SPOOL_TENANT)).await {
+            Ok(listed) => listed
+                .into_iter()
+                .filter(|l| l.hour.as_str() <= before.as_str() && !kept.contains(&l.key_id))
+                .collect::<Vec<_>>(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list spool keys; trying again next hour");
+                return;
+            }
+        };
+        if let Err(e) = self.keys.delete(&gone).await {
             tracing::warn!(error = %e, "cannot remove spool keys no batch needs; trying again next hour");
         }
     }
@@ -98,6 +128,34 @@ impl SpoolCrypt {
     }
 }
 
+/// The key ids sealed files under `dirs` (two levels deep: `dead-letter/<sink>/` and
+/// `dead-letter/sources/<source>/`) name. A folder that does not exist names none.
+fn keys_named_in(
+    dirs: &[std::path::PathBuf],
+) -> std::io::Result<std::collections::HashSet<String>> {
+    let mut out = std::collections::HashSet::new();
+    let mut todo: Vec<(std::path::PathBuf, u8)> = dirs.iter().map(|d| (d.clone(), 0)).collect();
+    while let Some((dir, depth)) = todo.pop() {
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in rd {
+            let entry = entry?;
+            let ty = entry.file_type()?;
+            if ty.is_dir() && depth < 1 {
+                todo.push((entry.path(), depth + 1));
+            } else if ty.is_file() {
+                if let Some(id) = super::file::sealed_key_id(&entry.path())? {
+                    out.insert(id);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,7 +175,18 @@ mod tests {
         for h in &hours {
             keys.key_for(SPOOL_TENANT, h).await.unwrap();
         }
-        let c = SpoolCrypt::new(keys.clone());
+        // A dead letter sealed five hours ago, in a sink's folder; a file that is not sealed.
+        let dead = dir.path().join("dead-letter");
+        std::fs::create_dir_all(dead.join("archive")).unwrap();
+        let old = keys.key_for(SPOOL_TENANT, &hours[5]).await.unwrap();
+        let mut letter = super::super::file::MAGIC.to_vec();
+        letter.extend_from_slice(b"{}\n");
+        letter.extend_from_slice(
+            &logferry_sinks::crypt::encrypt_batch(&old, "b1", b"records", DEFAULT_SEGMENT).unwrap(),
+        );
+        std::fs::write(dead.join("archive/b1.batch"), letter).unwrap();
+        std::fs::write(dead.join("archive/b1.reason.json"), b"{}").unwrap();
+        let c = SpoolCrypt::new(keys.clone()).keeping(vec![dead.join("archive")]);
         // A batch sealed four hours ago is still spooled: its hour and the one before stay.
         c.prune(Some(now - chrono::Duration::hours(4))).await;
         let hours_left = || async {
@@ -130,8 +199,19 @@ mod tests {
         let mut left = hours_left().await;
         left.sort();
         let mut want = hours[..2].to_vec();
+        want.push(hours[5].clone());
         want.sort();
-        assert_eq!(left, want, "the current hour and the one before");
+        assert_eq!(
+            left, want,
+            "the current hour, the one before, and the dead letter's"
+        );
+        // Once the letter is gone, so is its key.
+        std::fs::remove_file(dead.join("archive/b1.batch")).unwrap();
+        c.prune(None).await;
+        let mut left = hours_left().await;
+        left.sort();
+        want.retain(|h| h != &hours[5]);
+        assert_eq!(left, want);
         assert!(c.prune_due());
         assert!(!c.prune_due());
     }

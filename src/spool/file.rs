@@ -10,7 +10,7 @@ use logferry_sinks::{BatchMeta, SealedBatch};
 
 use super::SpoolKey;
 
-const MAGIC: &[u8] = b"LFSPOOL1\n";
+pub(crate) const MAGIC: &[u8] = b"LFSPOOL1\n";
 /// A metadata line longer than this is not one logferry wrote.
 const MAX_HEADER: u64 = 1 << 20;
 
@@ -99,6 +99,27 @@ pub(super) fn read_header(path: &Path) -> std::io::Result<(BatchMeta, u64)> {
 }
 
 use std::io::Read as _;
+
+/// The key id a sealed spool-format file (a dead letter, or its temp file) names in its
+/// payload's header; `None` for a file that is not sealed. Reads the magic line, the metadata
+/// line (at most [`MAX_HEADER`]) and the header only.
+pub(crate) fn sealed_key_id(path: &Path) -> std::io::Result<Option<String>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)?;
+    let mut r = std::io::BufReader::new(f).take(MAGIC.len() as u64 + MAX_HEADER + 8192);
+    let mut magic = vec![0u8; MAGIC.len()];
+    if r.read_exact(&mut magic).is_err() || magic != MAGIC {
+        return Ok(None);
+    }
+    let mut meta = Vec::new();
+    r.read_until(b'\n', &mut meta)?;
+    if meta.last() != Some(&b'\n') {
+        return Ok(None);
+    }
+    Ok(logferry_sinks::crypt::Header::read(&mut r)
+        .ok()
+        .map(|(h, _)| h.key_id))
+}
 
 #[cfg(test)]
 mod tests {

@@ -25,6 +25,8 @@ pub struct Call {
 pub struct KeyVault {
     pub server: HttpsServer,
     pub calls: Arc<Mutex<Vec<Call>>>,
+    /// The vault key's public half: what anyone may hold, and wrap with.
+    public: Arc<OaepPublicEncryptingKey>,
 }
 
 fn error(status: u16, code: &str, message: &str) -> Resp {
@@ -52,7 +54,7 @@ impl KeyVault {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let cert = ca.server("vault", &["127.0.0.1", "localhost"]);
         let port = Arc::new(Mutex::new(0u16));
-        let (log, p) = (calls.clone(), port.clone());
+        let (log, p, public_half) = (calls.clone(), port.clone(), public.clone());
         let server = HttpsServer::start(cert.config, move |req| {
             let token = req
                 .header("authorization")
@@ -136,7 +138,21 @@ impl KeyVault {
             )
         });
         *port.lock().unwrap() = server.port;
-        KeyVault { server, calls }
+        KeyVault {
+            server,
+            calls,
+            public: public_half,
+        }
+    }
+
+    /// `value` wrapped with the public key alone, as anyone who has it can (RSA-OAEP-256).
+    #[allow(dead_code)]
+    pub fn wrap_with_public_key(&self, value: &[u8]) -> Vec<u8> {
+        let mut buf = vec![0u8; self.public.ciphertext_size()];
+        self.public
+            .encrypt(&OAEP_SHA256_MGF1SHA256, value, &mut buf, None)
+            .unwrap()
+            .to_vec()
     }
 
     pub fn url(&self) -> String {
