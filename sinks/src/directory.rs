@@ -1,19 +1,21 @@
 //! The `directory` sink: objects written under a local root with the same keys object stores use.
 
-use std::io::{ErrorKind, Write};
-use std::path::{Component, Path, PathBuf};
+use std::io::ErrorKind;
+use std::path::PathBuf;
 
 use async_trait::async_trait;
 
+use crate::beneath::{Root, Written};
 use crate::{Outcome, SealedBatch, Sink};
 
 /// Prefix of the temporary files an object is written to before its rename. A crash can leave
 /// one behind; they are never read as objects and are removed when the sink starts.
 pub const TEMP_PREFIX: &str = ".logferry-tmp.";
 
-/// Writes each batch to `root/key` atomically: a temp file in the target directory, fsync,
-/// rename, fsync of the directory. A reader never sees a half-written object, and a retry of the
-/// same batch replaces the object with identical bytes.
+/// Writes each batch to `root/key` atomically: a temp file of a random name in the target
+/// directory (created exclusively, 0600), fsync, a hard link to the name, fsync of the directory.
+/// A reader never sees a half-written object, a retry of the same batch finds identical bytes,
+/// and nothing is written through a link planted in the root (`beneath`).
 pub struct DirectorySink {
     root: PathBuf,
 }
@@ -44,66 +46,6 @@ impl DirectorySink {
         }
         Ok(removed)
     }
-
-    fn target(&self, key: &str) -> Option<PathBuf> {
-        let rel = Path::new(key);
-        // Keys come from validated templates with sanitised values; this is a second line of
-        // defence so that no key can write outside the root.
-        if key.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
-            return None;
-        }
-        Some(self.root.join(rel))
-    }
-}
-
-/// What writing an object found.
-pub(crate) enum Written {
-    New,
-    /// The same bytes were there already (a retry or a replay).
-    Same,
-    /// Other bytes hold the name; they are kept.
-    Taken,
-}
-
-/// Writes `bytes` at `path` without ever replacing what is there: a temporary file, synced,
-/// then linked to the name (which fails if the name exists) and the directory synced.
-pub(crate) fn write_new(path: &Path, id: &str, bytes: &[u8]) -> std::io::Result<Written> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!("{TEMP_PREFIX}{id}"));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        match std::fs::hard_link(&tmp, path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => return same_bytes(path, bytes),
-            // A file system without hard links: check, then rename (not atomic against
-            // another writer, which a directory sink does not have).
-            Err(_) => {
-                if path.exists() {
-                    return same_bytes(path, bytes);
-                }
-                std::fs::rename(&tmp, path)?;
-            }
-        }
-        std::fs::File::open(dir)?.sync_all()?;
-        Ok(Written::New)
-    })();
-    let _ = std::fs::remove_file(&tmp);
-    result
-}
-
-fn same_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<Written> {
-    // The size first: whatever is at the name, it is read only when it could be ours.
-    if std::fs::metadata(path)?.len() != bytes.len() as u64 {
-        return Ok(Written::Taken);
-    }
-    Ok(if std::fs::read(path)? == bytes {
-        Written::Same
-    } else {
-        Written::Taken
-    })
 }
 
 /// The `.meta.json` beside a chained object: its metadata as the object stores keep it.
@@ -115,35 +57,24 @@ fn sidecar(link: &crate::chain::ChainLink) -> String {
     serde_json::Value::Object(m).to_string()
 }
 
-/// The probe of `check`, replacing an old one.
-fn write_probe(path: &Path) -> std::io::Result<()> {
-    let _ = std::fs::remove_file(path);
-    write_new(path, "check", b"").map(|_| ())
-}
-
 #[async_trait]
 impl Sink for DirectorySink {
     /// `Delivered` once the object is renamed into place and its directory synced. I/O errors
     /// are `Retry` (a full disk or a permission an operator fixes should not lose data); a key
     /// that would leave the root is `Rejected`.
     async fn send(&self, batch: &SealedBatch) -> Outcome {
-        let Some(path) = self.target(&batch.meta.key) else {
-            return Outcome::Rejected {
-                reason: format!("object key {:?} is not a relative path", batch.meta.key),
-            };
-        };
+        let root = self.root.clone();
+        let key = batch.meta.key.clone();
         let payload = batch.payload.clone();
-        let id = batch.meta.id.clone();
-        let shown = path.display().to_string();
+        let shown = self.root.join(&batch.meta.key).display().to_string();
         let sidecar = batch.meta.chain.as_ref().map(sidecar);
         let res = tokio::task::spawn_blocking(move || {
-            let w = write_new(&path, &id, &payload)?;
+            let r = Root::open(&root, true)?;
+            let w = r.write_new(&key, &payload)?;
             // The object's metadata, as object stores keep it: after the object, so that a
             // sidecar never names bytes that are not there. A replay writes the same text.
             if let (Written::New | Written::Same, Some(text)) = (&w, sidecar) {
-                let mut name = path.clone().into_os_string();
-                name.push(crate::chain::SIDECAR);
-                write_new(Path::new(&name), &format!("{id}.meta"), text.as_bytes())?;
+                r.write_new(&format!("{key}{}", crate::chain::SIDECAR), text.as_bytes())?;
             }
             Ok::<_, std::io::Error>(w)
         })
@@ -153,7 +84,16 @@ impl Sink for DirectorySink {
             Ok(Ok(Written::Taken)) => Outcome::Rejected {
                 reason: format!("a different file already exists at {shown}; it is kept, this batch is set aside"),
             },
-            // A name the file system can never take (too long, invalid): retrying cannot help.
+            // A link planted in the archive: never written through; the batch is set aside
+            // (dead-lettered, counted) and the link named.
+            Ok(Err(e)) if crate::beneath::is_link_refused(&e) => {
+                tracing::error!(error = %e, "a symbolic link inside the directory sink's root was refused");
+                Outcome::Rejected {
+                    reason: format!("cannot write {shown}: {e}"),
+                }
+            }
+            // A name the file system can never take (too long, invalid, not a relative
+            // path): retrying cannot help.
             Ok(Err(e))
                 if matches!(
                     e.kind(),
@@ -178,9 +118,8 @@ impl Sink for DirectorySink {
     async fn check(&self) -> Result<(), String> {
         let root = self.root.clone();
         tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&root)
-                .and_then(|_| write_probe(&root.join(".logferry-check")))
-                .and_then(|_| std::fs::remove_file(root.join(".logferry-check")))
+            Root::open(&root, true)
+                .and_then(|r| r.probe())
                 .map_err(|e| format!("directory {} is not writable: {e}", root.display()))
         })
         .await

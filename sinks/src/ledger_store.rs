@@ -77,58 +77,51 @@ async fn blocking<T: Send + 'static>(
 #[async_trait]
 impl LedgerStore for DirectoryStore {
     async fn get(&self, key: &str, max: u64) -> Result<Option<Vec<u8>>, String> {
-        use std::io::Read;
-        let path = self.path(key)?;
+        self.path(key)?;
+        let (root, key) = (self.root.clone(), key.to_owned());
         blocking(move || {
-            let f = match std::fs::File::open(&path) {
-                Ok(f) => f,
+            let r = match crate::beneath::Root::open(&root, false) {
+                Ok(r) => r,
                 Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+                Err(e) => return Err(format!("cannot read {}: {e}", root.display())),
             };
-            let mut out = Vec::new();
-            f.take(max.saturating_add(1))
-                .read_to_end(&mut out)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            if out.len() as u64 > max {
-                return Err(too_large(&path.display().to_string(), max));
-            }
-            Ok(Some(out))
+            r.read(&key, max).map_err(|e| {
+                let text = e.to_string();
+                if is_too_large(&text) {
+                    text
+                } else {
+                    format!("cannot read {}: {e}", root.join(&key).display())
+                }
+            })
         })
         .await
     }
 
     async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<bool, String> {
-        let path = self.path(key)?;
-        let bytes = bytes.to_vec();
+        self.path(key)?;
+        let (root, key, bytes) = (self.root.clone(), key.to_owned(), bytes.to_vec());
         blocking(move || {
-            // A temp name of its own per write: two writers of one entry must never share one.
-            let mut rnd = [0u8; 8];
-            crate::crypt::random(&mut rnd).map_err(|e| e.to_string())?;
-            let id = format!("ledger-{}", hex::encode(rnd));
-            match crate::directory::write_new(&path, &id, &bytes) {
-                Ok(crate::directory::Written::New) => Ok(true),
-                Ok(_) => Ok(false),
-                Err(e) => Err(format!("cannot write {}: {e}", path.display())),
-            }
+            let written = crate::beneath::Root::open(&root, true)
+                .and_then(|r| r.write_new(&key, &bytes))
+                .map_err(|e| format!("cannot write {}: {e}", root.join(&key).display()))?;
+            Ok(matches!(written, crate::beneath::Written::New))
         })
         .await
     }
 
     async fn delete(&self, key: &str) -> Result<(), String> {
-        let path = self.path(key)?;
+        self.path(key)?;
+        let (root, key) = (self.root.clone(), key.to_owned());
         blocking(move || {
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(format!("cannot remove {}: {e}", path.display())),
+            // The removal is what erases the data: `remove` syncs the directory before it is
+            // reported.
+            match crate::beneath::Root::open(&root, false) {
+                Ok(r) => r
+                    .remove(&key)
+                    .map_err(|e| format!("cannot remove {}: {e}", root.join(&key).display())),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(format!("cannot remove {}: {e}", root.display())),
             }
-            // The removal is what erases the data: make it durable before it is reported.
-            if let Some(dir) = path.parent() {
-                std::fs::File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(|e| format!("cannot sync {}: {e}", dir.display()))?;
-            }
-            Ok(())
         })
         .await
     }

@@ -9,6 +9,7 @@ pub mod azure_auth;
 pub mod azure_blob;
 pub mod azure_monitor;
 pub mod batch;
+pub mod beneath;
 pub mod chain;
 pub mod chained;
 pub mod crypt;
