@@ -79,6 +79,7 @@ if [ "$PARTITION" = 1 ]; then
 fi
 if [ "$ENCRYPT" = 1 ]; then
     head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$WORK/kek.hex"
+    chmod 600 "$WORK/kek.hex"
     sed -i 's|^compression = "gzip"$|compression = "gzip"\nencryption = { kek = "bench", tenant_field = "account_id" }|' "$WORK/bench.toml"
     printf '[keks.bench]\nprovider = "local"\nkey_file = "%s"\n' "$WORK/kek.hex" >> "$WORK/bench.toml"
 fi

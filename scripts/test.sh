@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test logferry has, on a fresh machine too: installs what is missing
-# (Debian's logrotate for the rotation tests, moto's S3 server from PyPI, Azurite from npm),
+# (Debian's logrotate for the rotation tests, Debian's faketime for runs at a later hour,
+# moto's S3 server from PyPI, Azurite from npm),
 # then formatting, lints and the test suites.
 # The integration tests start the real binary and the real tools themselves.
 set -euo pipefail
@@ -17,6 +18,19 @@ need_logrotate() {
     echo "== installing logrotate (Debian)"
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq logrotate >/dev/null
+}
+
+# libfaketime (Debian's faketime): the encryption tests run logferry hours and days ahead.
+need_faketime() {
+    local lib
+    for lib in /usr/lib/*/faketime/libfaketime.so.1 /usr/lib/faketime/libfaketime.so.1; do
+        if [ -f "$lib" ]; then
+            return
+        fi
+    done
+    echo "== installing faketime (Debian)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null
 }
 
 # Debian's Prometheus (promtool checks the alert rules; a test scrapes logferry with it).
@@ -86,6 +100,7 @@ audit() {
 }
 
 need_logrotate
+need_faketime
 need_prometheus
 need_cargo_audit
 need_moto

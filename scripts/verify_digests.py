@@ -1,30 +1,53 @@
 #!/usr/bin/env python3
 """Checks a logferry integrity archive (a directory) without logferry: docs/verify.md.
 
-    verify_digests.py ARCHIVE_DIR PUBLIC_KEY.pem
+    verify_digests.py ARCHIVE_DIR PUBLIC_KEY.pem [--ledger]
 
-Every digest's Ed25519 signature, the digest chain, each entry's chain hash and link, sequence
-gaps, the SHA-256 of every listed object, and objects that no digest lists. Exit 0 only when
+Every digest's Ed25519 signature and name, the digest chain, each entry's chain hash and link,
+sequence gaps, the SHA-256 of every listed object, links and special files, and every name that
+no digest lists (only digests under _digests/, a listed object's .meta.json and, with --ledger
+for an encrypting sink, _keys/ and _receipts/ at the root are logferry's own). Exit 0 only when
 nothing is wrong (run it on an archive whose writer is stopped: a running stream's newest
 objects are in no digest until its hour ends).
 Needs only the `cryptography` package.
 """
-import base64, hashlib, json, os, sys
+import base64, datetime, hashlib, json, os, re, stat, sys
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 root, pub = sys.argv[1], load_pem_public_key(open(sys.argv[2], "rb").read())
+ledger = "--ledger" in sys.argv[3:]
 problems, streams = [], {}
+
+def digest_name(stream, start):
+    """The names a digest of `stream` starting at `start` may have (its own first)."""
+    t = datetime.datetime.fromisoformat(start.replace("Z", "+00:00").split(".")[0] + "+00:00"
+                                        if "." in start else start.replace("Z", "+00:00"))
+    frac = start.split(".")[1].rstrip("Z") if "." in start else ""
+    on_hour = t.minute == 0 and t.second == 0 and frac.strip("0") == ""
+    stem = t.strftime("%H") if on_hour else t.strftime("%H-%M-%S") + "." + (frac + "000")[:3]
+    base = f"_digests/{stream}/{t.strftime('%Y/%m/%d')}/{stem}"
+    return [f"{base}.json"] + [f"{base}-{n}.json" for n in range(1, 17)]
+
 for dirpath, _, files in os.walk(os.path.join(root, "_digests")):
     for name in files:
         path = os.path.join(dirpath, name)
         key = os.path.relpath(path, root)
-        body, sig = open(path, "rb").read().split(b"\n")[:2]
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            problems.append(f"not a regular file: {key}")
+            continue
         try:
+            body, sig = open(path, "rb").read().split(b"\n")[:2]
             pub.verify(base64.b64decode(json.loads(sig)["signature"]), body)
         except Exception:
-            problems.append(f"bad signature: {key}")
+            problems.append(f"bad signature or not a digest: {key}")
             continue
         d = json.loads(body)
+        names = digest_name(d["stream"], d["from"])
+        if key not in names:
+            problems.append(f"digest not at the name its period gives: {key}")
+            continue
+        if key != names[0]:
+            problems.append(f"digest written under another name (its own was taken): {key}")
         streams.setdefault(d["stream"], []).append((key, d, hashlib.sha256(body).hexdigest(), json.loads(sig)["signature"]))
 
 def entry_hash(stream, e):
@@ -67,11 +90,20 @@ for stream, digests in streams.items():
         last = e
 
 listed = {e["key"] for ds in streams.values() for _, d, _, _ in ds for e in d["entries"]}
+own = {"_digests"} | ({"_keys", "_receipts"} if ledger else set())
 for dirpath, dirs, files in os.walk(root):
-    dirs[:] = [d for d in dirs if not (dirpath == root and d.startswith("_"))]
-    for name in files:
-        key = os.path.relpath(os.path.join(dirpath, name), root)
-        if not (name.endswith(".meta.json") or name.startswith(".") or key in listed):
+    if dirpath == root:
+        dirs[:] = [d for d in dirs if d not in own]
+    for name in dirs + files:
+        path = os.path.join(dirpath, name)
+        key = os.path.relpath(path, root)
+        mode = os.lstat(path).st_mode
+        if stat.S_ISLNK(mode):
+            problems.append(f"symbolic link: {key}")
+        elif not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            problems.append(f"not a regular file: {key}")
+        elif stat.S_ISREG(mode) and key not in listed and not (
+                key.endswith(".meta.json") and key[:-len(".meta.json")] in listed):
             problems.append(f"in no digest: {key}")
 
 for p in problems:

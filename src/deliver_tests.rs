@@ -263,6 +263,354 @@ async fn a_throttle_answer_pauses_every_worker_of_the_sink() {
     assert!(early.iter().all(|s| s.0 == Duration::ZERO), "{sent:?}");
 }
 
+/// Parks every batch of a tenant in `bad` (a scope is a tenant here) and delivers the others;
+/// records each attempt: when, which batch, and whether it was delivered.
+struct Tenants {
+    start: Instant,
+    bad: Mutex<Vec<String>>,
+    sent: Mutex<Vec<(Duration, String, bool)>>,
+}
+
+#[async_trait::async_trait]
+impl Sink for Tenants {
+    async fn send(&self, batch: &SealedBatch) -> Outcome {
+        let tenant = batch.meta.tenant.clone().unwrap_or_default();
+        let parked = self.bad.lock().unwrap().contains(&tenant);
+        self.sent
+            .lock()
+            .unwrap()
+            .push((self.start.elapsed(), batch.meta.id.clone(), !parked));
+        if parked {
+            Outcome::Parked {
+                after: None,
+                reason: format!("no data key for tenant {tenant:?}"),
+            }
+        } else {
+            Outcome::Delivered
+        }
+    }
+
+    fn scope(&self, meta: &BatchMeta) -> Option<String> {
+        meta.tenant.clone()
+    }
+}
+
+/// A batch of `tenant`'s records.
+fn of(tenant: &str, id: &str, records: usize) -> SealedBatch {
+    let mut b = sealed(id, records);
+    b.meta.tenant = Some(tenant.into());
+    b
+}
+
+/// A worker running on its own task (tenant `bad` parked), and what it works with.
+struct Live {
+    sink: Arc<Tenants>,
+    spool: Arc<Spool>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    dir: tempfile::TempDir,
+    abort: watch::Sender<bool>,
+    _drain: watch::Sender<bool>,
+    worker: tokio::task::JoinHandle<()>,
+}
+
+impl Live {
+    /// The attempts at the batches whose id starts with `prefix`, in order.
+    fn attempts(&self, prefix: &str) -> Vec<(Duration, String, bool)> {
+        self.sink
+            .sent
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.1.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
+    /// The value of the sink's series of `name`.
+    fn metric(&self, name: &str) -> Option<f64> {
+        let text = self.metrics.encode();
+        let prefix = format!("{name}{{sink=\"k\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    fn readyz(&self) -> serde_json::Value {
+        serde_json::from_str(&self.health.report().1).unwrap()
+    }
+
+    fn reason(&self, id: &str) -> String {
+        let path = self
+            .dir
+            .path()
+            .join(format!("dead-letter/k/{id}.reason.json"));
+        let note = std::fs::read_to_string(&path).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&note).unwrap();
+        v["reason"].as_str().unwrap().to_string()
+    }
+
+    async fn stop(self) {
+        let _ = self.abort.send(true);
+        self.worker.await.unwrap();
+    }
+}
+
+/// Spools `batches` (in a disk spool of `disk_cap` bytes, else in memory) and starts a worker
+/// whose sink parks tenant `bad`. It runs until the spool is closed and empty, or `stop`.
+async fn start(
+    batches: &[SealedBatch],
+    disk_cap: Option<u64>,
+    concurrency: usize,
+    max_attempts: Option<u32>,
+) -> Live {
+    let sink = Arc::new(Tenants {
+        start: Instant::now(),
+        bad: Mutex::new(vec!["bad".to_string()]),
+        sent: Mutex::new(Vec::new()),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Arc::new(match disk_cap {
+        Some(cap) => Spool::open_disk(dir.path().join("spool"), cap, Default::default()).unwrap(),
+        None => Spool::memory(64, 1 << 30, Default::default()),
+    });
+    for b in batches {
+        spool.push(b.clone(), vec![]).await.unwrap();
+    }
+    let metrics = Metrics::new();
+    let policy = Policy {
+        initial_backoff: Duration::from_secs(1),
+        max_backoff: Duration::from_secs(8),
+        max_attempts,
+        concurrency,
+        timeout: Duration::from_secs(30),
+        requests: None,
+        bytes: None,
+        layout: Layout::new(logferry_sinks::Encoding::Ndjson, None),
+        level: None,
+        seed: Some(7),
+    };
+    let health = Arc::new(Health::new(Duration::from_secs(3600)));
+    let w = Worker::new(
+        "k",
+        sink.clone(),
+        spool.clone(),
+        policy,
+        dir.path(),
+        &metrics,
+        health.clone(),
+    );
+    let (abort_tx, abort) = watch::channel(false);
+    let (drain_tx, drain) = watch::channel(false);
+    let worker = tokio::spawn(w.run(abort, drain));
+    Live {
+        sink,
+        spool,
+        metrics,
+        health,
+        dir,
+        abort: abort_tx,
+        _drain: drain_tx,
+        worker,
+    }
+}
+
+/// Bad and good tenants' batches, alternating, oldest first.
+fn alternating(n: usize) -> Vec<SealedBatch> {
+    (0..n)
+        .flat_map(|i| {
+            [
+                of("bad", &format!("bad{i}"), 2),
+                of("good", &format!("good{i}"), 2),
+            ]
+        })
+        .collect()
+}
+
+/// Before, two batches of a tenant whose key could not be had held both attempts in flight,
+/// retrying forever, and nothing else went out. Now its batches are parked: every other batch
+/// goes at once, the parked ones stay spooled and counted, and the tenant is tried once per
+/// period of its own backoff (the oldest batch, one at a time).
+#[tokio::test(start_paused = true)]
+async fn a_parked_tenant_does_not_stop_the_others() {
+    let live = start(&alternating(6), None, 2, None).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let good = live.attempts("good");
+    assert_eq!(good.len(), 6, "{good:?}");
+    assert!(
+        good.iter().all(|s| s.2 && s.0 == Duration::ZERO),
+        "{good:?}"
+    );
+    assert_eq!(live.spool.len(), 6, "the parked batches stay spooled");
+    assert_eq!(live.metric("logferry_batches_parked"), Some(6.0));
+
+    let bad = live.attempts("bad");
+    assert_eq!(
+        live.metric("logferry_parks_total"),
+        Some(bad.len() as f64),
+        "every attempt at the tenant parked it"
+    );
+    assert!(
+        bad.iter().all(|s| s.1 == "bad0" && !s.2),
+        "only the oldest is tried: {bad:?}"
+    );
+    // One attempt at the end of each wait of a backoff with the policy's bounds and seed.
+    let mut b = Backoff::new(
+        Duration::from_secs(1),
+        Duration::from_secs(8),
+        fastrand::Rng::with_seed(7),
+    );
+    let mut want = vec![Duration::ZERO];
+    loop {
+        let next = *want.last().unwrap() + b.next_delay();
+        if next >= Duration::from_secs(60) {
+            break;
+        }
+        want.push(next);
+    }
+    let got: Vec<Duration> = bad
+        .iter()
+        .map(|s| s.0)
+        .filter(|t| *t < Duration::from_secs(60))
+        .collect();
+    assert_eq!(got, want);
+
+    let v = live.readyz();
+    let k = &v["sinks"]["k"];
+    assert_eq!(k["state"], "parked", "{v}");
+    assert_eq!(k["parked_scopes"], 1, "{v}");
+    assert!(
+        k["parked"]["bad"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("no data key"),
+        "{v}"
+    );
+    assert!(k["parked"]["bad"]["since"].is_string(), "{v}");
+    live.stop().await;
+}
+
+/// When the tenant heals, its batches go at the end of the wait under way: the probe is
+/// delivered and takes the others along.
+#[tokio::test(start_paused = true)]
+async fn parked_batches_go_once_the_tenant_heals_and_the_wait_is_over() {
+    let mut live = start(&alternating(4), None, 2, None).await;
+    live.spool.close();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(live.spool.len(), 4);
+    assert_eq!(live.metric("logferry_batches_parked"), Some(4.0));
+    live.sink.bad.lock().unwrap().clear();
+    let healed = live.sink.start.elapsed();
+    tokio::time::timeout(Duration::from_secs(60), &mut live.worker)
+        .await
+        .expect("the spool empties")
+        .unwrap();
+    let bad = live.attempts("bad");
+    let delivered: Vec<_> = bad.iter().filter(|s| s.2).collect();
+    assert_eq!(delivered.len(), 4, "{bad:?}");
+    let at = delivered[0].0;
+    assert!(
+        at >= healed && at <= healed + Duration::from_secs(8),
+        "at the end of the wait under way (at most max_backoff): {bad:?}"
+    );
+    assert!(
+        delivered.iter().all(|s| s.0 == at),
+        "the others right after the probe: {bad:?}"
+    );
+    assert!(
+        bad.iter().all(|s| s.2 || s.0 <= healed),
+        "nothing tried in vain after the heal: {bad:?}"
+    );
+    assert!(live.spool.is_empty());
+    assert_eq!(live.metric("logferry_batches_parked"), Some(0.0));
+    let v = live.readyz();
+    assert_eq!(v["sinks"]["k"]["state"], "ok", "{v}");
+    assert!(v["sinks"]["k"].get("parked").is_none(), "{v}");
+}
+
+/// In a disk spool, parked batches never take more than half of it: the oldest is
+/// dead-lettered with the reason, and the other tenants' batches (and the reading that feeds
+/// them) never wait for room.
+#[tokio::test(start_paused = true)]
+async fn parked_batches_never_fill_more_than_half_a_disk_spool() {
+    let size = of("bad", "bad00", 10).payload.len() as u64;
+    let mut batches: Vec<SealedBatch> = (0..6)
+        .map(|i| of("bad", &format!("bad{i:02}"), 10))
+        .collect();
+    batches.push(of("good", "good00", 10));
+    batches.push(of("good", "good01", 10));
+    // Room for ten: the six parked are more than half.
+    let live = start(&batches, Some(10 * size), 1, None).await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let reason = live.reason("bad00");
+    assert!(
+        reason.contains("tenant-hour bad parked since")
+            && reason.contains("parked batches fill half the spool; last error: no data key"),
+        "{reason}"
+    );
+    assert!(live.dir.path().join("dead-letter/k/bad00.batch").exists());
+    assert_eq!(live.spool.len(), 5);
+    assert_eq!(live.metric("logferry_batches_parked"), Some(5.0));
+
+    // Both tenants keep writing: the good batches go at once, no push waits for room.
+    for r in 0..10u64 {
+        let t = live.sink.start.elapsed();
+        live.spool
+            .push(of("bad", &format!("bad{:02}", r + 6), 10), vec![])
+            .await
+            .unwrap();
+        live.spool
+            .push(of("good", &format!("good{:02}", r + 2), 10), vec![])
+            .await
+            .unwrap();
+        assert_eq!(live.sink.start.elapsed(), t, "a push waited for room");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let good = live.attempts("good");
+    assert_eq!(good.len(), 12, "{good:?}");
+    assert!(good.iter().all(|s| s.2), "{good:?}");
+    assert_eq!(live.spool.len(), 5, "half the spool of parked batches");
+    assert_eq!(live.metric("logferry_batches_parked"), Some(5.0));
+    assert_eq!(
+        live.metric("logferry_dead_letter_batches_total"),
+        Some(11.0)
+    );
+    live.stop().await;
+}
+
+/// `max_attempts` counts a batch's attempts across its parks; when one is dead-lettered the
+/// next of its tenant is tried, and with none left the tenant is no longer parked.
+#[tokio::test(start_paused = true)]
+async fn max_attempts_counts_the_attempts_of_every_park() {
+    let batches = [
+        of("bad", "bad0", 2),
+        of("bad", "bad1", 2),
+        of("good", "good0", 2),
+    ];
+    let mut live = start(&batches, None, 1, Some(3)).await;
+    live.spool.close();
+    tokio::time::timeout(Duration::from_secs(600), &mut live.worker)
+        .await
+        .expect("every batch delivered or dead-lettered")
+        .unwrap();
+    let ids: Vec<String> = live.attempts("bad").into_iter().map(|s| s.1).collect();
+    assert_eq!(ids, ["bad0", "bad0", "bad0", "bad1", "bad1", "bad1"]);
+    assert!(live.attempts("good").iter().all(|s| s.2));
+    assert!(live.spool.is_empty());
+    assert!(
+        live.reason("bad0")
+            .starts_with("gave up after 3 attempts; last error: no data key"),
+        "{}",
+        live.reason("bad0")
+    );
+    assert_eq!(live.metric("logferry_dead_letter_batches_total"), Some(2.0));
+    assert_eq!(live.metric("logferry_parks_total"), Some(4.0));
+    assert_eq!(live.metric("logferry_batches_parked"), Some(0.0));
+    let v = live.readyz();
+    assert!(v["sinks"]["k"].get("parked").is_none(), "{v}");
+}
+
 #[test]
 fn split_keeps_every_record_and_derives_ids_and_keys() {
     let layout = Layout::new(logferry_sinks::Encoding::JsonArray, None);

@@ -122,11 +122,13 @@ pub fn signer(cfg: &Config) -> anyhow::Result<Option<SigningKey>> {
     let Some(path) = &cfg.signing_key_file else {
         return Ok(None);
     };
-    let text = zeroize::Zeroizing::new(
-        std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read signing key {}", path.display()))?,
-    );
-    SigningKey::from_pem(&text)
+    // Checked again here, not only at load: the file may have changed since (a reload, a
+    // command reading the configuration later).
+    let bytes = crate::config::read_key_file(path, cfg.key_file_modes, "signing key")
+        .map_err(|e| anyhow::anyhow!("signing key: {e}"))?;
+    let text = std::str::from_utf8(&bytes)
+        .with_context(|| format!("signing key {} is not a PEM text file", path.display()))?;
+    SigningKey::from_pem(text)
         .map(Some)
         .map_err(|e| anyhow::anyhow!("signing key {}: {e}", path.display()))
 }
@@ -190,5 +192,193 @@ impl Retention {
                 _ = stop.wait_for(|s| *s) => return,
             }
         }
+    }
+}
+
+/// Checks that an archive object read from `path` sits where its header (authenticated as the
+/// object's associated data) says it belongs: the sink's key template is rendered for the
+/// header's tenant (when the key shows the tenant field), hour and batch id, and compared with
+/// the path segment by segment from its end. What the header cannot tell (the source, the host,
+/// other fields, minutes and seconds) is found by rendering twice with different values: a
+/// segment that differs between the two is not compared. Where the key puts the batch id in the
+/// file name, the file name must hold it, whatever shares its segment.
+///
+/// An object copied over another tenant's, hour's or batch's object, or moved there, is refused:
+/// its records would be shown as that place's.
+pub fn check_object_place(
+    key: &logferry_sinks::KeyTemplate,
+    sink: &str,
+    tenant_field: Option<&str>,
+    header: &logferry_sinks::crypt::Header,
+    path: &str,
+) -> Result<(), String> {
+    let refused = || {
+        format!(
+            "refused: its header names tenant {}, hour {}, batch {}; it was read from {path}: an object moved or copied to another tenant's, hour's or batch's place is not shown",
+            header.tenant, header.hour, header.batch_id
+        )
+    };
+    if !logferry_sinks::keys::is_hour(&header.hour) {
+        return Err(refused());
+    }
+    let Ok(start) = chrono::NaiveDateTime::parse_from_str(
+        &format!("{}:00:00", header.hour),
+        "%Y-%m-%dT%H:%M:%S",
+    ) else {
+        return Err(refused());
+    };
+    let start = start.and_utc();
+    let end = start + chrono::TimeDelta::seconds(3599);
+    let render = |unknown: &str, time: chrono::DateTime<chrono::Utc>| {
+        let fields: Vec<Option<&str>> = key
+            .fields()
+            .iter()
+            .map(|f| {
+                if Some(f.as_str()) == tenant_field {
+                    Some(header.tenant.as_str())
+                } else {
+                    Some(unknown)
+                }
+            })
+            .collect();
+        key.render(&logferry_sinks::KeyContext {
+            source: unknown,
+            sink,
+            batch_id: &header.batch_id,
+            host: unknown,
+            fields: &fields,
+            time,
+        })
+    };
+    let (a, b) = (render("a", start), render("b", end));
+    let (ka, kb): (Vec<&str>, Vec<&str>) = (a.split('/').collect(), b.split('/').collect());
+    // The path as read, `.` and `..` taken out; the encrypted suffix off its file name.
+    let mut ps: Vec<&str> = Vec::new();
+    for s in path.split('/') {
+        match s {
+            "" | "." => {}
+            ".." => {
+                ps.pop();
+            }
+            s => ps.push(s),
+        }
+    }
+    let file = ps.pop().unwrap_or("");
+    ps.push(
+        file.strip_suffix(logferry_sinks::encrypted::SUFFIX)
+            .unwrap_or(file),
+    );
+    if ka.len() == kb.len() {
+        for ((p, x), y) in ps.iter().rev().zip(ka.iter().rev()).zip(kb.iter().rev()) {
+            if x == y && p != x {
+                return Err(refused());
+            }
+        }
+    }
+    let id = logferry_sinks::key::clean(&header.batch_id);
+    if key.has_batch_id()
+        && ka.last().is_some_and(|l| l.contains(id.as_str()))
+        && !file.contains(id.as_str())
+    {
+        return Err(refused());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use logferry_sinks::crypt::Header;
+    use logferry_sinks::KeyTemplate;
+
+    fn header(tenant: &str, hour: &str, batch: &str) -> Header {
+        Header {
+            version: 2,
+            segment_size: 16,
+            nonce_prefix: [0u8; 7],
+            salt: [0u8; 32],
+            key_id: "00".repeat(16),
+            tenant: tenant.into(),
+            hour: hour.into(),
+            batch_id: batch.into(),
+        }
+    }
+
+    fn place(key: &str, h: &Header, path: &str) -> Result<(), String> {
+        let k = KeyTemplate::parse_per_record(key).unwrap();
+        check_object_place(&k, "archive", Some("account_id"), h, path)
+    }
+
+    const KEY: &str = "{source}/{account_id}/%Y/%m/%d/%H/{batch_id}.ndjson.gz";
+
+    #[test]
+    fn an_object_in_its_own_place_is_shown() {
+        let h = header("acme", "2026-12-03T10", "b1");
+        for path in [
+            "/tmp/x/archive/jobs/acme/2026/12/03/10/b1.ndjson.gz.lfenc",
+            "jobs/acme/2026/12/03/10/b1.ndjson.gz.lfenc",
+            "other-source/acme/2026/12/03/10/b1.ndjson.gz.lfenc",
+            "./archive/x/../jobs/acme/2026/12/03/10/b1.ndjson.gz.lfenc",
+            // Taken out of the archive under its own name: nothing names another place.
+            "b1.ndjson.gz.lfenc",
+            "10/b1.ndjson.gz",
+        ] {
+            assert_eq!(place(KEY, &h, path), Ok(()), "{path}");
+        }
+        // A half of a split batch: its own id in the name.
+        let half = header("acme", "2026-12-03T10", "b1-a");
+        assert_eq!(
+            place(KEY, &half, "jobs/acme/2026/12/03/10/b1-a.ndjson.gz.lfenc"),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn an_object_in_another_tenants_hours_or_batchs_place_is_refused() {
+        let h = header("acme", "2026-12-03T10", "b1");
+        for path in [
+            "jobs/beta/2026/12/03/10/b1.ndjson.gz.lfenc",
+            "jobs/acme/2026/12/03/11/b1.ndjson.gz.lfenc",
+            "jobs/acme/2026/12/04/10/b1.ndjson.gz.lfenc",
+            "jobs/acme/2026/12/03/10/b2.ndjson.gz.lfenc",
+            "copy.lfenc",
+        ] {
+            let err = place(KEY, &h, path).unwrap_err();
+            assert!(
+                err.starts_with("refused: its header names tenant acme, hour 2026-12-03T10, batch b1; it was read from "),
+                "{err}"
+            );
+            assert!(err.contains(path), "{err}");
+        }
+        // A header that names no hour is no place at all.
+        assert!(place(
+            KEY,
+            &header("acme", "yesterday", "b1"),
+            "b1.ndjson.gz.lfenc"
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn what_the_header_cannot_tell_is_not_compared() {
+        let h = header("acme", "2026-12-03T10", "b1");
+        // Minutes: any minute of the hour; the day still counts.
+        let key = "{account_id}/%Y/%m/%d/%H%M/{batch_id}.gz";
+        assert_eq!(place(key, &h, "acme/2026/12/03/1023/b1.gz.lfenc"), Ok(()));
+        assert!(place(key, &h, "acme/2026/12/04/1023/b1.gz.lfenc").is_err());
+        // Another field and the host share segments with what is known.
+        let key = "{region}-{account_id}/{host}-{batch_id}.gz";
+        assert_eq!(place(key, &h, "eu-acme/h7-b1.gz.lfenc"), Ok(()));
+        // The batch id is looked for in the file name all the same.
+        assert!(place(key, &h, "eu-acme/h7-b2.gz.lfenc").is_err());
+        // A key without the tenant: the tenant cannot be checked, the rest is.
+        let key = "{source}/%Y/%m/%d/{batch_id}.gz";
+        let beta = header("beta", "2026-12-03T10", "b1");
+        assert_eq!(place(key, &beta, "jobs/2026/12/03/b1.gz.lfenc"), Ok(()));
+        assert!(place(key, &beta, "jobs/2026/12/02/b1.gz.lfenc").is_err());
+        // One object per record, named by its fields alone.
+        let key = "{account_id}/%Y%m%d%H/{job}.json";
+        assert_eq!(place(key, &h, "acme/2026120310/j7.json.lfenc"), Ok(()));
+        assert!(place(key, &h, "beta/2026120310/j7.json.lfenc").is_err());
     }
 }

@@ -105,7 +105,10 @@ pub fn decrypt(
     let mut all = true;
     for obj in objects {
         if let Err(e) = decrypt_one(&rt, cfg, sc, keys.as_deref(), obj, out) {
-            eprintln!("logferry decrypt: {obj}: {e:#}");
+            eprintln!(
+                "logferry decrypt: {}",
+                logferry_sinks::redact::text(&format!("{obj}: {e:#}"))
+            );
             all = false;
         }
     }
@@ -121,25 +124,37 @@ fn decrypt_one(
     out: Option<&Path>,
 ) -> anyhow::Result<()> {
     let (name, mut file) = open(rt, sc, keys, obj)?;
-    // A dead letter or spool file: its metadata line, then a payload sealed under a spool key.
+    // A dead letter or spool file (or a sealed oversize spill): its metadata line, then a
+    // payload sealed under a spool key.
     let mut spool_ring = None;
+    let mut meta: Option<serde_json::Value> = None;
     let mut magic = [0u8; 9];
     let mut file: Box<dyn Read> = {
         let n = read_up_to(&mut file, &mut magic)?;
         if &magic[..n] == b"LFSPOOL1\n" {
             let mut r = std::io::BufReader::new(file);
-            let mut meta = Vec::new();
-            std::io::BufRead::read_until(&mut r, b'\n', &mut meta)?;
+            let mut line = Vec::new();
+            std::io::BufRead::read_until(&mut (&mut r).take(MAX_META), b'\n', &mut line)?;
+            if line.pop() != Some(b'\n') {
+                bail!("its metadata line is cut short or too long: not a file logferry wrote");
+            }
+            let m: serde_json::Value = serde_json::from_slice(&line)
+                .context("its metadata line is not JSON: not a file logferry wrote")?;
+            check_sealed_with(&m, &sc.name)?;
             spool_ring = Some(
                 rt.block_on(logferry::encryption::spool_ring(cfg, sc))?
                     .ok_or_else(|| anyhow!("sink {:?} does not seal its spool", sc.name))?,
             );
+            meta = Some(m);
             Box::new(r)
         } else {
             Box::new(std::io::Cursor::new(magic[..n].to_vec()).chain(file))
         }
     };
     let (header, raw) = Header::read(&mut file)?;
+    if let Some(m) = &meta {
+        check_spool_file(m, &header, &name)?;
+    }
     let ring = match (spool_ring.as_deref(), keys) {
         (Some(r), _) | (None, Some(r)) => r,
         (None, None) => bail!(
@@ -148,8 +163,26 @@ fn decrypt_one(
         ),
     };
     let key = rt.block_on(ring.open(&header.tenant, &header.hour, &header.key_id))?;
+    if meta.is_none() {
+        // An archive object: shown only from the place its header names.
+        logferry::encryption::check_object_place(
+            &sc.key,
+            &sc.name,
+            sc.encryption.as_ref().map(|e| e.tenant_field.as_str()),
+            &header,
+            obj,
+        )
+        .map_err(|e| anyhow!(e))?;
+    }
+    // A spool-format file says how its payload is compressed; an object is the sink's.
+    let compression = match meta.as_ref().and_then(|m| m.get("compression")) {
+        Some(c) => serde_json::from_value::<Compression>(c.clone())
+            .map_err(|_| anyhow!("its metadata names an unknown compression {c}"))?,
+        None => sc.compression,
+    };
     let mut input = std::io::Cursor::new(raw).chain(file);
     let plain = name
+        .trim_end_matches(".sealed")
         .trim_end_matches(logferry_sinks::encrypted::SUFFIX)
         .trim_end_matches(".gz")
         .trim_end_matches(".zst")
@@ -158,7 +191,7 @@ fn decrypt_one(
         None => {
             let stdout = std::io::stdout();
             let mut w = stdout.lock();
-            run_decrypt(&mut input, &mut w, key, sc.compression)?;
+            run_decrypt(&mut input, &mut w, key, compression)?;
             w.flush()?;
         }
         Some(dir) => {
@@ -167,10 +200,9 @@ fn decrypt_one(
             let target = dir.join(&plain);
             let tmp = dir.join(format!(".{plain}.partial"));
             let mut w = std::io::BufWriter::new(
-                std::fs::File::create(&tmp)
-                    .with_context(|| format!("cannot create {}", tmp.display()))?,
+                create_private(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?,
             );
-            let res = run_decrypt(&mut input, &mut w, key, sc.compression)
+            let res = run_decrypt(&mut input, &mut w, key, compression)
                 .and_then(|()| w.flush().map_err(Into::into));
             drop(w);
             if let Err(e) = res {
@@ -182,6 +214,61 @@ fn decrypt_one(
         }
     }
     Ok(())
+}
+
+/// A metadata line longer than this is not one logferry wrote.
+const MAX_META: u64 = 1 << 20;
+
+/// A spool-format file sealed with another sink's spool keys is refused with that sink's name
+/// (`sealed_with_sink`, or the batch's own sink).
+fn check_sealed_with(meta: &serde_json::Value, sink: &str) -> anyhow::Result<()> {
+    let named = meta
+        .get("sealed_with_sink")
+        .or_else(|| meta.get("sink"))
+        .and_then(serde_json::Value::as_str);
+    match named {
+        Some(s) if s != sink => bail!(
+            "it was sealed with sink {s:?}'s spool keys, not sink {sink:?}'s: run logferry decrypt --sink {s}"
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// A spool-format file's object must be the batch its metadata and its name say: the header's
+/// batch id (authenticated) is the metadata's `id`, and the file's name holds it
+/// (`<seq>-<id>.batch` in the spool, `<id>.batch` in the dead-letter folder).
+fn check_spool_file(meta: &serde_json::Value, header: &Header, name: &str) -> anyhow::Result<()> {
+    let id = meta.get("id").and_then(serde_json::Value::as_str);
+    let stem = name.strip_suffix(".batch");
+    let Some(id) = id else {
+        if stem.is_some() {
+            bail!("its metadata names no batch id: not a batch file logferry wrote");
+        }
+        return Ok(());
+    };
+    let placed = match stem {
+        Some(stem) => stem == id || stem.ends_with(&format!("-{id}")),
+        None => name.contains(id),
+    };
+    if header.batch_id != id || !placed {
+        bail!(
+            "refused: its sealed header names batch {}, its metadata batch {id}, and it is named {name}: a batch file moved or copied to another batch's place is not shown",
+            header.batch_id
+        );
+    }
+    Ok(())
+}
+
+/// Creates `path` for writing, readable by its owner only (0600): never an existing file, never
+/// through a link (`O_NOFOLLOW`). A temp file left by an earlier run is removed first (a link
+/// is removed, not followed).
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    logferry_sinks::private_fs::create_new(path)
 }
 
 /// Reads until `buf` is full or the input ends.

@@ -117,6 +117,13 @@ enum Cmd {
         /// signing key's own when absent.
         #[arg(long)]
         public_key: Option<PathBuf>,
+        /// Judge the archive as of this time (RFC 3339): a stream whose newest digest is more
+        /// than an hour older, and that no stop closed, is stale. Now when absent.
+        #[arg(long)]
+        as_of: Option<String>,
+        /// An object that inflates past this size ("4GiB") is reported, its replays not counted.
+        #[arg(long)]
+        max_inflated: Option<String>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -280,6 +287,8 @@ fn main() -> ExitCode {
             from,
             to,
             public_key,
+            as_of,
+            max_inflated,
             json,
         } => match load(&config) {
             Ok(cfg) => {
@@ -288,6 +297,8 @@ fn main() -> ExitCode {
                     from: from.as_deref(),
                     to: to.as_deref(),
                     public_key: public_key.as_deref(),
+                    as_of: as_of.as_deref(),
+                    max_inflated: max_inflated.as_deref(),
                     json,
                 };
                 finish("verify", verify_cmd::verify(&cfg, &args))

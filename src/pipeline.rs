@@ -218,6 +218,9 @@ async fn run_pipeline(
     let (_retention_stop, retention_rx) = watch::channel(false);
     let signer = crate::encryption::signer(cfg)?.map(Arc::new);
     let mut digesters = Vec::new();
+    // The spool key rings of sinks whose spool is sealed: sources spill oversize records
+    // sealed under them.
+    let mut spool_rings: HashMap<String, Arc<logferry_sinks::keys::KeyRing>> = HashMap::new();
     for sc in &cfg.sinks {
         let l = metrics.sink(&sc.name);
         if let (Some(keys), Some(retention)) = (
@@ -264,6 +267,7 @@ async fn run_pipeline(
                 }
                 match crate::encryption::spool_ring(cfg, sc).await? {
                     Some(keys) => {
+                        spool_rings.insert(sc.name.clone(), keys.clone());
                         s.with_crypt(Arc::new(crate::spool::SpoolCrypt::new(keys).keeping(vec![
                             cfg.data_dir.join("dead-letter").join(&sc.name),
                             cfg.data_dir.join("dead-letter").join("sources"),
@@ -489,6 +493,15 @@ async fn run_pipeline(
                 .iter()
                 .any(|s| sides[s].cfg.buffer == Buffer::Memory),
             credentials: cfg.credential_files.clone(),
+            // The first of the source's sinks, in configuration order, whose spool is sealed.
+            spill_seal: src.sinks.iter().find_map(|s| {
+                spool_rings.get(s).map(|ring| crate::source::SpillSeal {
+                    ring: ring.clone(),
+                    sink: s.clone(),
+                    handle: handle.clone(),
+                    timeout: sides[s].cfg.timeout,
+                })
+            }),
         };
         let masker = match &src.masking {
             None => None,
@@ -619,7 +632,7 @@ async fn run_pipeline(
         let mut failed = false;
         for (d, limit) in &digesters {
             failed |= !d
-                .close_logged(now, (*limit).min(cfg.shutdown_timeout))
+                .close_logged(now, (*limit).min(cfg.shutdown_timeout), true)
                 .await;
         }
         if failed && once {

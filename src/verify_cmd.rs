@@ -11,6 +11,8 @@ pub struct VerifyArgs<'a> {
     pub from: Option<&'a str>,
     pub to: Option<&'a str>,
     pub public_key: Option<&'a Path>,
+    pub as_of: Option<&'a str>,
+    pub max_inflated: Option<&'a str>,
     pub json: bool,
 }
 
@@ -68,6 +70,16 @@ pub fn verify(cfg: &Config, a: &VerifyArgs<'_>) -> anyhow::Result<bool> {
         from: time("from", a.from)?,
         to: time("to", a.to)?,
         keys,
+        ledger_prefix: sc.encryption.as_ref().map(|e| e.ledger_prefix.clone()),
+        as_of: time("as-of", a.as_of)?.unwrap_or_else(chrono::Utc::now),
+        max_inflated: match a.max_inflated {
+            Some(m) => {
+                logferry::config::values::Size::parse(m)
+                    .map_err(|e| anyhow!("--max-inflated {m:?}: {e}"))?
+                    .0
+            }
+            None => verify::DEFAULT_MAX_INFLATED,
+        },
     };
     let report = rt.block_on(async {
         let store = logferry::encryption::store(sc, true).await?;

@@ -4,6 +4,7 @@
 mod common;
 
 use std::os::unix::fs::symlink;
+use std::time::Duration;
 
 use common::*;
 
@@ -13,7 +14,7 @@ fn links_planted_in_the_archive_are_never_written_through() {
         "[keks.main]\nprovider = \"local\"\nkey_file = \"{dir}/kek.hex\"\n\n[sources.jobs]\ninclude = [\"{dir}/logs/*.log\"]\nsinks = [\"archive\"]\ntimestamp_field = \"ts\"\n[sinks.archive]\ntype = \"directory\"\npath = \"{dir}/archive\"\nkey = \"{source}/{account_id}/{batch_id}.ndjson.gz\"\nencryption = { kek = \"main\", tenant_field = \"account_id\" }\n",
     );
     let kek = "7e".repeat(32);
-    std::fs::write(lf.path("kek.hex"), &kek).unwrap();
+    common::write_key(&lf.path("kek.hex"), &kek);
     let outside = lf.path("outside");
     std::fs::create_dir_all(&outside).unwrap();
     std::fs::create_dir_all(lf.path("archive/jobs")).unwrap();
@@ -49,4 +50,39 @@ fn links_planted_in_the_archive_are_never_written_through() {
         .filter(|p| p.to_string_lossy().ends_with(".batch"))
         .collect();
     assert_eq!(dead.len(), 1, "{dead:?}");
+}
+
+/// One tenant whose key cannot be written (a link planted at its ledger folder) is parked;
+/// the other tenants' records are delivered, and the parked batch stays spooled.
+#[test]
+fn one_tenant_that_cannot_get_a_key_does_not_stop_the_others() {
+    let lf = Lf::new(
+        "shutdown_timeout = \"2s\"\n[keks.main]\nprovider = \"local\"\nkey_file = \"{dir}/kek.hex\"\n\n[sources.jobs]\ninclude = [\"{dir}/logs/*.log\"]\nsinks = [\"archive\"]\ntimestamp_field = \"ts\"\n[sinks.archive]\ntype = \"directory\"\npath = \"{dir}/archive\"\nkey = \"{source}/{account_id}/{batch_id}.ndjson.gz\"\nencryption = { kek = \"main\", tenant_field = \"account_id\" }\nbatch = { max_records = 20, max_age = \"100ms\" }\nretry = { initial_backoff = \"50ms\", max_backoff = \"200ms\" }\n",
+    );
+    write_key(&lf.path("kek.hex"), "7e".repeat(32));
+    let outside = lf.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::create_dir_all(lf.path("archive/_keys")).unwrap();
+    symlink(&outside, lf.path("archive/_keys/acct1")).unwrap();
+    write_lines(&lf.path("logs/a.log"), 0, 600);
+    let run = lf.spawn();
+    let delivered = |t: &str| walk(&lf.path(&format!("archive/jobs/{t}"))).len();
+    // Every batch of the tenants that flow is delivered while acct1's stays parked.
+    wait_until(Duration::from_secs(60), "acct0 and acct2 delivered", || {
+        delivered("acct0") == 10 && delivered("acct2") == 10
+    });
+    wait_until(Duration::from_secs(30), "acct1 parked in /readyz", || {
+        run.get("/readyz")
+            .is_some_and(|(_, body)| body.contains("\"parked\"") && body.contains("acct1@"))
+    });
+    assert!(run.metric("logferry_batches_parked", "sink=\"archive\"") >= 1.0);
+    assert!(run.logs().contains("parked"));
+    assert!(!lf.path("archive/jobs/acct1").exists());
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+    // Cut short at the stop: acct1's batches stay spooled for the next run, not dead-lettered.
+    let status = run.term(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1));
+    let spooled = walk(&lf.path("data/spool/archive")).len();
+    assert!(spooled >= 1, "{spooled}");
+    assert!(!lf.path("data/dead-letter/archive").exists());
 }

@@ -33,7 +33,7 @@ encryption = { kek = "main", tenant_field = "account_id" RETENTION }
 /// A configured encrypted archive with its KEK and signing key in place.
 fn setup(retention: &str) -> Lf {
     let lf = Lf::new(&CONFIG.replace("RETENTION", retention));
-    std::fs::write(lf.path("kek.hex"), format!("{}\n", "3c".repeat(32))).unwrap();
+    common::write_key(&lf.path("kek.hex"), format!("{}\n", "3c".repeat(32)));
     let out = Command::new(BIN)
         .args(["keygen", "--out"])
         .arg(lf.path("sign.pem"))
@@ -372,7 +372,7 @@ fn encryption_settings_are_checked_without_showing_the_key() {
         assert_eq!(out.status.code(), Some(2), "{err}");
         err
     };
-    std::fs::write(lf.path("kek.hex"), "hunter2-not-a-key\n").unwrap();
+    common::write_key(&lf.path("kek.hex"), "hunter2-not-a-key\n");
     let err = refused(None);
     assert!(
         err.contains("keks.main") && err.contains("not 32 bytes"),
@@ -381,7 +381,7 @@ fn encryption_settings_are_checked_without_showing_the_key() {
     assert!(!err.contains("hunter2"), "{err}");
 
     let text = std::fs::read_to_string(&lf.cfg).unwrap();
-    std::fs::write(lf.path("kek.hex"), "3c".repeat(32)).unwrap();
+    common::write_key(&lf.path("kek.hex"), "3c".repeat(32));
     for (from, to, problem) in [
         ("kek = \"main\"", "kek = \"mian\"", "did you mean \"main\""),
         (
@@ -530,7 +530,7 @@ fn spool_kek_seals_the_spool_of_a_sink_that_does_not_encrypt() {
     let lf = Lf::new(&format!(
         "[keks.main]\nprovider = \"local\"\nkey_file = \"{{dir}}/kek.hex\"\n\n[spool]\nkek = \"main\"\n\n[sources.jobs]\ninclude = [\"{{dir}}/logs/*.log\"]\nsinks = [\"endpoint\"]\n[sinks.endpoint]\ntype = \"http\"\nurl = \"http://127.0.0.1:{dead}/ingest\"\ncompression = \"none\"\nbatch = {{ max_age = \"100ms\" }}\nretry = {{ initial_backoff = \"50ms\", max_backoff = \"100ms\" }}\n"
     ));
-    std::fs::write(lf.path("kek.hex"), "3c".repeat(32)).unwrap();
+    common::write_key(&lf.path("kek.hex"), "3c".repeat(32));
     let recs: Vec<(&str, String, u32)> = (0..50)
         .map(|i| ("acme", "2026-12-03T10:00:00Z".to_string(), i))
         .collect();
@@ -580,4 +580,244 @@ fn spool_kek_seals_the_spool_of_a_sink_that_does_not_encrypt() {
         .map(|r| r["job"].as_u64().unwrap())
         .collect();
     assert_eq!(got, (0..50).collect());
+}
+
+/// libfaketime's preload library (Debian's faketime), for runs at a later hour.
+fn libfaketime() -> PathBuf {
+    let mut candidates = vec![PathBuf::from("/usr/lib/faketime/libfaketime.so.1")];
+    if let Ok(rd) = std::fs::read_dir("/usr/lib") {
+        for e in rd.flatten() {
+            candidates.push(e.path().join("faketime/libfaketime.so.1"));
+        }
+    }
+    candidates.into_iter().find(|p| p.is_file()).unwrap_or_else(|| {
+        panic!("libfaketime is not installed: run scripts/test.sh once (it installs Debian's faketime)")
+    })
+}
+
+/// `run --once` with the wall clock `offset` ahead (libfaketime's form: "+3h"); the monotonic
+/// clock, which timers use, is left alone.
+fn run_once_later(lf: &Lf, offset: &str) -> Output {
+    let lib = libfaketime();
+    lf.run_once_env(&[
+        ("LD_PRELOAD", lib.to_str().unwrap()),
+        ("FAKETIME", offset),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+    ])
+}
+
+/// A sink whose keys the file system refuses (names over 255 bytes, without compression): the
+/// batch of jobs 0..20 is dead-lettered, sealed. Returns the dead letter.
+fn dead_letter_of_twenty(lf: &Lf) -> PathBuf {
+    let text = std::fs::read_to_string(&lf.cfg).unwrap();
+    std::fs::write(
+        &lf.cfg,
+        text.replace(
+            "key = \"{source}/%Y/%m/%d/%H/{batch_id}.ndjson.gz\"",
+            "key = \"{account_id}{account_id}/{batch_id}.ndjson.gz\"\ncompression = \"none\"",
+        ),
+    )
+    .unwrap();
+    let tenant = "t".repeat(128);
+    let recs: Vec<(&str, String, u32)> = (0..20)
+        .map(|i| (tenant.as_str(), "2026-12-03T10:00:00Z".to_string(), i))
+        .collect();
+    write_records(lf, "jobs.log", &recs);
+    lf.run_once_incomplete();
+    let mut dead: Vec<PathBuf> = walk(&lf.path("data/dead-letter/archive"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "batch"))
+        .collect();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    dead.pop().unwrap()
+}
+
+/// The header of the object in a spool-format file (magic line, metadata line, object).
+fn sealed_header(path: &Path) -> logferry_sinks::crypt::Header {
+    let bytes = std::fs::read(path).unwrap();
+    let rest = bytes
+        .strip_prefix(b"LFSPOOL1\n".as_slice())
+        .unwrap_or_else(|| panic!("{} is not in the spool's format", path.display()));
+    let nl = rest.iter().position(|&b| b == b'\n').unwrap();
+    logferry_sinks::crypt::Header::read(&mut &rest[nl + 1..])
+        .unwrap()
+        .0
+}
+
+/// The spool keys of sink `archive`: (hour, key id).
+fn spool_keys(lf: &Lf) -> Vec<(String, String)> {
+    walk(&lf.path("data/spool-keys/archive/_keys/_spool"))
+        .iter()
+        .filter_map(|p| {
+            let id = p.file_name()?.to_str()?.strip_suffix(".key")?.to_string();
+            let hour = p.parent()?.file_name()?.to_str()?.to_string();
+            Some((hour, id))
+        })
+        .collect()
+}
+
+#[test]
+fn a_dead_letter_keeps_its_spool_key_while_later_runs_prune_the_others() {
+    let lf = setup("");
+    let dead = dead_letter_of_twenty(&lf);
+    let dead_key = sealed_header(&dead).key_id;
+    let hour_of = logferry_sinks::keys::hour_of;
+    // Runs 3 hours and 2 days ahead, each with a record to spool: the first spool write of a
+    // run prunes the keys of hours no spooled batch needs.
+    let mut later_hours = Vec::new();
+    for (i, (offset, hours)) in [("+3h", 3), ("+48h", 48)].into_iter().enumerate() {
+        let before = chrono::Utc::now() + chrono::Duration::hours(hours);
+        write_records(
+            &lf,
+            &format!("later-{i}.log"),
+            &[("acme", "2026-12-03T10:00:00Z".to_string(), 100 + i as u32)],
+        );
+        run_once_later(&lf, offset);
+        let keys = spool_keys(&lf);
+        // The run sealed its batch under a key of its own (faked) hour.
+        assert!(
+            keys.iter()
+                .any(|(h, _)| h.as_str() >= hour_of(before).as_str()),
+            "no spool key of {offset}: {keys:?}"
+        );
+        later_hours.push(hour_of(before));
+        // Pruning never takes the dead letter's key.
+        assert!(
+            keys.iter().any(|(_, id)| *id == dead_key),
+            "the dead letter's spool key was pruned at {offset}: {keys:?}"
+        );
+    }
+    // Two days on, the key of the run 3 hours ahead was pruned: pruning ran.
+    let keys = spool_keys(&lf);
+    assert!(
+        keys.iter()
+            .all(|(h, id)| *id == dead_key || h.as_str() > later_hours[0].as_str()),
+        "{keys:?}"
+    );
+    let out = decrypt(&lf, &dead);
+    common::succeeded(&out);
+    assert_eq!(jobs(&out.stdout), (0..20).collect());
+}
+
+#[test]
+fn an_oversize_record_of_an_encrypted_sink_is_spilled_sealed_and_decrypt_reads_it() {
+    let lf = setup("");
+    let text = std::fs::read_to_string(&lf.cfg).unwrap();
+    std::fs::write(
+        &lf.cfg,
+        text.replace(
+            "timestamp_field = \"time\"\n",
+            "timestamp_field = \"time\"\nmax_record_bytes = \"4KiB\"\noversize = \"dead_letter\"\n",
+        ),
+    )
+    .unwrap();
+    // Over several segments of the sealed file, planted values all along it.
+    let pad = "PLANTED-pad-".repeat(15_000);
+    let big = format!(
+        "{{\"account_id\":\"acme\",\"time\":\"2026-12-03T10:00:00Z\",\"job\":99,\"card\":\"PLANTED-acme-99\",\"pad\":\"{pad}\"}}"
+    );
+    let recs: Vec<(&str, String, u32)> = (0..3)
+        .map(|i| ("acme", "2026-12-03T10:00:00Z".to_string(), i))
+        .collect();
+    write_records(&lf, "jobs.log", &recs);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(lf.path("logs/jobs.log"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, format!("{big}\n").as_bytes()).unwrap();
+    drop(f);
+    lf.run_once();
+
+    no_plaintext_under(&lf.path("data"));
+    no_plaintext_under(&lf.path("archive"));
+    let spilled = walk(&lf.path("data/dead-letter/sources/jobs"));
+    let sealed: Vec<&PathBuf> = spilled
+        .iter()
+        .filter(|p| p.to_string_lossy().ends_with(".json.sealed"))
+        .collect();
+    assert_eq!(sealed.len(), 1, "{spilled:?}");
+    assert!(
+        !spilled
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with(".json")
+                && !p.to_string_lossy().ends_with(".reason.json")),
+        "a spill in clear: {spilled:?}"
+    );
+    let out = decrypt(&lf, sealed[0]);
+    common::succeeded(&out);
+    assert!(
+        out.stdout == big.as_bytes(),
+        "not the record, byte for byte: {} bytes",
+        out.stdout.len()
+    );
+    // The record is not in the archive; the others are.
+    let mut archived = BTreeSet::new();
+    for o in objects(&lf) {
+        let out = decrypt(&lf, &o);
+        common::succeeded(&out);
+        archived.extend(jobs(&out.stdout));
+    }
+    assert_eq!(archived, BTreeSet::from([0, 1, 2]));
+}
+
+#[test]
+fn an_object_copied_over_another_tenants_object_is_refused() {
+    let lf = setup("");
+    let text = std::fs::read_to_string(&lf.cfg).unwrap();
+    std::fs::write(
+        &lf.cfg,
+        text.replace(
+            "key = \"{source}/%Y/%m/%d/%H/{batch_id}.ndjson.gz\"",
+            "key = \"{source}/{account_id}/%Y/%m/%d/%H/{batch_id}.ndjson.gz\"",
+        ),
+    )
+    .unwrap();
+    let recs: Vec<(&str, String, u32)> = (0..20)
+        .map(|i| {
+            let tenant = if i < 10 { "acme" } else { "beta" };
+            (tenant, "2026-12-03T10:00:00Z".to_string(), i)
+        })
+        .collect();
+    write_records(&lf, "jobs.log", &recs);
+    lf.run_once();
+    let objs = objects(&lf);
+    assert_eq!(objs.len(), 2, "{objs:?}");
+    let of = |t: &str| {
+        objs.iter()
+            .find(|o| header(o).0 == t)
+            .unwrap_or_else(|| panic!("no object of {t}: {objs:?}"))
+            .clone()
+    };
+    let (acme, beta) = (of("acme"), of("beta"));
+    let beta_bytes = std::fs::read(&beta).unwrap();
+    let refused = |path: &Path| {
+        let out = decrypt(&lf, path);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{}: {err}", path.display());
+        assert!(
+            out.stdout.is_empty(),
+            "{}: something was shown",
+            path.display()
+        );
+        assert!(err.contains("refused"), "{err}");
+        assert!(err.contains("tenant acme"), "{err}");
+    };
+    // Over beta's object.
+    std::fs::copy(&acme, &beta).unwrap();
+    refused(&beta);
+    // Into beta's folder under its own name.
+    let moved = beta.parent().unwrap().join(acme.file_name().unwrap());
+    std::fs::copy(&acme, &moved).unwrap();
+    refused(&moved);
+    std::fs::remove_file(&moved).unwrap();
+    // The originals, each in its place, are shown.
+    std::fs::write(&beta, &beta_bytes).unwrap();
+    for (o, want) in [
+        (&acme, (0..10).collect::<BTreeSet<u64>>()),
+        (&beta, (10..20).collect()),
+    ] {
+        let out = decrypt(&lf, o);
+        common::succeeded(&out);
+        assert_eq!(jobs(&out.stdout), want, "{}", o.display());
+    }
 }

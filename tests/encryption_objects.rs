@@ -21,7 +21,7 @@ fn setup(sink: &str) -> Lf {
     let lf = Lf::new(&format!(
         "{KEK}\n[sources.jobs]\ninclude = [\"{{dir}}/logs/*.log\"]\nsinks = [\"store\"]\ntimestamp_field = \"ts\"\n{sink}"
     ));
-    std::fs::write(lf.path("kek.hex"), "7e".repeat(32)).unwrap();
+    common::write_key(&lf.path("kek.hex"), "7e".repeat(32));
     write_lines(&lf.path("logs/a.log"), 0, 3000);
     lf
 }
@@ -494,7 +494,7 @@ fn a_ledger_that_never_answers_cannot_hold_a_once_run_at_its_retention_pass() {
     let lf = Lf::new(&format!(
         "{KEK}\n[signing]\nkey_file = \"{{dir}}/sign.pem\"\n\n[sources.jobs]\ninclude = [\"{{dir}}/logs/*.log\"]\nsinks = [\"store\"]\n[sinks.store]\ntype = \"s3\"\nallow_plaintext_credentials = true\nbucket = \"vault\"\nregion = \"us-east-1\"\nendpoint = \"http://127.0.0.1:{port}\"\nforce_path_style = true\ntimeout = \"1s\"\nencryption = {{ kek = \"main\", tenant_field = \"account_id\", retention = \"30d\" }}\n"
     ));
-    std::fs::write(lf.path("kek.hex"), "7e".repeat(32)).unwrap();
+    common::write_key(&lf.path("kek.hex"), "7e".repeat(32));
     let key = Command::new(BIN)
         .args(["keygen", "--out"])
         .arg(lf.path("sign.pem"))

@@ -187,7 +187,7 @@ fn an_encrypted_archive_is_verified_by_its_stored_bytes_and_its_replays_counted_
             "integrity = true\nencryption = { kek = \"main\", tenant_field = \"account_id\" }"
         )
     ));
-    std::fs::write(lf.path("kek.hex"), "5a".repeat(32)).unwrap();
+    common::write_key(&lf.path("kek.hex"), "5a".repeat(32));
     keygen(&lf.path("sign.pem"));
     common::write_lines(&lf.path("logs/a.log"), 0, 300);
     lf.run_once();
@@ -197,12 +197,12 @@ fn an_encrypted_archive_is_verified_by_its_stored_bytes_and_its_replays_counted_
         .collect();
     assert_eq!(stored.len(), 6);
     // Without the KEK (another key in its place) every stored byte is still checked.
-    std::fs::write(lf.path("kek.hex"), "a5".repeat(32)).unwrap();
+    common::write_key(&lf.path("kek.hex"), "a5".repeat(32));
     let (code, report) = verify(&lf);
     assert_eq!(code, Some(0), "{report:#}");
     assert_eq!(report["objects_checked"], 6);
     assert_eq!(report["replays_not_counted"], 6);
-    std::fs::write(lf.path("kek.hex"), "5a".repeat(32)).unwrap();
+    common::write_key(&lf.path("kek.hex"), "5a".repeat(32));
     let (code, report) = verify(&lf);
     assert_eq!(code, Some(0), "{report:#}");
     assert_eq!(report["replays_not_counted"], 0);

@@ -447,7 +447,7 @@ batch = { max_age = "200ms" }
     // The key files sit in the log directory itself: the glob matches them directly, no link
     // is involved (follow_symlinks is the default).
     let kek = "3c".repeat(32);
-    std::fs::write(lf.path("logs/kek.hex"), format!("{kek}\n")).unwrap();
+    common::write_key(&lf.path("logs/kek.hex"), format!("{kek}\n"));
     let out = Command::new(BIN)
         .args(["keygen", "--out"])
         .arg(lf.path("logs/sign.pem"))

@@ -141,6 +141,23 @@ pub struct DigestBody {
     /// SHA-256 (hex) of the 32 public key bytes that verify the signature.
     pub public_key_sha256: String,
     pub created_at: String,
+    /// What ended the period: `hour` (the hourly close) or `stop` (the process stopped: the
+    /// stream is quiet on purpose). Absent in digests written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_by: Option<String>,
+}
+
+/// How many other names a digest may take when its own is squatted.
+pub const MAX_DIGEST_SUFFIX: u32 = 16;
+
+/// [`digest_key`] with a suffix `-n` before `.json` (none for `n` = 0): where a digest goes
+/// when something it did not write holds its name.
+pub fn digest_key_n(prefix: &str, stream: &str, from: DateTime<Utc>, n: u32) -> String {
+    let key = digest_key(prefix, stream, from);
+    match (n, key.strip_suffix(".json")) {
+        (0, _) | (_, None) => key,
+        (n, Some(stem)) => format!("{stem}-{n}.json"),
+    }
 }
 
 /// The second line of a digest file.
@@ -271,6 +288,7 @@ mod tests {
             previous: None,
             public_key_sha256: "x".into(),
             created_at: "c".into(),
+            closed_by: None,
         };
         let (bytes, prev) = render_digest(&body, &k).unwrap();
         let f = parse_digest(&bytes).unwrap();

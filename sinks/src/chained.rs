@@ -77,12 +77,9 @@ impl Journal {
         let path = self.path.clone();
         let res = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             if let Some(d) = path.parent() {
-                std::fs::create_dir_all(d)?;
+                crate::private_fs::dir_all(d)?;
             }
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)?;
+            let mut f = crate::private_fs::append(&path)?;
             f.write_all(&line)?;
             f.sync_data()
         })
@@ -132,7 +129,7 @@ impl Journal {
             }
             let tmp = path.with_extension("tmp");
             let write = || -> std::io::Result<()> {
-                let mut f = std::fs::File::create(&tmp)?;
+                let mut f = crate::private_fs::create(&tmp)?;
                 f.write_all(&out)?;
                 f.sync_all()?;
                 std::fs::rename(&tmp, &path)?;
@@ -243,8 +240,13 @@ impl Sink for ChainedSink {
             Outcome::TooLarge { reason } => Outcome::Rejected {
                 reason: format!("{reason} (a batch of an integrity stream is never split)"),
             },
+            // Not stored (`Retry`, `Parked`, ...): nothing to record.
             o => o,
         }
+    }
+
+    fn scope(&self, meta: &BatchMeta) -> Option<String> {
+        self.inner.scope(meta)
     }
 
     fn max_request_bytes(&self) -> Option<u64> {

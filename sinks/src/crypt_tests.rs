@@ -228,3 +228,73 @@ fn version_1_objects_are_still_read() {
     let (back, _) = Header::read(&mut &obj[..]).unwrap();
     assert_eq!(back, h);
 }
+
+/// Seals `p` with a [`Sealer`], fed in pieces of the lengths in `pieces` (in turn).
+fn sealed_in_pieces(k: &DataKey, p: &[u8], seg: u32, pieces: &[usize]) -> Vec<u8> {
+    let mut s = Sealer::new(k, "spill-1", seg).unwrap();
+    let mut obj = s.header().to_vec();
+    let mut rest = p;
+    let mut i = 0;
+    while !rest.is_empty() {
+        let take = pieces[i % pieces.len()].min(rest.len());
+        s.write(&rest[..take], &mut obj).unwrap();
+        rest = &rest[take..];
+        i += 1;
+    }
+    // An empty write changes nothing.
+    s.write(&[], &mut obj).unwrap();
+    s.finish(&mut obj).unwrap();
+    obj
+}
+
+#[test]
+fn a_sealer_fed_in_uneven_pieces_writes_what_decrypt_reads() {
+    let k = key();
+    let seg = 16usize;
+    let piecings: [&[usize]; 5] = [&[1], &[3, 7], &[16, 5, 1], &[17], &[1000]];
+    for n in [0, 1, seg - 1, seg, seg + 1, 3 * seg] {
+        let p = plaintext(n);
+        for pieces in piecings {
+            let obj = sealed_in_pieces(&k, &p, seg as u32, pieces);
+            assert_eq!(open(&obj, &k).unwrap(), p, "length {n}, pieces {pieces:?}");
+            let (h, aad) = Header::read(&mut &obj[..]).unwrap();
+            assert_eq!(h.version, VERSION);
+            assert_eq!(h.batch_id, "spill-1");
+            assert_eq!(
+                (h.tenant.as_str(), h.hour.as_str()),
+                ("acme", "2026-12-03T10")
+            );
+            // As many segments as `encrypt` makes: at least one, a full last one at k * seg.
+            let segments = n.div_ceil(seg).max(1);
+            assert_eq!(obj.len(), aad.len() + n + segments * TAG, "length {n}");
+            assert_eq!(
+                obj.len(),
+                encrypt(&k, "spill-1", &p, seg as u32).unwrap().len(),
+                "length {n}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_sealed_stream_cut_at_a_segment_boundary_is_named_truncated() {
+    let k = key();
+    let p = plaintext(3 * 16);
+    let obj = sealed_in_pieces(&k, &p, 16, &[5]);
+    let cut = seg_at(&obj, 16, 2);
+    assert_eq!(open(&obj[..cut], &k), Err(CryptError::Truncated(1)));
+    // Two streams of the same bytes have salts of their own.
+    let again = sealed_in_pieces(&k, &p, 16, &[5]);
+    assert_ne!(obj, again);
+    assert_eq!(open(&again, &k).unwrap(), p);
+}
+
+#[test]
+fn a_sealer_refuses_what_encrypt_refuses() {
+    let k = key();
+    assert!(matches!(Sealer::new(&k, "b", 0), Err(CryptError::Seal(_))));
+    assert!(matches!(
+        Sealer::new(&k, &"x".repeat(MAX_FIELD + 1), 16),
+        Err(CryptError::Seal(_))
+    ));
+}

@@ -5,8 +5,10 @@
 //! (`crypt::encrypt_batch`), the key id goes into the object's metadata, and `.lfenc` is added
 //! to its key. Each object gets a key of its own, derived from a salt that covers every byte
 //! sealed: a retry of the same bytes writes the same object, and no two different objects
-//! share a key and nonce. Like every sink it runs no retry loop: a ledger it cannot reach is a
-//! `Retry` for the pipeline.
+//! share a key and nonce. Like every sink it runs no retry loop: a data key it cannot have (a
+//! ledger it cannot reach, a bad ledger entry, a KEK provider that refuses a tenant) is
+//! `Parked` for the pipeline, which sets aside that tenant-hour's batches ([`Sink::scope`])
+//! and goes on with the others.
 
 use std::sync::Arc;
 
@@ -14,7 +16,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::keys::{hour_of, KeyRing};
-use crate::{Outcome, SealedBatch, Sink};
+use crate::{BatchMeta, Outcome, SealedBatch, Sink};
 
 /// Added to an encrypted object's key.
 pub const SUFFIX: &str = ".lfenc";
@@ -44,8 +46,9 @@ impl Sink for EncryptedSink {
         let hour = hour_of(batch.meta.first_time);
         let key = match self.keys.key_for(tenant, &hour).await {
             Ok(k) => k,
+            // This tenant-hour's only: the others' batches go on meanwhile.
             Err(e) => {
-                return Outcome::Retry {
+                return Outcome::Parked {
                     after: None,
                     reason: format!("no data key for tenant {tenant:?} hour {hour}: {e}"),
                 }
@@ -87,6 +90,12 @@ impl Sink for EncryptedSink {
                 payload: Bytes::from(bytes),
             })
             .await
+    }
+
+    /// The tenant-hour whose data key the batch needs, as `send` computes it.
+    fn scope(&self, meta: &BatchMeta) -> Option<String> {
+        let tenant = meta.tenant.as_deref().unwrap_or(NO_TENANT);
+        Some(format!("{}@{}", tenant, hour_of(meta.first_time)))
     }
 
     async fn check(&self) -> Result<(), String> {

@@ -262,8 +262,20 @@ fn push_clean(out: &mut String, value: &str) {
     if seg.is_empty() || seg.chars().all(|c| c == '.') {
         out.truncate(start);
         out.push('_');
+        return;
+    }
+    // A value never forms a name logferry keeps for itself (the ledger, digests, receipts, a
+    // sidecar, a hidden or temp file): `verify` must be able to tell data from its own files.
+    let lower = seg.to_ascii_lowercase();
+    if seg.starts_with('.') || RESERVED.contains(&lower.as_str()) {
+        out.insert(start, '_');
+    } else if lower.ends_with(".meta.json") {
+        out.push('_');
     }
 }
+
+/// Names logferry writes its own files under.
+const RESERVED: [&str; 3] = ["_keys", "_digests", "_receipts"];
 
 #[cfg(test)]
 mod tests {
@@ -304,11 +316,23 @@ mod tests {
     #[test]
     fn field_values_cannot_escape_the_prefix() {
         let t = KeyTemplate::parse("{a}/{batch_id}").unwrap();
-        assert_eq!(t.render(&ctx(&[Some("../../etc")])), ".._.._etc/b1");
+        assert_eq!(t.render(&ctx(&[Some("../../etc")])), "_.._.._etc/b1");
         assert_eq!(t.render(&ctx(&[Some("..")])), "_/b1");
         assert_eq!(t.render(&ctx(&[Some("")])), "_/b1");
         assert_eq!(t.render(&ctx(&[None])), "_unknown/b1");
         assert_eq!(t.render(&ctx(&[Some("a%Yb")])), "a_Yb/b1");
+        // Values that would form logferry's own names are escaped.
+        for (v, want) in [
+            ("_digests", "__digests/b1"),
+            ("_KEYS", "__KEYS/b1"),
+            ("_receipts", "__receipts/b1"),
+            (".hidden", "_.hidden/b1"),
+            (".logferry-tmp.x", "_.logferry-tmp.x/b1"),
+            ("x.meta.json", "x.meta.json_/b1"),
+        ] {
+            assert_eq!(t.render(&ctx(&[Some(v)])), want);
+            assert_eq!(clean(v), want.trim_end_matches("/b1"));
+        }
     }
 
     #[test]

@@ -30,6 +30,38 @@ pub trait LedgerStore: Send + Sync {
     }
     /// Every key under `prefix`, sorted, with its last-modified time where the store gives one.
     async fn list_modified(&self, prefix: &str) -> Result<Vec<Listed>, String>;
+    /// Everything under `prefix` as it is stored: links, temp files and special files too
+    /// (an object store holds only objects). For `verify`, which must see every name.
+    async fn list_all(&self, prefix: &str) -> Result<Vec<Stored>, String> {
+        Ok(self
+            .list_modified(prefix)
+            .await?
+            .into_iter()
+            .map(|(key, modified)| Stored {
+                key,
+                modified,
+                kind: Kind::File,
+            })
+            .collect())
+    }
+}
+
+/// What a listed name is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    /// A symbolic link (never followed).
+    Symlink,
+    /// A FIFO, socket or device.
+    Other,
+}
+
+/// A name under a prefix, as [`LedgerStore::list_all`] finds it.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub key: String,
+    pub modified: Option<chrono::DateTime<chrono::Utc>>,
+    pub kind: Kind,
 }
 
 /// A listed key and when it was last written.
@@ -122,6 +154,59 @@ impl LedgerStore for DirectoryStore {
                 Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
                 Err(e) => Err(format!("cannot remove {}: {e}", root.display())),
             }
+        })
+        .await
+    }
+
+    async fn list_all(&self, prefix: &str) -> Result<Vec<Stored>, String> {
+        let start = if prefix.trim_end_matches('/').is_empty() {
+            self.root.clone()
+        } else {
+            self.path(prefix.trim_end_matches('/'))?
+        };
+        let root = self.root.clone();
+        blocking(move || {
+            let mut out = Vec::new();
+            let mut dirs = vec![start];
+            while let Some(dir) = dirs.pop() {
+                let rd = match std::fs::read_dir(&dir) {
+                    Ok(rd) => rd,
+                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                    Err(e) => return Err(format!("cannot list {}: {e}", dir.display())),
+                };
+                for entry in rd {
+                    let entry = entry.map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+                    // Not followed: a link is listed as a link.
+                    let meta = entry
+                        .path()
+                        .symlink_metadata()
+                        .map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+                    let ty = meta.file_type();
+                    if ty.is_dir() {
+                        dirs.push(entry.path());
+                        continue;
+                    }
+                    let kind = if ty.is_file() {
+                        Kind::File
+                    } else if ty.is_symlink() {
+                        Kind::Symlink
+                    } else {
+                        Kind::Other
+                    };
+                    if let Ok(rel) = entry.path().strip_prefix(&root) {
+                        out.push(Stored {
+                            key: rel.to_string_lossy().into_owned(),
+                            modified: meta
+                                .modified()
+                                .ok()
+                                .map(chrono::DateTime::<chrono::Utc>::from),
+                            kind,
+                        });
+                    }
+                }
+            }
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(out)
         })
         .await
     }

@@ -22,6 +22,7 @@ pub mod keyvault;
 pub mod kms;
 pub mod ledger;
 pub mod ledger_store;
+pub mod private_fs;
 pub mod redact;
 pub mod response;
 pub mod s3;
@@ -83,6 +84,16 @@ pub enum Outcome {
     /// A permanent refusal (bad credentials, missing bucket, malformed data). Retrying cannot
     /// help: the batch goes to the dead-letter directory with `reason`.
     Rejected { reason: String },
+    /// A transient failure confined to this batch's scope ([`Sink::scope`]): e.g. one
+    /// tenant-hour's key cannot be had (its ledger entry is bad, or the KEK provider refuses
+    /// that tenant). The pipeline parks that scope's batches (they stay spooled, counted and
+    /// reported) and goes on with the others; after `after` (the wait asked for, if any) or
+    /// the scope's backoff, one of them is tried again. A sink without scopes gets `Retry`'s
+    /// handling.
+    Parked {
+        after: Option<Duration>,
+        reason: String,
+    },
 }
 
 /// A destination for sealed batches.
@@ -98,6 +109,13 @@ pub trait Sink: Send + Sync {
     /// The largest uncompressed request body the destination accepts, if it has a hard limit.
     /// The batcher cuts batches below it so that no request is refused for its size.
     fn max_request_bytes(&self) -> Option<u64> {
+        None
+    }
+
+    /// The part of the destination `meta`'s batch depends on beyond the destination itself
+    /// (for an encrypting sink its tenant-hour, whose data key it needs), or `None`. A
+    /// [`Outcome::Parked`] answer sets aside the batches of that scope only.
+    fn scope(&self, _meta: &BatchMeta) -> Option<String> {
         None
     }
 

@@ -71,7 +71,8 @@ impl Outcome {
             Outcome::Retry { reason, .. }
             | Outcome::Throttled { reason, .. }
             | Outcome::TooLarge { reason }
-            | Outcome::Rejected { reason } => Some(reason),
+            | Outcome::Rejected { reason }
+            | Outcome::Parked { reason, .. } => Some(reason),
         }
     }
 }

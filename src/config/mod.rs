@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use logferry_sinks::{Compression, Encoding, KeyTemplate};
-pub use raw::{Buffer, FollowSymlinks, Format, LogFormat, Oversize, ReadFrom};
+pub use raw::{Buffer, FollowSymlinks, Format, KeyFileModes, LogFormat, Oversize, ReadFrom};
 use values::Size;
 
 pub const DEFAULT_KEY: &str = "{source}/%Y/%m/%d/%H/{batch_id}.ndjson.gz";
@@ -48,6 +48,8 @@ pub struct Config {
     pub signing_key_file: Option<PathBuf>,
     /// `[spool] kek`: every disk spool sealed under this KEK.
     pub spool_kek: Option<String>,
+    /// `[security] key_file_modes`: how open a KEK's or the signing key's file may be.
+    pub key_file_modes: KeyFileModes,
 }
 
 #[derive(Debug, Clone)]
@@ -572,8 +574,9 @@ fn build(
     };
     let data_dir = resolve(&base, top.data_dir.as_deref().unwrap_or("./data"));
     let declared_keks: Vec<String> = top.keks.keys().cloned().collect();
-    let keks = encryption::keks(top.keks, &base, env, c);
-    let signing_key_file = encryption::signing(top.signing, &base, c);
+    let key_file_modes = top.security.key_file_modes;
+    let keks = encryption::keks(top.keks, &base, env, key_file_modes, c);
+    let signing_key_file = encryption::signing(top.signing, &base, key_file_modes, c);
     let spool_kek = top.spool.map(|s| s.kek);
     if let Some(k) = &spool_kek {
         if !declared_keks.contains(k) {
@@ -616,6 +619,7 @@ fn build(
         keks,
         signing_key_file,
         spool_kek,
+        key_file_modes,
     })
 }
 
@@ -642,7 +646,7 @@ pub mod integrity;
 mod secrets;
 mod source;
 
-pub use encryption::{EncryptionConfig, KekConfig, KekProvider};
+pub use encryption::{read_key_file, EncryptionConfig, KekConfig, KekProvider};
 
 mod sink;
 

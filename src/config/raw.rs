@@ -33,6 +33,33 @@ pub struct Top {
     pub signing: Option<Signing>,
     #[serde(default)]
     pub spool: Option<SpoolTable>,
+    #[serde(default)]
+    pub security: Security,
+}
+
+/// `[security]`: how logferry treats the files it is given.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Security {
+    /// How open a KEK's or the signing key's file may be.
+    #[serde(default)]
+    pub key_file_modes: KeyFileModes,
+}
+
+/// `[security] key_file_modes`: which permission bits a key file (a local KEK's `key_file`,
+/// `[signing] key_file`) may have; a file with more is refused when it is loaded.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyFileModes {
+    /// Its owner only (mode 0600 or 0400): nothing for the group or others (ssh's rule).
+    #[default]
+    Owner,
+    /// Its group may read it too (0640, 0440: a Kubernetes secret with `fsGroup`), not write it;
+    /// nothing for others.
+    Group,
+    /// No check: the mount is trusted (a Kubernetes secret left at its default 0644 in a pod
+    /// whose other users are trusted).
+    Trusted,
 }
 
 /// `[spool]`: options of every sink's disk spool.

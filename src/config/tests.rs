@@ -508,9 +508,13 @@ fn a_kek_credential_of_the_wrong_type_is_kept_for_redaction() {
 fn kek_and_signing_key_files_are_never_read_as_logs() {
     let d = tempfile::tempdir().unwrap();
     let kek = "3c".repeat(32);
-    std::fs::write(d.path().join("kek.hex"), format!("{kek}\n")).unwrap();
+    key_file(
+        &d.path().join("kek.hex"),
+        format!("{kek}\n").as_bytes(),
+        0o600,
+    );
     let (private, _) = logferry_sinks::signing::SigningKey::generate().unwrap();
-    std::fs::write(d.path().join("sign.pem"), private.as_bytes()).unwrap();
+    key_file(&d.path().join("sign.pem"), private.as_bytes(), 0o600);
     let text = format!(
         "{GOOD}[keks.main]\nprovider = \"local\"\nkey_file = \"{dir}/kek.hex\"\n[signing]\nkey_file = \"{dir}/sign.pem\"\n",
         dir = d.path().display()
@@ -524,4 +528,129 @@ fn kek_and_signing_key_files_are_never_read_as_logs() {
         );
     }
     assert!(cfg.secrets.contains(&kek), "{:?}", cfg.secrets);
+}
+
+/// Writes a key file with `mode` (`std::fs::write` leaves 0644 under the usual umask 022).
+fn key_file(path: &Path, bytes: &[u8], mode: u32) {
+    std::fs::write(path, bytes).unwrap();
+    chmod(path, mode);
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Loads GOOD with a local KEK at `{dir}/kek.hex`, then `extra`.
+fn load_kek(dir: &Path, extra: &str) -> Result<Config, Problems> {
+    load(&format!(
+        "{GOOD}[keks.main]\nprovider = \"local\"\nkey_file = \"{}/kek.hex\"\n{extra}",
+        dir.display()
+    ))
+}
+
+/// Loads GOOD with `[signing] key_file = "{dir}/sign.pem"`, then `extra`.
+fn load_signing(dir: &Path, extra: &str) -> Result<Config, Problems> {
+    load(&format!(
+        "{GOOD}[signing]\nkey_file = \"{}/sign.pem\"\n{extra}",
+        dir.display()
+    ))
+}
+
+const TRUSTED: &str = "[security]\nkey_file_modes = \"trusted\"\n";
+const GROUP: &str = "[security]\nkey_file_modes = \"group\"\n";
+
+#[test]
+fn a_kek_file_open_to_the_group_or_others_is_refused_with_what_to_do() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("kek.hex");
+    key_file(&path, "3c".repeat(32).as_bytes(), 0o644);
+    let e = load_kek(d.path(), "").unwrap_err().to_string();
+    assert!(e.contains("keks.main.key_file"), "{e}");
+    assert!(
+        e.contains(&format!("{} is readable or writable by", path.display())),
+        "{e}"
+    );
+    assert!(e.contains("(mode 0644)"), "{e}");
+    assert!(
+        e.contains("a KEK must be readable by its owner only"),
+        "{e}"
+    );
+    assert!(e.contains(&format!("chmod 600 {}", path.display())), "{e}");
+    assert!(e.contains("defaultMode: 0400"), "{e}");
+    assert!(e.contains("key_file_modes = \"group\""), "{e}");
+    // A mount said to be trusted is not checked.
+    let cfg = load_kek(d.path(), TRUSTED).unwrap();
+    assert_eq!(cfg.key_file_modes, KeyFileModes::Trusted);
+    assert!(cfg.keks.contains_key("main"));
+    // The group may read it only when the configuration says so.
+    chmod(&path, 0o640);
+    let e = load_kek(d.path(), "").unwrap_err().to_string();
+    assert!(e.contains("keks.main.key_file"), "{e}");
+    assert!(e.contains("by the group (mode 0640)"), "{e}");
+    let cfg = load_kek(d.path(), GROUP).unwrap();
+    assert_eq!(cfg.key_file_modes, KeyFileModes::Group);
+    // Never written by the group, never opened by others.
+    for mode in [0o660, 0o604] {
+        chmod(&path, mode);
+        let e = load_kek(d.path(), GROUP).unwrap_err().to_string();
+        assert!(e.contains("keks.main.key_file"), "{mode:o}: {e}");
+        assert!(e.contains(&format!("(mode 0{mode:o})")), "{mode:o}: {e}");
+    }
+    // Owner only passes by default.
+    for mode in [0o600, 0o400] {
+        chmod(&path, mode);
+        let cfg = load_kek(d.path(), "").unwrap();
+        assert_eq!(cfg.key_file_modes, KeyFileModes::Owner);
+    }
+}
+
+#[test]
+fn a_signing_key_file_open_to_the_group_or_others_is_refused_with_what_to_do() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("sign.pem");
+    let (private, _) = logferry_sinks::signing::SigningKey::generate().unwrap();
+    key_file(&path, private.as_bytes(), 0o644);
+    let e = load_signing(d.path(), "").unwrap_err().to_string();
+    assert!(e.contains("signing.key_file"), "{e}");
+    assert!(
+        e.contains(&format!("{} is readable", path.display())),
+        "{e}"
+    );
+    assert!(e.contains("(mode 0644)"), "{e}");
+    assert!(
+        e.contains("a signing key must be readable by its owner only"),
+        "{e}"
+    );
+    assert!(e.contains(&format!("chmod 600 {}", path.display())), "{e}");
+    let cfg = load_signing(d.path(), TRUSTED).unwrap();
+    assert_eq!(cfg.signing_key_file.as_deref(), Some(path.as_path()));
+    chmod(&path, 0o640);
+    let e = load_signing(d.path(), "").unwrap_err().to_string();
+    assert!(e.contains("signing.key_file"), "{e}");
+    assert!(e.contains("by the group (mode 0640)"), "{e}");
+    let cfg = load_signing(d.path(), GROUP).unwrap();
+    // The run-time read applies the same rule.
+    assert!(crate::encryption::signer(&cfg).unwrap().is_some());
+    let refused = crate::encryption::signer(&Config {
+        key_file_modes: KeyFileModes::Owner,
+        ..cfg
+    });
+    let e = format!("{:#}", refused.err().unwrap());
+    assert!(e.contains("chmod 600"), "{e}");
+    chmod(&path, 0o600);
+    load_signing(d.path(), "").unwrap();
+}
+
+#[test]
+fn key_file_modes_takes_three_values() {
+    let e = load(&format!("{GOOD}[security]\nkey_file_modes = \"open\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("security.key_file_modes"), "{e}");
+    let e = load(&format!("{GOOD}[security]\nkey_modes = \"group\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("did you mean `key_file_modes`"), "{e}");
+    assert_eq!(load(GOOD).unwrap().key_file_modes, KeyFileModes::Owner);
 }

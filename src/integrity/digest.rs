@@ -16,7 +16,7 @@ use logferry_sinks::chained::{parse_time, Journal};
 use logferry_sinks::ledger_store::LedgerStore;
 use logferry_sinks::signing::SigningKey;
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::{read_state, write_state};
 
@@ -50,8 +50,9 @@ fn hour_start(t: DateTime<Utc>) -> DateTime<Utc> {
 
 impl Digester {
     /// Writes the digests of everything from the end of the last one up to `to`, split at
-    /// hour boundaries. Returns how many were written.
-    pub async fn close(&self, to: DateTime<Utc>) -> Result<usize, String> {
+    /// hour boundaries; the last is marked closed by a stop when `stop`. Returns how many were
+    /// written.
+    pub async fn close(&self, to: DateTime<Utc>, stop: bool) -> Result<usize, String> {
         let _one = self.gate.lock().await;
         let dir = self.dir.clone();
         let mut state = tokio::task::spawn_blocking(move || read_state(&dir))
@@ -102,13 +103,28 @@ impl Digester {
                 previous: state.last.clone(),
                 public_key_sha256: key_id.clone(),
                 created_at: chain::time_text(Utc::now()),
+                closed_by: Some(if stop && end == to { "stop" } else { "hour" }.into()),
             };
-            let key = chain::digest_key(&self.prefix, &self.stream, from);
             let (bytes, mut prev) = chain::render_digest(&body, &self.signer)?;
-            let mut covered = (end, body.entries);
-            if !self.store.put_new(&key, &bytes).await? {
-                covered = self.adopt(&key, &public, &body.from, &mut prev).await?;
+            let mut covered = None;
+            let mut key = String::new();
+            // Its own name, or the next free one when something else holds it: a name planted
+            // in the archive cannot stop digests (verify reports the suffixed name).
+            for n in 0..=chain::MAX_DIGEST_SUFFIX {
+                key = chain::digest_key_n(&self.prefix, &self.stream, from, n);
+                if self.store.put_new(&key, &bytes).await? {
+                    covered = Some((end, body.entries.clone()));
+                    break;
+                }
+                if let Some(ours) = self.adopt(&key, &public, &body.from, &mut prev).await? {
+                    covered = Some(ours);
+                    break;
+                }
+                warn!(sink = %self.sink, stream = %self.stream, key = %key, "a digest's name is taken by something logferry did not write; writing it under the next name");
             }
+            let covered = covered.ok_or_else(|| {
+                format!("{key} and every other name of this digest are taken by files logferry did not write: move them away to continue")
+            })?;
             prev.key = key;
             if let Some(e) = covered.1.iter().max_by_key(|e| e.seq) {
                 if e.seq > state.head_seq {
@@ -130,25 +146,25 @@ impl Digester {
     }
 
     /// A digest is already at `key`: ours from an attempt that crashed before its state was
-    /// written (same stream, same start, our signature), or not something to build on.
+    /// written (same stream, same start, our signature), or something else (`None`): not
+    /// built on, not overwritten.
     async fn adopt(
         &self,
         key: &str,
         public: &[u8],
         from: &str,
         prev: &mut chain::PrevDigest,
-    ) -> Result<(DateTime<Utc>, Vec<Entry>), String> {
-        let bytes = self
-            .store
-            .get(key, chain::MAX_DIGEST)
-            .await?
-            .ok_or_else(|| format!("digest {key} vanished while being read"))?;
-        let refused = |why: &str| {
-            format!("{key} exists and is not this stream's digest for the period from {from} ({why}): not overwritten; move it away to continue")
+    ) -> Result<Option<(DateTime<Utc>, Vec<Entry>)>, String> {
+        let bytes = match self.store.get(key, chain::MAX_DIGEST).await {
+            Ok(Some(b)) => b,
+            // Gone again, too large, a link or a folder: not ours.
+            Ok(None) | Err(_) => return Ok(None),
         };
-        let f = chain::parse_digest(&bytes).map_err(|e| refused(&e))?;
+        let Ok(f) = chain::parse_digest(&bytes) else {
+            return Ok(None);
+        };
         if !f.signed_by(public) || f.body.stream != self.stream || f.body.from != from {
-            return Err(refused("another signature, stream or period"));
+            return Ok(None);
         }
         let to = parse_time(&f.body.to).ok_or_else(|| format!("{key}: `to` is not a time"))?;
         *prev = chain::PrevDigest {
@@ -156,7 +172,7 @@ impl Digester {
             sha256: f.sha256,
             signature: f.signature.signature,
         };
-        Ok((to, f.body.entries))
+        Ok(Some((to, f.body.entries)))
     }
 
     /// Closes each hour as it ends (and the hours that passed while logferry was stopped),
@@ -164,7 +180,7 @@ impl Digester {
     pub async fn run(self: Arc<Self>, limit: Duration, mut stop: watch::Receiver<bool>) {
         loop {
             let now = Utc::now();
-            self.close_logged(hour_start(now), limit).await;
+            self.close_logged(hour_start(now), limit, false).await;
             let next = hour_start(now) + TimeDelta::hours(1);
             let wait = (next - Utc::now()).to_std().unwrap_or(Duration::ZERO);
             tokio::select! {
@@ -175,8 +191,8 @@ impl Digester {
     }
 
     /// `close`, given up after `limit` (a store that never answers), with the outcome logged.
-    pub async fn close_logged(&self, to: DateTime<Utc>, limit: Duration) -> bool {
-        let res = match tokio::time::timeout(limit, self.close(to)).await {
+    pub async fn close_logged(&self, to: DateTime<Utc>, limit: Duration, stop: bool) -> bool {
+        let res = match tokio::time::timeout(limit, self.close(to, stop)).await {
             Ok(r) => r,
             Err(_) => Err(format!("the archive did not answer within {limit:?}")),
         };
@@ -260,7 +276,7 @@ mod tests {
             failures: Default::default(),
             gate: Default::default(),
         };
-        assert_eq!(d.close(t("2026-12-03T13:00:00Z")).await.unwrap(), 3);
+        assert_eq!(d.close(t("2026-12-03T13:00:00Z"), false).await.unwrap(), 3);
         let keys = d.store.list("_digests/").await.unwrap();
         assert_eq!(
             keys,
@@ -293,7 +309,7 @@ mod tests {
         );
         // A crash after the digests, before the state: the next close adopts them as they are.
         write_state(&state_dir, &start).unwrap();
-        d.close(t("2026-12-03T13:00:00Z")).await.unwrap();
+        d.close(t("2026-12-03T13:00:00Z"), false).await.unwrap();
         assert_eq!(d.store.list("_digests/").await.unwrap(), keys);
         assert_eq!(read_state(&state_dir).unwrap().unwrap().last, after.last);
         // A digest at the name that this stream did not sign is not built on.
@@ -309,7 +325,38 @@ mod tests {
             "{}\n{}\n",
         )
         .unwrap();
-        let err = planted.close(t("2026-12-03T14:00:00Z")).await.unwrap_err();
-        assert!(err.contains("not this stream's digest"), "{err}");
+        // A file at the name that this stream did not sign: the digest goes beside it, and a
+        // stop marks the last period.
+        assert_eq!(
+            planted
+                .close(t("2026-12-03T14:30:00Z"), true)
+                .await
+                .unwrap(),
+            2
+        );
+        let keys = planted.store.list("_digests/").await.unwrap();
+        assert_eq!(
+            keys,
+            [
+                "_digests/s.1/2026/12/03/13-1.json",
+                "_digests/s.1/2026/12/03/13.json",
+                "_digests/s.1/2026/12/03/14.json"
+            ]
+        );
+        let body = |k: &str| {
+            let store = planted.store.clone();
+            let k = k.to_string();
+            async move {
+                chain::parse_digest(&store.get(&k, 1 << 20).await.unwrap().unwrap())
+                    .unwrap()
+                    .body
+            }
+        };
+        assert_eq!(body(&keys[0]).await.closed_by.as_deref(), Some("hour"));
+        assert_eq!(body(&keys[2]).await.closed_by.as_deref(), Some("stop"));
+        assert_eq!(
+            body(&keys[2]).await.previous.unwrap().key,
+            "_digests/s.1/2026/12/03/13-1.json"
+        );
     }
 }

@@ -16,6 +16,13 @@ use serde::Serialize;
 
 /// The largest object read for its hash.
 const MAX_OBJECT: u64 = 8 << 30;
+/// How far in the future a modification time may be before it is an anomaly (clocks differ).
+const CLOCK_SLACK: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+/// A stream's period, and how late its next digest may be before the stream is stale.
+const PERIOD: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+const STALE_SLACK: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
+/// What an object may inflate to unless told otherwise (`--max-inflated`).
+pub const DEFAULT_MAX_INFLATED: u64 = 4 << 30;
 /// An object written later than this before the last digest's end is pending, not foreign:
 /// S3 gives last-modified times in whole seconds, and clocks differ a little.
 pub const PENDING_SLACK: chrono::TimeDelta = chrono::TimeDelta::seconds(2);
@@ -32,6 +39,13 @@ pub struct Options {
     /// The sink's key ring, when its KEK is at hand: encrypted objects are then decrypted to
     /// count replays (hashes never need it).
     pub keys: Option<Arc<logferry_sinks::keys::KeyRing>>,
+    /// Where the sink keeps `_keys/` and `_receipts/` when it encrypts (else those names are
+    /// data like any other).
+    pub ledger_prefix: Option<String>,
+    /// The instant the archive is judged at: now, or a past one for an audit (`--as-of`).
+    pub as_of: DateTime<Utc>,
+    /// An object that inflates past this is reported and its replays are not counted.
+    pub max_inflated: u64,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -48,6 +62,10 @@ pub struct StreamSummary {
     pub last_seq: Option<u64>,
     pub from: Option<String>,
     pub to: Option<String>,
+    /// `running` (its newest digest is recent), `stopped` (closed by a stop) or `stale`.
+    pub state: &'static str,
+    /// The end of its newest digest.
+    pub newest_to: Option<String>,
 }
 
 #[derive(Debug, Serialize, Default)]
@@ -81,13 +99,15 @@ impl Report {
         for st in &self.streams {
             let _ = writeln!(
                 s,
-                "stream {}: {} digests, seq {}..{}, from {} to {}",
+                "stream {}: {} digests, seq {}..{}, from {} to {}, {} (newest digest ends {})",
                 st.stream,
                 st.digests,
                 st.first_seq.map_or("-".into(), |v| v.to_string()),
                 st.last_seq.map_or("-".into(), |v| v.to_string()),
                 st.from.as_deref().unwrap_or("-"),
-                st.to.as_deref().unwrap_or("-")
+                st.to.as_deref().unwrap_or("-"),
+                st.state,
+                st.newest_to.as_deref().unwrap_or("-")
             );
         }
         for p in &self.problems {
@@ -121,14 +141,46 @@ impl Report {
     }
 }
 
-/// Keys that are not data objects: digests, the key ledger, receipts (under whatever prefix),
-/// sidecars, probes and temp files.
-fn is_data(key: &str) -> bool {
-    !(key
-        .split('/')
-        .any(|c| matches!(c, "_digests" | "_keys" | "_receipts"))
-        || key.ends_with(chain::SIDECAR)
-        || key.rsplit('/').next().is_some_and(|n| n.starts_with('.')))
+fn with_slash(prefix: &str) -> String {
+    match prefix.trim_matches('/') {
+        "" => String::new(),
+        p => format!("{p}/"),
+    }
+}
+
+/// Whether a digest closed its stream on purpose: marked so, or (written before the mark
+/// existed) ending off the hour, which only a stop's close does.
+fn closed_by_stop(body: &chain::DigestBody) -> bool {
+    match body.closed_by.as_deref() {
+        Some(c) => c == "stop",
+        None => parse_time(&body.to)
+            .is_some_and(|t| t.timestamp() % 3600 != 0 || t.timestamp_subsec_nanos() != 0),
+    }
+}
+
+/// Reports a listed name that is not a regular file; true when it was one.
+fn plain_file(r: &mut Report, s: &logferry_sinks::ledger_store::Stored) -> bool {
+    use logferry_sinks::ledger_store::Kind;
+    match s.kind {
+        Kind::File => true,
+        Kind::Symlink => {
+            r.problem(
+                "symlink",
+                format!(
+                    "{} is a symbolic link in the archive (logferry writes none)",
+                    s.key
+                ),
+            );
+            false
+        }
+        Kind::Other => {
+            r.problem(
+                "not_a_file",
+                format!("{} is a FIFO, socket or device in the archive", s.key),
+            );
+            false
+        }
+    }
 }
 
 fn in_range(o: &Options, from: &str, to: &str) -> bool {
@@ -146,12 +198,28 @@ pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, Str
         format!("{}/", o.prefix)
     };
     let digest_prefix = format!("{base}{}/", chain::DIGESTS);
-    let digest_keys = store.list(&digest_prefix).await?;
-    let listed: Vec<_> = store
-        .list_modified(&o.data_prefix)
+    let mut digest_keys = Vec::new();
+    for s in store.list_all(&digest_prefix).await? {
+        if plain_file(&mut r, &s) {
+            digest_keys.push(s.key);
+        }
+    }
+    // Only logferry's own names at the places it writes them are not data: digests under the
+    // integrity prefix, the ledger and receipts under the ledger prefix (when the sink
+    // encrypts), sidecars of listed objects. Everything else must be in a digest.
+    let ledger = o.ledger_prefix.as_deref().map(with_slash);
+    let own = |k: &str| {
+        k.starts_with(&digest_prefix)
+            || ledger.as_deref().is_some_and(|l| {
+                k.starts_with(&format!("{l}{}/", "_keys"))
+                    || k.starts_with(&format!("{l}{}/", "_receipts"))
+            })
+    };
+    let listed: Vec<logferry_sinks::ledger_store::Stored> = store
+        .list_all(&o.data_prefix)
         .await?
         .into_iter()
-        .filter(|(k, _)| is_data(k))
+        .filter(|s| !own(&s.key))
         .collect();
     let mut streams: BTreeMap<String, Vec<(String, DigestFile)>> = BTreeMap::new();
     for key in &digest_keys {
@@ -173,6 +241,27 @@ pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, Str
             );
             continue;
         }
+        // Its name is recomputed from what it signs: the period's start, or a suffixed name
+        // taken because something else held that one.
+        match parse_time(&f.body.from) {
+            Some(from) if *key == chain::digest_key(&o.prefix, &f.body.stream, from) => {}
+            Some(from)
+                if (1..=chain::MAX_DIGEST_SUFFIX)
+                    .any(|n| *key == chain::digest_key_n(&o.prefix, &f.body.stream, from, n)) =>
+            {
+                r.problem(
+                    "digest_name_taken",
+                    format!("{key}: written under another name because a file logferry did not write held {}", chain::digest_key(&o.prefix, &f.body.stream, from)),
+                );
+            }
+            _ => {
+                r.problem(
+                    "digest_misplaced",
+                    format!("{key}: a signed digest, but not at the name its period gives"),
+                );
+                continue;
+            }
+        }
         streams
             .entry(f.body.stream.clone())
             .or_default()
@@ -181,8 +270,24 @@ pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, Str
     let mut listed_entries: HashMap<String, (String, Entry)> = HashMap::new();
     let mut newest_to: Option<DateTime<Utc>> = None;
     let mut all_entries: Vec<(String, Entry)> = Vec::new();
+    let horizon = o.to.map_or(o.as_of, |t| t.min(o.as_of));
     for (stream, mut digests) in streams {
         digests.sort_by(|a, b| a.1.body.from.cmp(&b.1.body.from));
+        // A stream whose newest digest is older than a period and a slack, and that no stop
+        // closed, went quiet without saying so: its tail may have been cut off.
+        let newest = digests.last().map(|(_, f)| &f.body);
+        let newest_end = newest.and_then(|b| parse_time(&b.to));
+        let state = match (newest, newest_end) {
+            (Some(b), _) if closed_by_stop(b) => "stopped",
+            (Some(_), Some(end)) if end + PERIOD + STALE_SLACK < horizon => {
+                r.problem(
+                    "stale",
+                    format!("stream {stream}: its newest digest ends at {}, more than an hour before {}, and no stop closed it: digests or objects after it may have been removed", chain::time_text(end), chain::time_text(horizon)),
+                );
+                "stale"
+            }
+            _ => "running",
+        };
         for (_, f) in &digests {
             for e in &f.body.entries {
                 listed_entries.insert(e.key.clone(), (stream.clone(), e.clone()));
@@ -208,6 +313,8 @@ pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, Str
             last_seq: entries.last().map(|e| e.seq),
             from: chosen.first().map(|(_, f)| f.body.from.clone()),
             to: chosen.last().map(|(_, f)| f.body.to.clone()),
+            state,
+            newest_to: newest_end.map(chain::time_text),
         });
         all_entries.extend(entries.into_iter().map(|e| (stream.clone(), e)));
     }
@@ -223,12 +330,25 @@ pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, Str
         );
     }
     if o.from.is_none() && o.to.is_none() {
-        for (key, modified) in &listed {
-            if listed_entries.contains_key(key) {
+        let now = Utc::now();
+        for s in &listed {
+            if !plain_file(&mut r, s) || listed_entries.contains_key(&s.key) {
                 continue;
             }
-            match (newest_to, modified) {
-                (Some(t), Some(m)) if *m + PENDING_SLACK >= t => r.pending.push(key.clone()),
+            // A listed object's sidecar (directory sink).
+            if s.key
+                .strip_suffix(chain::SIDECAR)
+                .is_some_and(|k| listed_entries.contains_key(k))
+            {
+                continue;
+            }
+            let key = &s.key;
+            match (newest_to, s.modified) {
+                (_, Some(m)) if m > now + CLOCK_SLACK => r.problem(
+                    "future_mtime",
+                    format!("{key} is in no digest and was modified in the future ({}): an anomaly, not a pending object", chain::time_text(m)),
+                ),
+                (Some(t), Some(m)) if m + PENDING_SLACK >= t => r.pending.push(key.clone()),
                 _ => r.problem(
                     "foreign",
                     format!("{key} is in the archive and in no digest"),
@@ -378,7 +498,15 @@ async fn check_objects(
                 );
                 continue;
             }
-            other => other?,
+            // A link, a folder or a FIFO at its name, or a store that fails on it.
+            Err(m) => {
+                r.problem(
+                    "object_unreadable",
+                    format!("{} (seq {}): {m}", e.key, e.seq),
+                );
+                continue;
+            }
+            Ok(b) => b,
         };
         let Some(bytes) = bytes else {
             r.problem(
@@ -413,12 +541,12 @@ async fn check_objects(
         }
         if e.key.ends_with(logferry_sinks::encrypted::SUFFIX) {
             match decrypted(o.keys.as_deref(), &bytes).await {
-                Some(plain) => count_replays(r, o.compression, &plain, &mut seen),
+                Some(plain) => count_replays(r, o, &e.key, &plain, &mut seen),
                 None => r.replays_not_counted += 1,
             }
             continue;
         }
-        count_replays(r, o.compression, &bytes, &mut seen);
+        count_replays(r, o, &e.key, &bytes, &mut seen);
     }
     Ok(())
 }
@@ -434,18 +562,71 @@ async fn decrypted(keys: Option<&logferry_sinks::keys::KeyRing>, bytes: &[u8]) -
     Some(out)
 }
 
-/// Counts the records of this batch already seen in an earlier one (in sequence order).
-fn count_replays(r: &mut Report, c: Compression, bytes: &[u8], seen: &mut HashSet<[u8; 16]>) {
+/// Counts the records of this batch already seen in an earlier one (in sequence order). The
+/// object is inflated as a stream and each line hashed as it passes: memory stays a buffer
+/// whatever the object inflates to, and past `max_inflated` it is a reported problem.
+fn count_replays(
+    r: &mut Report,
+    o: &Options,
+    key: &str,
+    bytes: &[u8],
+    seen: &mut HashSet<[u8; 16]>,
+) {
     use sha2::{Digest, Sha256};
-    let Ok(plain) = crate::encode::decompress(c, bytes) else {
-        return;
+    use std::io::{BufRead, Read};
+    let inflate: Box<dyn Read + '_> = match o.compression {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(bytes)),
+        Compression::Zstd => match zstd::stream::read::Decoder::new(bytes) {
+            Ok(d) => Box::new(d),
+            Err(e) => {
+                r.problem("undecodable", format!("{key}: {e}; replays not counted"));
+                return;
+            }
+        },
+        Compression::None => Box::new(bytes),
     };
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, inflate.take(o.max_inflated + 1));
     let mut mine = HashSet::new();
-    for line in plain.split(|b| *b == b'\n').filter(|l| l.len() > 2) {
-        let d = Sha256::digest(line);
-        let mut k = [0u8; 16];
-        k.copy_from_slice(&d[..16]);
-        mine.insert(k);
+    let (mut line, mut len, mut total) = (Sha256::new(), 0u64, 0u64);
+    let mut finish = |line: &mut Sha256, len: &mut u64| {
+        let d = std::mem::take(line).finalize();
+        if *len > 2 {
+            let mut k = [0u8; 16];
+            k.copy_from_slice(&d[..16]);
+            mine.insert(k);
+        }
+        *len = 0;
+    };
+    loop {
+        let buf = match reader.fill_buf() {
+            Ok([]) => break,
+            Ok(b) => b,
+            Err(e) => {
+                r.problem("undecodable", format!("{key}: {e}; replays not counted"));
+                return;
+            }
+        };
+        let n = buf.len();
+        total += n as u64;
+        for (i, part) in buf.split(|b| *b == b'\n').enumerate() {
+            if i > 0 {
+                finish(&mut line, &mut len);
+            }
+            line.update(part);
+            len += part.len() as u64;
+        }
+        reader.consume(n);
+    }
+    finish(&mut line, &mut len);
+    if total > o.max_inflated {
+        r.problem(
+            "inflate_cap",
+            format!(
+                "{key} inflates past {} bytes (--max-inflated); replays not counted",
+                o.max_inflated
+            ),
+        );
+        return;
     }
     // Repeats inside one batch are the source's own; only an earlier batch's are replays.
     let replayed = mine.iter().filter(|k| seen.contains(*k)).count() as u64;

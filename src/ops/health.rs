@@ -1,6 +1,6 @@
 //! What `/readyz` reports: the pipeline is up; per sink whether deliveries succeed, have been
-//! failing since when, or are being dead-lettered, and whether its spool can be written; per
-//! source whether its checkpoints can be written.
+//! failing since when, or are being dead-lettered, which scopes (tenant-hours) are parked, and
+//! whether its spool can be written; per source whether its checkpoints can be written.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +17,15 @@ struct SinkHealth {
     last_delivery: Option<DateTime<Utc>>,
     /// Durability writes (spool, or checkpoints for a source) failing since, with the error.
     durable: Failing,
+    /// Scopes (tenant-hours) whose batches are parked: since when, and the last error. Not
+    /// cleared by other scopes' deliveries; at most [`MAX_PARKED`] are kept.
+    parked: BTreeMap<String, (DateTime<Utc>, String)>,
 }
+
+/// Parked scopes kept per sink (more are counted by the metrics only).
+const MAX_PARKED: usize = 1000;
+/// Parked scopes listed per sink in the report.
+const PARKED_SHOWN: usize = 20;
 
 #[derive(Debug, Clone, Default)]
 struct Failing {
@@ -148,6 +156,35 @@ impl Health {
         });
     }
 
+    /// `scope`'s batches are parked (a `Parked` answer): reported, and not ready once it lasts
+    /// longer than `unready_after`, whatever the other scopes do.
+    pub fn parked(&self, sink: &str, scope: &str, reason: &str) {
+        self.with(sink, |h| {
+            if let Some(p) = h.parked.get_mut(scope) {
+                p.1 = reason.to_string();
+            } else if h.parked.len() < MAX_PARKED {
+                h.parked
+                    .insert(scope.to_string(), (Utc::now(), reason.to_string()));
+            }
+        });
+    }
+
+    /// `scope`'s batches flow again (one was delivered), or none is left.
+    pub fn unparked(&self, sink: &str, scope: &str) {
+        let mut m = self.sinks.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = m.get_mut(sink) {
+            h.parked.remove(scope);
+        }
+    }
+
+    /// Forgets every parked scope of `sink` (a new worker starts with none parked).
+    pub fn clear_parked(&self, sink: &str) {
+        let mut m = self.sinks.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = m.get_mut(sink) {
+            h.parked.clear();
+        }
+    }
+
     pub fn dead_lettered(&self, sink: &str, reason: &str) {
         self.with(sink, |h| {
             h.dead_lettering_since.get_or_insert_with(Utc::now);
@@ -175,14 +212,35 @@ impl Health {
                 }
                 o.insert("since".into(), ts(&since).into());
                 "retrying"
+            } else if let Some(since) = h.parked.values().map(|p| p.0).min() {
+                o.insert("since".into(), ts(&since).into());
+                "parked"
             } else {
                 "ok"
             };
             o.insert("state".into(), state.into());
-            if state != "ok" {
+            if state != "ok" && state != "parked" {
                 if let Some(e) = &h.last_error {
                     o.insert("last_error".into(), cut(e).into());
                 }
+            }
+            if !h.parked.is_empty() {
+                // A scope parked too long is as bad as a sink retrying too long.
+                if h.parked
+                    .values()
+                    .any(|p| (now - p.0).to_std().unwrap_or_default() > limit)
+                {
+                    ready = false;
+                }
+                let mut parked = serde_json::Map::new();
+                for (scope, (since, error)) in h.parked.iter().take(PARKED_SHOWN) {
+                    parked.insert(
+                        scope.clone(),
+                        serde_json::json!({ "since": ts(since), "last_error": cut(error) }),
+                    );
+                }
+                o.insert("parked".into(), serde_json::Value::Object(parked));
+                o.insert("parked_scopes".into(), h.parked.len().into());
             }
             if h.durable.report("spool", &mut o, now, limit) {
                 ready = false;
@@ -241,6 +299,55 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&h.report().1).unwrap();
         assert_eq!(v["status"], "not_ready");
         assert_eq!(v["sinks"]["b"]["state"], "dead_lettering");
+    }
+
+    #[test]
+    fn a_parked_scope_is_reported_apart_and_not_ready_once_too_long() {
+        let h = Health::new(Duration::from_secs(3600));
+        h.set_sinks(["a"].into_iter(), Duration::from_secs(3600));
+        h.set_running(true);
+        h.parked("a", "acme@2026-12-03T10", "no data key: HTTP 403");
+        h.parked("a", "beta@2026-12-03T10", "no data key: bad entry");
+        // Another tenant's delivery does not end a park.
+        h.delivered("a");
+        let (ready, body) = h.report();
+        assert!(ready, "not parked longer than unready_after yet");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let a = &v["sinks"]["a"];
+        assert_eq!(a["state"], "parked");
+        assert_eq!(a["parked_scopes"], 2);
+        assert_eq!(
+            a["parked"]["acme@2026-12-03T10"]["last_error"],
+            "no data key: HTTP 403"
+        );
+        assert!(a["parked"]["beta@2026-12-03T10"]["since"].is_string());
+        h.unparked("a", "acme@2026-12-03T10");
+        h.unparked("a", "beta@2026-12-03T10");
+        let v: serde_json::Value = serde_json::from_str(&h.report().1).unwrap();
+        assert_eq!(v["sinks"]["a"]["state"], "ok");
+        assert!(v["sinks"]["a"].get("parked").is_none());
+
+        let h = Health::new(Duration::ZERO);
+        h.set_sinks(["a"].into_iter(), Duration::ZERO);
+        h.set_running(true);
+        h.parked("a", "acme@2026-12-03T10", "no data key");
+        std::thread::sleep(Duration::from_millis(5));
+        let (ready, body) = h.report();
+        assert!(!ready, "parked longer than unready_after");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["status"], "not_ready");
+        for i in 0..(MAX_PARKED + 5) {
+            h.parked("a", &format!("t{i}@2026-12-03T10"), "x");
+        }
+        let v: serde_json::Value = serde_json::from_str(&h.report().1).unwrap();
+        assert_eq!(v["sinks"]["a"]["parked_scopes"], MAX_PARKED);
+        assert_eq!(
+            v["sinks"]["a"]["parked"].as_object().unwrap().len(),
+            PARKED_SHOWN
+        );
+        h.clear_parked("a");
+        let v: serde_json::Value = serde_json::from_str(&h.report().1).unwrap();
+        assert_eq!(v["sinks"]["a"]["state"], "ok");
     }
 
     #[test]

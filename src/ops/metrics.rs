@@ -86,6 +86,8 @@ families! {
     batches_split: Counter<SinkLabel> = "batches_split", "Batches split in halves because the sink refused their size";
     dead_letter_batches: Counter<SinkLabel> = "dead_letter_batches", "Batches moved to dead-letter";
     dead_letter_records: Counter<SinkLabel> = "dead_letter_records", "Records in dead-lettered batches";
+    batches_parked: Gauge<SinkLabel> = "batches_parked", "Spooled batches set aside because their scope (tenant-hour) cannot be sent now; see /readyz";
+    parks: Counter<SinkLabel> = "parks", "Attempts answered with a park: the batch's scope (tenant-hour) cannot be sent now, so its batches are set aside while the others go on";
     spool_bytes: Gauge<SinkLabel> = "spool_bytes", "Bytes of batches waiting in the spool";
     spool_max_bytes: Gauge<SinkLabel> = "spool_max_bytes", "The spool's cap (spool_max_bytes): sources pause when it is reached";
     spool_batches: Gauge<SinkLabel> = "spool_batches", "Batches waiting in the spool";

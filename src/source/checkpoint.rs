@@ -96,14 +96,15 @@ impl Checkpoints {
 
     pub fn save(&self, files: &[Entry]) -> std::io::Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir)?;
+        // Owner only: checkpoints name the files read and how far (0700 directories, 0600 files).
+        logferry_sinks::private_fs::dir_all(dir)?;
         let tmp = self.sibling(".tmp");
         let body = serde_json::to_vec(&Stored {
             version: VERSION,
             files: files.to_vec(),
         })
         .map_err(std::io::Error::other)?;
-        let mut f = fs::File::create(&tmp)?;
+        let mut f = logferry_sinks::private_fs::create(&tmp)?;
         f.write_all(&body)?;
         f.sync_all()?;
         if self.path.exists() {
@@ -167,6 +168,21 @@ mod tests {
         let (v, r) = c.load().unwrap();
         assert_eq!(v, vec![entry(20)]);
         assert!(r.set_aside.is_none() && !r.used_previous);
+    }
+
+    #[test]
+    fn checkpoints_are_readable_by_their_owner_only() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Checkpoints::new(d.path().join("state/jobs.json"));
+        c.save(&[entry(10)]).unwrap();
+        c.save(&[entry(20)]).unwrap();
+        fn mode(p: PathBuf) -> u32 {
+            use std::os::unix::fs::PermissionsExt;
+            fs::metadata(p).unwrap().permissions().mode() & 0o777
+        }
+        assert_eq!(mode(d.path().join("state")), 0o700);
+        assert_eq!(mode(d.path().join("state/jobs.json")), 0o600);
+        assert_eq!(mode(d.path().join("state/jobs.json.prev")), 0o600);
     }
 
     #[test]

@@ -33,6 +33,7 @@ use crate::mask::Masker;
 use crate::ops::metrics::Metrics;
 use checkpoint::{Checkpoints, Entry, FileId};
 use file::{State, Tailed};
+pub use long_line::SpillSeal;
 
 /// Bytes read from one file before the next file gets its turn.
 const CHUNK: usize = 256 * 1024;
@@ -248,6 +249,8 @@ pub struct SourceCtx {
     pub zero_retention: bool,
     /// Credential and key files of the configuration: never read as logs.
     pub credentials: Vec<PathBuf>,
+    /// A sink of this source seals its spool: oversize records are spilled sealed like it.
+    pub spill_seal: Option<SpillSeal>,
 }
 
 /// What a source could not read to its end (`run --once`): files and bytes.
@@ -322,6 +325,7 @@ impl Tailer {
             health,
             zero_retention,
             credentials,
+            spill_seal,
         } = ctx;
         let admit = links::Admission::new(
             &cfg.include,
@@ -343,6 +347,7 @@ impl Tailer {
                 digest: true,
                 spill_dir: (dead_letter && !zero_retention)
                     .then(|| data_dir.join("dead-letter").join("sources").join(&cfg.name)),
+                seal: spill_seal,
             },
             crate::config::Format::Text => file::Limit::cut(cfg.max_line_bytes),
         };
@@ -728,11 +733,21 @@ impl Tailer {
                 }
             }
             if over_before == 0 && f.over_limit > 0 {
-                let what = match (limit.digest, &limit.spill_dir) {
-                    (false, _) => "cut at max_line_bytes and kept",
-                    (true, None) if proc.hold_oversize => "dropped (a sink keeps nothing on disk)",
-                    (true, None) => "shipped as a redacted stand-in with its size and SHA-256",
-                    (true, Some(_)) => "written whole to the dead-letter folder, not shipped",
+                let what = match (limit.digest, &limit.spill_dir, &limit.seal) {
+                    (false, _, _) => "cut at max_line_bytes and kept".to_string(),
+                    (true, None, _) if proc.hold_oversize => {
+                        "dropped (a sink keeps nothing on disk)".to_string()
+                    }
+                    (true, None, _) => {
+                        "shipped as a redacted stand-in with its size and SHA-256".to_string()
+                    }
+                    (true, Some(_), None) => {
+                        "written whole to the dead-letter folder, not shipped".to_string()
+                    }
+                    (true, Some(_), Some(seal)) => format!(
+                        "written whole to the dead-letter folder, sealed under sink {}'s spool key (`logferry decrypt --sink {}` reads it), not shipped",
+                        seal.sink, seal.sink
+                    ),
                 };
                 warn!(source = %name, path = %f.path.display(), limit = limit.max, "a record is over the size limit; {what} (logged once per file, counted)");
             }

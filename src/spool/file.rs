@@ -37,7 +37,8 @@ pub(super) fn write_parts(path: &Path, meta: &BatchMeta, parts: &[Bytes]) -> std
     let tmp = PathBuf::from(tmp);
     let header = serde_json::to_vec(meta).map_err(std::io::Error::other)?;
     let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        // Owner only (0600, no link followed): a batch holds records in clear unless sealed.
+        let mut f = logferry_sinks::private_fs::create(&tmp)?;
         f.write_all(MAGIC)?;
         f.write_all(&header)?;
         f.write_all(b"\n")?;

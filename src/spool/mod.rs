@@ -75,6 +75,17 @@ pub struct Taken {
     pub batch: SealedBatch,
 }
 
+/// A spooled batch as [`Spool::scan`] reports it.
+pub struct Scanned<T> {
+    pub key: SpoolKey,
+    /// Bytes it takes in the spool (what counts against `max_bytes`).
+    pub size: u64,
+    /// Taken for delivery and neither completed nor given back yet.
+    pub in_flight: bool,
+    /// What the scan's `pick` gave for it.
+    pub value: T,
+}
+
 fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
     // A panic while holding the lock cannot leave the map half-updated in a way that loses
     // batches (files stay on disk), so a poisoned lock is still usable.
@@ -187,6 +198,34 @@ impl Spool {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The spool's cap in bytes (`spool_max_bytes`).
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// The spooled batches (in flight or not) that `pick` gives a value for, oldest first.
+    /// `pick` runs under the spool's lock: it must not call the spool.
+    pub fn scan<T>(&self, mut pick: impl FnMut(&BatchMeta) -> Option<T>) -> Vec<Scanned<T>> {
+        let st = lock(&self.state);
+        st.entries
+            .iter()
+            .filter_map(|(k, e)| {
+                pick(&e.meta).map(|value| Scanned {
+                    key: k.clone(),
+                    size: e.size,
+                    in_flight: st.in_flight.contains(k),
+                    value,
+                })
+            })
+            .collect()
+    }
+
+    /// Wakes whoever waits for a batch (or for room) to look again: a batch passed over by
+    /// [`Spool::next_where`] may be taken now (its scope's park is over).
+    pub fn poke(&self) {
+        self.changed.notify_waiters();
     }
 
     fn update_gauges(&self, st: &State) {
@@ -309,6 +348,17 @@ impl Spool {
 
     /// The oldest batch not already being delivered. `None` when closed and empty.
     pub async fn next(&self) -> Option<std::io::Result<Taken>> {
+        self.next_where(&|_| false).await
+    }
+
+    /// The oldest batch not already being delivered for which `skip` is false (a batch of a
+    /// parked scope is passed over). `None` when closed and empty; while only batches in flight
+    /// or passed over are left it waits for a change or a [`Spool::poke`]. `skip` runs under the
+    /// spool's lock: it must not call the spool.
+    pub async fn next_where(
+        &self,
+        skip: &(dyn Fn(&BatchMeta) -> bool + Send + Sync),
+    ) -> Option<std::io::Result<Taken>> {
         loop {
             let notified = self.changed.notified();
             let found = {
@@ -317,7 +367,7 @@ impl Spool {
                 let found = st
                     .entries
                     .iter()
-                    .find(|(k, _)| !st.in_flight.contains(*k))
+                    .find(|(k, e)| !st.in_flight.contains(*k) && !skip(&e.meta))
                     .map(|(k, e)| (k.clone(), e.meta.clone(), payload_of(&e.body)));
                 match found {
                     Some(f) => {
@@ -328,54 +378,85 @@ impl Spool {
                     None => None,
                 }
             };
-            let Some((key, mut meta, body)) = found else {
+            let Some((key, meta, body)) = found else {
                 notified.await;
                 continue;
             };
-            let payload = match body {
-                Ok(b) => b,
-                Err(path) => match tokio::task::spawn_blocking(move || read_file(&path)).await {
-                    Ok(Ok((_, p))) => p,
-                    Ok(Err(e)) => {
-                        self.untake(&key);
-                        return Some(Err(e));
-                    }
-                    Err(e) => {
-                        self.untake(&key);
-                        return Some(Err(std::io::Error::other(e)));
-                    }
-                },
-            };
-            let payload = if meta.spool_encrypted {
-                let opened = match &self.crypt {
-                    Some(c) => c.open(payload).await,
-                    None => Err(std::io::Error::other(
-                        "the spooled batch is encrypted and this sink no longer has encryption configured: restore its encryption settings to deliver it",
-                    )),
-                };
-                match opened {
-                    Ok(p) => {
-                        meta.spool_encrypted = false;
-                        p
-                    }
-                    Err(e) => {
-                        self.untake(&key);
-                        return Some(Err(e));
-                    }
-                }
-            } else {
-                payload
-            };
-            return Some(Ok(Taken {
-                key,
-                batch: SealedBatch { meta, payload },
-            }));
+            return Some(self.load(key, meta, body).await);
         }
     }
 
-    /// Puts a taken batch back without delivering it (shutdown during an attempt).
+    /// Takes the batch under `key` (to dead-letter it, say): `None` when it is no longer
+    /// spooled or is being delivered.
+    pub async fn take(&self, key: &SpoolKey) -> Option<std::io::Result<Taken>> {
+        let (meta, body) = {
+            let mut st = lock(&self.state);
+            if st.in_flight.contains(key) {
+                return None;
+            }
+            let found = {
+                let e = st.entries.get(key)?;
+                (e.meta.clone(), payload_of(&e.body))
+            };
+            st.in_flight.insert(key.clone());
+            found
+        };
+        Some(self.load(key.clone(), meta, body).await)
+    }
+
+    /// Reads (disk mode) and opens (an encrypting spool) a batch just marked in flight; on an
+    /// error it is given back.
+    async fn load(
+        &self,
+        key: SpoolKey,
+        mut meta: BatchMeta,
+        body: Result<Bytes, PathBuf>,
+    ) -> std::io::Result<Taken> {
+        let payload = match body {
+            Ok(b) => b,
+            Err(path) => match tokio::task::spawn_blocking(move || read_file(&path)).await {
+                Ok(Ok((_, p))) => p,
+                Ok(Err(e)) => {
+                    self.untake(&key);
+                    return Err(e);
+                }
+                Err(e) => {
+                    self.untake(&key);
+                    return Err(std::io::Error::other(e));
+                }
+            },
+        };
+        let payload = if meta.spool_encrypted {
+            let opened = match &self.crypt {
+                Some(c) => c.open(payload).await,
+                None => Err(std::io::Error::other(
+                    "the spooled batch is encrypted and this sink no longer has encryption configured: restore its encryption settings to deliver it",
+                )),
+            };
+            match opened {
+                Ok(p) => {
+                    meta.spool_encrypted = false;
+                    p
+                }
+                Err(e) => {
+                    self.untake(&key);
+                    return Err(e);
+                }
+            }
+        } else {
+            payload
+        };
+        Ok(Taken {
+            key,
+            batch: SealedBatch { meta, payload },
+        })
+    }
+
+    /// Puts a taken batch back without delivering it (shutdown during an attempt, a reload, a
+    /// parked scope): it is offered again, and whoever waits for a batch looks again.
     pub fn untake(&self, key: &SpoolKey) {
         lock(&self.state).in_flight.remove(key);
+        self.changed.notify_waiters();
     }
 
     /// Removes a delivered (or dead-lettered) batch; in memory mode releases its chunks.

@@ -54,6 +54,15 @@ pub fn python() -> PathBuf {
     }
 }
 
+/// Writes a key file (a KEK, a signing key) with mode 0600, as logferry requires of key files
+/// by default (`std::fs::write` leaves 0644 under the usual umask 022). Replaces the contents
+/// of an existing file and tightens its mode.
+pub fn write_key(path: &Path, contents: impl AsRef<[u8]>) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, contents).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -383,7 +392,7 @@ pub struct Running {
 }
 
 impl Running {
-    fn get(&self, path: &str) -> Option<(u16, String)> {
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
         write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;

@@ -442,6 +442,7 @@ impl Sink for AzureBlobSink {
                 Outcome::Rejected { reason }
                 | Outcome::Retry { reason, .. }
                 | Outcome::Throttled { reason, .. }
+                | Outcome::Parked { reason, .. }
                 | Outcome::TooLarge { reason } => reason,
                 Outcome::Delivered => "unknown error".into(),
             });
