@@ -707,7 +707,7 @@ impl Attempt {
         let memory = self.spool.is_memory();
         let why = reason.to_string();
         let res = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            std::fs::create_dir_all(&dir)?;
+            logferry_sinks::private_fs::dir_all(&dir)?;
             if !memory {
                 crate::spool::write_file(&dir.join(format!("{}.batch", b.meta.id)), &b)?;
             }
@@ -719,9 +719,9 @@ impl Attempt {
                 "time": chrono::Utc::now().to_rfc3339(),
                 "payload_kept": !memory,
             });
-            std::fs::write(
-                dir.join(format!("{}.reason.json", b.meta.id)),
-                note.to_string(),
+            logferry_sinks::private_fs::write(
+                &dir.join(format!("{}.reason.json", b.meta.id)),
+                note.to_string().as_bytes(),
             )
         })
         .await;

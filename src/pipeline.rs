@@ -138,7 +138,8 @@ enum End {
 pub async fn run(cfg: Config, once: bool) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let health = Arc::new(Health::new(cfg.unready_after));
-    std::fs::create_dir_all(&cfg.data_dir)
+    // Made 0700 when missing (an existing one, e.g. a mounted volume, is left as it is).
+    logferry_sinks::private_fs::dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data_dir {}", cfg.data_dir.display()))?;
     if let Some(addr) = cfg.api_listen {
         let listener = api::bind(addr)

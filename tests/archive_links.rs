@@ -86,3 +86,38 @@ fn one_tenant_that_cannot_get_a_key_does_not_stop_the_others() {
     assert!(spooled >= 1, "{spooled}");
     assert!(!lf.path("data/dead-letter/archive").exists());
 }
+
+/// Everything logferry writes under data_dir and into the archive (keys, state, journal,
+/// checkpoints, spool, dead letters, objects) is readable by its owner only.
+#[test]
+fn files_logferry_writes_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let lf = Lf::new(
+        "[keks.main]\nprovider = \"local\"\nkey_file = \"{dir}/kek.hex\"\n[signing]\nkey_file = \"{dir}/sign.pem\"\n\n[sources.jobs]\ninclude = [\"{dir}/logs/*.log\"]\nsinks = [\"archive\"]\ntimestamp_field = \"ts\"\nmax_record_bytes = \"1KiB\"\noversize = \"dead_letter\"\n[sinks.archive]\ntype = \"directory\"\npath = \"{dir}/archive\"\nkey = \"{source}/{account_id}/{batch_id}.ndjson.gz\"\nencryption = { kek = \"main\", tenant_field = \"account_id\" }\nintegrity = true\n",
+    );
+    write_key(&lf.path("kek.hex"), "7e".repeat(32));
+    common::integrity::keygen(&lf.path("sign.pem"));
+    write_lines(&lf.path("logs/a.log"), 0, 30);
+    std::fs::write(
+        lf.path("logs/b.log"),
+        format!(
+            "{{\"id\":99,\"account_id\":\"acct0\",\"ts\":\"2026-11-23T10:00:00Z\",\"pad\":\"{}\"}}\n",
+            "x".repeat(4096)
+        ),
+    )
+    .unwrap();
+    lf.run_once();
+    let mut seen = 0;
+    for root in ["data", "archive"] {
+        for p in walk(&lf.path(root)) {
+            let mode = std::fs::symlink_metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode & 0o077, 0, "{} is {mode:o}", p.display());
+            seen += 1;
+        }
+    }
+    // Keys, state, journal, checkpoints, the sealed spill, objects, sidecars, digests.
+    assert!(seen >= 10, "{seen}");
+    assert!(walk(&lf.path("data/dead-letter/sources"))
+        .iter()
+        .any(|p| p.to_string_lossy().ends_with(".json.sealed")));
+}

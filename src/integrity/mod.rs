@@ -45,7 +45,8 @@ pub fn instance_id(data_dir: &Path) -> anyhow::Result<String> {
             std::fs::create_dir_all(data_dir)
                 .with_context(|| format!("cannot create {}", data_dir.display()))?;
             let tmp = data_dir.join("instance-id.tmp");
-            std::fs::write(&tmp, format!("{id}\n"))
+            let _ = std::fs::remove_file(&tmp);
+            logferry_sinks::private_fs::write(&tmp, format!("{id}\n").as_bytes())
                 .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
                 .with_context(|| format!("cannot write {}", tmp.display()))?;
             // Two processes on one data_dir are refused elsewhere; a link keeps the first id.
@@ -113,9 +114,9 @@ pub fn read_state(dir: &Path) -> anyhow::Result<Option<State>> {
 
 pub fn write_state(dir: &Path, s: &State) -> std::io::Result<()> {
     use std::io::Write;
-    std::fs::create_dir_all(dir)?;
+    logferry_sinks::private_fs::dir_all(dir)?;
     let tmp = dir.join("state.json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
+    let mut f = logferry_sinks::private_fs::create(&tmp)?;
     f.write_all(&serde_json::to_vec(s).map_err(std::io::Error::other)?)?;
     f.sync_all()?;
     std::fs::rename(&tmp, dir.join("state.json"))?;

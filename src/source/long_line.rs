@@ -193,8 +193,8 @@ impl Spill {
         let to = dir.join(&name);
         let tmp = dir.join(format!(".{name}.tmp"));
         // Owner only, no link followed: an unsealed spill holds the record in clear.
-        let opened =
-            std::fs::create_dir_all(dir).and_then(|_| logferry_sinks::private_fs::create(&tmp));
+        let opened = logferry_sinks::private_fs::dir_all(dir)
+            .and_then(|_| logferry_sinks::private_fs::create(&tmp));
         let (mut file, mut failed) = match opened {
             Ok(f) => (Some(f), None),
             Err(e) => (None, Some(e)),
@@ -228,7 +228,9 @@ impl Spill {
         if let Some((s, _)) = &sealer {
             reason["sealed_with_sink"] = serde_json::Value::String(s.sink.clone());
         }
-        let failed = failed.or_else(|| std::fs::write(&note, reason.to_string()).err());
+        let failed = failed.or_else(|| {
+            logferry_sinks::private_fs::write(&note, reason.to_string().as_bytes()).err()
+        });
         Spill {
             file,
             tmp,

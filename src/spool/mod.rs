@@ -99,7 +99,7 @@ impl Spool {
         max_bytes: u64,
         gauges: (Gauge, Gauge),
     ) -> std::io::Result<Spool> {
-        std::fs::create_dir_all(&dir)?;
+        logferry_sinks::private_fs::dir_all(&dir)?;
         let mut st = State::default();
         for de in std::fs::read_dir(&dir)? {
             let de = de?;
