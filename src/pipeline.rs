@@ -494,6 +494,7 @@ async fn run_pipeline(
                 .iter()
                 .any(|s| sides[s].cfg.buffer == Buffer::Memory),
             credentials: cfg.credential_files.clone(),
+            private_dirs: cfg.private_dirs(),
             // The first of the source's sinks, in configuration order, whose spool is sealed.
             spill_seal: src.sinks.iter().find_map(|s| {
                 spool_rings.get(s).map(|ring| crate::source::SpillSeal {

@@ -121,3 +121,36 @@ fn files_logferry_writes_are_private() {
         .iter()
         .any(|p| p.to_string_lossy().ends_with(".json.sealed")));
 }
+
+/// The key ledger is never read as logs, even when an include pattern covers it, and verify
+/// names a ledger entry logferry did not write.
+#[test]
+fn the_ledger_is_never_read_as_logs_and_a_forged_entry_is_named_by_verify() {
+    let lf = Lf::new(
+        "[keks.main]\nprovider = \"local\"\nkey_file = \"{dir}/kek.hex\"\n[signing]\nkey_file = \"{dir}/sign.pem\"\n\n[sources.jobs]\ninclude = [\"{dir}/logs/*.log\", \"{dir}/archive/_keys/**/*.key\"]\nformat = \"text\"\nsinks = [\"archive\"]\n[sinks.archive]\ntype = \"directory\"\npath = \"{dir}/archive\"\nkey = \"{source}/{batch_id}.ndjson.gz\"\nencryption = { kek = \"main\", tenant_field = \"account_id\" }\nintegrity = true\n",
+    );
+    write_key(&lf.path("kek.hex"), "7e".repeat(32));
+    common::integrity::keygen(&lf.path("sign.pem"));
+    write_lines(&lf.path("logs/a.log"), 0, 30);
+    lf.run_once();
+    // A second run sees the entries the first one wrote: refused, never shipped.
+    write_lines(&lf.path("logs/a.log"), 30, 30);
+    let out = lf.run_once();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.lines()
+            .any(|l| l.contains("file not read") && l.contains("_keys")),
+        "{err}"
+    );
+    let (code, report) = common::integrity::verify(&lf, "archive", &[]);
+    assert_eq!(code, Some(0), "{report:#}");
+    let entries = walk(&lf.path("archive/_keys"));
+    let forged = entries[0].with_file_name(format!("{}.key", "ab".repeat(16)));
+    std::fs::write(&forged, "{}").unwrap();
+    let (code, report) = common::integrity::verify(&lf, "archive", &[]);
+    assert_eq!(code, Some(1), "{report:#}");
+    assert!(
+        common::integrity::kinds(&report).contains("key_forged"),
+        "{report:#}"
+    );
+}

@@ -497,29 +497,9 @@ fn memory_mode_writes_only_checkpoints_under_data_dir() {
 #[test]
 fn a_dead_letter_of_an_encrypted_sink_is_sealed_and_decrypt_reads_it() {
     let lf = setup("");
-    // A key the file system refuses (a name over 255 bytes): the batch is dead-lettered.
-    let text = std::fs::read_to_string(&lf.cfg).unwrap();
-    std::fs::write(
-        &lf.cfg,
-        text.replace(
-            "key = \"{source}/%Y/%m/%d/%H/{batch_id}.ndjson.gz\"",
-            "key = \"{account_id}{account_id}/{batch_id}.ndjson.gz\"\ncompression = \"none\"",
-        ),
-    )
-    .unwrap();
-    let tenant = "t".repeat(128);
-    let recs: Vec<(&str, String, u32)> = (0..20)
-        .map(|i| (tenant.as_str(), "2026-12-03T10:00:00Z".to_string(), i))
-        .collect();
-    write_records(&lf, "jobs.log", &recs);
-    lf.run_once_incomplete();
-    let dead: Vec<PathBuf> = walk(&lf.path("data/dead-letter/archive"))
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "batch"))
-        .collect();
-    assert_eq!(dead.len(), 1, "{dead:?}");
+    let dead = dead_letter_of_twenty(&lf);
     no_plaintext_under(&lf.path("data"));
-    let out = decrypt(&lf, &dead[0]);
+    let out = decrypt(&lf, &dead);
     common::succeeded(&out);
     assert_eq!(jobs(&out.stdout), (0..20).collect());
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
-use common::integrity::{keygen, kinds};
+use common::integrity::{self, keygen, kinds};
 use common::{walk, Lf};
 
 const CONFIG: &str = r#"
@@ -32,19 +32,7 @@ fn setup(config: &str) -> Lf {
 }
 
 fn verify(lf: &Lf, args: &[&str]) -> (Option<i32>, serde_json::Value) {
-    let out = std::process::Command::new(common::BIN)
-        .args(["verify", "--json", "--sink", "archive", "--config"])
-        .arg(&lf.cfg)
-        .args(args)
-        .output()
-        .unwrap();
-    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "verify printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code(), report)
+    integrity::verify_with(lf, "archive", &[], args)
 }
 
 /// Both `verify` and the independent Python checker say clean.

@@ -147,6 +147,33 @@ pub struct Header {
 }
 
 impl Header {
+    /// The header of a version 2 object, its sizes checked.
+    fn new_v2(
+        key: &DataKey,
+        batch_id: &str,
+        salt: [u8; SALT],
+        segment_size: u32,
+    ) -> Result<Header, CryptError> {
+        if segment_size == 0 || segment_size > MAX_SEGMENT {
+            return Err(CryptError::Seal("segment size out of range"));
+        }
+        for field in [key.id.as_str(), &key.tenant, &key.hour, batch_id] {
+            if field.len() > MAX_FIELD {
+                return Err(CryptError::Seal("a header field is longer than 1024 bytes"));
+            }
+        }
+        Ok(Header {
+            version: VERSION,
+            segment_size,
+            nonce_prefix: [0u8; PREFIX],
+            salt,
+            key_id: key.id.clone(),
+            tenant: key.tenant.clone(),
+            hour: key.hour.clone(),
+            batch_id: batch_id.to_owned(),
+        })
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(96 + self.key_id.len() + self.batch_id.len());
         out.extend_from_slice(MAGIC);
@@ -303,24 +330,7 @@ fn encrypt_with(
     plaintext: &[u8],
     segment_size: u32,
 ) -> Result<Vec<u8>, CryptError> {
-    if segment_size == 0 || segment_size > MAX_SEGMENT {
-        return Err(CryptError::Seal("segment size out of range"));
-    }
-    for field in [key.id.as_str(), &key.tenant, &key.hour, batch_id] {
-        if field.len() > MAX_FIELD {
-            return Err(CryptError::Seal("a header field is longer than 1024 bytes"));
-        }
-    }
-    let header = Header {
-        version: VERSION,
-        segment_size,
-        nonce_prefix: [0u8; PREFIX],
-        salt,
-        key_id: key.id.clone(),
-        tenant: key.tenant.clone(),
-        hour: key.hour.clone(),
-        batch_id: batch_id.to_owned(),
-    };
+    let header = Header::new_v2(key, batch_id, salt, segment_size)?;
     let aad = header.to_bytes();
     let aead = header.aead(key)?;
     let seg = segment_size as usize;
@@ -439,26 +449,9 @@ pub struct Sealer {
 
 impl Sealer {
     pub fn new(key: &DataKey, batch_id: &str, segment_size: u32) -> Result<Self, CryptError> {
-        if segment_size == 0 || segment_size > MAX_SEGMENT {
-            return Err(CryptError::Seal("segment size out of range"));
-        }
-        for field in [key.id.as_str(), &key.tenant, &key.hour, batch_id] {
-            if field.len() > MAX_FIELD {
-                return Err(CryptError::Seal("a header field is longer than 1024 bytes"));
-            }
-        }
         let mut salt = [0u8; SALT];
         random(&mut salt)?;
-        let header = Header {
-            version: VERSION,
-            segment_size,
-            nonce_prefix: [0u8; PREFIX],
-            salt,
-            key_id: key.id.clone(),
-            tenant: key.tenant.clone(),
-            hour: key.hour.clone(),
-            batch_id: batch_id.to_owned(),
-        };
+        let header = Header::new_v2(key, batch_id, salt, segment_size)?;
         let aad = header.to_bytes();
         let aead = header.aead(key)?;
         Ok(Sealer {

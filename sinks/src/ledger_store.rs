@@ -212,45 +212,21 @@ impl LedgerStore for DirectoryStore {
     }
 
     async fn list_modified(&self, prefix: &str) -> Result<Vec<Listed>, String> {
-        let start = if prefix.trim_end_matches('/').is_empty() {
-            self.root.clone()
-        } else {
-            self.path(prefix.trim_end_matches('/'))?
-        };
-        let root = self.root.clone();
-        blocking(move || {
-            let mut out = Vec::new();
-            let mut dirs = vec![start];
-            while let Some(dir) = dirs.pop() {
-                let rd = match std::fs::read_dir(&dir) {
-                    Ok(rd) => rd,
-                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                    Err(e) => return Err(format!("cannot list {}: {e}", dir.display())),
-                };
-                for entry in rd {
-                    let entry = entry.map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
-                    let ty = entry
-                        .file_type()
-                        .map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
-                    let name = entry.file_name().to_string_lossy().into_owned();
-                    if ty.is_dir() {
-                        dirs.push(entry.path());
-                    } else if ty.is_file() && !name.starts_with(crate::directory::TEMP_PREFIX) {
-                        if let Ok(rel) = entry.path().strip_prefix(&root) {
-                            let modified = entry
-                                .metadata()
-                                .and_then(|m| m.modified())
-                                .ok()
-                                .map(chrono::DateTime::<chrono::Utc>::from);
-                            out.push((rel.to_string_lossy().into_owned(), modified));
-                        }
-                    }
-                }
-            }
-            out.sort();
-            Ok(out)
-        })
-        .await
+        // Regular files only, temp files of writes under way left out.
+        Ok(self
+            .list_all(prefix)
+            .await?
+            .into_iter()
+            .filter(|s| {
+                s.kind == Kind::File
+                    && !s
+                        .key
+                        .rsplit('/')
+                        .next()
+                        .is_some_and(|n| n.starts_with(crate::directory::TEMP_PREFIX))
+            })
+            .map(|s| (s.key, s.modified))
+            .collect())
     }
 }
 

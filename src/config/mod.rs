@@ -249,6 +249,28 @@ const CREDENTIAL_VARS: &[&str] = &[
 
 /// Reads, expands and checks a configuration file with the process environment, and
 /// registers the credentials it holds with the process's redaction.
+impl Config {
+    /// Folders that hold logferry's own files, never read as logs: data_dir (spool, spool
+    /// keys, checkpoints, state), and each directory sink's key ledger, receipts and digests.
+    pub fn private_dirs(&self) -> Vec<PathBuf> {
+        let mut out = vec![self.data_dir.clone()];
+        for s in &self.sinks {
+            let SinkKind::Directory { path } = &s.kind else {
+                continue;
+            };
+            if let Some(e) = &s.encryption {
+                let ledger = path.join(&e.ledger_prefix);
+                out.push(ledger.join("_keys"));
+                out.push(ledger.join("_receipts"));
+            }
+            if let Some(i) = &s.integrity {
+                out.push(path.join(&i.prefix).join("_digests"));
+            }
+        }
+        out
+    }
+}
+
 pub fn load(path: &Path) -> Result<Config, Problems> {
     let text = std::fs::read_to_string(path).map_err(|e| Problems {
         secrets: Vec::new(),

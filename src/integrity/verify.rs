@@ -319,6 +319,27 @@ pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, Str
         all_entries.extend(entries.into_iter().map(|e| (stream.clone(), e)));
     }
     check_objects(&mut r, &store, o, &all_entries).await?;
+    // Key ledger entries logferry did not write (its KEK or signing key at hand to tell).
+    // When no entry at all unwraps, the KEK at hand is another one, not every entry forged.
+    if let Some(keys) = &o.keys {
+        match keys.list(None).await {
+            Ok(listed) => {
+                let unwraps = |why: &str| !why.contains("does not unwrap");
+                let any_opens = listed
+                    .iter()
+                    .any(|l| l.forged.as_deref().is_none_or(unwraps));
+                for l in listed {
+                    match l.forged {
+                        Some(why) if any_opens || unwraps(&why) => {
+                            r.problem("key_forged", format!("{}: {why}; it is never used", l.path))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Err(e) => r.problem("ledger_unreadable", format!("the key ledger: {e}")),
+        }
+    }
     // Objects no digest lists: pending when newer than the last digest, foreign otherwise.
     // With no digest at all there is nothing to be newer than: all of them deleted, or never
     // written, and either way the archive vouches for nothing.

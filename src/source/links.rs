@@ -73,7 +73,7 @@ impl Admission {
             .iter()
             .map(PathBuf::from)
             .chain(private.iter().cloned())
-            .map(|d| std::fs::canonicalize(&d).unwrap_or(d))
+            .map(|d| canonical_prefix(&d))
             .collect();
         Admission {
             policy,
@@ -145,6 +145,25 @@ fn glob_root(pattern: &str) -> PathBuf {
         None => ".",
     };
     PathBuf::from(dir)
+}
+
+/// `d` with its longest existing ancestor resolved (a folder that does not exist yet, such as
+/// a ledger before its first key, still matches the files later made in it).
+fn canonical_prefix(d: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut cur = d.to_path_buf();
+    loop {
+        if let Ok(c) = std::fs::canonicalize(&cur) {
+            return rest.iter().rev().fold(c, |acc: PathBuf, n| acc.join(n));
+        }
+        match (cur.file_name().map(|n| n.to_owned()), cur.parent()) {
+            (Some(n), Some(p)) => {
+                rest.push(n);
+                cur = p.to_path_buf();
+            }
+            _ => return d.to_path_buf(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -249,6 +249,9 @@ pub struct SourceCtx {
     pub zero_retention: bool,
     /// Credential and key files of the configuration: never read as logs.
     pub credentials: Vec<PathBuf>,
+    /// Folders logferry keeps its own files in (data_dir, directory sinks' key ledgers,
+    /// receipts and digests): never read as logs.
+    pub private_dirs: Vec<PathBuf>,
     /// A sink of this source seals its spool: oversize records are spilled sealed like it.
     pub spill_seal: Option<SpillSeal>,
 }
@@ -325,13 +328,14 @@ impl Tailer {
             health,
             zero_retention,
             credentials,
+            private_dirs,
             spill_seal,
         } = ctx;
         let admit = links::Admission::new(
             &cfg.include,
             cfg.follow_symlinks,
             &credentials,
-            std::slice::from_ref(&data_dir),
+            &private_dirs,
         );
         let dead_letter = cfg.oversize == crate::config::Oversize::DeadLetter;
         // Validated at load; a pattern that does not compile here only loses rename-following.

@@ -27,9 +27,20 @@ pub fn keygen(out: &Path) {
 
 /// `logferry verify --json`: (exit code, report).
 pub fn verify(lf: &Lf, sink: &str, env: &[(&str, &str)]) -> (Option<i32>, serde_json::Value) {
+    verify_with(lf, sink, env, &[])
+}
+
+/// `verify --json` with more arguments: (exit code, report).
+pub fn verify_with(
+    lf: &Lf,
+    sink: &str,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (Option<i32>, serde_json::Value) {
     let out = Command::new(BIN)
         .args(["verify", "--json", "--sink", sink, "--config"])
         .arg(&lf.cfg)
+        .args(args)
         .envs(env.iter().copied())
         .output()
         .unwrap();
