@@ -621,8 +621,36 @@ async fn run_pipeline(
         // end, leave the rest in the spool for the new pipeline.
         let _ = drain_tx.send(true);
     }
-    for w in workers {
-        let _ = w.await;
+    // Waiting for delivery (`--once`, or after a stop) still answers SIGTERM/SIGINT: a
+    // tenant or sink that cannot be delivered to never holds the process past the deadline.
+    let delivered = async {
+        for w in workers {
+            let _ = w.await;
+        }
+    };
+    tokio::pin!(delivered);
+    if signalled {
+        delivered.await;
+    } else {
+        tokio::select! {
+            _ = &mut delivered => {}
+            sig = async {
+                tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                }
+            } => {
+                info!(signal = sig, timeout = ?cfg.shutdown_timeout, "stopping: delivering what is spooled until the deadline");
+                crate::ops::fatal::shutdown_watchdog(cfg.shutdown_timeout + SHUTDOWN_GRACE);
+                let deadline = cfg.shutdown_timeout;
+                let tx = abandon_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(deadline).await;
+                    let _ = tx.send(true);
+                });
+                delivered.await;
+            }
+        }
     }
     health.set_running(false);
     if reload.is_none() {

@@ -153,4 +153,73 @@ fn the_ledger_is_never_read_as_logs_and_a_forged_entry_is_named_by_verify() {
         common::integrity::kinds(&report).contains("key_forged"),
         "{report:#}"
     );
+    // A link in the ledger: named by verify and by `keys list`, which then fails.
+    std::fs::remove_file(&forged).unwrap();
+    symlink(lf.path("kek.hex"), entries[0].with_file_name("link.key")).unwrap();
+    let (code, report) = common::integrity::verify(&lf, "archive", &[]);
+    assert_eq!(code, Some(1), "{report:#}");
+    assert!(
+        common::integrity::kinds(&report).contains("symlink"),
+        "{report:#}"
+    );
+    let out = std::process::Command::new(BIN)
+        .args(["keys", "list", "--sink", "archive", "--config"])
+        .arg(&lf.cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FORGED"));
+}
+
+/// `run --once` that cannot deliver one tenant (parked for good) still ends at SIGTERM, within
+/// the shutdown timeout, saying it was cut short; a file where a tenant's folder should be sets
+/// that tenant's batch aside without holding the others.
+#[test]
+fn a_once_run_with_a_parked_tenant_ends_at_sigterm_and_a_file_in_a_tenants_path_holds_no_one() {
+    let lf = Lf::new(
+        "shutdown_timeout = \"2s\"\n[keks.main]\nprovider = \"local\"\nkey_file = \"{dir}/kek.hex\"\n\n[sources.jobs]\ninclude = [\"{dir}/logs/*.log\"]\nsinks = [\"archive\"]\ntimestamp_field = \"ts\"\n[sinks.archive]\ntype = \"directory\"\npath = \"{dir}/archive\"\nkey = \"{source}/{account_id}/{batch_id}.ndjson.gz\"\nencryption = { kek = \"main\", tenant_field = \"account_id\" }\nbatch = { max_records = 20, max_age = \"100ms\" }\nretry = { initial_backoff = \"50ms\", max_backoff = \"200ms\" }\n",
+    );
+    write_key(&lf.path("kek.hex"), "7e".repeat(32));
+    std::fs::create_dir_all(lf.path("archive/_keys")).unwrap();
+    symlink(lf.path("logs"), lf.path("archive/_keys/acct1")).unwrap();
+    std::fs::create_dir_all(lf.path("archive/jobs")).unwrap();
+    std::fs::write(lf.path("archive/jobs/acct2"), "a file, not a folder").unwrap();
+    write_lines(&lf.path("logs/a.log"), 0, 600);
+    let mut child = std::process::Command::new(BIN)
+        .args(["run", "--once", "--config"])
+        .arg(&lf.cfg)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(60), "acct0 delivered", || {
+        walk(&lf.path("archive/jobs/acct0")).len() == 10
+    });
+    wait_until(Duration::from_secs(60), "acct2 set aside", || {
+        walk(&lf.path("data/dead-letter/archive"))
+            .iter()
+            .filter(|p| p.to_string_lossy().ends_with(".batch"))
+            .count()
+            == 10
+    });
+    let sent = std::time::Instant::now();
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(20),
+            "run --once did not end after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(1));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("parked"), "{err}");
+    // acct1's batches wait in the spool for the next run.
+    assert!(!walk(&lf.path("data/spool/archive")).is_empty());
 }

@@ -167,6 +167,39 @@ fn a_future_modification_time_is_an_anomaly_not_pending() {
         "{report:#}"
     );
     assert!(report["pending"].as_array().unwrap().is_empty());
+    // An object planted now, after the stop's digest: the stream is stopped, so it cannot be
+    // pending; it is foreign.
+    std::fs::remove_file(lf.path("archive/jobs/acct0/later.ndjson.gz")).unwrap();
+    plant(&lf, "jobs/acct0/now.ndjson.gz", "x", SystemTime::now());
+    let (code, report) = verify(&lf, &[]);
+    assert_eq!(code, Some(1), "{report:#}");
+    assert_eq!(problems_naming(&report, "foreign").len(), 1, "{report:#}");
+}
+
+#[test]
+fn a_link_at_the_next_digest_name_does_not_stop_digests() {
+    let lf = archive_with_data();
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(lf.path("data/integrity/archive/state.json")).unwrap(),
+    )
+    .unwrap();
+    let from = chrono::DateTime::parse_from_rfc3339(state["covered_to"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let name = logferry_sinks::chain::digest_key("", state["stream"].as_str().unwrap(), from);
+    std::os::unix::fs::symlink(lf.path("sign.pem"), lf.path(&format!("archive/{name}"))).unwrap();
+    common::write_lines(&lf.path("logs/a.log"), 300, 60);
+    lf.run_once();
+    let (code, report) = verify(&lf, &[]);
+    assert_eq!(code, Some(1), "{report:#}");
+    let k = kinds(&report);
+    assert!(
+        k.contains("digest_name_taken") && k.contains("symlink"),
+        "{report:#}"
+    );
+    assert!(std::fs::read_to_string(lf.path("sign.pem"))
+        .unwrap()
+        .contains("PRIVATE KEY"));
 }
 
 /// A stream whose newest digest closed an hour, not a stop, and is more than an hour old is

@@ -93,11 +93,14 @@ impl Sink for DirectorySink {
                 }
             }
             // A name the file system can never take (too long, invalid, not a relative
-            // path): retrying cannot help.
+            // path, a file where a folder of the key should be): retrying cannot help, and
+            // this batch must not hold the others.
             Ok(Err(e))
                 if matches!(
                     e.kind(),
-                    ErrorKind::InvalidInput | ErrorKind::InvalidFilename
+                    ErrorKind::InvalidInput
+                        | ErrorKind::InvalidFilename
+                        | ErrorKind::NotADirectory
                 ) =>
             {
                 Outcome::Rejected {

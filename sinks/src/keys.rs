@@ -1,8 +1,10 @@
 //! A sink's data keys: made and added to its ledger, cached unwrapped, read back for objects.
 //!
-//! Each process makes its own key for a tenant-hour the first time it needs one, under a random
-//! key id (`_keys/<tenant>/<hour>/<key_id>.key`); it never takes a key it finds in the ledger for
-//! writing, so nothing planted there is ever used to encrypt. Reading an object opens exactly the
+//! A tenant-hour's key is the authentic one with the lowest id already in the ledger, or one made
+//! under a random key id (`_keys/<tenant>/<hour>/<key_id>.key`) when there is none. Only an
+//! entry whose wrap (local KEK) or signature (other KEKs) proves logferry made it is ever taken:
+//! nothing planted there is used to encrypt, and a batch replayed after a crash is sealed under
+//! the key it was first sealed under (same bytes, same object). Reading an object opens exactly the
 //! entry its header names, and only an authentic one: a local KEK's wrap authenticates it; any
 //! other KEK's entry must carry the `[signing]` key's signature.
 //!
@@ -81,6 +83,14 @@ struct Cached {
     key: Arc<DataKey>,
     /// When its entry was last seen in the ledger (or written).
     seen: Instant,
+    /// SHA-256 of the entry's bytes: a recheck that finds other bytes at its name finds an
+    /// entry replaced by someone else, and stops using the key.
+    entry: [u8; 32],
+}
+
+fn sha256(b: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(b).into()
 }
 
 #[derive(Default)]
@@ -151,7 +161,7 @@ impl KeyRing {
         c
     }
 
-    fn remember(&self, key: Arc<DataKey>) -> Arc<DataKey> {
+    fn remember(&self, key: Arc<DataKey>, entry: [u8; 32]) -> Arc<DataKey> {
         let mut c = self.cache();
         if c.keys.len() >= MAX_CACHED {
             c.keys.clear();
@@ -162,6 +172,7 @@ impl KeyRing {
             Cached {
                 key: key.clone(),
                 seen: Instant::now(),
+                entry,
             },
         );
         key
@@ -169,11 +180,16 @@ impl KeyRing {
 
     /// The cached key of a tenant-hour, if its entry was seen within [`RECHECK`]; a stale one
     /// comes back as the second value, to be looked up again.
-    fn cached(&self, tenant: &str, hour: &str) -> (Option<Arc<DataKey>>, Option<Arc<DataKey>>) {
+    #[allow(clippy::type_complexity)]
+    fn cached(
+        &self,
+        tenant: &str,
+        hour: &str,
+    ) -> (Option<Arc<DataKey>>, Option<(Arc<DataKey>, [u8; 32])>) {
         let c = self.cache();
         match c.keys.get(&(tenant.to_owned(), hour.to_owned())) {
             Some(k) if k.seen.elapsed() < RECHECK => (Some(k.key.clone()), None),
-            Some(k) => (None, Some(k.key.clone())),
+            Some(k) => (None, Some((k.key.clone(), k.entry))),
             None => (None, None),
         }
     }
@@ -184,9 +200,12 @@ impl KeyRing {
             .remove(&(tenant.to_owned(), hour.to_owned()));
     }
 
-    /// The data key to encrypt a tenant-hour's objects with: this process's own, made and
-    /// written to the ledger (create-new, under a random id) the first time and again when its
-    /// entry was shredded; the entry exists before any object that needs it is written.
+    /// The data key to encrypt a tenant-hour's objects with: an authentic key of the
+    /// tenant-hour already in the ledger (the lowest key id: so a batch replayed after a crash
+    /// is sealed under the key it was first sealed under, and writes the same bytes), else one
+    /// made and written to the ledger (create-new, under a random id); the entry exists before
+    /// any object that needs it is written. Nothing planted is ever used: an entry is taken
+    /// only when its wrap or signature proves logferry made it.
     pub async fn key_for(&self, tenant: &str, hour: &str) -> Result<Arc<DataKey>, LedgerError> {
         if let (Some(k), _) = self.cached(tenant, hour) {
             return Ok(k);
@@ -196,24 +215,35 @@ impl KeyRing {
             (Some(k), _) => return Ok(k),
             (None, stale) => stale,
         };
-        if let Some(k) = stale {
+        if let Some((k, entry)) = stale {
             let path = self.path(&entry_key(tenant, hour, &k.id));
-            if self
+            match self
                 .store
                 .get(&path, MAX_ENTRY)
                 .await
                 .map_err(LedgerError::Store)?
-                .is_some()
             {
-                return Ok(self.remember(k));
+                Some(b) if sha256(&b) == entry => return Ok(self.remember(k, entry)),
+                Some(_) => {
+                    self.forged.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        tenant,
+                        hour,
+                        path,
+                        "the ledger entry of the data key in use was replaced by something logferry did not write; later records get another key"
+                    );
+                }
+                None => tracing::info!(
+                    tenant,
+                    hour,
+                    key_id = %k.id,
+                    "the data key in use was shredded; later records get a new key"
+                ),
             }
-            tracing::info!(
-                tenant,
-                hour,
-                key_id = %k.id,
-                "the data key in use was shredded; later records get a new key"
-            );
             self.forget(tenant, hour);
+        }
+        if let Some((k, entry)) = self.find(tenant, hour).await? {
+            return Ok(self.remember(Arc::new(k), entry));
         }
         let (key, mut entry) = self.kek.new_key(tenant, hour).await?;
         match &self.auth.signer {
@@ -242,7 +272,40 @@ impl KeyRing {
                 why: "something was already at the new key's name".into(),
             });
         }
-        Ok(self.remember(Arc::new(key)))
+        Ok(self.remember(Arc::new(key), sha256(&bytes)))
+    }
+
+    /// The authentic key of a tenant-hour with the lowest id in the ledger, if any. Forged
+    /// entries are passed over (and counted); a ledger that does not answer is an error.
+    async fn find(
+        &self,
+        tenant: &str,
+        hour: &str,
+    ) -> Result<Option<(DataKey, [u8; 32])>, LedgerError> {
+        if !is_tenant(tenant) || !is_hour(hour) {
+            return Ok(None);
+        }
+        let under = self.path(&format!("_keys/{tenant}/{hour}/"));
+        let names = self.store.list(&under).await.map_err(LedgerError::Store)?;
+        for path in names {
+            let Some(id) = path
+                .strip_prefix(&under)
+                .and_then(|n| n.strip_suffix(".key"))
+                .filter(|id| is_key_id(id))
+            else {
+                continue;
+            };
+            match self.read_at(&path, tenant, hour, id).await {
+                Ok(Some(found)) => return Ok(Some(found)),
+                Ok(None) => {}
+                Err(LedgerError::Store(e)) => return Err(LedgerError::Store(e)),
+                Err(e) => {
+                    self.forged.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(path, error = %e, "a key ledger entry logferry cannot trust; not used");
+                }
+            }
+        }
+        Ok(None)
     }
 
     fn path(&self, rel: &str) -> String {
@@ -274,14 +337,14 @@ impl KeyRing {
         })
     }
 
-    /// The entry at `path`, checked: `None` when there is none.
+    /// The entry at `path`, checked, with the SHA-256 of its bytes: `None` when there is none.
     async fn read_at(
         &self,
         path: &str,
         tenant: &str,
         hour: &str,
         key_id: &str,
-    ) -> Result<Option<DataKey>, LedgerError> {
+    ) -> Result<Option<(DataKey, [u8; 32])>, LedgerError> {
         let Some(bytes) = self
             .store
             .get(path, MAX_ENTRY)
@@ -303,7 +366,8 @@ impl KeyRing {
                 why,
             });
         }
-        self.kek.unwrap(&entry).await.map(Some)
+        let sha = sha256(&bytes);
+        self.kek.unwrap(&entry).await.map(|k| Some((k, sha)))
     }
 
     /// The key an object's header names, for reading: never made. A key this ring holds for
@@ -329,7 +393,7 @@ impl KeyRing {
             return Ok(k.key.clone());
         }
         let path = self.path(&entry_key(tenant, hour, key_id));
-        if let Some(k) = self.read_at(&path, tenant, hour, key_id).await? {
+        if let Some((k, _)) = self.read_at(&path, tenant, hour, key_id).await? {
             return Ok(Arc::new(k));
         }
         // An entry from before keys were named by id: one per tenant-hour.
@@ -355,7 +419,7 @@ impl KeyRing {
             });
         }
         match self.read_at(&legacy, tenant, hour, key_id).await? {
-            Some(k) => Ok(Arc::new(k)),
+            Some((k, _)) => Ok(Arc::new(k)),
             None => Err(LedgerError::Shredded {
                 tenant: tenant.to_owned(),
                 hour: hour.to_owned(),
@@ -372,9 +436,25 @@ impl KeyRing {
             Some(t) => format!("{root}{t}/"),
             None => root.clone(),
         };
-        let keys = self.store.list(&under).await.map_err(LedgerError::Store)?;
+        let stored = self
+            .store
+            .list_all(&under)
+            .await
+            .map_err(LedgerError::Store)?;
         let mut out = Vec::new();
-        for path in keys {
+        for st in stored {
+            let path = st.key;
+            if st.kind != crate::ledger_store::Kind::File {
+                self.forged.fetch_add(1, Ordering::Relaxed);
+                out.push(Listed {
+                    tenant: "?".into(),
+                    hour: String::new(),
+                    key_id: String::new(),
+                    forged: Some("a symbolic link or special file in the ledger".into()),
+                    path,
+                });
+                continue;
+            }
             let rest = path.strip_prefix(&root).unwrap_or(&path);
             let parts: Vec<&str> = rest.split('/').collect();
             let (t, hour, named_id) = match parts[..] {

@@ -215,6 +215,14 @@ pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, Str
                     || k.starts_with(&format!("{l}{}/", "_receipts"))
             })
     };
+    // The ledger's and receipts' places hold regular files only.
+    if let Some(l) = &ledger {
+        for place in ["_keys/", "_receipts/"] {
+            for s in store.list_all(&format!("{l}{place}")).await? {
+                plain_file(&mut r, &s);
+            }
+        }
+    }
     let listed: Vec<logferry_sinks::ledger_store::Stored> = store
         .list_all(&o.data_prefix)
         .await?
@@ -271,6 +279,9 @@ pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, Str
     let mut newest_to: Option<DateTime<Utc>> = None;
     let mut all_entries: Vec<(String, Entry)> = Vec::new();
     let horizon = o.to.map_or(o.as_of, |t| t.min(o.as_of));
+    // Objects newer than the last digest are pending only while a stream may still be writing
+    // them: a stopped or stale archive has no pending objects, only foreign ones.
+    let mut any_running = false;
     for (stream, mut digests) in streams {
         digests.sort_by(|a, b| a.1.body.from.cmp(&b.1.body.from));
         // A stream whose newest digest is older than a period and a slack, and that no stop
@@ -286,7 +297,10 @@ pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, Str
                 );
                 "stale"
             }
-            _ => "running",
+            _ => {
+                any_running = true;
+                "running"
+            }
         };
         for (_, f) in &digests {
             for e in &f.body.entries {
@@ -369,7 +383,9 @@ pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, Str
                     "future_mtime",
                     format!("{key} is in no digest and was modified in the future ({}): an anomaly, not a pending object", chain::time_text(m)),
                 ),
-                (Some(t), Some(m)) if m + PENDING_SLACK >= t => r.pending.push(key.clone()),
+                (Some(t), Some(m)) if any_running && m + PENDING_SLACK >= t => {
+                    r.pending.push(key.clone())
+                }
                 _ => r.problem(
                     "foreign",
                     format!("{key} is in the archive and in no digest"),
