@@ -38,6 +38,7 @@ async fn build_sink(
     cfg: &Config,
     sc: &SinkConfig,
     journal: Option<Arc<logferry_sinks::chained::Journal>>,
+    forged: Option<prometheus_client::metrics::counter::Counter>,
 ) -> anyhow::Result<Arc<dyn Sink>> {
     let mut inner = build_plain(sc).await?;
     if let Some(j) = journal {
@@ -46,11 +47,18 @@ async fn build_sink(
     }
     Ok(
         match (crate::encryption::key_ring(cfg, sc).await?, &sc.encryption) {
-            (Some(keys), Some(e)) => Arc::new(logferry_sinks::encrypted::EncryptedSink::new(
-                inner,
-                keys,
-                e.segment_size,
-            )),
+            (Some(keys), Some(e)) => {
+                if let Some(c) = forged {
+                    keys.count_forged_with(Box::new(move || {
+                        c.inc();
+                    }));
+                }
+                Arc::new(logferry_sinks::encrypted::EncryptedSink::new(
+                    inner,
+                    keys,
+                    e.segment_size,
+                ))
+            }
             _ => inner,
         },
     )
@@ -111,7 +119,7 @@ fn build_blocking(cfg: &SinkConfig) -> anyhow::Result<Arc<dyn Sink>> {
 pub async fn check_sinks(cfg: &Config) -> Vec<(String, &'static str, Result<(), String>)> {
     let mut out = Vec::new();
     for sc in &cfg.sinks {
-        let res = match build_sink(cfg, sc, None).await {
+        let res = match build_sink(cfg, sc, None, None).await {
             Ok(s) => match tokio::time::timeout(sc.timeout, s.check()).await {
                 Ok(r) => r,
                 Err(_) => Err(format!("no answer within {:?}", sc.timeout)),
@@ -228,6 +236,10 @@ async fn run_pipeline(
             crate::encryption::key_ring(cfg, sc).await?,
             sc.encryption.as_ref().and_then(|e| e.retention),
         ) {
+            let forged = metrics.ledger_forged.get_or_create(&l).clone();
+            keys.count_forged_with(Box::new(move || {
+                forged.inc();
+            }));
             let r = crate::encryption::Retention {
                 sink: sc.name.clone(),
                 keys,
@@ -298,7 +310,17 @@ async fn run_pipeline(
             (Some(_), None) => bail!("sink {}: integrity needs [signing] key_file", sc.name),
             _ => None,
         };
-        let sink = build_sink(cfg, sc, stream.as_ref().map(|s| s.journal.clone())).await?;
+        let forged = metrics
+            .ledger_forged
+            .get_or_create(&metrics.sink(&sc.name))
+            .clone();
+        let sink = build_sink(
+            cfg,
+            sc,
+            stream.as_ref().map(|s| s.journal.clone()),
+            Some(forged),
+        )
+        .await?;
         let journal = stream.as_ref().map(|s| s.journal.clone());
         let head = stream.as_ref().map(|s| s.head.clone());
         if let Some(s) = stream {

@@ -64,6 +64,13 @@ fn one_tenant_that_cannot_get_a_key_does_not_stop_the_others() {
     std::fs::create_dir_all(&outside).unwrap();
     std::fs::create_dir_all(lf.path("archive/_keys")).unwrap();
     symlink(&outside, lf.path("archive/_keys/acct1")).unwrap();
+    // An entry for acct0 that sorts first and that logferry did not write: passed over, counted.
+    let planted = lf.path(&format!(
+        "archive/_keys/acct0/2026-11-23T10/{}.key",
+        "0".repeat(32)
+    ));
+    std::fs::create_dir_all(planted.parent().unwrap()).unwrap();
+    std::fs::write(&planted, "{}").unwrap();
     write_lines(&lf.path("logs/a.log"), 0, 600);
     let run = lf.spawn();
     let delivered = |t: &str| walk(&lf.path(&format!("archive/jobs/{t}"))).len();
@@ -76,6 +83,7 @@ fn one_tenant_that_cannot_get_a_key_does_not_stop_the_others() {
             .is_some_and(|(_, body)| body.contains("\"parked\"") && body.contains("acct1@"))
     });
     assert!(run.metric("logferry_batches_parked", "sink=\"archive\"") >= 1.0);
+    assert!(run.metric("logferry_ledger_forged_entries_total", "sink=\"archive\"") >= 1.0);
     assert!(run.logs().contains("parked"));
     assert!(!lf.path("archive/jobs/acct1").exists());
     assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);

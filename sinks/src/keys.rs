@@ -77,6 +77,8 @@ pub struct KeyRing {
     /// key, not one each.
     making: tokio::sync::Mutex<()>,
     forged: AtomicU64,
+    /// Told of each forged entry met (a metric).
+    on_forged: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 struct Cached {
@@ -129,6 +131,7 @@ impl KeyRing {
             cache: Mutex::new(Cache::default()),
             making: tokio::sync::Mutex::new(()),
             forged: AtomicU64::new(0),
+            on_forged: std::sync::OnceLock::new(),
         }
     }
 
@@ -149,6 +152,18 @@ impl KeyRing {
     /// How many forged entries this ring has come across (each time it met one).
     pub fn forged_seen(&self) -> u64 {
         self.forged.load(Ordering::Relaxed)
+    }
+
+    /// `f` is called for each forged entry met from now on (the first caller's only).
+    pub fn count_forged_with(&self, f: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.on_forged.set(f);
+    }
+
+    fn note_forged(&self) {
+        self.forged.fetch_add(1, Ordering::Relaxed);
+        if let Some(f) = self.on_forged.get() {
+            f();
+        }
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
@@ -225,7 +240,7 @@ impl KeyRing {
             {
                 Some(b) if sha256(&b) == entry => return Ok(self.remember(k, entry)),
                 Some(_) => {
-                    self.forged.fetch_add(1, Ordering::Relaxed);
+                    self.note_forged();
                     tracing::warn!(
                         tenant,
                         hour,
@@ -266,7 +281,7 @@ impl KeyRing {
             .map_err(LedgerError::Store)?
         {
             // A random 128-bit name was taken: somebody is writing into the ledger.
-            self.forged.fetch_add(1, Ordering::Relaxed);
+            self.note_forged();
             return Err(LedgerError::Forged {
                 path,
                 why: "something was already at the new key's name".into(),
@@ -300,7 +315,7 @@ impl KeyRing {
                 Ok(None) => {}
                 Err(LedgerError::Store(e)) => return Err(LedgerError::Store(e)),
                 Err(e) => {
-                    self.forged.fetch_add(1, Ordering::Relaxed);
+                    self.note_forged();
                     tracing::warn!(path, error = %e, "a key ledger entry logferry cannot trust; not used");
                 }
             }
@@ -359,7 +374,7 @@ impl KeyRing {
             why: e.to_string(),
         })?;
         if let Some(why) = self.distrust(&entry, tenant, hour, key_id) {
-            self.forged.fetch_add(1, Ordering::Relaxed);
+            self.note_forged();
             tracing::warn!(path, why = %why, "forged key ledger entry; not used");
             return Err(LedgerError::Forged {
                 path: path.to_owned(),
@@ -445,7 +460,7 @@ impl KeyRing {
         for st in stored {
             let path = st.key;
             if st.kind != crate::ledger_store::Kind::File {
-                self.forged.fetch_add(1, Ordering::Relaxed);
+                self.note_forged();
                 out.push(Listed {
                     tenant: "?".into(),
                     hour: String::new(),
@@ -498,7 +513,7 @@ impl KeyRing {
                 }
             }
             if let Some(why) = &l.forged {
-                self.forged.fetch_add(1, Ordering::Relaxed);
+                self.note_forged();
                 tracing::warn!(path = %l.path, why = %why, "forged key ledger entry; not used");
             }
             out.push(l);

@@ -92,6 +92,7 @@ families! {
     spool_max_bytes: Gauge<SinkLabel> = "spool_max_bytes", "The spool's cap (spool_max_bytes): sources pause when it is reached";
     spool_batches: Gauge<SinkLabel> = "spool_batches", "Batches waiting in the spool";
     spool_write_failures: Counter<SinkLabel> = "spool_write_failures", "Spool writes (or block compressions) that failed and are retried";
+    ledger_forged: Counter<SinkLabel> = "ledger_forged_entries", "Key ledger entries met that logferry did not write (not signed, signed by another key, not unwrapping, or not a file): never used; see `logferry keys list`";
     keys_shredded: Counter<SinkLabel> = "keys_shredded", "Tenant-hour data keys shredded at the end of encryption.retention (each with a signed receipt)";
     retention_failures: Counter<SinkLabel> = "retention_failures", "Retention passes that could not list or shred the key ledger (tried again at the next pass)";
     digests_written: Counter<SinkLabel> = "digests_written", "Signed integrity digests written to the archive";
