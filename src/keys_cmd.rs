@@ -195,7 +195,7 @@ fn decrypt_one(
             w.flush()?;
         }
         Some(dir) => {
-            std::fs::create_dir_all(dir)
+            logferry_sinks::private_fs::dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
             let target = dir.join(&plain);
             let tmp = dir.join(format!(".{plain}.partial"));

@@ -177,6 +177,18 @@ fn the_ledger_is_never_read_as_logs_and_a_forged_entry_is_named_by_verify() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("FORGED"));
+    // Something hidden under the receipts' place is named too.
+    std::fs::create_dir_all(lf.path("archive/_receipts/acct0")).unwrap();
+    std::fs::write(
+        lf.path("archive/_receipts/acct0/stash.bin"),
+        "x".repeat(1000),
+    )
+    .unwrap();
+    let (_, report) = common::integrity::verify(&lf, "archive", &[]);
+    assert!(
+        common::integrity::kinds(&report).contains("receipt_forged"),
+        "{report:#}"
+    );
 }
 
 /// `run --once` that cannot deliver one tenant (parked for good) still ends at SIGTERM, within

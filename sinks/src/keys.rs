@@ -310,10 +310,15 @@ impl KeyRing {
             else {
                 continue;
             };
+            // Whatever is wrong with one name (forged, too large, unreadable, a folder) it is
+            // passed over: a planted name can never stop writing. Only the listing failing is
+            // the ledger being unavailable.
             match self.read_at(&path, tenant, hour, id).await {
                 Ok(Some(found)) => return Ok(Some(found)),
                 Ok(None) => {}
-                Err(LedgerError::Store(e)) => return Err(LedgerError::Store(e)),
+                Err(LedgerError::Store(e)) => {
+                    tracing::warn!(path, error = %e, "a key ledger entry cannot be read; not used");
+                }
                 Err(e) => {
                     self.note_forged();
                     tracing::warn!(path, error = %e, "a key ledger entry logferry cannot trust; not used");
@@ -502,7 +507,12 @@ impl KeyRing {
                 Err(e) => l.forged = Some(format!("unreadable: {e}")),
                 Ok(e) => {
                     if legacy {
-                        l.key_id = e.key_id.clone();
+                        // Its id is read from the entry: only a key id is taken as one.
+                        l.key_id = if is_key_id(&e.key_id) {
+                            e.key_id.clone()
+                        } else {
+                            String::new()
+                        };
                     }
                     l.forged = self.distrust(&e, t, hour, &l.key_id);
                     if l.forged.is_none() && self.kek.authenticates_entries() {

@@ -288,3 +288,33 @@ async fn a_key_shredded_while_in_use_is_dropped_within_the_recheck() {
     assert_ne!(third.id, second.id);
     assert!(writer.forged_seen() >= 1);
 }
+
+#[tokio::test]
+async fn a_giant_file_at_the_lowest_entry_name_does_not_stop_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = ring(dir.path());
+    let big = dir.path().join(format!("_keys/acme/{H}/0.key"));
+    std::fs::create_dir_all(big.parent().unwrap()).unwrap();
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let k = r.key_for("acme", H).await.unwrap();
+    assert_ne!(k.id, "0");
+    // And a shred's receipt never lists what a planted legacy entry calls its key id.
+    DirectoryStore::new(dir.path())
+        .put_new(
+            &legacy_entry_key("acme", H),
+            br#"{"format":"logferry-key-1","key_id":"ALL KEYS ERASED","tenant":"acme","hour":"2026-12-03T10","kek":"main","provider":"local","wrapped":""}"#,
+        )
+        .await
+        .unwrap();
+    let gone = r.shred("acme", H, H).await.unwrap();
+    let ids: Vec<&str> = gone
+        .iter()
+        .filter(|l| l.forged.is_none())
+        .map(|l| l.key_id.as_str())
+        .collect();
+    assert_eq!(ids, [k.id.as_str()]);
+    assert!(gone.iter().all(|l| !l.key_id.contains("ERASED")));
+}

@@ -86,6 +86,14 @@ impl DirectoryStore {
     }
 }
 
+/// A file's modification time, if it is one chrono can hold (a time planted far in the future
+/// or before 1970 is none, never a panic).
+fn modified(meta: &std::fs::Metadata) -> Option<chrono::DateTime<chrono::Utc>> {
+    let t = meta.modified().ok()?;
+    let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+    chrono::DateTime::from_timestamp(i64::try_from(d.as_secs()).ok()?, d.subsec_nanos())
+}
+
 /// The error for an object larger than its reader takes.
 pub fn too_large(what: &str, max: u64) -> String {
     format!("{what} is larger than {max} bytes: {TOO_LARGE}")
@@ -167,23 +175,49 @@ impl LedgerStore for DirectoryStore {
         let root = self.root.clone();
         blocking(move || {
             let mut out = Vec::new();
-            let mut dirs = vec![start];
+            let rel = |p: &Path| {
+                p.strip_prefix(&root)
+                    .ok()
+                    .map(|r| r.to_string_lossy().into_owned())
+            };
+            let mut dirs = vec![start.clone()];
             while let Some(dir) = dirs.pop() {
                 let rd = match std::fs::read_dir(&dir) {
                     Ok(rd) => rd,
                     Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                    Err(e) => return Err(format!("cannot list {}: {e}", dir.display())),
+                    Err(e) if dir == start => {
+                        return Err(format!("cannot list {}: {e}", dir.display()))
+                    }
+                    // A folder below that cannot be read (a path too long, no permission) is
+                    // listed as something that is not a file, not an end to the listing: a
+                    // tree planted in the archive cannot stop a listing of everything else.
+                    Err(_) => {
+                        if let Some(key) = rel(&dir) {
+                            out.push(Stored {
+                                key,
+                                modified: None,
+                                kind: Kind::Other,
+                            });
+                        }
+                        continue;
+                    }
                 };
-                for entry in rd {
-                    let entry = entry.map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+                for entry in rd.flatten() {
+                    let path = entry.path();
                     // Not followed: a link is listed as a link.
-                    let meta = entry
-                        .path()
-                        .symlink_metadata()
-                        .map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+                    let Ok(meta) = path.symlink_metadata() else {
+                        if let Some(key) = rel(&path) {
+                            out.push(Stored {
+                                key,
+                                modified: None,
+                                kind: Kind::Other,
+                            });
+                        }
+                        continue;
+                    };
                     let ty = meta.file_type();
                     if ty.is_dir() {
-                        dirs.push(entry.path());
+                        dirs.push(path);
                         continue;
                     }
                     let kind = if ty.is_file() {
@@ -193,13 +227,10 @@ impl LedgerStore for DirectoryStore {
                     } else {
                         Kind::Other
                     };
-                    if let Ok(rel) = entry.path().strip_prefix(&root) {
+                    if let Some(key) = rel(&path) {
                         out.push(Stored {
-                            key: rel.to_string_lossy().into_owned(),
-                            modified: meta
-                                .modified()
-                                .ok()
-                                .map(chrono::DateTime::<chrono::Utc>::from),
+                            key,
+                            modified: modified(&meta),
                             kind,
                         });
                     }
@@ -255,5 +286,32 @@ mod tests {
         std::fs::write(dir.path().join("_keys/b/big.key"), vec![b'x'; 4096]).unwrap();
         let err = s.get("_keys/b/big.key", 1024).await.unwrap_err();
         assert!(err.contains("larger than 1024 bytes"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod listing_tests {
+    use super::*;
+
+    /// tmpfs keeps times chrono cannot hold: such a file is listed without a time, never a
+    /// panic.
+    #[tokio::test]
+    async fn a_time_far_in_the_future_is_listed_without_one() {
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+        let s = DirectoryStore::new(dir.path());
+        std::fs::create_dir_all(dir.path().join("a")).unwrap();
+        let f = dir.path().join("a/far");
+        std::fs::write(&f, "x").unwrap();
+        let far = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1 << 62);
+        std::fs::File::options()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(far)
+            .unwrap();
+        let listed = s.list_all("a/").await.unwrap();
+        let far_entry = listed.iter().find(|e| e.key == "a/far").unwrap();
+        assert_eq!(far_entry.modified, None);
+        assert_eq!(far_entry.kind, Kind::File);
     }
 }

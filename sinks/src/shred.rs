@@ -20,7 +20,12 @@ pub struct Receipt {
     pub sink: String,
     pub tenant: String,
     pub hours: Vec<String>,
+    /// The ids of the authentic keys erased.
     pub key_ids: Vec<String>,
+    /// Ledger names deleted that held no key logferry made (planted entries): their paths, so
+    /// a receipt never vouches for text someone else wrote.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forged_removed: Vec<String>,
     pub shredded_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
@@ -80,8 +85,25 @@ pub async fn shred(
         format: RECEIPT_FORMAT.into(),
         sink: req.sink.into(),
         tenant: req.tenant.into(),
-        hours: erased.iter().map(|l| l.hour.clone()).collect(),
-        key_ids: erased.iter().map(|l| l.key_id.clone()).collect(),
+        hours: {
+            let mut h: Vec<String> = erased
+                .iter()
+                .filter(|l| l.forged.is_none())
+                .map(|l| l.hour.clone())
+                .collect();
+            h.dedup();
+            h
+        },
+        key_ids: erased
+            .iter()
+            .filter(|l| l.forged.is_none())
+            .map(|l| l.key_id.clone())
+            .collect(),
+        forged_removed: erased
+            .iter()
+            .filter(|l| l.forged.is_some())
+            .map(|l| l.path.clone())
+            .collect(),
         shredded_at: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         by: req.by.map(str::to_owned),
         reason: req.reason.into(),

@@ -183,6 +183,64 @@ fn plain_file(r: &mut Report, s: &logferry_sinks::ledger_store::Stored) -> bool 
     }
 }
 
+/// A file under the receipts' place: at a name `shred` gives (`<tenant>/<UTC
+/// stamp>-<hex>.json`), a receipt of that tenant, signed by the public key. An unsigned one
+/// (`shred --unsigned`) attests nothing and is named as such.
+async fn check_receipt(
+    r: &mut Report,
+    store: &Arc<dyn LedgerStore>,
+    o: &Options,
+    under: &str,
+    key: &str,
+) {
+    use logferry_sinks::shred::{Receipt, Stored, RECEIPT_FORMAT};
+    let rest = key.strip_prefix(under).unwrap_or(key);
+    let named = rest.split_once('/').and_then(|(t, file)| {
+        let (stamp, hexpart) = file.strip_suffix(".json")?.split_once('-')?;
+        let ok = stamp.len() == 16
+            && chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ").is_ok()
+            && !hexpart.is_empty()
+            && hexpart.bytes().all(|b| b.is_ascii_hexdigit())
+            && logferry_sinks::key::clean(t) == t;
+        ok.then_some(t)
+    });
+    let Some(tenant) = named else {
+        r.problem(
+            "receipt_forged",
+            format!("{key} is not at a name `logferry shred` gives a receipt"),
+        );
+        return;
+    };
+    let stored: Option<Stored> = match store.get(key, 64 << 10).await {
+        Ok(Some(b)) => serde_json::from_slice(&b).ok(),
+        _ => None,
+    };
+    let Some(stored) = stored else {
+        r.problem("receipt_forged", format!("{key} is not a receipt"));
+        return;
+    };
+    let receipt: Option<Receipt> = serde_json::from_str(&stored.receipt).ok();
+    match (receipt, stored.signature.as_deref()) {
+        (Some(rc), _) if rc.format != RECEIPT_FORMAT || rc.tenant != tenant => r.problem(
+            "receipt_forged",
+            format!("{key}: not a receipt of tenant {tenant:?}"),
+        ),
+        (Some(_), None) => r.problem(
+            "receipt_unsigned",
+            format!(
+                "{key}: an unsigned shredding receipt (`shred --unsigned`): nothing attests it"
+            ),
+        ),
+        (Some(_), Some(sig))
+            if logferry_sinks::signing::verify(&o.public_key, stored.receipt.as_bytes(), sig) => {}
+        (Some(_), Some(_)) => r.problem(
+            "receipt_forged",
+            format!("{key}: the signature is not the public key's"),
+        ),
+        (None, _) => r.problem("receipt_forged", format!("{key} is not a receipt")),
+    }
+}
+
 fn in_range(o: &Options, from: &str, to: &str) -> bool {
     let (Some(f), Some(t)) = (parse_time(from), parse_time(to)) else {
         return true;
@@ -215,11 +273,15 @@ pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, Str
                     || k.starts_with(&format!("{l}{}/", "_receipts"))
             })
     };
-    // The ledger's and receipts' places hold regular files only.
+    // The ledger's and receipts' places hold regular files only, and receipts are receipts.
     if let Some(l) = &ledger {
-        for place in ["_keys/", "_receipts/"] {
-            for s in store.list_all(&format!("{l}{place}")).await? {
-                plain_file(&mut r, &s);
+        for s in store.list_all(&format!("{l}_keys/")).await? {
+            plain_file(&mut r, &s);
+        }
+        let under = format!("{l}_receipts/");
+        for s in store.list_all(&under).await? {
+            if plain_file(&mut r, &s) {
+                check_receipt(&mut r, &store, o, &under, &s.key).await;
             }
         }
     }
