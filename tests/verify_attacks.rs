@@ -80,6 +80,18 @@ fn problems_naming(report: &serde_json::Value, kind: &str) -> Vec<String> {
         .collect()
 }
 
+/// The stream, and where its next digest starts: where the state says the last one ended.
+fn next_digest(lf: &Lf) -> (String, chrono::DateTime<chrono::Utc>) {
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(lf.path("data/integrity/archive/state.json")).unwrap(),
+    )
+    .unwrap();
+    let from = chrono::DateTime::parse_from_rfc3339(state["covered_to"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    (state["stream"].as_str().unwrap().to_string(), from)
+}
+
 fn archive_with_data() -> Lf {
     let lf = setup(CONFIG);
     common::write_lines(&lf.path("logs/a.log"), 0, 300);
@@ -179,14 +191,8 @@ fn a_future_modification_time_is_an_anomaly_not_pending() {
 #[test]
 fn a_link_at_the_next_digest_name_does_not_stop_digests() {
     let lf = archive_with_data();
-    let state: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(lf.path("data/integrity/archive/state.json")).unwrap(),
-    )
-    .unwrap();
-    let from = chrono::DateTime::parse_from_rfc3339(state["covered_to"].as_str().unwrap())
-        .unwrap()
-        .with_timezone(&chrono::Utc);
-    let name = logferry_sinks::chain::digest_key("", state["stream"].as_str().unwrap(), from);
+    let (stream, from) = next_digest(&lf);
+    let name = logferry_sinks::chain::digest_key("", &stream, from);
     std::os::unix::fs::symlink(lf.path("sign.pem"), lf.path(&format!("archive/{name}"))).unwrap();
     common::write_lines(&lf.path("logs/a.log"), 300, 60);
     lf.run_once();
@@ -230,6 +236,13 @@ fn a_cut_tail_is_stale_and_a_stop_is_not() {
     assert_eq!(code, Some(0), "{report:#}");
     assert_eq!(report["streams"][0]["state"], "stopped", "{report:#}");
     assert_eq!(report["digests"], 4, "{report:#}");
+    // As of an hour and a half after the stream began: one digest existed, the objects did not.
+    let then = (start + chrono::Duration::minutes(90)).to_rfc3339();
+    let (code, report) = verify(&lf, &["--as-of", &then]);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["digests"], 1, "{report:#}");
+    assert_eq!(report["streams"][0]["state"], "running", "{report:#}");
+    assert!(report["after_as_of"].as_u64().unwrap() >= 4, "{report:#}");
     // Cut the tail: the stop's digest and every object it lists.
     let digests: Vec<_> = walk(&lf.path("archive/_digests"));
     let last = digests.iter().max().unwrap();
@@ -281,15 +294,8 @@ fn tenants_that_would_form_reserved_names_are_escaped() {
 #[test]
 fn a_squatted_digest_name_neither_stops_digests_nor_goes_unreported() {
     let lf = archive_with_data();
-    // The next run's digest starts where the state says the last one ended.
-    let state: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(lf.path("data/integrity/archive/state.json")).unwrap(),
-    )
-    .unwrap();
-    let from = chrono::DateTime::parse_from_rfc3339(state["covered_to"].as_str().unwrap())
-        .unwrap()
-        .with_timezone(&chrono::Utc);
-    let stream = state["stream"].as_str().unwrap();
+    let (stream, from) = next_digest(&lf);
+    let stream = stream.as_str();
     let name = logferry_sinks::chain::digest_key("", stream, from);
     let squat = lf.path(&format!("archive/{name}"));
     std::fs::write(&squat, "not a digest").unwrap();

@@ -81,6 +81,9 @@ pub struct Report {
     pub replay_batches: u64,
     /// Why replays were not counted in some objects (encrypted without the KEK at hand).
     pub replays_not_counted: usize,
+    /// Judged as of a past time: digests written after it and objects modified after it were
+    /// not there then, and are left out (how many).
+    pub after_as_of: usize,
 }
 
 impl Report {
@@ -121,6 +124,13 @@ impl Report {
             "replays: {} records sealed again in {} batches after a crash (not tampering)",
             self.replayed_records, self.replay_batches
         );
+        if self.after_as_of > 0 {
+            let _ = writeln!(
+                s,
+                "{} digests and objects written after the time judged at were left out",
+                self.after_as_of
+            );
+        }
         if self.replays_not_counted > 0 {
             let _ = writeln!(
                 s,
@@ -311,6 +321,11 @@ pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, Str
             );
             continue;
         }
+        // A digest of a period that ends after the time judged at was written after it.
+        if parse_time(&f.body.to).is_some_and(|t| t > o.as_of + CLOCK_SLACK) {
+            r.after_as_of += 1;
+            continue;
+        }
         // Its name is recomputed from what it signs: the period's start, or a suffixed name
         // taken because something else held that one.
         match parse_time(&f.body.from) {
@@ -440,6 +455,12 @@ pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, Str
                 continue;
             }
             let key = &s.key;
+            // Judging the past: what was written after that time was not there.
+            if o.as_of + CLOCK_SLACK < now && s.modified.is_some_and(|m| m > o.as_of + CLOCK_SLACK)
+            {
+                r.after_as_of += 1;
+                continue;
+            }
             match (newest_to, s.modified) {
                 (_, Some(m)) if m > now + CLOCK_SLACK => r.problem(
                     "future_mtime",
