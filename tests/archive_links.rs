@@ -243,3 +243,47 @@ fn a_once_run_with_a_parked_tenant_ends_at_sigterm_and_a_file_in_a_tenants_path_
     // acct1's batches wait in the spool for the next run.
     assert!(!walk(&lf.path("data/spool/archive")).is_empty());
 }
+
+/// A ledger entry copied aside before a shred and put back after it brings the erased hour
+/// back: verify names it from the signed receipt.
+#[test]
+fn a_key_put_back_after_its_shredding_is_named_by_verify() {
+    let lf = Lf::new(
+        "[keks.main]\nprovider = \"local\"\nkey_file = \"{dir}/kek.hex\"\n[signing]\nkey_file = \"{dir}/sign.pem\"\n\n[sources.jobs]\ninclude = [\"{dir}/logs/*.log\"]\nsinks = [\"archive\"]\ntimestamp_field = \"ts\"\n[sinks.archive]\ntype = \"directory\"\npath = \"{dir}/archive\"\nkey = \"{source}/{account_id}/{batch_id}.ndjson.gz\"\nencryption = { kek = \"main\", tenant_field = \"account_id\" }\nintegrity = true\n",
+    );
+    write_key(&lf.path("kek.hex"), "7e".repeat(32));
+    common::integrity::keygen(&lf.path("sign.pem"));
+    write_lines(&lf.path("logs/a.log"), 0, 30);
+    lf.run_once();
+    let entries = walk(&lf.path("archive/_keys/acct0"));
+    assert_eq!(entries.len(), 1);
+    let kept = std::fs::read(&entries[0]).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "shred",
+            "--sink",
+            "archive",
+            "--tenant",
+            "acct0",
+            "--from",
+            "2026-11-23T10",
+            "--to",
+            "2026-11-23T10",
+            "--by",
+            "test",
+            "--config",
+        ])
+        .arg(&lf.cfg)
+        .output()
+        .unwrap();
+    common::succeeded(&out);
+    let (code, report) = common::integrity::verify(&lf, "archive", &[]);
+    assert_eq!(code, Some(0), "{report:#}");
+    std::fs::write(&entries[0], kept).unwrap();
+    let (code, report) = common::integrity::verify(&lf, "archive", &[]);
+    assert_eq!(code, Some(1), "{report:#}");
+    assert!(
+        common::integrity::kinds(&report).contains("key_resurrected"),
+        "{report:#}"
+    );
+}

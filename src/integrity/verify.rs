@@ -195,14 +195,15 @@ fn plain_file(r: &mut Report, s: &logferry_sinks::ledger_store::Stored) -> bool 
 
 /// A file under the receipts' place: at a name `shred` gives (`<tenant>/<UTC
 /// stamp>-<hex>.json`), a receipt of that tenant, signed by the public key. An unsigned one
-/// (`shred --unsigned`) attests nothing and is named as such.
+/// (`shred --unsigned`) attests nothing and is named as such. Returns the key ids a valid
+/// signed receipt erased.
 async fn check_receipt(
     r: &mut Report,
     store: &Arc<dyn LedgerStore>,
     o: &Options,
     under: &str,
     key: &str,
-) {
+) -> Vec<String> {
     use logferry_sinks::shred::{Receipt, Stored, RECEIPT_FORMAT};
     let rest = key.strip_prefix(under).unwrap_or(key);
     let named = rest.split_once('/').and_then(|(t, file)| {
@@ -219,7 +220,7 @@ async fn check_receipt(
             "receipt_forged",
             format!("{key} is not at a name `logferry shred` gives a receipt"),
         );
-        return;
+        return Vec::new();
     };
     let stored: Option<Stored> = match store.get(key, 64 << 10).await {
         Ok(Some(b)) => serde_json::from_slice(&b).ok(),
@@ -227,7 +228,7 @@ async fn check_receipt(
     };
     let Some(stored) = stored else {
         r.problem("receipt_forged", format!("{key} is not a receipt"));
-        return;
+        return Vec::new();
     };
     let receipt: Option<Receipt> = serde_json::from_str(&stored.receipt).ok();
     match (receipt, stored.signature.as_deref()) {
@@ -241,14 +242,18 @@ async fn check_receipt(
                 "{key}: an unsigned shredding receipt (`shred --unsigned`): nothing attests it"
             ),
         ),
-        (Some(_), Some(sig))
-            if logferry_sinks::signing::verify(&o.public_key, stored.receipt.as_bytes(), sig) => {}
+        (Some(rc), Some(sig))
+            if logferry_sinks::signing::verify(&o.public_key, stored.receipt.as_bytes(), sig) =>
+        {
+            return rc.key_ids;
+        }
         (Some(_), Some(_)) => r.problem(
             "receipt_forged",
             format!("{key}: the signature is not the public key's"),
         ),
         (None, _) => r.problem("receipt_forged", format!("{key} is not a receipt")),
     }
+    Vec::new()
 }
 
 fn in_range(o: &Options, from: &str, to: &str) -> bool {
@@ -285,13 +290,30 @@ pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, Str
     };
     // The ledger's and receipts' places hold regular files only, and receipts are receipts.
     if let Some(l) = &ledger {
-        for s in store.list_all(&format!("{l}_keys/")).await? {
-            plain_file(&mut r, &s);
-        }
         let under = format!("{l}_receipts/");
+        let mut shredded: HashSet<String> = HashSet::new();
         for s in store.list_all(&under).await? {
             if plain_file(&mut r, &s) {
-                check_receipt(&mut r, &store, o, &under, &s.key).await;
+                shredded.extend(check_receipt(&mut r, &store, o, &under, &s.key).await);
+            }
+        }
+        // A key a signed receipt erased, back in the ledger: someone kept a copy and put it
+        // back, and the erased hour reads again.
+        for s in store.list_all(&format!("{l}_keys/")).await? {
+            if !plain_file(&mut r, &s) {
+                continue;
+            }
+            let id = s
+                .key
+                .rsplit('/')
+                .next()
+                .and_then(|n| n.strip_suffix(".key"))
+                .unwrap_or("");
+            if shredded.contains(id) {
+                r.problem(
+                    "key_resurrected",
+                    format!("{}: key {id} was erased (a signed shredding receipt lists it) and is in the ledger again: the erased hour can be read", s.key),
+                );
             }
         }
     }
