@@ -310,15 +310,21 @@ mod tests {
     use super::super::file::Tailed;
     use super::*;
 
+    /// `dir/a.log` with a small record, one of about `pad` bytes, and a small one again.
+    fn log_with_big_record(dir: &Path, pad: usize) -> (PathBuf, String) {
+        let p = dir.join("a.log");
+        let big = format!(
+            r#"{{"account_id":7,"lines":[{{"password":"{}"}}],"status":"ok"}}"#,
+            "s".repeat(pad)
+        );
+        std::fs::write(&p, format!("{{\"a\":1}}\n{big}\n{{\"b\":2}}\n")).unwrap();
+        (p, big)
+    }
+
     #[test]
     fn an_oversize_json_line_becomes_a_stand_in_and_can_be_spilled_whole() {
         let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("a.log");
-        let big = format!(
-            r#"{{"account_id":7,"lines":[{{"password":"{}"}}],"status":"ok"}}"#,
-            "s".repeat(50_000)
-        );
-        std::fs::write(&p, format!("{{\"a\":1}}\n{big}\n{{\"b\":2}}\n")).unwrap();
+        let (p, big) = log_with_big_record(d.path(), 50_000);
         let spill = d.path().join("dl");
         let limit = Limit {
             max: 10_000,
@@ -391,13 +397,8 @@ mod tests {
     #[test]
     fn a_sealed_spill_holds_no_plaintext_and_decrypts_to_the_line() {
         let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("a.log");
         // Larger than a segment of the sealed file, and not a multiple of one.
-        let big = format!(
-            r#"{{"account_id":7,"lines":[{{"password":"{}"}}],"status":"ok"}}"#,
-            "s".repeat(150_000)
-        );
-        std::fs::write(&p, format!("{{\"a\":1}}\n{big}\n{{\"b\":2}}\n")).unwrap();
+        let (p, big) = log_with_big_record(d.path(), 150_000);
         let (rt, keys) = ring(&d.path().join("spool-keys"));
         let spill = d.path().join("dl/sources/jobs");
         let limit = Limit {
