@@ -102,18 +102,7 @@ async fn deliver(
     spool.close();
     let metrics = Metrics::new();
     let dir = tempfile::tempdir().unwrap();
-    let policy = Policy {
-        initial_backoff: Duration::from_secs(1),
-        max_backoff: Duration::from_secs(8),
-        max_attempts: None,
-        concurrency,
-        timeout: Duration::from_secs(30),
-        requests: None,
-        bytes: None,
-        layout: Layout::new(logferry_sinks::Encoding::Ndjson, None),
-        level: None,
-        seed: Some(seed),
-    };
+    let policy = test_policy(concurrency, None, seed);
     let health = Arc::new(Health::new(Duration::from_secs(60)));
     let w = Worker::new(
         "k",
@@ -378,18 +367,7 @@ async fn start(
         spool.push(b.clone(), vec![]).await.unwrap();
     }
     let metrics = Metrics::new();
-    let policy = Policy {
-        initial_backoff: Duration::from_secs(1),
-        max_backoff: Duration::from_secs(8),
-        max_attempts,
-        concurrency,
-        timeout: Duration::from_secs(30),
-        requests: None,
-        bytes: None,
-        layout: Layout::new(logferry_sinks::Encoding::Ndjson, None),
-        level: None,
-        seed: Some(7),
-    };
+    let policy = test_policy(concurrency, max_attempts, 7);
     let health = Arc::new(Health::new(Duration::from_secs(3600)));
     let w = Worker::new(
         "k",
@@ -673,4 +651,20 @@ async fn a_batch_larger_than_the_burst_waits_for_its_size() {
     pace_bytes(&r, burst, 2500).await;
     let took = t.elapsed();
     assert!(took >= Duration::from_millis(1400), "{took:?}");
+}
+
+/// Backoff 1 s to 8 s, a 30 s timeout, no rate limits: the delivery tests' policy.
+fn test_policy(concurrency: usize, max_attempts: Option<u32>, seed: u64) -> Policy {
+    Policy {
+        initial_backoff: Duration::from_secs(1),
+        max_backoff: Duration::from_secs(8),
+        max_attempts,
+        concurrency,
+        timeout: Duration::from_secs(30),
+        requests: None,
+        bytes: None,
+        layout: Layout::new(logferry_sinks::Encoding::Ndjson, None),
+        level: None,
+        seed: Some(seed),
+    }
 }

@@ -131,7 +131,7 @@ fn decrypt_one(
     let mut magic = [0u8; 9];
     let mut file: Box<dyn Read> = {
         let n = read_up_to(&mut file, &mut magic)?;
-        if &magic[..n] == b"LFSPOOL1\n" {
+        if &magic[..n] == logferry::spool::MAGIC {
             let mut r = std::io::BufReader::new(file);
             let mut line = Vec::new();
             std::io::BufRead::read_until(&mut (&mut r).take(MAX_META), b'\n', &mut line)?;

@@ -34,12 +34,7 @@ encryption = { kek = "main", tenant_field = "account_id" RETENTION }
 fn setup(retention: &str) -> Lf {
     let lf = Lf::new(&CONFIG.replace("RETENTION", retention));
     common::write_key(&lf.path("kek.hex"), format!("{}\n", "3c".repeat(32)));
-    let out = Command::new(BIN)
-        .args(["keygen", "--out"])
-        .arg(lf.path("sign.pem"))
-        .output()
-        .unwrap();
-    common::succeeded(&out);
+    common::integrity::keygen(&lf.path("sign.pem"));
     lf
 }
 

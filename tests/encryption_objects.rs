@@ -39,12 +39,7 @@ fn entry_of(lf: &Lf, tenant: &str) -> std::path::PathBuf {
 
 /// A signing key for a KMS or Key Vault KEK's entries, at `{dir}/sign.pem`.
 fn keygen(lf: &Lf) {
-    let out = Command::new(BIN)
-        .args(["keygen", "--out"])
-        .arg(lf.path("sign.pem"))
-        .output()
-        .unwrap();
-    common::succeeded(&out);
+    common::integrity::keygen(&lf.path("sign.pem"));
 }
 
 fn decrypt(lf: &Lf, key: &str, env: &[(&str, &str)]) -> Output {

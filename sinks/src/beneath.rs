@@ -155,6 +155,30 @@ impl Root {
             match rfs::linkat(&dir, tmp.as_str(), &dir, name, AtFlags::empty()) {
                 Ok(()) => {}
                 Err(Errno::EXIST) => return Self::same_bytes(&dir, name, &shown.join(name), bytes),
+                // A file system without hard links (CIFS, vfat, some FUSE): a rename that
+                // refuses to replace, or, where even that is missing, a check then a rename
+                // (not atomic against another writer, which a directory sink does not have).
+                Err(Errno::PERM | Errno::OPNOTSUPP | Errno::MLINK) => {
+                    match rfs::renameat_with(
+                        &dir,
+                        tmp.as_str(),
+                        &dir,
+                        name,
+                        rfs::RenameFlags::NOREPLACE,
+                    ) {
+                        Ok(()) => {}
+                        Err(Errno::EXIST) => {
+                            return Self::same_bytes(&dir, name, &shown.join(name), bytes)
+                        }
+                        Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
+                            if rfs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok() {
+                                return Self::same_bytes(&dir, name, &shown.join(name), bytes);
+                            }
+                            rfs::renameat(&dir, tmp.as_str(), &dir, name)?;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
                 Err(e) => return Err(e.into()),
             }
             rfs::fsync(&dir)?;

@@ -28,6 +28,8 @@ use crate::signing::SigningKey;
 
 /// A ledger entry is a few hundred bytes; anything much larger was not written by logferry.
 const MAX_ENTRY: u64 = 64 << 10;
+/// How many of a tenant-hour's entries are read when looking for its key.
+const MAX_LOOKED_AT: usize = 64;
 /// More cached keys than this and the cache starts over (a backfill across many tenant-hours).
 const MAX_CACHED: usize = 4096;
 /// How long a cached key is used before its entry is looked up again: the bound on how long a
@@ -302,7 +304,9 @@ impl KeyRing {
         }
         let under = self.path(&format!("_keys/{tenant}/{hour}/"));
         let names = self.store.list(&under).await.map_err(LedgerError::Store)?;
-        for path in names {
+        // Bounded: names planted by the thousand cost at most this many reads; past them a
+        // new key is made (writing goes on).
+        for path in names.into_iter().take(MAX_LOOKED_AT) {
             let Some(id) = path
                 .strip_prefix(&under)
                 .and_then(|n| n.strip_suffix(".key"))
@@ -316,7 +320,14 @@ impl KeyRing {
             match self.read_at(&path, tenant, hour, id).await {
                 Ok(Some(found)) => return Ok(Some(found)),
                 Ok(None) => {}
+                // A name that can never be read as an entry (too large, a link, a folder,
+                // a FIFO) is passed over; a store that fails for a moment is an error, so
+                // that no key is made beside the one a replay needs.
+                Err(LedgerError::Store(e)) if !crate::ledger_store::is_planted(&e) => {
+                    return Err(LedgerError::Store(e))
+                }
                 Err(LedgerError::Store(e)) => {
+                    self.note_forged();
                     tracing::warn!(path, error = %e, "a key ledger entry cannot be read; not used");
                 }
                 Err(e) => {

@@ -101,6 +101,15 @@ pub fn too_large(what: &str, max: u64) -> String {
 
 const TOO_LARGE: &str = "not something logferry wrote there";
 
+/// Whether a `get` failed on what is at the name, not on the store: larger than logferry
+/// writes, a link, not a regular file. Such a name holds nothing logferry wrote.
+pub fn is_planted(error: &str) -> bool {
+    is_too_large(error)
+        || error.contains("is a symbolic link inside")
+        || error.contains("is not a regular file")
+        || error.contains("Is a directory")
+}
+
 /// Whether a `get` failed because the object is larger than asked for.
 pub fn is_too_large(error: &str) -> bool {
     error.ends_with(TOO_LARGE)

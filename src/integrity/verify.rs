@@ -683,12 +683,12 @@ async fn check_objects(
         }
         if e.key.ends_with(logferry_sinks::encrypted::SUFFIX) {
             match decrypted(o.keys.as_deref(), &bytes).await {
-                Some(plain) => count_replays(r, o, &e.key, &plain, &mut seen),
+                Some(plain) => count_replays(r, o, e, &plain, &mut seen),
                 None => r.replays_not_counted += 1,
             }
             continue;
         }
-        count_replays(r, o, &e.key, &bytes, &mut seen);
+        count_replays(r, o, e, &bytes, &mut seen);
     }
     Ok(())
 }
@@ -706,15 +706,19 @@ async fn decrypted(keys: Option<&logferry_sinks::keys::KeyRing>, bytes: &[u8]) -
 
 /// Counts the records of this batch already seen in an earlier one (in sequence order). The
 /// object is inflated as a stream and each line hashed as it passes: memory stays a buffer
-/// whatever the object inflates to, and past `max_inflated` it is a reported problem.
+/// and a hash per record the digest lists, whatever the object inflates to; past
+/// `max_inflated` bytes, or more lines than the records listed, it is a reported problem.
 fn count_replays(
     r: &mut Report,
     o: &Options,
-    key: &str,
+    e: &Entry,
     bytes: &[u8],
     seen: &mut HashSet<[u8; 16]>,
 ) {
     use sha2::{Digest, Sha256};
+    let key = e.key.as_str();
+    // A signed count: a batch never holds more lines than records (and an empty last one).
+    let max_lines = e.records.saturating_add(2);
     use std::io::{BufRead, Read};
     let inflate: Box<dyn Read + '_> = match o.compression {
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(bytes)),
@@ -729,8 +733,8 @@ fn count_replays(
     };
     let mut reader = std::io::BufReader::with_capacity(1 << 16, inflate.take(o.max_inflated + 1));
     let mut mine = HashSet::new();
-    let (mut line, mut len, mut total) = (Sha256::new(), 0u64, 0u64);
-    let mut finish = |line: &mut Sha256, len: &mut u64| {
+    let (mut line, mut len, mut total, mut lines) = (Sha256::new(), 0u64, 0u64, 0u64);
+    fn finish(mine: &mut HashSet<[u8; 16]>, line: &mut Sha256, len: &mut u64) {
         let d = std::mem::take(line).finalize();
         if *len > 2 {
             let mut k = [0u8; 16];
@@ -738,7 +742,7 @@ fn count_replays(
             mine.insert(k);
         }
         *len = 0;
-    };
+    }
     loop {
         let buf = match reader.fill_buf() {
             Ok([]) => break,
@@ -752,14 +756,25 @@ fn count_replays(
         total += n as u64;
         for (i, part) in buf.split(|b| *b == b'\n').enumerate() {
             if i > 0 {
-                finish(&mut line, &mut len);
+                finish(&mut mine, &mut line, &mut len);
+                lines += 1;
             }
             line.update(part);
             len += part.len() as u64;
         }
         reader.consume(n);
+        if lines > max_lines {
+            r.problem(
+                "inflate_cap",
+                format!(
+                    "{key} holds more lines than the {} records its digest lists; replays not counted",
+                    e.records
+                ),
+            );
+            return;
+        }
     }
-    finish(&mut line, &mut len);
+    finish(&mut mine, &mut line, &mut len);
     if total > o.max_inflated {
         r.problem(
             "inflate_cap",

@@ -36,7 +36,7 @@ pub struct Spill {
 }
 
 /// The tenant spool keys are filed under (as `spool::crypt` writes them).
-const SPOOL_TENANT: &str = "_spool";
+use crate::spool::SPOOL_TENANT;
 /// Plaintext bytes per segment of a sealed spill.
 const SPILL_SEGMENT: u32 = 64 << 10;
 
@@ -211,7 +211,7 @@ impl Spill {
                 "compression": "none",
                 "sealed_with_sink": s.sink,
             });
-            let mut head = b"LFSPOOL1\n".to_vec();
+            let mut head = crate::spool::MAGIC.to_vec();
             head.extend_from_slice(meta.to_string().as_bytes());
             head.push(b'\n');
             head.extend_from_slice(sealer.header());

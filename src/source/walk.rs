@@ -321,7 +321,6 @@ fn is_loop(dir: &Path) -> bool {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
-    use std::time::{Duration, Instant};
 
     const FOLLOWING: [FollowSymlinks; 2] = [FollowSymlinks::Within, FollowSymlinks::Always];
 
@@ -339,7 +338,6 @@ mod tests {
         symlink(".", logs.join("b")).unwrap();
         symlink("..", logs.join("sub/up")).unwrap();
         let pattern = format!("{}/**/*.log", logs.display());
-        let started = Instant::now();
         for policy in FOLLOWING {
             let w = expand(&pattern, policy, &|| false).unwrap();
             assert_eq!(w.files, vec![logs.join("sub/real.log")], "{policy:?}");
@@ -354,7 +352,6 @@ mod tests {
         let w = expand(&pattern, FollowSymlinks::Never, &|| false).unwrap();
         assert_eq!(w.files, vec![logs.join("sub/real.log")]);
         assert!(w.repeated.is_empty(), "links are not entered: {w:?}");
-        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[test]

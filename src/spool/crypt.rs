@@ -16,7 +16,7 @@ use logferry_sinks::BatchMeta;
 
 /// The tenant spool keys are filed under, in the spool's own ledger (apart from the sink's, so
 /// no record's tenant can meet them).
-const SPOOL_TENANT: &str = "_spool";
+pub(crate) const SPOOL_TENANT: &str = "_spool";
 
 pub struct SpoolCrypt {
     keys: Arc<KeyRing>,

@@ -10,7 +10,8 @@ use logferry_sinks::{BatchMeta, SealedBatch};
 
 use super::SpoolKey;
 
-pub(crate) const MAGIC: &[u8] = b"LFSPOOL1\n";
+/// The first line of a spool, dead-letter or sealed-spill file.
+pub const MAGIC: &[u8] = b"LFSPOOL1\n";
 /// A metadata line longer than this is not one logferry wrote.
 const MAX_HEADER: u64 = 1 << 20;
 

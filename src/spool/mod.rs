@@ -23,6 +23,8 @@ pub mod writer;
 
 pub use crypt::SpoolCrypt;
 
+pub(crate) use crypt::SPOOL_TENANT;
+pub use file::MAGIC;
 use file::{file_name, parse_name, read_header, write_parts};
 pub use file::{read_file, write_file};
 
