@@ -5,7 +5,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use logferry::config::Format;
 use logferry::decode::Decoder;
 use logferry::encode::compress;
-use logferry_sinks::Compression;
+use logferry_sink::Compression;
 
 fn lines() -> Vec<u8> {
     let mut out = Vec::new();
@@ -175,10 +175,10 @@ fn bench(c: &mut Criterion) {
     });
     // Object encryption (aws-lc-rs AES-256-GCM, 1 MiB segments) over the same bytes; it runs
     // on the compressed payload, so its share of a batch's cost is smaller still.
-    let key = logferry_sinks::crypt::DataKey::generate("acme", "2026-12-03T10").unwrap();
+    let key = logferry_vault::crypt::DataKey::generate("acme", "2026-12-03T10").unwrap();
     g.bench_function("aes256gcm_segments", |b| {
         b.iter(|| {
-            logferry_sinks::crypt::encrypt(&key, "b", &data, logferry_sinks::crypt::DEFAULT_SEGMENT)
+            logferry_vault::crypt::encrypt(&key, "b", &data, logferry_vault::crypt::DEFAULT_SEGMENT)
                 .unwrap()
                 .len()
         })

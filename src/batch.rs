@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use logferry_sinks::{BatchMeta, Compression, KeyContext, KeyTemplate};
+use logferry_sink::{BatchMeta, Compression, KeyContext, KeyTemplate};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
@@ -419,7 +419,7 @@ impl<O: Outlet> Batcher<O> {
             } else {
                 o.fields.get(i).cloned().flatten()
             };
-            logferry_sinks::key::clean(t.as_deref().unwrap_or(logferry_sinks::encrypted::NO_TENANT))
+            logferry_sink::key::clean(t.as_deref().unwrap_or(logferry_vault::encrypted::NO_TENANT))
         });
         let fields: Vec<Option<&str>> = o.fields.iter().map(|f| f.as_deref()).collect();
         let key = self.plan.key.render(&KeyContext {

@@ -24,7 +24,7 @@ fn batcher(key: &str, max_records: u64, max_bytes: u64) -> (Batcher<Collect>, Co
         tenant: None,
         bucket_secs: key.time_granularity(),
         key,
-        layout: crate::encode::Layout::new(logferry_sinks::Encoding::Ndjson, None),
+        layout: crate::encode::Layout::new(logferry_sink::Encoding::Ndjson, None),
         compression: Compression::None,
         level: None,
         max_bytes,

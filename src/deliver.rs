@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use logferry_sinks::{BatchMeta, Outcome, SealedBatch, Sink};
+use logferry_sink::{BatchMeta, Outcome, SealedBatch, Sink};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{watch, Semaphore};
@@ -270,12 +270,12 @@ pub struct Worker {
     c: Arc<Counters>,
     /// An integrity stream's journal: dead letters are recorded in it (the digest says why a
     /// sequence number is not in the archive).
-    journal: Option<Arc<logferry_sinks::chained::Journal>>,
+    journal: Option<Arc<crate::integrity::Journal>>,
     parking: Arc<Parking>,
 }
 
 impl Worker {
-    pub fn with_journal(mut self, j: Option<Arc<logferry_sinks::chained::Journal>>) -> Self {
+    pub fn with_journal(mut self, j: Option<Arc<crate::integrity::Journal>>) -> Self {
         self.journal = j;
         self
     }
@@ -419,7 +419,7 @@ struct Attempt {
     policy: Arc<Policy>,
     dead_dir: PathBuf,
     c: Arc<Counters>,
-    journal: Option<Arc<logferry_sinks::chained::Journal>>,
+    journal: Option<Arc<crate::integrity::Journal>>,
     parking: Arc<Parking>,
 }
 
@@ -707,7 +707,7 @@ impl Attempt {
         let memory = self.spool.is_memory();
         let why = reason.to_string();
         let res = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            logferry_sinks::private_fs::dir_all(&dir)?;
+            crate::private_fs::dir_all(&dir)?;
             if !memory {
                 crate::spool::write_file(&dir.join(format!("{}.batch", b.meta.id)), &b)?;
             }
@@ -715,11 +715,11 @@ impl Attempt {
                 "batch_id": b.meta.id,
                 "key": b.meta.key,
                 "records": b.meta.record_count,
-                "reason": logferry_sinks::redact::text(&why),
+                "reason": logferry_sink::redact::text(&why),
                 "time": chrono::Utc::now().to_rfc3339(),
                 "payload_kept": !memory,
             });
-            logferry_sinks::private_fs::write(
+            crate::private_fs::write(
                 &dir.join(format!("{}.reason.json", b.meta.id)),
                 note.to_string().as_bytes(),
             )
@@ -728,11 +728,11 @@ impl Attempt {
         match res {
             Ok(Ok(())) => {
                 if let (Some(j), Some(link)) = (&self.journal, &batch.meta.chain) {
-                    let e = logferry_sinks::chained::entry_for(
+                    let e = logferry_integrity::chained::entry_for(
                         &batch.meta,
                         link,
                         None,
-                        Some(logferry_sinks::redact::text(reason).into_owned()),
+                        Some(logferry_sink::redact::text(reason).into_owned()),
                     );
                     if let Err(e) = j.append(e).await {
                         // Kept spooled: the digest must say why this sequence number is missing.

@@ -35,7 +35,7 @@ impl Sink for Script {
 }
 
 fn sealed(id: &str, records: usize) -> SealedBatch {
-    let layout = Layout::new(logferry_sinks::Encoding::Ndjson, None);
+    let layout = Layout::new(logferry_sink::Encoding::Ndjson, None);
     let recs: Vec<Vec<u8>> = (0..records)
         .map(|i| format!("{{\"n\":{i}}}").into_bytes())
         .collect();
@@ -47,7 +47,7 @@ fn sealed(id: &str, records: usize) -> SealedBatch {
     };
     let (payload, _, _) = layout.assemble(&seal, &recs);
     SealedBatch {
-        meta: logferry_sinks::BatchMeta {
+        meta: logferry_sink::BatchMeta {
             id: id.into(),
             source: "s".into(),
             sink: "k".into(),
@@ -58,7 +58,7 @@ fn sealed(id: &str, records: usize) -> SealedBatch {
             sha256: String::new(),
             uncompressed_bytes: payload.len() as u64,
             encoding: layout.encoding,
-            compression: logferry_sinks::Compression::None,
+            compression: logferry_sink::Compression::None,
             head_len: 0,
             tail_len: 0,
             sealed_at: None,
@@ -169,7 +169,7 @@ async fn retry_after_is_obeyed_in_seconds_and_as_a_date() {
     assert_eq!(got, [Duration::ZERO, Duration::from_secs(7)]);
 
     let date = (chrono::Utc::now() + chrono::Duration::seconds(120)).to_rfc2822();
-    let after = logferry_sinks::retry_after(&date);
+    let after = logferry_sink::retry_after(&date);
     let r = deliver(&[sealed("a", 1)], vec![("a", retry(after))], 1, 1).await;
     let got = r.sink.sent.lock().unwrap()[1].0;
     assert!(
@@ -591,7 +591,7 @@ async fn max_attempts_counts_the_attempts_of_every_park() {
 
 #[test]
 fn split_keeps_every_record_and_derives_ids_and_keys() {
-    let layout = Layout::new(logferry_sinks::Encoding::JsonArray, None);
+    let layout = Layout::new(logferry_sink::Encoding::JsonArray, None);
     let recs: Vec<Vec<u8>> = (0..5)
         .map(|i| format!("{{\"n\":{i}}}").into_bytes())
         .collect();
@@ -603,7 +603,7 @@ fn split_keeps_every_record_and_derives_ids_and_keys() {
     };
     let (payload, head_len, tail_len) = layout.assemble(&seal, &recs);
     let b = SealedBatch {
-        meta: logferry_sinks::BatchMeta {
+        meta: logferry_sink::BatchMeta {
             id: "abc".into(),
             source: "s".into(),
             sink: "k".into(),
@@ -614,7 +614,7 @@ fn split_keeps_every_record_and_derives_ids_and_keys() {
             sha256: String::new(),
             uncompressed_bytes: payload.len() as u64,
             encoding: layout.encoding,
-            compression: logferry_sinks::Compression::Gzip,
+            compression: logferry_sink::Compression::Gzip,
             head_len,
             tail_len,
             sealed_at: Some(now),
@@ -624,7 +624,7 @@ fn split_keeps_every_record_and_derives_ids_and_keys() {
             chain: None,
         },
         payload: Bytes::from(
-            encode::compress(logferry_sinks::Compression::Gzip, None, &payload).unwrap(),
+            encode::compress(logferry_sink::Compression::Gzip, None, &payload).unwrap(),
         ),
     };
     let halves = split_batch(&b, &layout, None).unwrap();
@@ -663,7 +663,7 @@ fn test_policy(concurrency: usize, max_attempts: Option<u32>, seed: u64) -> Poli
         timeout: Duration::from_secs(30),
         requests: None,
         bytes: None,
-        layout: Layout::new(logferry_sinks::Encoding::Ndjson, None),
+        layout: Layout::new(logferry_sink::Encoding::Ndjson, None),
         level: None,
         seed: Some(seed),
     }

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use logferry_sinks::{Compression, Encoding};
+use logferry_sink::{Compression, Encoding};
 
 use crate::config::{self, Buffer, Format, ReadFrom};
 

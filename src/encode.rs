@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use std::thread;
 
 use chrono::{DateTime, Utc};
-use logferry_sinks::{BatchMeta, Compression, Encoding};
+use logferry_sink::{BatchMeta, Compression, Encoding};
 use tokio::sync::oneshot;
 
 /// Uncompressed bytes per compression block.

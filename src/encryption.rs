@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use logferry_sinks::keys::{EntryAuth, KeyRing};
-use logferry_sinks::ledger::Kek;
-use logferry_sinks::ledger_store::{DirectoryStore, LedgerStore};
-use logferry_sinks::signing::SigningKey;
+use logferry_destinations::dir_store::DirectoryStore;
+use logferry_integrity::signing::SigningKey;
+use logferry_sink::store::LedgerStore;
+use logferry_vault::keys::{EntryAuth, KeyRing};
+use logferry_vault::ledger::Kek;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::watch;
 use tracing::{error, info};
@@ -46,7 +47,7 @@ pub async fn store(sc: &SinkConfig, digests: bool) -> anyhow::Result<Arc<dyn Led
             if let Some(b) = elsewhere {
                 o.bucket = b;
             }
-            let s = logferry_sinks::S3Sink::new(o)
+            let s = logferry_destinations::S3Sink::new(o)
                 .await
                 .map_err(|e| anyhow::anyhow!("sink {}: {e}", sc.name))?;
             Arc::new(if digests {
@@ -62,7 +63,7 @@ pub async fn store(sc: &SinkConfig, digests: bool) -> anyhow::Result<Arc<dyn Led
                 o.container = c;
             }
             let store = tokio::task::spawn_blocking(move || {
-                logferry_sinks::azure_blob::ledger::BlobStore::new(o)
+                logferry_destinations::azure_blob::ledger::BlobStore::new(o)
             })
             .await
             .context("a sink's set-up task failed")?
@@ -102,12 +103,12 @@ fn entry_auth(cfg: &Config) -> anyhow::Result<EntryAuth> {
 async fn kek(cfg: &Config, sc: &SinkConfig, name: &str) -> anyhow::Result<Arc<dyn Kek>> {
     Ok(match cfg.keks.get(name).map(|k| &k.provider) {
         Some(KekProvider::Local(k)) => k.clone(),
-        Some(KekProvider::AwsKms(o)) => Arc::new(logferry_sinks::kms::AwsKms::new(name, o).await),
+        Some(KekProvider::AwsKms(o)) => Arc::new(logferry_vault::kms::AwsKms::new(name, o).await),
         Some(KekProvider::AzureKeyVault(o)) => {
             // Reads the credential's and the CA's files: off the runtime's threads.
             let (n, o) = (name.to_string(), (**o).clone());
             let kv =
-                tokio::task::spawn_blocking(move || logferry_sinks::keyvault::KeyVault::new(&n, o))
+                tokio::task::spawn_blocking(move || logferry_vault::keyvault::KeyVault::new(&n, o))
                     .await
                     .context("a KEK's set-up task failed")?
                     .map_err(|m| anyhow::anyhow!("KEK {name}: {m}"))?;
@@ -150,7 +151,7 @@ impl Retention {
     /// One pass.
     pub async fn pass(&self) {
         let sink = self.sink.as_str();
-        let run = logferry_sinks::shred::expire(
+        let run = logferry_vault::shred::expire(
             &self.keys,
             sink,
             self.retention,
@@ -206,10 +207,10 @@ impl Retention {
 /// An object copied over another tenant's, hour's or batch's object, or moved there, is refused:
 /// its records would be shown as that place's.
 pub fn check_object_place(
-    key: &logferry_sinks::KeyTemplate,
+    key: &logferry_sink::KeyTemplate,
     sink: &str,
     tenant_field: Option<&str>,
-    header: &logferry_sinks::crypt::Header,
+    header: &logferry_vault::crypt::Header,
     path: &str,
 ) -> Result<(), String> {
     let refused = || {
@@ -218,7 +219,7 @@ pub fn check_object_place(
             header.tenant, header.hour, header.batch_id
         )
     };
-    if !logferry_sinks::keys::is_hour(&header.hour) {
+    if !logferry_vault::keys::is_hour(&header.hour) {
         return Err(refused());
     }
     let Ok(start) = chrono::NaiveDateTime::parse_from_str(
@@ -241,7 +242,7 @@ pub fn check_object_place(
                 }
             })
             .collect();
-        key.render(&logferry_sinks::KeyContext {
+        key.render(&logferry_sink::KeyContext {
             source: unknown,
             sink,
             batch_id: &header.batch_id,
@@ -265,7 +266,7 @@ pub fn check_object_place(
     }
     let file = ps.pop().unwrap_or("");
     ps.push(
-        file.strip_suffix(logferry_sinks::encrypted::SUFFIX)
+        file.strip_suffix(logferry_vault::encrypted::SUFFIX)
             .unwrap_or(file),
     );
     if ka.len() == kb.len() {
@@ -275,7 +276,7 @@ pub fn check_object_place(
             }
         }
     }
-    let id = logferry_sinks::key::clean(&header.batch_id);
+    let id = logferry_sink::key::clean(&header.batch_id);
     if key.has_batch_id()
         && ka.last().is_some_and(|l| l.contains(id.as_str()))
         && !file.contains(id.as_str())
@@ -288,8 +289,8 @@ pub fn check_object_place(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use logferry_sinks::crypt::Header;
-    use logferry_sinks::KeyTemplate;
+    use logferry_sink::KeyTemplate;
+    use logferry_vault::crypt::Header;
 
     fn header(tenant: &str, hour: &str, batch: &str) -> Header {
         Header {

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 use logferry::config::{Config, SinkConfig, SinkKind};
-use logferry_sinks::crypt::{decrypt as decrypt_stream, CryptError, Header};
-use logferry_sinks::keys::{is_hour, KeyRing};
-use logferry_sinks::Compression;
+use logferry_sink::Compression;
+use logferry_vault::crypt::{decrypt as decrypt_stream, CryptError, Header};
+use logferry_vault::keys::{is_hour, KeyRing};
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
@@ -37,7 +37,7 @@ fn encrypted_sink<'a>(
 
 /// A tenant as a key and the ledger write it: anything else cannot have a key.
 fn check_tenant(t: &str) -> anyhow::Result<()> {
-    if t.is_empty() || logferry_sinks::key::clean(t) != t {
+    if t.is_empty() || logferry_sink::key::clean(t) != t {
         bail!("{t:?} is not a tenant as the ledger writes it (letters, digits, - _ . = @ +)");
     }
     Ok(())
@@ -107,7 +107,7 @@ pub fn decrypt(
         if let Err(e) = decrypt_one(&rt, cfg, sc, keys.as_deref(), obj, out) {
             eprintln!(
                 "logferry decrypt: {}",
-                logferry_sinks::redact::text(&format!("{obj}: {e:#}"))
+                logferry_sink::redact::text(&format!("{obj}: {e:#}"))
             );
             all = false;
         }
@@ -183,7 +183,7 @@ fn decrypt_one(
     let mut input = std::io::Cursor::new(raw).chain(file);
     let plain = name
         .trim_end_matches(".sealed")
-        .trim_end_matches(logferry_sinks::encrypted::SUFFIX)
+        .trim_end_matches(logferry_vault::encrypted::SUFFIX)
         .trim_end_matches(".gz")
         .trim_end_matches(".zst")
         .to_string();
@@ -195,7 +195,7 @@ fn decrypt_one(
             w.flush()?;
         }
         Some(dir) => {
-            logferry_sinks::private_fs::dir_all(dir)
+            logferry::private_fs::dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
             let target = dir.join(&plain);
             let tmp = dir.join(format!(".{plain}.partial"));
@@ -268,7 +268,7 @@ fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    logferry_sinks::private_fs::create_new(path)
+    logferry::private_fs::create_new(path)
 }
 
 /// Reads until `buf` is full or the input ends.
@@ -286,7 +286,7 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 fn run_decrypt(
     r: &mut impl Read,
     w: &mut impl Write,
-    key: std::sync::Arc<logferry_sinks::crypt::DataKey>,
+    key: std::sync::Arc<logferry_vault::crypt::DataKey>,
     c: Compression,
 ) -> anyhow::Result<()> {
     let io = |e: std::io::Error| CryptError::Io(e.to_string());
@@ -361,7 +361,7 @@ pub fn shred(cfg: &Config, a: &ShredArgs<'_>) -> anyhow::Result<()> {
     }
     let rt = runtime()?;
     let (_, keys) = encrypted_sink(&rt, cfg, a.sink)?;
-    let req = logferry_sinks::shred::Request {
+    let req = logferry_vault::shred::Request {
         sink: a.sink,
         tenant: a.tenant,
         from: a.from,
@@ -369,7 +369,7 @@ pub fn shred(cfg: &Config, a: &ShredArgs<'_>) -> anyhow::Result<()> {
         by: a.by,
         reason: "manual",
     };
-    let done = rt.block_on(logferry_sinks::shred::shred(
+    let done = rt.block_on(logferry_vault::shred::shred(
         &keys,
         &req,
         signer.as_ref(),
@@ -396,7 +396,7 @@ pub fn shred(cfg: &Config, a: &ShredArgs<'_>) -> anyhow::Result<()> {
 pub fn keygen(out: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let (private, public) =
-        logferry_sinks::signing::SigningKey::generate().map_err(|e| anyhow!(e))?;
+        logferry_integrity::signing::SigningKey::generate().map_err(|e| anyhow!(e))?;
     let pub_path = PathBuf::from(format!("{}.pub", out.display()));
     let mut f = std::fs::OpenOptions::new()
         .write(true)

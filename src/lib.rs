@@ -15,6 +15,7 @@ pub mod integrity;
 pub mod mask;
 pub mod ops;
 pub mod pipeline;
+pub mod private_fs;
 pub mod shape;
 pub mod source;
 pub mod spool;

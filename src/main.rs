@@ -6,7 +6,7 @@ mod mask_cmd;
 mod verify_cmd;
 
 use logferry::{config, ops, pipeline};
-use logferry_sinks::redact;
+use logferry_sink::redact;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

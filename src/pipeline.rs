@@ -6,7 +6,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use logferry_sinks::{Compression, DirectorySink, Sink};
+use logferry_destinations::DirectorySink;
+use logferry_sink::{Compression, Sink};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
@@ -37,13 +38,13 @@ struct SinkSide {
 async fn build_sink(
     cfg: &Config,
     sc: &SinkConfig,
-    journal: Option<Arc<logferry_sinks::chained::Journal>>,
+    journal: Option<Arc<crate::integrity::Journal>>,
     forged: Option<prometheus_client::metrics::counter::Counter>,
 ) -> anyhow::Result<Arc<dyn Sink>> {
     let mut inner = build_plain(sc).await?;
     if let Some(j) = journal {
         // Inside the encryption: the hash is of the bytes stored.
-        inner = Arc::new(logferry_sinks::chained::ChainedSink::new(inner, j));
+        inner = Arc::new(logferry_integrity::chained::ChainedSink::new(inner, j));
     }
     Ok(
         match (crate::encryption::key_ring(cfg, sc).await?, &sc.encryption) {
@@ -53,7 +54,7 @@ async fn build_sink(
                         c.inc();
                     }));
                 }
-                Arc::new(logferry_sinks::encrypted::EncryptedSink::new(
+                Arc::new(logferry_vault::encrypted::EncryptedSink::new(
                     inner,
                     keys,
                     e.segment_size,
@@ -70,7 +71,7 @@ async fn build_plain(cfg: &SinkConfig) -> anyhow::Result<Arc<dyn Sink>> {
     }
     if let SinkKind::S3(o) = &cfg.kind {
         return Ok(Arc::new(
-            logferry_sinks::S3Sink::new((**o).clone())
+            logferry_destinations::S3Sink::new((**o).clone())
                 .await
                 .map_err(|e| anyhow::anyhow!("sink {}: {e}", cfg.name))?,
         ));
@@ -101,15 +102,15 @@ fn build_blocking(cfg: &SinkConfig) -> anyhow::Result<Arc<dyn Sink>> {
         }
         SinkKind::S3(_) => bail!("sink {}: S3 is built on the runtime", cfg.name),
         SinkKind::Http(o) => Arc::new(
-            logferry_sinks::http::HttpSink::new((**o).clone())
+            logferry_destinations::http::HttpSink::new((**o).clone())
                 .map_err(|e| anyhow::anyhow!("sink {}: {e}", cfg.name))?,
         ),
         SinkKind::AzureMonitor(m) => Arc::new(
-            logferry_sinks::azure_monitor::AzureMonitorSink::new(m.options.clone())
+            logferry_destinations::azure_monitor::AzureMonitorSink::new(m.options.clone())
                 .map_err(|e| anyhow::anyhow!("sink {}: {e}", cfg.name))?,
         ),
         SinkKind::AzureBlob(o) => Arc::new(
-            logferry_sinks::azure_blob::AzureBlobSink::new((**o).clone())
+            logferry_destinations::azure_blob::AzureBlobSink::new((**o).clone())
                 .map_err(|e| anyhow::anyhow!("sink {}: {e}", cfg.name))?,
         ),
     })
@@ -147,7 +148,7 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let health = Arc::new(Health::new(cfg.unready_after));
     // Made 0700 when missing (an existing one, e.g. a mounted volume, is left as it is).
-    logferry_sinks::private_fs::dir_all(&cfg.data_dir)
+    crate::private_fs::dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data_dir {}", cfg.data_dir.display()))?;
     if let Some(addr) = cfg.api_listen {
         let listener = api::bind(addr)
@@ -229,7 +230,7 @@ async fn run_pipeline(
     let mut digesters = Vec::new();
     // The spool key rings of sinks whose spool is sealed: sources spill oversize records
     // sealed under them.
-    let mut spool_rings: HashMap<String, Arc<logferry_sinks::keys::KeyRing>> = HashMap::new();
+    let mut spool_rings: HashMap<String, Arc<logferry_vault::keys::KeyRing>> = HashMap::new();
     for sc in &cfg.sinks {
         let l = metrics.sink(&sc.name);
         if let (Some(keys), Some(retention)) = (

@@ -18,7 +18,7 @@ pub struct VerifyArgs<'a> {
 
 fn time(what: &str, t: Option<&str>) -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {
     t.map(|s| {
-        logferry_sinks::chained::parse_time(s)
+        logferry_integrity::chained::parse_time(s)
             .ok_or_else(|| anyhow!("--{what} {s:?} is not an RFC 3339 time (2026-12-03T10:00:00Z)"))
     })
     .transpose()
@@ -39,7 +39,7 @@ pub fn verify(cfg: &Config, a: &VerifyArgs<'_>) -> anyhow::Result<bool> {
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .with_context(|| format!("cannot read {}", p.display()))?;
-            logferry_sinks::signing::public_key_bytes(&text)
+            logferry_integrity::signing::public_key_bytes(&text)
                 .map_err(|e| anyhow!("{}: {e}", p.display()))?
         }
         None => {

@@ -66,7 +66,7 @@ fn objects(lf: &Lf) -> Vec<PathBuf> {
 /// The tenant and hour an object's header names, read as the Python script does.
 fn header(path: &Path) -> (String, String) {
     let bytes = std::fs::read(path).unwrap();
-    let (h, _) = logferry_sinks::crypt::Header::read(&mut &bytes[..]).unwrap();
+    let (h, _) = logferry_vault::crypt::Header::read(&mut &bytes[..]).unwrap();
     (h.tenant, h.hour)
 }
 
@@ -319,7 +319,7 @@ fn a_changed_or_cut_object_is_refused_and_out_keeps_nothing_of_it() {
     let at = good.len() / 2;
     flipped[at] ^= 1;
     // Cut right after the second segment: what is left authenticates, but its end is missing.
-    let (_, aad) = logferry_sinks::crypt::Header::read(&mut &good[..]).unwrap();
+    let (_, aad) = logferry_vault::crypt::Header::read(&mut &good[..]).unwrap();
     let mut cut = good.clone();
     cut.truncate(aad.len() + 2 * (4096 + 16));
     let decrypt_to = |obj: &Path| {
@@ -608,13 +608,13 @@ fn dead_letter_of_twenty(lf: &Lf) -> PathBuf {
 }
 
 /// The header of the object in a spool-format file (magic line, metadata line, object).
-fn sealed_header(path: &Path) -> logferry_sinks::crypt::Header {
+fn sealed_header(path: &Path) -> logferry_vault::crypt::Header {
     let bytes = std::fs::read(path).unwrap();
     let rest = bytes
         .strip_prefix(b"LFSPOOL1\n".as_slice())
         .unwrap_or_else(|| panic!("{} is not in the spool's format", path.display()));
     let nl = rest.iter().position(|&b| b == b'\n').unwrap();
-    logferry_sinks::crypt::Header::read(&mut &rest[nl + 1..])
+    logferry_vault::crypt::Header::read(&mut &rest[nl + 1..])
         .unwrap()
         .0
 }
@@ -636,7 +636,7 @@ fn a_dead_letter_keeps_its_spool_key_while_later_runs_prune_the_others() {
     let lf = setup("");
     let dead = dead_letter_of_twenty(&lf);
     let dead_key = sealed_header(&dead).key_id;
-    let hour_of = logferry_sinks::keys::hour_of;
+    let hour_of = logferry_vault::keys::hour_of;
     // Runs 3 hours and 2 days ahead, each with a record to spool: the first spool write of a
     // run prunes the keys of hours no spooled batch needs.
     let mut later_hours = Vec::new();

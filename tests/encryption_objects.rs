@@ -84,8 +84,8 @@ fn ids(out: &Output) -> Vec<u64> {
         .collect()
 }
 
-fn header(bytes: &[u8]) -> logferry_sinks::crypt::Header {
-    logferry_sinks::crypt::Header::read(&mut &bytes[..])
+fn header(bytes: &[u8]) -> logferry_vault::crypt::Header {
+    logferry_vault::crypt::Header::read(&mut &bytes[..])
         .unwrap()
         .0
 }
@@ -318,7 +318,7 @@ fn a_key_planted_with_the_vaults_public_key_is_never_used() {
     let login = tls::TokenServer::start(&ca);
     let vault = keyvault::KeyVault::start(&ca);
     let lf = vault_archive(&ca, &login, &vault);
-    let theirs = logferry_sinks::crypt::DataKey::generate("acct1", "2026-11-23T10").unwrap();
+    let theirs = logferry_vault::crypt::DataKey::generate("acct1", "2026-11-23T10").unwrap();
     let entry = serde_json::json!({
         "format": "logferry-key-1", "key_id": theirs.id, "tenant": "acct1",
         "hour": "2026-11-23T10", "kek": "vault", "provider": "azure_key_vault",
@@ -349,7 +349,7 @@ fn a_key_planted_with_the_vaults_public_key_is_never_used() {
         .find(|p| p.to_string_lossy().contains("/acct1/"))
         .unwrap();
     let forged =
-        logferry_sinks::crypt::encrypt(&theirs, "forged", b"{\"id\":1}\n", 1 << 20).unwrap();
+        logferry_vault::crypt::encrypt(&theirs, "forged", b"{\"id\":1}\n", 1 << 20).unwrap();
     std::fs::write(acct1, forged).unwrap();
     let out = decrypt(&lf, &acct1.to_string_lossy(), &[]);
     assert!(!out.status.success());

@@ -217,7 +217,7 @@ fn an_encrypted_archive_is_verified_by_its_stored_bytes_and_its_replays_counted_
         .collect();
     let hashed: BTreeSet<String> = stored
         .iter()
-        .map(|p| logferry_sinks::chain::sha256_hex(&std::fs::read(p).unwrap()))
+        .map(|p| logferry_integrity::chain::sha256_hex(&std::fs::read(p).unwrap()))
         .collect();
     assert_eq!(listed, hashed);
     let original = std::fs::read(&stored[0]).unwrap();

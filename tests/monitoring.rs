@@ -57,7 +57,7 @@ fn get(port: u16, target: &str) -> String {
 fn query(port: u16, q: &str) -> Vec<serde_json::Value> {
     let body = get(
         port,
-        &format!("/api/v1/query?query={}", logferry_sinks::percent_encode(q)),
+        &format!("/api/v1/query?query={}", logferry_sink::percent_encode(q)),
     );
     // Chunked or not: the JSON object is between the first `{` and the last `}`.
     let (a, b) = (body.find('{').unwrap_or(0), body.rfind('}').unwrap_or(0));

@@ -187,7 +187,7 @@ fn get(port: u16, path: &str) -> String {
 /// Every planted value that appears in `text`, by name of the channel.
 fn leaks(channel: &str, text: &str, found: &mut Vec<String>) {
     for p in planted() {
-        if logferry_sinks::redact::encodings(&p)
+        if logferry_sink::redact::encodings(&p)
             .iter()
             .any(|e| text.contains(e.as_str()))
         {
@@ -271,7 +271,7 @@ fn nothing_leaks(status: Option<u16>, log_format: &str) {
             CLIENT_SECRET,
         ] {
             assert!(
-                logferry_sinks::redact::encodings(p)
+                logferry_sink::redact::encodings(p)
                     .iter()
                     .any(|e| seen.contains(e.as_str())),
                 "{p} never sent: the test would not see a leak"

@@ -192,7 +192,7 @@ fn a_future_modification_time_is_an_anomaly_not_pending() {
 fn a_link_at_the_next_digest_name_does_not_stop_digests() {
     let lf = archive_with_data();
     let (stream, from) = next_digest(&lf);
-    let name = logferry_sinks::chain::digest_key("", &stream, from);
+    let name = logferry_integrity::chain::digest_key("", &stream, from);
     std::os::unix::fs::symlink(lf.path("sign.pem"), lf.path(&format!("archive/{name}"))).unwrap();
     common::write_lines(&lf.path("logs/a.log"), 300, 60);
     lf.run_once();
@@ -296,12 +296,12 @@ fn a_squatted_digest_name_neither_stops_digests_nor_goes_unreported() {
     let lf = archive_with_data();
     let (stream, from) = next_digest(&lf);
     let stream = stream.as_str();
-    let name = logferry_sinks::chain::digest_key("", stream, from);
+    let name = logferry_integrity::chain::digest_key("", stream, from);
     let squat = lf.path(&format!("archive/{name}"));
     std::fs::write(&squat, "not a digest").unwrap();
     common::write_lines(&lf.path("logs/a.log"), 300, 60);
     lf.run_once();
-    let taken = logferry_sinks::chain::digest_key_n("", stream, from, 1);
+    let taken = logferry_integrity::chain::digest_key_n("", stream, from, 1);
     assert!(lf.path(&format!("archive/{taken}")).exists());
     let (code, report) = verify(&lf, &[]);
     assert_eq!(code, Some(1), "{report:#}");

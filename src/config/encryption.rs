@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use logferry_sinks::ledger::LocalKek;
+use logferry_vault::ledger::LocalKek;
 
 use super::{raw, resolve, Collector, KeyFileModes, SinkKind};
 
@@ -22,8 +22,8 @@ pub enum KekProvider {
     /// The key itself, read when the configuration is loaded (wiped when the last copy drops).
     Local(Arc<LocalKek>),
     /// AWS KMS: the client is made when a sink starts.
-    AwsKms(logferry_sinks::kms::KmsOptions),
-    AzureKeyVault(Box<logferry_sinks::keyvault::KeyVaultOptions>),
+    AwsKms(logferry_vault::kms::KmsOptions),
+    AzureKeyVault(Box<logferry_vault::keyvault::KeyVaultOptions>),
 }
 
 impl KekProvider {
@@ -166,7 +166,7 @@ pub(super) fn keks(
     out
 }
 
-fn aws_kms(p: &str, k: &raw::Kek, c: &mut Collector) -> Option<logferry_sinks::kms::KmsOptions> {
+fn aws_kms(p: &str, k: &raw::Kek, c: &mut Collector) -> Option<logferry_vault::kms::KmsOptions> {
     let before = c.list.len();
     if k.key_file.is_some() || k.key_env.is_some() {
         c.add(
@@ -195,7 +195,7 @@ fn aws_kms(p: &str, k: &raw::Kek, c: &mut Collector) -> Option<logferry_sinks::k
     if c.list.len() > before {
         return None;
     }
-    Some(logferry_sinks::kms::KmsOptions {
+    Some(logferry_vault::kms::KmsOptions {
         key_id,
         region: k.region.clone(),
         endpoint: k.endpoint.clone(),
@@ -207,7 +207,7 @@ fn key_vault(
     k: &raw::Kek,
     base: &Path,
     c: &mut Collector,
-) -> Option<logferry_sinks::keyvault::KeyVaultOptions> {
+) -> Option<logferry_vault::keyvault::KeyVaultOptions> {
     let before = c.list.len();
     if k.key_file.is_some() || k.key_env.is_some() || k.key_id.is_some() {
         c.add(
@@ -261,7 +261,7 @@ fn key_vault(
     if c.list.len() > before {
         return None;
     }
-    Some(logferry_sinks::keyvault::KeyVaultOptions {
+    Some(logferry_vault::keyvault::KeyVaultOptions {
         vault_url,
         key_name,
         key_version: k.key_version.clone(),
@@ -282,7 +282,7 @@ pub(super) fn signing(
     let check = read_key_file(&path, modes, "signing key").and_then(|b| {
         let t = std::str::from_utf8(&b)
             .map_err(|_| format!("{} is not a PEM text file", path.display()))?;
-        logferry_sinks::signing::SigningKey::from_pem(t).map(|_| ())
+        logferry_integrity::signing::SigningKey::from_pem(t).map(|_| ())
     });
     if let Err(e) = check {
         c.add("signing.key_file", e);
@@ -406,7 +406,7 @@ pub(super) fn sink(
     };
     let segment_size = e
         .segment_size
-        .map_or(logferry_sinks::crypt::DEFAULT_SEGMENT as u64, |s| s.0);
+        .map_or(logferry_vault::crypt::DEFAULT_SEGMENT as u64, |s| s.0);
     if !(4096..=64 << 20).contains(&segment_size) {
         c.add(
             format!("{p}.encryption.segment_size"),

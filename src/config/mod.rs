@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use logferry_sinks::{Compression, Encoding, KeyTemplate};
+use logferry_sink::{Compression, Encoding, KeyTemplate};
 pub use raw::{Buffer, FollowSymlinks, Format, KeyFileModes, LogFormat, Oversize, ReadFrom};
 use values::Size;
 
@@ -79,16 +79,16 @@ pub struct SourceConfig {
 #[derive(Debug, Clone)]
 pub enum SinkKind {
     Directory { path: PathBuf },
-    S3(Box<logferry_sinks::S3Options>),
-    AzureBlob(Box<logferry_sinks::azure_blob::AzureBlobOptions>),
+    S3(Box<logferry_destinations::S3Options>),
+    AzureBlob(Box<logferry_destinations::azure_blob::AzureBlobOptions>),
     AzureMonitor(Box<AzureMonitorConfig>),
-    Http(Box<logferry_sinks::http::HttpOptions>),
+    Http(Box<logferry_destinations::http::HttpOptions>),
 }
 
 /// The Logs Ingestion sink and the record shaping its table needs.
 #[derive(Debug, Clone)]
 pub struct AzureMonitorConfig {
-    pub options: logferry_sinks::azure_monitor::AzureMonitorOptions,
+    pub options: logferry_destinations::azure_monitor::AzureMonitorOptions,
     pub shape: crate::shape::Shape,
 }
 
@@ -286,12 +286,12 @@ pub fn load(path: &Path) -> Result<Config, Problems> {
     let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let res = load_str(&abs, &text, &|k| std::env::var(k).ok());
     // Credentials the SDK chains take from the environment.
-    logferry_sinks::redact::register(CREDENTIAL_VARS.iter().filter_map(|v| std::env::var(v).ok()));
+    logferry_sink::redact::register(CREDENTIAL_VARS.iter().filter_map(|v| std::env::var(v).ok()));
     // The process's messages (logs, errors, /readyz) never show these from now on, also
     // when the file was refused.
     match &res {
-        Ok(cfg) => logferry_sinks::redact::register(&cfg.secrets),
-        Err(p) => logferry_sinks::redact::register(&p.secrets),
+        Ok(cfg) => logferry_sink::redact::register(&cfg.secrets),
+        Err(p) => logferry_sink::redact::register(&p.secrets),
     }
     res
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::values::{Dur, Size};
-use logferry_sinks::{Compression, Encoding};
+use logferry_sink::{Compression, Encoding};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,6 +1,6 @@
 //! The secret values a configuration holds, found by where they are written: options that
 //! are credentials, the files that hold credentials, auth headers, and the secret parts of
-//! URLs. The process registers them with [`logferry_sinks::redact`] so that no message shows
+//! URLs. The process registers them with [`logferry_sink::redact`] so that no message shows
 //! them, whichever crate writes it.
 
 use std::path::{Path, PathBuf};
@@ -37,7 +37,7 @@ const URL_KEYS: &[&str] = &["url", "endpoint", "authority_host"];
 
 /// Options whose values are paths, names or URLs, never credentials: a `${VAR}` in them is
 /// not registered for redaction whole (a log line naming the file or bucket stays useful; a
-/// URL's secret parts are found by [`logferry_sinks::redact::url_secrets`]).
+/// URL's secret parts are found by [`logferry_sink::redact::url_secrets`]).
 const PLAIN_OPTIONS: &[&str] = &[
     "include",
     "exclude",
@@ -162,7 +162,7 @@ fn walk(t: &toml::Table, in_headers: bool, base: &Path, env: Env<'_>, found: &mu
                 } else if k == "key_env" {
                     env_secret(s, env, found);
                 } else if URL_KEYS.contains(&k.as_str()) {
-                    found.values.extend(logferry_sinks::redact::url_secrets(s));
+                    found.values.extend(logferry_sink::redact::url_secrets(s));
                 }
             }
             toml::Value::Table(inner) => walk(inner, k == "headers", base, env, found),

@@ -6,7 +6,7 @@ mod http;
 use std::path::Path;
 use std::time::Duration;
 
-use logferry_sinks::{Encoding, KeyTemplate};
+use logferry_sink::{Encoding, KeyTemplate};
 
 use super::raw::{self, SINK_COMMON_KEYS, SINK_TYPES};
 use super::{
@@ -127,7 +127,7 @@ pub(super) fn build(
     let common: raw::SinkCommon = typed(common_t, p, &[], c)?;
     let mut kind = kind?;
     let timeout = common.timeout.map_or(Duration::from_secs(30), |d| d.0);
-    let append = matches!(&kind, SinkKind::AzureBlob(o) if o.blob_type == logferry_sinks::azure_blob::BlobType::Append);
+    let append = matches!(&kind, SinkKind::AzureBlob(o) if o.blob_type == logferry_destinations::azure_blob::BlobType::Append);
     let per_record = common.batch.max_records == Some(1);
     let parsed = if append {
         KeyTemplate::parse_shared(common.key.as_deref().unwrap_or(DEFAULT_APPEND_KEY))
@@ -174,7 +174,7 @@ pub(super) fn build(
                 "azure_monitor always sends a JSON array; remove it",
             );
         }
-        if common.compression != logferry_sinks::Compression::Gzip {
+        if common.compression != logferry_sink::Compression::Gzip {
             c.add(
                 format!("{p}.compression"),
                 "azure_monitor always sends gzip; remove it",
@@ -194,9 +194,9 @@ pub(super) fn build(
     }
     let level_ok = match (common.compression, common.compression_level) {
         (_, None) => true,
-        (logferry_sinks::Compression::Gzip, Some(l)) => (0..=9).contains(&l),
-        (logferry_sinks::Compression::Zstd, Some(l)) => (1..=22).contains(&l),
-        (logferry_sinks::Compression::None, Some(_)) => false,
+        (logferry_sink::Compression::Gzip, Some(l)) => (0..=9).contains(&l),
+        (logferry_sink::Compression::Zstd, Some(l)) => (1..=22).contains(&l),
+        (logferry_sink::Compression::None, Some(_)) => false,
     };
     if !level_ok {
         c.add(
@@ -300,7 +300,12 @@ const STORAGE_CLASSES: &[&str] = &[
     "EXPRESS_ONEZONE",
 ];
 
-fn s3(p: &str, s: raw::S3, base: &Path, c: &mut Collector) -> Option<logferry_sinks::S3Options> {
+fn s3(
+    p: &str,
+    s: raw::S3,
+    base: &Path,
+    c: &mut Collector,
+) -> Option<logferry_destinations::S3Options> {
     let before = c.list.len();
     if s.bucket.is_empty() {
         c.add(format!("{p}.bucket"), "must name a bucket");
@@ -367,7 +372,7 @@ fn s3(p: &str, s: raw::S3, base: &Path, c: &mut Collector) -> Option<logferry_si
     let id = read("access_key_id", &s.access_key_id_file, c);
     let secret = read("secret_access_key", &s.secret_access_key_file, c);
     let static_keys = match (id, secret) {
-        (Some(id), Some(secret)) => Some(logferry_sinks::StaticKeys { id, secret }),
+        (Some(id), Some(secret)) => Some(logferry_destinations::StaticKeys { id, secret }),
         (None, None) => None,
         _ => {
             c.add(
@@ -410,7 +415,7 @@ fn s3(p: &str, s: raw::S3, base: &Path, c: &mut Collector) -> Option<logferry_si
     if c.list.len() > before {
         return None;
     }
-    Some(logferry_sinks::S3Options {
+    Some(logferry_destinations::S3Options {
         bucket: s.bucket,
         region: s.region,
         endpoint: s.endpoint,
@@ -443,7 +448,7 @@ pub(super) fn tls(
     t: Option<&raw::Tls>,
     base: &Path,
     c: &mut Collector,
-) -> logferry_sinks::tls::TlsOptions {
+) -> logferry_destinations::tls::TlsOptions {
     let Some(t) = t else {
         return Default::default();
     };
@@ -457,7 +462,7 @@ pub(super) fn tls(
         }
         path
     };
-    let opts = logferry_sinks::tls::TlsOptions {
+    let opts = logferry_destinations::tls::TlsOptions {
         ca_file: file("ca_file", &t.ca_file),
         cert_file: file("cert_file", &t.cert_file),
         key_file: file("key_file", &t.key_file),
@@ -467,7 +472,7 @@ pub(super) fn tls(
         // Readable: now what they hold (certificates that parse and are valid, a key that
         // matches its certificate).
         for (option, problem) in
-            logferry_sinks::tls_files::check(&opts, chrono::Utc::now().timestamp())
+            logferry_destinations::tls_files::check(&opts, chrono::Utc::now().timestamp())
         {
             c.add(format!("{p}.tls.{option}"), problem);
         }

@@ -190,7 +190,7 @@ container = "archive"
 
 #[test]
 fn azure_blob_credentials_are_checked_together() {
-    use logferry_sinks::azure_blob::{BlobAuth, BlobType, Entra};
+    use logferry_destinations::azure_blob::{BlobAuth, BlobType, Entra};
     let ok = load(&format!(
         "{BLOB}account = \"acme\"\nauth = \"client_secret\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\nauthority_host = \"https://login.microsoftonline.us\"\nblob_type = \"append\"\nappend_roll = {{ max_bytes = \"64MiB\", max_age = \"30m\" }}\n"
     ))
@@ -513,7 +513,7 @@ fn kek_and_signing_key_files_are_never_read_as_logs() {
         format!("{kek}\n").as_bytes(),
         0o600,
     );
-    let (private, _) = logferry_sinks::signing::SigningKey::generate().unwrap();
+    let (private, _) = logferry_integrity::signing::SigningKey::generate().unwrap();
     key_file(&d.path().join("sign.pem"), private.as_bytes(), 0o600);
     let text = format!(
         "{GOOD}[keks.main]\nprovider = \"local\"\nkey_file = \"{dir}/kek.hex\"\n[signing]\nkey_file = \"{dir}/sign.pem\"\n",
@@ -609,7 +609,7 @@ fn a_kek_file_open_to_the_group_or_others_is_refused_with_what_to_do() {
 fn a_signing_key_file_open_to_the_group_or_others_is_refused_with_what_to_do() {
     let d = tempfile::tempdir().unwrap();
     let path = d.path().join("sign.pem");
-    let (private, _) = logferry_sinks::signing::SigningKey::generate().unwrap();
+    let (private, _) = logferry_integrity::signing::SigningKey::generate().unwrap();
     key_file(&path, private.as_bytes(), 0o644);
     let e = load_signing(d.path(), "").unwrap_err().to_string();
     assert!(e.contains("signing.key_file"), "{e}");

@@ -10,11 +10,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::integrity::Journal;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use logferry_sinks::chain::{self, DigestBody, Entry};
-use logferry_sinks::chained::{parse_time, Journal};
-use logferry_sinks::ledger_store::LedgerStore;
-use logferry_sinks::signing::SigningKey;
+use logferry_integrity::chain::{self, DigestBody, Entry};
+use logferry_integrity::chained::parse_time;
+use logferry_integrity::signing::SigningKey;
+use logferry_sink::store::LedgerStore;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -215,7 +216,7 @@ impl Digester {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use logferry_sinks::ledger_store::DirectoryStore;
+    use logferry_destinations::dir_store::DirectoryStore;
 
     fn t(s: &str) -> DateTime<Utc> {
         parse_time(s).unwrap()

@@ -11,12 +11,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use bytes::Bytes;
-use logferry_sinks::chain::{self, ChainLink, PrevDigest};
-use logferry_sinks::chained::Journal;
-use logferry_sinks::BatchMeta;
+pub use journal::Journal;
+use logferry_integrity::chain::{self, ChainLink, PrevDigest};
+use logferry_sink::BatchMeta;
 use serde::{Deserialize, Serialize};
 
 mod digest;
+pub mod journal;
 pub mod verify;
 
 pub use digest::Digester;
@@ -40,13 +41,13 @@ pub fn instance_id(data_dir: &Path) -> anyhow::Result<String> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut b = [0u8; 8];
-            logferry_sinks::crypt::random(&mut b).map_err(|e| anyhow::anyhow!("{e}"))?;
+            logferry_vault::crypt::random(&mut b).map_err(|e| anyhow::anyhow!("{e}"))?;
             let id = hex::encode(b);
             std::fs::create_dir_all(data_dir)
                 .with_context(|| format!("cannot create {}", data_dir.display()))?;
             let tmp = data_dir.join("instance-id.tmp");
             let _ = std::fs::remove_file(&tmp);
-            logferry_sinks::private_fs::write(&tmp, format!("{id}\n").as_bytes())
+            crate::private_fs::write(&tmp, format!("{id}\n").as_bytes())
                 .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
                 .with_context(|| format!("cannot write {}", tmp.display()))?;
             // Two processes on one data_dir are refused elsewhere; a link keeps the first id.
@@ -114,9 +115,9 @@ pub fn read_state(dir: &Path) -> anyhow::Result<Option<State>> {
 
 pub fn write_state(dir: &Path, s: &State) -> std::io::Result<()> {
     use std::io::Write;
-    logferry_sinks::private_fs::dir_all(dir)?;
+    crate::private_fs::dir_all(dir)?;
     let tmp = dir.join("state.json.tmp");
-    let mut f = logferry_sinks::private_fs::create(&tmp)?;
+    let mut f = crate::private_fs::create(&tmp)?;
     f.write_all(&serde_json::to_vec(s).map_err(std::io::Error::other)?)?;
     f.sync_all()?;
     std::fs::rename(&tmp, dir.join("state.json"))?;
@@ -135,7 +136,7 @@ impl Head {
     pub fn recover(
         stream: &str,
         state: &State,
-        journal: &[logferry_sinks::chain::Entry],
+        journal: &[logferry_integrity::chain::Entry],
         spooled: &[ChainLink],
     ) -> Head {
         let mut last = (state.head_seq, state.head_hash.clone());
@@ -227,9 +228,9 @@ pub struct Stream {
 pub async fn open(
     data_dir: &Path,
     sink: &str,
-    store: Arc<dyn logferry_sinks::ledger_store::LedgerStore>,
+    store: Arc<dyn logferry_sink::store::LedgerStore>,
     prefix: &str,
-    signer: Arc<logferry_sinks::signing::SigningKey>,
+    signer: Arc<logferry_integrity::signing::SigningKey>,
     spooled: Vec<ChainLink>,
     counters: (
         prometheus_client::metrics::counter::Counter,
@@ -258,7 +259,7 @@ pub async fn open(
             s
         }
     };
-    let from = logferry_sinks::chained::parse_time(&state.covered_to)
+    let from = logferry_integrity::chained::parse_time(&state.covered_to)
         .with_context(|| format!("{}: covered_to is not a time", dir.display()))?;
     let journal = Arc::new(Journal::new(dir.join("journal.jsonl"), from));
     let (entries, _) = journal

@@ -8,10 +8,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use logferry_sinks::chain::{self, DigestFile, Entry};
-use logferry_sinks::chained::parse_time;
-use logferry_sinks::ledger_store::LedgerStore;
-use logferry_sinks::Compression;
+use logferry_integrity::chain::{self, DigestFile, Entry};
+use logferry_integrity::chained::parse_time;
+use logferry_sink::store::LedgerStore;
+use logferry_sink::Compression;
 use serde::Serialize;
 
 /// The largest object read for its hash.
@@ -38,7 +38,7 @@ pub struct Options {
     pub to: Option<DateTime<Utc>>,
     /// The sink's key ring, when its KEK is at hand: encrypted objects are then decrypted to
     /// count replays (hashes never need it).
-    pub keys: Option<Arc<logferry_sinks::keys::KeyRing>>,
+    pub keys: Option<Arc<logferry_vault::keys::KeyRing>>,
     /// Where the sink keeps `_keys/` and `_receipts/` when it encrypts (else those names are
     /// data like any other).
     pub ledger_prefix: Option<String>,
@@ -169,8 +169,8 @@ fn closed_by_stop(body: &chain::DigestBody) -> bool {
 }
 
 /// Reports a listed name that is not a regular file; true when it was one.
-fn plain_file(r: &mut Report, s: &logferry_sinks::ledger_store::Stored) -> bool {
-    use logferry_sinks::ledger_store::Kind;
+fn plain_file(r: &mut Report, s: &logferry_sink::store::Stored) -> bool {
+    use logferry_sink::store::Kind;
     match s.kind {
         Kind::File => true,
         Kind::Symlink => {
@@ -204,7 +204,7 @@ async fn check_receipt(
     under: &str,
     key: &str,
 ) -> Vec<String> {
-    use logferry_sinks::shred::{Receipt, Stored, RECEIPT_FORMAT};
+    use logferry_vault::shred::{Receipt, Stored, RECEIPT_FORMAT};
     let rest = key.strip_prefix(under).unwrap_or(key);
     let named = rest.split_once('/').and_then(|(t, file)| {
         let (stamp, hexpart) = file.strip_suffix(".json")?.split_once('-')?;
@@ -212,7 +212,7 @@ async fn check_receipt(
             && chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ").is_ok()
             && !hexpart.is_empty()
             && hexpart.bytes().all(|b| b.is_ascii_hexdigit())
-            && logferry_sinks::key::clean(t) == t;
+            && logferry_sink::key::clean(t) == t;
         ok.then_some(t)
     });
     let Some(tenant) = named else {
@@ -243,7 +243,11 @@ async fn check_receipt(
             ),
         ),
         (Some(rc), Some(sig))
-            if logferry_sinks::signing::verify(&o.public_key, stored.receipt.as_bytes(), sig) =>
+            if logferry_integrity::signing::verify(
+                &o.public_key,
+                stored.receipt.as_bytes(),
+                sig,
+            ) =>
         {
             return rc.key_ids;
         }
@@ -317,7 +321,7 @@ pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, Str
             }
         }
     }
-    let listed: Vec<logferry_sinks::ledger_store::Stored> = store
+    let listed: Vec<logferry_sink::store::Stored> = store
         .list_all(&o.data_prefix)
         .await?
         .into_iter()
@@ -630,7 +634,7 @@ async fn check_objects(
     for (_, e) in entries.iter().filter(|(_, e)| e.dead_letter.is_none()) {
         // Never more than the digest lists: a giant replacement is found without reading it.
         let bytes = match store.get(&e.key, e.bytes.min(MAX_OBJECT)).await {
-            Err(m) if logferry_sinks::ledger_store::is_too_large(&m) => {
+            Err(m) if logferry_sink::store::is_too_large(&m) => {
                 r.problem(
                     "object_modified",
                     format!(
@@ -681,7 +685,7 @@ async fn check_objects(
             }
             continue;
         }
-        if e.key.ends_with(logferry_sinks::encrypted::SUFFIX) {
+        if e.key.ends_with(logferry_vault::encrypted::SUFFIX) {
             match decrypted(o.keys.as_deref(), &bytes).await {
                 Some(plain) => count_replays(r, o, e, &plain, &mut seen),
                 None => r.replays_not_counted += 1,
@@ -695,12 +699,12 @@ async fn check_objects(
 
 /// An encrypted object's compressed plaintext, when its key can be had (not shredded, the
 /// KEK at hand).
-async fn decrypted(keys: Option<&logferry_sinks::keys::KeyRing>, bytes: &[u8]) -> Option<Vec<u8>> {
+async fn decrypted(keys: Option<&logferry_vault::keys::KeyRing>, bytes: &[u8]) -> Option<Vec<u8>> {
     let keys = keys?;
-    let (h, _) = logferry_sinks::crypt::Header::read(&mut &bytes[..]).ok()?;
+    let (h, _) = logferry_vault::crypt::Header::read(&mut &bytes[..]).ok()?;
     let key = keys.open(&h.tenant, &h.hour, &h.key_id).await.ok()?;
     let mut out = Vec::new();
-    logferry_sinks::crypt::decrypt(&mut &bytes[..], &mut out, |_| Ok(key)).ok()?;
+    logferry_vault::crypt::decrypt(&mut &bytes[..], &mut out, |_| Ok(key)).ok()?;
     Some(out)
 }
 

@@ -34,7 +34,7 @@ pub fn install_panic_hook() {
         tracing::error!(%stage, panic = %what, location = %at, "internal error: a stage panicked; exiting so that the process is restarted (what was not durable is read again)");
         eprintln!(
             "logferry: internal error in {stage}: {} at {at}",
-            logferry_sinks::redact::text(&what)
+            logferry_sink::redact::text(&what)
         );
         std::process::exit(PANIC_EXIT);
     }));

@@ -71,7 +71,7 @@ fn ts(t: &DateTime<Utc>) -> String {
 /// An error as reported: a status, a service's message or an OS error, redacted (a
 /// transport error quotes the URL) before it is cut, so a secret is never cut in half.
 fn cut(e: &str) -> String {
-    logferry_sinks::redact::text(e).chars().take(300).collect()
+    logferry_sink::redact::text(e).chars().take(300).collect()
 }
 
 pub struct Health {

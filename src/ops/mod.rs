@@ -12,7 +12,7 @@ use crate::config::LogFormat;
 ///
 /// The configured level applies to logferry's own crates; dependencies log at WARN and
 /// above (the Azure SDK prints request URLs at INFO, the TLS verifier certificate details).
-/// Every line, whoever wrote it, passes through [`logferry_sinks::redact`].
+/// Every line, whoever wrote it, passes through [`logferry_sink::redact`].
 pub fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directives(level)));
@@ -31,7 +31,7 @@ fn directives(level: &str) -> String {
     if level.contains(['=', ',']) {
         level.to_string()
     } else {
-        format!("warn,logferry={level},logferry_sinks={level}")
+        format!("warn,logferry={level},logferry_sink={level},logferry_destinations={level},logferry_vault={level},logferry_integrity={level}")
     }
 }
 
@@ -62,7 +62,7 @@ impl Drop for Line {
     fn drop(&mut self) {
         use std::io::Write;
         let text = String::from_utf8_lossy(&self.0);
-        let out = logferry_sinks::redact::text(&text);
+        let out = logferry_sink::redact::text(&text);
         // Nowhere to report a failed write to stderr.
         let _ = std::io::stderr().lock().write_all(out.as_bytes());
     }
@@ -187,7 +187,7 @@ mod tests {
     fn dependencies_log_at_warn_unless_told_otherwise() {
         assert_eq!(
             super::directives("info"),
-            "warn,logferry=info,logferry_sinks=info"
+            "warn,logferry=info,logferry_sink=info,logferry_destinations=info,logferry_vault=info,logferry_integrity=info"
         );
         assert_eq!(super::directives("debug,hyper=trace"), "debug,hyper=trace");
     }

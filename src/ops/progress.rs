@@ -148,7 +148,7 @@ pub fn report(cfg: &Config, m: &Metrics, elapsed: Duration, left: &[(String, Lef
     let json = serde_json::to_string(&s).unwrap_or_default();
     tracing::info!(summary = %json, "run --once summary");
     if cfg.log_format == LogFormat::Text {
-        eprint!("{}", logferry_sinks::redact::text(&s.to_string()));
+        eprint!("{}", logferry_sink::redact::text(&s.to_string()));
     }
 }
 

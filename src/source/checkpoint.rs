@@ -97,14 +97,14 @@ impl Checkpoints {
     pub fn save(&self, files: &[Entry]) -> std::io::Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         // Owner only: checkpoints name the files read and how far (0700 directories, 0600 files).
-        logferry_sinks::private_fs::dir_all(dir)?;
+        crate::private_fs::dir_all(dir)?;
         let tmp = self.sibling(".tmp");
         let body = serde_json::to_vec(&Stored {
             version: VERSION,
             files: files.to_vec(),
         })
         .map_err(std::io::Error::other)?;
-        let mut f = logferry_sinks::private_fs::create(&tmp)?;
+        let mut f = crate::private_fs::create(&tmp)?;
         f.write_all(&body)?;
         f.sync_all()?;
         if self.path.exists() {

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use logferry_sinks::crypt::{DataKey, Sealer};
-use logferry_sinks::keys::{hour_of, KeyRing};
+use logferry_vault::crypt::{DataKey, Sealer};
+use logferry_vault::keys::{hour_of, KeyRing};
 
 use super::file::Line;
 use super::oversize;
@@ -193,8 +193,7 @@ impl Spill {
         let to = dir.join(&name);
         let tmp = dir.join(format!(".{name}.tmp"));
         // Owner only, no link followed: an unsealed spill holds the record in clear.
-        let opened = logferry_sinks::private_fs::dir_all(dir)
-            .and_then(|_| logferry_sinks::private_fs::create(&tmp));
+        let opened = crate::private_fs::dir_all(dir).and_then(|_| crate::private_fs::create(&tmp));
         let (mut file, mut failed) = match opened {
             Ok(f) => (Some(f), None),
             Err(e) => (None, Some(e)),
@@ -228,9 +227,8 @@ impl Spill {
         if let Some((s, _)) = &sealer {
             reason["sealed_with_sink"] = serde_json::Value::String(s.sink.clone());
         }
-        let failed = failed.or_else(|| {
-            logferry_sinks::private_fs::write(&note, reason.to_string().as_bytes()).err()
-        });
+        let failed =
+            failed.or_else(|| crate::private_fs::write(&note, reason.to_string().as_bytes()).err());
         Spill {
             file,
             tmp,
@@ -375,8 +373,8 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let kek = logferry_sinks::ledger::LocalKek::from_material("k", &[3u8; 32]).unwrap();
-        let store = Arc::new(logferry_sinks::ledger_store::DirectoryStore::new(dir));
+        let kek = logferry_vault::ledger::LocalKek::from_material("k", &[3u8; 32]).unwrap();
+        let store = Arc::new(logferry_destinations::dir_store::DirectoryStore::new(dir));
         (rt, Arc::new(KeyRing::new(store, Arc::new(kek), "")))
     }
 
@@ -438,14 +436,14 @@ mod tests {
         assert_eq!(meta["compression"], "none");
         assert_eq!(meta["source"], "jobs");
         let object = &rest[nl + 1..];
-        let (h, _) = logferry_sinks::crypt::Header::read(&mut &object[..]).unwrap();
+        let (h, _) = logferry_vault::crypt::Header::read(&mut &object[..]).unwrap();
         assert_eq!(h.tenant, "_spool");
         assert_eq!(meta["id"], h.batch_id.as_str());
         let key = rt
             .block_on(keys.open(&h.tenant, &h.hour, &h.key_id))
             .unwrap();
         let mut plain = Vec::new();
-        logferry_sinks::crypt::decrypt(&mut &object[..], &mut plain, |_| Ok(key)).unwrap();
+        logferry_vault::crypt::decrypt(&mut &object[..], &mut plain, |_| Ok(key)).unwrap();
         assert_eq!(plain, big.as_bytes());
         assert_eq!(got[2].0, r#"{"b":2}"#);
     }

@@ -10,9 +10,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use logferry_sinks::crypt::{decrypt, encrypt_batch, Header, DEFAULT_SEGMENT, INLINE_BYTES};
-use logferry_sinks::keys::{hour_of, KeyRing};
-use logferry_sinks::BatchMeta;
+use logferry_sink::BatchMeta;
+use logferry_vault::crypt::{decrypt, encrypt_batch, Header, DEFAULT_SEGMENT, INLINE_BYTES};
+use logferry_vault::keys::{hour_of, KeyRing};
 
 /// The tenant spool keys are filed under, in the spool's own ledger (apart from the sink's, so
 /// no record's tenant can meet them).
@@ -163,8 +163,8 @@ mod tests {
     #[tokio::test]
     async fn pruning_keeps_the_keys_spooled_batches_and_the_last_hours_need() {
         let dir = tempfile::tempdir().unwrap();
-        let kek = logferry_sinks::ledger::LocalKek::from_material("k", &[3u8; 32]).unwrap();
-        let store = Arc::new(logferry_sinks::ledger_store::DirectoryStore::new(
+        let kek = logferry_vault::ledger::LocalKek::from_material("k", &[3u8; 32]).unwrap();
+        let store = Arc::new(logferry_destinations::dir_store::DirectoryStore::new(
             dir.path(),
         ));
         let keys = Arc::new(KeyRing::new(store, Arc::new(kek), ""));
@@ -182,7 +182,7 @@ mod tests {
         let mut letter = super::super::file::MAGIC.to_vec();
         letter.extend_from_slice(b"{}\n");
         letter.extend_from_slice(
-            &logferry_sinks::crypt::encrypt_batch(&old, "b1", b"records", DEFAULT_SEGMENT).unwrap(),
+            &logferry_vault::crypt::encrypt_batch(&old, "b1", b"records", DEFAULT_SEGMENT).unwrap(),
         );
         std::fs::write(dead.join("archive/b1.batch"), letter).unwrap();
         std::fs::write(dead.join("archive/b1.reason.json"), b"{}").unwrap();

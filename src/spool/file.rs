@@ -6,7 +6,7 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use logferry_sinks::{BatchMeta, SealedBatch};
+use logferry_sink::{BatchMeta, SealedBatch};
 
 use super::SpoolKey;
 
@@ -39,7 +39,7 @@ pub(super) fn write_parts(path: &Path, meta: &BatchMeta, parts: &[Bytes]) -> std
     let header = serde_json::to_vec(meta).map_err(std::io::Error::other)?;
     let res = (|| {
         // Owner only (0600, no link followed): a batch holds records in clear unless sealed.
-        let mut f = logferry_sinks::private_fs::create(&tmp)?;
+        let mut f = crate::private_fs::create(&tmp)?;
         f.write_all(MAGIC)?;
         f.write_all(&header)?;
         f.write_all(b"\n")?;
@@ -118,7 +118,7 @@ pub(crate) fn sealed_key_id(path: &Path) -> std::io::Result<Option<String>> {
     if meta.last() != Some(&b'\n') {
         return Ok(None);
     }
-    Ok(logferry_sinks::crypt::Header::read(&mut r)
+    Ok(logferry_vault::crypt::Header::read(&mut r)
         .ok()
         .map(|(h, _)| h.key_id))
 }

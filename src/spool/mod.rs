@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use bytes::Bytes;
-use logferry_sinks::{BatchMeta, SealedBatch};
+use logferry_sink::{BatchMeta, SealedBatch};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
 
@@ -101,7 +101,7 @@ impl Spool {
         max_bytes: u64,
         gauges: (Gauge, Gauge),
     ) -> std::io::Result<Spool> {
-        logferry_sinks::private_fs::dir_all(&dir)?;
+        crate::private_fs::dir_all(&dir)?;
         let mut st = State::default();
         for de in std::fs::read_dir(&dir)? {
             let de = de?;
@@ -182,7 +182,7 @@ impl Spool {
     }
 
     /// The integrity links of the spooled batches (for the chain head at start).
-    pub fn chain_links(&self) -> Vec<logferry_sinks::chain::ChainLink> {
+    pub fn chain_links(&self) -> Vec<logferry_integrity::chain::ChainLink> {
         lock(&self.state)
             .entries
             .values()
@@ -562,8 +562,8 @@ mod tests {
                 last_time: now,
                 sha256: String::new(),
                 uncompressed_bytes: n as u64,
-                encoding: logferry_sinks::Encoding::Ndjson,
-                compression: logferry_sinks::Compression::None,
+                encoding: logferry_sink::Encoding::Ndjson,
+                compression: logferry_sink::Compression::None,
                 head_len: 0,
                 tail_len: 0,
                 sealed_at: None,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use logferry_sinks::{BatchMeta, Compression};
+use logferry_sink::{BatchMeta, Compression};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
@@ -207,7 +207,7 @@ mod tests {
     #[test]
     fn the_digest_of_blocks_is_the_digest_of_the_whole_payload() {
         use sha2::{Digest, Sha256};
-        let c = logferry_sinks::Compression::Gzip;
+        let c = logferry_sink::Compression::Gzip;
         let parts: Vec<bytes::Bytes> = [&b"{\"head\":"[..], b"[1,2]", b"}"]
             .iter()
             .map(|p| bytes::Bytes::from(crate::encode::compress(c, None, p).unwrap()))

@@ -90,7 +90,7 @@ pub fn digest_keys(a: &dyn Archive) -> Vec<String> {
 /// The digest `text` with its last entry dropped, signed with the key in `pem`.
 pub fn resigned(text: &[u8], pem: &Path) -> Vec<u8> {
     let other =
-        logferry_sinks::signing::SigningKey::from_pem(&std::fs::read_to_string(pem).unwrap())
+        logferry_integrity::signing::SigningKey::from_pem(&std::fs::read_to_string(pem).unwrap())
             .unwrap();
     let text = String::from_utf8_lossy(text);
     let mut body: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();

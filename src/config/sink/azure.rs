@@ -9,8 +9,8 @@ pub(super) fn azure_blob(
     s: raw::AzureBlob,
     base: &Path,
     c: &mut Collector,
-) -> Option<logferry_sinks::azure_blob::AzureBlobOptions> {
-    use logferry_sinks::azure_blob::{AppendRoll, BlobAuth, BlobType, ConnectionString};
+) -> Option<logferry_destinations::azure_blob::AzureBlobOptions> {
+    use logferry_destinations::azure_blob::{AppendRoll, BlobAuth, BlobType, ConnectionString};
     let before = c.list.len();
     let valid_name = (3..=63).contains(&s.container.len())
         && s.container
@@ -212,7 +212,7 @@ pub(super) fn azure_blob(
         return None;
     }
     let (account, endpoint, auth) = location?;
-    Some(logferry_sinks::azure_blob::AzureBlobOptions {
+    Some(logferry_destinations::azure_blob::AzureBlobOptions {
         container: s.container,
         account,
         endpoint,
@@ -235,8 +235,8 @@ pub(in crate::config) fn entra(
     base: &Path,
     c: &mut Collector,
     others: &str,
-) -> Option<logferry_sinks::azure_auth::Entra> {
-    use logferry_sinks::azure_auth::Entra;
+) -> Option<logferry_destinations::azure_auth::Entra> {
+    use logferry_destinations::azure_auth::Entra;
     let others = if others.is_empty() {
         String::new()
     } else {
@@ -400,14 +400,14 @@ pub(super) fn azure_monitor(
         return None;
     }
     Some(crate::config::AzureMonitorConfig {
-        options: logferry_sinks::azure_monitor::AzureMonitorOptions {
+        options: logferry_destinations::azure_monitor::AzureMonitorOptions {
             endpoint,
             dcr_id: s.dcr_id,
             stream: s.stream,
             auth: auth?,
             scope: s
                 .scope
-                .unwrap_or_else(|| logferry_sinks::azure_monitor::DEFAULT_SCOPE.to_string()),
+                .unwrap_or_else(|| logferry_destinations::azure_monitor::DEFAULT_SCOPE.to_string()),
             tls,
         },
         shape: crate::shape::Shape {
@@ -415,7 +415,7 @@ pub(super) fn azure_monitor(
             field_map: s.field_map.into_iter().collect(),
             max_field_bytes: max_field_bytes as usize,
             // Two bytes for the array's separators around a record.
-            max_record_bytes: logferry_sinks::azure_monitor::MAX_REQUEST_BYTES as usize - 16,
+            max_record_bytes: logferry_destinations::azure_monitor::MAX_REQUEST_BYTES as usize - 16,
         },
     })
 }

@@ -9,8 +9,8 @@ fn statuses(
     v: Option<&Vec<raw::StatusItem>>,
     default: &[&str],
     c: &mut Collector,
-) -> logferry_sinks::http::Statuses {
-    let mut out = logferry_sinks::http::Statuses::default();
+) -> logferry_destinations::http::Statuses {
+    let mut out = logferry_destinations::http::Statuses::default();
     let items: Vec<String> = match v {
         Some(list) => list
             .iter()
@@ -34,8 +34,8 @@ pub(super) fn http(
     s: raw::Http,
     base: &Path,
     c: &mut Collector,
-) -> Option<logferry_sinks::http::HttpOptions> {
-    use logferry_sinks::http::{CheckMethod, HttpAuth, Secretish, Signature};
+) -> Option<logferry_destinations::http::HttpOptions> {
+    use logferry_destinations::http::{CheckMethod, HttpAuth, Secretish, Signature};
     let before = c.list.len();
     if !(s.url.starts_with("https://") || s.url.starts_with("http://")) {
         c.add(format!("{p}.url"), "must be an http:// or https:// URL");
@@ -199,7 +199,7 @@ pub(super) fn http(
     if c.list.len() > before {
         return None;
     }
-    Some(logferry_sinks::http::HttpOptions {
+    Some(logferry_destinations::http::HttpOptions {
         url: s.url,
         method,
         headers: s.headers.into_iter().collect(),
