@@ -107,17 +107,18 @@ pub trait Outlet {
 pub struct ChannelOutlet {
     pub tx: mpsc::Sender<PendingBatch>,
     pub handle: tokio::runtime::Handle,
-    pub abandon: tokio::sync::watch::Receiver<bool>,
+    /// `Abandon`: give up waiting for room.
+    pub shutdown: crate::shutdown::Shutdown,
 }
 
 impl Outlet for ChannelOutlet {
     fn send(&mut self, batch: PendingBatch) -> Result<(), ShuttingDown> {
         let tx = self.tx.clone();
-        let mut abandon = self.abandon.clone();
+        let shutdown = self.shutdown.clone();
         self.handle.block_on(async move {
             let permit = tokio::select! {
                 p = tx.reserve() => p,
-                _ = abandon.wait_for(|a| *a) => return Err(ShuttingDown),
+                _ = shutdown.wait(crate::shutdown::Phase::Abandon) => return Err(ShuttingDown),
             };
             match permit {
                 Ok(p) => {

@@ -19,9 +19,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use logferry_sink::{BatchMeta, Outcome, SealedBatch, Sink};
+
+use crate::shutdown::{Phase, Shutdown};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
@@ -321,11 +323,11 @@ impl Worker {
         }
     }
 
-    fn attempt(&self, drain: &watch::Receiver<bool>) -> Attempt {
+    fn attempt(&self, shutdown: &Shutdown) -> Attempt {
         Attempt {
             pause: self.pause.clone(),
             health: self.health.clone(),
-            drain: drain.clone(),
+            shutdown: shutdown.clone(),
             name: self.name.clone(),
             sink: self.sink.clone(),
             spool: self.spool.clone(),
@@ -337,26 +339,24 @@ impl Worker {
         }
     }
 
-    /// Delivers until the spool is closed and empty, or `abort` turns true (shutdown deadline):
-    /// then attempts in flight are dropped and their batches stay spooled. `drain` (a reload)
+    /// Delivers until the spool is closed and empty, or shutdown reaches `Abandon` (the
+    /// deadline): then attempts in flight are dropped and their batches stay spooled. `Drain` (a reload)
     /// takes no new batch and lets each attempt in flight end; a batch that would wait for a
     /// retry goes back to the spool instead. Batches of a parked scope are passed over (and go
     /// back to the spool when parked in flight), so they never hold the attempts in flight.
-    pub async fn run(self, mut abort: watch::Receiver<bool>, mut drain: watch::Receiver<bool>) {
+    pub async fn run(self, shutdown: Shutdown) {
         let sem = Arc::new(Semaphore::new(self.policy.concurrency));
         let mut tasks = JoinSet::new();
         // Looks over the parked batches now and then, until the loop below ends.
-        let (stop_tx, mut stop) = watch::channel(false);
+        let sweeps = shutdown.child();
         {
-            let ctx = self.attempt(&drain);
-            let (mut abort, mut drain) = (abort.clone(), drain.clone());
+            let ctx = self.attempt(&shutdown);
+            let sweeps = sweeps.clone();
             tasks.spawn(async move {
                 loop {
                     tokio::select! {
                         _ = tokio::time::sleep(SWEEP_EVERY) => {},
-                        _ = stop.wait_for(|s| *s) => break,
-                        _ = abort.wait_for(|a| *a) => break,
-                        _ = drain.wait_for(|d| *d) => break,
+                        _ = sweeps.wait(Phase::Drain) => break,
                     }
                     if !ctx.parking.is_empty() {
                         ctx.sweep().await;
@@ -369,13 +369,12 @@ impl Worker {
         loop {
             let permit = tokio::select! {
                 p = sem.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-                _ = abort.wait_for(|a| *a) => break,
-                _ = drain.wait_for(|d| *d) => break,
+                // `Abandon` implies `Drain`: no new batch either way.
+                _ = shutdown.wait(Phase::Drain) => break,
             };
             let taken = tokio::select! {
                 t = self.spool.next_where(&skip) => t,
-                _ = abort.wait_for(|a| *a) => break,
-                _ = drain.wait_for(|d| *d) => break,
+                _ = shutdown.wait(Phase::Drain) => break,
             };
             let taken = match taken {
                 None => break,
@@ -390,20 +389,20 @@ impl Worker {
             let probe = scope
                 .as_deref()
                 .and_then(|s| self.parking.probe(s, &self.spool));
-            let ctx = self.attempt(&drain);
-            let mut abort2 = abort.clone();
+            let ctx = self.attempt(&shutdown);
+            let abandon = shutdown.clone();
             tasks.spawn(async move {
                 let key = taken.key.clone();
                 tokio::select! {
                     _ = ctx.deliver(taken, scope) => {},
-                    _ = abort2.wait_for(|a| *a) => ctx.spool.untake(&key),
+                    _ = abandon.wait(Phase::Abandon) => ctx.spool.untake(&key),
                 }
                 drop(probe);
                 drop(permit);
             });
             while tasks.try_join_next().is_some() {}
         }
-        let _ = stop_tx.send(true);
+        sweeps.advance(Phase::End);
         // Finish what is in flight (or drop it at the deadline).
         while tasks.join_next().await.is_some() {}
     }
@@ -412,7 +411,7 @@ impl Worker {
 struct Attempt {
     pause: Pause,
     health: Arc<Health>,
-    drain: watch::Receiver<bool>,
+    shutdown: Shutdown,
     name: String,
     sink: Arc<dyn Sink>,
     spool: Arc<Spool>,
@@ -508,10 +507,9 @@ impl Attempt {
                     if attempts == 1 || attempts % 10 == 0 {
                         warn!(sink = %self.name, batch = %batch.meta.id, attempts, wait_ms = wait.as_millis() as u64, %reason, "delivery failed; retrying");
                     }
-                    let mut drain = self.drain.clone();
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {},
-                        _ = drain.wait_for(|d| *d) => {
+                        _ = self.shutdown.wait(Phase::Drain) => {
                             // A reload: the new pipeline sends it again.
                             self.spool.untake(&key);
                             return;
@@ -519,6 +517,15 @@ impl Attempt {
                     }
                 }
                 Outcome::TooLarge { reason } => {
+                    // Halves of a split would break an integrity stream's one entry per
+                    // sealed batch.
+                    if batch.meta.chain.is_some() {
+                        let why =
+                            format!("{reason} (a batch of an integrity stream is never split)");
+                        self.dead_letter(&key, &batch, &why).await;
+                        self.parking.forget_tries(scope.as_deref(), &key);
+                        return;
+                    }
                     if batch.meta.record_count <= 1 {
                         let why =
                             format!("a single record is larger than the sink accepts: {reason}");
@@ -672,10 +679,9 @@ impl Attempt {
             let Some(t) = until.filter(|t| *t > tokio::time::Instant::now()) else {
                 return true;
             };
-            let mut drain = self.drain.clone();
             tokio::select! {
                 _ = tokio::time::sleep_until(t) => {},
-                _ = drain.wait_for(|d| *d) => return false,
+                _ = self.shutdown.wait(Phase::Drain) => return false,
             }
         }
     }

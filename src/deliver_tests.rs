@@ -113,9 +113,7 @@ async fn deliver(
         &metrics,
         health,
     );
-    let (_a, abort) = watch::channel(false);
-    let (_d, drain) = watch::channel(false);
-    w.run(abort, drain).await;
+    w.run(crate::shutdown::Shutdown::new()).await;
     Run {
         sink,
         spool,
@@ -208,6 +206,45 @@ async fn too_large_splits_in_halves_that_keep_every_record() {
         .contains("logferry_batches_split_total{sink=\"k\"} 1"));
 }
 
+/// The delivery loop, not a sink wrapper, decides that a batch of an integrity stream is
+/// never split (its halves would break the stream's one entry per sealed batch).
+#[tokio::test(start_paused = true)]
+async fn too_large_of_an_integrity_stream_is_dead_lettered_not_split() {
+    let mut b = sealed("a", 4);
+    b.meta.chain = Some(logferry_sink::ChainLink {
+        stream: "s".into(),
+        seq: 1,
+        prev: "0".repeat(64),
+        sealed_sha256: "x".into(),
+        hash: "y".into(),
+        object_sha256: None,
+    });
+    let r = deliver(
+        &[b],
+        vec![(
+            "a",
+            Outcome::TooLarge {
+                reason: "413".into(),
+            },
+        )],
+        1,
+        1,
+    )
+    .await;
+    assert_eq!(
+        r.sink.sent.lock().unwrap().len(),
+        1,
+        "never split nor retried"
+    );
+    assert!(r.spool.is_empty());
+    let note = std::fs::read_to_string(r.dir.path().join("dead-letter/k/a.reason.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&note).unwrap();
+    assert_eq!(
+        v["reason"],
+        "413 (a batch of an integrity stream is never split)"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_refusal_is_dead_lettered_with_its_reason() {
     let r = deliver(
@@ -298,8 +335,7 @@ struct Live {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     dir: tempfile::TempDir,
-    abort: watch::Sender<bool>,
-    _drain: watch::Sender<bool>,
+    shutdown: crate::shutdown::Shutdown,
     worker: tokio::task::JoinHandle<()>,
 }
 
@@ -340,7 +376,7 @@ impl Live {
     }
 
     async fn stop(self) {
-        let _ = self.abort.send(true);
+        self.shutdown.advance(crate::shutdown::Phase::Abandon);
         self.worker.await.unwrap();
     }
 }
@@ -378,17 +414,15 @@ async fn start(
         &metrics,
         health.clone(),
     );
-    let (abort_tx, abort) = watch::channel(false);
-    let (drain_tx, drain) = watch::channel(false);
-    let worker = tokio::spawn(w.run(abort, drain));
+    let shutdown = crate::shutdown::Shutdown::new();
+    let worker = tokio::spawn(w.run(shutdown.clone()));
     Live {
         sink,
         spool,
         metrics,
         health,
         dir,
-        abort: abort_tx,
-        _drain: drain_tx,
+        shutdown,
         worker,
     }
 }

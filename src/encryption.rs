@@ -11,7 +11,6 @@ use logferry_sink::store::LedgerStore;
 use logferry_vault::keys::{EntryAuth, KeyRing};
 use logferry_vault::ledger::Kek;
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::watch;
 use tracing::{error, info};
 
 use crate::config::{Config, KekProvider, SinkConfig, SinkKind};
@@ -181,16 +180,16 @@ impl Retention {
         }
     }
 
-    /// A pass now, then every hour until `stop` turns true or its sender goes.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    /// A pass now, then every hour until the pipeline ends.
+    pub async fn run(self, shutdown: crate::shutdown::Shutdown) {
         loop {
             tokio::select! {
                 _ = self.pass() => {}
-                _ = stop.wait_for(|s| *s) => return,
+                _ = shutdown.wait(crate::shutdown::Phase::End) => return,
             }
             tokio::select! {
                 _ = tokio::time::sleep(RETENTION_EVERY) => {}
-                _ = stop.wait_for(|s| *s) => return,
+                _ = shutdown.wait(crate::shutdown::Phase::End) => return,
             }
         }
     }

@@ -17,6 +17,7 @@ pub mod ops;
 pub mod pipeline;
 pub mod private_fs;
 pub mod shape;
+pub mod shutdown;
 pub mod source;
 pub mod spool;
 pub mod timefmt;

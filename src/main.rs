@@ -158,7 +158,7 @@ enum KeysCmd {
     },
 }
 
-/// Loads a configuration for a one-shot command; exit 2 with its problems.
+/// Loads a configuration, the one way every command does; exit 2 with its problems.
 fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
     config::load(path).map_err(|problems| {
         eprint!("{}", redact::text(&problems.to_string()));
@@ -200,7 +200,7 @@ fn main() -> ExitCode {
         Cmd::Validate {
             config,
             check_sinks,
-        } => match config::load(&config) {
+        } => match load(&config) {
             Ok(cfg) => {
                 print!("{}", redact::text(&logferry::describe::summary(&cfg)));
                 if !check_sinks {
@@ -228,10 +228,7 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
-            Err(problems) => {
-                eprint!("{}", redact::text(&problems.to_string()));
-                ExitCode::from(2)
-            }
+            Err(code) => code,
         },
         Cmd::Decrypt {
             config,
@@ -313,12 +310,9 @@ fn main() -> ExitCode {
             text,
             input,
         } => {
-            let cfg = match config::load(&config) {
+            let cfg = match load(&config) {
                 Ok(c) => c,
-                Err(problems) => {
-                    eprint!("{}", redact::text(&problems.to_string()));
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             match mask_cmd::run(&cfg, profile.as_deref(), diff, text, input.as_deref()) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -329,12 +323,9 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Run { config, once } => {
-            let cfg = match config::load(&config) {
+            let cfg = match load(&config) {
                 Ok(c) => c,
-                Err(problems) => {
-                    eprint!("{}", redact::text(&problems.to_string()));
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             ops::init_logging(cfg.log_format, &cfg.log_level);
             ops::fatal::install_panic_hook();

@@ -16,7 +16,6 @@ use logferry_integrity::chain::{self, DigestBody, Entry};
 use logferry_integrity::chained::parse_time;
 use logferry_integrity::signing::SigningKey;
 use logferry_sink::store::LedgerStore;
-use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use super::{read_state, write_state};
@@ -177,8 +176,8 @@ impl Digester {
     }
 
     /// Closes each hour as it ends (and the hours that passed while logferry was stopped),
-    /// until `stop` turns true or its sender goes.
-    pub async fn run(self: Arc<Self>, limit: Duration, mut stop: watch::Receiver<bool>) {
+    /// until the pipeline ends.
+    pub async fn run(self: Arc<Self>, limit: Duration, shutdown: crate::shutdown::Shutdown) {
         loop {
             let now = Utc::now();
             self.close_logged(hour_start(now), limit, false).await;
@@ -186,7 +185,7 @@ impl Digester {
             let wait = (next - Utc::now()).to_std().unwrap_or(Duration::ZERO);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = stop.wait_for(|s| *s) => return,
+                _ = shutdown.wait(crate::shutdown::Phase::End) => return,
             }
         }
     }

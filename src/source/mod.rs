@@ -10,19 +10,20 @@ mod file;
 mod links;
 mod long_line;
 mod oversize;
+mod proc;
+mod read;
 mod scan;
 mod walk;
 mod watch;
 
+use crate::shutdown::{Phase, Shutdown};
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
 use tracing::{debug, error, info, warn};
 
 use crate::ack::Ticket;
@@ -34,6 +35,7 @@ use crate::ops::metrics::Metrics;
 use checkpoint::{Checkpoints, Entry, FileId};
 use file::{State, Tailed};
 pub use long_line::SpillSeal;
+use proc::{Counters, Proc};
 
 /// Bytes read from one file before the next file gets its turn.
 const CHUNK: usize = 256 * 1024;
@@ -51,198 +53,14 @@ const MIN_WAIT: Duration = Duration::from_millis(5);
 /// runs on events and at least this often, not every `glob_interval`.
 const FULL_SCAN: Duration = Duration::from_secs(30);
 
-/// A flag with a wait: set once to ask the source threads to stop.
-#[derive(Default)]
-pub struct Signal {
-    set: Mutex<bool>,
-    cv: Condvar,
-    /// Source threads asleep on file events, woken when the signal is set.
-    wakers: Mutex<Vec<watch::Waker>>,
-}
-
-impl Signal {
-    pub fn set(&self) {
-        if let Ok(mut s) = self.set.lock() {
-            *s = true;
-        }
-        self.cv.notify_all();
-        if let Ok(w) = self.wakers.lock() {
-            w.iter().for_each(watch::Waker::wake);
-        }
-    }
-    /// Wakes `w` when the signal is set (at once if it is already).
-    fn on_set(&self, w: watch::Waker) {
-        if let Ok(mut ws) = self.wakers.lock() {
-            ws.push(w.clone());
-        }
-        if self.is_set() {
-            w.wake();
-        }
-    }
-    pub fn is_set(&self) -> bool {
-        self.set.lock().map(|s| *s).unwrap_or(true)
-    }
-    /// Waits up to `d`; returns whether the signal is set.
-    pub fn wait(&self, d: Duration) -> bool {
-        let Ok(guard) = self.set.lock() else {
-            return true;
-        };
-        match self.cv.wait_timeout_while(guard, d, |s| !*s) {
-            Ok((g, _)) => *g,
-            Err(_) => true,
-        }
-    }
-}
-
-struct Counters {
-    records: Counter,
-    bytes: Counter,
-    truncated_lines: Counter,
-    parse_errors: Counter,
-    invalid_utf8: Counter,
-    files_open: Gauge,
-    rotated: Counter,
-    truncated_files: Counter,
-    drained: Counter,
-    unread: Gauge,
-    file_unread: prometheus_client::metrics::family::Family<crate::ops::metrics::FileLabel, Gauge>,
-    checkpoint_failures: Counter,
-    oversize: Counter,
-    time_unparsed: Counter,
-    refused: Counter,
-    found: Counter,
-}
-
-/// Decoding and batching: the part of the source that sees records.
-struct Proc {
-    decoder: Decoder,
-    masker: Option<Masker>,
-    /// The key fields of records that masking changed (a second extractor, not the decoder).
-    masked_fields: crate::fields::Fields,
-    batchers: Vec<Batcher<ChannelOutlet>>,
-    c: Counters,
-    // Per-chunk tallies, added to the counters once per chunk.
-    n_records: u64,
-    n_truncated: u64,
-    n_parse: u64,
-    n_utf8: u64,
-    n_oversize: u64,
-    n_time_unparsed: u64,
-    /// When an unparseable timestamp was last logged (once a minute per source).
-    time_warned: Option<Instant>,
-    failed: bool,
-    /// Oversize records are not shipped (written whole to the dead-letter folder, or dropped).
-    hold_oversize: bool,
-    source: String,
-    warned_parse: bool,
-    warned_spill: bool,
-}
-
-impl Proc {
-    fn line(&mut self, line: file::Line<'_>, fp: u64, ticket: &Ticket, now: chrono::DateTime<Utc>) {
-        if self.failed {
-            return;
-        }
-        self.n_records += 1;
-        if let file::Cut::Oversize { total, spilled } = &line.cut {
-            self.n_oversize += 1;
-            match spilled {
-                Some(Ok(_)) => return,
-                None if self.hold_oversize => return, // memory mode: nothing on disk
-                // Never shipped raw: the stand-in goes instead, and the operator is told.
-                Some(Err(e)) if !self.warned_spill => {
-                    self.warned_spill = true;
-                    error!(source = %self.source, offset = line.offset, bytes = total, error = %e,
-                        "cannot write an oversize record to the dead-letter folder; shipped its redacted stand-in instead (logged once)");
-                }
-                _ => {}
-            }
-        }
-        let redact_unparsable = self.decoder.redact_unparsable;
-        let d = self
-            .decoder
-            .decode(line.bytes, line.truncated_from(), (fp, line.offset));
-        self.n_truncated += line.truncated_from().is_some() as u64;
-        self.n_parse += d.flags.parse_error as u64;
-        self.n_utf8 += d.flags.invalid_utf8 as u64;
-        if d.flags.time_unparsed {
-            self.n_time_unparsed += 1;
-            if self
-                .time_warned
-                .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
-            {
-                self.time_warned = Some(Instant::now());
-                // The value's shape, never the value: a timestamp field can hold anything.
-                let shape = crate::timefmt::shape(d.time_raw.unwrap_or_default());
-                warn!(source = %self.source, offset = line.offset, %shape, "a timestamp is in no format logferry understands; the record is filed under its read time (logged at most once a minute, counted in timestamp_unparsed_total; see timestamp_field in docs/pipeline.md)");
-            }
-        }
-        if d.flags.parse_error && !self.warned_parse {
-            self.warned_parse = true;
-            let how = if redact_unparsable {
-                "shipped as [REDACTED:unparsable]: field rules cannot see into it"
-            } else {
-                "wrapped as a message"
-            };
-            warn!(source = %self.source, offset = line.offset, "a line is not one JSON object; {how} (logged once per source, counted in parse_errors_total)");
-        }
-        let masked = match &mut self.masker {
-            Some(m) => m.mask(d.record),
-            None => false,
-        };
-        let res = if masked {
-            // Keys and partitions come from the masked record, never from the original: when
-            // masking reached a key field, its values are read again from the masked output.
-            let Some(m) = &self.masker else { return };
-            let (values, t) = if m.key_fields_changed() {
-                self.masked_fields.extract(m.output());
-                (self.masked_fields.values(), self.masked_fields.time())
-            } else {
-                (d.values, d.time)
-            };
-            let time = t.unwrap_or(now);
-            self.batchers
-                .iter_mut()
-                .try_for_each(|b| b.add(m.output(), values, time, ticket))
-        } else {
-            let time = d.time.unwrap_or(now);
-            self.batchers
-                .iter_mut()
-                .try_for_each(|b| b.add(d.record, d.values, time, ticket))
-        };
-        if res.is_err() {
-            // Shutting down: the chunk stays unacknowledged and is read again next run.
-            self.failed = true;
-        }
-    }
-
-    fn flush_counts(&mut self) {
-        self.c.records.inc_by(std::mem::take(&mut self.n_records));
-        self.c
-            .truncated_lines
-            .inc_by(std::mem::take(&mut self.n_truncated));
-        self.c
-            .parse_errors
-            .inc_by(std::mem::take(&mut self.n_parse));
-        self.c.invalid_utf8.inc_by(std::mem::take(&mut self.n_utf8));
-        self.c.oversize.inc_by(std::mem::take(&mut self.n_oversize));
-        self.c
-            .time_unparsed
-            .inc_by(std::mem::take(&mut self.n_time_unparsed));
-        if let Some(m) = &mut self.masker {
-            m.flush_counts();
-        }
-    }
-}
-
 /// What every source shares with the pipeline.
 pub struct SourceCtx {
     pub data_dir: PathBuf,
     /// Read every file to its end once, then stop.
     pub once: bool,
-    pub stop: Arc<Signal>,
-    /// Set at the shutdown deadline: stop waiting for batches to become durable.
-    pub abandon: tokio::sync::watch::Receiver<bool>,
+    /// `Stop`: seal what is held and end; `Abandon`: stop waiting for batches to become
+    /// durable.
+    pub shutdown: Shutdown,
     pub ckpt_interval: Duration,
     pub health: Arc<crate::ops::health::Health>,
     /// A sink of this source keeps nothing on disk (`buffer = "memory"`).
@@ -270,8 +88,7 @@ const ONCE_STALL: Duration = Duration::from_secs(10);
 pub struct Tailer {
     cfg: SourceConfig,
     once: bool,
-    stop: Arc<Signal>,
-    abandon: tokio::sync::watch::Receiver<bool>,
+    shutdown: Shutdown,
     files: BTreeMap<(u64, u64), Tailed>,
     saved: HashMap<FileId, Entry>,
     ckpt: Checkpoints,
@@ -322,8 +139,7 @@ impl Tailer {
         let SourceCtx {
             data_dir,
             once,
-            stop,
-            abandon,
+            shutdown,
             ckpt_interval,
             health,
             zero_retention,
@@ -389,12 +205,12 @@ impl Tailer {
             found: metrics.files_found.get_or_create(&l).clone(),
         };
         let watch = watch::Watch::new();
-        stop.on_set(watch.waker());
+        let waker = watch.waker();
+        shutdown.on_stop(move || waker.wake());
         Ok(Tailer {
             cfg,
             once,
-            stop,
-            abandon,
+            shutdown,
             files: BTreeMap::new(),
             saved: entries.into_iter().map(|e| (e.id, e)).collect(),
             ckpt,
@@ -444,8 +260,9 @@ impl Tailer {
     /// left unread.
     pub fn run(mut self) -> Left {
         let name = self.cfg.name.clone();
-        // A fault hook for the tests of "a panic is never a clean exit"; not in release builds.
-        #[cfg(debug_assertions)]
+        // A fault hook for the tests of "a panic is never a clean exit": only with the
+        // `test-faults` feature, which only `cargo test` turns on.
+        #[cfg(feature = "test-faults")]
         match std::env::var("LOGFERRY_TEST_FAULT").as_deref() {
             Ok("panic-source") => panic!("test fault: LOGFERRY_TEST_FAULT=panic-source"),
             // Held as by a read that never returns.
@@ -508,7 +325,7 @@ impl Tailer {
                 self.checkpoint();
                 next_ckpt = now + self.ckpt_interval;
             }
-            if self.stop.is_set() || self.proc.failed {
+            if self.shutdown.reached(Phase::Stop) || self.proc.failed {
                 break;
             }
             if self.once && !progressed {
@@ -586,7 +403,7 @@ impl Tailer {
                         .clamp(MIN_WAIT, IDLE_SWEEP)
                 };
                 news.merge(self.watch.wait(wait));
-                if self.stop.is_set() {
+                if self.shutdown.reached(Phase::Stop) {
                     break;
                 }
             }
@@ -640,240 +457,12 @@ impl Tailer {
         loop {
             self.checkpoint();
             let pending = self.files.values().any(|f| !f.pending.is_empty());
-            if !pending || *self.abandon.borrow() {
+            if !pending || self.shutdown.reached(Phase::Abandon) {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         self.proc.flush_counts();
-    }
-
-    /// Marks the files the events say were written to.
-    fn poke(&mut self, news: &mut watch::News) {
-        if std::mem::take(&mut news.all_grown) {
-            news.grown.clear();
-            for f in self.files.values_mut() {
-                f.poked = true;
-            }
-            return;
-        }
-        for p in news.grown.drain(..) {
-            if let Some(f) = self.by_path.get(&p).and_then(|k| self.files.get_mut(k)) {
-                f.poked = true;
-            }
-        }
-    }
-
-    /// Gives every open file one chunk: those not known to be at their end, those an event
-    /// named, and with `sweep` all of them. Returns whether anything was read.
-    fn read_round(&mut self, sweep: bool) -> bool {
-        let mut progressed = false;
-        let limit = &self.limit;
-        let name = &self.cfg.name;
-        let mut unpositioned = false;
-        for f in self.files.values_mut() {
-            if f.file.is_none() {
-                continue;
-            }
-            if !f.positioned {
-                // Truncated, or found, before it had a whole first line: identified below.
-                unpositioned = true;
-                continue;
-            }
-            // A rotated file is always looked at: it is closed once it stayed at its end for
-            // rotate_wait, which must not rest on an old look.
-            if f.at_eof && !f.poked && !sweep && matches!(f.state, State::Live) {
-                continue;
-            }
-            f.poked = false;
-            match f.check_truncated() {
-                Ok(true) => {
-                    self.proc.c.truncated_files.inc();
-                    info!(source = %name, path = %f.path.display(), "file truncated; reading it from the start");
-                    f.positioned = f.fp.is_some();
-                    if !f.positioned {
-                        continue;
-                    }
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    if let Some(held) = self.repeats.allow(&format!("stat {}", f.path.display())) {
-                        warn!(source = %name, path = %f.path.display(), error = %e, repeated = held, "cannot stat file");
-                    }
-                    continue;
-                }
-            }
-            let Some(fp) = f.fp else { continue };
-            // The size was just read: a file no longer than our offset has nothing to read
-            // (what a read would say, without a read).
-            if f.read_pos >= f.last_size {
-                f.at_eof = true;
-                continue;
-            }
-            let now = Utc::now();
-            let proc = &mut self.proc;
-            let over_before = f.over_limit;
-            // The chunk is acknowledged in pieces of ACK_GRAIN: a checkpoint can move past the
-            // first records of a chunk while its last ones are still in an open batch, so a
-            // crash sends again at most a piece, not a whole chunk.
-            let mut ticket = Ticket::new();
-            let mut piece_from = f.consumed;
-            let mut pieces: Vec<(u64, Ticket)> = Vec::new();
-            let res = f.read_lines(CHUNK, limit, &mut self.read_buf, |l| {
-                if l.offset >= piece_from + ACK_GRAIN {
-                    pieces.push((l.offset, std::mem::take(&mut ticket)));
-                    piece_from = l.offset;
-                }
-                proc.line(l, fp, &ticket, now)
-            });
-            if f.consumed > piece_from {
-                pieces.push((f.consumed, std::mem::take(&mut ticket)));
-            }
-            for (end, t) in pieces {
-                f.pending.push_back((end, Ticket::clone_for_queue(&t)));
-                // A piece whose records were not all taken (shutting down) never counts as done.
-                if !proc.failed {
-                    t.seal().release();
-                }
-            }
-            if over_before == 0 && f.over_limit > 0 {
-                let what = match (limit.digest, &limit.spill_dir, &limit.seal) {
-                    (false, _, _) => "cut at max_line_bytes and kept".to_string(),
-                    (true, None, _) if proc.hold_oversize => {
-                        "dropped (a sink keeps nothing on disk)".to_string()
-                    }
-                    (true, None, _) => {
-                        "shipped as a redacted stand-in with its size and SHA-256".to_string()
-                    }
-                    (true, Some(_), None) => {
-                        "written whole to the dead-letter folder, not shipped".to_string()
-                    }
-                    (true, Some(_), Some(seal)) => format!(
-                        "written whole to the dead-letter folder, sealed under sink {}'s spool key (`logferry decrypt --sink {}` reads it), not shipped",
-                        seal.sink, seal.sink
-                    ),
-                };
-                warn!(source = %name, path = %f.path.display(), limit = limit.max, "a record is over the size limit; {what} (logged once per file, counted)");
-            }
-            if let Some(g) = &f.lag {
-                g.1.set(f.unread() as i64);
-            }
-            match res {
-                Ok(0) => {}
-                Ok(n) => {
-                    progressed = true;
-                    proc.c.bytes.inc_by(n as u64);
-                    proc.flush_counts();
-                }
-                Err(e) => {
-                    if let Some(held) = self.repeats.allow(&format!("read {}", f.path.display())) {
-                        warn!(source = %name, path = %f.path.display(), error = %e, repeated = held, "read failed; will retry")
-                    }
-                }
-            }
-        }
-        if progressed {
-            self.acks_pending = true;
-            let unread: u64 = self.files.values().map(|f| f.unread()).sum();
-            self.proc.c.unread.set(unread as i64);
-        }
-        if unpositioned {
-            self.position_new();
-        }
-        progressed
-    }
-
-    /// Closes rotated or deleted files that stayed at their end for `rotate_wait`, and forgets
-    /// them once everything read from them is durable.
-    fn close_drained(&mut self) {
-        let wait = if self.once {
-            Duration::ZERO
-        } else {
-            self.cfg.rotate_wait
-        };
-        let mut forget = Vec::new();
-        for (k, f) in self.files.iter_mut() {
-            if !matches!(f.state, State::Gone) {
-                continue;
-            }
-            if f.file.is_some() && f.at_eof && f.last_growth.elapsed() >= wait {
-                f.file = None;
-                self.proc.c.drained.inc();
-                debug!(source = %self.cfg.name, path = %f.path.display(), "rotated file drained and closed");
-            }
-            if f.file.is_none() && f.pending.is_empty() {
-                forget.push(*k);
-            }
-        }
-        for k in forget {
-            if let Some(lag) = self.files.remove(&k).and_then(|f| f.lag) {
-                self.proc.c.file_unread.remove(&lag.0);
-            }
-            self.dirty = true;
-            self.reindex = true;
-        }
-    }
-
-    fn checkpoint(&mut self) {
-        let mut moved = false;
-        let mut pending = false;
-        for f in self.files.values_mut() {
-            moved |= f.advance();
-            pending |= !f.pending.is_empty();
-        }
-        self.acks_pending = pending;
-        if !moved && !self.dirty {
-            return;
-        }
-        let entries: Vec<Entry> = self
-            .files
-            .values()
-            .filter_map(|f| {
-                Some(Entry {
-                    id: f.id()?,
-                    offset: f.committed,
-                    path: f.path.clone(),
-                })
-            })
-            .chain(
-                // Kept until used: before the first scan, and for files still waiting to be
-                // opened and identified (their offsets must survive a crash meanwhile).
-                self.saved
-                    .values()
-                    .filter(|e| {
-                        !self.first_scan_done
-                            || self
-                                .files
-                                .get(&(e.id.dev, e.id.ino))
-                                .is_some_and(|f| !f.positioned)
-                    })
-                    .cloned(),
-            )
-            .collect();
-        for f in self.files.values() {
-            tracing::trace!(source = %self.cfg.name, path = %f.path.display(), committed = f.committed, consumed = f.consumed, pending = f.pending.len(), "checkpoint");
-        }
-        match self.ckpt.save(&entries) {
-            Ok(()) => {
-                self.dirty = false;
-                if self.ckpt_failures > 0 {
-                    info!(source = %self.cfg.name, failures = self.ckpt_failures, "checkpoint writes succeed again");
-                    self.ckpt_failures = 0;
-                    self.health.checkpoint_ok(&self.cfg.name);
-                }
-            }
-            Err(e) => {
-                // Retried at the next interval; the offsets only lag, the records are not lost
-                // (a restart meanwhile sends the unrecorded part again).
-                self.proc.c.checkpoint_failures.inc();
-                self.health
-                    .checkpoint_failing(&self.cfg.name, &e.to_string());
-                self.ckpt_failures += 1;
-                if self.ckpt_failures == 1 || self.ckpt_failures % 20 == 0 {
-                    error!(source = %self.cfg.name, error = %e, failures = self.ckpt_failures, "cannot write checkpoint; retrying at the next interval (counted in checkpoint_write_failures_total)");
-                }
-            }
-        }
     }
 }
 

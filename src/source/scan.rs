@@ -12,8 +12,8 @@ impl Tailer {
     pub(super) fn scan(&mut self, renames: &[(PathBuf, PathBuf)], full: bool) {
         let mut seen: HashMap<(u64, u64), PathBuf> = HashMap::new();
         // Asked between directories: a large or looping tree does not hold shutdown.
-        let signal = Arc::clone(&self.stop);
-        let stop = move || signal.is_set();
+        let signal = self.shutdown.clone();
+        let stop = move || signal.reached(crate::shutdown::Phase::Stop);
         for pattern in &self.cfg.include {
             let walked = match walk::expand(pattern, self.cfg.follow_symlinks, &stop) {
                 Ok(w) => w,

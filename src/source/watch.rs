@@ -239,11 +239,12 @@ mod tests {
     #[test]
     fn the_stop_signal_wakes_a_source_waiting_for_events() {
         let watch = Watch::new();
-        let stop = Arc::new(crate::source::Signal::default());
-        stop.on_set(watch.waker());
+        let stop = crate::shutdown::Shutdown::new();
+        let waker = watch.waker();
+        stop.on_stop(move || waker.wake());
         let setter = {
             let stop = stop.clone();
-            std::thread::spawn(move || stop.set())
+            std::thread::spawn(move || stop.advance(crate::shutdown::Phase::Stop))
         };
         // Without the waker this waits the whole minute.
         let t = std::time::Instant::now();
@@ -252,7 +253,8 @@ mod tests {
         setter.join().unwrap();
         // Once set, a later registration wakes at once as well.
         let late = Watch::new();
-        stop.on_set(late.waker());
+        let waker = late.waker();
+        stop.on_stop(move || waker.wake());
         let t = std::time::Instant::now();
         late.wait(Duration::from_secs(60));
         assert!(t.elapsed() < Duration::from_secs(30));

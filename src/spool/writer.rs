@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use logferry_sink::{BatchMeta, Compression};
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use super::{PushError, Spool};
@@ -21,6 +21,7 @@ use crate::backoff::Backoff;
 use crate::batch::PendingBatch;
 use crate::encode::BlockError;
 use crate::ops::health::Health;
+use crate::shutdown::Phase;
 
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
@@ -36,7 +37,7 @@ pub struct Writer {
     pub failures: Counter,
     pub health: Arc<Health>,
     /// The shutdown deadline: stop retrying, leave the records unacknowledged.
-    pub abandon: watch::Receiver<bool>,
+    pub shutdown: crate::shutdown::Shutdown,
     /// The integrity stream's head: each batch is linked to it as it is sealed.
     pub chain: Option<Arc<crate::integrity::Head>>,
 }
@@ -124,7 +125,7 @@ impl Writer {
             let spool = self.spool.clone();
             let res = tokio::select! {
                 r = spool.push_parts(meta, parts, holds) => r,
-                _ = self.abandon.wait_for(|a| *a) => return Err(Abandoned),
+                _ = self.shutdown.wait(Phase::Abandon) => return Err(Abandoned),
             };
             match res {
                 Ok(()) => {
@@ -187,7 +188,7 @@ impl Writer {
     async fn pause(&mut self, d: Duration) -> Result<(), Abandoned> {
         tokio::select! {
             _ = tokio::time::sleep(d) => Ok(()),
-            _ = self.abandon.wait_for(|a| *a) => Err(Abandoned),
+            _ = self.shutdown.wait(Phase::Abandon) => Err(Abandoned),
         }
     }
 }

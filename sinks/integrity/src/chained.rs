@@ -120,11 +120,8 @@ impl Sink for ChainedSink {
                     },
                 }
             }
-            // Halves of a split would break the chain's one entry per sealed batch.
-            Outcome::TooLarge { reason } => Outcome::Rejected {
-                reason: format!("{reason} (a batch of an integrity stream is never split)"),
-            },
-            // Not stored (`Retry`, `Parked`, ...): nothing to record.
+            // Not stored (`Retry`, `TooLarge`, `Parked`, ...): nothing to record; what
+            // follows is the delivery loop's decision.
             o => o,
         }
     }

@@ -45,7 +45,7 @@ fn archive(
 }
 
 fn decrypt_py(kek_file: &Path, root: &Path, object: &Path) -> std::process::Output {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/decrypt.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/decrypt.py");
     Command::new(python())
         .arg(script)
         .arg("--kek-file")
