@@ -195,6 +195,17 @@ impl Retention {
     }
 }
 
+/// An archive object read from another place than the one its header names (header fields and
+/// the path as read).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("refused: its header names tenant {tenant}, hour {hour}, batch {batch_id}; it was read from {path}: an object moved or copied to another tenant's, hour's or batch's place is not shown")]
+pub struct Misplaced {
+    pub tenant: String,
+    pub hour: String,
+    pub batch_id: String,
+    pub path: String,
+}
+
 /// Checks that an archive object read from `path` sits where its header (authenticated as the
 /// object's associated data) says it belongs: the sink's key template is rendered for the
 /// header's tenant (when the key shows the tenant field), hour and batch id, and compared with
@@ -211,12 +222,12 @@ pub fn check_object_place(
     tenant_field: Option<&str>,
     header: &logferry_vault::crypt::Header,
     path: &str,
-) -> Result<(), String> {
-    let refused = || {
-        format!(
-            "refused: its header names tenant {}, hour {}, batch {}; it was read from {path}: an object moved or copied to another tenant's, hour's or batch's place is not shown",
-            header.tenant, header.hour, header.batch_id
-        )
+) -> Result<(), Misplaced> {
+    let refused = || Misplaced {
+        tenant: header.tenant.clone(),
+        hour: header.hour.clone(),
+        batch_id: header.batch_id.clone(),
+        path: path.to_string(),
     };
     if !logferry_vault::keys::is_hour(&header.hour) {
         return Err(refused());
@@ -306,7 +317,7 @@ mod tests {
 
     fn place(key: &str, h: &Header, path: &str) -> Result<(), String> {
         let k = KeyTemplate::parse_per_record(key).unwrap();
-        check_object_place(&k, "archive", Some("account_id"), h, path)
+        check_object_place(&k, "archive", Some("account_id"), h, path).map_err(|e| e.to_string())
     }
 
     const KEY: &str = "{source}/{account_id}/%Y/%m/%d/%H/{batch_id}.ndjson.gz";

@@ -36,19 +36,26 @@ pub fn parse_with(v: &str, format: &str) -> Option<DateTime<Utc>> {
         .map(|t| Utc.from_utc_datetime(&t))
 }
 
+/// Why a `timestamp_format` is refused (the pattern as written).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    #[error("{0:?} is not a strftime pattern (chrono's %-specifiers)")]
+    NotStrftime(String),
+    #[error("{0:?} reads no year (%Y, %F, %s, ...)")]
+    NoYear(String),
+}
+
 /// Whether `format` is a strftime pattern chrono can use, and a useful one (it must read at
 /// least a date).
-pub fn check_format(format: &str) -> Result<(), String> {
+pub fn check_format(format: &str) -> Result<(), FormatError> {
     use chrono::format::{Item, StrftimeItems};
     let items: Vec<Item> = StrftimeItems::new(format).collect();
     if items.iter().any(|i| matches!(i, Item::Error)) {
-        return Err(format!(
-            "{format:?} is not a strftime pattern (chrono's %-specifiers)"
-        ));
+        return Err(FormatError::NotStrftime(format.to_string()));
     }
     let has = |s: &str| format.contains(s);
     if !(has("%Y") || has("%F") || has("%s") || has("%+") || has("%c") || has("%y")) {
-        return Err(format!("{format:?} reads no year (%Y, %F, %s, ...)"));
+        return Err(FormatError::NoYear(format.to_string()));
     }
     Ok(())
 }
@@ -288,7 +295,10 @@ mod tests {
         );
         assert_eq!(t("yesterday", "%Y%m%d"), None);
         assert!(check_format("%d/%m/%Y %H:%M").is_ok());
-        assert!(check_format("%H:%M").unwrap_err().contains("no year"));
+        assert!(check_format("%H:%M")
+            .unwrap_err()
+            .to_string()
+            .contains("no year"));
         assert!(check_format("%Q %Y").is_err());
     }
 

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use logferry_vault::ledger::LocalKek;
 
+use super::entra::entra;
+use super::files::read_key_file;
+use super::tls::tls;
 use super::{raw, resolve, Collector, KeyFileModes, SinkKind};
 
 /// A key-encryption key as configured.
@@ -250,14 +253,14 @@ fn key_vault(
         authority_host: k.authority_host.clone(),
         federated_token_file: k.federated_token_file.clone(),
     };
-    let auth = super::sink::azure::entra(p, &fields, base, c, "");
+    let auth = entra(p, &fields, base, c, "");
     if k.auth.is_none() {
         c.add(
             format!("{p}.auth"),
             "Key Vault takes Entra ID: \"workload_identity\", \"managed_identity\" or \"client_secret\"",
         );
     }
-    let tls = super::sink::tls(p, k.tls.as_ref(), base, c);
+    let tls = tls(p, k.tls.as_ref(), base, c);
     if c.list.len() > before {
         return None;
     }
@@ -279,88 +282,17 @@ pub(super) fn signing(
 ) -> Option<PathBuf> {
     let s = s?;
     let path = resolve(base, &s.key_file);
-    let check = read_key_file(&path, modes, "signing key").and_then(|b| {
-        let t = std::str::from_utf8(&b)
-            .map_err(|_| format!("{} is not a PEM text file", path.display()))?;
-        logferry_integrity::signing::SigningKey::from_pem(t).map(|_| ())
-    });
+    let check = read_key_file(&path, modes, "signing key")
+        .map_err(|e| e.to_string())
+        .and_then(|b| {
+            let t = std::str::from_utf8(&b)
+                .map_err(|_| format!("{} is not a PEM text file", path.display()))?;
+            logferry_integrity::signing::SigningKey::from_pem(t).map(|_| ())
+        });
     if let Err(e) = check {
         c.add("signing.key_file", e);
     }
     Some(path)
-}
-
-/// A key file is a few hundred bytes at most; a larger one is not a key.
-const MAX_KEY_FILE: u64 = 64 * 1024;
-
-/// Reads a key file (`what`: "KEK", "signing key") after checking, on the opened file (no race
-/// with a rename in between), that it is a regular file of at most 64 KiB that the group and
-/// others cannot open beyond what `modes` allows (ssh's rule for private keys).
-pub fn read_key_file(
-    path: &Path,
-    modes: KeyFileModes,
-    what: &str,
-) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
-    use std::io::Read;
-    use std::os::unix::fs::PermissionsExt;
-    let shown = path.display();
-    let f = std::fs::File::open(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
-    let meta = f
-        .metadata()
-        .map_err(|e| format!("cannot read {shown}: {e}"))?;
-    if meta.is_dir() {
-        return Err(format!("{shown} is a directory, not a {what} file"));
-    }
-    if !meta.is_file() {
-        return Err(format!("{shown} is not a regular file"));
-    }
-    if meta.len() > MAX_KEY_FILE {
-        return Err(format!(
-            "{shown} is {} bytes: a {what} file is at most 64 KiB",
-            meta.len()
-        ));
-    }
-    if let Some(m) = mode_problem(path, meta.permissions().mode(), modes, what) {
-        return Err(m);
-    }
-    let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(meta.len() as usize));
-    f.take(MAX_KEY_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read {shown}: {e}"))?;
-    if bytes.len() as u64 > MAX_KEY_FILE {
-        return Err(format!("{shown} grew past 64 KiB while it was read"));
-    }
-    Ok(bytes)
-}
-
-/// Why a key file of `mode` is refused under `modes`, if it is.
-fn mode_problem(path: &Path, mode: u32, modes: KeyFileModes, what: &str) -> Option<String> {
-    let forbidden = match modes {
-        KeyFileModes::Owner => 0o077,
-        // The group may read (0o040), not write or execute; others nothing.
-        KeyFileModes::Group => 0o037,
-        KeyFileModes::Trusted => return None,
-    };
-    let open = mode & forbidden;
-    if open == 0 {
-        return None;
-    }
-    let who = match (open & 0o070 != 0, open & 0o007 != 0) {
-        (true, true) => "the group and others",
-        (true, false) => "the group",
-        _ => "others",
-    };
-    let shown = path.display();
-    let rule = match modes {
-        KeyFileModes::Group => format!(
-            "with [security] key_file_modes = \"group\" a {what} may be read by its group, not written by it, and must not be open to others. Run `chmod 640 {shown}` (or `chmod 600`)"
-        ),
-        _ => format!("a {what} must be readable by its owner only. Run `chmod 600 {shown}`"),
-    };
-    Some(format!(
-        "{shown} is readable or writable by {who} (mode {:04o}): {rule}; in Kubernetes mount the secret with defaultMode: 0400 (or 0440 with fsGroup and [security] key_file_modes = \"group\"); set \"trusted\" only for a mount you trust.",
-        mode & 0o7777
-    ))
 }
 
 /// Parses a retention such as "30d", "1y", "8760h".

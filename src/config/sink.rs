@@ -1,6 +1,6 @@
 //! Checks a `[sinks.<name>]` table: the options every sink shares, then the type's own.
 
-pub(super) mod azure;
+mod azure;
 mod http;
 
 use std::path::Path;
@@ -9,6 +9,7 @@ use std::time::Duration;
 use logferry_sink::{Encoding, KeyTemplate};
 
 use super::raw::{self, SINK_COMMON_KEYS, SINK_TYPES};
+use super::tls::tls;
 use super::{
     resolve, size_or, typed, Collector, SinkConfig, SinkKind, DEFAULT_APPEND_KEY, DEFAULT_KEY,
 };
@@ -439,65 +440,4 @@ fn s3(
         static_keys,
         tls,
     })
-}
-
-/// `tls = { ca_file, cert_file, key_file, server_name }`: files must exist; a client
-/// certificate needs its key.
-pub(super) fn tls(
-    p: &str,
-    t: Option<&raw::Tls>,
-    base: &Path,
-    c: &mut Collector,
-) -> logferry_destinations::tls::TlsOptions {
-    let Some(t) = t else {
-        return Default::default();
-    };
-    let before = c.list.len();
-    let mut file = |name: &str, v: &Option<String>| {
-        let path = v.as_deref().map(|f| resolve(base, f));
-        if let Some(f) = &path {
-            if let Err(e) = readable_file(f) {
-                c.add(format!("{p}.tls.{name}"), e);
-            }
-        }
-        path
-    };
-    let opts = logferry_destinations::tls::TlsOptions {
-        ca_file: file("ca_file", &t.ca_file),
-        cert_file: file("cert_file", &t.cert_file),
-        key_file: file("key_file", &t.key_file),
-        server_name: t.server_name.clone(),
-    };
-    if c.list.len() == before {
-        // Readable: now what they hold (certificates that parse and are valid, a key that
-        // matches its certificate).
-        for (option, problem) in
-            logferry_destinations::tls_files::check(&opts, chrono::Utc::now().timestamp())
-        {
-            c.add(format!("{p}.tls.{option}"), problem);
-        }
-    }
-    if opts.cert_file.is_some() != opts.key_file.is_some() {
-        c.add(
-            format!("{p}.tls"),
-            "cert_file and key_file go together (a client certificate and its key)",
-        );
-    }
-    opts
-}
-
-/// A path option read later (at every start, or when it changes) must name a readable regular
-/// file now: a directory or an unreadable file would otherwise pass `validate` and fail at run
-/// time (a token file retried forever, a CA file ending the process).
-pub(super) fn readable_file(path: &Path) -> Result<(), String> {
-    let shown = path.display();
-    let f = std::fs::File::open(path).map_err(|e| format!("{shown}: {e}"))?;
-    let m = f.metadata().map_err(|e| format!("{shown}: {e}"))?;
-    if m.is_dir() {
-        return Err(format!("{shown} is a directory, not a file"));
-    }
-    if !m.is_file() {
-        return Err(format!("{shown} is not a regular file"));
-    }
-    Ok(())
 }

@@ -1,4 +1,5 @@
 use super::*;
+use logferry_sink::Encoding;
 
 fn env(k: &str) -> Option<String> {
     (k == "ARCHIVE").then(|| "/tmp/arch".to_string())

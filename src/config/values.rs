@@ -12,19 +12,32 @@ pub const MAX_SIZE: u64 = 1 << 40;
 /// computed from it would overflow the clock.
 pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// Why a size string is refused (`input` as written).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    #[error("invalid size {input:?}: expected a number and a unit such as \"8MiB\"")]
+    NotANumber { input: String },
+    #[error("invalid size {input:?}: unknown unit {unit:?} (use B, KiB, MiB, GiB, KB, MB or GB)")]
+    UnknownUnit { input: String, unit: String },
+    #[error("invalid size {input:?}: out of range")]
+    OutOfRange { input: String },
+    #[error("invalid size {input:?}: larger than 1TiB, the most any size setting takes")]
+    TooLarge { input: String },
+}
+
 /// A byte size written as a string: `"8MiB"`, `"512 KiB"`, `"1GB"`, `"4096"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Size(pub u64);
 
 impl Size {
-    pub fn parse(s: &str) -> Result<Size, String> {
+    pub fn parse(s: &str) -> Result<Size, SizeError> {
         let t = s.trim();
         let split = t
             .find(|c: char| !c.is_ascii_digit() && c != '.')
             .unwrap_or(t.len());
         let (num, unit) = (t[..split].trim(), t[split..].trim());
-        let n: f64 = num.parse().map_err(|_| {
-            format!("invalid size {s:?}: expected a number and a unit such as \"8MiB\"")
+        let n: f64 = num.parse().map_err(|_| SizeError::NotANumber {
+            input: s.to_string(),
         })?;
         let mult: u64 = match unit {
             "" | "B" | "b" => 1,
@@ -37,19 +50,22 @@ impl Size {
             "GB" => 1_000_000_000,
             "TB" => 1_000_000_000_000,
             other => {
-                return Err(format!(
-                "invalid size {s:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, KB, MB or GB)"
-            ))
+                return Err(SizeError::UnknownUnit {
+                    input: s.to_string(),
+                    unit: other.to_string(),
+                })
             }
         };
         let v = n * mult as f64;
         if !v.is_finite() || v < 0.0 {
-            return Err(format!("invalid size {s:?}: out of range"));
+            return Err(SizeError::OutOfRange {
+                input: s.to_string(),
+            });
         }
         if v > MAX_SIZE as f64 {
-            return Err(format!(
-                "invalid size {s:?}: larger than 1TiB, the most any size setting takes"
-            ));
+            return Err(SizeError::TooLarge {
+                input: s.to_string(),
+            });
         }
         Ok(Size(v as u64))
     }
@@ -67,19 +83,32 @@ impl fmt::Display for Size {
     }
 }
 
+/// Why a duration string is refused (`input` as written).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// `reason`: humantime's words.
+    #[error("invalid duration {input:?}: {reason} (write e.g. \"30s\", \"5m\", \"250ms\")")]
+    Unreadable { input: String, reason: String },
+    #[error(
+        "invalid duration {input:?}: longer than 30 days, the most any duration setting takes"
+    )]
+    TooLong { input: String },
+}
+
 /// A duration written as a string: `"30s"`, `"5m"`, `"250ms"`, `"1h 30m"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Dur(pub Duration);
 
 impl Dur {
-    pub fn parse(s: &str) -> Result<Dur, String> {
-        let d = humantime::parse_duration(s.trim()).map_err(|e| {
-            format!("invalid duration {s:?}: {e} (write e.g. \"30s\", \"5m\", \"250ms\")")
+    pub fn parse(s: &str) -> Result<Dur, DurationError> {
+        let d = humantime::parse_duration(s.trim()).map_err(|e| DurationError::Unreadable {
+            input: s.to_string(),
+            reason: e.to_string(),
         })?;
         if d > MAX_DURATION {
-            return Err(format!(
-                "invalid duration {s:?}: longer than 30 days, the most any duration setting takes"
-            ));
+            return Err(DurationError::TooLong {
+                input: s.to_string(),
+            });
         }
         Ok(Dur(d))
     }
@@ -113,9 +142,21 @@ macro_rules! string_value {
 string_value!(Size, "a size string such as \"8MiB\"");
 string_value!(Dur, "a duration string such as \"30s\"");
 
+/// Why `${VAR}` expansion failed. The value itself is never in it: it may hold a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExpandError {
+    #[error("unclosed \"${{\" (write $${{ for a literal ${{)")]
+    Unclosed,
+    /// `body`: what is between the braces.
+    #[error("invalid variable name {name:?} in \"${{{body}}}\"")]
+    BadName { name: String, body: String },
+    #[error("environment variable {name} is not set (write ${{{name}:-default}} for a default)")]
+    Unset { name: String },
+}
+
 /// Expands `${VAR}` and `${VAR:-default}` from `lookup`; `$${` is a literal `${`.
 /// A variable that is unset and has no default is an error naming it.
-pub fn expand(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+pub fn expand(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, ExpandError> {
     if !input.contains("${") {
         return Ok(input.to_string());
     }
@@ -137,14 +178,17 @@ pub fn expand(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<St
         let end = body_start
             .find('}')
             // The value itself is not echoed: it may hold a secret.
-            .ok_or_else(|| "unclosed \"${\" (write $${ for a literal ${)".to_string())?;
+            .ok_or(ExpandError::Unclosed)?;
         let body = &body_start[..end];
         let (name, default) = match body.find(":-") {
             Some(p) => (&body[..p], Some(&body[p + 2..])),
             None => (body, None),
         };
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!("invalid variable name {name:?} in \"${{{body}}}\""));
+            return Err(ExpandError::BadName {
+                name: name.to_string(),
+                body: body.to_string(),
+            });
         }
         match (
             lookup(name).filter(|v| !v.is_empty() || default.is_none()),
@@ -153,9 +197,9 @@ pub fn expand(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<St
             (Some(v), _) => out.push_str(&v),
             (None, Some(d)) => out.push_str(d),
             (None, None) => {
-                return Err(format!(
-                "environment variable {name} is not set (write ${{{name}:-default}} for a default)"
-            ))
+                return Err(ExpandError::Unset {
+                    name: name.to_string(),
+                })
             }
         }
         rest = &body_start[end + 1..];
@@ -186,6 +230,19 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Why a secret option could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("set either {name} or {name}_file, not both")]
+    Both { name: String },
+    #[error("cannot read {name}_file {path:?}: {error}")]
+    Unreadable {
+        name: String,
+        path: String,
+        error: std::io::Error,
+    },
+}
+
 #[allow(dead_code)]
 /// Resolves a secret option given inline (`password`) or as a file (`password_file`, the way
 /// Kubernetes mounts secrets). Exactly one may be set; trailing newlines of a file are dropped.
@@ -193,13 +250,19 @@ pub fn secret(
     name: &str,
     inline: Option<&str>,
     file: Option<&str>,
-) -> Result<Option<Secret>, String> {
+) -> Result<Option<Secret>, SecretError> {
     match (inline, file) {
-        (Some(_), Some(_)) => Err(format!("set either {name} or {name}_file, not both")),
+        (Some(_), Some(_)) => Err(SecretError::Both {
+            name: name.to_string(),
+        }),
         (Some(v), None) => Ok(Some(Secret(v.to_string()))),
         (None, Some(path)) => std::fs::read_to_string(path)
             .map(|s| Some(Secret(s.trim_end_matches(['\r', '\n']).to_string())))
-            .map_err(|e| format!("cannot read {name}_file {path:?}: {e}")),
+            .map_err(|error| SecretError::Unreadable {
+                name: name.to_string(),
+                path: path.to_string(),
+                error,
+            }),
         (None, None) => Ok(None),
     }
 }
@@ -225,11 +288,13 @@ mod tests {
         assert_eq!(Size::parse("1.5KiB").unwrap().0, 1536);
         assert!(Size::parse("8 parsecs")
             .unwrap_err()
+            .to_string()
             .contains("unknown unit"));
         assert!(Size::parse("MiB").is_err());
         assert_eq!(Size::parse("1TiB").unwrap().0, MAX_SIZE);
         assert!(Size::parse("2TiB")
             .unwrap_err()
+            .to_string()
             .contains("larger than 1TiB"));
         assert!(Size::parse("1e30").is_err());
         assert_eq!(Size(8 << 20).to_string(), "8MiB");
@@ -242,7 +307,7 @@ mod tests {
         assert!(Dur::parse("soon").is_err());
         assert_eq!(Dur::parse("30days").unwrap().0, MAX_DURATION);
         // Would overflow an Instant in the source thread (a panic before the bound existed).
-        let e = Dur::parse("300000000000y").unwrap_err();
+        let e = Dur::parse("300000000000y").unwrap_err().to_string();
         assert!(e.contains("longer than 30 days"), "{e}");
         assert!(Dur::parse("31d").is_err());
     }
@@ -259,6 +324,7 @@ mod tests {
         );
         assert!(expand("${NOPE}", &env)
             .unwrap_err()
+            .to_string()
             .contains("NOPE is not set"));
         assert!(expand("${bad name}", &env).is_err());
         assert!(expand("${OPEN", &env).is_err());

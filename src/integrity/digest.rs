@@ -44,6 +44,42 @@ pub fn gate(dir: &std::path::Path) -> Arc<tokio::sync::Mutex<()>> {
     g.entry(dir.to_path_buf()).or_default().clone()
 }
 
+/// Why a close wrote nothing more (what it wrote before stays, and the next close goes on).
+#[derive(Debug, thiserror::Error)]
+pub enum DigestError {
+    /// A blocking read or write of the state did not finish (it panicked).
+    #[error("{0}")]
+    Task(tokio::task::JoinError),
+    #[error("{0:#}")]
+    State(anyhow::Error),
+    #[error("no integrity state in {0}")]
+    NoState(PathBuf),
+    #[error("{0}: covered_to is not a time")]
+    CoveredTo(PathBuf),
+    /// The journal, the signer or the archive failed (their words).
+    #[error("{0}")]
+    Failed(String),
+    /// A digest already at `key` is this stream's, but its period's end does not read.
+    #[error("{0}: `to` is not a time")]
+    AdoptedTo(String),
+    #[error("{0} and every other name of this digest are taken by files logferry did not write: move them away to continue")]
+    NamesTaken(String),
+    #[error("cannot write {path}: {error}")]
+    WriteState {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("the archive did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+impl DigestError {
+    /// Whatever error type the journal, signer or store gives, by its words.
+    fn failed(e: impl std::fmt::Display) -> DigestError {
+        DigestError::Failed(e.to_string())
+    }
+}
+
 fn hour_start(t: DateTime<Utc>) -> DateTime<Utc> {
     t.duration_trunc(TimeDelta::hours(1)).unwrap_or(t)
 }
@@ -52,20 +88,20 @@ impl Digester {
     /// Writes the digests of everything from the end of the last one up to `to`, split at
     /// hour boundaries; the last is marked closed by a stop when `stop`. Returns how many were
     /// written.
-    pub async fn close(&self, to: DateTime<Utc>, stop: bool) -> Result<usize, String> {
+    pub async fn close(&self, to: DateTime<Utc>, stop: bool) -> Result<usize, DigestError> {
         let _one = self.gate.lock().await;
         let dir = self.dir.clone();
         let mut state = tokio::task::spawn_blocking(move || read_state(&dir))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("{e:#}"))?
-            .ok_or_else(|| format!("no integrity state in {}", self.dir.display()))?;
+            .map_err(DigestError::Task)?
+            .map_err(DigestError::State)?
+            .ok_or_else(|| DigestError::NoState(self.dir.clone()))?;
         let mut from = parse_time(&state.covered_to)
-            .ok_or_else(|| format!("{}: covered_to is not a time", self.dir.display()))?;
+            .ok_or_else(|| DigestError::CoveredTo(self.dir.clone()))?;
         if to <= from {
             return Ok(0);
         }
-        let (entries, bad) = self.journal.take(to).await?;
+        let (entries, bad) = self.journal.take(to).await.map_err(DigestError::failed)?;
         if bad > 0 {
             // A torn last line: its batch is still spooled and is recorded when it is replayed.
             info!(sink = %self.sink, lines = bad, "skipped unreadable journal lines (a crash mid-write)");
@@ -75,7 +111,7 @@ impl Digester {
             .filter_map(|e| parse_time(&e.delivered_at).map(|t| (t, e)))
             .filter(|(t, _)| *t >= from)
             .collect();
-        let public = hex::decode(self.signer.public_hex()).map_err(|e| e.to_string())?;
+        let public = hex::decode(self.signer.public_hex()).map_err(DigestError::failed)?;
         let key_id = chain::sha256_hex(&public);
         let mut written = 0;
         while from < to {
@@ -105,14 +141,20 @@ impl Digester {
                 created_at: chain::time_text(Utc::now()),
                 closed_by: Some(if stop && end == to { "stop" } else { "hour" }.into()),
             };
-            let (bytes, mut prev) = chain::render_digest(&body, &self.signer)?;
+            let (bytes, mut prev) =
+                chain::render_digest(&body, &self.signer).map_err(DigestError::failed)?;
             let mut covered = None;
             let mut key = String::new();
             // Its own name, or the next free one when something else holds it: a name planted
             // in the archive cannot stop digests (verify reports the suffixed name).
             for n in 0..=chain::MAX_DIGEST_SUFFIX {
                 key = chain::digest_key_n(&self.prefix, &self.stream, from, n);
-                if self.store.put_new(&key, &bytes).await? {
+                if self
+                    .store
+                    .put_new(&key, &bytes)
+                    .await
+                    .map_err(DigestError::failed)?
+                {
                     covered = Some((end, body.entries.clone()));
                     break;
                 }
@@ -122,9 +164,7 @@ impl Digester {
                 }
                 warn!(sink = %self.sink, stream = %self.stream, key = %key, "a digest's name is taken by something logferry did not write; writing it under the next name");
             }
-            let covered = covered.ok_or_else(|| {
-                format!("{key} and every other name of this digest are taken by files logferry did not write: move them away to continue")
-            })?;
+            let covered = covered.ok_or_else(|| DigestError::NamesTaken(key.clone()))?;
             prev.key = key;
             if let Some(e) = covered.1.iter().max_by_key(|e| e.seq) {
                 if e.seq > state.head_seq {
@@ -136,12 +176,18 @@ impl Digester {
             let (dir, s) = (self.dir.clone(), state.clone());
             tokio::task::spawn_blocking(move || write_state(&dir, &s))
                 .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("cannot write {}: {e}", self.dir.display()))?;
+                .map_err(DigestError::Task)?
+                .map_err(|error| DigestError::WriteState {
+                    path: self.dir.clone(),
+                    error,
+                })?;
             from = covered.0;
             written += 1;
         }
-        self.journal.drop_before(from).await?;
+        self.journal
+            .drop_before(from)
+            .await
+            .map_err(DigestError::failed)?;
         Ok(written)
     }
 
@@ -154,7 +200,7 @@ impl Digester {
         public: &[u8],
         from: &str,
         prev: &mut chain::PrevDigest,
-    ) -> Result<Option<(DateTime<Utc>, Vec<Entry>)>, String> {
+    ) -> Result<Option<(DateTime<Utc>, Vec<Entry>)>, DigestError> {
         let bytes = match self.store.get(key, chain::MAX_DIGEST).await {
             Ok(Some(b)) => b,
             // Gone again, too large, a link or a folder: not ours.
@@ -166,7 +212,7 @@ impl Digester {
         if !f.signed_by(public) || f.body.stream != self.stream || f.body.from != from {
             return Ok(None);
         }
-        let to = parse_time(&f.body.to).ok_or_else(|| format!("{key}: `to` is not a time"))?;
+        let to = parse_time(&f.body.to).ok_or_else(|| DigestError::AdoptedTo(key.to_string()))?;
         *prev = chain::PrevDigest {
             key: String::new(),
             sha256: f.sha256,
@@ -194,7 +240,7 @@ impl Digester {
     pub async fn close_logged(&self, to: DateTime<Utc>, limit: Duration, stop: bool) -> bool {
         let res = match tokio::time::timeout(limit, self.close(to, stop)).await {
             Ok(r) => r,
-            Err(_) => Err(format!("the archive did not answer within {limit:?}")),
+            Err(_) => Err(DigestError::Timeout(limit)),
         };
         match res {
             Ok(0) => true,

@@ -20,7 +20,7 @@ mod digest;
 pub mod journal;
 pub mod verify;
 
-pub use digest::Digester;
+pub use digest::{DigestError, Digester};
 
 /// Payloads larger than this are hashed off the runtime's threads.
 const INLINE_HASH: usize = 256 << 10;

@@ -12,10 +12,17 @@ use logferry_integrity::chain::{self, DigestFile, Entry};
 use logferry_integrity::chained::parse_time;
 use logferry_sink::store::LedgerStore;
 use logferry_sink::Compression;
-use serde::Serialize;
 
-/// The largest object read for its hash.
-const MAX_OBJECT: u64 = 8 << 30;
+mod objects;
+mod receipts;
+mod report;
+mod sequence;
+
+use objects::check_objects;
+use receipts::check_receipt;
+pub use report::{Problem, Report, StreamSummary};
+use sequence::{check_digest_chain, check_sequence};
+
 /// How far in the future a modification time may be before it is an anomaly (clocks differ).
 const CLOCK_SLACK: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 /// A stream's period, and how late its next digest may be before the stream is stale.
@@ -48,106 +55,18 @@ pub struct Options {
     pub max_inflated: u64,
 }
 
-#[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct Problem {
-    pub kind: &'static str,
-    pub what: String,
+/// Why the archive could not be judged at all (what is wrong in it goes in the [`Report`]).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// Listing or reading the store failed (its words).
+    #[error("{0}")]
+    Store(String),
 }
 
-#[derive(Debug, Serialize, Default)]
-pub struct StreamSummary {
-    pub stream: String,
-    pub digests: usize,
-    pub first_seq: Option<u64>,
-    pub last_seq: Option<u64>,
-    pub from: Option<String>,
-    pub to: Option<String>,
-    /// `running` (its newest digest is recent), `stopped` (closed by a stop) or `stale`.
-    pub state: &'static str,
-    /// The end of its newest digest.
-    pub newest_to: Option<String>,
-}
-
-#[derive(Debug, Serialize, Default)]
-pub struct Report {
-    pub clean: bool,
-    pub digests: usize,
-    pub objects_checked: usize,
-    pub streams: Vec<StreamSummary>,
-    pub problems: Vec<Problem>,
-    /// Objects no digest lists yet, newer than the last digest (a running stream's hour).
-    pub pending: Vec<String>,
-    pub replayed_records: u64,
-    pub replay_batches: u64,
-    /// Why replays were not counted in some objects (encrypted without the KEK at hand).
-    pub replays_not_counted: usize,
-    /// Judged as of a past time: digests written after it and objects modified after it were
-    /// not there then, and are left out (how many).
-    pub after_as_of: usize,
-}
-
-impl Report {
-    fn problem(&mut self, kind: &'static str, what: String) {
-        self.problems.push(Problem { kind, what });
-    }
-
-    pub fn text(&self) -> String {
-        use std::fmt::Write;
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "{} digests, {} objects checked",
-            self.digests, self.objects_checked
-        );
-        for st in &self.streams {
-            let _ = writeln!(
-                s,
-                "stream {}: {} digests, seq {}..{}, from {} to {}, {} (newest digest ends {})",
-                st.stream,
-                st.digests,
-                st.first_seq.map_or("-".into(), |v| v.to_string()),
-                st.last_seq.map_or("-".into(), |v| v.to_string()),
-                st.from.as_deref().unwrap_or("-"),
-                st.to.as_deref().unwrap_or("-"),
-                st.state,
-                st.newest_to.as_deref().unwrap_or("-")
-            );
-        }
-        for p in &self.problems {
-            let _ = writeln!(s, "PROBLEM {}: {}", p.kind, p.what);
-        }
-        for p in &self.pending {
-            let _ = writeln!(s, "pending (newer than the last digest): {p}");
-        }
-        let _ = writeln!(
-            s,
-            "replays: {} records sealed again in {} batches after a crash (not tampering)",
-            self.replayed_records, self.replay_batches
-        );
-        if self.after_as_of > 0 {
-            let _ = writeln!(
-                s,
-                "{} digests and objects written after the time judged at were left out",
-                self.after_as_of
-            );
-        }
-        if self.replays_not_counted > 0 {
-            let _ = writeln!(
-                s,
-                "replays not counted in {} encrypted objects",
-                self.replays_not_counted
-            );
-        }
-        let _ = writeln!(
-            s,
-            "{}",
-            if self.clean {
-                "CLEAN".to_string()
-            } else {
-                format!("NOT CLEAN: {} problems", self.problems.len())
-            }
-        );
-        s
+impl VerifyError {
+    /// Whatever error type the store gives, by its words.
+    fn store(e: impl std::fmt::Display) -> VerifyError {
+        VerifyError::Store(e.to_string())
     }
 }
 
@@ -193,73 +112,6 @@ fn plain_file(r: &mut Report, s: &logferry_sink::store::Stored) -> bool {
     }
 }
 
-/// A file under the receipts' place: at a name `shred` gives (`<tenant>/<UTC
-/// stamp>-<hex>.json`), a receipt of that tenant, signed by the public key. An unsigned one
-/// (`shred --unsigned`) attests nothing and is named as such. Returns the key ids a valid
-/// signed receipt erased.
-async fn check_receipt(
-    r: &mut Report,
-    store: &Arc<dyn LedgerStore>,
-    o: &Options,
-    under: &str,
-    key: &str,
-) -> Vec<String> {
-    use logferry_vault::shred::{Receipt, Stored, RECEIPT_FORMAT};
-    let rest = key.strip_prefix(under).unwrap_or(key);
-    let named = rest.split_once('/').and_then(|(t, file)| {
-        let (stamp, hexpart) = file.strip_suffix(".json")?.split_once('-')?;
-        let ok = stamp.len() == 16
-            && chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ").is_ok()
-            && !hexpart.is_empty()
-            && hexpart.bytes().all(|b| b.is_ascii_hexdigit())
-            && logferry_sink::key::clean(t) == t;
-        ok.then_some(t)
-    });
-    let Some(tenant) = named else {
-        r.problem(
-            "receipt_forged",
-            format!("{key} is not at a name `logferry shred` gives a receipt"),
-        );
-        return Vec::new();
-    };
-    let stored: Option<Stored> = match store.get(key, 64 << 10).await {
-        Ok(Some(b)) => serde_json::from_slice(&b).ok(),
-        _ => None,
-    };
-    let Some(stored) = stored else {
-        r.problem("receipt_forged", format!("{key} is not a receipt"));
-        return Vec::new();
-    };
-    let receipt: Option<Receipt> = serde_json::from_str(&stored.receipt).ok();
-    match (receipt, stored.signature.as_deref()) {
-        (Some(rc), _) if rc.format != RECEIPT_FORMAT || rc.tenant != tenant => r.problem(
-            "receipt_forged",
-            format!("{key}: not a receipt of tenant {tenant:?}"),
-        ),
-        (Some(_), None) => r.problem(
-            "receipt_unsigned",
-            format!(
-                "{key}: an unsigned shredding receipt (`shred --unsigned`): nothing attests it"
-            ),
-        ),
-        (Some(rc), Some(sig))
-            if logferry_integrity::signing::verify(
-                &o.public_key,
-                stored.receipt.as_bytes(),
-                sig,
-            ) =>
-        {
-            return rc.key_ids;
-        }
-        (Some(_), Some(_)) => r.problem(
-            "receipt_forged",
-            format!("{key}: the signature is not the public key's"),
-        ),
-        (None, _) => r.problem("receipt_forged", format!("{key} is not a receipt")),
-    }
-    Vec::new()
-}
-
 fn in_range(o: &Options, from: &str, to: &str) -> bool {
     let (Some(f), Some(t)) = (parse_time(from), parse_time(to)) else {
         return true;
@@ -267,7 +119,7 @@ fn in_range(o: &Options, from: &str, to: &str) -> bool {
     o.from.is_none_or(|a| t > a) && o.to.is_none_or(|b| f < b)
 }
 
-pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, String> {
+pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, VerifyError> {
     let mut r = Report::default();
     let base = if o.prefix.is_empty() {
         String::new()
@@ -276,7 +128,11 @@ pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, Str
     };
     let digest_prefix = format!("{base}{}/", chain::DIGESTS);
     let mut digest_keys = Vec::new();
-    for s in store.list_all(&digest_prefix).await? {
+    for s in store
+        .list_all(&digest_prefix)
+        .await
+        .map_err(VerifyError::store)?
+    {
         if plain_file(&mut r, &s) {
             digest_keys.push(s.key);
         }
@@ -296,14 +152,18 @@ pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, Str
     if let Some(l) = &ledger {
         let under = format!("{l}_receipts/");
         let mut shredded: HashSet<String> = HashSet::new();
-        for s in store.list_all(&under).await? {
+        for s in store.list_all(&under).await.map_err(VerifyError::store)? {
             if plain_file(&mut r, &s) {
                 shredded.extend(check_receipt(&mut r, &store, o, &under, &s.key).await);
             }
         }
         // A key a signed receipt erased, back in the ledger: someone kept a copy and put it
         // back, and the erased hour reads again.
-        for s in store.list_all(&format!("{l}_keys/")).await? {
+        for s in store
+            .list_all(&format!("{l}_keys/"))
+            .await
+            .map_err(VerifyError::store)?
+        {
             if !plain_file(&mut r, &s) {
                 continue;
             }
@@ -323,13 +183,18 @@ pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, Str
     }
     let listed: Vec<logferry_sink::store::Stored> = store
         .list_all(&o.data_prefix)
-        .await?
+        .await
+        .map_err(VerifyError::store)?
         .into_iter()
         .filter(|s| !own(&s.key))
         .collect();
     let mut streams: BTreeMap<String, Vec<(String, DigestFile)>> = BTreeMap::new();
     for key in &digest_keys {
-        let Some(bytes) = store.get(key, chain::MAX_DIGEST).await? else {
+        let Some(bytes) = store
+            .get(key, chain::MAX_DIGEST)
+            .await
+            .map_err(VerifyError::store)?
+        else {
             r.problem("digest_missing", format!("{key} was listed and is gone"));
             continue;
         };
@@ -504,296 +369,4 @@ pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, Str
     }
     r.clean = r.problems.is_empty();
     Ok(r)
-}
-
-fn check_digest_chain(r: &mut Report, stream: &str, d: &[(String, DigestFile)], o: &Options) {
-    let by_key: HashMap<&str, &DigestFile> = d.iter().map(|(k, f)| (k.as_str(), f)).collect();
-    for (i, (key, f)) in d.iter().enumerate() {
-        if f.body.stream != stream || !in_range(o, &f.body.from, &f.body.to) {
-            continue;
-        }
-        match &f.body.previous {
-            Some(p) => match by_key.get(p.key.as_str()) {
-                Some(prev)
-                    if prev.sha256 == p.sha256 && prev.signature.signature == p.signature => {}
-                Some(_) => r.problem(
-                    "digest_chain",
-                    format!(
-                        "{key} names {} with another hash or signature than it has",
-                        p.key
-                    ),
-                ),
-                None => r.problem(
-                    "digest_missing",
-                    format!(
-                        "{} (named as the previous digest by {key}) is not in the archive",
-                        p.key
-                    ),
-                ),
-            },
-            None if i > 0 => r.problem(
-                "digest_chain",
-                format!(
-                    "{key} names no previous digest, but earlier digests of stream {stream} exist"
-                ),
-            ),
-            None => {}
-        }
-        if i > 0 {
-            let before = &d[i - 1].1.body;
-            if before.to != f.body.from {
-                r.problem(
-                    "coverage_gap",
-                    format!(
-                        "stream {stream}: no digest covers {} to {}",
-                        before.to, f.body.from
-                    ),
-                );
-            }
-        }
-    }
-}
-
-fn check_sequence(r: &mut Report, stream: &str, entries: &mut Vec<Entry>, from_start: bool) {
-    let mut expected = if from_start { Some(1u64) } else { None };
-    let mut prev: Option<Entry> = None;
-    let mut out: Vec<Entry> = Vec::with_capacity(entries.len());
-    for e in entries.drain(..) {
-        if let Some(p) = &prev {
-            if p.seq == e.seq {
-                if p.hash != e.hash || p.sha256 != e.sha256 {
-                    r.problem(
-                        "seq_conflict",
-                        format!(
-                            "stream {stream}: seq {} is listed twice with different contents",
-                            e.seq
-                        ),
-                    );
-                }
-                continue;
-            }
-        }
-        if e.hash != e.expected_hash(stream) {
-            r.problem(
-                "entry_hash",
-                format!(
-                    "stream {stream}: seq {}'s fields do not give its hash",
-                    e.seq
-                ),
-            );
-        }
-        if let Some(x) = expected {
-            if e.seq > x {
-                r.problem(
-                    "seq_gap",
-                    format!(
-                        "stream {stream}: seq {x}..{} missing from every digest",
-                        e.seq - 1
-                    ),
-                );
-            }
-        }
-        match &prev {
-            Some(p) if p.seq + 1 == e.seq && e.prev != p.hash => r.problem(
-                "chain_link",
-                format!(
-                    "stream {stream}: seq {} does not name seq {}'s hash",
-                    e.seq, p.seq
-                ),
-            ),
-            None if e.seq == 1 && e.prev != chain::GENESIS => r.problem(
-                "chain_link",
-                format!("stream {stream}: seq 1 does not start the chain"),
-            ),
-            _ => {}
-        }
-        if let Some(reason) = &e.dead_letter {
-            r.problem(
-                "dead_letter",
-                format!("stream {stream}: seq {} (batch {}, {} records) was refused by the sink and kept as a dead letter: {reason}", e.seq, e.batch_id, e.records),
-            );
-        }
-        expected = Some(e.seq + 1);
-        prev = Some(e.clone());
-        out.push(e);
-    }
-    *entries = out;
-}
-
-async fn check_objects(
-    r: &mut Report,
-    store: &Arc<dyn LedgerStore>,
-    o: &Options,
-    entries: &[(String, Entry)],
-) -> Result<(), String> {
-    let by_hash: HashMap<&str, &str> = entries
-        .iter()
-        .map(|(_, e)| (e.sha256.as_str(), e.key.as_str()))
-        .collect();
-    let mut seen: HashSet<[u8; 16]> = HashSet::new();
-    for (_, e) in entries.iter().filter(|(_, e)| e.dead_letter.is_none()) {
-        // Never more than the digest lists: a giant replacement is found without reading it.
-        let bytes = match store.get(&e.key, e.bytes.min(MAX_OBJECT)).await {
-            Err(m) if logferry_sink::store::is_too_large(&m) => {
-                r.problem(
-                    "object_modified",
-                    format!(
-                        "{} (seq {}) is larger than the {} bytes listed",
-                        e.key, e.seq, e.bytes
-                    ),
-                );
-                continue;
-            }
-            // A link, a folder or a FIFO at its name, or a store that fails on it.
-            Err(m) => {
-                r.problem(
-                    "object_unreadable",
-                    format!("{} (seq {}): {m}", e.key, e.seq),
-                );
-                continue;
-            }
-            Ok(b) => b,
-        };
-        let Some(bytes) = bytes else {
-            r.problem(
-                "object_missing",
-                format!(
-                    "{} (seq {}) is listed in a digest and not in the archive",
-                    e.key, e.seq
-                ),
-            );
-            continue;
-        };
-        r.objects_checked += 1;
-        let sha = chain::sha256_hex(&bytes);
-        if sha != e.sha256 {
-            match by_hash.get(sha.as_str()) {
-                Some(other) => r.problem(
-                    "object_swapped",
-                    format!(
-                        "{} (seq {}) holds the bytes listed for {other}",
-                        e.key, e.seq
-                    ),
-                ),
-                None => r.problem(
-                    "object_modified",
-                    format!(
-                        "{} (seq {}): its bytes are not the ones listed (sha256 {sha}, listed {})",
-                        e.key, e.seq, e.sha256
-                    ),
-                ),
-            }
-            continue;
-        }
-        if e.key.ends_with(logferry_vault::encrypted::SUFFIX) {
-            match decrypted(o.keys.as_deref(), &bytes).await {
-                Some(plain) => count_replays(r, o, e, &plain, &mut seen),
-                None => r.replays_not_counted += 1,
-            }
-            continue;
-        }
-        count_replays(r, o, e, &bytes, &mut seen);
-    }
-    Ok(())
-}
-
-/// An encrypted object's compressed plaintext, when its key can be had (not shredded, the
-/// KEK at hand).
-async fn decrypted(keys: Option<&logferry_vault::keys::KeyRing>, bytes: &[u8]) -> Option<Vec<u8>> {
-    let keys = keys?;
-    let (h, _) = logferry_vault::crypt::Header::read(&mut &bytes[..]).ok()?;
-    let key = keys.open(&h.tenant, &h.hour, &h.key_id).await.ok()?;
-    let mut out = Vec::new();
-    logferry_vault::crypt::decrypt(&mut &bytes[..], &mut out, |_| Ok(key)).ok()?;
-    Some(out)
-}
-
-/// Counts the records of this batch already seen in an earlier one (in sequence order). The
-/// object is inflated as a stream and each line hashed as it passes: memory stays a buffer
-/// and a hash per record the digest lists, whatever the object inflates to; past
-/// `max_inflated` bytes, or more lines than the records listed, it is a reported problem.
-fn count_replays(
-    r: &mut Report,
-    o: &Options,
-    e: &Entry,
-    bytes: &[u8],
-    seen: &mut HashSet<[u8; 16]>,
-) {
-    use sha2::{Digest, Sha256};
-    let key = e.key.as_str();
-    // A signed count: a batch never holds more lines than records (and an empty last one).
-    let max_lines = e.records.saturating_add(2);
-    use std::io::{BufRead, Read};
-    let inflate: Box<dyn Read + '_> = match o.compression {
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(bytes)),
-        Compression::Zstd => match zstd::stream::read::Decoder::new(bytes) {
-            Ok(d) => Box::new(d),
-            Err(e) => {
-                r.problem("undecodable", format!("{key}: {e}; replays not counted"));
-                return;
-            }
-        },
-        Compression::None => Box::new(bytes),
-    };
-    let mut reader = std::io::BufReader::with_capacity(1 << 16, inflate.take(o.max_inflated + 1));
-    let mut mine = HashSet::new();
-    let (mut line, mut len, mut total, mut lines) = (Sha256::new(), 0u64, 0u64, 0u64);
-    fn finish(mine: &mut HashSet<[u8; 16]>, line: &mut Sha256, len: &mut u64) {
-        let d = std::mem::take(line).finalize();
-        if *len > 2 {
-            let mut k = [0u8; 16];
-            k.copy_from_slice(&d[..16]);
-            mine.insert(k);
-        }
-        *len = 0;
-    }
-    loop {
-        let buf = match reader.fill_buf() {
-            Ok([]) => break,
-            Ok(b) => b,
-            Err(e) => {
-                r.problem("undecodable", format!("{key}: {e}; replays not counted"));
-                return;
-            }
-        };
-        let n = buf.len();
-        total += n as u64;
-        for (i, part) in buf.split(|b| *b == b'\n').enumerate() {
-            if i > 0 {
-                finish(&mut mine, &mut line, &mut len);
-                lines += 1;
-            }
-            line.update(part);
-            len += part.len() as u64;
-        }
-        reader.consume(n);
-        if lines > max_lines {
-            r.problem(
-                "inflate_cap",
-                format!(
-                    "{key} holds more lines than the {} records its digest lists; replays not counted",
-                    e.records
-                ),
-            );
-            return;
-        }
-    }
-    finish(&mut mine, &mut line, &mut len);
-    if total > o.max_inflated {
-        r.problem(
-            "inflate_cap",
-            format!(
-                "{key} inflates past {} bytes (--max-inflated); replays not counted",
-                o.max_inflated
-            ),
-        );
-        return;
-    }
-    // Repeats inside one batch are the source's own; only an earlier batch's are replays.
-    let replayed = mine.iter().filter(|k| seen.contains(*k)).count() as u64;
-    seen.extend(mine);
-    if replayed > 0 {
-        r.replayed_records += replayed;
-        r.replay_batches += 1;
-    }
 }

@@ -14,11 +14,26 @@ pub enum Seg {
     Index(usize),
 }
 
+/// Why a field path is refused (`path` as written).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("empty path")]
+    Empty,
+    #[error("empty segment in path {path:?}")]
+    EmptySegment { path: String },
+    #[error("unclosed `[` in path {path:?}")]
+    Unclosed { path: String },
+    #[error("`[{index}]` in path {path:?}: use [*] or an index")]
+    BadIndex { index: String, path: String },
+    #[error("unexpected {rest:?} in path {path:?}")]
+    Unexpected { rest: String, path: String },
+}
+
 /// Parses `a.b[*].c`, `lines[0].input`, `[*].x`.
-pub fn parse_path(s: &str) -> Result<Vec<Seg>, String> {
+pub fn parse_path(s: &str) -> Result<Vec<Seg>, PathError> {
     let mut out = Vec::new();
     if s.trim().is_empty() {
-        return Err("empty path".into());
+        return Err(PathError::Empty);
     }
     for part in s.split('.') {
         let (name, mut rest) = match part.find('[') {
@@ -26,25 +41,30 @@ pub fn parse_path(s: &str) -> Result<Vec<Seg>, String> {
             None => (part, ""),
         };
         if name.is_empty() && rest.is_empty() {
-            return Err(format!("empty segment in path {s:?}"));
+            return Err(PathError::EmptySegment {
+                path: s.to_string(),
+            });
         }
         if !name.is_empty() {
             out.push(Seg::Key(name.to_string()));
         }
         while !rest.is_empty() {
-            let end = rest
-                .find(']')
-                .ok_or_else(|| format!("unclosed `[` in path {s:?}"))?;
+            let end = rest.find(']').ok_or_else(|| PathError::Unclosed {
+                path: s.to_string(),
+            })?;
             match &rest[1..end] {
                 "*" => out.push(Seg::Any),
-                n => out
-                    .push(Seg::Index(n.parse().map_err(|_| {
-                        format!("`[{n}]` in path {s:?}: use [*] or an index")
-                    })?)),
+                n => out.push(Seg::Index(n.parse().map_err(|_| PathError::BadIndex {
+                    index: n.to_string(),
+                    path: s.to_string(),
+                })?)),
             }
             rest = &rest[end + 1..];
             if !rest.is_empty() && !rest.starts_with('[') {
-                return Err(format!("unexpected {rest:?} in path {s:?}"));
+                return Err(PathError::Unexpected {
+                    rest: rest.to_string(),
+                    path: s.to_string(),
+                });
             }
         }
     }

@@ -68,42 +68,56 @@ impl Drop for Line {
     }
 }
 
+/// Why `logferry health` got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("only http:// URLs (the local API)")]
+    NotHttp,
+    #[error("cannot resolve {host}: {error}")]
+    Resolve { host: String, error: std::io::Error },
+    #[error("no address for {0}")]
+    NoAddress(String),
+    #[error("{0}")]
+    Io(std::io::Error),
+    #[error("not an HTTP answer")]
+    NotAnAnswer,
+}
+
 /// A plain HTTP GET for `logferry health`: (status, body). Only `http://host:port/path`: the
 /// probe talks to the local API.
-pub fn probe(url: &str, timeout: std::time::Duration) -> Result<(u16, String), String> {
+pub fn probe(url: &str, timeout: std::time::Duration) -> Result<(u16, String), ProbeError> {
     use std::io::{Read, Write};
     use std::net::ToSocketAddrs;
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or("only http:// URLs (the local API)")?;
+    let rest = url.strip_prefix("http://").ok_or(ProbeError::NotHttp)?;
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
     let addr = hostport
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {hostport}: {e}"))?
+        .map_err(|error| ProbeError::Resolve {
+            host: hostport.to_string(),
+            error,
+        })?
         .next()
-        .ok_or_else(|| format!("no address for {hostport}"))?;
-    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
+        .ok_or_else(|| ProbeError::NoAddress(hostport.to_string()))?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(ProbeError::Io)?;
+    s.set_read_timeout(Some(timeout)).map_err(ProbeError::Io)?;
+    s.set_write_timeout(Some(timeout)).map_err(ProbeError::Io)?;
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n"
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(ProbeError::Io)?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    s.read_to_end(&mut raw).map_err(ProbeError::Io)?;
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or("not an HTTP answer")?;
+        .ok_or(ProbeError::NotAnAnswer)?;
     Ok((status, body.to_string()))
 }
 

@@ -10,7 +10,14 @@ use serde::Serialize;
 
 use crate::config::{Config, LogFormat};
 use crate::ops::metrics::Metrics;
-use crate::source::Left;
+
+/// What a source could not read to its end (`run --once`): files and bytes. Defined here, not
+/// in `source`, so that ops reads nothing from the sources: they report into it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Left {
+    pub files: u64,
+    pub bytes: u64,
+}
 
 #[derive(Debug, Serialize)]
 pub struct SourceTotals {

@@ -45,7 +45,7 @@ pub struct Checkpoints {
 /// What loading found, besides the entries: said loudly by the caller.
 #[derive(Debug, Default)]
 pub struct LoadReport {
-    pub set_aside: Option<(PathBuf, String)>,
+    pub set_aside: Option<(PathBuf, CheckpointError)>,
     pub used_previous: bool,
 }
 
@@ -115,16 +115,27 @@ impl Checkpoints {
     }
 }
 
+/// Why a checkpoint file that exists is not used.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{0}")]
+    Io(std::io::Error),
+    #[error("{0}")]
+    Json(serde_json::Error),
+    #[error("unsupported checkpoint version {0}")]
+    Version(u32),
+}
+
 /// `Ok(None)` when the file does not exist; `Err(reason)` when it exists and is not usable.
-fn read(path: &Path) -> Result<Option<Vec<Entry>>, String> {
+fn read(path: &Path) -> Result<Option<Vec<Entry>>, CheckpointError> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(CheckpointError::Io(e)),
     };
-    let stored: Stored = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    let stored: Stored = serde_json::from_slice(&bytes).map_err(CheckpointError::Json)?;
     if stored.version != VERSION {
-        return Err(format!("unsupported checkpoint version {}", stored.version));
+        return Err(CheckpointError::Version(stored.version));
     }
     Ok(Some(stored.files))
 }

@@ -1,5 +1,6 @@
 //! Lines over the limit: cut and kept (text), or digested into a stand-in record and
-//! optionally written whole to the dead-letter folder (JSON), while they stream past. When a
+//! optionally written whole to the dead-letter folder (JSON), while they stream past; and the
+//! [`Line`] a file hands on, which says what became of it. When a
 //! KEK seals the spool of a sink the source feeds, the line is written sealed like the spool
 //! (`<fp>-<offset>.json.sealed`, the spool's file format), never in clear.
 
@@ -11,7 +12,6 @@ use std::time::Duration;
 use logferry_vault::crypt::{DataKey, Sealer};
 use logferry_vault::keys::{hour_of, KeyRing};
 
-use super::file::Line;
 use super::oversize;
 
 /// A line longer than the limit, while it streams past.
@@ -109,6 +109,22 @@ impl Limit {
     }
 }
 
+/// A line as a file hands it on, with what became of it if it was over the limit.
+pub struct Line<'a> {
+    pub bytes: &'a [u8],
+    pub cut: Cut,
+    pub offset: u64,
+}
+
+impl Line<'_> {
+    pub fn truncated_from(&self) -> Option<usize> {
+        match self.cut {
+            Cut::Truncated(n) => Some(n),
+            _ => None,
+        }
+    }
+}
+
 /// What became of a line that was over the limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cut {
@@ -118,8 +134,18 @@ pub enum Cut {
     /// Replaced by its stand-in record; the line's length and where it was written whole.
     Oversize {
         total: usize,
-        spilled: Option<Result<PathBuf, String>>,
+        spilled: Option<Result<PathBuf, SpillError>>,
     },
+}
+
+/// Why an oversize line was not written whole to the dead-letter folder. The I/O error is kept
+/// as its words: a [`Cut`] is cloned and compared.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpillError {
+    #[error("not opened")]
+    NotOpened,
+    #[error("{0}")]
+    Io(String),
 }
 
 /// The state for a line over the limit, with its first bytes `head` already seen.
@@ -265,7 +291,7 @@ impl Spill {
     }
 
     /// Makes the copy durable; the line is acknowledged only after this.
-    fn finish(self, _total: usize) -> Result<PathBuf, String> {
+    fn finish(self, _total: usize) -> Result<PathBuf, SpillError> {
         let Spill {
             file,
             tmp,
@@ -277,7 +303,7 @@ impl Spill {
             (Some(f), None) => f,
             (_, e) => {
                 let _ = std::fs::remove_file(&tmp);
-                return Err(e.map_or_else(|| "not opened".to_string(), |e| e.to_string()));
+                return Err(e.map_or(SpillError::NotOpened, |e| SpillError::Io(e.to_string())));
             }
         };
         let sealed = match sealer {
@@ -297,193 +323,8 @@ impl Spill {
             Ok(()) => Ok(to),
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
-                Err(e.to_string())
+                Err(SpillError::Io(e.to_string()))
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::super::file::Tailed;
-    use super::*;
-
-    /// `dir/a.log` with a small record, one of about `pad` bytes, and a small one again.
-    fn log_with_big_record(dir: &Path, pad: usize) -> (PathBuf, String) {
-        let p = dir.join("a.log");
-        let big = format!(
-            r#"{{"account_id":7,"lines":[{{"password":"{}"}}],"status":"ok"}}"#,
-            "s".repeat(pad)
-        );
-        std::fs::write(&p, format!("{{\"a\":1}}\n{big}\n{{\"b\":2}}\n")).unwrap();
-        (p, big)
-    }
-
-    #[test]
-    fn an_oversize_json_line_becomes_a_stand_in_and_can_be_spilled_whole() {
-        let d = tempfile::tempdir().unwrap();
-        let (p, big) = log_with_big_record(d.path(), 50_000);
-        let spill = d.path().join("dl");
-        let limit = Limit {
-            max: 10_000,
-            digest: true,
-            spill_dir: Some(spill.clone()),
-            seal: None,
-        };
-        let mut t = Tailed::new(&p, std::fs::File::open(&p).unwrap(), true).unwrap();
-        let mut got = Vec::new();
-        while t
-            .read_lines(1000, &limit, &mut Vec::new(), |l| {
-                got.push((
-                    String::from_utf8_lossy(l.bytes).into_owned(),
-                    l.cut,
-                    l.offset,
-                ))
-            })
-            .unwrap()
-            > 0
-        {}
-        assert_eq!(got.len(), 3);
-        assert_eq!(got[0].0, r#"{"a":1}"#);
-        let v: serde_json::Value = serde_json::from_str(&got[1].0).unwrap();
-        assert_eq!(v["account_id"], 7);
-        assert_eq!(v["status"], "ok");
-        assert_eq!(v["_logferry_oversize"]["bytes"], big.len());
-        assert!(!got[1].0.contains("sss"));
-        let Cut::Oversize {
-            total,
-            spilled: Some(Ok(path)),
-        } = &got[1].1
-        else {
-            panic!("{:?}", got[1].1)
-        };
-        assert_eq!(*total, big.len());
-        assert_eq!(std::fs::read_to_string(path).unwrap(), big);
-        assert_eq!(got[1].2, 8);
-        assert_eq!(got[2].0, r#"{"b":2}"#);
-        assert_eq!(t.over_limit, 1);
-        // The buffer that held the large line is given back.
-        assert!(t.buf_capacity() <= 4 * 1000, "{}", t.buf_capacity());
-    }
-
-    /// A spool key ring in `dir` (a local KEK) and a runtime for the source thread to wait on.
-    fn ring(dir: &Path) -> (tokio::runtime::Runtime, Arc<KeyRing>) {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let kek = logferry_vault::ledger::LocalKek::from_material("k", &[3u8; 32]).unwrap();
-        let store = Arc::new(logferry_destinations::dir_store::DirectoryStore::new(dir));
-        (rt, Arc::new(KeyRing::new(store, Arc::new(kek), "")))
-    }
-
-    /// Reads `p` to its end through `limit`: each line's text and what became of it.
-    fn read_all(p: &Path, limit: &Limit) -> Vec<(String, Cut)> {
-        let mut t = Tailed::new(p, std::fs::File::open(p).unwrap(), true).unwrap();
-        let mut got = Vec::new();
-        while t
-            .read_lines(1000, limit, &mut Vec::new(), |l| {
-                got.push((String::from_utf8_lossy(l.bytes).into_owned(), l.cut))
-            })
-            .unwrap()
-            > 0
-        {}
-        got
-    }
-
-    #[test]
-    fn a_sealed_spill_holds_no_plaintext_and_decrypts_to_the_line() {
-        let d = tempfile::tempdir().unwrap();
-        // Larger than a segment of the sealed file, and not a multiple of one.
-        let (p, big) = log_with_big_record(d.path(), 150_000);
-        let (rt, keys) = ring(&d.path().join("spool-keys"));
-        let spill = d.path().join("dl/sources/jobs");
-        let limit = Limit {
-            max: 10_000,
-            digest: true,
-            spill_dir: Some(spill.clone()),
-            seal: Some(SpillSeal {
-                ring: keys.clone(),
-                sink: "archive".into(),
-                handle: rt.handle().clone(),
-                timeout: Duration::from_secs(10),
-            }),
-        };
-        let got = read_all(&p, &limit);
-        assert_eq!(got.len(), 3);
-        let Cut::Oversize {
-            total,
-            spilled: Some(Ok(path)),
-        } = &got[1].1
-        else {
-            panic!("{:?}", got[1].1)
-        };
-        assert_eq!(*total, big.len());
-        assert!(path.to_string_lossy().ends_with(".json.sealed"), "{path:?}");
-        // Nothing under the folder shows the line.
-        for e in std::fs::read_dir(&spill).unwrap() {
-            let bytes = std::fs::read(e.unwrap().path()).unwrap();
-            assert!(!bytes.windows(16).any(|w| w == [b's'; 16]));
-            assert!(!bytes.windows(8).any(|w| w == b"password"));
-        }
-        // The spool's format: the magic line, the metadata line, the object.
-        let bytes = std::fs::read(path).unwrap();
-        let rest = bytes.strip_prefix(b"LFSPOOL1\n".as_slice()).unwrap();
-        let nl = rest.iter().position(|&b| b == b'\n').unwrap();
-        let meta: serde_json::Value = serde_json::from_slice(&rest[..nl]).unwrap();
-        assert_eq!(meta["sealed_with_sink"], "archive");
-        assert_eq!(meta["compression"], "none");
-        assert_eq!(meta["source"], "jobs");
-        let object = &rest[nl + 1..];
-        let (h, _) = logferry_vault::crypt::Header::read(&mut &object[..]).unwrap();
-        assert_eq!(h.tenant, "_spool");
-        assert_eq!(meta["id"], h.batch_id.as_str());
-        let key = rt
-            .block_on(keys.open(&h.tenant, &h.hour, &h.key_id))
-            .unwrap();
-        let mut plain = Vec::new();
-        logferry_vault::crypt::decrypt(&mut &object[..], &mut plain, |_| Ok(key)).unwrap();
-        assert_eq!(plain, big.as_bytes());
-        assert_eq!(got[2].0, r#"{"b":2}"#);
-    }
-
-    #[test]
-    fn without_its_key_a_spill_writes_nothing_and_fails() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("a.log");
-        let big = format!(r#"{{"k":1,"secret":"{}"}}"#, "s".repeat(20_000));
-        std::fs::write(&p, format!("{big}\n")).unwrap();
-        // The key ring's folder cannot be made: its parent is a file.
-        std::fs::write(d.path().join("blocked"), b"a file").unwrap();
-        let (rt, keys) = ring(&d.path().join("blocked/spool-keys"));
-        let spill = d.path().join("dl");
-        let limit = Limit {
-            max: 10_000,
-            digest: true,
-            spill_dir: Some(spill.clone()),
-            seal: Some(SpillSeal {
-                ring: keys,
-                sink: "archive".into(),
-                handle: rt.handle().clone(),
-                timeout: Duration::from_secs(10),
-            }),
-        };
-        let got = read_all(&p, &limit);
-        assert_eq!(got.len(), 1);
-        assert!(
-            matches!(
-                &got[0].1,
-                Cut::Oversize {
-                    spilled: Some(Err(_)),
-                    ..
-                }
-            ),
-            "{:?}",
-            got[0].1
-        );
-        // The stand-in goes instead; nothing is on disk.
-        assert!(!got[0].0.contains("sss"));
-        assert!(!spill.exists() || std::fs::read_dir(&spill).unwrap().next().is_none());
     }
 }

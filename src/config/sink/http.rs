@@ -1,6 +1,7 @@
 //! The `http` sink's table.
 
 use super::*;
+use crate::config::files::readable_file;
 
 /// `retry_on` / `success_on`: codes and classes.
 fn statuses(

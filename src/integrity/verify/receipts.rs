@@ -1,0 +1,74 @@
+//! Shredding receipts: at their names, of their tenants, signed.
+
+use std::sync::Arc;
+
+use logferry_sink::store::LedgerStore;
+
+use super::{Options, Report};
+
+/// A file under the receipts' place: at a name `shred` gives (`<tenant>/<UTC
+/// stamp>-<hex>.json`), a receipt of that tenant, signed by the public key. An unsigned one
+/// (`shred --unsigned`) attests nothing and is named as such. Returns the key ids a valid
+/// signed receipt erased.
+pub(super) async fn check_receipt(
+    r: &mut Report,
+    store: &Arc<dyn LedgerStore>,
+    o: &Options,
+    under: &str,
+    key: &str,
+) -> Vec<String> {
+    use logferry_vault::shred::{Receipt, Stored, RECEIPT_FORMAT};
+    let rest = key.strip_prefix(under).unwrap_or(key);
+    let named = rest.split_once('/').and_then(|(t, file)| {
+        let (stamp, hexpart) = file.strip_suffix(".json")?.split_once('-')?;
+        let ok = stamp.len() == 16
+            && chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ").is_ok()
+            && !hexpart.is_empty()
+            && hexpart.bytes().all(|b| b.is_ascii_hexdigit())
+            && logferry_sink::key::clean(t) == t;
+        ok.then_some(t)
+    });
+    let Some(tenant) = named else {
+        r.problem(
+            "receipt_forged",
+            format!("{key} is not at a name `logferry shred` gives a receipt"),
+        );
+        return Vec::new();
+    };
+    let stored: Option<Stored> = match store.get(key, 64 << 10).await {
+        Ok(Some(b)) => serde_json::from_slice(&b).ok(),
+        _ => None,
+    };
+    let Some(stored) = stored else {
+        r.problem("receipt_forged", format!("{key} is not a receipt"));
+        return Vec::new();
+    };
+    let receipt: Option<Receipt> = serde_json::from_str(&stored.receipt).ok();
+    match (receipt, stored.signature.as_deref()) {
+        (Some(rc), _) if rc.format != RECEIPT_FORMAT || rc.tenant != tenant => r.problem(
+            "receipt_forged",
+            format!("{key}: not a receipt of tenant {tenant:?}"),
+        ),
+        (Some(_), None) => r.problem(
+            "receipt_unsigned",
+            format!(
+                "{key}: an unsigned shredding receipt (`shred --unsigned`): nothing attests it"
+            ),
+        ),
+        (Some(rc), Some(sig))
+            if logferry_integrity::signing::verify(
+                &o.public_key,
+                stored.receipt.as_bytes(),
+                sig,
+            ) =>
+        {
+            return rc.key_ids;
+        }
+        (Some(_), Some(_)) => r.problem(
+            "receipt_forged",
+            format!("{key}: the signature is not the public key's"),
+        ),
+        (None, _) => r.problem("receipt_forged", format!("{key} is not a receipt")),
+    }
+    Vec::new()
+}
