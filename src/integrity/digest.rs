@@ -106,14 +106,20 @@ impl Digester {
                 created_at: chain::time_text(Utc::now()),
                 closed_by: Some(if stop && end == to { "stop" } else { "hour" }.into()),
             };
-            let (bytes, mut prev) = chain::render_digest(&body, &self.signer)?;
+            let (bytes, mut prev) =
+                chain::render_digest(&body, &self.signer).map_err(|e| e.to_string())?;
             let mut covered = None;
             let mut key = String::new();
             // Its own name, or the next free one when something else holds it: a name planted
             // in the archive cannot stop digests (verify reports the suffixed name).
             for n in 0..=chain::MAX_DIGEST_SUFFIX {
                 key = chain::digest_key_n(&self.prefix, &self.stream, from, n);
-                if self.store.put_new(&key, &bytes).await? {
+                if self
+                    .store
+                    .put_new(&key, &bytes)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
                     covered = Some((end, body.entries.clone()));
                     break;
                 }

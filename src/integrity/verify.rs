@@ -276,7 +276,11 @@ pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, Str
     };
     let digest_prefix = format!("{base}{}/", chain::DIGESTS);
     let mut digest_keys = Vec::new();
-    for s in store.list_all(&digest_prefix).await? {
+    for s in store
+        .list_all(&digest_prefix)
+        .await
+        .map_err(|e| e.to_string())?
+    {
         if plain_file(&mut r, &s) {
             digest_keys.push(s.key);
         }
@@ -296,14 +300,18 @@ pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, Str
     if let Some(l) = &ledger {
         let under = format!("{l}_receipts/");
         let mut shredded: HashSet<String> = HashSet::new();
-        for s in store.list_all(&under).await? {
+        for s in store.list_all(&under).await.map_err(|e| e.to_string())? {
             if plain_file(&mut r, &s) {
                 shredded.extend(check_receipt(&mut r, &store, o, &under, &s.key).await);
             }
         }
         // A key a signed receipt erased, back in the ledger: someone kept a copy and put it
         // back, and the erased hour reads again.
-        for s in store.list_all(&format!("{l}_keys/")).await? {
+        for s in store
+            .list_all(&format!("{l}_keys/"))
+            .await
+            .map_err(|e| e.to_string())?
+        {
             if !plain_file(&mut r, &s) {
                 continue;
             }
@@ -323,13 +331,18 @@ pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, Str
     }
     let listed: Vec<logferry_sink::store::Stored> = store
         .list_all(&o.data_prefix)
-        .await?
+        .await
+        .map_err(|e| e.to_string())?
         .into_iter()
         .filter(|s| !own(&s.key))
         .collect();
     let mut streams: BTreeMap<String, Vec<(String, DigestFile)>> = BTreeMap::new();
     for key in &digest_keys {
-        let Some(bytes) = store.get(key, chain::MAX_DIGEST).await? else {
+        let Some(bytes) = store
+            .get(key, chain::MAX_DIGEST)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
             r.problem("digest_missing", format!("{key} was listed and is gone"));
             continue;
         };
@@ -634,7 +647,7 @@ async fn check_objects(
     for (_, e) in entries.iter().filter(|(_, e)| e.dead_letter.is_none()) {
         // Never more than the digest lists: a giant replacement is found without reading it.
         let bytes = match store.get(&e.key, e.bytes.min(MAX_OBJECT)).await {
-            Err(m) if logferry_sink::store::is_too_large(&m) => {
+            Err(m) if m.is_too_large() => {
                 r.problem(
                     "object_modified",
                     format!(
