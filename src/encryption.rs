@@ -158,7 +158,7 @@ impl Retention {
             chrono::Utc::now(),
         );
         let res = match tokio::time::timeout(self.limit, run).await {
-            Ok(r) => r,
+            Ok(r) => r.map_err(|e| e.to_string()),
             Err(_) => Err(format!(
                 "the key ledger did not answer within {:?}",
                 self.limit

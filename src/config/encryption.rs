@@ -163,7 +163,7 @@ pub(super) fn keks(
                     },
                 );
             }
-            Err(e) => c.add(p, e),
+            Err(e) => c.add(p, e.to_string()),
         }
     }
     out
@@ -287,7 +287,9 @@ pub(super) fn signing(
         .and_then(|b| {
             let t = std::str::from_utf8(&b)
                 .map_err(|_| format!("{} is not a PEM text file", path.display()))?;
-            logferry_integrity::signing::SigningKey::from_pem(t).map(|_| ())
+            logferry_integrity::signing::SigningKey::from_pem(t)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         });
     if let Err(e) = check {
         c.add("signing.key_file", e);

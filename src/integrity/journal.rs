@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use logferry_integrity::chain::{time_text, Entry};
-use logferry_integrity::chained::{parse_time, Recorder};
+use logferry_integrity::chained::{parse_time, RecordError, Recorder};
+use logferry_sink::store::StoreError;
 
 use crate::private_fs;
 
@@ -110,8 +111,10 @@ impl Journal {
 
 #[async_trait]
 impl Recorder for Journal {
-    async fn append(&self, entry: Entry) -> Result<(), String> {
-        Journal::append(self, entry).await
+    async fn append(&self, entry: Entry) -> Result<(), RecordError> {
+        Journal::append(self, entry)
+            .await
+            .map_err(RecordError::from)
     }
 }
 
@@ -127,10 +130,7 @@ fn read_entries(path: &std::path::Path) -> Result<(Vec<Entry>, usize), String> {
         .read_to_end(&mut text)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     if text.len() as u64 > MAX_JOURNAL {
-        return Err(logferry_sink::store::too_large(
-            &path.display().to_string(),
-            MAX_JOURNAL,
-        ));
+        return Err(StoreError::too_large(path.display().to_string(), MAX_JOURNAL).to_string());
     }
     let (mut out, mut bad) = (Vec::new(), 0);
     for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {

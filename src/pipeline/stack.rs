@@ -141,7 +141,7 @@ pub async fn check_sinks(cfg: &Config) -> Vec<(String, &'static str, Result<(), 
     for sc in &cfg.sinks {
         let res = match build_sink(cfg, sc, None, None).await {
             Ok(s) => match tokio::time::timeout(sc.timeout, s.sink().check()).await {
-                Ok(r) => r,
+                Ok(r) => r.map_err(|e| e.to_string()),
                 Err(_) => Err(format!("no answer within {:?}", sc.timeout)),
             },
             Err(e) => Err(format!("{e:#}")),

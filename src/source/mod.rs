@@ -74,12 +74,8 @@ pub struct SourceCtx {
     pub spill_seal: Option<SpillSeal>,
 }
 
-/// What a source could not read to its end (`run --once`): files and bytes.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Left {
-    pub files: u64,
-    pub bytes: u64,
-}
+/// What a source could not read to its end (`run --once`), reported by `ops::progress`.
+pub use crate::ops::progress::Left;
 
 /// `--once`: how long files may wait for a handle without any progress before the run
 /// gives up on them (saying so).

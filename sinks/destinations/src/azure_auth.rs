@@ -55,6 +55,17 @@ impl std::fmt::Debug for Entra {
     }
 }
 
+/// Why a credential cannot be built: the auth method and what it lacks or what the SDK said.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// Workload identity without a setting the AKS webhook normally provides.
+    #[error("auth = \"workload_identity\": {var} is not set (the AKS workload identity webhook sets it; or set it in the sink)")]
+    Unset { var: &'static str },
+    /// The SDK refused the credential's settings.
+    #[error("auth = \"{auth}\": {cause}")]
+    Credential { auth: &'static str, cause: String },
+}
+
 impl Entra {
     pub fn name(&self) -> &'static str {
         match self {
@@ -66,7 +77,10 @@ impl Entra {
 
     /// Builds the credential; its token requests go through `http` (the sink's client, so a
     /// private CA applies to the token endpoint too) with the SDK's own retries off.
-    pub fn credential(&self, http: &reqwest::Client) -> Result<Arc<dyn TokenCredential>, String> {
+    pub fn credential(
+        &self,
+        http: &reqwest::Client,
+    ) -> Result<Arc<dyn TokenCredential>, AuthError> {
         let options = |authority_host: Option<&str>| ClientOptions {
             transport: Some(Transport::new(Arc::new(http.clone()))),
             retry: RetryOptions::none(),
@@ -77,7 +91,10 @@ impl Entra {
             }),
             ..Default::default()
         };
-        let err = |e: azure_core::Error| format!("auth = \"{}\": {e}", self.name());
+        let err = |e: azure_core::Error| AuthError::Credential {
+            auth: self.name(),
+            cause: e.to_string(),
+        };
         Ok(match self {
             Entra::WorkloadIdentity {
                 tenant_id,
@@ -85,12 +102,10 @@ impl Entra {
                 token_file,
                 authority_host,
             } => {
-                let var = |v: &Option<String>, name: &str| -> Result<String, String> {
+                let var = |v: &Option<String>, name: &'static str| -> Result<String, AuthError> {
                     match v {
                         Some(v) => Ok(v.clone()),
-                        None => std::env::var(name).map_err(|_| {
-                            format!("auth = \"workload_identity\": {name} is not set (the AKS workload identity webhook sets it; or set it in the sink)")
-                        }),
+                        None => std::env::var(name).map_err(|_| AuthError::Unset { var: name }),
                     }
                 };
                 let tenant = var(tenant_id, "AZURE_TENANT_ID")?;

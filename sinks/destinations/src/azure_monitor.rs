@@ -12,9 +12,9 @@ use async_trait::async_trait;
 use azure_core::credentials::TokenCredential;
 use sha2::{Digest, Sha256};
 
-use crate::azure_auth::Entra;
-use crate::tls::TlsOptions;
-use logferry_sink::{retry_after, Outcome, SealedBatch, Sink};
+use crate::azure_auth::{AuthError, Entra};
+use crate::tls::{TlsError, TlsOptions};
+use logferry_sink::{retry_after, CheckError, Outcome, SealedBatch, Sink};
 
 pub const API_VERSION: &str = "2023-01-01";
 pub const DEFAULT_SCOPE: &str = "https://monitor.azure.com/.default";
@@ -34,6 +34,21 @@ pub struct AzureMonitorOptions {
     pub tls: TlsOptions,
 }
 
+/// Why the sink cannot be set up: the endpoint at fault, or its TLS or credential.
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    /// Bearer tokens need https.
+    #[error("endpoint must be https:// (bearer tokens are never sent over plain http), not {0}")]
+    NotHttps(String),
+    /// The ingestion URL built from the endpoint does not parse.
+    #[error("endpoint {endpoint:?}: {cause}")]
+    Endpoint { endpoint: String, cause: String },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+}
+
 pub struct AzureMonitorSink {
     o: AzureMonitorOptions,
     url: String,
@@ -51,12 +66,9 @@ struct Cred {
 }
 
 impl AzureMonitorSink {
-    pub fn new(o: AzureMonitorOptions) -> Result<AzureMonitorSink, String> {
+    pub fn new(o: AzureMonitorOptions) -> Result<AzureMonitorSink, MonitorError> {
         if !o.endpoint.starts_with("https://") {
-            return Err(format!(
-                "endpoint must be https:// (bearer tokens are never sent over plain http), not {}",
-                o.endpoint
-            ));
+            return Err(MonitorError::NotHttps(o.endpoint.clone()));
         }
         let url = format!(
             "{}/dataCollectionRules/{}/streams/{}?api-version={API_VERSION}",
@@ -64,8 +76,10 @@ impl AzureMonitorSink {
             logferry_sink::percent_encode(&o.dcr_id),
             logferry_sink::percent_encode(&o.stream)
         );
-        let mut url =
-            reqwest::Url::parse(&url).map_err(|e| format!("endpoint {:?}: {e}", o.endpoint))?;
+        let mut url = reqwest::Url::parse(&url).map_err(|e| MonitorError::Endpoint {
+            endpoint: o.endpoint.clone(),
+            cause: e.to_string(),
+        })?;
         let http = crate::tls::client_for(&o.tls, &mut url)?;
         let credential = o.auth.credential(&http)?;
         let url = url.to_string();
@@ -245,13 +259,13 @@ impl Sink for AzureMonitorSink {
 
     /// Gets a token and posts an empty array: 204 means the endpoint, the rule, the stream and
     /// the role are all right.
-    async fn check(&self) -> Result<(), String> {
+    async fn check(&self) -> Result<(), CheckError> {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        std::io::Write::write_all(&mut gz, b"[]").map_err(|e| e.to_string())?;
-        let body = gz.finish().map_err(|e| e.to_string())?;
+        std::io::Write::write_all(&mut gz, b"[]").map_err(|e| CheckError::new(e.to_string()))?;
+        let body = gz.finish().map_err(|e| CheckError::new(e.to_string()))?;
         match self.post(body.into(), &request_id("logferry-check")).await {
             Outcome::Delivered => Ok(()),
-            o => Err(o.reason().unwrap_or_default().to_string()),
+            o => Err(CheckError::new(o.reason().unwrap_or_default())),
         }
     }
 }

@@ -12,6 +12,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 
+use logferry_sink::store::StoreError;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, CWD};
 use rustix::io::Errno;
 
@@ -39,6 +40,12 @@ pub struct LinkRefused(pub PathBuf);
 pub fn is_link_refused(e: &std::io::Error) -> bool {
     e.get_ref().is_some_and(|i| i.is::<LinkRefused>())
 }
+
+/// Something other than a regular file where logferry reads one (a folder, a FIFO, a device):
+/// typed, so that a store tells a name holding nothing of ours from a store that fails.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} is not a regular file")]
+pub struct NotRegular(pub PathBuf);
 
 /// What writing a file found.
 #[derive(Debug)]
@@ -73,6 +80,11 @@ fn split(key: &str) -> std::io::Result<(Vec<&OsStr>, &OsStr)> {
         std::io::Error::new(ErrorKind::InvalidInput, "an empty key is not a file name")
     })?;
     Ok((comps, name))
+}
+
+/// A file larger than its reader takes: the store's own error, carried through I/O.
+fn too_large(shown: &Path, max: u64) -> std::io::Error {
+    std::io::Error::other(StoreError::too_large(shown.display().to_string(), max))
 }
 
 fn temp_name() -> std::io::Result<String> {
@@ -236,24 +248,15 @@ impl Root {
         let f = std::fs::File::from(fd);
         let meta = f.metadata()?;
         if !meta.is_file() {
-            return Err(std::io::Error::other(format!(
-                "{} is not a regular file",
-                shown.display()
-            )));
+            return Err(std::io::Error::other(NotRegular(shown)));
         }
         if meta.len() > max {
-            return Err(std::io::Error::other(logferry_sink::store::too_large(
-                &shown.display().to_string(),
-                max,
-            )));
+            return Err(too_large(&shown, max));
         }
         let mut out = Vec::with_capacity(meta.len() as usize);
         f.take(max.saturating_add(1)).read_to_end(&mut out)?;
         if out.len() as u64 > max {
-            return Err(std::io::Error::other(logferry_sink::store::too_large(
-                &shown.display().to_string(),
-                max,
-            )));
+            return Err(too_large(&shown, max));
         }
         Ok(Some(out))
     }

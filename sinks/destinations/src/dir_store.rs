@@ -4,7 +4,9 @@ use std::io::ErrorKind;
 use std::path::{Component, Path, PathBuf};
 
 use async_trait::async_trait;
-use logferry_sink::store::{is_too_large, Kind, LedgerStore, Listed, Stored};
+use logferry_sink::store::{Found, Kind, LedgerStore, Listed, StoreError, Stored};
+
+use crate::beneath::{LinkRefused, NotRegular};
 
 /// The ledger of a `directory` sink: files under its root.
 pub struct DirectoryStore {
@@ -16,13 +18,45 @@ impl DirectoryStore {
         DirectoryStore { root: root.into() }
     }
 
-    fn path(&self, key: &str) -> Result<PathBuf, String> {
+    fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
         let rel = Path::new(key);
         if key.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
-            return Err(format!("ledger key {key:?} is not a relative path"));
+            return Err(StoreError::InvalidKey {
+                key: key.to_owned(),
+            });
         }
         Ok(self.root.join(rel))
     }
+}
+
+/// A failed read of `path` as the store reports it: what the name holds when that is why (too
+/// large, a link, not a regular file: nothing logferry wrote), else the I/O error.
+fn read_error(path: &Path, e: std::io::Error) -> StoreError {
+    let shown = path.display().to_string();
+    let planted = |found| StoreError::Planted {
+        path: shown.clone(),
+        found,
+    };
+    if let Some(inner) = e.get_ref() {
+        if let Some(s) = inner.downcast_ref::<StoreError>() {
+            return s.clone();
+        }
+        if let Some(LinkRefused(link)) = inner.downcast_ref::<LinkRefused>() {
+            return planted(Found::Link(link.display().to_string()));
+        }
+        if let Some(NotRegular(p)) = inner.downcast_ref::<NotRegular>() {
+            return planted(Found::NotRegular(p.display().to_string()));
+        }
+    }
+    if e.kind() == ErrorKind::IsADirectory {
+        return planted(Found::NotRegular(shown.clone()));
+    }
+    StoreError::failed(format!("cannot read {shown}"), e)
+}
+
+/// A store that failed doing `what` at `path`.
+fn failed(what: &str, path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::failed(format!("{what} {}", path.display()), e)
 }
 
 /// A file's modification time, if it is one chrono can hold (a time planted far in the future
@@ -34,49 +68,43 @@ fn modified(meta: &std::fs::Metadata) -> Option<chrono::DateTime<chrono::Utc>> {
 }
 
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| format!("ledger task failed: {e}"))?
+        .map_err(|e| StoreError::failed("ledger task failed", e))?
 }
 
 #[async_trait]
 impl LedgerStore for DirectoryStore {
-    async fn get(&self, key: &str, max: u64) -> Result<Option<Vec<u8>>, String> {
+    async fn get(&self, key: &str, max: u64) -> Result<Option<Vec<u8>>, StoreError> {
         self.path(key)?;
         let (root, key) = (self.root.clone(), key.to_owned());
         blocking(move || {
             let r = match crate::beneath::Root::open(&root, false) {
                 Ok(r) => r,
                 Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(format!("cannot read {}: {e}", root.display())),
+                Err(e) => return Err(failed("cannot read", &root, e)),
             };
-            r.read(&key, max).map_err(|e| {
-                let text = e.to_string();
-                if is_too_large(&text) {
-                    text
-                } else {
-                    format!("cannot read {}: {e}", root.join(&key).display())
-                }
-            })
+            r.read(&key, max)
+                .map_err(|e| read_error(&root.join(&key), e))
         })
         .await
     }
 
-    async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<bool, String> {
+    async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<bool, StoreError> {
         self.path(key)?;
         let (root, key, bytes) = (self.root.clone(), key.to_owned(), bytes.to_vec());
         blocking(move || {
             let written = crate::beneath::Root::open(&root, true)
                 .and_then(|r| r.write_new(&key, &bytes))
-                .map_err(|e| format!("cannot write {}: {e}", root.join(&key).display()))?;
+                .map_err(|e| failed("cannot write", &root.join(&key), e))?;
             Ok(matches!(written, crate::beneath::Written::New))
         })
         .await
     }
 
-    async fn delete(&self, key: &str) -> Result<(), String> {
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.path(key)?;
         let (root, key) = (self.root.clone(), key.to_owned());
         blocking(move || {
@@ -85,15 +113,15 @@ impl LedgerStore for DirectoryStore {
             match crate::beneath::Root::open(&root, false) {
                 Ok(r) => r
                     .remove(&key)
-                    .map_err(|e| format!("cannot remove {}: {e}", root.join(&key).display())),
+                    .map_err(|e| failed("cannot remove", &root.join(&key), e)),
                 Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(format!("cannot remove {}: {e}", root.display())),
+                Err(e) => Err(failed("cannot remove", &root, e)),
             }
         })
         .await
     }
 
-    async fn list_all(&self, prefix: &str) -> Result<Vec<Stored>, String> {
+    async fn list_all(&self, prefix: &str) -> Result<Vec<Stored>, StoreError> {
         let start = if prefix.trim_end_matches('/').is_empty() {
             self.root.clone()
         } else {
@@ -112,9 +140,7 @@ impl LedgerStore for DirectoryStore {
                 let rd = match std::fs::read_dir(&dir) {
                     Ok(rd) => rd,
                     Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                    Err(e) if dir == start => {
-                        return Err(format!("cannot list {}: {e}", dir.display()))
-                    }
+                    Err(e) if dir == start => return Err(failed("cannot list", &dir, e)),
                     // A folder below that cannot be read (a path too long, no permission) is
                     // listed as something that is not a file, not an end to the listing: a
                     // tree planted in the archive cannot stop a listing of everything else.
@@ -169,7 +195,7 @@ impl LedgerStore for DirectoryStore {
         .await
     }
 
-    async fn list_modified(&self, prefix: &str) -> Result<Vec<Listed>, String> {
+    async fn list_modified(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
         // Regular files only, temp files of writes under way left out.
         Ok(self
             .list_all(prefix)
@@ -212,7 +238,7 @@ mod tests {
         // A planted giant entry is refused without being read whole.
         std::fs::write(dir.path().join("_keys/b/big.key"), vec![b'x'; 4096]).unwrap();
         let err = s.get("_keys/b/big.key", 1024).await.unwrap_err();
-        assert!(err.contains("larger than 1024 bytes"), "{err}");
+        assert!(err.to_string().contains("larger than 1024 bytes"), "{err}");
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 
 use crate::beneath::{Root, Written};
-use logferry_sink::{Outcome, SealedBatch, Sink};
+use logferry_sink::{CheckError, Outcome, SealedBatch, Sink};
 
 /// Prefix of the temporary files an object is written to before its rename. A crash can leave
 /// one behind; they are never read as objects and are removed when the sink starts.
@@ -121,7 +121,7 @@ impl Sink for DirectorySink {
         }
     }
 
-    async fn check(&self) -> Result<(), String> {
+    async fn check(&self) -> Result<(), CheckError> {
         let root = self.root.clone();
         tokio::task::spawn_blocking(move || {
             Root::open(&root, true)
@@ -130,6 +130,7 @@ impl Sink for DirectorySink {
         })
         .await
         .map_err(|e| e.to_string())?
+        .map_err(CheckError::from)
     }
 }
 

@@ -11,8 +11,32 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::azure_monitor::error_chain;
-use crate::tls::TlsOptions;
-use logferry_sink::{retry_after, Outcome, SealedBatch, Sink};
+use crate::tls::{TlsError, TlsOptions};
+use logferry_sink::{retry_after, CheckError, Outcome, SealedBatch, Sink};
+
+/// Why a status list, the sink or a request cannot be made: the item, URL or file at fault and
+/// the cause. The cause is in the words, not behind `source()`, so that a chain printed with
+/// `{:#}` says it once.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// A status class other than 1xx to 5xx.
+    #[error("{item:?}: a class is 1xx to 5xx")]
+    Class { item: String },
+    /// Neither a status code nor a class.
+    #[error("{item:?}: not an HTTP status (100-599 or \"5xx\")")]
+    Status { item: String },
+    /// The configured URL does not parse.
+    #[error("url {url:?}: {cause}")]
+    Url { url: String, cause: String },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A credential file that cannot be read (sending waits until it can).
+    #[error("cannot read {path}: {cause}")]
+    Secret {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+}
 
 /// A set of HTTP statuses: exact codes and classes (`5xx`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -23,7 +47,7 @@ pub struct Statuses {
 
 impl Statuses {
     /// Parses `408`, `"429"` or `"5xx"`.
-    pub fn add(&mut self, item: &str) -> Result<(), String> {
+    pub fn add(&mut self, item: &str) -> Result<(), HttpError> {
         let t = item.trim();
         if let Some(c) = t.strip_suffix("xx") {
             match c.parse::<u16>() {
@@ -31,7 +55,7 @@ impl Statuses {
                     self.classes.push(c);
                     Ok(())
                 }
-                _ => Err(format!("{item:?}: a class is 1xx to 5xx")),
+                _ => Err(HttpError::Class { item: item.into() }),
             }
         } else {
             match t.parse::<u16>() {
@@ -39,7 +63,7 @@ impl Statuses {
                     self.codes.push(c);
                     Ok(())
                 }
-                _ => Err(format!("{item:?}: not an HTTP status (100-599 or \"5xx\")")),
+                _ => Err(HttpError::Status { item: item.into() }),
             }
         }
     }
@@ -119,8 +143,11 @@ pub struct HttpSink {
 }
 
 impl HttpSink {
-    pub fn new(o: HttpOptions) -> Result<HttpSink, String> {
-        let mut url = reqwest::Url::parse(&o.url).map_err(|e| format!("url {:?}: {e}", o.url))?;
+    pub fn new(o: HttpOptions) -> Result<HttpSink, HttpError> {
+        let mut url = reqwest::Url::parse(&o.url).map_err(|e| HttpError::Url {
+            url: o.url.clone(),
+            cause: e.to_string(),
+        })?;
         let client = crate::tls::client_for(&o.tls, &mut url)?;
         if let HttpAuth::Basic {
             user,
@@ -137,14 +164,18 @@ impl HttpSink {
         })
     }
 
-    fn secret(&self, s: &Secretish) -> Result<String, String> {
+    fn secret(&self, s: &Secretish) -> Result<String, HttpError> {
         let path = match s {
             Secretish::Inline(v) => return Ok(v.clone()),
             Secretish::File(p) => p,
         };
+        let unreadable = |cause| HttpError::Secret {
+            path: path.clone(),
+            cause,
+        };
         let mtime = std::fs::metadata(path)
             .and_then(|m| m.modified())
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            .map_err(unreadable)?;
         let mut cache = self.file_cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((p, t, v)) = &*cache {
             if p == path && *t == mtime {
@@ -152,7 +183,7 @@ impl HttpSink {
             }
         }
         let v = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            .map_err(unreadable)?
             .trim_end_matches(['\r', '\n'])
             .to_string();
         // A rotated secret is as secret as the first one, and so is the header made of it.
@@ -164,7 +195,7 @@ impl HttpSink {
         Ok(v)
     }
 
-    fn request(&self, method: reqwest::Method) -> Result<reqwest::RequestBuilder, String> {
+    fn request(&self, method: reqwest::Method) -> Result<reqwest::RequestBuilder, HttpError> {
         // No timer here: the delivery loop's per-attempt `timeout` is the only one.
         let mut r = self.client.request(method, self.url.clone());
         for (k, v) in &self.o.headers {
@@ -227,10 +258,10 @@ impl Sink for HttpSink {
         };
         let mut r = match self.request(method) {
             Ok(r) => r,
-            Err(reason) => {
+            Err(e) => {
                 return Outcome::Retry {
                     after: None,
-                    reason,
+                    reason: e.to_string(),
                 }
             }
         };
@@ -289,22 +320,25 @@ impl Sink for HttpSink {
 
     /// An empty HEAD or OPTIONS: any answer proves the address, TLS and (unless 401/403)
     /// the credentials.
-    async fn check(&self) -> Result<(), String> {
+    async fn check(&self) -> Result<(), CheckError> {
         let method = match self.o.check {
             CheckMethod::None => return Ok(()),
             CheckMethod::Head => reqwest::Method::HEAD,
             CheckMethod::Options => reqwest::Method::OPTIONS,
         };
         let resp = self
-            .request(method.clone())?
+            .request(method.clone())
+            .map_err(|e| CheckError::new(e.to_string()))?
             .send()
             .await
-            .map_err(|e| explain(&e, self.o.tls.cert_file.is_some()))?;
+            .map_err(|e| CheckError::new(explain(&e, self.o.tls.cert_file.is_some())))?;
         match resp.status().as_u16() {
-            s @ (401 | 403) => Err(format!(
+            s @ (401 | 403) => Err(CheckError::new(format!(
                 "reachable, but {method} was refused with {s}: check auth"
-            )),
-            s @ 500..=599 => Err(format!("reachable, but {method} answered {s}")),
+            ))),
+            s @ 500..=599 => Err(CheckError::new(format!(
+                "reachable, but {method} answered {s}"
+            ))),
             _ => Ok(()),
         }
     }

@@ -14,7 +14,8 @@ use aws_sdk_s3::types::{
 };
 use aws_smithy_types::retry::RetryConfig;
 
-use logferry_sink::{percent_encode, Outcome, SealedBatch, Sink};
+use crate::tls::TlsError;
+use logferry_sink::{percent_encode, CheckError, Outcome, SealedBatch, Sink};
 
 /// Options of an `s3` sink, already checked by the configuration loader.
 #[derive(Debug, Clone, Default)]
@@ -96,17 +97,21 @@ pub struct S3Sink {
 }
 
 impl S3Sink {
-    pub async fn new(o: S3Options) -> Result<S3Sink, String> {
+    /// Only `tls.ca_file` can fail here: credentials are looked up when first used.
+    pub async fn new(o: S3Options) -> Result<S3Sink, TlsError> {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
         if let Some(path) = &o.tls.ca_file {
             use aws_smithy_http_client::tls;
-            let pem =
-                std::fs::read(path).map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
+            let pem = crate::tls::read("tls.ca_file", path)?;
             // The platform's roots and the private CA, like the other sinks.
             let ctx = tls::TlsContext::builder()
                 .with_trust_store(tls::TrustStore::default().with_pem_certificate(pem))
                 .build()
-                .map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
+                .map_err(|e| TlsError::Invalid {
+                    option: "tls.ca_file",
+                    path: path.clone(),
+                    problem: e.to_string(),
+                })?;
             let http = aws_smithy_http_client::Builder::new()
                 .tls_provider(tls::Provider::Rustls(
                     tls::rustls_provider::CryptoMode::AwsLc,
@@ -446,11 +451,11 @@ impl Sink for S3Sink {
 
     /// HeadBucket (reachable, exists, s3:ListBucket), then a tiny probe object written and
     /// deleted (s3:PutObject). Each failure names the permission or the missing bucket.
-    async fn check(&self) -> Result<(), String> {
+    async fn check(&self) -> Result<(), CheckError> {
         let bucket = &self.o.bucket;
         if let Err(e) = self.client.head_bucket().bucket(bucket).send().await {
             let status = e.raw_response().map(|r| r.status().as_u16());
-            return Err(match status {
+            return Err(CheckError::new(match status {
                 Some(404) => format!("bucket {bucket:?} does not exist (or is in another account)"),
                 Some(403) => format!(
                     "access denied on HeadBucket: grant s3:ListBucket on arn:aws:s3:::{bucket}"
@@ -459,7 +464,7 @@ impl Sink for S3Sink {
                     .reason()
                     .unwrap_or("unknown error")
                     .to_string(),
-            });
+            }));
         }
         let probe = ".logferry-check";
         let put = self
@@ -472,7 +477,7 @@ impl Sink for S3Sink {
             .send()
             .await;
         if let Err(e) = put {
-            return Err(match classify(bucket, e) {
+            return Err(CheckError::new(match classify(bucket, e) {
                 Outcome::Rejected { reason } if reason.contains("AccessDenied") => {
                     format!("cannot write: grant s3:PutObject on arn:aws:s3:::{bucket}/*")
                 }
@@ -480,7 +485,7 @@ impl Sink for S3Sink {
                     "cannot write a probe object: {}",
                     o.reason().unwrap_or("unknown error")
                 ),
-            });
+            }));
         }
         // Best effort: a bucket with default retention keeps the (empty) probe.
         let _ = self

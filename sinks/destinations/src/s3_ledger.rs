@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 
-use logferry_sink::store::LedgerStore;
+use logferry_sink::store::{LedgerStore, StoreError};
 
 pub struct S3Store {
     pub(crate) client: aws_sdk_s3::Client,
@@ -18,24 +18,28 @@ pub struct S3Store {
     pub(crate) lock: Option<(String, u32)>,
 }
 
+/// What a 403 on the ledger means: a permission the identity lacks.
+const DENIED: &str = "access denied (the ledger needs s3:GetObject, s3:PutObject, s3:DeleteObject, s3:DeleteObjectVersion, s3:ListBucket and s3:ListBucketVersions)";
+
 fn explain<E: ProvideErrorMetadata + std::fmt::Debug>(
     what: &str,
     key: &str,
     bucket: &str,
     e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
-) -> String {
+) -> StoreError {
     let status = e.raw_response().map(|r| r.status().as_u16());
     let code = e.code().unwrap_or("");
+    let what = format!("{what} {key:?} in bucket {bucket:?}");
     match status {
-        Some(403) => format!("{what} {key:?} in bucket {bucket:?}: access denied (the ledger needs s3:GetObject, s3:PutObject, s3:DeleteObject, s3:DeleteObjectVersion, s3:ListBucket and s3:ListBucketVersions)"),
-        Some(s) => format!("{what} {key:?} in bucket {bucket:?}: S3 {s} {code}"),
-        None => format!("{what} {key:?} in bucket {bucket:?}: {e}"),
+        Some(403) => StoreError::failed(what, DENIED),
+        Some(s) => StoreError::failed(what, format!("S3 {s} {code}")),
+        None => StoreError::failed(what, e),
     }
 }
 
 #[async_trait]
 impl LedgerStore for S3Store {
-    async fn get(&self, key: &str, max: u64) -> Result<Option<Vec<u8>>, String> {
+    async fn get(&self, key: &str, max: u64) -> Result<Option<Vec<u8>>, StoreError> {
         match self
             .client
             .get_object()
@@ -47,16 +51,16 @@ impl LedgerStore for S3Store {
             Ok(o) => {
                 let len = o.content_length().unwrap_or(0).max(0) as u64;
                 if len > max {
-                    return Err(logferry_sink::store::too_large(&format!("{key:?}"), max));
+                    return Err(StoreError::too_large(format!("{key:?}"), max));
                 }
                 let b = o
                     .body
                     .collect()
                     .await
-                    .map_err(|e| format!("cannot read {key:?}: {e}"))?
+                    .map_err(|e| StoreError::failed(format!("cannot read {key:?}"), e))?
                     .into_bytes();
                 if b.len() as u64 > max {
-                    return Err(logferry_sink::store::too_large(&format!("{key:?}"), max));
+                    return Err(StoreError::too_large(format!("{key:?}"), max));
                 }
                 Ok(Some(b.to_vec()))
             }
@@ -65,7 +69,7 @@ impl LedgerStore for S3Store {
         }
     }
 
-    async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<bool, String> {
+    async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<bool, StoreError> {
         let res = self
             .client
             .put_object()
@@ -102,7 +106,7 @@ impl LedgerStore for S3Store {
     /// Every version of the entry goes, delete markers too: in a versioned bucket (which
     /// Object Lock requires) a plain delete only hides the entry, and the key would stay
     /// readable by its version id.
-    async fn delete(&self, key: &str) -> Result<(), String> {
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let mut versions: Vec<String> = Vec::new();
         let (mut key_marker, mut version_marker): (Option<String>, Option<String>) = (None, None);
         loop {
@@ -153,7 +157,7 @@ impl LedgerStore for S3Store {
     async fn list_modified(
         &self,
         prefix: &str,
-    ) -> Result<Vec<logferry_sink::store::Listed>, String> {
+    ) -> Result<Vec<logferry_sink::store::Listed>, StoreError> {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {

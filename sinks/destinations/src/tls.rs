@@ -1,7 +1,7 @@
 //! The HTTPS client shared by the sinks that speak HTTP themselves (Azure, HTTP): rustls with
 //! host name verification always on, the platform's roots plus an optional private CA.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -16,36 +16,74 @@ pub struct TlsOptions {
     pub server_name: Option<String>,
 }
 
+/// Why a sink's HTTPS client cannot be built: the option and file at fault, and the cause
+/// (never a key file's content). The cause is in the words, not behind `source()`, so that a
+/// chain printed with `{:#}` says it once.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A certificate or key file that cannot be read.
+    #[error("{option} {path}: {cause}")]
+    Read {
+        option: &'static str,
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    /// A file that holds no usable certificate.
+    #[error("{option} {path}: {problem}")]
+    Invalid {
+        option: &'static str,
+        path: PathBuf,
+        problem: String,
+    },
+    /// `tls.cert_file` and `tls.key_file` that are not a certificate and its private key.
+    #[error(
+        "tls.cert_file/key_file {cert} and {key}: not a PEM certificate and private key: {cause}"
+    )]
+    Identity {
+        cert: PathBuf,
+        key: PathBuf,
+        cause: reqwest::Error,
+    },
+    /// The URL's host, whose addresses `tls.server_name` is pinned to, does not resolve.
+    #[error("cannot resolve {host}: {cause}")]
+    Resolve { host: String, cause: std::io::Error },
+    /// `tls.server_name` cannot be a URL's host.
+    #[error("tls.server_name {name:?}: {cause}")]
+    ServerName { name: String, cause: String },
+    #[error("cannot build the HTTPS client: {0}")]
+    Build(reqwest::Error),
+}
+
 /// A client for requests to `url`, which is rewritten to `server_name` when one is set: the
 /// name is pinned to the addresses the URL's host resolves to now (reqwest has no separate
 /// verify-name setting), so a DNS change of that host needs a reload.
-pub fn client_for(tls: &TlsOptions, url: &mut reqwest::Url) -> Result<reqwest::Client, String> {
+pub fn client_for(tls: &TlsOptions, url: &mut reqwest::Url) -> Result<reqwest::Client, TlsError> {
     let mut b = builder(tls)?;
     if let Some(name) = &tls.server_name {
         let host = url.host_str().unwrap_or_default().to_string();
         let port = url.port_or_known_default().unwrap_or(443);
-        let addrs: Vec<std::net::SocketAddr> =
-            std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
-                .map_err(|e| format!("cannot resolve {host}: {e}"))?
-                .collect();
+        let resolved = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port));
+        let addrs: Vec<std::net::SocketAddr> = match resolved {
+            Ok(a) => a.collect(),
+            Err(cause) => return Err(TlsError::Resolve { host, cause }),
+        };
         b = b.resolve_to_addrs(name, &addrs);
-        url.set_host(Some(name))
-            .map_err(|e| format!("tls.server_name {name:?}: {e}"))?;
+        url.set_host(Some(name)).map_err(|e| TlsError::ServerName {
+            name: name.clone(),
+            cause: e.to_string(),
+        })?;
     }
-    b.build()
-        .map_err(|e| format!("cannot build the HTTPS client: {e}"))
+    b.build().map_err(TlsError::Build)
 }
 
 /// A client for one sink. Redirects are not followed: a storage or ingestion endpoint that
 /// redirects is misconfigured, and following would resend credentials elsewhere.
-pub fn client(tls: &TlsOptions) -> Result<reqwest::Client, String> {
-    builder(tls)?
-        .build()
-        .map_err(|e| format!("cannot build the HTTPS client: {e}"))
+pub fn client(tls: &TlsOptions) -> Result<reqwest::Client, TlsError> {
+    builder(tls)?.build().map_err(TlsError::Build)
 }
 
 /// The configured builder, for sinks that add their own settings.
-pub fn builder(tls: &TlsOptions) -> Result<reqwest::ClientBuilder, String> {
+pub fn builder(tls: &TlsOptions) -> Result<reqwest::ClientBuilder, TlsError> {
     let mut b = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
@@ -53,33 +91,40 @@ pub fn builder(tls: &TlsOptions) -> Result<reqwest::ClientBuilder, String> {
         .gzip(false)
         .deflate(false);
     if let Some(path) = &tls.ca_file {
-        let pem =
-            std::fs::read(path).map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
+        let pem = read("tls.ca_file", path)?;
+        let invalid = |problem: String| TlsError::Invalid {
+            option: "tls.ca_file",
+            path: path.clone(),
+            problem,
+        };
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("tls.ca_file {}: not a PEM certificate: {e}", path.display()))?;
+            .map_err(|e| invalid(format!("not a PEM certificate: {e}")))?;
         if certs.is_empty() {
-            return Err(format!(
-                "tls.ca_file {}: holds no certificate",
-                path.display()
-            ));
+            return Err(invalid("holds no certificate".into()));
         }
         b = b.tls_certs_merge(certs);
     }
     if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
-        let mut pem =
-            std::fs::read(cert).map_err(|e| format!("tls.cert_file {}: {e}", cert.display()))?;
+        let mut pem = read("tls.cert_file", cert)?;
         pem.push(b'\n');
-        pem.extend(std::fs::read(key).map_err(|e| format!("tls.key_file {}: {e}", key.display()))?);
-        let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
-            format!(
-                "tls.cert_file/key_file {} and {}: not a PEM certificate and private key: {e}",
-                cert.display(),
-                key.display()
-            )
+        pem.extend(read("tls.key_file", key)?);
+        let id = reqwest::Identity::from_pem(&pem).map_err(|cause| TlsError::Identity {
+            cert: cert.clone(),
+            key: key.clone(),
+            cause,
         })?;
         b = b.identity(id);
     }
     Ok(b)
+}
+
+/// The bytes of the file `option` names.
+pub(crate) fn read(option: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|cause| TlsError::Read {
+        option,
+        path: path.to_path_buf(),
+        cause,
+    })
 }
 
 /// A TLS or connection failure in words an operator can act on, found in an error's chain

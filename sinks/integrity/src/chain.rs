@@ -158,12 +158,26 @@ pub struct DigestFile {
     pub signature: DigestSignature,
 }
 
+/// Why a digest cannot be written or read back. The cause is in the words, not behind
+/// `source()`, so that a chain printed with `{:#}` says it once.
+#[derive(Debug, thiserror::Error)]
+pub enum DigestError {
+    #[error("cannot write a digest: {0}")]
+    Render(serde_json::Error),
+    /// The first line is not a digest's body.
+    #[error("not a digest ({0})")]
+    NotDigest(serde_json::Error),
+    /// The second line is not a signature.
+    #[error("no signature line ({0})")]
+    NoSignature(serde_json::Error),
+}
+
 /// The digest file for `body`: the body as one JSON line, then the signature line.
 pub fn render_digest(
     body: &DigestBody,
     signer: &crate::signing::SigningKey,
-) -> Result<(Vec<u8>, PrevDigest), String> {
-    let line = serde_json::to_vec(body).map_err(|e| format!("cannot write a digest: {e}"))?;
+) -> Result<(Vec<u8>, PrevDigest), DigestError> {
+    let line = serde_json::to_vec(body).map_err(DigestError::Render)?;
     let signature = signer.sign(&line);
     let sig = DigestSignature {
         signature: signature.clone(),
@@ -171,7 +185,7 @@ pub fn render_digest(
     };
     let mut out = line.clone();
     out.push(b'\n');
-    out.extend(serde_json::to_vec(&sig).map_err(|e| format!("cannot write a digest: {e}"))?);
+    out.extend(serde_json::to_vec(&sig).map_err(DigestError::Render)?);
     out.push(b'\n');
     Ok((
         out,
@@ -184,14 +198,13 @@ pub fn render_digest(
 }
 
 /// Reads a digest file (not its signature's validity: see [`DigestFile::signed_by`]).
-pub fn parse_digest(bytes: &[u8]) -> Result<DigestFile, String> {
+pub fn parse_digest(bytes: &[u8]) -> Result<DigestFile, DigestError> {
     let mut lines = bytes.split(|b| *b == b'\n');
     let line = lines.next().unwrap_or_default();
     let sig = lines.next().unwrap_or_default();
-    let body: DigestBody =
-        serde_json::from_slice(line).map_err(|e| format!("not a digest ({e})"))?;
+    let body: DigestBody = serde_json::from_slice(line).map_err(DigestError::NotDigest)?;
     let signature: DigestSignature =
-        serde_json::from_slice(sig).map_err(|e| format!("no signature line ({e})"))?;
+        serde_json::from_slice(sig).map_err(DigestError::NoSignature)?;
     Ok(DigestFile {
         sha256: sha256_hex(line),
         signed: line.to_vec(),

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 
 use crate::chain::{sha256_hex, time_text, ChainLink, Entry};
 use logferry_sink::batch::BatchMeta;
-use logferry_sink::{Outcome, SealedBatch, Sink};
+use logferry_sink::{CheckError, Outcome, SealedBatch, Sink};
 
 /// Larger payloads are hashed off the runtime's threads.
 const INLINE_HASH: usize = 256 << 10;
@@ -53,7 +53,22 @@ pub fn entry_for(
 /// journal in `data_dir`). `Ok` means the entry is durable.
 #[async_trait]
 pub trait Recorder: Send + Sync {
-    async fn append(&self, entry: Entry) -> Result<(), String>;
+    async fn append(&self, entry: Entry) -> Result<(), RecordError>;
+}
+
+/// Why an entry was not recorded: the batch is stored but not yet listed, and is sent again
+/// (same bytes) to be recorded then. The recorder says what failed where (a journal's path and
+/// the I/O error); this crate only passes it on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RecordError {
+    pub message: String,
+}
+
+impl From<String> for RecordError {
+    fn from(message: String) -> Self {
+        RecordError { message }
+    }
 }
 
 pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
@@ -134,7 +149,7 @@ impl Sink for ChainedSink {
         self.inner.max_request_bytes()
     }
 
-    async fn check(&self) -> Result<(), String> {
+    async fn check(&self) -> Result<(), CheckError> {
         self.inner.check().await
     }
 }

@@ -10,6 +10,23 @@ const SPKI_PREFIX: [u8; 12] = [
     0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
 ];
 
+/// Why a key cannot be made or read. A key file's content is never in the words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SigningError {
+    #[error("cannot generate a key pair")]
+    Generate,
+    #[error("cannot encode the private key")]
+    Encode,
+    #[error("not a PEM \"PRIVATE KEY\" (write one with `logferry keygen`)")]
+    NotPrivatePem,
+    #[error("not an Ed25519 private key (write one with `logferry keygen`)")]
+    NotEd25519Private,
+    #[error("not a PEM \"PUBLIC KEY\" nor 64 hex digits")]
+    NotPublicKey,
+    #[error("not an Ed25519 public key")]
+    NotEd25519Public,
+}
+
 pub struct SigningKey {
     pair: Ed25519KeyPair,
 }
@@ -47,11 +64,9 @@ fn unpem(label: &str, text: &str) -> Option<Zeroizing<Vec<u8>>> {
 
 impl SigningKey {
     /// A new key pair: (private key PEM, PKCS#8; public key PEM, SubjectPublicKeyInfo).
-    pub fn generate() -> Result<(Zeroizing<String>, String), String> {
-        let pair = Ed25519KeyPair::generate().map_err(|_| "cannot generate a key pair")?;
-        let der = pair
-            .to_pkcs8v1()
-            .map_err(|_| "cannot encode the private key")?;
+    pub fn generate() -> Result<(Zeroizing<String>, String), SigningError> {
+        let pair = Ed25519KeyPair::generate().map_err(|_| SigningError::Generate)?;
+        let der = pair.to_pkcs8v1().map_err(|_| SigningError::Encode)?;
         let private = Zeroizing::new(pem("PRIVATE KEY", der.as_ref()));
         let mut spki = SPKI_PREFIX.to_vec();
         spki.extend_from_slice(pair.public_key().as_ref());
@@ -60,11 +75,10 @@ impl SigningKey {
 
     /// From a private key PEM (PKCS#8) as `logferry keygen` writes it. The error never
     /// shows the file's content.
-    pub fn from_pem(text: &str) -> Result<Self, String> {
-        let der = unpem("PRIVATE KEY", text)
-            .ok_or("not a PEM \"PRIVATE KEY\" (write one with `logferry keygen`)")?;
+    pub fn from_pem(text: &str) -> Result<Self, SigningError> {
+        let der = unpem("PRIVATE KEY", text).ok_or(SigningError::NotPrivatePem)?;
         let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
-            .map_err(|_| "not an Ed25519 private key (write one with `logferry keygen`)")?;
+            .map_err(|_| SigningError::NotEd25519Private)?;
         Ok(SigningKey { pair })
     }
 
@@ -79,17 +93,17 @@ impl SigningKey {
 }
 
 /// The 32 key bytes of a public key given as PEM or as 64 hex digits.
-pub fn public_key_bytes(text: &str) -> Result<Vec<u8>, String> {
+pub fn public_key_bytes(text: &str) -> Result<Vec<u8>, SigningError> {
     let t = text.trim();
     if t.len() == 64 {
         if let Ok(b) = hex::decode(t) {
             return Ok(b);
         }
     }
-    let der = unpem("PUBLIC KEY", t).ok_or("not a PEM \"PUBLIC KEY\" nor 64 hex digits")?;
+    let der = unpem("PUBLIC KEY", t).ok_or(SigningError::NotPublicKey)?;
     match der.strip_prefix(&SPKI_PREFIX[..]) {
         Some(k) if k.len() == 32 => Ok(k.to_vec()),
-        _ => Err("not an Ed25519 public key".into()),
+        _ => Err(SigningError::NotEd25519Public),
     }
 }
 
@@ -124,6 +138,6 @@ mod tests {
             "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----\n",
         )
         .unwrap_err();
-        assert!(!err.contains("c2VjcmV0"), "{err}");
+        assert!(!err.to_string().contains("c2VjcmV0"), "{err}");
     }
 }

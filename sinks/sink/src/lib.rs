@@ -98,7 +98,36 @@ pub trait Sink: Send + Sync {
 
     /// Checks that the destination is reachable and writable, without writing records.
     /// `Err` carries a sentence for an operator (what failed and what to grant or fix).
-    async fn check(&self) -> Result<(), String> {
+    async fn check(&self) -> Result<(), CheckError> {
         Ok(())
+    }
+}
+
+/// Why [`Sink::check`] failed: a sentence for an operator, naming what failed and what to
+/// grant or fix. The sentence is the whole of it: a check reads a destination's own answers,
+/// which come in as many shapes as there are destinations, and is shown, never matched on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct CheckError {
+    pub message: String,
+}
+
+impl CheckError {
+    pub fn new(message: impl Into<String>) -> Self {
+        CheckError {
+            message: message.into(),
+        }
+    }
+}
+
+impl From<String> for CheckError {
+    fn from(message: String) -> Self {
+        CheckError { message }
+    }
+}
+
+impl From<&str> for CheckError {
+    fn from(message: &str) -> Self {
+        CheckError::new(message)
     }
 }

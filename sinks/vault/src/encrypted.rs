@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::keys::{hour_of, KeyRing};
-use logferry_sink::{BatchMeta, Outcome, SealedBatch, Sink};
+use logferry_sink::{BatchMeta, CheckError, Outcome, SealedBatch, Sink};
 
 /// Added to an encrypted object's key.
 pub const SUFFIX: &str = ".lfenc";
@@ -98,12 +98,12 @@ impl Sink for EncryptedSink {
         Some(format!("{}@{}", tenant, hour_of(meta.first_time)))
     }
 
-    async fn check(&self) -> Result<(), String> {
+    async fn check(&self) -> Result<(), CheckError> {
         self.inner.check().await?;
         self.keys
             .list(Some("_check"))
             .await
             .map(|_| ())
-            .map_err(|e| format!("the key ledger cannot be read: {e}"))
+            .map_err(|e| CheckError::new(format!("the key ledger cannot be read: {e}")))
     }
 }

@@ -26,6 +26,10 @@ use crate::ledger::{entry_key, is_key_id, legacy_entry_key, Entry, Kek, LedgerEr
 use logferry_integrity::signing::SigningKey;
 use logferry_sink::store::LedgerStore;
 
+mod listing;
+
+pub use listing::Listed;
+
 /// A ledger entry is a few hundred bytes; anything much larger was not written by logferry.
 const MAX_ENTRY: u64 = 64 << 10;
 /// How many of a tenant-hour's entries are read when looking for its key.
@@ -35,18 +39,6 @@ const MAX_CACHED: usize = 4096;
 /// How long a cached key is used before its entry is looked up again: the bound on how long a
 /// running process goes on writing under a key that was shredded.
 pub const RECHECK: Duration = Duration::from_secs(60);
-
-/// A key entry found in the ledger.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listed {
-    pub tenant: String,
-    pub hour: String,
-    pub key_id: String,
-    /// Its key in the store (under the ring's prefix).
-    pub path: String,
-    /// Why the entry is not to be trusted (`None`: it is authentic).
-    pub forged: Option<String>,
-}
 
 /// How entries are signed and which signature a reader trusts.
 #[derive(Default, Clone)]
@@ -321,11 +313,10 @@ impl KeyRing {
                 Ok(Some(found)) => return Ok(Some(found)),
                 Ok(None) => {}
                 // A name that can never be read as an entry (too large, a link, a folder,
-                // a FIFO) is passed over; a store that fails for a moment is an error, so
-                // that no key is made beside the one a replay needs.
-                Err(LedgerError::Store(e)) if !logferry_sink::store::is_planted(&e) => {
-                    return Err(LedgerError::Store(e))
-                }
+                // a FIFO) is passed over; a store or KEK service that fails for a moment is an
+                // error, so that no key is made beside the one a replay needs.
+                Err(LedgerError::Store(e)) if !e.is_planted() => return Err(LedgerError::Store(e)),
+                Err(e @ LedgerError::Kek(_)) => return Err(e),
                 Err(LedgerError::Store(e)) => {
                     self.note_forged();
                     tracing::warn!(path, error = %e, "a key ledger entry cannot be read; not used");
@@ -456,135 +447,6 @@ impl KeyRing {
                 hour: hour.to_owned(),
             }),
         }
-    }
-
-    /// Every key entry, for one tenant or all, oldest first, each checked (forged ones are
-    /// listed with why; a local KEK's entries are unwrapped to check them, other KEKs' are
-    /// checked by their signature alone).
-    pub async fn list(&self, tenant: Option<&str>) -> Result<Vec<Listed>, LedgerError> {
-        let root = format!("{}_keys/", self.prefix);
-        let under = match tenant {
-            Some(t) => format!("{root}{t}/"),
-            None => root.clone(),
-        };
-        let stored = self
-            .store
-            .list_all(&under)
-            .await
-            .map_err(LedgerError::Store)?;
-        let mut out = Vec::new();
-        for st in stored {
-            let path = st.key;
-            if st.kind != logferry_sink::store::Kind::File {
-                self.note_forged();
-                out.push(Listed {
-                    tenant: "?".into(),
-                    hour: String::new(),
-                    key_id: String::new(),
-                    forged: Some("a symbolic link or special file in the ledger".into()),
-                    path,
-                });
-                continue;
-            }
-            let rest = path.strip_prefix(&root).unwrap_or(&path);
-            let parts: Vec<&str> = rest.split('/').collect();
-            let (t, hour, named_id) = match parts[..] {
-                [t, h, file] => match file.strip_suffix(".key") {
-                    Some(id) => (t, h, Some(id)),
-                    None => (t, h, None),
-                },
-                [t, file] => (t, file.strip_suffix(".key").unwrap_or(file), None),
-                _ => ("?", rest, None),
-            };
-            let mut l = Listed {
-                tenant: t.to_owned(),
-                hour: hour.to_owned(),
-                key_id: named_id.unwrap_or("").to_owned(),
-                path: path.clone(),
-                forged: None,
-            };
-            let legacy = parts.len() == 2;
-            if !is_tenant(t) || !is_hour(hour) || !(legacy || named_id.is_some_and(is_key_id)) {
-                l.forged = Some("not a name logferry gives a key entry".into());
-                out.push(l);
-                continue;
-            }
-            let entry = match self.store.get(&path, MAX_ENTRY).await {
-                Ok(Some(b)) => serde_json::from_slice::<Entry>(&b).map_err(|e| e.to_string()),
-                Ok(None) => continue,
-                Err(e) => Err(e),
-            };
-            match entry {
-                Err(e) => l.forged = Some(format!("unreadable: {e}")),
-                Ok(e) => {
-                    if legacy {
-                        // Its id is read from the entry: only a key id is taken as one.
-                        l.key_id = if is_key_id(&e.key_id) {
-                            e.key_id.clone()
-                        } else {
-                            String::new()
-                        };
-                    }
-                    l.forged = self.distrust(&e, t, hour, &l.key_id);
-                    if l.forged.is_none() && self.kek.authenticates_entries() {
-                        if let Err(err) = self.kek.unwrap(&e).await {
-                            l.forged = Some(err.to_string());
-                        }
-                    }
-                }
-            }
-            if let Some(why) = &l.forged {
-                self.note_forged();
-                tracing::warn!(path = %l.path, why = %why, "forged key ledger entry; not used");
-            }
-            out.push(l);
-        }
-        out.sort_by(|a, b| (&a.hour, &a.tenant, &a.key_id).cmp(&(&b.hour, &b.tenant, &b.key_id)));
-        Ok(out)
-    }
-
-    /// Deletes exactly these listed entries; cached copies are dropped.
-    pub async fn delete(&self, entries: &[Listed]) -> Result<(), LedgerError> {
-        for l in entries {
-            self.store
-                .delete(&l.path)
-                .await
-                .map_err(LedgerError::Store)?;
-        }
-        let mut c = self.cache();
-        c.keys.retain(|(t, h), k| {
-            !entries
-                .iter()
-                .any(|l| &l.tenant == t && &l.hour == h && l.key_id == k.key.id)
-        });
-        Ok(())
-    }
-
-    /// Deletes every entry of `tenant` for the hours `from..=to` (inclusive, `YYYY-MM-DDTHH`),
-    /// forged ones too; returns what was deleted. Cached copies are dropped at once in this
-    /// process (other processes stop using theirs within [`RECHECK`]).
-    pub async fn shred(
-        &self,
-        tenant: &str,
-        from: &str,
-        to: &str,
-    ) -> Result<Vec<Listed>, LedgerError> {
-        let hit: Vec<Listed> = self
-            .list(Some(tenant))
-            .await?
-            .into_iter()
-            .filter(|l| l.tenant == tenant && l.hour.as_str() >= from && l.hour.as_str() <= to)
-            .collect();
-        for l in &hit {
-            self.store
-                .delete(&l.path)
-                .await
-                .map_err(LedgerError::Store)?;
-        }
-        let mut c = self.cache();
-        c.keys
-            .retain(|(t, h), _| !(t == tenant && h.as_str() >= from && h.as_str() <= to));
-        Ok(hit)
     }
 }
 

@@ -20,6 +20,8 @@ use zeroize::Zeroizing;
 
 use crate::crypt::DataKey;
 use crate::ledger::{Entry, Kek, LedgerError, FORMAT};
+use logferry_destinations::azure_auth::AuthError;
+use logferry_destinations::tls::TlsError;
 
 pub const PROVIDER: &str = "azure_key_vault";
 const SCOPE: &str = "https://vault.azure.net/.default";
@@ -36,6 +38,19 @@ pub struct KeyVaultOptions {
     pub algorithm: String,
     pub auth: logferry_destinations::azure_auth::Entra,
     pub tls: logferry_destinations::tls::TlsOptions,
+}
+
+/// Why the KEK cannot be set up: the vault URL at fault, or its TLS or credential.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyVaultError {
+    #[error("vault_url {url:?}: {cause}")]
+    Url { url: String, cause: String },
+    #[error("vault_url must be https:// (bearer tokens and keys travel on it)")]
+    NotHttps,
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 pub struct KeyVault {
@@ -72,11 +87,13 @@ struct Answer {
 }
 
 impl KeyVault {
-    pub fn new(name: &str, o: KeyVaultOptions) -> Result<Self, String> {
-        let mut url = reqwest::Url::parse(&o.vault_url)
-            .map_err(|e| format!("vault_url {:?}: {e}", o.vault_url))?;
+    pub fn new(name: &str, o: KeyVaultOptions) -> Result<Self, KeyVaultError> {
+        let mut url = reqwest::Url::parse(&o.vault_url).map_err(|e| KeyVaultError::Url {
+            url: o.vault_url.clone(),
+            cause: e.to_string(),
+        })?;
         if url.scheme() != "https" {
-            return Err("vault_url must be https:// (bearer tokens and keys travel on it)".into());
+            return Err(KeyVaultError::NotHttps);
         }
         let http = logferry_destinations::tls::client_for(&o.tls, &mut url)?;
         let credential = o.auth.credential(&http)?;
@@ -109,7 +126,7 @@ impl KeyVault {
             .get_token(&[SCOPE], None)
             .await
             .map_err(|e| {
-                LedgerError::Store(format!(
+                LedgerError::Kek(format!(
                     "cannot get an Entra ID token for Key Vault ({}): {e}",
                     self.o.auth.name()
                 ))
@@ -124,7 +141,7 @@ impl KeyVault {
             .send()
             .await
             .map_err(|e| {
-                LedgerError::Store(format!(
+                LedgerError::Kek(format!(
                     "Key Vault {op}: {}",
                     logferry_sink::redact::text(&e.to_string())
                 ))
@@ -133,26 +150,24 @@ impl KeyVault {
         let text = res
             .text()
             .await
-            .map_err(|e| LedgerError::Store(format!("Key Vault {op}: {e}")))?;
+            .map_err(|e| LedgerError::Kek(format!("Key Vault {op}: {e}")))?;
         match status {
             200 => {}
-            400 if op == "unwrapkey" => return Err(LedgerError::Store(format!("Key Vault refused to unwrap: {}", short(&text)))),
+            400 if op == "unwrapkey" => return Err(LedgerError::Kek(format!("Key Vault refused to unwrap: {}", short(&text)))),
             401 | 403 => {
-                return Err(LedgerError::Store(format!(
+                return Err(LedgerError::Kek(format!(
                     "Key Vault {op} on key {:?}: {status} (grant the identity keys/wrapKey and keys/unwrapKey, e.g. the Key Vault Crypto Service Encryption User role): {}",
                     self.o.key_name,
                     short(&text)
                 )))
             }
-            _ => return Err(LedgerError::Store(format!("Key Vault {op}: {status} {}", short(&text)))),
+            _ => return Err(LedgerError::Kek(format!("Key Vault {op}: {status} {}", short(&text)))),
         }
         let a: Answer = serde_json::from_str(&text)
-            .map_err(|e| LedgerError::Store(format!("Key Vault {op}: unexpected answer: {e}")))?;
+            .map_err(|e| LedgerError::Kek(format!("Key Vault {op}: unexpected answer: {e}")))?;
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(a.value.trim_end_matches('='))
-            .map_err(|_| {
-                LedgerError::Store(format!("Key Vault {op}: the value is not base64url"))
-            })?;
+            .map_err(|_| LedgerError::Kek(format!("Key Vault {op}: the value is not base64url")))?;
         let used = a
             .kid
             .as_deref()
@@ -180,7 +195,7 @@ impl Kek for KeyVault {
             .call("wrapkey", self.o.key_version.as_deref(), &key.bytes[..])
             .await?;
         let version = used.or_else(|| self.o.key_version.clone()).ok_or_else(|| {
-            LedgerError::Store("Key Vault did not say which key version wrapped the key".into())
+            LedgerError::Kek("Key Vault did not say which key version wrapped the key".into())
         })?;
         let entry = Entry {
             format: FORMAT.into(),

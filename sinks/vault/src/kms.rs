@@ -98,7 +98,7 @@ impl Kek for AwsKms {
             .set_encryption_context(Some(context(tenant, hour, &id)))
             .send()
             .await
-            .map_err(|e| LedgerError::Store(explain("GenerateDataKey", &self.key_id, &e)))?;
+            .map_err(|e| LedgerError::Kek(explain("GenerateDataKey", &self.key_id, &e)))?;
         let (Some(plain), Some(blob)) = (out.plaintext(), out.ciphertext_blob()) else {
             return Err(LedgerError::Seal("KMS returned no data key".into()));
         };
@@ -155,7 +155,7 @@ impl Kek for AwsKms {
             {
                 return Err(LedgerError::Unwrap(entry.key_id.clone()))
             }
-            Err(e) => return Err(LedgerError::Store(explain("Decrypt", &self.key_id, &e))),
+            Err(e) => return Err(LedgerError::Kek(explain("Decrypt", &self.key_id, &e))),
         };
         let plain = out
             .plaintext()

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::crypt::{random, CryptError, DataKey};
+use logferry_sink::store::StoreError;
 
 pub const FORMAT: &str = "logferry-key-1";
 const WRAP_MAGIC: &[u8; 5] = b"LFKEY";
@@ -149,7 +150,7 @@ fn wrap_aad(key_id: &str, tenant: &str, hour: &str) -> Vec<u8> {
 impl LocalKek {
     /// From the key material as configured: 32 raw bytes, or 64 hex digits, or base64 of 32
     /// bytes (surrounding whitespace ignored). Anything else is refused without showing it.
-    pub fn from_material(name: &str, material: &[u8]) -> Result<Self, String> {
+    pub fn from_material(name: &str, material: &[u8]) -> Result<Self, LedgerError> {
         let mut key = Zeroizing::new([0u8; 32]);
         let text = std::str::from_utf8(material).ok().map(str::trim);
         let decoded: Option<Zeroizing<Vec<u8>>> = match text {
@@ -164,9 +165,9 @@ impl LocalKek {
             Some(d) if d.len() == 32 => key.copy_from_slice(&d),
             _ if material.len() == 32 => key.copy_from_slice(material),
             _ => {
-                return Err(format!(
-                    "KEK {name:?} is not 32 bytes (give 32 raw bytes, 64 hex digits or base64 of 32 bytes)"
-                ))
+                return Err(LedgerError::KekMaterial {
+                    name: name.to_owned(),
+                })
             }
         }
         Ok(LocalKek {
@@ -285,8 +286,19 @@ impl Kek for LocalKek {
 pub enum LedgerError {
     #[error("cannot make a data key: {0}")]
     Seal(String),
+    /// The store holding the ledger failed, or a name in it holds something logferry never
+    /// wrote ([`StoreError::is_planted`]).
     #[error("key ledger: {0}")]
-    Store(String),
+    Store(StoreError),
+    /// The KEK's service (KMS, Key Vault) failed or refused: like a store that fails, an error
+    /// to wait out or a permission to grant, never a reason to distrust an entry.
+    #[error("key ledger: {0}")]
+    Kek(String),
+    /// Local key material that is not a key; the material is never in the words.
+    #[error(
+        "KEK {name:?} is not 32 bytes (give 32 raw bytes, 64 hex digits or base64 of 32 bytes)"
+    )]
+    KekMaterial { name: String },
     #[error("key shredded: no ledger entry for tenant {tenant:?} hour {hour} (deleted at the end of retention or by `logferry shred`)")]
     Shredded { tenant: String, hour: String },
     #[error("ledger entry format {0:?} is not supported")]
@@ -373,6 +385,6 @@ mod tests {
         let c = LocalKek::from_material("k", &[0xab; 32]).unwrap();
         assert!(a.key[..] == b.key[..] && b.key[..] == c.key[..]);
         let err = LocalKek::from_material("k", b"hunter2-is-too-short").unwrap_err();
-        assert!(!err.contains("hunter2"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 }

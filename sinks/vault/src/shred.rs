@@ -9,8 +9,11 @@
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::crypt::CryptError;
 use crate::keys::{hour_of, KeyRing, Listed};
+use crate::ledger::LedgerError;
 use logferry_integrity::signing::SigningKey;
+use logferry_sink::store::StoreError;
 
 pub const RECEIPT_FORMAT: &str = "logferry-shred-receipt-1";
 
@@ -51,6 +54,29 @@ pub struct Shredded {
     pub receipt: Option<Stored>,
 }
 
+/// Why a shredding did not finish. Once keys are erased, the receipt that could not be stored
+/// is carried whole (it holds no secret) so that the caller can keep it from the log.
+#[derive(Debug, thiserror::Error)]
+pub enum ShredError {
+    /// The ledger could not be listed, or an entry could not be deleted.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The retention does not fit a date's range.
+    #[error("{0}")]
+    Retention(chrono::OutOfRangeError),
+    /// The receipt could not be written out.
+    #[error("{0}")]
+    Receipt(serde_json::Error),
+    #[error(transparent)]
+    Random(#[from] CryptError),
+    /// The keys are gone; something else holds the receipt's name.
+    #[error("the keys were shredded but receipt name {key} was taken; the receipt: {receipt}")]
+    ReceiptTaken { key: String, receipt: String },
+    /// The keys are gone; the store refused the receipt.
+    #[error("the keys were shredded but the receipt could not be stored ({cause}); the receipt: {receipt}")]
+    ReceiptNotStored { cause: StoreError, receipt: String },
+}
+
 pub struct Request<'a> {
     pub sink: &'a str,
     pub tenant: &'a str,
@@ -69,11 +95,8 @@ pub async fn shred(
     req: &Request<'_>,
     signer: Option<&SigningKey>,
     now: DateTime<Utc>,
-) -> Result<Shredded, String> {
-    let erased = keys
-        .shred(req.tenant, req.from, req.to)
-        .await
-        .map_err(|e| e.to_string())?;
+) -> Result<Shredded, ShredError> {
+    let erased = keys.shred(req.tenant, req.from, req.to).await?;
     if erased.is_empty() {
         return Ok(Shredded {
             erased,
@@ -108,15 +131,15 @@ pub async fn shred(
         by: req.by.map(str::to_owned),
         reason: req.reason.into(),
     };
-    let text = serde_json::to_string(&receipt).map_err(|e| e.to_string())?;
+    let text = serde_json::to_string(&receipt).map_err(ShredError::Receipt)?;
     let stored = Stored {
         signature: signer.map(|s| s.sign(text.as_bytes())),
         public_key: signer.map(SigningKey::public_hex),
         receipt: text,
     };
-    let body = serde_json::to_vec_pretty(&stored).map_err(|e| e.to_string())?;
+    let body = serde_json::to_vec_pretty(&stored).map_err(ShredError::Receipt)?;
     let mut rnd = [0u8; 4];
-    crate::crypt::random(&mut rnd).map_err(|e| e.to_string())?;
+    crate::crypt::random(&mut rnd)?;
     let key = format!(
         "{}_receipts/{}/{}-{}.json",
         keys.prefix(),
@@ -130,14 +153,14 @@ pub async fn shred(
             receipt_key: Some(key),
             receipt: Some(stored),
         }),
-        Ok(false) => Err(format!(
-            "the keys were shredded but receipt name {key} was taken; the receipt: {}",
-            String::from_utf8_lossy(&body)
-        )),
-        Err(e) => Err(format!(
-            "the keys were shredded but the receipt could not be stored ({e}); the receipt: {}",
-            String::from_utf8_lossy(&body)
-        )),
+        Ok(false) => Err(ShredError::ReceiptTaken {
+            key,
+            receipt: String::from_utf8_lossy(&body).into_owned(),
+        }),
+        Err(cause) => Err(ShredError::ReceiptNotStored {
+            cause,
+            receipt: String::from_utf8_lossy(&body).into_owned(),
+        }),
     }
 }
 
@@ -150,11 +173,11 @@ pub async fn expire(
     retention: std::time::Duration,
     signer: Option<&SigningKey>,
     now: DateTime<Utc>,
-) -> Result<Vec<Shredded>, String> {
-    let retention = Duration::from_std(retention).map_err(|e| e.to_string())?;
+) -> Result<Vec<Shredded>, ShredError> {
+    let retention = Duration::from_std(retention).map_err(ShredError::Retention)?;
     // An hour is kept while any of it is younger than the retention.
     let cutoff = hour_of(now - retention - Duration::hours(1));
-    let listed = keys.list(None).await.map_err(|e| e.to_string())?;
+    let listed = keys.list(None).await?;
     let mut tenants: Vec<&str> = listed
         .iter()
         .filter(|l| l.hour <= cutoff)

@@ -123,7 +123,7 @@ pub(super) fn azure_blob(
             match ConnectionString::parse(cs.expose()) {
                 Ok(cs) => Some(cs.into_parts()),
                 Err(e) => {
-                    c.add(format!("{p}.connection_string"), e);
+                    c.add(format!("{p}.connection_string"), e.to_string());
                     None
                 }
             }

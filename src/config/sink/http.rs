@@ -24,7 +24,7 @@ fn statuses(
     };
     for i in items {
         if let Err(e) = out.add(&i) {
-            c.add(format!("{p}.{name}"), e);
+            c.add(format!("{p}.{name}"), e.to_string());
         }
     }
     out

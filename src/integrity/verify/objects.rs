@@ -27,7 +27,7 @@ pub(super) async fn check_objects(
     for (_, e) in entries.iter().filter(|(_, e)| e.dead_letter.is_none()) {
         // Never more than the digest lists: a giant replacement is found without reading it.
         let bytes = match store.get(&e.key, e.bytes.min(MAX_OBJECT)).await {
-            Err(m) if logferry_sink::store::is_too_large(&m) => {
+            Err(m) if m.is_too_large() => {
                 r.problem(
                     "object_modified",
                     format!(

@@ -1,8 +1,7 @@
 //! Append mode: batches of a rendered key appended to numbered append blobs, each as one Append
 //! Block at the position the sink expects, so that no retry appends twice.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use azure_core::http::request::options::ClientRequestId;
@@ -15,6 +14,7 @@ use azure_storage_blob::BlobClient;
 use bytes::Bytes;
 use futures::StreamExt;
 
+use super::tails::{MAX_TAIL_BYTES, START_TAIL};
 use super::{classify, error_code, is_container_missing, AzureBlobSink};
 use logferry_sink::{Outcome, SealedBatch};
 
@@ -38,63 +38,6 @@ pub(super) struct AppendState {
     created: Option<chrono::DateTime<chrono::Utc>>,
     /// The blob has been read back once by this process.
     seen: bool,
-}
-
-/// How much of an append blob's end is kept at start to find a crashed predecessor's batches
-/// (the few that were in flight; batches are at most a few MiB compressed).
-const START_TAIL: u64 = 16 << 20;
-/// All start tails together: more and the oldest are let go. A batch replayed after a crash
-/// whose key's tail was let go may then be appended a second time (a duplicate, never a loss);
-/// this needs more than four keys with batches in flight at the crash.
-pub(super) const MAX_TAIL_BYTES: u64 = 64 << 20;
-
-/// The blobs' last bytes when this process first read them back, per key, kept until the
-/// batches sealed before the start have gone; bounded in bytes, the oldest let go first.
-#[derive(Default)]
-pub(super) struct Tails {
-    inner: Mutex<(VecDeque<(String, Bytes)>, u64)>,
-}
-
-impl Tails {
-    fn keep(&self, key: &str, tail: Bytes) {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let (list, total) = &mut *g;
-        if let Some(i) = list.iter().position(|(k, _)| k == key) {
-            if let Some((_, old)) = list.remove(i) {
-                *total -= old.len() as u64;
-            }
-        }
-        *total += tail.len() as u64;
-        list.push_back((key.to_string(), tail));
-        while *total > MAX_TAIL_BYTES {
-            let Some((k, old)) = list.pop_front() else {
-                break;
-            };
-            *total -= old.len() as u64;
-            tracing::warn!(key = %k, "append blob tail from before the restart let go (over 64 MiB of tails); a replayed batch of this key may be appended again");
-        }
-    }
-
-    fn found(&self, key: &str, payload: &[u8]) -> bool {
-        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        g.0.iter()
-            .any(|(k, t)| k == key && memchr::memmem::find(t, payload).is_some())
-    }
-
-    fn forget(&self, key: &str) {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let (list, total) = &mut *g;
-        if let Some(i) = list.iter().position(|(k, _)| k == key) {
-            if let Some((_, old)) = list.remove(i) {
-                *total -= old.len() as u64;
-            }
-        }
-    }
-
-    #[cfg(test)]
-    fn total(&self) -> u64 {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).1
-    }
 }
 
 impl AzureBlobSink {
@@ -252,9 +195,9 @@ impl AzureBlobSink {
         st: &mut AppendState,
     ) -> Result<(String, BlobClient, u64), Outcome> {
         let name = format!("{stem}-{seq:05}{ext}");
-        let client = self
-            .client(&name)
-            .map_err(|reason| Outcome::Rejected { reason })?;
+        let client = self.client(&name).map_err(|e| Outcome::Rejected {
+            reason: e.to_string(),
+        })?;
         let len = match st.len {
             Some(l) => l,
             None => self.read_back(&client, &name, batch, st).await?,
@@ -293,9 +236,9 @@ impl AzureBlobSink {
 
     /// Whether `payload` sits at `offset` in blob `name`.
     async fn landed_at(&self, name: &str, offset: u64, payload: &Bytes) -> Result<bool, Outcome> {
-        let client = self
-            .client(name)
-            .map_err(|reason| Outcome::Rejected { reason })?;
+        let client = self.client(name).map_err(|e| Outcome::Rejected {
+            reason: e.to_string(),
+        })?;
         let plen = payload.len() as u64;
         let options = BlobClientDownloadOptions {
             range: Some((offset..offset + plen).into()),
@@ -323,7 +266,9 @@ impl AzureBlobSink {
     async fn newest_seq(&self, stem: &str, ext: &str) -> Result<u32, Outcome> {
         let c = self
             .container_client(self.token())
-            .map_err(|reason| Outcome::Rejected { reason })?;
+            .map_err(|e| Outcome::Rejected {
+                reason: e.to_string(),
+            })?;
         let prefix = format!("{stem}-");
         let pager = c
             .list_blobs(Some(BlobContainerClientListBlobsOptions {
@@ -489,22 +434,6 @@ mod tests {
         assert!(!sealed_before(id, 0x019abc000000));
         assert!(sealed_before(&format!("{id}-a-b"), 0x019abc000001));
         assert!(sealed_before("not-a-uuid", 0));
-    }
-
-    #[test]
-    fn start_tails_are_bounded_in_bytes_and_the_oldest_go_first() {
-        let t = Tails::default();
-        let mib = |n: u64| Bytes::from(vec![b'x'; (n << 20) as usize]);
-        for k in 0..5 {
-            t.keep(&format!("k{k}"), mib(16));
-        }
-        assert_eq!(t.total(), MAX_TAIL_BYTES);
-        assert!(!t.found("k0", b"x"), "the oldest went first");
-        assert!(t.found("k4", b"xx"));
-        t.keep("k4", mib(1));
-        assert_eq!(t.total(), 49 << 20, "a key's new tail replaces its old one");
-        t.forget("k1");
-        assert_eq!(t.total(), 33 << 20);
     }
 
     #[test]

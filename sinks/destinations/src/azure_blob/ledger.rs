@@ -13,8 +13,8 @@ use azure_storage_blob::models::{
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::{classify, AzureBlobSink};
-use logferry_sink::store::LedgerStore;
+use super::{classify, AzureBlobSink, BlobError};
+use logferry_sink::store::{LedgerStore, StoreError};
 
 /// The ledger beside an Azure Blob sink's data (a client of its own on the same options).
 pub struct BlobStore {
@@ -22,31 +22,45 @@ pub struct BlobStore {
 }
 
 impl BlobStore {
-    pub fn new(o: super::AzureBlobOptions) -> Result<Self, String> {
+    pub fn new(o: super::AzureBlobOptions) -> Result<Self, BlobError> {
         Ok(BlobStore {
             sink: AzureBlobSink::new(o)?,
         })
     }
 
-    fn why(&self, what: &str, key: &str, e: &azure_core::Error) -> String {
+    fn why(&self, what: &str, key: &str, e: &azure_core::Error) -> StoreError {
         let reason = classify(&self.sink.o.container, e)
             .reason()
             .unwrap_or("unknown error")
             .to_string();
-        format!(
-            "{what} {key:?} in container {:?}: {reason}",
-            self.sink.o.container
+        StoreError::failed(
+            format!("{what} {key:?} in container {:?}", self.sink.o.container),
+            reason,
         )
+    }
+}
+
+/// A request the sink could not make (a URL it cannot build, a container it cannot create) is
+/// the store failing: not a name that holds something planted.
+impl From<BlobError> for StoreError {
+    fn from(e: BlobError) -> Self {
+        match e {
+            BlobError::Url { cause } => StoreError::failed("invalid blob URL", cause),
+            BlobError::CreateContainer { container, cause } => {
+                StoreError::failed(format!("cannot create container {container:?}"), cause)
+            }
+            e => StoreError::failed("cannot make a blob client", e),
+        }
     }
 }
 
 #[async_trait]
 impl LedgerStore for BlobStore {
-    async fn get(&self, key: &str, max: u64) -> Result<Option<Vec<u8>>, String> {
+    async fn get(&self, key: &str, max: u64) -> Result<Option<Vec<u8>>, StoreError> {
         let client = self.sink.client(key)?;
         match client.download(None).await {
             Ok(res) => {
-                let too_large = || logferry_sink::store::too_large(&format!("{key:?}"), max);
+                let too_large = || StoreError::too_large(format!("{key:?}"), max);
                 if res.properties.content_length.unwrap_or(0) > max {
                     return Err(too_large());
                 }
@@ -65,7 +79,7 @@ impl LedgerStore for BlobStore {
         }
     }
 
-    async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<bool, String> {
+    async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<bool, StoreError> {
         let client = self.sink.client(key)?;
         let options = BlockBlobClientUploadOptions {
             blob_content_type: Some("application/json".into()),
@@ -78,16 +92,15 @@ impl LedgerStore for BlobStore {
             Err(e) if e.http_status() == Some(StatusCode::Conflict) => Ok(false),
             Err(e) if super::is_container_missing(&e) && self.sink.o.create_container => {
                 self.sink.create().await?;
-                Err(format!(
-                    "container {:?} was just created; trying again",
-                    self.sink.o.container
-                ))
+                Err(StoreError::Created {
+                    place: format!("container {:?}", self.sink.o.container),
+                })
             }
             Err(e) => Err(self.why("cannot write", key, &e)),
         }
     }
 
-    async fn delete(&self, key: &str) -> Result<(), String> {
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let client = self.sink.client(key)?;
         match client.delete(None).await {
             Ok(_) => Ok(()),
@@ -99,7 +112,7 @@ impl LedgerStore for BlobStore {
     async fn list_modified(
         &self,
         prefix: &str,
-    ) -> Result<Vec<logferry_sink::store::Listed>, String> {
+    ) -> Result<Vec<logferry_sink::store::Listed>, StoreError> {
         let c = self.sink.container_client(self.sink.token())?;
         let pager = c
             .list_blobs(Some(BlobContainerClientListBlobsOptions {

@@ -24,92 +24,46 @@ use bytes::Bytes;
 
 mod append;
 pub mod ledger;
+mod options;
 mod sas;
+mod tails;
 
+use crate::azure_auth::AuthError;
 pub use crate::azure_auth::Entra;
-use crate::tls::TlsOptions;
+use crate::tls::TlsError;
 use append::AppendState;
-use logferry_sink::{percent_encode, Outcome, SealedBatch, Sink};
+use logferry_sink::{percent_encode, CheckError, Outcome, SealedBatch, Sink};
+pub use options::{AppendRoll, AzureBlobOptions, BlobAuth, BlobType};
 use sas::{account_sas_create, SAS_LIFETIME};
-pub use sas::{mint_sas, ConnectionString};
+pub use sas::{mint_sas, ConnectionString, ConnectionStringError};
 
-/// How the sink authenticates to the storage account.
-#[derive(Clone, PartialEq, Eq)]
-pub enum BlobAuth {
-    /// The account key: container-scoped service SAS tokens are minted from it and renewed.
-    AccountKey(Vec<u8>),
-    /// A SAS token given by the user (without the leading `?`).
-    Sas(String),
-    /// Microsoft Entra ID (bearer tokens; HTTPS only).
-    Entra(Entra),
-}
-
-impl std::fmt::Debug for BlobAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            BlobAuth::AccountKey(_) => f.write_str("AccountKey(***)"),
-            BlobAuth::Sas(_) => f.write_str("Sas(***)"),
-            BlobAuth::Entra(e) => write!(f, "Entra({e:?})"),
-        }
-    }
-}
-
-impl ConnectionString {
-    /// The account, blob endpoint and credential it names; the key wins over a SAS.
-    pub fn into_parts(self) -> (String, String, BlobAuth) {
-        let auth = match (self.key, self.sas) {
-            (Some(k), _) => BlobAuth::AccountKey(k),
-            (None, Some(s)) => BlobAuth::Sas(s.trim_start_matches('?').to_string()),
-            // `parse` refuses a string with neither.
-            (None, None) => BlobAuth::Sas(String::new()),
-        };
-        (self.account, self.blob_endpoint, auth)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum BlobType {
-    /// One blob per batch.
-    #[default]
-    Block,
-    /// Batches appended to a blob per rendered key, rolled over by size and age.
-    Append,
-}
-
-/// When append mode starts the next blob of a key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AppendRoll {
-    pub max_bytes: u64,
-    pub max_age: Duration,
-}
-
-impl Default for AppendRoll {
-    fn default() -> Self {
-        AppendRoll {
-            max_bytes: 256 << 20,
-            max_age: Duration::from_secs(3600),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct AzureBlobOptions {
-    pub container: String,
-    pub account: String,
-    /// The account's blob endpoint, without a trailing `/`.
-    pub endpoint: String,
-    pub auth: BlobAuth,
-    pub tls: TlsOptions,
-    pub access_tier: Option<String>,
-    pub metadata: Vec<(String, String)>,
-    /// Create the container when it is missing (needs the account key: an account SAS is
-    /// minted for it). Off by default: a typo should not create a new container.
-    pub create_container: bool,
-    pub blob_type: BlobType,
-    pub append_roll: AppendRoll,
-    /// The configuration allowed credentials over http:// (checked at load); minted SAS
-    /// tokens then allow http too (`spr=https,http`), otherwise `spr=https`.
-    pub allow_plaintext_credentials: bool,
+/// Why the sink cannot be set up or make a request: the option, URL or container at fault and
+/// the cause, with secrets (SAS signatures, keys) masked. The cause is in the words, not behind
+/// `source()`, so that a chain printed with `{:#}` says it once.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    /// The configured endpoint is not a URL.
+    #[error("endpoint {endpoint:?}: {cause}")]
+    Endpoint { endpoint: String, cause: String },
+    /// Entra ID auth on a plain http:// endpoint: bearer tokens are never sent in clear.
+    #[error("auth = \"{auth}\" needs an https:// endpoint (bearer tokens are never sent over plain http), not {endpoint}")]
+    NeedsHttps {
+        auth: &'static str,
+        endpoint: String,
+    },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// A blob URL that does not parse (a key or token it cannot hold).
+    #[error("invalid blob URL: {cause}")]
+    Url { cause: String },
+    /// The SDK refused to make a client for the URL.
+    #[error("{cause}")]
+    Client { cause: String },
+    /// `create_container`, and the container could not be created.
+    #[error("cannot create container {container:?}: {cause}")]
+    CreateContainer { container: String, cause: String },
 }
 
 pub struct AzureBlobSink {
@@ -123,26 +77,27 @@ pub struct AzureBlobSink {
     /// Append mode: batches whose last attempt may have landed, with the blob and offset.
     uncertain: Mutex<std::collections::BTreeMap<String, (String, u64)>>,
     /// Append mode: blob tails from before the start, bounded in bytes.
-    tails: append::Tails,
+    tails: tails::Tails,
     /// When this sink was made (Unix ms): older batches are replays from a previous run.
     started_ms: u64,
 }
 
 impl AzureBlobSink {
-    pub fn new(mut o: AzureBlobOptions) -> Result<AzureBlobSink, String> {
-        let mut endpoint = reqwest::Url::parse(&o.endpoint)
-            .map_err(|e| format!("endpoint {:?}: {e}", o.endpoint))?;
+    pub fn new(mut o: AzureBlobOptions) -> Result<AzureBlobSink, BlobError> {
+        let mut endpoint = reqwest::Url::parse(&o.endpoint).map_err(|e| BlobError::Endpoint {
+            endpoint: o.endpoint.clone(),
+            cause: e.to_string(),
+        })?;
         let http = crate::tls::client_for(&o.tls, &mut endpoint)?;
         // The same URL with the host `tls.server_name` names, when set.
         o.endpoint = endpoint.as_str().trim_end_matches('/').to_string();
         let credential = match &o.auth {
             BlobAuth::Entra(e) => {
                 if !o.endpoint.starts_with("https://") {
-                    return Err(format!(
-                        "auth = \"{}\" needs an https:// endpoint (bearer tokens are never sent over plain http), not {}",
-                        e.name(),
-                        o.endpoint
-                    ));
+                    return Err(BlobError::NeedsHttps {
+                        auth: e.name(),
+                        endpoint: o.endpoint.clone(),
+                    });
                 }
                 Some(e.credential(&http)?)
             }
@@ -155,7 +110,7 @@ impl AzureBlobSink {
             sas: Mutex::new(None),
             appends: Mutex::new(HashMap::new()),
             uncertain: Mutex::new(std::collections::BTreeMap::new()),
-            tails: append::Tails::default(),
+            tails: tails::Tails::default(),
             started_ms: chrono::Utc::now().timestamp_millis().max(0) as u64,
         })
     }
@@ -194,7 +149,7 @@ impl AzureBlobSink {
         })
     }
 
-    fn url(&self, path: &str, query: Option<String>) -> Result<Url, String> {
+    fn url(&self, path: &str, query: Option<String>) -> Result<Url, BlobError> {
         let mut url = format!("{}/{}", self.o.endpoint, self.o.container);
         if !path.is_empty() {
             url.push('/');
@@ -210,35 +165,38 @@ impl AzureBlobSink {
             url.push('?');
             url.push_str(&q);
         }
-        Url::parse(&url).map_err(|e| {
-            format!(
-                "invalid blob URL: {}",
-                logferry_sink::redact::text(&e.to_string()).into_owned()
-            )
+        Url::parse(&url).map_err(|e| BlobError::Url {
+            cause: redacted(&e),
         })
     }
 
-    fn client(&self, key: &str) -> Result<BlobClient, String> {
+    fn client(&self, key: &str) -> Result<BlobClient, BlobError> {
         let url = self.url(key, self.token())?;
         let options = BlobClientOptions {
             client_options: self.client_options(),
             ..Default::default()
         };
-        BlobClient::new(url, self.credential.clone(), Some(options))
-            .map_err(|e| logferry_sink::redact::text(&e.to_string()).into_owned())
+        BlobClient::new(url, self.credential.clone(), Some(options)).map_err(|e| {
+            BlobError::Client {
+                cause: redacted(&e),
+            }
+        })
     }
 
-    fn container_client(&self, query: Option<String>) -> Result<BlobContainerClient, String> {
+    fn container_client(&self, query: Option<String>) -> Result<BlobContainerClient, BlobError> {
         let url = self.url("", query)?;
         let options = BlobContainerClientOptions {
             client_options: self.client_options(),
             ..Default::default()
         };
-        BlobContainerClient::new(url, self.credential.clone(), Some(options))
-            .map_err(|e| logferry_sink::redact::text(&e.to_string()).into_owned())
+        BlobContainerClient::new(url, self.credential.clone(), Some(options)).map_err(|e| {
+            BlobError::Client {
+                cause: redacted(&e),
+            }
+        })
     }
 
-    async fn create(&self) -> Result<(), String> {
+    async fn create(&self) -> Result<(), BlobError> {
         let query = match &self.o.auth {
             BlobAuth::AccountKey(key) => Some(account_sas_create(
                 &self.o.account,
@@ -256,11 +214,10 @@ impl AzureBlobSink {
                 Ok(())
             }
             Err(e) if e.http_status() == Some(StatusCode::Conflict) => Ok(()),
-            Err(e) => Err(format!(
-                "cannot create container {:?}: {}",
-                self.o.container,
-                logferry_sink::redact::text(&e.to_string()).into_owned()
-            )),
+            Err(e) => Err(BlobError::CreateContainer {
+                container: self.o.container.clone(),
+                cause: redacted(&e),
+            }),
         }
     }
 
@@ -307,7 +264,11 @@ impl AzureBlobSink {
     async fn send_block(&self, batch: &SealedBatch) -> Outcome {
         let client = match self.client(&batch.meta.key) {
             Ok(c) => c,
-            Err(reason) => return Outcome::Rejected { reason },
+            Err(e) => {
+                return Outcome::Rejected {
+                    reason: e.to_string(),
+                }
+            }
         };
         let options = BlockBlobClientUploadOptions {
             blob_content_type: Some(
@@ -360,9 +321,16 @@ impl AzureBlobSink {
                 after: Some(Duration::ZERO),
                 reason: format!("created container {:?}", self.o.container),
             },
-            Err(reason) => Outcome::Rejected { reason },
+            Err(e) => Outcome::Rejected {
+                reason: e.to_string(),
+            },
         }
     }
+}
+
+/// An error's text with secrets (a SAS signature in a URL) masked.
+fn redacted(e: &dyn std::fmt::Display) -> String {
+    logferry_sink::redact::text(&e.to_string()).into_owned()
 }
 
 fn error_code(e: &azure_core::Error) -> &str {
@@ -431,21 +399,23 @@ impl Sink for AzureBlobSink {
 
     /// Writes and deletes an empty probe blob: the container exists and this identity may
     /// write to it. Each failure says what to create or grant.
-    async fn check(&self) -> Result<(), String> {
-        let client = self.client(".logferry-check")?;
+    async fn check(&self) -> Result<(), CheckError> {
+        let client = self
+            .client(".logferry-check")
+            .map_err(|e| CheckError::new(e.to_string()))?;
         let res = client
             .block_blob_client()
             .upload(RequestContent::from(Vec::new()), None)
             .await;
         if let Err(e) = res {
-            return Err(match classify(&self.o.container, &e) {
+            return Err(CheckError::new(match classify(&self.o.container, &e) {
                 Outcome::Rejected { reason }
                 | Outcome::Retry { reason, .. }
                 | Outcome::Throttled { reason, .. }
                 | Outcome::Parked { reason, .. }
                 | Outcome::TooLarge { reason } => reason,
-                Outcome::Delivered => "unknown error".into(),
-            });
+                Outcome::Delivered => "unknown error".to_string(),
+            }));
         }
         let _ = client.delete(None).await;
         Ok(())
@@ -455,6 +425,7 @@ impl Sink for AzureBlobSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tls::TlsOptions;
 
     /// A sink with an account key (SAS tokens are minted from it); nothing is sent.
     fn sink() -> AzureBlobSink {

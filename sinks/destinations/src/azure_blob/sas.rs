@@ -32,6 +32,19 @@ impl std::fmt::Debug for ConnectionString {
     }
 }
 
+/// What is wrong with a connection string: the part at fault, never the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectionStringError {
+    #[error("connection_string: each part must be Key=Value")]
+    NotKeyValue,
+    #[error("connection_string: AccountName is missing")]
+    NoAccount,
+    #[error("connection_string: AccountKey is not base64")]
+    KeyNotBase64,
+    #[error("connection_string: needs an AccountKey or a SharedAccessSignature")]
+    NoCredential,
+}
+
 /// Azurite's well-known development account (public, documented by Microsoft).
 const DEV_ACCOUNT: &str = "devstoreaccount1";
 const DEV_KEY: &str =
@@ -40,12 +53,12 @@ const DEV_KEY: &str =
 impl ConnectionString {
     /// Parses `Key=Value;...` as the portal and Azurite write it. The error names the part that
     /// is wrong, never the key.
-    pub fn parse(s: &str) -> Result<ConnectionString, String> {
+    pub fn parse(s: &str) -> Result<ConnectionString, ConnectionStringError> {
         let mut m: HashMap<String, String> = HashMap::new();
         for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
             let (k, v) = part
                 .split_once('=')
-                .ok_or_else(|| "connection_string: each part must be Key=Value".to_string())?;
+                .ok_or(ConnectionStringError::NotKeyValue)?;
             m.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
         }
         if m.get("usedevelopmentstorage")
@@ -61,12 +74,12 @@ impl ConnectionString {
         let account = m
             .get("accountname")
             .cloned()
-            .ok_or_else(|| "connection_string: AccountName is missing".to_string())?;
+            .ok_or(ConnectionStringError::NoAccount)?;
         let key = match m.get("accountkey") {
             Some(k) => Some(
                 base64::engine::general_purpose::STANDARD
                     .decode(k)
-                    .map_err(|_| "connection_string: AccountKey is not base64".to_string())?,
+                    .map_err(|_| ConnectionStringError::KeyNotBase64)?,
             ),
             None => None,
         };
@@ -84,7 +97,7 @@ impl ConnectionString {
         };
         let sas = m.get("sharedaccesssignature").cloned();
         if key.is_none() && sas.is_none() {
-            return Err("connection_string: needs an AccountKey or a SharedAccessSignature".into());
+            return Err(ConnectionStringError::NoCredential);
         }
         Ok(ConnectionString {
             account,
@@ -185,9 +198,11 @@ mod tests {
         assert!(!format!("{c:?}").contains("a2V5"));
         assert!(ConnectionString::parse("AccountName=x")
             .unwrap_err()
+            .to_string()
             .contains("AccountKey"));
         assert!(ConnectionString::parse("AccountName=x;AccountKey=!!")
             .unwrap_err()
+            .to_string()
             .contains("base64"));
     }
 }
