@@ -130,25 +130,21 @@ impl Layout {
         (out, head.len() as u32, tail.len() as u32)
     }
 
-    /// Splits an uncompressed payload back into its records.
-    pub fn records(&self, meta: &BatchMeta, payload: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    /// Splits an uncompressed payload back into its records by their separators (never by
+    /// parsing JSON; string records are unescaped as [`escape_into`] wrote them).
+    pub fn records(&self, meta: &BatchMeta, payload: &[u8]) -> Result<Vec<Vec<u8>>, RecordsError> {
         let (h, t) = (meta.head_len as usize, meta.tail_len as usize);
         if payload.len() < h + t {
-            return Err("payload shorter than its head and tail".into());
+            return Err(RecordsError::Short);
         }
         let body = &payload[h..payload.len() - t];
         if self.string_records {
-            // The body is the inside of one JSON string: read it back as one.
-            let mut quoted = Vec::with_capacity(body.len() + 2);
-            quoted.push(b'"');
-            quoted.extend_from_slice(body);
-            quoted.push(b'"');
-            let text: String = serde_json::from_slice(&quoted).map_err(|e| e.to_string())?;
-            return Ok(text
-                .split('\n')
+            // The body is the inside of one JSON string, one record per escaped newline.
+            return unescape(body)?
+                .split(|b| *b == b'\n')
                 .filter(|r| !r.is_empty())
-                .map(|r| r.as_bytes().to_vec())
-                .collect());
+                .map(|r| Ok(r.to_vec()))
+                .collect();
         }
         let mut out: Vec<Vec<u8>> = body
             .split(|b| *b == b'\n')
@@ -161,6 +157,48 @@ impl Layout {
         }
         Ok(out)
     }
+}
+
+/// Why a payload could not be read back into records.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordsError {
+    #[error("payload shorter than its head and tail")]
+    Short,
+    #[error("the records' string has a bad escape at byte {0}")]
+    Escape(usize),
+}
+
+/// The inverse of [`escape_into`]: `\"`, `\\`, `\n`, `\r`, `\t` and `\u00XX` back to bytes.
+fn unescape(s: &[u8]) -> Result<Vec<u8>, RecordsError> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while let Some(at) = memchr::memchr(b'\\', &s[i..]) {
+        out.extend_from_slice(&s[i..i + at]);
+        let j = i + at;
+        let (byte, len) = match s.get(j + 1) {
+            Some(b'"') => (b'"', 2),
+            Some(b'\\') => (b'\\', 2),
+            Some(b'/') => (b'/', 2),
+            Some(b'n') => (b'\n', 2),
+            Some(b'r') => (b'\r', 2),
+            Some(b't') => (b'\t', 2),
+            Some(b'b') => (0x08, 2),
+            Some(b'f') => (0x0c, 2),
+            Some(b'u') => {
+                let hex = s.get(j + 2..j + 6).ok_or(RecordsError::Escape(j))?;
+                let v = std::str::from_utf8(hex)
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h.strip_prefix("00")?, 16).ok())
+                    .ok_or(RecordsError::Escape(j))?;
+                (v, 6)
+            }
+            _ => return Err(RecordsError::Escape(j)),
+        };
+        out.push(byte);
+        i = j + len;
+    }
+    out.extend_from_slice(&s[i..]);
+    Ok(out)
 }
 
 /// `record` as the inside of a JSON string: quotes, backslashes and control bytes escaped.
@@ -216,14 +254,34 @@ pub fn decompress(c: Compression, data: &[u8]) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// A compressed block, or the error with the block's input, so that the spool writer can try
-/// again instead of dropping records.
+/// A compressed block, or why it could not be compressed (after the pool's own tries).
 pub type BlockResult = Result<Vec<u8>, BlockError>;
 
 #[derive(Debug)]
 pub struct BlockError {
     pub error: std::io::Error,
-    pub raw: Vec<u8>,
+}
+
+/// Waits between the pool's tries at a block whose compression failed: the encoder owns its
+/// retries, nothing downstream compresses again.
+const BLOCK_RETRIES: [std::time::Duration; 3] = [
+    std::time::Duration::from_millis(10),
+    std::time::Duration::from_millis(100),
+    std::time::Duration::from_secs(1),
+];
+
+/// Compresses a block on a pool thread, tried again after each wait of [`BLOCK_RETRIES`].
+fn compress_block(job: &Job) -> BlockResult {
+    let mut waits = BLOCK_RETRIES.iter();
+    loop {
+        match compress(job.compression, job.level, &job.data) {
+            Ok(b) => return Ok(b),
+            Err(error) => match waits.next() {
+                Some(w) => thread::sleep(*w),
+                None => return Err(BlockError { error }),
+            },
+        }
+    }
 }
 
 struct Job {
@@ -254,12 +312,7 @@ impl CompressPool {
                         Err(_) => return,
                     };
                     let Ok(job) = job else { return };
-                    let out = compress(job.compression, job.level, &job.data).map_err(|error| {
-                        BlockError {
-                            error,
-                            raw: job.data,
-                        }
-                    });
+                    let out = compress_block(&job);
                     let _ = job.reply.send(out);
                 })?;
         }
@@ -282,10 +335,7 @@ impl CompressPool {
         };
         if let Err(mpsc::SendError(job)) = self.tx.send(job) {
             // The pool is gone (only at process exit): compress on this thread instead.
-            let out = compress(job.compression, job.level, &job.data).map_err(|error| BlockError {
-                error,
-                raw: job.data,
-            });
+            let out = compress_block(&job);
             let _ = job.reply.send(out);
         }
         rx
@@ -375,6 +425,24 @@ mod tests {
         // Only the id: the head is written when the batch opens.
         let l = Layout::new(Encoding::Ndjson, Some(("{{batch_id}} ", "", false)));
         assert_eq!(l.head_at_open("abc").unwrap(), b"abc ");
+    }
+
+    #[test]
+    fn string_records_read_back_without_a_json_parser_control_bytes_and_all() {
+        let l = Layout::new(Encoding::Ndjson, Some(("{\"logs\":", "}", true)));
+        let recs: Vec<&[u8]> = vec![
+            b"{\"a\":\"\x01\x1f\\u00e9 \\\\ \\\" /\"}",
+            "{\"é\":1}".as_bytes(),
+        ];
+        let (p, h, t) = l.assemble(&seal(), &recs);
+        serde_json::from_slice::<serde_json::Value>(&p).unwrap();
+        assert_eq!(l.records(&meta(&l, h, t), &p).unwrap(), recs);
+        for bad in [&b"x\\q"[..], b"x\\u12", b"x\\u0g00", b"x\\u1234", b"x\\"] {
+            assert!(
+                matches!(unescape(bad), Err(RecordsError::Escape(1))),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -16,6 +16,32 @@ use crate::private_fs;
 /// A journal holds at most an hour of entries; more than this is not something logferry wrote.
 const MAX_JOURNAL: u64 = 256 << 20;
 
+/// Why the journal could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("cannot {doing} {}: {error}", path.display())]
+    Io {
+        doing: &'static str,
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{0}")]
+    TooLarge(StoreError),
+    #[error("journal task failed: {0}")]
+    Task(String),
+    #[error("{0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+fn io(doing: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> JournalError {
+    let path = path.to_path_buf();
+    move |error| JournalError::Io { doing, path, error }
+}
+
+fn task(e: tokio::task::JoinError) -> JournalError {
+    JournalError::Task(e.to_string())
+}
+
 /// Entries of batches delivered (or dead-lettered) but not yet in a digest.
 pub struct Journal {
     path: PathBuf,
@@ -33,10 +59,10 @@ impl Journal {
     }
 
     /// Records `entry` as delivered now, durably.
-    pub async fn append(&self, mut entry: Entry) -> Result<(), String> {
+    pub async fn append(&self, mut entry: Entry) -> Result<(), JournalError> {
         let floor = self.floor.lock().await;
         entry.delivered_at = time_text(Utc::now().max(*floor));
-        let mut line = serde_json::to_vec(&entry).map_err(|e| e.to_string())?;
+        let mut line = serde_json::to_vec(&entry)?;
         line.push(b'\n');
         let path = self.path.clone();
         let res = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
@@ -49,17 +75,13 @@ impl Journal {
         })
         .await;
         drop(floor);
-        match res {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("cannot write {}: {e}", self.path.display())),
-            Err(e) => Err(format!("journal task failed: {e}")),
-        }
+        res.map_err(task)?.map_err(io("write", &self.path))
     }
 
     /// The entries recorded before `to`, with the number of unreadable lines skipped (a torn
     /// last line after a crash: its batch is still spooled). From now on nothing is recorded
     /// before `to`.
-    pub async fn take(&self, to: DateTime<Utc>) -> Result<(Vec<Entry>, usize), String> {
+    pub async fn take(&self, to: DateTime<Utc>) -> Result<(Vec<Entry>, usize), JournalError> {
         let mut floor = self.floor.lock().await;
         *floor = (*floor).max(to);
         let (all, bad) = self.read().await?;
@@ -71,23 +93,23 @@ impl Journal {
     }
 
     /// Every entry in the journal (for the chain head at start).
-    pub async fn read(&self) -> Result<(Vec<Entry>, usize), String> {
+    pub async fn read(&self) -> Result<(Vec<Entry>, usize), JournalError> {
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || read_entries(&path))
             .await
-            .map_err(|e| format!("journal task failed: {e}"))?
+            .map_err(task)?
     }
 
     /// Removes the entries recorded before `to` (they are in a digest now).
-    pub async fn drop_before(&self, to: DateTime<Utc>) -> Result<(), String> {
+    pub async fn drop_before(&self, to: DateTime<Utc>) -> Result<(), JournalError> {
         let _floor = self.floor.lock().await;
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), String> {
+        tokio::task::spawn_blocking(move || -> Result<(), JournalError> {
             let (all, _) = read_entries(&path)?;
             let mut out = Vec::new();
             for e in all {
                 if parse_time(&e.delivered_at).is_some_and(|t| t >= to) {
-                    out.extend(serde_json::to_vec(&e).map_err(|e| e.to_string())?);
+                    out.extend(serde_json::to_vec(&e)?);
                     out.push(b'\n');
                 }
             }
@@ -102,10 +124,10 @@ impl Journal {
                 }
                 Ok(())
             };
-            write().map_err(|e| format!("cannot rewrite {}: {e}", path.display()))
+            write().map_err(io("rewrite", &path))
         })
         .await
-        .map_err(|e| format!("journal task failed: {e}"))?
+        .map_err(task)?
     }
 }
 
@@ -114,24 +136,26 @@ impl Recorder for Journal {
     async fn append(&self, entry: Entry) -> Result<(), RecordError> {
         Journal::append(self, entry)
             .await
-            .map_err(RecordError::from)
+            .map_err(|e| RecordError::from(e.to_string()))
     }
 }
 
-fn read_entries(path: &std::path::Path) -> Result<(Vec<Entry>, usize), String> {
-    use std::io::Read;
+fn read_entries(path: &std::path::Path) -> Result<(Vec<Entry>, usize), JournalError> {
     let f = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        Err(e) => return Err(io("read", path)(e)),
     };
-    let mut text = Vec::new();
-    f.take(MAX_JOURNAL + 1)
-        .read_to_end(&mut text)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if text.len() as u64 > MAX_JOURNAL {
-        return Err(StoreError::too_large(path.display().to_string(), MAX_JOURNAL).to_string());
-    }
+    let text = match logferry_sink::capped::read(f, MAX_JOURNAL, None) {
+        Ok(t) => t,
+        Err(logferry_sink::capped::CapError::Io(e)) => return Err(io("read", path)(e)),
+        Err(logferry_sink::capped::CapError::TooLarge { .. }) => {
+            return Err(JournalError::TooLarge(StoreError::too_large(
+                path.display().to_string(),
+                MAX_JOURNAL,
+            )))
+        }
+    };
     let (mut out, mut bad) = (Vec::new(), 0);
     for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         match serde_json::from_slice::<Entry>(line) {

@@ -89,17 +89,11 @@ const MAX_SMALL: u64 = 64 << 10;
 
 /// A small file of `data_dir`, refused before it is read when a planted one is large.
 fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut out = Vec::new();
-    std::fs::File::open(path)?
-        .take(MAX_SMALL + 1)
-        .read_to_end(&mut out)?;
-    if out.len() as u64 > MAX_SMALL {
-        return Err(std::io::Error::other(format!(
-            "larger than {MAX_SMALL} bytes: not something logferry wrote"
-        )));
-    }
-    Ok(out)
+    let f = std::fs::File::open(path)?;
+    logferry_sink::capped::read(f, MAX_SMALL, None).map_err(|e| match e {
+        logferry_sink::capped::CapError::Io(e) => e,
+        e => std::io::Error::other(format!("{e}: not something logferry wrote")),
+    })
 }
 
 pub fn read_state(dir: &Path) -> anyhow::Result<Option<State>> {

@@ -216,9 +216,8 @@ impl Tailer {
             dirty: false,
             acks_pending: false,
             proc: Proc {
-                masked_fields: decoder.extractor(),
                 masker: masker.map(|mut m| {
-                    m.watch_fields(decoder.extractor().paths());
+                    m.watch_fields(decoder.extractor());
                     m
                 }),
                 decoder,

@@ -37,8 +37,6 @@ pub(super) struct Counters {
 pub(super) struct Proc {
     pub(super) decoder: Decoder,
     pub(super) masker: Option<Masker>,
-    /// The key fields of records that masking changed (a second extractor, not the decoder).
-    pub(super) masked_fields: crate::fields::Fields,
     pub(super) batchers: Vec<Batcher<ChannelOutlet>>,
     pub(super) c: Counters,
     // Per-chunk tallies, added to the counters once per chunk.
@@ -117,19 +115,14 @@ impl Proc {
             None => false,
         };
         let res = if masked {
-            // Keys and partitions come from the masked record, never from the original: when
-            // masking reached a key field, its values are read again from the masked output.
-            let Some(m) = &self.masker else { return };
-            let (values, t) = if m.key_fields_changed() {
-                self.masked_fields.extract(m.output());
-                (self.masked_fields.values(), self.masked_fields.time())
-            } else {
-                (d.values, d.time)
-            };
+            // Keys and partitions come from the masked record, never from the original: the
+            // masker hands them over.
+            let Some(m) = &mut self.masker else { return };
+            let (out, values, t) = m.masked(d.values, d.time);
             let time = t.unwrap_or(now);
             self.batchers
                 .iter_mut()
-                .try_for_each(|b| b.add(m.output(), values, time, ticket))
+                .try_for_each(|b| b.add(out, values, time, ticket))
         } else {
             let time = d.time.unwrap_or(now);
             self.batchers

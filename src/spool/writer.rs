@@ -65,9 +65,12 @@ impl Writer {
         for b in blocks {
             let bytes = match b.await {
                 Ok(Ok(bytes)) => bytes,
-                Ok(Err(BlockError { error, raw })) => {
-                    self.failed(&meta.id, "cannot compress a block", &error);
-                    self.compress_again(meta.compression, raw).await?
+                Ok(Err(BlockError { error })) => {
+                    // The pool tried again already. The holds stay unreleased: the records
+                    // are read again at the next start, and the checkpoint waits for them.
+                    self.count(&error);
+                    error!(sink = %self.sink, batch = %meta.id, %error, "cannot compress a block; the batch is read again at the next start");
+                    return Ok(());
                 }
                 Err(_) => {
                     // Only a panicking compression thread drops its reply, and a panic ends
@@ -150,27 +153,6 @@ impl Writer {
                     }
                     self.pause(backoff.next_delay()).await?;
                 }
-            }
-        }
-    }
-
-    async fn compress_again(&mut self, c: Compression, raw: Vec<u8>) -> Result<Vec<u8>, Abandoned> {
-        let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX, fastrand::Rng::new());
-        let raw = Arc::new(raw);
-        loop {
-            self.pause(backoff.next_delay()).await?;
-            let (input, level) = (raw.clone(), self.level);
-            let out =
-                tokio::task::spawn_blocking(move || crate::encode::compress(c, level, &input))
-                    .await
-                    .map_err(std::io::Error::other)
-                    .and_then(|r| r);
-            match out {
-                Ok(b) => {
-                    self.health.spool_ok(&self.sink);
-                    return Ok(b);
-                }
-                Err(e) => self.count(&e),
             }
         }
     }

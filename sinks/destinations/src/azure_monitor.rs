@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::azure_auth::{AuthError, Entra};
 use crate::tls::{TlsError, TlsOptions};
+use logferry_sink::response::{error_chain, from_status};
 use logferry_sink::{retry_after, CheckError, Outcome, SealedBatch, Sink};
 
 pub const API_VERSION: &str = "2023-01-01";
@@ -170,6 +171,7 @@ impl AzureMonitorSink {
         }
         let text = body_text(resp).await;
         let dcr = &self.o.dcr_id;
+        // The service's own cases first, then the common table.
         match status {
             401 => {
                 let renewed = self.renew_credential(made);
@@ -184,23 +186,10 @@ impl AzureMonitorSink {
             404 => Outcome::Rejected {
                 reason: format!("Logs Ingestion 404: no data collection rule {dcr} with stream {:?} at {}: {text}", self.o.stream, self.o.endpoint),
             },
-            413 => Outcome::TooLarge {
-                reason: format!("Logs Ingestion 413: {text}"),
-            },
-            429 => Outcome::Throttled {
-                after,
-                reason: format!("Logs Ingestion 429: {text}"),
-            },
-            408 | 500..=599 => Outcome::Retry {
-                after,
-                reason: format!("Logs Ingestion {status}: {text}"),
-            },
             400 => Outcome::Rejected {
                 reason: format!("Logs Ingestion 400 (the body does not match stream {:?} of data collection rule {dcr}): {text}", self.o.stream),
             },
-            _ => Outcome::Rejected {
-                reason: format!("Logs Ingestion {status}: {text}"),
-            },
+            _ => from_status(status, after, format!("Logs Ingestion {status}: {text}")),
         }
     }
 }
@@ -208,18 +197,6 @@ impl AzureMonitorSink {
 /// The first 4 KiB of an error body, for the dead-letter note and the log.
 async fn body_text(resp: reqwest::Response) -> String {
     logferry_sink::response::excerpt(&resp.bytes().await.unwrap_or_default())
-}
-
-/// An error with its causes (reqwest's top line alone says little: "error sending request").
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// A request id in GUID form derived from the batch id: the same on every attempt, so the

@@ -250,15 +250,11 @@ impl Root {
         if !meta.is_file() {
             return Err(std::io::Error::other(NotRegular(shown)));
         }
-        if meta.len() > max {
-            return Err(too_large(&shown, max));
+        match logferry_sink::capped::read(f, max, Some(meta.len())) {
+            Ok(out) => Ok(Some(out)),
+            Err(logferry_sink::capped::CapError::TooLarge { .. }) => Err(too_large(&shown, max)),
+            Err(logferry_sink::capped::CapError::Io(e)) => Err(e),
         }
-        let mut out = Vec::with_capacity(meta.len() as usize);
-        f.take(max.saturating_add(1)).read_to_end(&mut out)?;
-        if out.len() as u64 > max {
-            return Err(too_large(&shown, max));
-        }
-        Ok(Some(out))
     }
 
     /// Removes the file at `key` (a link there is removed, never followed) and syncs its

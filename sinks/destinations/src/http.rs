@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::azure_monitor::error_chain;
 use crate::tls::{TlsError, TlsOptions};
+use logferry_sink::response::error_chain;
 use logferry_sink::{retry_after, CheckError, Outcome, SealedBatch, Sink};
 
 /// Why a status list, the sink or a request cannot be made: the item, URL or file at fault and

@@ -418,8 +418,10 @@ fn classify<E: ProvideErrorMetadata + std::fmt::Debug>(
             reason: format!(
                 "cannot reach S3: {}",
                 crate::tls::explain_chain(
-                    &d.as_connector_error()
-                        .map_or_else(|| format!("{e}"), |c| crate::azure_monitor::error_chain(c)),
+                    &d.as_connector_error().map_or_else(
+                        || format!("{e}"),
+                        |c| logferry_sink::response::error_chain(c)
+                    ),
                     false
                 )
             ),

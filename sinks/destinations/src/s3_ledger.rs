@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 
+use logferry_sink::capped;
 use logferry_sink::store::{LedgerStore, StoreError};
 
 pub struct S3Store {
@@ -49,20 +50,20 @@ impl LedgerStore for S3Store {
             .await
         {
             Ok(o) => {
+                use tokio::io::AsyncReadExt;
+                let too_large = |_| StoreError::too_large(format!("{key:?}"), max);
                 let len = o.content_length().unwrap_or(0).max(0) as u64;
-                if len > max {
-                    return Err(StoreError::too_large(format!("{key:?}"), max));
-                }
-                let b = o
-                    .body
-                    .collect()
+                capped::check(len, max).map_err(too_large)?;
+                // Read to the bound and no further, whatever the length announced.
+                let mut b = Vec::with_capacity(len as usize);
+                o.body
+                    .into_async_read()
+                    .take(max.saturating_add(1))
+                    .read_to_end(&mut b)
                     .await
-                    .map_err(|e| StoreError::failed(format!("cannot read {key:?}"), e))?
-                    .into_bytes();
-                if b.len() as u64 > max {
-                    return Err(StoreError::too_large(format!("{key:?}"), max));
-                }
-                Ok(Some(b.to_vec()))
+                    .map_err(|e| StoreError::failed(format!("cannot read {key:?}"), e))?;
+                capped::check(b.len() as u64, max).map_err(too_large)?;
+                Ok(Some(b))
             }
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
             Err(e) => Err(explain("cannot read", key, &self.bucket, &e)),

@@ -6,6 +6,7 @@
 //! gets the same guarantees from one implementation.
 
 pub mod batch;
+pub mod capped;
 pub mod key;
 pub mod redact;
 pub mod response;

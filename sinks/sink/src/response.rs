@@ -63,6 +63,18 @@ pub fn from_status(status: u16, after: Option<Duration>, reason: String) -> Outc
     }
 }
 
+/// An error with its causes (reqwest's top line alone says little: "error sending request").
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 impl Outcome {
     /// What went wrong, for logs and dead letters; `None` when delivered.
     pub fn reason(&self) -> Option<&str> {

@@ -60,18 +60,15 @@ impl LedgerStore for BlobStore {
         let client = self.sink.client(key)?;
         match client.download(None).await {
             Ok(res) => {
-                let too_large = || StoreError::too_large(format!("{key:?}"), max);
-                if res.properties.content_length.unwrap_or(0) > max {
-                    return Err(too_large());
-                }
+                let too_large = |_| StoreError::too_large(format!("{key:?}"), max);
+                let len = res.properties.content_length.unwrap_or(0);
+                logferry_sink::capped::check(len, max).map_err(too_large)?;
                 let b = res
                     .body
                     .collect()
                     .await
                     .map_err(|e| self.why("cannot read", key, &e))?;
-                if b.len() as u64 > max {
-                    return Err(too_large());
-                }
+                logferry_sink::capped::check(b.len() as u64, max).map_err(too_large)?;
                 Ok(Some(b.to_vec()))
             }
             Err(e) if e.http_status() == Some(StatusCode::NotFound) => Ok(None),

@@ -370,7 +370,7 @@ fn classify(container: &str, e: &azure_core::Error) -> Outcome {
         None => format!(
             "Azure Blob request failed: {}",
             crate::tls::explain_chain(
-                &logferry_sink::redact::text(&crate::azure_monitor::error_chain(e)),
+                &logferry_sink::redact::text(&logferry_sink::response::error_chain(e)),
                 false
             )
         ),

@@ -5,6 +5,8 @@
 //! exact.
 
 use super::*;
+use crate::encode;
+use bytes::Bytes;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use tokio::time::Instant;
