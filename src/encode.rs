@@ -188,7 +188,9 @@ fn unescape(s: &[u8]) -> Result<Vec<u8>, RecordsError> {
                 let hex = s.get(j + 2..j + 6).ok_or(RecordsError::Escape(j))?;
                 let v = std::str::from_utf8(hex)
                     .ok()
-                    .and_then(|h| u8::from_str_radix(h.strip_prefix("00")?, 16).ok())
+                    .and_then(|h| h.strip_prefix("00"))
+                    .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
                     .ok_or(RecordsError::Escape(j))?;
                 (v, 6)
             }
@@ -254,32 +256,39 @@ pub fn decompress(c: Compression, data: &[u8]) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// A compressed block, or why it could not be compressed (after the pool's own tries).
-pub type BlockResult = Result<Vec<u8>, BlockError>;
+/// A compressed block. The pool sends one only when compression succeeded: it owns the
+/// retries of a block that failed, and nothing downstream compresses again.
+pub type BlockResult = Vec<u8>;
 
-#[derive(Debug)]
-pub struct BlockError {
-    pub error: std::io::Error,
-}
+/// The longest wait between the pool's tries at a block whose compression failed.
+const BLOCK_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Waits between the pool's tries at a block whose compression failed: the encoder owns its
-/// retries, nothing downstream compresses again.
-const BLOCK_RETRIES: [std::time::Duration; 3] = [
-    std::time::Duration::from_millis(10),
-    std::time::Duration::from_millis(100),
-    std::time::Duration::from_secs(1),
-];
-
-/// Compresses a block on a pool thread, tried again after each wait of [`BLOCK_RETRIES`].
-fn compress_block(job: &Job) -> BlockResult {
-    let mut waits = BLOCK_RETRIES.iter();
+/// Compresses a block, tried again (10 ms, doubling to [`BLOCK_RETRY_MAX`]) until it works or
+/// nobody waits for it any more (the spool writer gave up at the shutdown deadline: the
+/// block's records are read again at the next start). Failures are logged, never dropped
+/// silently; while they last the pool is busy and back-pressure pauses the sources.
+fn compress_block(job: &Job) -> Option<Vec<u8>> {
+    let mut wait = std::time::Duration::from_millis(10);
+    let mut failures = 0u32;
     loop {
         match compress(job.compression, job.level, &job.data) {
-            Ok(b) => return Ok(b),
-            Err(error) => match waits.next() {
-                Some(w) => thread::sleep(*w),
-                None => return Err(BlockError { error }),
-            },
+            Ok(b) => {
+                if failures > 0 {
+                    tracing::info!(failures, "a block compresses again; resuming");
+                }
+                return Some(b);
+            }
+            Err(error) => {
+                failures += 1;
+                if failures == 1 || failures % 20 == 0 {
+                    tracing::error!(%error, failures, "cannot compress a block; trying again (sources pause meanwhile)");
+                }
+                if job.reply.is_closed() {
+                    return None;
+                }
+                thread::sleep(wait);
+                wait = (wait * 2).min(BLOCK_RETRY_MAX);
+            }
         }
     }
 }
@@ -312,8 +321,9 @@ impl CompressPool {
                         Err(_) => return,
                     };
                     let Ok(job) = job else { return };
-                    let out = compress_block(&job);
-                    let _ = job.reply.send(out);
+                    if let Some(out) = compress_block(&job) {
+                        let _ = job.reply.send(out);
+                    }
                 })?;
         }
         Ok(CompressPool { tx })
@@ -335,8 +345,9 @@ impl CompressPool {
         };
         if let Err(mpsc::SendError(job)) = self.tx.send(job) {
             // The pool is gone (only at process exit): compress on this thread instead.
-            let out = compress_block(&job);
-            let _ = job.reply.send(out);
+            if let Some(out) = compress_block(&job) {
+                let _ = job.reply.send(out);
+            }
         }
         rx
     }
@@ -437,7 +448,14 @@ mod tests {
         let (p, h, t) = l.assemble(&seal(), &recs);
         serde_json::from_slice::<serde_json::Value>(&p).unwrap();
         assert_eq!(l.records(&meta(&l, h, t), &p).unwrap(), recs);
-        for bad in [&b"x\\q"[..], b"x\\u12", b"x\\u0g00", b"x\\u1234", b"x\\"] {
+        for bad in [
+            &b"x\\q"[..],
+            b"x\\u12",
+            b"x\\u0g00",
+            b"x\\u1234",
+            b"x\\",
+            b"x\\u00+f",
+        ] {
             assert!(
                 matches!(unescape(bad), Err(RecordsError::Escape(1))),
                 "{bad:?}"
@@ -458,7 +476,7 @@ mod tests {
     async fn pool_compresses_off_the_caller() {
         let pool = CompressPool::new(2).unwrap();
         let rx = pool.submit(b"hello\n".repeat(1000), Compression::Gzip, None);
-        let out = rx.await.unwrap().unwrap();
+        let out = rx.await.unwrap();
         assert_eq!(
             decompress(Compression::Gzip, &out).unwrap(),
             b"hello\n".repeat(1000)

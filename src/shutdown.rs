@@ -112,8 +112,9 @@ impl Shutdown {
             Vec::new()
         };
         let children: Vec<Arc<Inner>> = st.children.iter().filter_map(Weak::upgrade).collect();
-        drop(st);
+        // Sent under the lock: two advances at once cannot leave the watch behind the phase.
         self.inner.tx.send_replace(to);
+        drop(st);
         self.inner.cv.notify_all();
         wakes.iter().for_each(|w| w());
         for c in children {

@@ -114,7 +114,7 @@ impl Attempt {
                 Outcome::TooLarge { reason } => {
                     // Halves of a split would break an integrity stream's one entry per
                     // sealed batch.
-                    if batch.meta.chain.is_some() {
+                    if self.journal.is_some() && batch.meta.chain.is_some() {
                         let why =
                             format!("{reason} (a batch of an integrity stream is never split)");
                         self.dead_letter(&key, &batch, &why).await;

@@ -87,6 +87,18 @@ async fn deliver(
     concurrency: usize,
     seed: u64,
 ) -> Run {
+    deliver_to(batches, answers, concurrency, seed, false).await
+}
+
+/// As [`deliver`], to a sink with an integrity stream (its journal in the run's folder) when
+/// `integrity`.
+async fn deliver_to(
+    batches: &[SealedBatch],
+    answers: Vec<(&str, Outcome)>,
+    concurrency: usize,
+    seed: u64,
+    integrity: bool,
+) -> Run {
     let sink = Arc::new(Script {
         start: Instant::now(),
         answers: Mutex::new(
@@ -114,7 +126,13 @@ async fn deliver(
         dir.path(),
         &metrics,
         health,
-    );
+    )
+    .with_journal(integrity.then(|| {
+        Arc::new(crate::integrity::Journal::new(
+            dir.path().join("journal.jsonl"),
+            chrono::Utc::now() - chrono::Duration::hours(1),
+        ))
+    }));
     w.run(crate::shutdown::Shutdown::new()).await;
     Run {
         sink,
@@ -212,27 +230,27 @@ async fn too_large_splits_in_halves_that_keep_every_record() {
 /// never split (its halves would break the stream's one entry per sealed batch).
 #[tokio::test(start_paused = true)]
 async fn too_large_of_an_integrity_stream_is_dead_lettered_not_split() {
-    let mut b = sealed("a", 4);
-    b.meta.chain = Some(logferry_sink::ChainLink {
-        stream: "s".into(),
-        seq: 1,
-        prev: "0".repeat(64),
-        sealed_sha256: "x".into(),
-        hash: "y".into(),
-        object_sha256: None,
-    });
-    let r = deliver(
-        &[b],
+    let chained = || {
+        let mut b = sealed("a", 4);
+        b.meta.chain = Some(logferry_sink::ChainLink {
+            stream: "s".into(),
+            seq: 1,
+            prev: "0".repeat(64),
+            sealed_sha256: "x".into(),
+            hash: "y".into(),
+            object_sha256: None,
+        });
+        b
+    };
+    let too_large = || {
         vec![(
             "a",
             Outcome::TooLarge {
                 reason: "413".into(),
             },
-        )],
-        1,
-        1,
-    )
-    .await;
+        )]
+    };
+    let r = deliver_to(&[chained()], too_large(), 1, 1, true).await;
     assert_eq!(
         r.sink.sent.lock().unwrap().len(),
         1,
@@ -245,6 +263,20 @@ async fn too_large_of_an_integrity_stream_is_dead_lettered_not_split() {
         v["reason"],
         "413 (a batch of an integrity stream is never split)"
     );
+    // The dead letter is in the journal, so that the digest says why its seq is missing.
+    let journal = std::fs::read_to_string(r.dir.path().join("journal.jsonl")).unwrap();
+    assert!(journal.contains("never split"), "{journal}");
+    // A batch spooled with a link for a sink that no longer has integrity is split as any.
+    let r = deliver_to(&[chained()], too_large(), 1, 1, false).await;
+    let sent: Vec<String> = r
+        .sink
+        .sent
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.1.clone())
+        .collect();
+    assert_eq!(sent, ["a", "a-a", "a-b"]);
 }
 
 #[tokio::test(start_paused = true)]

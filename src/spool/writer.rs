@@ -19,7 +19,6 @@ use super::{PushError, Spool};
 use crate::ack::Hold;
 use crate::backoff::Backoff;
 use crate::batch::PendingBatch;
-use crate::encode::BlockError;
 use crate::ops::health::Health;
 use crate::shutdown::Phase;
 
@@ -63,15 +62,14 @@ impl Writer {
         } = pb;
         let mut parts = Vec::with_capacity(blocks.len());
         for b in blocks {
-            let bytes = match b.await {
-                Ok(Ok(bytes)) => bytes,
-                Ok(Err(BlockError { error })) => {
-                    // The pool tried again already. The holds stay unreleased: the records
-                    // are read again at the next start, and the checkpoint waits for them.
-                    self.count(&error);
-                    error!(sink = %self.sink, batch = %meta.id, %error, "cannot compress a block; the batch is read again at the next start");
-                    return Ok(());
-                }
+            // The pool answers once the block is compressed (it retries failures itself);
+            // at the deadline the writer stops waiting and the holds stay unreleased.
+            let done = tokio::select! {
+                d = b => d,
+                _ = self.shutdown.wait(Phase::Abandon) => return Err(Abandoned),
+            };
+            let bytes = match done {
+                Ok(bytes) => bytes,
                 Err(_) => {
                     // Only a panicking compression thread drops its reply, and a panic ends
                     // the process; the holds stay unreleased, so the records are read again.
