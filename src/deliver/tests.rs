@@ -142,6 +142,27 @@ async fn deliver_to(
     }
 }
 
+/// A 413 for batch `id`, then `Delivered` for everything.
+fn too_large(id: &str) -> Vec<(&str, Outcome)> {
+    vec![(
+        id,
+        Outcome::TooLarge {
+            reason: "413".into(),
+        },
+    )]
+}
+
+/// The ids of the batches sent, in order.
+fn sent_ids(r: &Run) -> Vec<String> {
+    r.sink
+        .sent
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.1.clone())
+        .collect()
+}
+
 fn retry(after: Option<Duration>) -> Outcome {
     Outcome::Retry {
         after,
@@ -198,27 +219,8 @@ async fn retry_after_is_obeyed_in_seconds_and_as_a_date() {
 
 #[tokio::test(start_paused = true)]
 async fn too_large_splits_in_halves_that_keep_every_record() {
-    let r = deliver(
-        &[sealed("a", 4)],
-        vec![(
-            "a",
-            Outcome::TooLarge {
-                reason: "413".into(),
-            },
-        )],
-        1,
-        1,
-    )
-    .await;
-    let ids: Vec<String> = r
-        .sink
-        .sent
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|s| s.1.clone())
-        .collect();
-    assert_eq!(ids, ["a", "a-a", "a-b"]);
+    let r = deliver(&[sealed("a", 4)], too_large("a"), 1, 1).await;
+    assert_eq!(sent_ids(&r), ["a", "a-a", "a-b"]);
     assert!(r.spool.is_empty());
     assert!(r
         .metrics
@@ -242,15 +244,7 @@ async fn too_large_of_an_integrity_stream_is_dead_lettered_not_split() {
         });
         b
     };
-    let too_large = || {
-        vec![(
-            "a",
-            Outcome::TooLarge {
-                reason: "413".into(),
-            },
-        )]
-    };
-    let r = deliver_to(&[chained()], too_large(), 1, 1, true).await;
+    let r = deliver_to(&[chained()], too_large("a"), 1, 1, true).await;
     assert_eq!(
         r.sink.sent.lock().unwrap().len(),
         1,
@@ -267,16 +261,8 @@ async fn too_large_of_an_integrity_stream_is_dead_lettered_not_split() {
     let journal = std::fs::read_to_string(r.dir.path().join("journal.jsonl")).unwrap();
     assert!(journal.contains("never split"), "{journal}");
     // A batch spooled with a link for a sink that no longer has integrity is split as any.
-    let r = deliver_to(&[chained()], too_large(), 1, 1, false).await;
-    let sent: Vec<String> = r
-        .sink
-        .sent
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|s| s.1.clone())
-        .collect();
-    assert_eq!(sent, ["a", "a-a", "a-b"]);
+    let r = deliver_to(&[chained()], too_large("a"), 1, 1, false).await;
+    assert_eq!(sent_ids(&r), ["a", "a-a", "a-b"]);
 }
 
 #[tokio::test(start_paused = true)]
