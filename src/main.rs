@@ -218,7 +218,10 @@ fn main() -> ExitCode {
                         Ok(()) => println!("  {name:<12} {kind:<10} ok"),
                         Err(e) => {
                             ok = false;
-                            println!("  {name:<12} {kind:<10} FAILED: {}", redact::text(&e));
+                            println!(
+                                "  {name:<12} {kind:<10} FAILED: {}",
+                                redact::text(&e.to_string())
+                            );
                         }
                     }
                 }

@@ -136,15 +136,17 @@ fn build_blocking(cfg: &SinkConfig) -> anyhow::Result<Arc<dyn Sink>> {
 }
 
 /// Runs every sink's reachability and permission check: (name, type, result).
-pub async fn check_sinks(cfg: &Config) -> Vec<(String, &'static str, Result<(), String>)> {
+pub async fn check_sinks(
+    cfg: &Config,
+) -> Vec<(String, &'static str, Result<(), logferry_sink::CheckError>)> {
     let mut out = Vec::new();
     for sc in &cfg.sinks {
         let res = match build_sink(cfg, sc, None, None).await {
             Ok(s) => match tokio::time::timeout(sc.timeout, s.sink().check()).await {
-                Ok(r) => r.map_err(|e| e.to_string()),
-                Err(_) => Err(format!("no answer within {:?}", sc.timeout)),
+                Ok(r) => r,
+                Err(_) => Err(format!("no answer within {:?}", sc.timeout).into()),
             },
-            Err(e) => Err(format!("{e:#}")),
+            Err(e) => Err(format!("{e:#}").into()),
         };
         out.push((sc.name.clone(), sc.type_name(), res));
     }

@@ -12,6 +12,7 @@ pub mod dir_store;
 pub mod directory;
 pub mod http;
 pub mod s3;
+mod s3_answers;
 pub mod s3_ledger;
 pub mod tls;
 pub mod tls_files;
