@@ -117,4 +117,5 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
-cargo test --workspace
+# The test fault hooks (LOGFERRY_TEST_FAULT) are built in for the tests only.
+cargo test --workspace --features logferry/test-faults

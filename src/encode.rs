@@ -256,41 +256,14 @@ pub fn decompress(c: Compression, data: &[u8]) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// A compressed block. The pool sends one only when compression succeeded: it owns the
-/// retries of a block that failed, and nothing downstream compresses again.
-pub type BlockResult = Vec<u8>;
+/// A compressed block, or the error with the block's input, so that the spool writer can try
+/// again instead of dropping records.
+pub type BlockResult = Result<Vec<u8>, BlockError>;
 
-/// The longest wait between the pool's tries at a block whose compression failed.
-const BLOCK_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Compresses a block, tried again (10 ms, doubling to [`BLOCK_RETRY_MAX`]) until it works or
-/// nobody waits for it any more (the spool writer gave up at the shutdown deadline: the
-/// block's records are read again at the next start). Failures are logged, never dropped
-/// silently; while they last the pool is busy and back-pressure pauses the sources.
-fn compress_block(job: &Job) -> Option<Vec<u8>> {
-    let mut wait = std::time::Duration::from_millis(10);
-    let mut failures = 0u32;
-    loop {
-        match compress(job.compression, job.level, &job.data) {
-            Ok(b) => {
-                if failures > 0 {
-                    tracing::info!(failures, "a block compresses again; resuming");
-                }
-                return Some(b);
-            }
-            Err(error) => {
-                failures += 1;
-                if failures == 1 || failures % 20 == 0 {
-                    tracing::error!(%error, failures, "cannot compress a block; trying again (sources pause meanwhile)");
-                }
-                if job.reply.is_closed() {
-                    return None;
-                }
-                thread::sleep(wait);
-                wait = (wait * 2).min(BLOCK_RETRY_MAX);
-            }
-        }
-    }
+#[derive(Debug)]
+pub struct BlockError {
+    pub error: std::io::Error,
+    pub raw: Vec<u8>,
 }
 
 struct Job {
@@ -321,9 +294,13 @@ impl CompressPool {
                         Err(_) => return,
                     };
                     let Ok(job) = job else { return };
-                    if let Some(out) = compress_block(&job) {
-                        let _ = job.reply.send(out);
-                    }
+                    let out = compress(job.compression, job.level, &job.data).map_err(|error| {
+                        BlockError {
+                            error,
+                            raw: job.data,
+                        }
+                    });
+                    let _ = job.reply.send(out);
                 })?;
         }
         Ok(CompressPool { tx })
@@ -345,9 +322,11 @@ impl CompressPool {
         };
         if let Err(mpsc::SendError(job)) = self.tx.send(job) {
             // The pool is gone (only at process exit): compress on this thread instead.
-            if let Some(out) = compress_block(&job) {
-                let _ = job.reply.send(out);
-            }
+            let out = compress(job.compression, job.level, &job.data).map_err(|error| BlockError {
+                error,
+                raw: job.data,
+            });
+            let _ = job.reply.send(out);
         }
         rx
     }
@@ -476,7 +455,7 @@ mod tests {
     async fn pool_compresses_off_the_caller() {
         let pool = CompressPool::new(2).unwrap();
         let rx = pool.submit(b"hello\n".repeat(1000), Compression::Gzip, None);
-        let out = rx.await.unwrap();
+        let out = rx.await.unwrap().unwrap();
         assert_eq!(
             decompress(Compression::Gzip, &out).unwrap(),
             b"hello\n".repeat(1000)

@@ -221,6 +221,8 @@ batch = {{ max_age = "100ms" }}
     assert!(!walk(&lf.path("data/spool/recv")).is_empty());
 }
 
+// Needs the fault hooks: `cargo test --features logferry/test-faults` (scripts/test.sh).
+#[cfg(feature = "test-faults")]
 #[test]
 fn sigterm_ends_in_time_when_a_source_is_stuck() {
     let lf = Lf::new(&format!(
@@ -256,6 +258,8 @@ type = "directory"
 path = "{dir}/archive"
 "#;
 
+// Needs the fault hooks: `cargo test --features logferry/test-faults` (scripts/test.sh).
+#[cfg(feature = "test-faults")]
 #[test]
 fn a_panic_is_never_a_clean_exit() {
     let lf = Lf::new(PLAIN);

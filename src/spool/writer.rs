@@ -19,6 +19,7 @@ use super::{PushError, Spool};
 use crate::ack::Hold;
 use crate::backoff::Backoff;
 use crate::batch::PendingBatch;
+use crate::encode::BlockError;
 use crate::ops::health::Health;
 use crate::shutdown::Phase;
 
@@ -62,14 +63,14 @@ impl Writer {
         } = pb;
         let mut parts = Vec::with_capacity(blocks.len());
         for b in blocks {
-            // The pool answers once the block is compressed (it retries failures itself);
-            // at the deadline the writer stops waiting and the holds stay unreleased.
-            let done = tokio::select! {
-                d = b => d,
-                _ = self.shutdown.wait(Phase::Abandon) => return Err(Abandoned),
-            };
-            let bytes = match done {
-                Ok(bytes) => bytes,
+            let bytes = match b.await {
+                Ok(Ok(bytes)) => bytes,
+                Ok(Err(BlockError { error, raw })) => {
+                    // Compressed again here, off the shared pool: only this sink pauses,
+                    // and its health and failure count show it (docs/architecture.md).
+                    self.failed(&meta.id, "cannot compress a block", &error);
+                    self.compress_again(meta.compression, raw).await?
+                }
                 Err(_) => {
                     // Only a panicking compression thread drops its reply, and a panic ends
                     // the process; the holds stay unreleased, so the records are read again.
@@ -151,6 +152,27 @@ impl Writer {
                     }
                     self.pause(backoff.next_delay()).await?;
                 }
+            }
+        }
+    }
+
+    async fn compress_again(&mut self, c: Compression, raw: Vec<u8>) -> Result<Vec<u8>, Abandoned> {
+        let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX, fastrand::Rng::new());
+        let raw = Arc::new(raw);
+        loop {
+            self.pause(backoff.next_delay()).await?;
+            let (input, level) = (raw.clone(), self.level);
+            let out =
+                tokio::task::spawn_blocking(move || crate::encode::compress(c, level, &input))
+                    .await
+                    .map_err(std::io::Error::other)
+                    .and_then(|r| r);
+            match out {
+                Ok(b) => {
+                    self.health.spool_ok(&self.sink);
+                    return Ok(b);
+                }
+                Err(e) => self.count(&e),
             }
         }
     }
