@@ -27,7 +27,7 @@ pub(super) fn readable_file(path: &Path) -> Result<(), FileError> {
         path: path.to_path_buf(),
         error,
     };
-    let f = std::fs::File::open(path).map_err(unreadable)?;
+    let f = open_nonblocking(path).map_err(unreadable)?;
     let m = f.metadata().map_err(unreadable)?;
     if m.is_dir() {
         return Err(FileError::Directory {
@@ -40,6 +40,17 @@ pub(super) fn readable_file(path: &Path) -> Result<(), FileError> {
         });
     }
     Ok(())
+}
+
+/// Opens `path` for reading without waiting: a FIFO planted at the name must not block until a
+/// writer comes (it is then refused as not a regular file); reads of a regular file never
+/// block anyway.
+fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
 }
 
 /// Why a key file (`what`: "KEK", "signing key") is refused.
@@ -89,7 +100,7 @@ pub fn read_key_file(
         path: path.to_path_buf(),
         error,
     };
-    let f = std::fs::File::open(path).map_err(unreadable)?;
+    let f = open_nonblocking(path).map_err(unreadable)?;
     let meta = f.metadata().map_err(unreadable)?;
     if meta.is_dir() {
         return Err(KeyFileError::Directory {
@@ -154,4 +165,32 @@ fn mode_problem(path: &Path, mode: u32, modes: KeyFileModes, what: &str) -> Opti
         mode: mode & 0o7777,
         rule,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A FIFO planted where a key file is named is refused at once: opening it must not wait
+    /// for a writer (which would hang `validate` and `run` forever).
+    #[test]
+    fn a_fifo_at_a_key_file_is_refused_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("kek.key");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(read_key_file(&fifo, KeyFileModes::Owner, "KEK").map(|_| ()));
+        });
+        // Bounded by what it measures: a blocked open never answers at all.
+        let res = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("read_key_file blocked on a FIFO");
+        let err = res.unwrap_err().to_string();
+        assert!(err.contains("is not a regular file"), "{err}");
+    }
 }
