@@ -65,6 +65,9 @@ pub struct Plan {
     pub max_uncompressed: Option<u64>,
     /// Per-record shaping for sinks with a table schema, with its counters.
     pub shape: Option<ShapeStage>,
+    /// `encoding = "parquet"`: records are held uncompressed (`max_bytes` counts them) and the
+    /// whole batch becomes one file on a compression thread at seal.
+    pub parquet: Option<Arc<crate::parquet::Stage>>,
 }
 
 pub struct ShapeStage {
@@ -86,6 +89,9 @@ struct Open {
     records: u64,
     block: Vec<u8>,
     blocks: Vec<oneshot::Receiver<BlockResult>>,
+    /// Parquet: the full blocks, held uncompressed until seal, and each record's time (µs).
+    raw: Vec<Vec<u8>>,
+    times: Vec<i64>,
     submitted: u64,
     hasher: Sha256,
     holds: Vec<Hold>,
@@ -268,6 +274,8 @@ impl<O: Outlet> Batcher<O> {
                     records: 0,
                     block,
                     blocks: Vec::new(),
+                    raw: Vec::new(),
+                    times: Vec::new(),
                     submitted: 0,
                     hasher: Sha256::new(),
                     holds: Vec::new(),
@@ -278,13 +286,21 @@ impl<O: Outlet> Batcher<O> {
                 list.len() - 1
             }
         };
-        let ratio = f64::from_bits(self.ratio.load(Ordering::Relaxed));
+        // Parquet holds what it counts: the records themselves.
+        let ratio = if self.plan.parquet.is_some() {
+            1.0
+        } else {
+            f64::from_bits(self.ratio.load(Ordering::Relaxed))
+        };
         let block_limit = self.block_limit();
         let plan = &self.plan;
         let Some(o) = self.open.get_mut(&hash).and_then(|l| l.get_mut(idx)) else {
             return Ok(());
         };
         plan.layout.write_record(&mut o.block, o.records, record);
+        if plan.parquet.is_some() {
+            o.times.push(time.timestamp_micros());
+        }
         o.records += 1;
         o.last_time = time;
         o.last_write = now;
@@ -294,11 +310,15 @@ impl<O: Outlet> Batcher<O> {
         if o.block.len() >= block_limit {
             let block =
                 std::mem::replace(&mut o.block, Vec::with_capacity(block_limit.min(64 << 10)));
-            o.hasher.update(&block);
             o.submitted += block.len() as u64;
             self.submitted_open += block.len() as u64;
-            o.blocks
-                .push(self.pool.submit(block, plan.compression, plan.level));
+            if plan.parquet.is_some() {
+                o.raw.push(block);
+            } else {
+                o.hasher.update(&block);
+                o.blocks
+                    .push(self.pool.submit(block, plan.compression, plan.level));
+            }
         }
         let estimate = ((o.submitted + o.block.len() as u64) as f64 * ratio) as u64;
         let held = self.submitted_open as f64 * ratio;
@@ -399,12 +419,23 @@ impl<O: Outlet> Batcher<O> {
             sealed_at,
         });
         o.block.extend_from_slice(&tail);
-        o.hasher.update(&o.block);
         o.submitted += o.block.len() as u64;
-        o.blocks.push(
-            self.pool
-                .submit(o.block, self.plan.compression, self.plan.level),
-        );
+        if let Some(stage) = &self.plan.parquet {
+            // One file of the whole batch; its digest is taken from the file by the writer.
+            o.raw.push(std::mem::take(&mut o.block));
+            let records = crate::parquet::Records {
+                blocks: std::mem::take(&mut o.raw),
+                times: std::mem::take(&mut o.times),
+                source: self.source.clone(),
+            };
+            o.blocks.push(self.pool.submit_parquet(records, stage.clone()));
+        } else {
+            o.hasher.update(&o.block);
+            o.blocks.push(
+                self.pool
+                    .submit(o.block, self.plan.compression, self.plan.level),
+            );
+        }
         let head_len = head.len();
         if o.deferred_head {
             o.submitted += head_len as u64;
@@ -439,9 +470,9 @@ impl<O: Outlet> Batcher<O> {
             record_count: o.records,
             first_time: o.first_time,
             last_time: o.last_time,
-            // With a head rendered at seal the running digest misses it: the spool writer
-            // takes the digest of the whole payload instead.
-            sha256: if o.deferred_head {
+            // With a head rendered at seal the running digest misses it, and a Parquet file
+            // is made at seal: the spool writer takes the digest of the whole payload.
+            sha256: if o.deferred_head || self.plan.parquet.is_some() {
                 String::new()
             } else {
                 hex::encode(o.hasher.finalize())

@@ -77,7 +77,19 @@ pub fn summary(cfg: &config::Config) -> String {
             sk.max_records,
             humantime(sk.max_age),
             encoding(sk.encoding),
-            compression(sk.compression, sk.compression_level),
+            match &sk.parquet {
+                Some(p) => format!(
+                    "{} columns, {} typed ({})",
+                    codec(p.codec, p.level),
+                    p.columns.len(),
+                    match p.schema {
+                        crate::parquet::schema::SchemaName::Generic => "generic",
+                        crate::parquet::schema::SchemaName::PlatformJob => "platform_job",
+                        crate::parquet::schema::SchemaName::PlatformAudit => "platform_audit",
+                    }
+                ),
+                None => compression(sk.compression, sk.compression_level),
+            },
             sk.concurrency
         );
         if let Some(e) = &sk.encryption {
@@ -121,6 +133,17 @@ fn encoding(e: Encoding) -> &'static str {
     match e {
         Encoding::Ndjson => "ndjson",
         Encoding::JsonArray => "json array",
+        Encoding::Parquet => "parquet",
+    }
+}
+
+fn codec(c: crate::parquet::schema::Codec, level: Option<i32>) -> String {
+    use crate::parquet::schema::Codec;
+    match c {
+        Codec::Zstd => format!("zstd level {}", level.unwrap_or(1)),
+        Codec::Gzip => format!("gzip level {}", level.unwrap_or(6)),
+        Codec::Snappy => "snappy".into(),
+        Codec::None => "uncompressed".into(),
     }
 }
 
@@ -136,7 +159,7 @@ fn compression(c: Compression, level: Option<i32>) -> String {
 /// `30s`, `1m 30s`, `200ms`: as the configuration writes durations.
 fn humantime(d: std::time::Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 || ms == 0 {
+    if !ms.is_multiple_of(1000) || ms == 0 {
         return format!("{ms}ms");
     }
     let mut secs = d.as_secs();

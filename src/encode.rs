@@ -266,11 +266,40 @@ pub struct BlockError {
     pub raw: Vec<u8>,
 }
 
+enum Work {
+    Block {
+        data: Vec<u8>,
+        compression: Compression,
+        level: Option<i32>,
+    },
+    /// A whole batch made into one Parquet file.
+    Parquet {
+        records: crate::parquet::Records,
+        stage: std::sync::Arc<crate::parquet::Stage>,
+    },
+}
+
 struct Job {
-    data: Vec<u8>,
-    compression: Compression,
-    level: Option<i32>,
+    work: Work,
     reply: oneshot::Sender<BlockResult>,
+}
+
+impl Job {
+    fn run(self) {
+        let out = match self.work {
+            Work::Block {
+                data,
+                compression,
+                level,
+            } => compress(compression, level, &data).map_err(|error| BlockError { error, raw: data }),
+            // A file that cannot be built is not compressed again by the writer: no raw.
+            Work::Parquet { records, stage } => stage.encode(&records).map_err(|error| BlockError {
+                error,
+                raw: Vec::new(),
+            }),
+        };
+        let _ = self.reply.send(out);
+    }
 }
 
 /// A fixed pool of compression threads fed through a bounded queue: a full queue blocks the
@@ -294,13 +323,7 @@ impl CompressPool {
                         Err(_) => return,
                     };
                     let Ok(job) = job else { return };
-                    let out = compress(job.compression, job.level, &job.data).map_err(|error| {
-                        BlockError {
-                            error,
-                            raw: job.data,
-                        }
-                    });
-                    let _ = job.reply.send(out);
+                    job.run();
                 })?;
         }
         Ok(CompressPool { tx })
@@ -313,20 +336,27 @@ impl CompressPool {
         compression: Compression,
         level: Option<i32>,
     ) -> oneshot::Receiver<BlockResult> {
-        let (reply, rx) = oneshot::channel();
-        let job = Job {
+        self.queue(Work::Block {
             data,
             compression,
             level,
-            reply,
-        };
-        if let Err(mpsc::SendError(job)) = self.tx.send(job) {
-            // The pool is gone (only at process exit): compress on this thread instead.
-            let out = compress(job.compression, job.level, &job.data).map_err(|error| BlockError {
-                error,
-                raw: job.data,
-            });
-            let _ = job.reply.send(out);
+        })
+    }
+
+    /// Queues a whole batch to become one Parquet file; blocks while the pool is saturated.
+    pub fn submit_parquet(
+        &self,
+        records: crate::parquet::Records,
+        stage: std::sync::Arc<crate::parquet::Stage>,
+    ) -> oneshot::Receiver<BlockResult> {
+        self.queue(Work::Parquet { records, stage })
+    }
+
+    fn queue(&self, work: Work) -> oneshot::Receiver<BlockResult> {
+        let (reply, rx) = oneshot::channel();
+        if let Err(mpsc::SendError(job)) = self.tx.send(Job { work, reply }) {
+            // The pool is gone (only at process exit): do the work on this thread instead.
+            job.run();
         }
         rx
     }

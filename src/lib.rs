@@ -14,6 +14,7 @@ pub mod fields;
 pub mod integrity;
 pub mod mask;
 pub mod ops;
+pub mod parquet;
 pub mod pipeline;
 pub mod private_fs;
 pub mod shape;

@@ -12,6 +12,7 @@ mod loading;
 mod locate;
 mod masking;
 mod model;
+pub mod parquet;
 mod problems;
 mod raw;
 mod secrets;

@@ -91,6 +91,9 @@ pub struct SinkConfig {
     pub envelope: Option<(String, String, bool)>,
     pub compression: Compression,
     pub compression_level: Option<i32>,
+    /// `encoding = "parquet"`: the columns and codec (`compression` is then `none`: the file
+    /// is never wrapped).
+    pub parquet: Option<std::sync::Arc<crate::parquet::Spec>>,
     pub buffer: Buffer,
     pub max_bytes: u64,
     pub max_records: u64,

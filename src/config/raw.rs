@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::values::{Dur, Size};
-use logferry_sink::{Compression, Encoding};
+use logferry_sink::Encoding;
 
 mod sinks;
 
@@ -246,10 +246,13 @@ pub struct SinkCommon {
     pub encoding: Encoding,
     #[serde(default)]
     pub envelope: Option<String>,
+    /// Absent: gzip, or zstd columns with `encoding = "parquet"`.
     #[serde(default)]
-    pub compression: Compression,
+    pub compression: Option<CompressionName>,
     #[serde(default)]
     pub compression_level: Option<i32>,
+    #[serde(default)]
+    pub parquet: Option<ParquetTable>,
     #[serde(default)]
     pub buffer: Buffer,
     #[serde(default)]
@@ -268,6 +271,37 @@ pub struct SinkCommon {
     pub integrity: Option<Integrity>,
     #[serde(default)]
     pub timeout: Option<Dur>,
+}
+
+/// A sink's `compression` as written: the object's wrapping, or with `encoding = "parquet"`
+/// the column codec (`snappy` only there).
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CompressionName {
+    Gzip,
+    Zstd,
+    Snappy,
+    None,
+}
+
+/// `parquet = { schema = "...", columns = [...] }`.
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ParquetTable {
+    #[serde(default)]
+    pub schema: Option<String>,
+    #[serde(default)]
+    pub columns: Vec<ParquetColumn>,
+}
+
+/// One of `parquet.columns`: `{ name, field, type }`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ParquetColumn {
+    pub name: String,
+    pub field: String,
+    #[serde(rename = "type")]
+    pub ty: String,
 }
 
 /// `integrity = true` or `integrity = { prefix = "..." }` on an object sink.
@@ -293,6 +327,7 @@ pub const SINK_COMMON_KEYS: &[&str] = &[
     "envelope",
     "compression",
     "compression_level",
+    "parquet",
     "buffer",
     "batch",
     "retry",

@@ -130,12 +130,18 @@ pub(super) fn build(
     let timeout = common.timeout.map_or(Duration::from_secs(30), |d| d.0);
     let append = matches!(&kind, SinkKind::AzureBlob(o) if o.blob_type == logferry_destinations::azure_blob::BlobType::Append);
     let per_record = common.batch.max_records == Some(1);
+    let parquet = common.encoding == Encoding::Parquet;
+    let default_key = if parquet {
+        super::parquet::DEFAULT_PARQUET_KEY
+    } else {
+        DEFAULT_KEY
+    };
     let parsed = if append {
         KeyTemplate::parse_shared(common.key.as_deref().unwrap_or(DEFAULT_APPEND_KEY))
     } else if per_record {
-        KeyTemplate::parse_per_record(common.key.as_deref().unwrap_or(DEFAULT_KEY))
+        KeyTemplate::parse_per_record(common.key.as_deref().unwrap_or(default_key))
     } else {
-        KeyTemplate::parse(common.key.as_deref().unwrap_or(DEFAULT_KEY))
+        KeyTemplate::parse(common.key.as_deref().unwrap_or(default_key))
     };
     // One object per record, named by its fields: what is there already is never replaced.
     if let (Ok(k), SinkKind::S3(o)) = (&parsed, &mut kind) {
@@ -158,7 +164,14 @@ pub(super) fn build(
             }
         },
     };
-    let max_bytes = size_or(common.batch.max_bytes, 8 << 20);
+    let max_bytes = size_or(
+        common.batch.max_bytes,
+        if parquet {
+            super::parquet::DEFAULT_PARQUET_MAX_BYTES
+        } else {
+            8 << 20
+        },
+    );
     if max_bytes < 1024 {
         c.add(format!("{p}.batch.max_bytes"), "must be at least 1KiB");
     }
@@ -175,7 +188,10 @@ pub(super) fn build(
                 "azure_monitor always sends a JSON array; remove it",
             );
         }
-        if common.compression != logferry_sink::Compression::Gzip {
+        if common
+            .compression
+            .is_some_and(|c| c != raw::CompressionName::Gzip)
+        {
             c.add(
                 format!("{p}.compression"),
                 "azure_monitor always sends gzip; remove it",
@@ -193,18 +209,8 @@ pub(super) fn build(
     if !(1..=64).contains(&concurrency) {
         c.add(format!("{p}.concurrency"), "must be between 1 and 64");
     }
-    let level_ok = match (common.compression, common.compression_level) {
-        (_, None) => true,
-        (logferry_sink::Compression::Gzip, Some(l)) => (0..=9).contains(&l),
-        (logferry_sink::Compression::Zstd, Some(l)) => (1..=22).contains(&l),
-        (logferry_sink::Compression::None, Some(_)) => false,
-    };
-    if !level_ok {
-        c.add(
-            format!("{p}.compression_level"),
-            "out of range: gzip takes 0-9, zstd 1-22, none takes no level",
-        );
-    }
+    let (compression, parquet_spec) =
+        super::parquet::resolve(p, &common, &kind, key.as_ref(), c);
     let initial_backoff = common
         .retry
         .initial_backoff
@@ -266,8 +272,9 @@ pub(super) fn build(
             common.encoding
         },
         envelope,
-        compression: common.compression,
+        compression,
         compression_level: common.compression_level,
+        parquet: parquet_spec,
         buffer: common.buffer,
         max_bytes,
         max_records,

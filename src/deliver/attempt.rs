@@ -99,7 +99,7 @@ impl Attempt {
                         None => backoff.next_delay(),
                     };
                     // The first failure and then every tenth: enough to see, not a flood.
-                    if attempts == 1 || attempts % 10 == 0 {
+                    if attempts == 1 || attempts.is_multiple_of(10) {
                         warn!(sink = %self.name, batch = %batch.meta.id, attempts, wait_ms = wait.as_millis() as u64, %reason, "delivery failed; retrying");
                     }
                     tokio::select! {

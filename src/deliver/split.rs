@@ -16,6 +16,8 @@ pub enum SplitError {
     TooFew(usize),
     #[error("splitting task failed: {0}")]
     Task(String),
+    #[error("a Parquet file is not split (object stores take it whole)")]
+    Parquet,
 }
 
 /// Splits a batch into two halves by records, each with its own derived id and key.
@@ -24,6 +26,9 @@ pub fn split_batch(
     layout: &Layout,
     level: Option<i32>,
 ) -> Result<Vec<SealedBatch>, SplitError> {
+    if b.meta.encoding == logferry_sink::Encoding::Parquet {
+        return Err(SplitError::Parquet);
+    }
     use sha2::{Digest, Sha256};
     let raw = encode::decompress(b.meta.compression, &b.payload)?;
     let recs = layout.records(&b.meta, &raw)?;

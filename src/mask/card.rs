@@ -58,7 +58,7 @@ pub fn luhn(digits: &[u8]) -> bool {
         }
         sum += v;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Whether the prefix of `digits` belongs to a brand that issues cards of this length.

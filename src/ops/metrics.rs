@@ -74,6 +74,7 @@ families! {
     checkpoint_failures: Counter<SourceLabel> = "checkpoint_write_failures", "Checkpoint writes that failed";
     masked: Counter<MaskLabel> = "masked", "Values masked, per profile and rule or detector (kind=unprocessable: whole records replaced because they could not be masked)";
     batches_sealed: Counter<SinkLabel> = "batches_sealed", "Batches sealed";
+    parquet_mistyped: Counter<SinkLabel> = "parquet_values_mistyped", "Values left null in a Parquet column because they did not fit its type (the record keeps them whole)";
     fields_truncated: Counter<SinkLabel> = "fields_truncated", "Field values cut to the sink's max_field_bytes (azure_monitor)";
     records_replaced: Counter<SinkLabel> = "records_replaced", "Records too large for one request even with every field cut, sent as a stub naming their size (azure_monitor)";
     records_oversize: Counter<SourceLabel> = "records_oversize", "JSON records over max_record_bytes: shipped as a stand-in (oversize = redact) or dead-lettered whole";

@@ -110,6 +110,15 @@ pub(super) fn start(
                         replaced: metrics.records_replaced.get_or_create(&l).clone(),
                     }
                 }),
+                parquet: sc.parquet.as_ref().map(|spec| {
+                    Arc::new(crate::parquet::Stage {
+                        spec: (**spec).clone(),
+                        mistyped: metrics
+                            .parquet_mistyped
+                            .get_or_create(&metrics.sink(&sc.name))
+                            .clone(),
+                    })
+                }),
             };
             let outlet = ChannelOutlet {
                 tx: side.tx.clone(),

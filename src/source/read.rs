@@ -224,7 +224,7 @@ impl Tailer {
                 self.health
                     .checkpoint_failing(&self.cfg.name, &e.to_string());
                 self.ckpt_failures += 1;
-                if self.ckpt_failures == 1 || self.ckpt_failures % 20 == 0 {
+                if self.ckpt_failures == 1 || self.ckpt_failures.is_multiple_of(20) {
                     error!(source = %self.cfg.name, error = %e, failures = self.ckpt_failures, "cannot write checkpoint; retrying at the next interval (counted in checkpoint_write_failures_total)");
                 }
             }

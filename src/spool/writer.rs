@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use logferry_sink::{BatchMeta, Compression};
+use logferry_sink::{BatchMeta, Compression, Encoding};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
@@ -65,6 +65,13 @@ impl Writer {
         for b in blocks {
             let bytes = match b.await {
                 Ok(Ok(bytes)) => bytes,
+                Ok(Err(BlockError { error, .. })) if meta.encoding == Encoding::Parquet => {
+                    // Not a passing failure: the holds stay unreleased, so the records are
+                    // read again at the next start.
+                    self.count(&error);
+                    error!(sink = %self.sink, batch = %meta.id, %error, "cannot build a Parquet file; the batch is read again at the next start");
+                    return Ok(());
+                }
                 Ok(Err(BlockError { error, raw })) => {
                     // Compressed again here, off the shared pool: only this sink pauses,
                     // and its health and failure count show it (docs/architecture.md).
@@ -145,7 +152,7 @@ impl Writer {
                 }) => {
                     (meta, parts, holds) = (m, p, h);
                     failures += 1;
-                    if failures == 1 || failures % 20 == 0 {
+                    if failures == 1 || failures.is_multiple_of(20) {
                         self.failed(&meta.id, "cannot write a batch to the spool", &error);
                     } else {
                         self.count(&error);
@@ -200,7 +207,11 @@ fn payload_digest(c: Compression, parts: &[Bytes]) -> std::io::Result<String> {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     for p in parts {
-        h.update(crate::encode::decompress(c, p)?);
+        if c == Compression::None {
+            h.update(p);
+        } else {
+            h.update(crate::encode::decompress(c, p)?);
+        }
     }
     Ok(hex::encode(h.finalize()))
 }

@@ -13,6 +13,8 @@ pub enum Encoding {
     Ndjson,
     /// A JSON array, one record per line inside it.
     JsonArray,
+    /// One Parquet file (the object stores only).
+    Parquet,
 }
 
 /// How the payload is compressed.
@@ -100,6 +102,7 @@ impl SealedBatch {
         match self.meta.encoding {
             Encoding::Ndjson => "application/x-ndjson",
             Encoding::JsonArray => "application/json",
+            Encoding::Parquet => "application/vnd.apache.parquet",
         }
     }
 }
