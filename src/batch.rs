@@ -428,7 +428,8 @@ impl<O: Outlet> Batcher<O> {
                 times: std::mem::take(&mut o.times),
                 source: self.source.clone(),
             };
-            o.blocks.push(self.pool.submit_parquet(records, stage.clone()));
+            o.blocks
+                .push(self.pool.submit_parquet(records, stage.clone()));
         } else {
             o.hasher.update(&o.block);
             o.blocks.push(

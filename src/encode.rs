@@ -113,7 +113,8 @@ impl Layout {
             out.extend_from_slice(b",\n");
         }
         out.extend_from_slice(record);
-        if self.encoding == Encoding::Ndjson {
+        // Parquet batches are held as NDJSON lines until their file is built.
+        if matches!(self.encoding, Encoding::Ndjson | Encoding::Parquet) {
             out.push(b'\n');
         }
     }
@@ -291,12 +292,16 @@ impl Job {
                 data,
                 compression,
                 level,
-            } => compress(compression, level, &data).map_err(|error| BlockError { error, raw: data }),
+            } => {
+                compress(compression, level, &data).map_err(|error| BlockError { error, raw: data })
+            }
             // A file that cannot be built is not compressed again by the writer: no raw.
-            Work::Parquet { records, stage } => stage.encode(&records).map_err(|error| BlockError {
-                error,
-                raw: Vec::new(),
-            }),
+            Work::Parquet { records, stage } => {
+                stage.encode(&records).map_err(|error| BlockError {
+                    error,
+                    raw: Vec::new(),
+                })
+            }
         };
         let _ = self.reply.send(out);
     }

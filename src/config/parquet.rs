@@ -10,8 +10,7 @@ use super::{Collector, SinkKind};
 use crate::parquet::schema::{Codec, ColType, Column, SchemaName, Spec, RESERVED};
 
 /// The default key of a parquet sink: Hive-style partitions engines prune by.
-pub const DEFAULT_PARQUET_KEY: &str =
-    "{source}/year=%Y/month=%m/day=%d/hour=%H/{batch_id}.parquet";
+pub const DEFAULT_PARQUET_KEY: &str = "{source}/year=%Y/month=%m/day=%d/hour=%H/{batch_id}.parquet";
 /// Parquet wants large row groups: `max_bytes` counts input bytes, 64 MiB by default.
 pub const DEFAULT_PARQUET_MAX_BYTES: u64 = 64 << 20;
 
@@ -129,7 +128,10 @@ pub(super) fn resolve(
                 format!("{:?} is a column logferry writes itself", col.name),
             );
         } else if user.iter().any(|u| u.name == col.name) {
-            c.add(format!("{at}.name"), format!("{:?} is named twice", col.name));
+            c.add(
+                format!("{at}.name"),
+                format!("{:?} is named twice", col.name),
+            );
         }
         if let Err(e) = crate::mask::rules::parse_path(&col.field) {
             c.add(format!("{at}.field"), e.to_string());

@@ -209,8 +209,7 @@ pub(super) fn build(
     if !(1..=64).contains(&concurrency) {
         c.add(format!("{p}.concurrency"), "must be between 1 and 64");
     }
-    let (compression, parquet_spec) =
-        super::parquet::resolve(p, &common, &kind, key.as_ref(), c);
+    let (compression, parquet_spec) = super::parquet::resolve(p, &common, &kind, key.as_ref(), c);
     let initial_backoff = common
         .retry
         .initial_backoff

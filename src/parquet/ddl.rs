@@ -212,8 +212,9 @@ mod tests {
 
     #[test]
     fn hive_segments_after_the_static_prefix_are_the_partitions() {
-        let (prefix, parts) =
-            layout("logs/jobs/tenant={account_id}/year=%Y/month=%m/day=%d/hour=%H/{batch_id}.parquet");
+        let (prefix, parts) = layout(
+            "logs/jobs/tenant={account_id}/year=%Y/month=%m/day=%d/hour=%H/{batch_id}.parquet",
+        );
         assert_eq!(prefix, "logs/jobs/");
         let names: Vec<&str> = parts.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["tenant", "year", "month", "day", "hour"]);

@@ -256,7 +256,10 @@ mod tests {
 
     #[test]
     fn values_keep_their_json_type_and_a_spread_object_gives_its_scalars() {
-        let x = Extractor::new(&["id", "n", "f", "ok", "a.b", "obj", "none"], Some("context"));
+        let x = Extractor::new(
+            &["id", "n", "f", "ok", "a.b", "obj", "none"],
+            Some("context"),
+        );
         let mut row = Row::default();
         x.extract(
             br#"{"id":"j1","n":7,"f":1.5,"ok":true,"a":{"b":"deep","c":1},"obj":{"x":[1]},"none":null,
