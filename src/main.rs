@@ -3,6 +3,7 @@
 
 mod keys_cmd;
 mod mask_cmd;
+mod schema_cmd;
 mod verify_cmd;
 
 use logferry::{config, ops, pipeline};
@@ -127,6 +128,17 @@ enum Cmd {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Print the table a query engine reads a parquet sink's archive with: Athena (with
+    /// partition projection), DuckDB, Spark or Synapse.
+    Schema {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, short)]
+        sink: String,
+        /// athena, duckdb, spark or synapse.
+        #[arg(long, default_value = "athena")]
+        dialect: String,
     },
     /// Write a new Ed25519 signing key pair (FILE and FILE.pub) for receipts.
     Keygen {
@@ -306,6 +318,17 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Cmd::Keygen { out } => finish("keygen", keys_cmd::keygen(&out).map(|()| true)),
+        Cmd::Schema {
+            config,
+            sink,
+            dialect,
+        } => match load(&config) {
+            Ok(cfg) => finish(
+                "schema",
+                schema_cmd::print(&cfg, &sink, &dialect).map(|()| true),
+            ),
+            Err(code) => code,
+        },
         Cmd::Mask {
             config,
             profile,

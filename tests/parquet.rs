@@ -233,4 +233,35 @@ fn a_parquet_archive_reads_back_in_pyarrow_and_duckdb_partitioned_typed_and_mask
             (2026, 4, 1, 0, 8)
         ]
     );
+
+    // `logferry schema` prints a DuckDB view that reads the same rows, hour partitions typed.
+    let ddl = Command::new(env!("CARGO_BIN_EXE_logferry"))
+        .args([
+            "schema",
+            "--sink",
+            "columns",
+            "--dialect",
+            "duckdb",
+            "--config",
+        ])
+        .arg(&lf.cfg)
+        .output()
+        .unwrap();
+    succeeded(&ddl);
+    let sql = lf.path("view.sql");
+    std::fs::write(&sql, &ddl.stdout).unwrap();
+    let q = Command::new(python())
+        .args([
+            "-c",
+            "import duckdb,sys; c=duckdb.connect(); c.execute(open(sys.argv[1]).read()); \
+             print(c.execute('SELECT count(*), typeof(any_value(hour)), count(DISTINCT tenant) FROM \"columns\"').fetchone())",
+        ])
+        .arg(&sql)
+        .output()
+        .unwrap();
+    succeeded(&q);
+    assert_eq!(
+        String::from_utf8_lossy(&q.stdout).trim(),
+        format!("({n}, 'INTEGER', 2)")
+    );
 }

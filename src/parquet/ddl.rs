@@ -81,7 +81,7 @@ pub fn layout(template: &str) -> (String, Vec<Partition>) {
 
 fn sql_type(t: ColType, d: Dialect) -> &'static str {
     match (t, d) {
-        (ColType::String, Dialect::Synapse) => "VARCHAR(8000)",
+        (ColType::String, Dialect::Synapse) => "VARCHAR(MAX)",
         (ColType::String, _) => "string",
         (ColType::Int64, _) => "bigint",
         (ColType::Float64, Dialect::Synapse) => "float",
@@ -109,18 +109,38 @@ pub fn render(dialect: Dialect, table: &str, spec: &Spec, template: &str, place:
     };
     match dialect {
         Dialect::Athena => athena(table, &cols, &prefix, &parts, place, spread_note),
-        Dialect::Duckdb => format!(
-            "-- DuckDB (for S3: INSTALL httpfs; for Azure: INSTALL azure)\n{spread_note}CREATE VIEW {table} AS\nSELECT * FROM read_parquet('{}**/*.parquet', hive_partitioning = true, union_by_name = true);\n",
-            root(place, &prefix, Dialect::Duckdb)
-        ),
-        Dialect::Spark => {
-            let body: Vec<String> = cols
+        Dialect::Duckdb => {
+            let types: Vec<String> = parts
                 .iter()
-                .map(|(n, t)| format!("  `{n}` {}", sql_type(*t, dialect)))
+                .map(|p| {
+                    let t = if p.range.is_some() {
+                        "INTEGER"
+                    } else {
+                        "VARCHAR"
+                    };
+                    format!("'{}': {t}", p.name)
+                })
                 .collect();
+            let hive = if types.is_empty() {
+                String::new()
+            } else {
+                format!(",\n    hive_types = {{{}}}", types.join(", "))
+            };
             format!(
-                "-- Spark SQL (partitions are discovered from the name=value folders)\n{spread_note}CREATE TABLE {table} (\n{}\n)\nUSING PARQUET\nOPTIONS (mergeSchema 'true')\nLOCATION '{}';\n",
-                body.join(",\n"),
+                "-- DuckDB (for S3: INSTALL httpfs; for Azure: INSTALL azure)\n{spread_note}CREATE VIEW \"{table}\" AS\nSELECT * FROM read_parquet('{}**/*.parquet',\n    hive_partitioning = true, union_by_name = true{hive});\n",
+                root(place, &prefix, Dialect::Duckdb)
+            )
+        }
+        Dialect::Spark => {
+            let cols: Vec<String> = cols.iter().map(|(n, _)| n.clone()).collect();
+            let repair = if parts.is_empty() {
+                String::new()
+            } else {
+                format!("-- Again when new partitions appear:\nMSCK REPAIR TABLE `{table}`;\n")
+            };
+            format!(
+                "-- Spark SQL: the schema is read from the files ({}),\n-- the partitions from the name=value folders.\n{spread_note}CREATE TABLE `{table}`\nUSING PARQUET\nOPTIONS (mergeSchema 'true')\nLOCATION '{}';\n{repair}",
+                cols.join(", "),
                 root(place, &prefix, Dialect::Spark)
             )
         }
