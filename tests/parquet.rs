@@ -31,7 +31,7 @@ fn read(root: &std::path::Path, sql: &[&str]) -> serde_json::Value {
 fn job(n: u64, ts: &str, account: &str, status: &str, dur: &str) -> String {
     format!(
         r#"{{"ts":"{ts}","id":"job-{n}","account_id":"{account}","status":"{status}","duration_ms":{dur},"is_test":{},"lines":[{{"step":0,"input":{{"orderId":"ORD-{n}"}}}}],"context":{{"user_email":"user{n}@example.com","region":"eu-west-1","attempt":{n}}}}}"#,
-        n % 2 == 0
+        n.is_multiple_of(2)
     )
 }
 
