@@ -265,3 +265,93 @@ fn a_parquet_archive_reads_back_in_pyarrow_and_duckdb_partitioned_typed_and_mask
         format!("({n}, 'INTEGER', 2)")
     );
 }
+
+/// The built-in job schema: its typed columns, `context` flattened into `context_*` string
+/// columns, and a job record of several MB with nested `lines` queryable with DuckDB's JSON
+/// functions.
+#[test]
+fn platform_job_columns_and_a_record_of_several_mb_query_in_duckdb() {
+    let lf = Lf::new(
+        r#"
+[sources.jobs]
+include = ["{dir}/logs/*.log"]
+sinks = ["jobs"]
+timestamp_field = "started_at"
+max_record_bytes = "16MiB"
+max_line_bytes = "16MiB"
+
+[sinks.jobs]
+type = "directory"
+path = "{dir}/parquet"
+encoding = "parquet"
+parquet = { schema = "platform_job" }
+"#,
+    );
+    let mut text = String::new();
+    for i in 0..20u64 {
+        text.push_str(&format!(
+            r#"{{"id":"j{i}","master_job_id":"m1","recipe_id":"4711","account_id":"a1","status":"{}","is_test":{},"started_at":"2026-03-0{}T10:00:00Z","completed_at":"2026-03-0{}T10:00:05.5Z","error_type":null,"environment_type":"prod","context":{{"region":"eu","attempt":{i},"nested":{{"x":1}}}}}}"#,
+            if i % 4 == 0 { "failed" } else { "succeeded" },
+            i == 3,
+            1 + i % 3,
+            1 + i % 3
+        ));
+        text.push('\n');
+    }
+    // One job of several MB: 20,000 steps.
+    let steps: Vec<String> = (0..20_000)
+        .map(|s| {
+            format!(
+                r#"{{"step":{s},"name":"call-{s}","input":{{"payload":"{}"}}}}"#,
+                "x".repeat(150)
+            )
+        })
+        .collect();
+    text.push_str(&format!(
+        r#"{{"id":"big","recipe_id":"4711","status":"failed","is_test":false,"started_at":"2026-03-09T10:00:00Z","lines":[{}],"context":{{"region":"us"}}}}"#,
+        steps.join(",")
+    ));
+    text.push('\n');
+    assert!(text.len() > 3 << 20);
+    std::fs::write(lf.path("logs/jobs.log"), &text).unwrap();
+    succeeded(&lf.run_once());
+    let got = read(
+        &lf.path("parquet"),
+        &[
+            "SELECT count(*) AS n FROM archive WHERE recipe_id = '4711' AND status = 'failed' AND month::INT = 3",
+            "SELECT json_array_length(json_extract(record, '$.lines')) AS steps, json_extract_string(record, '$.lines[19999].name') AS last FROM archive WHERE id = 'big'",
+            "SELECT count(*) AS n FROM archive WHERE context_region = 'eu' AND context_attempt IS NOT NULL",
+        ],
+    );
+    assert_eq!(
+        got["sql"][0][0]["n"], 6,
+        "five failed of twenty, and the big one"
+    );
+    assert_eq!(got["sql"][1][0]["steps"], 20_000);
+    assert_eq!(got["sql"][1][0]["last"], "call-19999");
+    assert_eq!(got["sql"][2][0]["n"], 20);
+    let file = &got["files"][0];
+    let ty = |name: &str| {
+        file["schema"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .map(|f| f["type"].as_str().unwrap().to_string())
+    };
+    assert_eq!(ty("is_test").as_deref(), Some("bool"));
+    assert_eq!(ty("started_at").as_deref(), Some("timestamp[us, tz=UTC]"));
+    assert_eq!(ty("completed_at").as_deref(), Some("timestamp[us, tz=UTC]"));
+    assert_eq!(ty("status").as_deref(), Some("string"));
+    // Scalars only: `context.nested` is an object, left in `record`.
+    assert_eq!(ty("context_nested"), None);
+    for f in got["files"].as_array().unwrap() {
+        for r in f["rows"].as_array().unwrap() {
+            if r["id"] == "j3" {
+                assert_eq!(r["is_test"], true);
+                assert_eq!(r["completed_at"], "2026-03-01T10:00:05.500000+00:00");
+                assert_eq!(r["context_attempt"], "3");
+            }
+        }
+    }
+}
