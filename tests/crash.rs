@@ -92,6 +92,17 @@ fn kill_9_in_a_loop_loses_nothing_with_the_disk_spool() {
 }
 
 #[test]
+fn kill_9_in_a_loop_loses_nothing_with_parquet_batches() {
+    crash_loop(
+        "type = \"directory\"\npath = \"{dir}/archive\"\nencoding = \"parquet\"\nkey = \"{source}/{account_id}/{batch_id}.parquet\"",
+        "disk",
+        10,
+        &[],
+        |lf| parquet_records(&lf.path("archive")),
+    );
+}
+
+#[test]
 fn kill_9_in_a_loop_loses_nothing_in_zero_retention_mode() {
     crash_loop(DIRECTORY, "memory", 10, &[], |lf| {
         lf.final_archive("archive")

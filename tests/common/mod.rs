@@ -301,6 +301,25 @@ pub fn archive_records(root: &Path) -> Vec<serde_json::Value> {
 }
 
 /// How often each value of `field` occurs.
+/// Every record in the Parquet files under `root`, read by pyarrow (scripts/read_parquet.py)
+/// from each row's `record` column.
+pub fn parquet_records(root: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/read_parquet.py"))
+        .arg(root)
+        .output()
+        .expect("run read_parquet.py");
+    succeeded(&out);
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    got["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|f| f["rows"].as_array().unwrap().clone())
+        .map(|r| serde_json::from_str(r["record"].as_str().unwrap()).unwrap())
+        .collect()
+}
+
 pub fn counts(records: &[serde_json::Value], field: &str) -> HashMap<u64, usize> {
     let mut m = HashMap::new();
     for r in records {
