@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Benchmark: tail -> JSON -> (mask) -> gzip -> directory sink (or HTTP) over the DESIGN.md
 # reference workload.
-#   scripts/bench.sh [--mask] [--http] [--files N] [--partition] [--encrypt] [--integrity] [MB]
+#   scripts/bench.sh [--mask] [--http] [--files N] [--partition] [--encrypt] [--integrity]
+#                    [--parquet] [MB]
 #                          (default 524 MB; --mask adds all default detectors and two field
 #                          rules, as in config.example.toml; --http ships gzip NDJSON to a local
 #                          receiver, DESIGN.md's peer comparison; --files N splits the same
 #                          bytes into N files at line boundaries: cost against file count;
 #                          --partition puts {account_id} in the key, --encrypt encrypts per
 #                          account_id and hour with a local KEK: the cost of encryption;
-#                          --integrity chains and signs what the sink stores: its cost)
+#                          --integrity chains and signs what the sink stores: its cost;
+#                          --parquet writes Parquet (zstd columns, 64 MiB batches) instead
+#                          of gzip NDJSON, compare with the same run without it)
 # Prints input MB/s, CPU seconds per GB and peak RSS for `logferry run --once`, and the same for
 # `gzip -6` over the same bytes (the compression floor). Criterion micro-benchmarks of the hot
 # path: `cargo bench --bench hot_path`.
@@ -20,9 +23,10 @@ FILES=
 PARTITION=0
 ENCRYPT=0
 INTEGRITY=0
+PARQUET=0
 while [ "${1:-}" = "--mask" ] || [ "${1:-}" = "--http" ] || [ "${1:-}" = "--files" ] \
     || [ "${1:-}" = "--partition" ] || [ "${1:-}" = "--encrypt" ] \
-    || [ "${1:-}" = "--integrity" ]; do
+    || [ "${1:-}" = "--integrity" ] || [ "${1:-}" = "--parquet" ]; do
     case "$1" in
         --mask) MASK=1 ;;
         --http) HTTP=1 ;;
@@ -30,6 +34,7 @@ while [ "${1:-}" = "--mask" ] || [ "${1:-}" = "--http" ] || [ "${1:-}" = "--file
         --partition) PARTITION=1 ;;
         --encrypt) ENCRYPT=1 ;;
         --integrity) INTEGRITY=1 ;;
+        --parquet) PARQUET=1 ;;
     esac
     shift
 done
@@ -89,6 +94,9 @@ if [ "$INTEGRITY" = 1 ]; then
     sed -i 's|^compression = "gzip"$|compression = "gzip"\nintegrity = true|' "$WORK/bench.toml"
     printf '[signing]\nkey_file = "%s"\n' "$WORK/sign.pem" >> "$WORK/bench.toml"
 fi
+if [ "$PARQUET" = 1 ]; then
+    sed -i 's|^compression = "gzip"$|encoding = "parquet"|; s|^batch = .*$|batch = { max_records = 1000000, max_age = "30s" }|' "$WORK/bench.toml"
+fi
 if [ "$MASK" = 1 ]; then
     sed -i 's/^sinks = \["archive"\]$/sinks = ["archive"]\nmasking = "pii"/' "$WORK/bench.toml"
     cat benches/mask-profile.toml >> "$WORK/bench.toml"
@@ -115,13 +123,14 @@ read -r _ LW LC LR < <(RUST_LOG=warn measure logferry "$REL"/logferry run --once
 read -r _ GW GC GR < <(measure gzip sh -c "cat '$INPUT'/*.log | gzip -6 -c > /dev/null")
 if [ "$HTTP" = 1 ]; then OUT=$(cat "$WORK/received"); else OUT=$(du -sb "$WORK/archive" | cut -f1); fi
 
-MASK=$MASK HTTP=$HTTP FILES=$FILES python3 - "$BYTES" "$OUT" "$LW" "$LC" "$LR" "$GW" "$GC" "$GR" <<'PY'
+MASK=$MASK HTTP=$HTTP FILES=$FILES PARQUET=$PARQUET python3 - "$BYTES" "$OUT" "$LW" "$LC" "$LR" "$GW" "$GC" "$GR" <<'PY'
 import sys
 b, out, lw, lc, lr, gw, gc, gr = map(float, sys.argv[1:])
 mb, gb = b / 1e6, b / 1e9
 import os
 print("masking: all default detectors + two field rules" if os.environ.get("MASK") == "1" else "masking: off")
 print("sink: http to a local receiver" if os.environ.get("HTTP") == "1" else "sink: directory")
+print("encoding: parquet (zstd columns)" if os.environ.get("PARQUET") == "1" else "encoding: gzip NDJSON")
 print(f"files: {os.environ.get('FILES') or 1}")
 print(f"input: {mb:.0f} MB of job/audit JSON lines ({b/ (1<<20):.0f} MiB); archive {out/1e6:.1f} MB (ratio {b/out:.1f})")
 print(f"{'':10} {'wall s':>8} {'MB/s':>8} {'CPU s/GB':>9} {'peak RSS MB':>12}")

@@ -296,12 +296,10 @@ impl Job {
                 compress(compression, level, &data).map_err(|error| BlockError { error, raw: data })
             }
             // A file that cannot be built is not compressed again by the writer: no raw.
-            Work::Parquet { records, stage } => {
-                stage.encode(&records).map_err(|error| BlockError {
-                    error,
-                    raw: Vec::new(),
-                })
-            }
+            Work::Parquet { records, stage } => stage.encode(records).map_err(|error| BlockError {
+                error,
+                raw: Vec::new(),
+            }),
         };
         let _ = self.reply.send(out);
     }

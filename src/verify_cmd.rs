@@ -66,6 +66,7 @@ pub fn verify(cfg: &Config, a: &VerifyArgs<'_>) -> anyhow::Result<bool> {
         prefix: integrity.prefix.clone(),
         data_prefix: sc.key.static_prefix().to_string(),
         compression: sc.compression,
+        parquet: sc.parquet.is_some(),
         public_key,
         from: time("from", a.from)?,
         to: time("to", a.to)?,

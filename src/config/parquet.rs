@@ -10,7 +10,8 @@ use super::{Collector, SinkKind};
 use crate::parquet::schema::{Codec, ColType, Column, SchemaName, Spec, RESERVED};
 
 /// The default key of a parquet sink: Hive-style partitions engines prune by.
-pub const DEFAULT_PARQUET_KEY: &str = "{source}/year=%Y/month=%m/day=%d/hour=%H/{batch_id}.parquet";
+pub const DEFAULT_PARQUET_KEY: &str =
+    "source={source}/year=%Y/month=%m/day=%d/hour=%H/{batch_id}.parquet";
 /// Parquet wants large row groups: `max_bytes` counts input bytes, 64 MiB by default.
 pub const DEFAULT_PARQUET_MAX_BYTES: u64 = 64 << 20;
 

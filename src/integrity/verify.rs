@@ -40,6 +40,8 @@ pub struct Options {
     /// Where the sink's objects are (its key's static prefix): listed for foreign objects.
     pub data_prefix: String,
     pub compression: Compression,
+    /// The sink writes Parquet: its objects' hashes are checked, replays are not counted.
+    pub parquet: bool,
     pub public_key: Vec<u8>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,

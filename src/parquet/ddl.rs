@@ -41,12 +41,16 @@ pub struct Partition {
     pub range: Option<(u32, u32, u32)>,
 }
 
-/// The template's static prefix (up to the first segment that varies) and its partitions.
-pub fn layout(template: &str) -> (String, Vec<Partition>) {
+/// The template's static prefix (up to the first segment that varies), its partitions, and
+/// whether a folder varies without being `name=value` (engines cannot name it).
+pub fn layout(template: &str) -> (String, Vec<Partition>, bool) {
     let mut prefix = String::new();
     let mut varied = false;
     let mut parts = Vec::new();
-    for seg in template.split('/') {
+    let mut unnamed = false;
+    let segs: Vec<&str> = template.split('/').collect();
+    let folders = segs.len().saturating_sub(1);
+    for (i, seg) in segs.iter().copied().enumerate() {
         let varies = seg.contains('{') || seg.contains('%');
         if !varied && !varies {
             prefix.push_str(seg);
@@ -55,6 +59,7 @@ pub fn layout(template: &str) -> (String, Vec<Partition>) {
         }
         varied = true;
         let Some((name, value)) = seg.split_once('=') else {
+            unnamed |= i < folders;
             continue;
         };
         let ok = !name.is_empty()
@@ -76,7 +81,7 @@ pub fn layout(template: &str) -> (String, Vec<Partition>) {
             range,
         });
     }
-    (prefix, parts)
+    (prefix, parts, unnamed)
 }
 
 fn sql_type(t: ColType, d: Dialect) -> &'static str {
@@ -95,18 +100,21 @@ fn sql_type(t: ColType, d: Dialect) -> &'static str {
 
 /// The statement for `dialect`, naming the table `table`.
 pub fn render(dialect: Dialect, table: &str, spec: &Spec, template: &str, place: &Place) -> String {
-    let (prefix, parts) = layout(template);
+    let (prefix, parts, unnamed) = layout(template);
     let mut cols = vec![
         ("_time".to_string(), ColType::Timestamp),
         ("_source".to_string(), ColType::String),
         ("record".to_string(), ColType::String),
     ];
     cols.extend(spec.columns.iter().map(|c| (c.name.clone(), c.ty)));
-    let spread_note = if spec.spread {
-        "-- Scalar members of `context` are columns `context_<name>` in the files that have them\n-- (add the ones you query: their type is string).\n"
-    } else {
-        ""
-    };
+    let mut spread_note = String::new();
+    if spec.spread {
+        spread_note.push_str("-- Scalar members of `context` are columns `context_<name>` in the files that have them\n-- (add the ones you query: their type is string).\n");
+    }
+    if unnamed {
+        spread_note.push_str("-- The key has folders that vary without being name=value: engines read them as\n-- plain folders, and partition projection cannot name them (write them as name={field}).\n");
+    }
+    let spread_note = spread_note.as_str();
     match dialect {
         Dialect::Athena => athena(table, &cols, &prefix, &parts, place, spread_note),
         Dialect::Duckdb => {
@@ -232,17 +240,19 @@ mod tests {
 
     #[test]
     fn hive_segments_after_the_static_prefix_are_the_partitions() {
-        let (prefix, parts) = layout(
+        let (prefix, parts, unnamed) = layout(
             "logs/jobs/tenant={account_id}/year=%Y/month=%m/day=%d/hour=%H/{batch_id}.parquet",
         );
+        assert!(!unnamed);
         assert_eq!(prefix, "logs/jobs/");
         let names: Vec<&str> = parts.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["tenant", "year", "month", "day", "hour"]);
         assert_eq!(parts[0].range, None);
         assert_eq!(parts[2].range, Some((1, 12, 2)));
         // Segments that are not name=value are not partitions.
-        let (prefix, parts) = layout("{source}/%Y/%m/{batch_id}.parquet");
+        let (prefix, parts, unnamed) = layout("{source}/%Y/%m/{batch_id}.parquet");
         assert_eq!(prefix, "");
         assert!(parts.is_empty());
+        assert!(unnamed);
     }
 }

@@ -149,17 +149,12 @@ fn timestamp_of(v: &Scalar) -> Option<i64> {
     Some(t.timestamp_micros())
 }
 
-/// Encodes `records` as one Parquet file under `spec`.
-pub fn encode(spec: &Spec, records: &Records) -> Result<Encoded, EncodeError> {
-    let lines = || {
-        records
-            .blocks
-            .iter()
-            .flat_map(|b| b.split(|c| *c == b'\n'))
-            .filter(|l| !l.is_empty())
-    };
+/// Encodes `records` as one Parquet file under `spec`. Each block is freed once its records
+/// are in the columns, so the batch is held about once, not twice.
+pub fn encode(spec: &Spec, records: Records) -> Result<Encoded, EncodeError> {
+    let lines_of = |b: &[u8]| b.split(|c| *c == b'\n').filter(|l| !l.is_empty()).count();
     let rows = records.times.len();
-    let counted = lines().count();
+    let counted: usize = records.blocks.iter().map(|b| lines_of(b)).sum();
     if counted != rows {
         return Err(EncodeError::Times {
             records: counted,
@@ -168,6 +163,8 @@ pub fn encode(spec: &Spec, records: &Records) -> Result<Encoded, EncodeError> {
     }
     let paths: Vec<&str> = spec.columns.iter().map(|c| c.field.as_str()).collect();
     let x = Extractor::new(&paths, spec.spread.then_some(SPREAD));
+    // Nothing to read out of the records: they are not parsed at all.
+    let parse = !paths.is_empty() || spec.spread;
     let mut row = Row::default();
     let mut time = TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC");
     let mut source = StringBuilder::with_capacity(rows, rows * records.source.len());
@@ -181,31 +178,38 @@ pub fn encode(spec: &Spec, records: &Records) -> Result<Encoded, EncodeError> {
     // Flattened members by name: each column is back-filled with nulls for earlier rows.
     let mut spread: BTreeMap<String, StringBuilder> = BTreeMap::new();
     let mut mistyped = 0u64;
-    for (i, line) in lines().enumerate() {
-        time.append_value(records.times[i]);
-        source.append_value(&records.source);
-        record.append_value(String::from_utf8_lossy(line));
-        x.extract(line, &mut row);
-        for (b, v) in typed.iter_mut().zip(&row.values) {
-            mistyped += u64::from(!b.push(v));
-        }
-        for (name, text) in row.spread.drain(..) {
-            let col = spread.entry(name).or_insert_with(|| {
-                let mut b = StringBuilder::with_capacity(rows, rows * 8);
-                b.append_nulls(i);
-                b
-            });
-            // A member named twice in one record: the first one stands.
-            if col.len() > i {
-                continue;
+    let mut i = 0usize;
+    let times = records.times;
+    for block in records.blocks {
+        for line in block.split(|c| *c == b'\n').filter(|l| !l.is_empty()) {
+            time.append_value(times[i]);
+            source.append_value(&records.source);
+            record.append_value(String::from_utf8_lossy(line));
+            if parse {
+                x.extract(line, &mut row);
+                for (b, v) in typed.iter_mut().zip(&row.values) {
+                    mistyped += u64::from(!b.push(v));
+                }
+                for (name, text) in row.spread.drain(..) {
+                    let col = spread.entry(name).or_insert_with(|| {
+                        let mut b = StringBuilder::with_capacity(rows, rows * 8);
+                        b.append_nulls(i);
+                        b
+                    });
+                    // A member named twice in one record: the first one stands.
+                    if col.len() <= i {
+                        col.append_value(text);
+                    }
+                }
+                for col in spread.values_mut() {
+                    if col.len() <= i {
+                        col.append_null();
+                    }
+                }
             }
-            col.append_value(text);
+            i += 1;
         }
-        for col in spread.values_mut() {
-            if col.len() <= i {
-                col.append_null();
-            }
-        }
+        // `block` is freed here: its records are in the columns now.
     }
     let names: Vec<String> = spread.keys().cloned().collect();
     let schema = spec.arrow(&names);
@@ -221,9 +225,15 @@ pub fn encode(spec: &Spec, records: &Records) -> Result<Encoded, EncodeError> {
             .map(|mut b| Arc::new(b.finish()) as ArrayRef),
     );
     let batch = RecordBatch::try_new(schema.clone(), columns)?;
+    drop(row);
+    // `record` is nearly unique per row: a dictionary and min/max statistics of whole records
+    // cost time and bytes for nothing.
+    let whole = parquet::schema::types::ColumnPath::from("record");
     let props = WriterProperties::builder()
         .set_compression(codec(spec))
         .set_dictionary_enabled(true)
+        .set_column_dictionary_enabled(whole.clone(), false)
+        .set_column_statistics_enabled(whole, parquet::file::properties::EnabledStatistics::None)
         .set_created_by(concat!("logferry ", env!("CARGO_PKG_VERSION")).into())
         .build();
     let mut out = Vec::with_capacity(bytes / 6);

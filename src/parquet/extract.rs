@@ -50,7 +50,7 @@ impl Node {
 #[derive(Default)]
 pub struct Row {
     pub values: Vec<Scalar>,
-    /// The flattened object's scalar members: (name, text). Later duplicates win.
+    /// The flattened object's scalar members: (name, text), in the record's order.
     pub spread: Vec<(String, String)>,
 }
 
@@ -118,10 +118,25 @@ impl<'de> Visitor<'de> for MapSeed<'_, '_> {
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             let child = self.node.children.iter().find(|(k, _)| *k == key);
             match child.map(|(_, n)| n) {
-                Some(n) => map.next_value_seed(Value {
-                    node: n,
-                    row: self.row,
-                })?,
+                Some(n) => {
+                    map.next_value_seed(Value {
+                        node: n,
+                        row: self.row,
+                    })?;
+                    // A member a typed column reads is flattened too, when it is a scalar.
+                    if self.node.spread {
+                        let text = n.slot.and_then(|s| match &self.row.values[s] {
+                            Scalar::Str(v) => Some(v.clone()),
+                            Scalar::Int(v) => Some(v.to_string()),
+                            Scalar::Float(v) => Some(v.to_string()),
+                            Scalar::Bool(v) => Some(v.to_string()),
+                            _ => None,
+                        });
+                        if let Some(t) = text {
+                            self.row.spread.push((key.into_owned(), t));
+                        }
+                    }
+                }
                 None if self.node.spread => {
                     if let Some(text) = map.next_value_seed(Text)? {
                         self.row.spread.push((key.into_owned(), text));

@@ -21,7 +21,7 @@ pub struct Stage {
 
 impl Stage {
     /// Encodes one batch (on a compression thread).
-    pub fn encode(&self, records: &Records) -> std::io::Result<Vec<u8>> {
+    pub fn encode(&self, records: Records) -> std::io::Result<Vec<u8>> {
         let e = encode::encode(&self.spec, records).map_err(std::io::Error::other)?;
         if e.mistyped > 0 {
             self.mistyped.inc_by(e.mistyped);

@@ -156,10 +156,12 @@ impl Spec {
 fn builtin(schema: SchemaName, key_fields: &[String]) -> Vec<Column> {
     use ColType::*;
     match schema {
+        // A dotted field's column is named with `_` for `.`: engines take no dot in a name.
         SchemaName::Generic => key_fields
             .iter()
-            .filter(|f| !RESERVED.contains(&f.as_str()))
-            .map(|f| Column::new(f, f, String))
+            .map(|f| (f.replace('.', "_"), f))
+            .filter(|(n, _)| !RESERVED.contains(&n.as_str()))
+            .map(|(n, f)| Column::new(&n, f, String))
             .collect(),
         SchemaName::PlatformJob => vec![
             Column::new("id", "id", String),

@@ -33,7 +33,7 @@ pub struct Report {
     pub pending: Vec<String>,
     pub replayed_records: u64,
     pub replay_batches: u64,
-    /// Why replays were not counted in some objects (encrypted without the KEK at hand).
+    /// Objects whose replays were not counted (encrypted without the KEK at hand, or Parquet).
     pub replays_not_counted: usize,
     /// Judged as of a past time: digests written after it and objects modified after it were
     /// not there then, and are left out (how many).
@@ -88,7 +88,7 @@ impl Report {
         if self.replays_not_counted > 0 {
             let _ = writeln!(
                 s,
-                "replays not counted in {} encrypted objects",
+                "replays not counted in {} objects (encrypted without the KEK, or Parquet)",
                 self.replays_not_counted
             );
         }
