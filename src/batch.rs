@@ -89,8 +89,10 @@ struct Open {
     records: u64,
     block: Vec<u8>,
     blocks: Vec<oneshot::Receiver<BlockResult>>,
-    /// Parquet: the full blocks, held uncompressed until seal, and each record's time (µs).
-    raw: Vec<Vec<u8>>,
+    /// Parquet: `block` holds the records back to back (the `record` column's values, taken
+    /// as they are), `offsets` where each one ends (after a leading 0), `times` each one's
+    /// time in µs.
+    offsets: Vec<i32>,
     times: Vec<i64>,
     submitted: u64,
     hasher: Sha256,
@@ -274,7 +276,11 @@ impl<O: Outlet> Batcher<O> {
                     records: 0,
                     block,
                     blocks: Vec::new(),
-                    raw: Vec::new(),
+                    offsets: if self.plan.parquet.is_some() {
+                        vec![0]
+                    } else {
+                        Vec::new()
+                    },
                     times: Vec::new(),
                     submitted: 0,
                     hasher: Sha256::new(),
@@ -297,9 +303,15 @@ impl<O: Outlet> Batcher<O> {
         let Some(o) = self.open.get_mut(&hash).and_then(|l| l.get_mut(idx)) else {
             return Ok(());
         };
-        plan.layout.write_record(&mut o.block, o.records, record);
         if plan.parquet.is_some() {
+            o.block.extend_from_slice(record);
+            o.offsets
+                .push(i32::try_from(o.block.len()).unwrap_or(i32::MAX));
             o.times.push(time.timestamp_micros());
+            // Held uncompressed: counted against the batcher's budget as it is written.
+            self.submitted_open += record.len() as u64;
+        } else {
+            plan.layout.write_record(&mut o.block, o.records, record);
         }
         o.records += 1;
         o.last_time = time;
@@ -307,18 +319,14 @@ impl<O: Outlet> Batcher<O> {
         if !o.holds.last().is_some_and(|h| ticket.same(h)) {
             o.holds.push(ticket.hold());
         }
-        if o.block.len() >= block_limit {
+        if plan.parquet.is_none() && o.block.len() >= block_limit {
             let block =
                 std::mem::replace(&mut o.block, Vec::with_capacity(block_limit.min(64 << 10)));
             o.submitted += block.len() as u64;
             self.submitted_open += block.len() as u64;
-            if plan.parquet.is_some() {
-                o.raw.push(block);
-            } else {
-                o.hasher.update(&block);
-                o.blocks
-                    .push(self.pool.submit(block, plan.compression, plan.level));
-            }
+            o.hasher.update(&block);
+            o.blocks
+                .push(self.pool.submit(block, plan.compression, plan.level));
         }
         let estimate = ((o.submitted + o.block.len() as u64) as f64 * ratio) as u64;
         let held = self.submitted_open as f64 * ratio;
@@ -410,7 +418,11 @@ impl<O: Outlet> Batcher<O> {
             self.open.remove(&hash);
         }
         self.open_count -= 1;
-        self.submitted_open -= o.submitted;
+        self.submitted_open -= if self.plan.parquet.is_some() {
+            o.block.len() as u64
+        } else {
+            o.submitted
+        };
         let sealed_at = Utc::now();
         let id = std::mem::take(&mut o.id);
         let (head, tail) = self.plan.layout.render(&Seal {
@@ -422,12 +434,15 @@ impl<O: Outlet> Batcher<O> {
         o.submitted += o.block.len() as u64;
         if let Some(stage) = &self.plan.parquet {
             // One file of the whole batch; its digest is taken from the file by the writer.
-            o.raw.push(std::mem::take(&mut o.block));
             let records = crate::parquet::Records {
-                blocks: std::mem::take(&mut o.raw),
+                values: std::mem::take(&mut o.block),
+                offsets: std::mem::take(&mut o.offsets),
                 times: std::mem::take(&mut o.times),
                 source: self.source.clone(),
             };
+            // One file at a time per sink: the next batch waits here (and its source with
+            // it) rather than holding another copy of max_bytes in memory.
+            stage.reserve();
             o.blocks
                 .push(self.pool.submit_parquet(records, stage.clone()));
         } else {

@@ -9,7 +9,8 @@ use arrow_array::builder::{
     ArrayBuilder, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
     TimestampMicrosecondBuilder,
 };
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::{ArrayRef, RecordBatch, StringArray};
+use arrow_buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, GzipLevel, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -17,10 +18,11 @@ use parquet::file::properties::WriterProperties;
 use super::extract::{Extractor, Row, Scalar};
 use super::schema::{Codec, ColType, Spec, SPREAD};
 
-/// A sealed batch's records for the encoder: NDJSON lines (whole records, `\n`-ended) in
-/// blocks, each record's time in microseconds, and the source.
+/// A sealed batch's records for the encoder: the records back to back in `values` (each from
+/// `offsets[i]` to `offsets[i + 1]`), each record's time in microseconds, and the source.
 pub struct Records {
-    pub blocks: Vec<Vec<u8>>,
+    pub values: Vec<u8>,
+    pub offsets: Vec<i32>,
     pub times: Vec<i64>,
     pub source: String,
 }
@@ -34,6 +36,8 @@ pub enum EncodeError {
     Parquet(#[from] parquet::errors::ParquetError),
     #[error("a batch holds {records} records and {times} times")]
     Times { records: usize, times: usize },
+    #[error("a batch's record offsets are out of order")]
+    Offsets,
 }
 
 /// A built file and the number of values left null because they did not fit their column.
@@ -149,18 +153,23 @@ fn timestamp_of(v: &Scalar) -> Option<i64> {
     Some(t.timestamp_micros())
 }
 
-/// Encodes `records` as one Parquet file under `spec`. Each block is freed once its records
-/// are in the columns, so the batch is held about once, not twice.
+/// Encodes `records` as one Parquet file under `spec`. The records' bytes become the `record`
+/// column as they are (no copy when they are valid UTF-8, which the decoder makes them).
 pub fn encode(spec: &Spec, records: Records) -> Result<Encoded, EncodeError> {
-    let lines_of = |b: &[u8]| b.split(|c| *c == b'\n').filter(|l| !l.is_empty()).count();
     let rows = records.times.len();
-    let counted: usize = records.blocks.iter().map(|b| lines_of(b)).sum();
-    if counted != rows {
+    if records.offsets.len() != rows + 1 {
         return Err(EncodeError::Times {
-            records: counted,
+            records: records.offsets.len().saturating_sub(1),
             times: rows,
         });
     }
+    let bounds = |i: usize| -> Result<(usize, usize), EncodeError> {
+        let (a, b) = (records.offsets[i], records.offsets[i + 1]);
+        match (usize::try_from(a), usize::try_from(b)) {
+            (Ok(a), Ok(b)) if a <= b && b <= records.values.len() => Ok((a, b)),
+            _ => Err(EncodeError::Offsets),
+        }
+    };
     let paths: Vec<&str> = spec.columns.iter().map(|c| c.field.as_str()).collect();
     let x = Extractor::new(&paths, spec.spread.then_some(SPREAD));
     // Nothing to read out of the records: they are not parsed at all.
@@ -168,8 +177,6 @@ pub fn encode(spec: &Spec, records: Records) -> Result<Encoded, EncodeError> {
     let mut row = Row::default();
     let mut time = TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC");
     let mut source = StringBuilder::with_capacity(rows, rows * records.source.len());
-    let bytes: usize = records.blocks.iter().map(Vec::len).sum();
-    let mut record = StringBuilder::with_capacity(rows, bytes);
     let mut typed: Vec<Builder> = spec
         .columns
         .iter()
@@ -178,46 +185,40 @@ pub fn encode(spec: &Spec, records: Records) -> Result<Encoded, EncodeError> {
     // Flattened members by name: each column is back-filled with nulls for earlier rows.
     let mut spread: BTreeMap<String, StringBuilder> = BTreeMap::new();
     let mut mistyped = 0u64;
-    let mut i = 0usize;
-    let times = records.times;
-    for block in records.blocks {
-        for line in block.split(|c| *c == b'\n').filter(|l| !l.is_empty()) {
-            time.append_value(times[i]);
-            source.append_value(&records.source);
-            record.append_value(String::from_utf8_lossy(line));
-            if parse {
-                x.extract(line, &mut row);
-                for (b, v) in typed.iter_mut().zip(&row.values) {
-                    mistyped += u64::from(!b.push(v));
-                }
-                for (name, text) in row.spread.drain(..) {
-                    let col = spread.entry(name).or_insert_with(|| {
-                        let mut b = StringBuilder::with_capacity(rows, rows * 8);
-                        b.append_nulls(i);
-                        b
-                    });
-                    // A member named twice in one record: the first one stands.
-                    if col.len() <= i {
-                        col.append_value(text);
-                    }
-                }
-                for col in spread.values_mut() {
-                    if col.len() <= i {
-                        col.append_null();
-                    }
-                }
-            }
-            i += 1;
+    for i in 0..rows {
+        let (a, b) = bounds(i)?;
+        time.append_value(records.times[i]);
+        source.append_value(&records.source);
+        if !parse {
+            continue;
         }
-        // `block` is freed here: its records are in the columns now.
+        x.extract(&records.values[a..b], &mut row);
+        for (col, v) in typed.iter_mut().zip(&row.values) {
+            mistyped += u64::from(!col.push(v));
+        }
+        for (name, text) in row.spread.drain(..) {
+            let col = spread.entry(name).or_insert_with(|| {
+                let mut c = StringBuilder::with_capacity(rows, rows * 8);
+                c.append_nulls(i);
+                c
+            });
+            // A member named twice in one record: the first one stands.
+            if col.len() <= i {
+                col.append_value(text);
+            }
+        }
+        for col in spread.values_mut() {
+            if col.len() <= i {
+                col.append_null();
+            }
+        }
     }
+    drop(row);
+    let record = record_column(records.values, records.offsets)?;
     let names: Vec<String> = spread.keys().cloned().collect();
     let schema = spec.arrow(&names);
-    let mut columns: Vec<ArrayRef> = vec![
-        Arc::new(time.finish()),
-        Arc::new(source.finish()),
-        Arc::new(record.finish()),
-    ];
+    let mut columns: Vec<ArrayRef> =
+        vec![Arc::new(time.finish()), Arc::new(source.finish()), record];
     columns.extend(typed.into_iter().map(Builder::finish));
     columns.extend(
         spread
@@ -225,7 +226,6 @@ pub fn encode(spec: &Spec, records: Records) -> Result<Encoded, EncodeError> {
             .map(|mut b| Arc::new(b.finish()) as ArrayRef),
     );
     let batch = RecordBatch::try_new(schema.clone(), columns)?;
-    drop(row);
     // `record` is nearly unique per row: a dictionary and min/max statistics of whole records
     // cost time and bytes for nothing.
     let whole = parquet::schema::types::ColumnPath::from("record");
@@ -236,7 +236,7 @@ pub fn encode(spec: &Spec, records: Records) -> Result<Encoded, EncodeError> {
         .set_column_statistics_enabled(whole, parquet::file::properties::EnabledStatistics::None)
         .set_created_by(concat!("logferry ", env!("CARGO_PKG_VERSION")).into())
         .build();
-    let mut out = Vec::with_capacity(bytes / 6);
+    let mut out = Vec::new();
     let mut w = ArrowWriter::try_new(&mut out, schema, Some(props))?;
     w.write(&batch)?;
     w.close()?;
@@ -244,6 +244,27 @@ pub fn encode(spec: &Spec, records: Records) -> Result<Encoded, EncodeError> {
         bytes: out,
         mistyped,
     })
+}
+
+/// The `record` column from the records' own bytes: taken as they are when they are valid
+/// UTF-8, else each one with invalid sequences replaced.
+fn record_column(values: Vec<u8>, offsets: Vec<i32>) -> Result<ArrayRef, EncodeError> {
+    if std::str::from_utf8(&values).is_ok() {
+        let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
+        return Ok(Arc::new(StringArray::try_new(
+            offsets,
+            Buffer::from_vec(values),
+            None,
+        )?));
+    }
+    let mut b = StringBuilder::with_capacity(offsets.len(), values.len());
+    for w in offsets.windows(2) {
+        let (a, z) = (w[0] as usize, w[1] as usize);
+        b.append_value(String::from_utf8_lossy(
+            values.get(a..z).unwrap_or_default(),
+        ));
+    }
+    Ok(Arc::new(b.finish()))
 }
 
 fn codec(spec: &Spec) -> Compression {

@@ -111,13 +111,13 @@ pub(super) fn start(
                     }
                 }),
                 parquet: sc.parquet.as_ref().map(|spec| {
-                    Arc::new(crate::parquet::Stage {
-                        spec: (**spec).clone(),
-                        mistyped: metrics
+                    Arc::new(crate::parquet::Stage::new(
+                        (**spec).clone(),
+                        metrics
                             .parquet_mistyped
                             .get_or_create(&metrics.sink(&sc.name))
                             .clone(),
-                    })
+                    ))
                 }),
             };
             let outlet = ChannelOutlet {
