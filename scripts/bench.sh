@@ -10,7 +10,7 @@
 #                          --partition puts {account_id} in the key, --encrypt encrypts per
 #                          account_id and hour with a local KEK: the cost of encryption;
 #                          --integrity chains and signs what the sink stores: its cost;
-#                          --parquet writes Parquet (zstd columns, 64 MiB batches) instead
+#                          --parquet writes Parquet (zstd columns, 32 MiB batches) instead
 #                          of gzip NDJSON, compare with the same run without it)
 # Prints input MB/s, CPU seconds per GB and peak RSS for `logferry run --once`, and the same for
 # `gzip -6` over the same bytes (the compression floor). Criterion micro-benchmarks of the hot
