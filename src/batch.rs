@@ -307,7 +307,10 @@ impl<O: Outlet> Batcher<O> {
             o.block.extend_from_slice(record);
             o.offsets
                 .push(i32::try_from(o.block.len()).unwrap_or(i32::MAX));
-            o.times.push(time.timestamp_micros());
+            // A leap second (`:59:60`) stays in the second, and so in the hour, the key names.
+            let micros = time.timestamp() * 1_000_000
+                + i64::from(time.timestamp_subsec_micros().min(999_999));
+            o.times.push(micros);
             // Held uncompressed: counted against the batcher's budget as it is written.
             self.submitted_open += record.len() as u64;
         } else {

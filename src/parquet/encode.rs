@@ -79,6 +79,14 @@ impl Builder {
                 b.append_value(i.to_string());
                 true
             }
+            (Builder::String(b), Scalar::Big(u)) => {
+                b.append_value(u.to_string());
+                true
+            }
+            (Builder::Float64(b), Scalar::Big(u)) => {
+                b.append_value(*u as f64);
+                true
+            }
             (Builder::String(b), Scalar::Float(f)) => {
                 b.append_value(f.to_string());
                 true
@@ -153,6 +161,24 @@ fn timestamp_of(v: &Scalar) -> Option<i64> {
     Some(t.timestamp_micros())
 }
 
+/// The most `context_*` columns one file gets; further member names stay in `record` only.
+pub const MAX_SPREAD: usize = 64;
+
+/// A flattened member's column name: lowercase letters, digits and `_` (engines fold case and
+/// take no dots or spaces), at most 64 bytes; `None` for an empty name.
+fn column_name(member: &str) -> Option<String> {
+    let n: String = member
+        .chars()
+        .take(64)
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' | '_' => c,
+            'A'..='Z' => c.to_ascii_lowercase(),
+            _ => '_',
+        })
+        .collect();
+    (!n.is_empty()).then_some(n)
+}
+
 /// Encodes `records` as one Parquet file under `spec`. The records' bytes become the `record`
 /// column as they are (no copy when they are valid UTF-8, which the decoder makes them).
 pub fn encode(spec: &Spec, records: Records) -> Result<Encoded, EncodeError> {
@@ -192,17 +218,31 @@ pub fn encode(spec: &Spec, records: Records) -> Result<Encoded, EncodeError> {
         if !parse {
             continue;
         }
-        x.extract(&records.values[a..b], &mut row);
+        let rec = &records.values[a..b];
+        if !x.extract(rec, &mut row) && rec.first() == Some(&b'{') {
+            // An object serde cannot read whole: every typed column of the row is null,
+            // and counted (the record is whole in `record`).
+            mistyped += typed.len() as u64;
+        }
         for (col, v) in typed.iter_mut().zip(&row.values) {
             mistyped += u64::from(!col.push(v));
         }
         for (name, text) in row.spread.drain(..) {
+            let Some(name) = column_name(&name) else {
+                continue;
+            };
+            if !spread.contains_key(&name) && spread.len() >= MAX_SPREAD {
+                // Past the cap the member is only in `record`: a batch of ever new names
+                // must not grow columns times rows.
+                continue;
+            }
             let col = spread.entry(name).or_insert_with(|| {
                 let mut c = StringBuilder::with_capacity(rows, rows * 8);
                 c.append_nulls(i);
                 c
             });
-            // A member named twice in one record: the first one stands.
+            // A member named twice in one record (or two names that clean alike): the first
+            // one stands.
             if col.len() <= i {
                 col.append_value(text);
             }
@@ -281,5 +321,109 @@ fn codec(spec: &Spec) -> Compression {
         ),
         Codec::Snappy => Compression::SNAPPY,
         Codec::None => Compression::UNCOMPRESSED,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parquet::schema::{Column, SchemaName};
+    use arrow_array::{Array, StringArray};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    fn records(lines: &[String]) -> Records {
+        let mut values = Vec::new();
+        let mut offsets = vec![0i32];
+        for l in lines {
+            values.extend_from_slice(l.as_bytes());
+            offsets.push(values.len() as i32);
+        }
+        Records {
+            values,
+            offsets,
+            times: vec![0; lines.len()],
+            source: "s".into(),
+        }
+    }
+
+    fn read(bytes: Vec<u8>) -> RecordBatch {
+        let mut r = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+            .unwrap()
+            .build()
+            .unwrap();
+        r.next().unwrap().unwrap()
+    }
+
+    #[test]
+    fn flattened_names_are_cleaned_folded_and_capped() {
+        let spec = Spec::new(Codec::Zstd, None, SchemaName::PlatformJob, &[], vec![]);
+        let mut lines: Vec<String> = (0..200)
+            .map(|i| format!(r#"{{"id":"j{i}","context":{{"k{i}":"v","Region":"eu","a.b c":1}}}}"#))
+            .collect();
+        lines.push(r#"{"id":"x","context":{"region":"us","":"empty"}}"#.into());
+        let e = encode(&spec, records(&lines)).unwrap();
+        let b = read(e.bytes);
+        let spread: Vec<String> = b
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .filter(|n| n.starts_with("context_"))
+            .collect();
+        assert_eq!(spread.len(), MAX_SPREAD, "{spread:?}");
+        assert!(spread.contains(&"context_region".to_string()));
+        assert!(spread.contains(&"context_a_b_c".to_string()));
+        assert!(spread.iter().all(|n| n
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')));
+        let region = b
+            .column_by_name("context_region")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        // "Region" and "region" fold alike: one column, the record's own values.
+        assert_eq!(region.value(0), "eu");
+        assert_eq!(region.value(200), "us");
+        // Every record whole, whatever became of its members.
+        let rec = b
+            .column_by_name("record")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        assert_eq!(rec.value(150), lines[150]);
+    }
+
+    #[test]
+    fn an_unreadable_object_nulls_and_counts_its_typed_columns_and_big_integers_stay_exact() {
+        let user = vec![
+            Column {
+                name: "n".into(),
+                field: "n".into(),
+                ty: ColType::String,
+            },
+            Column {
+                name: "id".into(),
+                field: "id".into(),
+                ty: ColType::String,
+            },
+        ];
+        let spec = Spec::new(Codec::Zstd, None, SchemaName::Generic, &[], user);
+        let lines = vec![
+            r#"{"id":"a","n":18446744073709551615}"#.to_string(),
+            r#"{"id":"b","n":1e400}"#.to_string(),
+        ];
+        let e = encode(&spec, records(&lines)).unwrap();
+        assert_eq!(e.mistyped, 2, "both columns of the unreadable record");
+        let b = read(e.bytes);
+        let n = b
+            .column_by_name("n")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        assert_eq!(n.value(0), "18446744073709551615");
+        assert!(n.is_null(1));
     }
 }

@@ -13,7 +13,9 @@ pub enum Scalar {
     Null,
     Str(String),
     Int(i64),
-    /// An integer beyond `i64`, or a number with a fraction or exponent.
+    /// An integer beyond `i64` (kept exact for string columns).
+    Big(u64),
+    /// A number with a fraction or exponent.
     Float(f64),
     Bool(bool),
     /// An object or an array.
@@ -78,8 +80,9 @@ impl Extractor {
     }
 
     /// Fills `row` from `record`; a record that is not a JSON object leaves every value
-    /// missing.
-    pub fn extract(&self, record: &[u8], row: &mut Row) {
+    /// missing, and so does one serde cannot read whole (a number beyond f64, a lone
+    /// surrogate): then `false`.
+    pub fn extract(&self, record: &[u8], row: &mut Row) -> bool {
         row.values.clear();
         row.values.resize(self.slots, Scalar::Missing);
         row.spread.clear();
@@ -94,6 +97,7 @@ impl Extractor {
             row.values.iter_mut().for_each(|v| *v = Scalar::Missing);
             row.spread.clear();
         }
+        ok
     }
 }
 
@@ -128,6 +132,7 @@ impl<'de> Visitor<'de> for MapSeed<'_, '_> {
                         let text = n.slot.and_then(|s| match &self.row.values[s] {
                             Scalar::Str(v) => Some(v.clone()),
                             Scalar::Int(v) => Some(v.to_string()),
+                            Scalar::Big(v) => Some(v.to_string()),
                             Scalar::Float(v) => Some(v.to_string()),
                             Scalar::Bool(v) => Some(v.to_string()),
                             _ => None,
@@ -190,7 +195,7 @@ impl<'de> Visitor<'de> for Value<'_, '_> {
         Ok(())
     }
     fn visit_u64<E>(self, v: u64) -> Result<(), E> {
-        self.put(i64::try_from(v).map_or(Scalar::Float(v as f64), Scalar::Int));
+        self.put(i64::try_from(v).map_or(Scalar::Big(v), Scalar::Int));
         Ok(())
     }
     fn visit_f64<E>(self, v: f64) -> Result<(), E> {

@@ -156,13 +156,27 @@ impl Spec {
 fn builtin(schema: SchemaName, key_fields: &[String]) -> Vec<Column> {
     use ColType::*;
     match schema {
-        // A dotted field's column is named with `_` for `.`: engines take no dot in a name.
-        SchemaName::Generic => key_fields
-            .iter()
-            .map(|f| (f.replace('.', "_"), f))
-            .filter(|(n, _)| !RESERVED.contains(&n.as_str()))
-            .map(|(n, f)| Column::new(&n, f, String))
-            .collect(),
+        // Named as engines take them: lowercase, `_` for anything else (`a.b` gives `a_b`);
+        // a field whose name comes out like an earlier one's is left to `record`.
+        SchemaName::Generic => {
+            let mut out: Vec<Column> = Vec::new();
+            for f in key_fields {
+                let n: std::string::String = f
+                    .chars()
+                    .map(|c| match c {
+                        'a'..='z' | '0'..='9' | '_' => c,
+                        'A'..='Z' => c.to_ascii_lowercase(),
+                        _ => '_',
+                    })
+                    .collect();
+                if n.is_empty() || RESERVED.contains(&n.as_str()) || out.iter().any(|c| c.name == n)
+                {
+                    continue;
+                }
+                out.push(Column::new(&n, f, String));
+            }
+            out
+        }
         SchemaName::PlatformJob => vec![
             Column::new("id", "id", String),
             Column::new("master_job_id", "master_job_id", String),
