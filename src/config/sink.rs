@@ -175,6 +175,13 @@ pub(super) fn build(
     if max_bytes < 1024 {
         c.add(format!("{p}.batch.max_bytes"), "must be at least 1KiB");
     }
+    // A Parquet batch is held whole and its record column is one buffer of 32-bit offsets.
+    if parquet && max_bytes > 1 << 30 {
+        c.add(
+            format!("{p}.batch.max_bytes"),
+            "at most 1GiB with encoding = \"parquet\" (a batch is held whole in memory)",
+        );
+    }
     let max_records = common.batch.max_records.unwrap_or(50_000);
     if max_records == 0 {
         c.add(format!("{p}.batch.max_records"), "must be at least 1");

@@ -1,5 +1,5 @@
 use super::*;
-use logferry_sink::Encoding;
+use logferry_sink::{Compression, Encoding};
 
 fn env(k: &str) -> Option<String> {
     (k == "ARCHIVE").then(|| "/tmp/arch".to_string())
@@ -654,4 +654,39 @@ fn key_file_modes_takes_three_values() {
         .to_string();
     assert!(e.contains("did you mean `key_file_modes`"), "{e}");
     assert_eq!(load(GOOD).unwrap().key_file_modes, KeyFileModes::Owner);
+}
+
+#[test]
+fn parquet_options_take_their_defaults_and_refuse_what_cannot_work() {
+    let parquet = |extra: &str| {
+        load(&format!(
+            "data_dir = \"./data\"\n[sources.jobs]\ninclude = [\"./logs/*.log\"]\nsinks = [\"archive\"]\n[sinks.archive]\ntype = \"directory\"\npath = \"./a\"\nencoding = \"parquet\"\n{extra}"
+        ))
+    };
+    let c = parquet("").unwrap();
+    let s = &c.sinks[0];
+    assert_eq!(s.max_bytes, 32 << 20);
+    assert_eq!(
+        s.compression,
+        Compression::None,
+        "the file is never wrapped"
+    );
+    assert!(s.key.as_str().starts_with("source={source}/year=%Y/"));
+    let spec = s.parquet.as_ref().unwrap();
+    assert_eq!(spec.codec, crate::parquet::schema::Codec::Zstd);
+    let e = parquet("batch = { max_bytes = \"2GiB\" }")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("sinks.archive.batch.max_bytes") && e.contains("1GiB"),
+        "{e}"
+    );
+    let e = parquet("compression_level = 5\ncompression = \"snappy\"")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("sinks.archive.compression_level"), "{e}");
+    let e = load(&format!("{GOOD}compression = \"snappy\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("snappy is a Parquet column codec"), "{e}");
 }
