@@ -24,6 +24,14 @@ pub fn print(cfg: &Config, sink: &str, dialect: &str) -> anyhow::Result<()> {
         },
         _ => bail!("sink {sink:?} is not an object store"),
     };
+    if sc.encryption.is_some() {
+        println!(
+            "-- This sink encrypts: its objects end in .parquet.lfenc and no engine reads them in"
+        );
+        println!(
+            "-- place. Point the statement at the copies `logferry decrypt --out DIR` writes."
+        );
+    }
     print!("{}", render(d, &sc.name, spec, sc.key.as_str(), &place));
     Ok(())
 }

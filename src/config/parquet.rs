@@ -75,6 +75,12 @@ pub(super) fn resolve(
             "a Parquet file has no envelope; remove it",
         );
     }
+    if key.is_some_and(|k| !k.as_str().ends_with(".parquet")) {
+        c.add(
+            format!("{p}.key"),
+            "a Parquet object's key ends in .parquet (engines and logferry schema find files by it)",
+        );
+    }
     let codec = match common.compression {
         None | Some(CompressionName::Zstd) => Codec::Zstd,
         Some(CompressionName::Snappy) => Codec::Snappy,

@@ -681,6 +681,13 @@ fn parquet_options_take_their_defaults_and_refuse_what_cannot_work() {
         e.contains("sinks.archive.batch.max_bytes") && e.contains("1GiB"),
         "{e}"
     );
+    let e = parquet("key = \"{source}/{batch_id}.pq\"")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("sinks.archive.key") && e.contains(".parquet"),
+        "{e}"
+    );
     let e = parquet("compression_level = 5\ncompression = \"snappy\"")
         .unwrap_err()
         .to_string();

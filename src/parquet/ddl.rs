@@ -33,6 +33,13 @@ pub enum Place {
     Blob { account: String, container: String },
 }
 
+/// A folder of the key template after its static prefix: a partition, or a literal folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Folder {
+    Partition(String),
+    Literal(String),
+}
+
 /// A Hive-style partition of the key template: `name=` followed by a time part or a field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Partition {
@@ -44,12 +51,19 @@ pub struct Partition {
 /// The template's static prefix (up to the first segment that varies), its partitions, and
 /// whether a folder varies without being `name=value` (engines cannot name it).
 pub fn layout(template: &str) -> (String, Vec<Partition>, bool) {
+    let (prefix, parts, unnamed, _) = folders(template);
+    (prefix, parts, unnamed)
+}
+
+/// As [`layout`], with the folders after the prefix in order (for a location template).
+pub fn folders(template: &str) -> (String, Vec<Partition>, bool, Vec<Folder>) {
     let mut prefix = String::new();
     let mut varied = false;
     let mut parts = Vec::new();
     let mut unnamed = false;
+    let mut folders = Vec::new();
     let segs: Vec<&str> = template.split('/').collect();
-    let folders = segs.len().saturating_sub(1);
+    let last = segs.len().saturating_sub(1);
     for (i, seg) in segs.iter().copied().enumerate() {
         let varies = seg.contains('{') || seg.contains('%');
         if !varied && !varies {
@@ -58,8 +72,15 @@ pub fn layout(template: &str) -> (String, Vec<Partition>, bool) {
             continue;
         }
         varied = true;
+        let folder = i < last;
         let Some((name, value)) = seg.split_once('=') else {
-            unnamed |= i < folders;
+            if folder {
+                if varies {
+                    unnamed = true;
+                } else {
+                    folders.push(Folder::Literal(seg.to_string()));
+                }
+            }
             continue;
         };
         let ok = !name.is_empty()
@@ -67,7 +88,12 @@ pub fn layout(template: &str) -> (String, Vec<Partition>, bool) {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
         if !ok {
+            // Engines fold partition names to lowercase: `Year=` cannot be projected.
+            unnamed |= folder;
             continue;
+        }
+        if folder {
+            folders.push(Folder::Partition(name.to_string()));
         }
         let range = match value {
             "%Y" => Some((2000, 2099, 4)),
@@ -81,7 +107,7 @@ pub fn layout(template: &str) -> (String, Vec<Partition>, bool) {
             range,
         });
     }
-    (prefix, parts, unnamed)
+    (prefix, parts, unnamed, folders)
 }
 
 fn sql_type(t: ColType, d: Dialect) -> &'static str {
@@ -100,7 +126,7 @@ fn sql_type(t: ColType, d: Dialect) -> &'static str {
 
 /// The statement for `dialect`, naming the table `table`.
 pub fn render(dialect: Dialect, table: &str, spec: &Spec, template: &str, place: &Place) -> String {
-    let (prefix, parts, unnamed) = layout(template);
+    let (prefix, parts, unnamed, folders) = folders(template);
     let mut cols = vec![
         ("_time".to_string(), ColType::Timestamp),
         ("_source".to_string(), ColType::String),
@@ -116,7 +142,7 @@ pub fn render(dialect: Dialect, table: &str, spec: &Spec, template: &str, place:
     }
     let spread_note = spread_note.as_str();
     match dialect {
-        Dialect::Athena => athena(table, &cols, &prefix, &parts, place, spread_note),
+        Dialect::Athena => athena(table, &cols, &prefix, &parts, &folders, place, spread_note),
         Dialect::Duckdb => {
             let types: Vec<String> = parts
                 .iter()
@@ -166,8 +192,12 @@ pub fn render(dialect: Dialect, table: &str, spec: &Spec, template: &str, place:
     }
 }
 
-/// The folder the engine reads, ending in `/`.
+/// The folder the engine reads, ending in `/`, as the inside of a SQL string literal.
 fn root(place: &Place, prefix: &str, d: Dialect) -> String {
+    root_text(place, prefix, d).replace('\'', "''")
+}
+
+fn root_text(place: &Place, prefix: &str, d: Dialect) -> String {
     match place {
         Place::Directory(p) => format!("{}/{prefix}", p.trim_end_matches('/')),
         Place::S3 { bucket } => {
@@ -189,6 +219,7 @@ fn athena(
     cols: &[(String, ColType)],
     prefix: &str,
     parts: &[Partition],
+    folders: &[Folder],
     place: &Place,
     spread_note: &str,
 ) -> String {
@@ -218,6 +249,12 @@ fn athena(
     }
     let mut props = vec!["  'projection.enabled' = 'true'".to_string()];
     let mut template = location.clone();
+    for f in folders {
+        match f {
+            Folder::Partition(n) => template.push_str(&format!("{n}=${{{n}}}/")),
+            Folder::Literal(l) => template.push_str(&format!("{l}/")),
+        }
+    }
     for p in parts {
         match p.range {
             Some((lo, hi, digits)) => {
@@ -227,7 +264,6 @@ fn athena(
             }
             None => props.push(format!("  'projection.{}.type' = 'injected'", p.name)),
         }
-        template.push_str(&format!("{}=${{{}}}/", p.name, p.name));
     }
     props.push(format!("  'storage.location.template' = '{template}'"));
     out.push_str(&format!("TBLPROPERTIES (\n{}\n);\n", props.join(",\n")));
@@ -254,5 +290,18 @@ mod tests {
         assert_eq!(prefix, "");
         assert!(parts.is_empty());
         assert!(unnamed);
+        // A literal folder among the partitions stays in Athena's location template.
+        let (_, _, unnamed, folders) = folders("jobs/tenant={a}/raw/year=%Y/{batch_id}.parquet");
+        assert!(!unnamed);
+        assert_eq!(
+            folders,
+            [
+                Folder::Partition("tenant".into()),
+                Folder::Literal("raw".into()),
+                Folder::Partition("year".into())
+            ]
+        );
+        // `Year=` cannot be a partition engines name: said, not silently dropped.
+        assert!(layout("x/Year=%Y/{batch_id}.parquet").2);
     }
 }
