@@ -14,6 +14,7 @@ import json
 import pathlib
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 
@@ -21,6 +22,17 @@ def plain(v):
     if hasattr(v, "isoformat"):
         return v.isoformat()
     return v
+
+
+def rows(t):
+    try:
+        return [{k: plain(v) for k, v in r.items()} for r in t.to_pylist()]
+    except (ValueError, OverflowError):
+        # A time Python's datetime cannot hold (year 0, past 9999): microseconds since the epoch.
+        cols = [
+            c.cast(pa.int64()) if pa.types.is_timestamp(c.type) else c for c in t.columns
+        ]
+        return pa.table(cols, names=t.column_names).to_pylist()
 
 
 def main():
@@ -53,7 +65,7 @@ def main():
                     }
                 ),
                 "partitions": parts,
-                "rows": [{k: plain(v) for k, v in r.items()} for r in t.to_pylist()],
+                "rows": rows(t),
             }
         )
     out = {"files": files}

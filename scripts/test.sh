@@ -110,6 +110,11 @@ audit() {
     target/test-tools/cargo-audit/bin/cargo-audit audit --db "$db" --no-fetch --stale --deny warnings
 }
 
+# A full disk shows up as a compiler error deep in a build: say how much room there is first.
+# No incremental artifacts: a run from a clean clone never reuses them, and they take gigabytes.
+df -h . | tail -1 | awk '{print "== disk: " $4 " free of " $2}'
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 need_logrotate
 need_faketime
 need_prometheus
@@ -130,4 +135,5 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 # The test fault hooks (LOGFERRY_TEST_FAULT) are built in for the tests only.
-cargo test --workspace --features logferry/test-faults
+# Every test binary runs, whichever fails first: the log then names every failure.
+cargo test --workspace --no-fail-fast --features logferry/test-faults

@@ -5,8 +5,9 @@
 
 Every digest's Ed25519 signature and name, the digest chain, each entry's chain hash and link,
 sequence gaps, the SHA-256 of every listed object, links and special files, and every name that
-no digest lists (only digests under _digests/, a listed object's .meta.json and, with --ledger
-for an encrypting sink, _keys/ and _receipts/ at the root are logferry's own). Exit 0 only when
+no digest lists (only digests under _digests/, a listed object's .meta.json, signed access
+receipts under _receipts/access/ and, with --ledger for an encrypting sink, _keys/ and
+_receipts/ at the root are logferry's own). Exit 0 only when
 nothing is wrong (run it on an archive whose writer is stopped: a running stream's newest
 objects are in no digest until its hour ends).
 Needs only the `cryptography` package.
@@ -89,6 +90,25 @@ for stream, digests in streams.items():
                 problems.append(f"missing: {e['key']}")
         last = e
 
+# Access receipts (export, replay) at _receipts/access/: each signed by the same key over the
+# exact bytes of its `receipt` text.
+access = 0
+access_dir = os.path.join(root, "_receipts", "access")
+for dirpath, _, files in os.walk(access_dir):
+    for name in files:
+        path = os.path.join(dirpath, name)
+        key = os.path.relpath(path, root)
+        try:
+            env = json.load(open(path))
+            receipt = json.loads(env["receipt"])
+            if receipt.get("format") == "logferry-shred-receipt-1" and ledger:
+                continue  # a shredding receipt of a tenant named "access"
+            pub.verify(base64.b64decode(env["signature"]), env["receipt"].encode())
+            assert receipt["format"] == "logferry-access-receipt-1"
+            access += 1
+        except Exception:
+            problems.append(f"access receipt not signed by the key, or not one: {key}")
+
 listed = {e["key"] for ds in streams.values() for _, d, _, _ in ds for e in d["entries"]}
 own = {"_digests"} | ({"_keys", "_receipts"} if ledger else set())
 for dirpath, dirs, files in os.walk(root):
@@ -97,6 +117,8 @@ for dirpath, dirs, files in os.walk(root):
     for name in dirs + files:
         path = os.path.join(dirpath, name)
         key = os.path.relpath(path, root)
+        if key == "_receipts" or key.startswith("_receipts/access"):
+            continue
         mode = os.lstat(path).st_mode
         if stat.S_ISLNK(mode):
             problems.append(f"symbolic link: {key}")
@@ -108,5 +130,6 @@ for dirpath, dirs, files in os.walk(root):
 
 for p in problems:
     print(p)
+print(f"access receipts: {access} signed")
 print("CLEAN" if not problems else f"NOT CLEAN: {len(problems)} problems")
 sys.exit(1 if problems else 0)

@@ -37,6 +37,8 @@ impl Node {
 pub struct Values {
     text: Vec<String>,
     set: Vec<bool>,
+    /// The path is in the record, whatever its value (null, an object, an array too).
+    present: Vec<bool>,
 }
 
 impl Values {
@@ -47,11 +49,20 @@ impl Values {
             .unwrap_or(false)
             .then(|| self.text[slot].as_str())
     }
+    /// Whether the record has the path at all.
+    pub fn present(&self, slot: usize) -> bool {
+        self.present.get(slot).copied().unwrap_or(false)
+    }
     pub(crate) fn clear(&mut self) {
         self.set.iter_mut().for_each(|s| *s = false);
+        self.present.iter_mut().for_each(|s| *s = false);
+    }
+    fn mark(&mut self, slot: usize) {
+        self.present[slot] = true;
     }
     fn put(&mut self, slot: usize) -> &mut String {
         self.set[slot] = true;
+        self.present[slot] = true;
         let s = &mut self.text[slot];
         s.clear();
         s
@@ -93,6 +104,7 @@ impl Fields {
             values: Values {
                 text: vec![String::new(); all.len()],
                 set: vec![false; all.len()],
+                present: vec![false; all.len()],
             },
             paths: all.iter().map(|s| s.to_string()).collect(),
         }
@@ -293,13 +305,16 @@ impl<'de> Visitor<'de> for ScalarSeed<'_> {
         Ok(())
     }
     fn visit_unit<E>(self) -> Result<(), E> {
+        self.out.mark(self.slot);
         Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
+        self.out.mark(self.slot);
         while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(())
     }
     fn visit_seq<A: de::SeqAccess<'de>>(self, mut s: A) -> Result<(), A::Error> {
+        self.out.mark(self.slot);
         while s.next_element::<IgnoredAny>()?.is_some() {}
         Ok(())
     }

@@ -37,8 +37,8 @@ fn encrypted_sink<'a>(
 
 /// A tenant as a key and the ledger write it: anything else cannot have a key.
 fn check_tenant(t: &str) -> anyhow::Result<()> {
-    if t.is_empty() || logferry_sink::key::clean(t) != t {
-        bail!("{t:?} is not a tenant as the ledger writes it (letters, digits, - _ . = @ +)");
+    if !logferry_sink::key::is_clean(t) {
+        bail!("{t:?} is not a tenant as the ledger writes it (letters, digits, - _ . @ +, and = from earlier versions)");
     }
     Ok(())
 }

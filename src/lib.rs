@@ -10,6 +10,7 @@ pub mod deliver;
 pub mod describe;
 pub mod encode;
 pub mod encryption;
+pub mod export;
 pub mod fields;
 pub mod integrity;
 pub mod mask;

@@ -1,8 +1,10 @@
 //! logferry: tails audit and job logs and ships them, batched and compressed, with
 //! at-least-once delivery.
 
+mod export_cmd;
 mod keys_cmd;
 mod mask_cmd;
+mod replay_cmd;
 mod schema_cmd;
 mod verify_cmd;
 
@@ -128,6 +130,95 @@ enum Cmd {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Read a time range of a sink's archive back as NDJSON: objects checked against the
+    /// signed digests (integrity), decrypted (encryption), decompressed, records selected by
+    /// their own time, tenants and conditions; a signed access receipt stored in the archive.
+    Export {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, short)]
+        sink: String,
+        /// The range's start, inclusive: RFC 3339, a date (2026-03-03) or an hour
+        /// (2026-03-03T10), UTC.
+        #[arg(long)]
+        from: String,
+        /// The range's end, exclusive (same forms as --from).
+        #[arg(long)]
+        to: String,
+        /// Who reads the archive (recorded in the access receipt).
+        #[arg(long)]
+        by: String,
+        /// Only this tenant (repeatable): the sink's tenant field.
+        #[arg(long = "tenant")]
+        tenants: Vec<String>,
+        /// A condition on a record (repeatable): field=value, field!=value, field~prefix,
+        /// field? (exists); dotted paths.
+        #[arg(long = "where")]
+        where_: Vec<String>,
+        /// field=VALUE: records whose field holds the masking profile's pseudonym of VALUE.
+        #[arg(long = "where-hmac")]
+        where_hmac: Vec<String>,
+        /// The output format.
+        #[arg(long, default_value = "ndjson")]
+        format: String,
+        /// The output file (compressed when its name ends in .gz or .zst); stdout when absent
+        /// or "-".
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Read objects that no signed digest vouches for, or that differ from it (still
+        /// reported, still exit 1).
+        #[arg(long)]
+        allow_unverified: bool,
+        /// Objects read at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// The public key the digests are signed with; the [signing] key's own when absent.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// Store no access receipt (said on stderr).
+        #[arg(long)]
+        no_receipt: bool,
+        /// Print the summary as JSON (on stderr).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ship a time range of a sink's archive into another sink (Azure Monitor, HTTP, another
+    /// bucket) through the normal batch, spool and delivery path: read as `export` reads it,
+    /// resumable, with a signed access receipt. Exits once every record is delivered or
+    /// dead-lettered.
+    Replay {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The sink whose archive is read.
+        #[arg(long)]
+        from_sink: String,
+        /// The sink the records are shipped to.
+        #[arg(long)]
+        to_sink: String,
+        /// The range's start, inclusive (as for export).
+        #[arg(long)]
+        from: String,
+        /// The range's end, exclusive.
+        #[arg(long)]
+        to: String,
+        /// Who replays the archive (recorded in the access receipt).
+        #[arg(long)]
+        by: String,
+        #[arg(long = "tenant")]
+        tenants: Vec<String>,
+        #[arg(long = "where")]
+        where_: Vec<String>,
+        #[arg(long = "where-hmac")]
+        where_hmac: Vec<String>,
+        #[arg(long)]
+        allow_unverified: bool,
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        #[arg(long)]
+        no_receipt: bool,
     },
     /// Print the table a query engine reads a parquet sink's archive with: Athena (with
     /// partition projection), DuckDB, Spark or Synapse.
@@ -314,6 +405,78 @@ fn main() -> ExitCode {
                     json,
                 };
                 finish("verify", verify_cmd::verify(&cfg, &args))
+            }
+            Err(code) => code,
+        },
+        Cmd::Export {
+            config,
+            sink,
+            from,
+            to,
+            by,
+            tenants,
+            where_,
+            where_hmac,
+            format,
+            out,
+            allow_unverified,
+            concurrency,
+            public_key,
+            no_receipt,
+            json,
+        } => match load(&config) {
+            Ok(cfg) => {
+                let args = export_cmd::ExportArgs {
+                    sink,
+                    from,
+                    to,
+                    by,
+                    tenants,
+                    where_,
+                    where_hmac,
+                    format,
+                    out,
+                    allow_unverified,
+                    concurrency,
+                    public_key,
+                    no_receipt,
+                    json,
+                };
+                finish("export", export_cmd::run(&cfg, &args))
+            }
+            Err(code) => code,
+        },
+        Cmd::Replay {
+            config,
+            from_sink,
+            to_sink,
+            from,
+            to,
+            by,
+            tenants,
+            where_,
+            where_hmac,
+            allow_unverified,
+            concurrency,
+            public_key,
+            no_receipt,
+        } => match load(&config) {
+            Ok(cfg) => {
+                let args = replay_cmd::ReplayArgs {
+                    from_sink,
+                    to_sink,
+                    from,
+                    to,
+                    by,
+                    tenants,
+                    where_,
+                    where_hmac,
+                    allow_unverified,
+                    concurrency,
+                    public_key,
+                    no_receipt,
+                };
+                finish("replay", replay_cmd::run(cfg, &args))
             }
             Err(code) => code,
         },

@@ -24,6 +24,20 @@ pub fn print(cfg: &Config, sink: &str, dialect: &str) -> anyhow::Result<()> {
         },
         _ => bail!("sink {sink:?} is not an object store"),
     };
+    // An engine that cannot reach the store: said, not refused (a copy may be elsewhere).
+    let reach = match (&place, d) {
+        (Place::S3 { .. }, Dialect::Synapse) => {
+            Some("Synapse and Fabric read Azure storage, not S3")
+        }
+        (Place::Blob { .. }, Dialect::Athena) => Some("Athena reads S3, not Azure Blob"),
+        (Place::Directory(_), Dialect::Athena | Dialect::Synapse) => {
+            Some("this engine reads cloud storage, not a local folder")
+        }
+        _ => None,
+    };
+    if let Some(why) = reach {
+        println!("-- Note: {why}; point the statement at a copy the engine can reach.");
+    }
     if sc.encryption.is_some() {
         println!(
             "-- This sink encrypts: its objects end in .parquet.lfenc and no engine reads them in"

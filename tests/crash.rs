@@ -49,11 +49,34 @@ retry = {{ initial_backoff = "50ms", max_backoff = "200ms" }}
     });
     let mut rng = fastrand::Rng::with_seed(42);
     let started = std::time::Instant::now();
+    // What the writer adds while a process is down and starting is read back in one burst
+    // when it is ready. A kill that comes before that burst can be durable (a max_age and a
+    // checkpoint_interval after ready, 100 ms each, and as much again for a loaded machine)
+    // can ship all of it twice: the writer's input from the previous kill to ready.
+    let mut burst = Duration::ZERO;
+    let mut since = std::time::Instant::now();
     for _ in 0..runs {
         let run = lf.spawn_env(env);
+        let wait = Duration::from_millis(rng.u64(200..1500));
+        let spawned = std::time::Instant::now();
+        let mut ready = None;
+        while spawned.elapsed() < wait {
+            if run.ready() {
+                ready = Some(std::time::Instant::now());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         // The scenario is "a crash at a random moment": the wait is the point, not a sync.
-        std::thread::sleep(Duration::from_millis(rng.u64(200..1500)));
+        std::thread::sleep(wait.saturating_sub(spawned.elapsed()));
         run.kill9();
+        // The backlog: written from the previous kill until this process was ready.
+        match ready {
+            None => burst += since.elapsed(),
+            Some(r) if r.elapsed() < Duration::from_millis(400) => burst += r - since,
+            Some(_) => {}
+        }
+        since = std::time::Instant::now();
     }
     let n = writer.finish();
     let rate = n as f64 / started.elapsed().as_secs_f64();
@@ -67,11 +90,12 @@ retry = {{ initial_backoff = "50ms", max_backoff = "200ms" }}
     // max_age (a record can wait that long in an open batch) and one checkpoint_interval
     // (100 ms each) at the writer's measured rate. In memory mode and for sinks
     // that keep every copy, the batches in flight at the kill (concurrency: at most 4 here)
-    // also come again. Computed from this test's own numbers.
+    // also come again. And a restart's burst, when the kill came before it could be durable
+    // (above). Computed from this test's own numbers.
     let in_flight = 4 * MAX_RECORDS;
     let piece = (64 * 1024) / 90;
     let per_kill = (3 + 4) * MAX_RECORDS + in_flight + piece + (rate * 0.2).ceil() as u64;
-    let bound = runs as u64 * per_kill;
+    let bound = runs as u64 * per_kill + (rate * burst.as_secs_f64()).ceil() as u64;
     assert!(
         bound < n / 2,
         "a bound of {bound} says little about {n} records"

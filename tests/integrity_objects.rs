@@ -46,47 +46,6 @@ fn suite(lf: &Lf, env: &[(&str, &str)], archive: &dyn Archive) {
     .run();
 }
 
-struct S3<'a> {
-    rt: &'a tokio::runtime::Runtime,
-    c: &'a aws_sdk_s3::Client,
-    bucket: &'a str,
-}
-
-impl Archive for S3<'_> {
-    fn list(&self) -> Vec<String> {
-        let out = self
-            .rt
-            .block_on(self.c.list_objects_v2().bucket(self.bucket).send())
-            .unwrap();
-        assert_ne!(out.is_truncated(), Some(true));
-        out.contents()
-            .iter()
-            .filter_map(|o| o.key().map(str::to_string))
-            .collect()
-    }
-    fn get(&self, key: &str) -> Vec<u8> {
-        let o = self
-            .rt
-            .block_on(self.c.get_object().bucket(self.bucket).key(key).send())
-            .unwrap();
-        self.rt.block_on(o.body.collect()).unwrap().to_vec()
-    }
-    fn put(&self, key: &str, bytes: &[u8]) {
-        let req = self
-            .c
-            .put_object()
-            .bucket(self.bucket)
-            .key(key)
-            .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
-            .body(bytes.to_vec().into());
-        self.rt.block_on(req.send()).unwrap();
-    }
-    fn delete(&self, key: &str) {
-        let req = self.c.delete_object().bucket(self.bucket).key(key);
-        self.rt.block_on(req.send()).unwrap();
-    }
-}
-
 #[test]
 fn verify_names_each_kind_of_tampering_in_s3_and_digests_keep_the_object_lock() {
     let moto = Moto::start();
@@ -95,7 +54,7 @@ fn verify_names_each_kind_of_tampering_in_s3_and_digests_keep_the_object_lock() 
         "type = \"s3\"\nallow_plaintext_credentials = true\nbucket = \"audit\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\nforce_path_style = true\nobject_lock = {{ mode = \"GOVERNANCE\", retain_days = 1 }}\n",
         moto.endpoint
     ));
-    let s3 = S3 {
+    let s3 = integrity::S3 {
         rt: &rt,
         c: &c,
         bucket: "audit",
@@ -124,43 +83,6 @@ fn verify_names_each_kind_of_tampering_in_s3_and_digests_keep_the_object_lock() 
     assert_eq!(meta["object-sha256"].len(), 64);
 }
 
-struct Blob<'a> {
-    az: &'a Azurite,
-    container: &'a str,
-}
-
-impl Blob<'_> {
-    fn url(&self, key: &str) -> String {
-        format!(
-            "/devstoreaccount1/{}/{key}?{}",
-            self.container,
-            self.az.account_sas()
-        )
-    }
-}
-
-impl Archive for Blob<'_> {
-    fn list(&self) -> Vec<String> {
-        self.az.list(self.container)
-    }
-    fn get(&self, key: &str) -> Vec<u8> {
-        self.az.get(self.container, key)
-    }
-    fn put(&self, key: &str, bytes: &[u8]) {
-        let (st, _, body) = self.az.request_with(
-            "PUT",
-            &self.url(key),
-            &[("x-ms-blob-type", "BlockBlob")],
-            bytes,
-        );
-        assert_eq!(st, 201, "PUT {key}: {}", String::from_utf8_lossy(&body));
-    }
-    fn delete(&self, key: &str) {
-        let (st, _, _) = self.az.request("DELETE", &self.url(key));
-        assert_eq!(st, 202, "DELETE {key}");
-    }
-}
-
 #[test]
 fn verify_names_each_kind_of_tampering_in_azure_blob_storage() {
     let az = Azurite::start();
@@ -169,7 +91,7 @@ fn verify_names_each_kind_of_tampering_in_azure_blob_storage() {
         "type = \"azure_blob\"\nallow_plaintext_credentials = true\ncontainer = \"audit\"\nconnection_string = \"{}\"\n",
         az.connection_string()
     ));
-    let blob = Blob {
+    let blob = integrity::Blob {
         az: &az,
         container: "audit",
     };

@@ -19,7 +19,7 @@ mod report;
 mod sequence;
 
 use objects::check_objects;
-use receipts::check_receipt;
+use receipts::{check_access, check_receipt};
 pub use report::{Problem, Report, StreamSummary};
 use sequence::{check_digest_chain, check_sequence};
 
@@ -143,8 +143,15 @@ pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, Ver
     // integrity prefix, the ledger and receipts under the ledger prefix (when the sink
     // encrypts), sidecars of listed objects. Everything else must be in a digest.
     let ledger = o.ledger_prefix.as_deref().map(with_slash);
+    // Access receipts (`export`, `replay`): beside the ledger, else beside the digests.
+    let access_under = format!(
+        "{}{}",
+        ledger.clone().unwrap_or_else(|| with_slash(&o.prefix)),
+        crate::export::receipt::ACCESS_DIR
+    );
     let own = |k: &str| {
         k.starts_with(&digest_prefix)
+            || k.starts_with(&access_under)
             || ledger.as_deref().is_some_and(|l| {
                 k.starts_with(&format!("{l}{}/", "_keys"))
                     || k.starts_with(&format!("{l}{}/", "_receipts"))
@@ -155,9 +162,13 @@ pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, Ver
         let under = format!("{l}_receipts/");
         let mut shredded: HashSet<String> = HashSet::new();
         for s in store.list_all(&under).await.map_err(VerifyError::store)? {
-            if plain_file(&mut r, &s) {
-                shredded.extend(check_receipt(&mut r, &store, o, &under, &s.key).await);
+            if !plain_file(&mut r, &s) {
+                continue;
             }
+            if s.key.starts_with(&access_under) && check_access(&mut r, &store, o, &s.key).await {
+                continue;
+            }
+            shredded.extend(check_receipt(&mut r, &store, o, &under, &s.key).await);
         }
         // A key a signed receipt erased, back in the ledger: someone kept a copy and put it
         // back, and the erased hour reads again.
@@ -179,6 +190,20 @@ pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, Ver
                 r.problem(
                     "key_resurrected",
                     format!("{}: key {id} was erased (a signed shredding receipt lists it) and is in the ledger again: the erased hour can be read", s.key),
+                );
+            }
+        }
+    }
+    if ledger.is_none() {
+        for s in store
+            .list_all(&access_under)
+            .await
+            .map_err(VerifyError::store)?
+        {
+            if plain_file(&mut r, &s) && !check_access(&mut r, &store, o, &s.key).await {
+                r.problem(
+                    "receipt_forged",
+                    format!("{} is not an access receipt", s.key),
                 );
             }
         }

@@ -52,6 +52,34 @@ impl std::fmt::Debug for Profile {
 }
 
 impl Profile {
+    /// What each HMAC rule and detector of this profile makes of `value`: the pseudonyms the
+    /// archive holds where the value was (`export --where-hmac`). Empty without HMAC actions.
+    pub fn pseudonyms(&self, value: &str) -> Vec<String> {
+        let label = |i: usize| self.labels.get(i).map_or("", String::as_str);
+        let mut out: Vec<String> = Vec::new();
+        let mut add = |a: &Action, l: &str| {
+            if matches!(a, Action::Hmac { .. }) {
+                let p = a.replace_text(value, l);
+                if !out.contains(&p) {
+                    out.push(p);
+                }
+            }
+        };
+        for r in &self.path_rules {
+            add(&r.action, label(r.label));
+        }
+        for (l, _, a) in &self.pattern_rules {
+            add(a, label(*l));
+        }
+        for (kind, d) in self.detectors.iter().enumerate() {
+            if let Some((a, _)) = d {
+                let name = detect::Kind::ALL.get(kind).map_or("", |k| k.name());
+                add(a, name);
+            }
+        }
+        out
+    }
+
     pub fn rule_count(&self) -> usize {
         self.path_rules.len() + self.pattern_rules.len()
     }

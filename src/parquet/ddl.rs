@@ -173,7 +173,7 @@ pub fn render(dialect: Dialect, table: &str, spec: &Spec, template: &str, place:
                 format!("-- Again when new partitions appear:\nMSCK REPAIR TABLE `{table}`;\n")
             };
             format!(
-                "-- Spark SQL: the schema is read from the files ({}),\n-- the partitions from the name=value folders.\n{spread_note}CREATE TABLE `{table}`\nUSING PARQUET\nOPTIONS (mergeSchema 'true')\nLOCATION '{}';\n{repair}",
+                "-- Spark SQL: the schema is read from the files ({}),\n-- the partitions from the name=value folders.\n{spread_note}CREATE TABLE `{table}`\nUSING PARQUET\nOPTIONS (mergeSchema 'true', pathGlobFilter '*.parquet')\nLOCATION '{}';\n{repair}",
                 cols.join(", "),
                 root(place, &prefix, Dialect::Spark)
             )

@@ -232,3 +232,83 @@ impl Archive for Dir {
         std::fs::remove_file(self.0.join(key)).unwrap()
     }
 }
+
+/// An S3 bucket as the tests tamper with it (through the SDK).
+pub struct S3<'a> {
+    pub rt: &'a tokio::runtime::Runtime,
+    pub c: &'a aws_sdk_s3::Client,
+    pub bucket: &'a str,
+}
+
+impl Archive for S3<'_> {
+    fn list(&self) -> Vec<String> {
+        let out = self
+            .rt
+            .block_on(self.c.list_objects_v2().bucket(self.bucket).send())
+            .unwrap();
+        assert_ne!(out.is_truncated(), Some(true));
+        out.contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect()
+    }
+    fn get(&self, key: &str) -> Vec<u8> {
+        let o = self
+            .rt
+            .block_on(self.c.get_object().bucket(self.bucket).key(key).send())
+            .unwrap();
+        self.rt.block_on(o.body.collect()).unwrap().to_vec()
+    }
+    fn put(&self, key: &str, bytes: &[u8]) {
+        let req = self
+            .c
+            .put_object()
+            .bucket(self.bucket)
+            .key(key)
+            .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
+            .body(bytes.to_vec().into());
+        self.rt.block_on(req.send()).unwrap();
+    }
+    fn delete(&self, key: &str) {
+        let req = self.c.delete_object().bucket(self.bucket).key(key);
+        self.rt.block_on(req.send()).unwrap();
+    }
+}
+
+/// An Azure container as the tests tamper with it (REST with a SAS).
+pub struct Blob<'a> {
+    pub az: &'a super::Azurite,
+    pub container: &'a str,
+}
+
+impl Blob<'_> {
+    pub fn url(&self, key: &str) -> String {
+        format!(
+            "/devstoreaccount1/{}/{key}?{}",
+            self.container,
+            self.az.account_sas()
+        )
+    }
+}
+
+impl Archive for Blob<'_> {
+    fn list(&self) -> Vec<String> {
+        self.az.list(self.container)
+    }
+    fn get(&self, key: &str) -> Vec<u8> {
+        self.az.get(self.container, key)
+    }
+    fn put(&self, key: &str, bytes: &[u8]) {
+        let (st, _, body) = self.az.request_with(
+            "PUT",
+            &self.url(key),
+            &[("x-ms-blob-type", "BlockBlob")],
+            bytes,
+        );
+        assert_eq!(st, 201, "PUT {key}: {}", String::from_utf8_lossy(&body));
+    }
+    fn delete(&self, key: &str) {
+        let (st, _, _) = self.az.request("DELETE", &self.url(key));
+        assert_eq!(st, 202, "DELETE {key}");
+    }
+}

@@ -205,6 +205,66 @@ impl KeyTemplate {
     }
 }
 
+impl KeyTemplate {
+    /// A regular expression (source text) that matches the keys this template renders, for
+    /// reading an archive back: `%Y %m %d %H %M` are captured as groups `Y m d H M`, the
+    /// `n`-th field of [`Self::fields`] as `f<n>` (its first place), `{source}` as `source`.
+    /// Other time specifiers match any text within a segment. Anchored at both ends; an
+    /// encrypted object's suffix is the caller's.
+    pub fn pattern(&self) -> String {
+        let mut out = String::from("^");
+        let mut seen: Vec<String> = Vec::new();
+        let mut group = |name: String, body: &str, out: &mut String| {
+            if seen.contains(&name) {
+                out.push_str(&format!("(?:{body})"));
+            } else {
+                out.push_str(&format!("(?P<{name}>{body})"));
+                seen.push(name);
+            }
+        };
+        const VALUE: &str = "[A-Za-z0-9._@+=-]+";
+        for part in &self.parts {
+            match part {
+                Part::Lit { text, time: false } => out.push_str(&escape(text)),
+                Part::Lit { text, time: true } => {
+                    let mut chars = text.chars();
+                    while let Some(c) = chars.next() {
+                        if c != '%' {
+                            out.push_str(&escape(&c.to_string()));
+                            continue;
+                        }
+                        match chars.next() {
+                            Some('Y') => group("Y".into(), "[0-9]{4}", &mut out),
+                            Some(c @ ('m' | 'd' | 'H' | 'M')) => {
+                                group(c.to_string(), "[0-9]{2}", &mut out)
+                            }
+                            Some('%') => out.push('%'),
+                            _ => out.push_str("[^/]*?"),
+                        }
+                    }
+                }
+                Part::Source => group("source".into(), VALUE, &mut out),
+                Part::Field(i) => group(format!("f{i}"), VALUE, &mut out),
+                Part::Sink | Part::BatchId | Part::Host => out.push_str(VALUE),
+            }
+        }
+        out.push('$');
+        out
+    }
+}
+
+/// `text` as a regular expression that matches it literally.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if "\\.+*?()|[]{}^$#&-~".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn literal(text: String) -> Result<Part, KeyTemplateError> {
     if !text.contains('%') {
         return Ok(Part::Lit { text, time: false });
@@ -248,11 +308,20 @@ pub fn clean(value: &str) -> String {
     out
 }
 
+/// Whether `name` is a value as a key shows it, now or as earlier versions wrote it (they
+/// kept `=`): key ledgers, receipts and archives written then must stay readable.
+pub fn is_clean(name: &str) -> bool {
+    let now = name.replace('=', "_");
+    !name.is_empty() && clean(&now) == now
+}
+
 /// Appends a value, keeping only characters that are safe in every object store and file system.
 fn push_clean(out: &mut String, value: &str) {
     let start = out.len();
     for c in value.chars().take(128) {
-        if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '=' | '@' | '+') {
+        // No `=`: in a Hive-style segment (`tenant={account_id}`) a value holding one would
+        // be read by engines as another name=value pair, and its rows lost to partition pruning.
+        if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@' | '+') {
             out.push(c);
         } else {
             out.push('_');
@@ -321,6 +390,11 @@ mod tests {
         assert_eq!(t.render(&ctx(&[Some("")])), "_/b1");
         assert_eq!(t.render(&ctx(&[None])), "_unknown/b1");
         assert_eq!(t.render(&ctx(&[Some("a%Yb")])), "a_Yb/b1");
+        // `=` would read as another partition in a Hive-style segment.
+        let h = KeyTemplate::parse("tenant={a}/{batch_id}").unwrap();
+        assert_eq!(h.render(&ctx(&[Some("x=1")])), "tenant=x_1/b1");
+        // What earlier versions wrote stays a name logferry could have made.
+        assert!(is_clean("x=1") && is_clean("x_1") && !is_clean("x/1") && !is_clean(""));
         // Values that would form logferry's own names are escaped.
         for (v, want) in [
             ("_digests", "__digests/b1"),
@@ -333,6 +407,23 @@ mod tests {
             assert_eq!(t.render(&ctx(&[Some(v)])), want);
             assert_eq!(clean(v), want.trim_end_matches("/b1"));
         }
+    }
+
+    #[test]
+    fn the_pattern_names_the_time_and_field_parts() {
+        let t = KeyTemplate::parse(
+            "tenant={account_id}/year=%Y/month=%m/day=%d/hour=%H/{batch_id}.parquet",
+        )
+        .unwrap();
+        assert_eq!(
+            t.pattern(),
+            "^tenant=(?P<f0>[A-Za-z0-9._@+=-]+)/year=(?P<Y>[0-9]{4})/month=(?P<m>[0-9]{2})/day=(?P<d>[0-9]{2})/hour=(?P<H>[0-9]{2})/[A-Za-z0-9._@+=-]+\\.parquet$"
+        );
+        let t = KeyTemplate::parse("{source}/%Y/%m/%Y%m%d-%j/{batch_id}.ndjson.gz").unwrap();
+        assert_eq!(
+            t.pattern(),
+            "^(?P<source>[A-Za-z0-9._@+=-]+)/(?P<Y>[0-9]{4})/(?P<m>[0-9]{2})/(?:[0-9]{4})(?:[0-9]{2})(?P<d>[0-9]{2})\\-[^/]*?/[A-Za-z0-9._@+=-]+\\.ndjson\\.gz$"
+        );
     }
 
     #[test]

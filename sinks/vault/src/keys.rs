@@ -108,7 +108,7 @@ pub fn is_hour(s: &str) -> bool {
 
 /// Whether `t` can be a tenant in a ledger path (as the key template cleans values).
 fn is_tenant(t: &str) -> bool {
-    !t.is_empty() && logferry_sink::key::clean(t) == t
+    logferry_sink::key::is_clean(t)
 }
 
 impl KeyRing {

@@ -25,7 +25,7 @@ pub(super) async fn check_receipt(
             && chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ").is_ok()
             && !hexpart.is_empty()
             && hexpart.bytes().all(|b| b.is_ascii_hexdigit())
-            && logferry_sink::key::clean(t) == t;
+            && logferry_sink::key::is_clean(t);
         ok.then_some(t)
     });
     let Some(tenant) = named else {
@@ -71,4 +71,48 @@ pub(super) async fn check_receipt(
         (None, _) => r.problem("receipt_forged", format!("{key} is not a receipt")),
     }
     Vec::new()
+}
+
+/// An access receipt (`export`, `replay`) at `key`: listed when its signature is the public
+/// key's, a problem otherwise. `Ok(false)` when it is a shredding receipt after all (of a
+/// tenant named `access`), for [`check_receipt`].
+pub(super) async fn check_access(
+    r: &mut Report,
+    store: &Arc<dyn LedgerStore>,
+    o: &Options,
+    key: &str,
+) -> bool {
+    use crate::export::receipt::{AccessReceipt, ACCESS_FORMAT};
+    use logferry_vault::shred::Stored;
+    let stored: Option<Stored> = match store.get(key, 64 << 10).await {
+        Ok(Some(b)) => serde_json::from_slice(&b).ok(),
+        _ => None,
+    };
+    let Some(stored) = stored else {
+        r.problem("receipt_forged", format!("{key} is not a receipt"));
+        return true;
+    };
+    let Ok(rc) = serde_json::from_str::<AccessReceipt>(&stored.receipt) else {
+        return false;
+    };
+    let signed = stored.signature.as_deref().is_some_and(|sig| {
+        logferry_integrity::signing::verify(&o.public_key, stored.receipt.as_bytes(), sig)
+    });
+    if rc.format != ACCESS_FORMAT || !signed {
+        r.problem(
+            "receipt_forged",
+            format!("{key}: an access receipt whose signature is not the public key's"),
+        );
+        return true;
+    }
+    r.access.push(super::report::Access {
+        key: key.to_string(),
+        action: rc.action,
+        by: rc.by,
+        at: rc.at,
+        from: rc.from,
+        to: rc.to,
+        records: rc.records,
+    });
+    true
 }

@@ -38,6 +38,20 @@ pub struct Report {
     /// Judged as of a past time: digests written after it and objects modified after it were
     /// not there then, and are left out (how many).
     pub after_as_of: usize,
+    /// Signed access receipts (`export`, `replay`): who read what.
+    pub access: Vec<Access>,
+}
+
+/// One signed access receipt.
+#[derive(Debug, Serialize)]
+pub struct Access {
+    pub key: String,
+    pub action: String,
+    pub by: String,
+    pub at: String,
+    pub from: String,
+    pub to: String,
+    pub records: u64,
 }
 
 impl Report {
@@ -69,6 +83,13 @@ impl Report {
         }
         for p in &self.problems {
             let _ = writeln!(s, "PROBLEM {}: {}", p.kind, p.what);
+        }
+        for a in &self.access {
+            let _ = writeln!(
+                s,
+                "access: {} by {:?} at {}, records from {} to {}: {} records ({})",
+                a.action, a.by, a.at, a.from, a.to, a.records, a.key
+            );
         }
         for p in &self.pending {
             let _ = writeln!(s, "pending (newer than the last digest): {p}");

@@ -1,0 +1,300 @@
+//! Which objects can hold a selection: the listing prefixes a key template gives for a time
+//! range and tenants, and the test a listed key passes (its time unit overlaps the range, its
+//! tenant is one asked for).
+
+use chrono::{DateTime, NaiveDate, TimeDelta, TimeZone, Utc};
+use logferry_sink::{KeyContext, KeyTemplate};
+use regex::Regex;
+
+/// A `--from`/`--to` value: an RFC 3339 instant, a date (`2026-03-03`) or an hour
+/// (`2026-03-03T10`), UTC, meaning its start.
+pub fn parse_instant(s: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+    }
+    let (date, hour) = s.split_once('T')?;
+    let d = NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
+    if hour.len() != 2 || !hour.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    d.and_hms_opt(hour.parse().ok()?, 0, 0).map(|t| t.and_utc())
+}
+
+/// More prefixes than this are listed as their days instead of their hours.
+const MAX_HOURLY: i64 = 72;
+/// More prefixes than this and the listing is made from the key's static prefix.
+const MAX_PREFIXES: usize = 20_000;
+
+/// What a listed key can hold.
+pub struct KeyMatch {
+    pub tenant: Option<String>,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+pub struct Plan {
+    pub prefixes: Vec<String>,
+    /// The template has no time part: every object is listed and read.
+    pub no_time: bool,
+    pattern: Regex,
+    tenant_group: Option<String>,
+}
+
+impl Plan {
+    /// `sources` feed the sink (their names fill `{source}`); `tenant_field` is the key field
+    /// holding the tenant, when the key has it.
+    pub fn new(
+        key: &KeyTemplate,
+        sink: &str,
+        sources: &[String],
+        tenant_field: Option<&str>,
+        tenants: &[String],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Plan, regex::Error> {
+        let pattern = Regex::new(&key.pattern())?;
+        let tenant_idx = tenant_field.and_then(|t| key.fields().iter().position(|f| f == t));
+        let tenant_group = tenant_idx.map(|i| format!("f{i}"));
+        let granularity = key.time_granularity().unwrap_or(0);
+        let no_time = granularity == 0;
+        let static_prefix = key.static_prefix().to_string();
+        let step = if no_time {
+            0
+        } else if granularity <= 3600 && (to - from).num_hours() <= MAX_HOURLY {
+            3600
+        } else {
+            86_400
+        };
+        let mut prefixes = Vec::new();
+        if step > 0 {
+            let unknown_fields = |mark: &'static str| -> Vec<Option<String>> {
+                key.fields()
+                    .iter()
+                    .map(|_| Some(mark.to_string()))
+                    .collect()
+            };
+            let tenant_values: Vec<Option<String>> = if tenant_idx.is_some() && !tenants.is_empty()
+            {
+                tenants.iter().map(|t| Some(t.clone())).collect()
+            } else {
+                vec![None]
+            };
+            let source_values: Vec<Option<&str>> = if sources.is_empty() {
+                vec![None]
+            } else {
+                sources.iter().map(|s| Some(s.as_str())).collect()
+            };
+            let mut t = floor(from, step);
+            while t < to {
+                for tenant in &tenant_values {
+                    for source in &source_values {
+                        let render = |mark: &'static str, at: DateTime<Utc>| {
+                            let mut f = unknown_fields(mark);
+                            if let (Some(i), Some(v)) = (tenant_idx, tenant) {
+                                f[i] = Some(v.clone());
+                            }
+                            let fields: Vec<Option<&str>> =
+                                f.iter().map(|v| v.as_deref()).collect();
+                            key.render(&KeyContext {
+                                source: source.unwrap_or(mark),
+                                sink,
+                                batch_id: mark,
+                                host: mark,
+                                fields: &fields,
+                                time: at,
+                            })
+                        };
+                        let a = render("a", t);
+                        let b = render("b", t + TimeDelta::seconds(step - 1));
+                        prefixes.push(common_folder(&a, &b));
+                    }
+                }
+                t += TimeDelta::seconds(step);
+                if prefixes.len() > MAX_PREFIXES {
+                    prefixes.clear();
+                    break;
+                }
+            }
+        }
+        if prefixes.is_empty() {
+            prefixes.push(static_prefix);
+        }
+        prefixes.sort();
+        prefixes.dedup();
+        // A prefix inside another one is listed with it.
+        let mut kept: Vec<String> = Vec::new();
+        for p in prefixes {
+            if !kept.last().is_some_and(|k| p.starts_with(k.as_str())) {
+                kept.push(p);
+            }
+        }
+        Ok(Plan {
+            prefixes: kept,
+            no_time,
+            pattern,
+            tenant_group,
+        })
+    }
+
+    /// What the key can hold, or `None` for a name the template never renders (logferry's own
+    /// files, a sidecar, something someone else put there). `.lfenc` is taken off first.
+    pub fn matches(&self, key: &str) -> Option<KeyMatch> {
+        let key = key
+            .strip_suffix(logferry_vault::encrypted::SUFFIX)
+            .unwrap_or(key);
+        let c = self.pattern.captures(key)?;
+        let tenant = self
+            .tenant_group
+            .as_deref()
+            .and_then(|g| c.name(g))
+            .map(|m| m.as_str().to_string());
+        let num = |g: &str| c.name(g).and_then(|m| m.as_str().parse::<u32>().ok());
+        if self.no_time {
+            return Some(KeyMatch {
+                tenant,
+                start: DateTime::<Utc>::MIN_UTC,
+                end: DateTime::<Utc>::MAX_UTC,
+            });
+        }
+        // The unit the key names: its finest captured part; parts it does not capture (a week
+        // number, a day of the year) leave the unit whole.
+        let year = num("Y")? as i32;
+        let (start, end) = match (num("m"), num("d"), num("H"), num("M")) {
+            (Some(m), Some(d), Some(h), Some(mi)) => {
+                let s = Utc.with_ymd_and_hms(year, m, d, h, mi, 0).single()?;
+                (s, s + TimeDelta::minutes(1))
+            }
+            (Some(m), Some(d), Some(h), None) => {
+                let s = Utc.with_ymd_and_hms(year, m, d, h, 0, 0).single()?;
+                (s, s + TimeDelta::hours(1))
+            }
+            (Some(m), Some(d), None, _) => {
+                let s = Utc.with_ymd_and_hms(year, m, d, 0, 0, 0).single()?;
+                (s, s + TimeDelta::days(1))
+            }
+            (Some(m), None, _, _) => {
+                let s = Utc.with_ymd_and_hms(year, m, 1, 0, 0, 0).single()?;
+                let e = if m == 12 {
+                    Utc.with_ymd_and_hms(year + 1, 1, 1, 0, 0, 0).single()?
+                } else {
+                    Utc.with_ymd_and_hms(year, m + 1, 1, 0, 0, 0).single()?
+                };
+                (s, e)
+            }
+            (None, ..) => {
+                let s = Utc.with_ymd_and_hms(year, 1, 1, 0, 0, 0).single()?;
+                (s, Utc.with_ymd_and_hms(year + 1, 1, 1, 0, 0, 0).single()?)
+            }
+        };
+        Some(KeyMatch { tenant, start, end })
+    }
+}
+
+/// The start of the `step`-second unit holding `t` (hours and days, UTC).
+fn floor(t: DateTime<Utc>, step: i64) -> DateTime<Utc> {
+    let s = t.timestamp();
+    let f = s - s.rem_euclid(step);
+    Utc.timestamp_opt(f, 0).single().unwrap_or(t)
+}
+
+/// The folders two renderings share: everything up to the last `/` before they differ.
+fn common_folder(a: &str, b: &str) -> String {
+    let same = a
+        .char_indices()
+        .zip(b.chars())
+        .find(|((_, x), y)| x != y)
+        .map_or(a.len().min(b.len()), |((i, _), _)| i);
+    match a[..same].rfind('/') {
+        Some(i) => a[..=i].to_string(),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        parse_instant(s).unwrap()
+    }
+
+    #[test]
+    fn instants_dates_and_hours() {
+        assert_eq!(
+            t("2026-03-03"),
+            Utc.with_ymd_and_hms(2026, 3, 3, 0, 0, 0).unwrap()
+        );
+        assert_eq!(
+            t("2026-03-03T10"),
+            Utc.with_ymd_and_hms(2026, 3, 3, 10, 0, 0).unwrap()
+        );
+        assert_eq!(
+            t("2026-03-03T10:30:00+01:00"),
+            Utc.with_ymd_and_hms(2026, 3, 3, 9, 30, 0).unwrap()
+        );
+        for bad in [
+            "2026-03-03T1",
+            "2026-13-01",
+            "yesterday",
+            "2026-03-03T25",
+            "",
+        ] {
+            assert_eq!(parse_instant(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn hourly_prefixes_per_tenant_and_source() {
+        let key =
+            KeyTemplate::parse("{source}/{account_id}/%Y/%m/%d/%H/{batch_id}.ndjson.gz").unwrap();
+        let p = Plan::new(
+            &key,
+            "s",
+            &["jobs".into()],
+            Some("account_id"),
+            &["acme".into(), "beta".into()],
+            t("2026-03-03T23"),
+            t("2026-03-04T01"),
+        )
+        .unwrap();
+        assert_eq!(
+            p.prefixes,
+            [
+                "jobs/acme/2026/03/03/23/",
+                "jobs/acme/2026/03/04/00/",
+                "jobs/beta/2026/03/03/23/",
+                "jobs/beta/2026/03/04/00/",
+            ]
+        );
+        let m = p
+            .matches("jobs/acme/2026/03/04/00/b1.ndjson.gz.lfenc")
+            .unwrap();
+        assert_eq!(m.tenant.as_deref(), Some("acme"));
+        assert_eq!(m.start, t("2026-03-04T00"));
+        assert_eq!(m.end, t("2026-03-04T01"));
+        assert!(p.matches("_digests/s/2026/03/04/00.json").is_none());
+        assert!(p
+            .matches("jobs/acme/2026/03/04/00/b1.ndjson.gz.meta.json")
+            .is_none());
+    }
+
+    #[test]
+    fn unknown_fields_stop_the_prefix_and_long_ranges_list_days() {
+        let key = KeyTemplate::parse("{account_id}/%Y/%m/%d/%H/{batch_id}.gz").unwrap();
+        let p = Plan::new(&key, "s", &[], None, &[], t("2026-03-03"), t("2026-03-05")).unwrap();
+        assert_eq!(p.prefixes, [""]);
+        let key =
+            KeyTemplate::parse("logs/year=%Y/month=%m/day=%d/hour=%H/{batch_id}.parquet").unwrap();
+        let p = Plan::new(&key, "s", &[], None, &[], t("2026-03-01"), t("2026-03-10")).unwrap();
+        assert_eq!(p.prefixes.len(), 9);
+        assert_eq!(p.prefixes[0], "logs/year=2026/month=03/day=01/");
+        // No time part: everything under the static prefix.
+        let key = KeyTemplate::parse("logs/{source}/{batch_id}.gz").unwrap();
+        let p = Plan::new(&key, "s", &[], None, &[], t("2026-03-01"), t("2026-03-10")).unwrap();
+        assert!(p.no_time);
+        assert_eq!(p.prefixes, ["logs/"]);
+    }
+}

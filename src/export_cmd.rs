@@ -1,0 +1,358 @@
+//! `logferry export`: the command line around `logferry::export`: the selection, the output
+//! file (compressed by its name), the summary and the signed access receipt.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context};
+use logferry::config::{Config, SinkConfig, SinkKind};
+use logferry::export::filter::{split_hmac, Filter};
+use logferry::export::plan::parse_instant;
+use logferry::export::receipt::{self, AccessReceipt, ACCESS_FORMAT};
+use logferry::export::{export, Request, Summary};
+use sha2::Digest;
+
+pub struct ExportArgs {
+    pub sink: String,
+    pub from: String,
+    pub to: String,
+    pub by: String,
+    pub tenants: Vec<String>,
+    pub where_: Vec<String>,
+    pub where_hmac: Vec<String>,
+    pub format: String,
+    pub out: Option<PathBuf>,
+    pub allow_unverified: bool,
+    pub concurrency: usize,
+    pub public_key: Option<PathBuf>,
+    pub no_receipt: bool,
+    pub json: bool,
+}
+
+/// The sink, checked to be an archive export can read.
+pub fn archive_sink<'c>(cfg: &'c Config, sink: &str) -> anyhow::Result<&'c SinkConfig> {
+    let sc = cfg
+        .sinks
+        .iter()
+        .find(|s| s.name == sink)
+        .ok_or_else(|| anyhow!("no sink named {sink:?} in {}", cfg.path.display()))?;
+    match sc.kind {
+        SinkKind::Directory { .. } | SinkKind::S3(_) | SinkKind::AzureBlob(_) => Ok(sc),
+        _ => bail!(
+            "sink {sink:?} is a {} sink: it keeps no archive to read back (directory, s3 and azure_blob do)",
+            sc.type_name()
+        ),
+    }
+}
+
+/// The range: `--from` inclusive, `--to` exclusive, later than `--from`.
+pub fn range(
+    from: &str,
+    to: &str,
+) -> anyhow::Result<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> {
+    let t = |what: &str, v: &str| {
+        parse_instant(v).ok_or_else(|| {
+            anyhow!("--{what} {v:?}: give an RFC 3339 time, a date (2026-03-03) or an hour (2026-03-03T10), UTC")
+        })
+    };
+    let (f, t) = (t("from", from)?, t("to", to)?);
+    if t <= f {
+        bail!("--to {to:?} is not after --from {from:?}");
+    }
+    Ok((f, t))
+}
+
+/// The selection's record filter: conditions, pseudonyms for `--where-hmac`, tenants, and the
+/// time field of the sources that feed the sink.
+pub fn filter(
+    cfg: &Config,
+    sc: &SinkConfig,
+    where_: &[String],
+    where_hmac: &[String],
+    tenants: &[String],
+) -> anyhow::Result<Filter> {
+    let sources: Vec<_> = cfg
+        .sources
+        .iter()
+        .filter(|s| s.sinks.contains(&sc.name))
+        .collect();
+    let time = sources.iter().find_map(|s| {
+        s.timestamp_field
+            .as_deref()
+            .map(|f| (f, s.timestamp_format.as_deref()))
+    });
+    let mut hmac = Vec::new();
+    if !where_hmac.is_empty() {
+        let mut profiles: Vec<&str> = sources
+            .iter()
+            .filter_map(|s| s.masking.as_deref())
+            .collect();
+        profiles.sort();
+        profiles.dedup();
+        let [name] = profiles[..] else {
+            bail!(logferry::export::filter::WhereError::Profile(
+                if profiles.is_empty() {
+                    "no masking profile".to_string()
+                } else {
+                    format!("several: {}", profiles.join(", "))
+                }
+            ));
+        };
+        let profile = cfg
+            .masking
+            .get(name)
+            .ok_or_else(|| anyhow!("no masking profile {name:?}"))?;
+        for w in where_hmac {
+            let (field, value) = split_hmac(w)?;
+            let p = profile.pseudonyms(value);
+            if p.is_empty() {
+                bail!(logferry::export::filter::WhereError::NoHmac {
+                    field: field.to_string(),
+                    profile: name.to_string(),
+                });
+            }
+            hmac.push((field.to_string(), p));
+        }
+    }
+    let tf = logferry::export::tenant_field(sc);
+    Ok(Filter::with_tenants(
+        where_,
+        &hmac,
+        tf.as_deref().map(|f| (f, tenants)),
+        time.map(|t| t.0),
+        time.and_then(|t| t.1),
+    )?)
+}
+
+/// The key that checks digests: `--public-key`, or the configured signing key's own.
+pub fn public_key(cfg: &Config, given: Option<&Path>) -> anyhow::Result<Option<Vec<u8>>> {
+    match given {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read {}", p.display()))?;
+            Ok(Some(
+                logferry_integrity::signing::public_key_bytes(&text)
+                    .map_err(|e| anyhow!("{}: {e}", p.display()))?,
+            ))
+        }
+        None => Ok(match logferry::encryption::signer(cfg)? {
+            Some(k) => Some(hex::decode(k.public_hex())?),
+            None => None,
+        }),
+    }
+}
+
+/// Writes what it is given and keeps its SHA-256 and size.
+struct Hashing<W: Write> {
+    inner: W,
+    sha: sha2::Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sha.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+pub fn run(cfg: &Config, a: &ExportArgs) -> anyhow::Result<bool> {
+    let sc = archive_sink(cfg, &a.sink)?;
+    if a.format != "ndjson" {
+        bail!(
+            "--format {:?}: ndjson is the format export writes",
+            a.format
+        );
+    }
+    if a.by.trim().is_empty() {
+        bail!("--by names who reads the archive, for the access receipt");
+    }
+    let (from, to) = range(&a.from, &a.to)?;
+    let signer = logferry::encryption::signer(cfg)?;
+    if signer.is_none() && !a.no_receipt {
+        bail!(
+            "no [signing] key to sign the access receipt with: configure one, or give --no-receipt"
+        );
+    }
+    if a.no_receipt {
+        eprintln!("logferry export: --no-receipt: this access is not recorded in the archive");
+    }
+    let filter = filter(cfg, sc, &a.where_, &a.where_hmac, &a.tenants)?;
+    let described = filter.described.clone();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let bar = progress();
+    let req = Request {
+        from,
+        to,
+        tenants: a.tenants.clone(),
+        filter,
+        allow_unverified: a.allow_unverified,
+        concurrency: a.concurrency,
+        public_key: if sc.integrity.is_some() {
+            public_key(cfg, a.public_key.as_deref())?
+        } else {
+            None
+        },
+        progress: bar.clone().map(|b| {
+            Box::new(move |n: u64| {
+                b.inc(n);
+            }) as Box<dyn Fn(u64) + Send + Sync>
+        }),
+    };
+    let mut summary = match &a.out {
+        None => write_to(cfg, sc, &req, &rt, std::io::stdout().lock())?,
+        Some(p) if p.as_os_str() == "-" => write_to(cfg, sc, &req, &rt, std::io::stdout().lock())?,
+        Some(p) => to_file(cfg, sc, &req, &rt, p)?,
+    };
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if let Some(signer) = &signer {
+        if !a.no_receipt {
+            let r = AccessReceipt {
+                format: ACCESS_FORMAT.into(),
+                action: "export".into(),
+                sink: sc.name.clone(),
+                by: a.by.clone(),
+                at: logferry_integrity::chain::time_text(chrono::Utc::now()),
+                from: summary.from.clone(),
+                to: summary.to.clone(),
+                tenants: a.tenants.clone(),
+                conditions: described,
+                objects_read: summary.objects_read,
+                objects_unverified: summary.objects_unverified,
+                objects_erased: summary.objects_erased,
+                records: summary.records,
+                output_sha256: summary.output_sha256.clone(),
+                output_bytes: summary.output_bytes,
+                to_sink: None,
+            };
+            let key = rt.block_on(store_receipt(sc, &r, signer))?;
+            summary.receipt = Some(key);
+        }
+    }
+    if a.json {
+        eprintln!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        eprint!("{}", summary.text());
+    }
+    Ok(summary.complete)
+}
+
+/// Where a sink's access receipts go: beside its ledger when it encrypts, beside its digests
+/// when it has integrity, else at the archive's root.
+pub async fn store_receipt(
+    sc: &SinkConfig,
+    r: &AccessReceipt,
+    signer: &logferry_integrity::signing::SigningKey,
+) -> anyhow::Result<String> {
+    let (store, prefix) = match (&sc.encryption, &sc.integrity) {
+        (Some(e), _) => (
+            logferry::encryption::store(sc, false).await?,
+            e.ledger_prefix.clone(),
+        ),
+        (None, Some(i)) => (
+            logferry::encryption::store(sc, true).await?,
+            i.prefix.clone(),
+        ),
+        (None, None) => (logferry::encryption::store(sc, true).await?, String::new()),
+    };
+    let prefix = match prefix.trim_matches('/') {
+        "" => String::new(),
+        p => format!("{p}/"),
+    };
+    receipt::store(store.as_ref(), &prefix, r, signer)
+        .await
+        .map_err(|e| anyhow!("{e}; the export's output is written, but its access is not recorded"))
+}
+
+fn write_to(
+    cfg: &Config,
+    sc: &SinkConfig,
+    req: &Request,
+    rt: &tokio::runtime::Runtime,
+    w: impl Write,
+) -> anyhow::Result<Summary> {
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, w);
+    let s = export(cfg, sc, req, rt.handle(), &mut w)?;
+    w.flush().context("writing the output")?;
+    Ok(s)
+}
+
+/// Writes `path` (compressed when it ends in `.gz` or `.zst`) through a temporary name, and
+/// puts its SHA-256 in the summary.
+fn to_file(
+    cfg: &Config,
+    sc: &SinkConfig,
+    req: &Request,
+    rt: &tokio::runtime::Runtime,
+    path: &Path,
+) -> anyhow::Result<Summary> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow!("--out {}: not a file name", path.display()))?
+        .to_string_lossy()
+        .to_string();
+    let tmp = path.with_file_name(format!(".{name}.partial"));
+    let file = logferry::private_fs::create(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    let mut hashing = Hashing {
+        inner: std::io::BufWriter::with_capacity(1 << 20, file),
+        sha: sha2::Sha256::new(),
+        bytes: 0,
+    };
+    let res = (|| -> anyhow::Result<Summary> {
+        let s = if name.ends_with(".gz") {
+            let mut gz = flate2::write::GzEncoder::new(&mut hashing, flate2::Compression::new(6));
+            let s = export(cfg, sc, req, rt.handle(), &mut gz)?;
+            gz.try_finish()?;
+            s
+        } else if name.ends_with(".zst") {
+            let mut z = zstd::stream::write::Encoder::new(&mut hashing, 3)?;
+            let s = export(cfg, sc, req, rt.handle(), &mut z)?;
+            z.finish()?;
+            s
+        } else {
+            export(cfg, sc, req, rt.handle(), &mut hashing)?
+        };
+        hashing.flush()?;
+        hashing.inner.get_ref().sync_all()?;
+        Ok(s)
+    })();
+    let mut s = match res {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e.context(format!("writing {}", path.display())));
+        }
+    };
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    s.output_sha256 = Some(hex::encode(hashing.sha.finalize()));
+    s.output_bytes = Some(hashing.bytes);
+    Ok(s)
+}
+
+/// A byte bar on a terminal, nothing otherwise.
+fn progress() -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let b = indicatif::ProgressBar::new_spinner();
+    b.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {bytes} read ({bytes_per_sec}) {elapsed}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    Some(b)
+}
