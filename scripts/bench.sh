@@ -2,7 +2,7 @@
 # Benchmark: tail -> JSON -> (mask) -> gzip -> directory sink (or HTTP) over the DESIGN.md
 # reference workload.
 #   scripts/bench.sh [--mask] [--http] [--files N] [--partition] [--encrypt] [--integrity]
-#                    [--parquet] [MB]
+#                    [--parquet] [--export] [MB]
 #                          (default 524 MB; --mask adds all default detectors and two field
 #                          rules, as in config.example.toml; --http ships gzip NDJSON to a local
 #                          receiver, DESIGN.md's peer comparison; --files N splits the same
@@ -12,6 +12,9 @@
 #                          --integrity chains and signs what the sink stores: its cost;
 #                          --parquet writes Parquet (zstd columns, 32 MiB batches) instead
 #                          of gzip NDJSON, compare with the same run without it)
+#                          --export: then `logferry export` of the whole archive to /dev/null
+#                          (records by ts, hourly keys), without and with --where; MB/s of
+#                          records out. Combine with --encrypt --integrity.
 # Prints input MB/s, CPU seconds per GB and peak RSS for `logferry run --once`, and the same for
 # `gzip -6` over the same bytes (the compression floor). Criterion micro-benchmarks of the hot
 # path: `cargo bench --bench hot_path`.
@@ -24,9 +27,10 @@ PARTITION=0
 ENCRYPT=0
 INTEGRITY=0
 PARQUET=0
+EXPORT=0
 while [ "${1:-}" = "--mask" ] || [ "${1:-}" = "--http" ] || [ "${1:-}" = "--files" ] \
     || [ "${1:-}" = "--partition" ] || [ "${1:-}" = "--encrypt" ] \
-    || [ "${1:-}" = "--integrity" ] || [ "${1:-}" = "--parquet" ]; do
+    || [ "${1:-}" = "--integrity" ] || [ "${1:-}" = "--parquet" ] || [ "${1:-}" = "--export" ]; do
     case "$1" in
         --mask) MASK=1 ;;
         --http) HTTP=1 ;;
@@ -35,6 +39,7 @@ while [ "${1:-}" = "--mask" ] || [ "${1:-}" = "--http" ] || [ "${1:-}" = "--file
         --encrypt) ENCRYPT=1 ;;
         --integrity) INTEGRITY=1 ;;
         --parquet) PARQUET=1 ;;
+        --export) EXPORT=1 ;;
     esac
     shift
 done
@@ -97,6 +102,12 @@ fi
 if [ "$PARQUET" = 1 ]; then
     sed -i 's|^compression = "gzip"$|encoding = "parquet"|; s|^batch = .*$|batch = { max_records = 1000000, max_age = "30s" }|' "$WORK/bench.toml"
 fi
+if [ "$EXPORT" = 1 ]; then
+    sed -i 's|^sinks = \["archive"\]$|sinks = ["archive"]\ntimestamp_field = "ts"|; s|^type = "directory"$|type = "directory"\nkey = "{source}/%Y/%m/%d/%H/{batch_id}.ndjson.gz"|' "$WORK/bench.toml"
+    if [ "$ENCRYPT" = 1 ]; then
+        sed -i 's|^key = .*|key = "{source}/{account_id}/%Y/%m/%d/%H/{batch_id}.ndjson.gz"|' "$WORK/bench.toml"
+    fi
+fi
 if [ "$MASK" = 1 ]; then
     sed -i 's/^sinks = \["archive"\]$/sinks = ["archive"]\nmasking = "pii"/' "$WORK/bench.toml"
     cat benches/mask-profile.toml >> "$WORK/bench.toml"
@@ -122,6 +133,22 @@ sync
 read -r _ LW LC LR < <(RUST_LOG=warn measure logferry "$REL"/logferry run --once --config "$WORK/bench.toml")
 read -r _ GW GC GR < <(measure gzip sh -c "cat '$INPUT'/*.log | gzip -6 -c > /dev/null")
 if [ "$HTTP" = 1 ]; then OUT=$(cat "$WORK/received"); else OUT=$(du -sb "$WORK/archive" | cut -f1); fi
+
+if [ "$EXPORT" = 1 ]; then
+    EXP=("$REL"/logferry export --config "$WORK/bench.toml" --sink archive --by bench
+         --no-receipt --from 2000-01-01 --to 2100-01-01 --out /dev/null)
+    read -r _ EW EC ER < <(measure export "${EXP[@]}")
+    read -r _ WW WC WR < <(measure where "${EXP[@]}" --where status=failed)
+    python3 - "$BYTES" "$EW" "$EC" "$ER" "$WW" "$WC" "$WR" <<'PY'
+import sys
+b, ew, ec, er, ww, wc, wr = map(float, sys.argv[1:])
+mb = b / 1e6
+print(f"export of {mb:.0f} MB of records (uncompressed NDJSON out):")
+print(f"{'':14} {'wall s':>8} {'MB/s':>8} {'CPU s/GB':>9} {'peak RSS MB':>12}")
+print(f"{'all records':14} {ew:8.2f} {mb/ew:8.1f} {ec/(b/1e9):9.1f} {er:12.1f}")
+print(f"{'--where':14} {ww:8.2f} {mb/ww:8.1f} {wc/(b/1e9):9.1f} {wr:12.1f}")
+PY
+fi
 
 MASK=$MASK HTTP=$HTTP FILES=$FILES PARQUET=$PARQUET python3 - "$BYTES" "$OUT" "$LW" "$LC" "$LR" "$GW" "$GC" "$GR" <<'PY'
 import sys

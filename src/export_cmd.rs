@@ -163,11 +163,16 @@ impl<W: Write> Write for Hashing<W> {
 
 pub fn run(cfg: &Config, a: &ExportArgs) -> anyhow::Result<bool> {
     let sc = archive_sink(cfg, &a.sink)?;
-    if a.format != "ndjson" {
-        bail!(
-            "--format {:?}: ndjson is the format export writes",
-            a.format
-        );
+    let parquet = match a.format.as_str() {
+        "ndjson" => false,
+        "parquet" => true,
+        other => bail!("--format {other:?}: ndjson or parquet"),
+    };
+    if parquet {
+        match a.out.as_deref().and_then(|p| p.file_name()).map(|n| n.to_string_lossy()) {
+            Some(n) if n.ends_with(".parquet") => {}
+            _ => bail!("--format parquet writes a file: give --out NAME.parquet (its columns are compressed inside)"),
+        }
     }
     if a.by.trim().is_empty() {
         bail!("--by names who reads the archive, for the access receipt");
@@ -211,7 +216,7 @@ pub fn run(cfg: &Config, a: &ExportArgs) -> anyhow::Result<bool> {
     let mut summary = match &a.out {
         None => write_to(cfg, sc, &req, &rt, std::io::stdout().lock())?,
         Some(p) if p.as_os_str() == "-" => write_to(cfg, sc, &req, &rt, std::io::stdout().lock())?,
-        Some(p) => to_file(cfg, sc, &req, &rt, p)?,
+        Some(p) => to_file(cfg, sc, &req, &rt, p, parquet)?,
     };
     if let Some(b) = bar {
         b.finish_and_clear();
@@ -296,6 +301,7 @@ fn to_file(
     req: &Request,
     rt: &tokio::runtime::Runtime,
     path: &Path,
+    parquet: bool,
 ) -> anyhow::Result<Summary> {
     let name = path
         .file_name()
@@ -311,7 +317,16 @@ fn to_file(
         bytes: 0,
     };
     let res = (|| -> anyhow::Result<Summary> {
-        let s = if name.ends_with(".gz") {
+        let s = if parquet {
+            let mut p = parquet_writer(cfg, sc, req, &mut hashing);
+            let s = export(cfg, sc, req, rt.handle(), &mut p)?;
+            let mistyped = p.mistyped;
+            p.finish()?;
+            if mistyped > 0 {
+                eprintln!("logferry export: {mistyped} values did not fit their column's type: null there, whole in `record`");
+            }
+            s
+        } else if name.ends_with(".gz") {
             let mut gz = flate2::write::GzEncoder::new(&mut hashing, flate2::Compression::new(6));
             let s = export(cfg, sc, req, rt.handle(), &mut gz)?;
             gz.try_finish()?;
@@ -339,6 +354,49 @@ fn to_file(
     s.output_sha256 = Some(hex::encode(hashing.sha.finalize()));
     s.output_bytes = Some(hashing.bytes);
     Ok(s)
+}
+
+/// The Parquet file of `--format parquet`: the sink's columns when it writes Parquet, else the
+/// generic schema (`_time`, `_source`, `record` and the key's fields), zstd.
+fn parquet_writer<W: Write + Send>(
+    cfg: &Config,
+    sc: &SinkConfig,
+    req: &Request,
+    out: W,
+) -> logferry::export::parquet_out::ParquetOut<W> {
+    use logferry::parquet::schema::{Codec, SchemaName};
+    let spec = match &sc.parquet {
+        Some(s) => (**s).clone(),
+        None => logferry::parquet::Spec::new(
+            Codec::Zstd,
+            None,
+            SchemaName::Generic,
+            sc.key.fields(),
+            Vec::new(),
+        ),
+    };
+    let sources: Vec<_> = cfg
+        .sources
+        .iter()
+        .filter(|s| s.sinks.contains(&sc.name))
+        .collect();
+    let time = sources.iter().find_map(|s| {
+        s.timestamp_field
+            .as_deref()
+            .map(|f| (f, s.timestamp_format.as_deref()))
+    });
+    let source = match sources[..] {
+        [one] => one.name.clone(),
+        _ => String::new(),
+    };
+    logferry::export::parquet_out::ParquetOut::new(
+        spec,
+        out,
+        source,
+        time.map(|t| t.0),
+        time.and_then(|t| t.1),
+        req.from,
+    )
 }
 
 /// A byte bar on a terminal, nothing otherwise.

@@ -165,6 +165,9 @@ fn scenario(lf: &Lf, env: &[(&str, &str)], archive: &dyn Archive) {
         ids,
         expected(|r| ts(r) >= "2026-03-03T10:30:00Z" && ts(r) < "2026-03-04T02")
     );
+    // The tenants' folders were listed, then each tenant's 16 hours.
+    assert_eq!(s["prefixes"], 3 * 16, "{s}");
+    assert_eq!(s["objects_read"], 3 * 16, "{s}");
 
     // One tenant, one day: only its hours' prefixes are listed.
     let (code, s, ids) = run(&[
@@ -312,6 +315,69 @@ fn export_from_a_directory_archive_selects_verifies_decrypts_and_leaves_signed_r
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("access receipts: 6 signed"), "{text}");
     assert!(!text.contains("access receipt not signed"), "{text}");
+
+    // As one Parquet file that pyarrow and DuckDB read: the same records, times in micros.
+    std::fs::create_dir_all(lf.path("pq")).unwrap();
+    let o = Command::new(BIN)
+        .args([
+            "export", "--sink", "archive", "--by", "analyst", "--format", "parquet",
+        ])
+        .args([
+            "--from",
+            "2026-03-04",
+            "--to",
+            "2026-03-04T12",
+            "--tenant",
+            "acme",
+        ])
+        .arg("--out")
+        .arg(lf.path("pq/acme.parquet"))
+        .arg("--config")
+        .arg(&lf.cfg)
+        .output()
+        .unwrap();
+    succeeded(&o);
+    let got = Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/read_parquet.py"))
+        .arg(lf.path("pq"))
+        .output()
+        .unwrap();
+    succeeded(&got);
+    let got: serde_json::Value = serde_json::from_slice(&got.stdout).unwrap();
+    let file = &got["files"][0];
+    let ids: BTreeSet<u64> = file["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let rec: serde_json::Value =
+                serde_json::from_str(r["record"].as_str().unwrap()).unwrap();
+            // `_time` is the record's own time.
+            assert_eq!(
+                r["_time"].as_str().unwrap()[..16],
+                rec["ts"].as_str().unwrap()[..16]
+            );
+            assert_eq!(r["account_id"], "acme", "the key's field is a column");
+            rec["id"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        expected(|r| r["account_id"] == "acme" && ts(r) >= "2026-03-04" && ts(r) < "2026-03-04T12")
+    );
+    assert_eq!(got["duckdb_rows"], ids.len());
+    let types: Vec<(String, String)> = file["schema"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["name"].as_str().unwrap().into(),
+                f["type"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(types[0], ("_time".into(), "timestamp[us, tz=UTC]".into()));
 }
 
 #[test]

@@ -10,6 +10,7 @@
 
 pub mod filter;
 pub mod object;
+pub mod parquet_out;
 pub mod plan;
 pub mod receipt;
 mod run;

@@ -23,9 +23,9 @@ pub fn parse_instant(s: &str) -> Option<DateTime<Utc>> {
     d.and_hms_opt(hour.parse().ok()?, 0, 0).map(|t| t.and_utc())
 }
 
-/// More prefixes than this are listed as their days instead of their hours.
+/// Ranges longer than this are listed by their days instead of their hours.
 const MAX_HOURLY: i64 = 72;
-/// More prefixes than this and the listing is made from the key's static prefix.
+/// More prefixes than this are listed by days, then from the key's static prefix.
 const MAX_PREFIXES: usize = 20_000;
 
 /// What a listed key can hold.
@@ -39,13 +39,21 @@ pub struct Plan {
     pub prefixes: Vec<String>,
     /// The template has no time part: every object is listed and read.
     pub no_time: bool,
+    /// Where the tenant's folders are, when no tenant was given and the key has the tenant
+    /// in a segment of its own after a fixed prefix: (that prefix, the segment's text before
+    /// and after the value). Listing those folders gives the tenants to plan with.
+    pub tenant_folders: Option<(String, String, String)>,
     pattern: Regex,
     tenant_group: Option<String>,
 }
 
+/// A value no key holds otherwise (kept as it is by the keys' cleaning).
+const MARK: &str = "LFxMARKx7q";
+
 impl Plan {
     /// `sources` feed the sink (their names fill `{source}`); `tenant_field` is the key field
-    /// holding the tenant, when the key has it.
+    /// holding the tenant, when the key has it; `tenants` the tenants to list (as paths show
+    /// them), none for all.
     pub fn new(
         key: &KeyTemplate,
         sink: &str,
@@ -60,67 +68,63 @@ impl Plan {
         let tenant_group = tenant_idx.map(|i| format!("f{i}"));
         let granularity = key.time_granularity().unwrap_or(0);
         let no_time = granularity == 0;
-        let static_prefix = key.static_prefix().to_string();
+        let tenant_values: Vec<Option<&str>> = match tenant_idx {
+            Some(_) if !tenants.is_empty() => tenants.iter().map(|t| Some(t.as_str())).collect(),
+            _ => vec![None],
+        };
+        let source_values: Vec<Option<&str>> = if sources.is_empty() {
+            vec![None]
+        } else {
+            sources.iter().map(|s| Some(s.as_str())).collect()
+        };
+        // Renders the key with the tenant (when known), the source, and `mark` for the rest.
+        let render = |mark: &str, tenant: Option<&str>, source: Option<&str>, at: DateTime<Utc>| {
+            let fields: Vec<Option<&str>> = (0..key.fields().len())
+                .map(|i| match (Some(i) == tenant_idx, tenant) {
+                    (true, Some(v)) => Some(v),
+                    _ => Some(mark),
+                })
+                .collect();
+            key.render(&KeyContext {
+                source: source.unwrap_or(mark),
+                sink,
+                batch_id: mark,
+                host: mark,
+                fields: &fields,
+                time: at,
+            })
+        };
+        // Hours while they are few, else days, else the static prefix.
+        let units = |step: i64| ((to - from).num_seconds() / step + 2) as usize;
+        let per_unit = tenant_values.len() * source_values.len();
         let step = if no_time {
             0
-        } else if granularity <= 3600 && (to - from).num_hours() <= MAX_HOURLY {
+        } else if granularity <= 3600
+            && (to - from).num_hours() <= MAX_HOURLY
+            && units(3600) * per_unit <= MAX_PREFIXES
+        {
             3600
-        } else {
+        } else if units(86_400) * per_unit <= MAX_PREFIXES {
             86_400
+        } else {
+            0
         };
         let mut prefixes = Vec::new();
         if step > 0 {
-            let unknown_fields = |mark: &'static str| -> Vec<Option<String>> {
-                key.fields()
-                    .iter()
-                    .map(|_| Some(mark.to_string()))
-                    .collect()
-            };
-            let tenant_values: Vec<Option<String>> = if tenant_idx.is_some() && !tenants.is_empty()
-            {
-                tenants.iter().map(|t| Some(t.clone())).collect()
-            } else {
-                vec![None]
-            };
-            let source_values: Vec<Option<&str>> = if sources.is_empty() {
-                vec![None]
-            } else {
-                sources.iter().map(|s| Some(s.as_str())).collect()
-            };
             let mut t = floor(from, step);
             while t < to {
                 for tenant in &tenant_values {
                     for source in &source_values {
-                        let render = |mark: &'static str, at: DateTime<Utc>| {
-                            let mut f = unknown_fields(mark);
-                            if let (Some(i), Some(v)) = (tenant_idx, tenant) {
-                                f[i] = Some(v.clone());
-                            }
-                            let fields: Vec<Option<&str>> =
-                                f.iter().map(|v| v.as_deref()).collect();
-                            key.render(&KeyContext {
-                                source: source.unwrap_or(mark),
-                                sink,
-                                batch_id: mark,
-                                host: mark,
-                                fields: &fields,
-                                time: at,
-                            })
-                        };
-                        let a = render("a", t);
-                        let b = render("b", t + TimeDelta::seconds(step - 1));
+                        let a = render("a", *tenant, *source, t);
+                        let b = render("b", *tenant, *source, t + TimeDelta::seconds(step - 1));
                         prefixes.push(common_folder(&a, &b));
                     }
                 }
                 t += TimeDelta::seconds(step);
-                if prefixes.len() > MAX_PREFIXES {
-                    prefixes.clear();
-                    break;
-                }
             }
         }
         if prefixes.is_empty() {
-            prefixes.push(static_prefix);
+            prefixes.push(key.static_prefix().to_string());
         }
         prefixes.sort();
         prefixes.dedup();
@@ -131,12 +135,44 @@ impl Plan {
                 kept.push(p);
             }
         }
+        // The tenant's own segment, when nothing unknown comes before it.
+        let tenant_folders = (tenant_idx.is_some() && tenants.is_empty() && !no_time)
+            .then(|| {
+                let source = source_values.first().copied().flatten();
+                let renders = [
+                    render("a", Some(MARK), source, from),
+                    render("b", Some(MARK), source, from),
+                ];
+                let segs: Vec<Vec<&str>> = renders.iter().map(|r| r.split('/').collect()).collect();
+                let k = segs[0].iter().position(|s| s.contains(MARK))?;
+                if segs[1].get(..=k) != segs[0].get(..=k) || source_values.len() > 1 {
+                    return None;
+                }
+                let (pre, post) = segs[0][k].split_once(MARK)?;
+                let at: String = segs[0][..k].iter().map(|s| format!("{s}/")).collect();
+                Some((at, pre.to_string(), post.to_string()))
+            })
+            .flatten();
         Ok(Plan {
             prefixes: kept,
             no_time,
+            tenant_folders,
             pattern,
             tenant_group,
         })
+    }
+
+    /// The tenants a folder listing at [`Self::tenant_folders`] names.
+    pub fn tenants_in(&self, folders: &[String]) -> Vec<String> {
+        let Some((_, pre, post)) = &self.tenant_folders else {
+            return Vec::new();
+        };
+        folders
+            .iter()
+            .filter_map(|f| f.strip_prefix(pre.as_str())?.strip_suffix(post.as_str()))
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect()
     }
 
     /// What the key can hold, or `None` for a name the template never renders (logferry's own
@@ -286,6 +322,41 @@ mod tests {
         let key = KeyTemplate::parse("{account_id}/%Y/%m/%d/%H/{batch_id}.gz").unwrap();
         let p = Plan::new(&key, "s", &[], None, &[], t("2026-03-03"), t("2026-03-05")).unwrap();
         assert_eq!(p.prefixes, [""]);
+        // With the tenant's field known, its folders are listed first.
+        let p = Plan::new(
+            &key,
+            "s",
+            &[],
+            Some("account_id"),
+            &[],
+            t("2026-03-03"),
+            t("2026-03-05"),
+        )
+        .unwrap();
+        assert_eq!(
+            p.tenant_folders,
+            Some((String::new(), String::new(), String::new()))
+        );
+        let hive =
+            KeyTemplate::parse("logs/tenant={account_id}/year=%Y/{batch_id}.parquet").unwrap();
+        let p = Plan::new(
+            &hive,
+            "s",
+            &[],
+            Some("account_id"),
+            &[],
+            t("2026-03-03"),
+            t("2026-03-05"),
+        )
+        .unwrap();
+        assert_eq!(
+            p.tenant_folders,
+            Some(("logs/".into(), "tenant=".into(), String::new()))
+        );
+        assert_eq!(
+            p.tenants_in(&["tenant=acme".into(), "other".into(), "tenant=".into()]),
+            ["acme"]
+        );
         let key =
             KeyTemplate::parse("logs/year=%Y/month=%m/day=%d/hour=%H/{batch_id}.parquet").unwrap();
         let p = Plan::new(&key, "s", &[], None, &[], t("2026-03-01"), t("2026-03-10")).unwrap();

@@ -93,16 +93,38 @@ pub fn export(
         .iter()
         .map(|t| logferry_sink::key::clean(t))
         .collect();
-    let plan = Plan::new(
-        &sc.key,
-        &sc.name,
-        &sources,
-        tenant_field.as_deref(),
-        &tenants,
-        req.from,
-        req.to,
-    )
-    .map_err(|e| ExportError::Setup(format!("the sink's key template: {e}")))?;
+    let new_plan = |tenants: &[String]| {
+        Plan::new(
+            &sc.key,
+            &sc.name,
+            &sources,
+            tenant_field.as_deref(),
+            tenants,
+            req.from,
+            req.to,
+        )
+        .map_err(|e| ExportError::Setup(format!("the sink's key template: {e}")))
+    };
+    let mut plan = new_plan(&tenants)?;
+    // No tenant given and the tenant in the path before the time: its folders are listed, and
+    // each tenant's hours (or days) then.
+    if let Some((at, _, _)) = plan.tenant_folders.clone() {
+        let folders = handle
+            .block_on(store.folders(&at))
+            .map_err(|e| ExportError::List {
+                prefix: at.clone(),
+                cause: e.to_string(),
+            })?;
+        let found = plan.tenants_in(&folders);
+        if !found.is_empty() {
+            let again = new_plan(&found)?;
+            // Only when that lists less: a key that gives no more than the static prefix
+            // is listed once.
+            if again.prefixes.iter().all(|p| p.len() > at.len()) {
+                plan = again;
+            }
+        }
+    }
     let mut s = Summary {
         sink: sc.name.clone(),
         from: chain::time_text(req.from),

@@ -182,6 +182,34 @@ fn column_name(member: &str) -> Option<String> {
 /// Encodes `records` as one Parquet file under `spec`. The records' bytes become the `record`
 /// column as they are (no copy when they are valid UTF-8, which the decoder makes them).
 pub fn encode(spec: &Spec, records: Records) -> Result<Encoded, EncodeError> {
+    let (batch, mistyped) = batch(spec, records)?;
+    let mut out = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut out, batch.schema(), Some(properties(spec)))?;
+    w.write(&batch)?;
+    w.close()?;
+    Ok(Encoded {
+        bytes: out,
+        mistyped,
+    })
+}
+
+/// How logferry writes its files: the sink's codec, dictionaries for repetitive strings.
+pub fn properties(spec: &Spec) -> WriterProperties {
+    // `record` is nearly unique per row: a dictionary and min/max statistics of whole records
+    // cost time and bytes for nothing.
+    let whole = parquet::schema::types::ColumnPath::from("record");
+    WriterProperties::builder()
+        .set_compression(codec(spec))
+        .set_dictionary_enabled(true)
+        .set_column_dictionary_enabled(whole.clone(), false)
+        .set_column_statistics_enabled(whole, parquet::file::properties::EnabledStatistics::None)
+        .set_created_by(concat!("logferry ", env!("CARGO_PKG_VERSION")).into())
+        .build()
+}
+
+/// The records as one record batch of `spec`'s schema (with the flattened members found, when
+/// `spec.spread`), and the count of values that did not fit their column.
+pub fn batch(spec: &Spec, records: Records) -> Result<(RecordBatch, u64), EncodeError> {
     let rows = records.times.len();
     if records.offsets.len() != rows + 1 {
         return Err(EncodeError::Times {
@@ -265,25 +293,7 @@ pub fn encode(spec: &Spec, records: Records) -> Result<Encoded, EncodeError> {
             .into_values()
             .map(|mut b| Arc::new(b.finish()) as ArrayRef),
     );
-    let batch = RecordBatch::try_new(schema.clone(), columns)?;
-    // `record` is nearly unique per row: a dictionary and min/max statistics of whole records
-    // cost time and bytes for nothing.
-    let whole = parquet::schema::types::ColumnPath::from("record");
-    let props = WriterProperties::builder()
-        .set_compression(codec(spec))
-        .set_dictionary_enabled(true)
-        .set_column_dictionary_enabled(whole.clone(), false)
-        .set_column_statistics_enabled(whole, parquet::file::properties::EnabledStatistics::None)
-        .set_created_by(concat!("logferry ", env!("CARGO_PKG_VERSION")).into())
-        .build();
-    let mut out = Vec::new();
-    let mut w = ArrowWriter::try_new(&mut out, schema, Some(props))?;
-    w.write(&batch)?;
-    w.close()?;
-    Ok(Encoded {
-        bytes: out,
-        mistyped,
-    })
+    Ok((RecordBatch::try_new(schema, columns)?, mistyped))
 }
 
 /// The `record` column from the records' own bytes: taken as they are when they are valid

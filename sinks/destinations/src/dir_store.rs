@@ -121,6 +121,31 @@ impl LedgerStore for DirectoryStore {
         .await
     }
 
+    async fn folders(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let start = if prefix.trim_end_matches('/').is_empty() {
+            self.root.clone()
+        } else {
+            self.path(prefix.trim_end_matches('/'))?
+        };
+        blocking(move || {
+            let rd = match std::fs::read_dir(&start) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(failed("cannot list", &start, e)),
+            };
+            let mut out = Vec::new();
+            for entry in rd.flatten() {
+                // Real folders only: a link is never followed.
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    out.push(entry.file_name().to_string_lossy().into_owned());
+                }
+            }
+            out.sort();
+            Ok(out)
+        })
+        .await
+    }
+
     async fn list_all(&self, prefix: &str) -> Result<Vec<Stored>, StoreError> {
         let start = if prefix.trim_end_matches('/').is_empty() {
             self.root.clone()

@@ -155,6 +155,33 @@ impl LedgerStore for S3Store {
         Ok(())
     }
 
+    async fn folders(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .delimiter("/")
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| explain("cannot list", prefix, &self.bucket, &e))?;
+            out.extend(page.common_prefixes().iter().filter_map(|p| {
+                let f = p.prefix()?.strip_prefix(prefix)?.strip_suffix('/')?;
+                (!f.is_empty()).then(|| f.to_owned())
+            }));
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
+                _ => break,
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     async fn list_modified(
         &self,
         prefix: &str,

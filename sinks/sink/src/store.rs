@@ -28,6 +28,23 @@ pub trait LedgerStore: Send + Sync {
     }
     /// Every key under `prefix`, sorted, with its last-modified time where the store gives one.
     async fn list_modified(&self, prefix: &str) -> Result<Vec<Listed>, StoreError>;
+    /// The folder names right under `prefix` (which ends in `/` or is empty), sorted: what a
+    /// listing with a `/` delimiter gives. Stores that cannot list that way derive it from a
+    /// full listing.
+    async fn folders(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut out: Vec<String> = self
+            .list_modified(prefix)
+            .await?
+            .into_iter()
+            .filter_map(|(k, _)| {
+                let rest = k.strip_prefix(prefix)?;
+                rest.split_once('/').map(|(f, _)| f.to_string())
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
     /// Everything under `prefix` as it is stored: links, temp files and special files too
     /// (an object store holds only objects). For `verify`, which must see every name.
     async fn list_all(&self, prefix: &str) -> Result<Vec<Stored>, StoreError> {
