@@ -65,7 +65,11 @@ fn input() -> Vec<serde_json::Value> {
 }
 
 fn setup(sink: &str) -> Lf {
-    let lf = Lf::new(&format!("{CONFIG}{sink}"));
+    setup_with(CONFIG, sink)
+}
+
+fn setup_with(config: &str, sink: &str) -> Lf {
+    let lf = Lf::new(&format!("{config}{sink}"));
     write_key(&lf.path("kek.hex"), format!("{}\n", "3c".repeat(32)));
     write_key(&lf.path("hmac.key"), "hmac-key-0123456789abcdef");
     keygen(&lf.path("sign.pem"));
@@ -384,10 +388,14 @@ fn export_from_a_directory_archive_selects_verifies_decrypts_and_leaves_signed_r
 fn export_from_s3() {
     let moto = Moto::start();
     let (rt, c) = moto.bucket("audit", false);
-    let lf = setup(&format!(
-        "type = \"s3\"\nallow_plaintext_credentials = true\nbucket = \"audit\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\nforce_path_style = true\n",
-        moto.endpoint
-    ));
+    // zstd frames here (gzip members elsewhere).
+    let lf = setup_with(
+        &CONFIG.replace(".ndjson.gz", ".ndjson.zst"),
+        &format!(
+            "type = \"s3\"\nallow_plaintext_credentials = true\nbucket = \"audit\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\nforce_path_style = true\ncompression = \"zstd\"\n",
+            moto.endpoint
+        ),
+    );
     let s3 = integrity::S3 {
         rt: &rt,
         c: &c,
