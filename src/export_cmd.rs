@@ -76,11 +76,16 @@ pub fn filter(
         .iter()
         .filter(|s| s.sinks.contains(&sc.name))
         .collect();
-    let time = sources.iter().find_map(|s| {
-        s.timestamp_field
-            .as_deref()
-            .map(|f| (f, s.timestamp_format.as_deref()))
-    });
+    // Every source's time field: a sink fed by several reads each record's own.
+    let mut times: Vec<(String, Option<String>)> = Vec::new();
+    for s in &sources {
+        if let Some(f) = &s.timestamp_field {
+            let t = (f.clone(), s.timestamp_format.clone());
+            if !times.contains(&t) {
+                times.push(t);
+            }
+        }
+    }
     let mut hmac = Vec::new();
     if !where_hmac.is_empty() {
         let mut profiles: Vec<&str> = sources
@@ -119,8 +124,7 @@ pub fn filter(
         where_,
         &hmac,
         tf.as_deref().map(|f| (f, tenants)),
-        time.map(|t| t.0),
-        time.and_then(|t| t.1),
+        &times,
     )?)
 }
 
@@ -202,11 +206,7 @@ pub fn run(cfg: &Config, a: &ExportArgs) -> anyhow::Result<bool> {
         filter,
         allow_unverified: a.allow_unverified,
         concurrency: a.concurrency,
-        public_key: if sc.integrity.is_some() {
-            public_key(cfg, a.public_key.as_deref())?
-        } else {
-            None
-        },
+        public_key: public_key(cfg, a.public_key.as_deref())?,
         progress: bar.clone().map(|b| {
             Box::new(move |n: u64| {
                 b.inc(n);
@@ -240,6 +240,7 @@ pub fn run(cfg: &Config, a: &ExportArgs) -> anyhow::Result<bool> {
                 output_sha256: summary.output_sha256.clone(),
                 output_bytes: summary.output_bytes,
                 to_sink: None,
+                outcome: outcome(&summary),
             };
             let key = rt.block_on(store_receipt(sc, &r, signer))?;
             summary.receipt = Some(key);
@@ -251,6 +252,15 @@ pub fn run(cfg: &Config, a: &ExportArgs) -> anyhow::Result<bool> {
         eprint!("{}", summary.text());
     }
     Ok(summary.complete)
+}
+
+/// What became of an access, for its receipt.
+pub fn outcome(s: &Summary) -> String {
+    match (&s.output_error, s.problems.is_empty()) {
+        (Some(e), _) => format!("output failed: {e}"),
+        (None, true) => "complete".into(),
+        (None, false) => "incomplete: problems in the archive".into(),
+    }
 }
 
 /// Where a sink's access receipts go: beside its ledger when it encrypts, beside its digests
@@ -288,8 +298,11 @@ fn write_to(
     w: impl Write,
 ) -> anyhow::Result<Summary> {
     let mut w = std::io::BufWriter::with_capacity(1 << 20, w);
-    let s = export(cfg, sc, req, rt.handle(), &mut w)?;
-    w.flush().context("writing the output")?;
+    let mut s = export(cfg, sc, req, rt.handle(), &mut w)?;
+    if let Err(e) = w.flush() {
+        s.output_error.get_or_insert(e.to_string());
+        s.complete = false;
+    }
     Ok(s)
 }
 
@@ -308,8 +321,22 @@ fn to_file(
         .ok_or_else(|| anyhow!("--out {}: not a file name", path.display()))?
         .to_string_lossy()
         .to_string();
-    let tmp = path.with_file_name(format!(".{name}.partial"));
-    let file = logferry::private_fs::create(&tmp)
+    // Only a file is replaced: a device, a folder or a FIFO at the name is refused (as root,
+    // `--out /dev/null` must not become a file).
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_file() || m.file_type().is_symlink() => {}
+        Ok(_) => bail!(
+            "--out {}: not a regular file (a folder, device or FIFO); give a file name, or write to stdout",
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(anyhow!(e).context(format!("--out {}", path.display()))),
+    }
+    // A name of its own, created new: nobody can have made it first.
+    let mut rand = [0u8; 8];
+    logferry_vault::crypt::random(&mut rand).map_err(|e| anyhow!("no random bytes: {e}"))?;
+    let tmp = path.with_file_name(format!(".{name}.{}.partial", hex::encode(rand)));
+    let file = logferry::private_fs::create_new(&tmp)
         .with_context(|| format!("cannot create {}", tmp.display()))?;
     let mut hashing = Hashing {
         inner: std::io::BufWriter::with_capacity(1 << 20, file),
@@ -317,11 +344,17 @@ fn to_file(
         bytes: 0,
     };
     let res = (|| -> anyhow::Result<Summary> {
+        let finish = |mut s: Summary, r: std::io::Result<()>| {
+            if let Err(e) = r {
+                s.output_error.get_or_insert(e.to_string());
+            }
+            s
+        };
         let s = if parquet {
             let mut p = parquet_writer(cfg, sc, req, &mut hashing);
             let s = export(cfg, sc, req, rt.handle(), &mut p)?;
             let mistyped = p.mistyped;
-            p.finish()?;
+            let s = finish(s, p.finish().map(|_| ()));
             if mistyped > 0 {
                 eprintln!("logferry export: {mistyped} values did not fit their column's type: null there, whole in `record`");
             }
@@ -329,28 +362,31 @@ fn to_file(
         } else if name.ends_with(".gz") {
             let mut gz = flate2::write::GzEncoder::new(&mut hashing, flate2::Compression::new(6));
             let s = export(cfg, sc, req, rt.handle(), &mut gz)?;
-            gz.try_finish()?;
-            s
+            finish(s, gz.try_finish())
         } else if name.ends_with(".zst") {
             let mut z = zstd::stream::write::Encoder::new(&mut hashing, 3)?;
             let s = export(cfg, sc, req, rt.handle(), &mut z)?;
-            z.finish()?;
-            s
+            finish(s, z.finish().map(|_| ()))
         } else {
             export(cfg, sc, req, rt.handle(), &mut hashing)?
         };
-        hashing.flush()?;
-        hashing.inner.get_ref().sync_all()?;
-        Ok(s)
+        let r = hashing
+            .flush()
+            .and_then(|()| hashing.inner.get_ref().sync_all());
+        Ok(finish(s, r))
     })();
-    let mut s = match res {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e.context(format!("writing {}", path.display())));
+    let mut s = res?;
+    if s.output_error.is_none() {
+        if let Err(e) = std::fs::rename(&tmp, path) {
+            s.output_error = Some(format!("cannot write {}: {e}", path.display()));
         }
-    };
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if s.output_error.is_some() {
+        // Never a partial file that looks whole.
+        let _ = std::fs::remove_file(&tmp);
+        s.complete = false;
+        return Ok(s);
+    }
     s.output_sha256 = Some(hex::encode(hashing.sha.finalize()));
     s.output_bytes = Some(hashing.bytes);
     Ok(s)

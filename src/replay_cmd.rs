@@ -12,7 +12,7 @@
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context};
-use logferry::config::{Config, Format, ReadFrom};
+use logferry::config::{Config, Format, ReadFrom, SinkConfig, SinkKind};
 use logferry::export::receipt::{AccessReceipt, ACCESS_FORMAT};
 use logferry::export::{export, Request, Summary};
 use sha2::Digest;
@@ -57,6 +57,27 @@ fn selection_id(a: &ReplayArgs) -> String {
 struct Mark {
     summary: Summary,
     conditions: Vec<String>,
+    /// The data keys of what was read: shredded since, the copy is not shipped.
+    #[serde(default)]
+    keys: Vec<(String, String, String)>,
+    /// Where the access receipt is (stored once step 1 has read the selection).
+    #[serde(default)]
+    receipt: Option<String>,
+}
+
+/// Whether two sinks write to the same place (a replay into its own archive).
+fn same_place(a: &SinkConfig, b: &SinkConfig) -> bool {
+    match (&a.kind, &b.kind) {
+        (SinkKind::Directory { path: x }, SinkKind::Directory { path: y }) => {
+            let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+            canon(x) == canon(y)
+        }
+        (SinkKind::S3(x), SinkKind::S3(y)) => x.bucket == y.bucket && x.endpoint == y.endpoint,
+        (SinkKind::AzureBlob(x), SinkKind::AzureBlob(y)) => {
+            x.account == y.account && x.container == y.container
+        }
+        _ => false,
+    }
 }
 
 pub fn run(cfg: Config, a: &ReplayArgs) -> anyhow::Result<bool> {
@@ -64,8 +85,12 @@ pub fn run(cfg: Config, a: &ReplayArgs) -> anyhow::Result<bool> {
     let Some(to_sc) = cfg.sinks.iter().find(|s| s.name == a.to_sink) else {
         bail!("no sink named {:?} in {}", a.to_sink, cfg.path.display());
     };
-    if a.from_sink == a.to_sink {
-        bail!("--to-sink is --from-sink: a sink's archive is not replayed into itself");
+    if a.from_sink == a.to_sink || same_place(&from_sc, to_sc) {
+        bail!(
+            "sink {:?} writes where {:?} keeps its archive: an archive is not replayed into itself",
+            a.to_sink,
+            a.from_sink
+        );
     }
     if a.by.trim().is_empty() {
         bail!("--by names who replays the archive, for the access receipt");
@@ -80,32 +105,7 @@ pub fn run(cfg: Config, a: &ReplayArgs) -> anyhow::Result<bool> {
     if a.no_receipt {
         eprintln!("logferry replay: --no-receipt: this access is not recorded in the archive");
     }
-    let dir = cfg.data_dir.join("replay").join(selection_id(a));
-    logferry::private_fs::dir_all(&dir)
-        .with_context(|| format!("cannot create {}", dir.display()))?;
-    let records = dir.join("records.ndjson");
-    let marker = dir.join("exported.json");
-
-    // Step 1: the selection, read whole once.
-    let mark: Mark = match std::fs::read(&marker) {
-        Ok(b) => {
-            eprintln!(
-                "logferry replay: resuming: the selection was read into {}",
-                records.display()
-            );
-            serde_json::from_slice(&b)
-                .with_context(|| format!("{} is not a replay's mark", marker.display()))?
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let m = read_selection(&cfg, &from_sc, a, from, to, &records)?;
-            logferry::private_fs::write(&marker, &serde_json::to_vec(&m)?)
-                .with_context(|| format!("cannot write {}", marker.display()))?;
-            m
-        }
-        Err(e) => return Err(anyhow!(e).context(format!("cannot read {}", marker.display()))),
-    };
-
-    // Step 2: ship it, as `run --once` ships a log.
+    // The source that tells the records' time, before anything is read.
     let mut source = cfg
         .sources
         .iter()
@@ -117,6 +117,99 @@ pub fn run(cfg: Config, a: &ReplayArgs) -> anyhow::Result<bool> {
                 from_sc.name
             )
         })?;
+    let dir = cfg.data_dir.join("replay").join(selection_id(a));
+    logferry::private_fs::dir_all(&dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    // One replay of a selection at a time (a second would ship it again and remove the first
+    // one's state under it).
+    let lock = logferry::private_fs::append(&dir.join("lock"))
+        .with_context(|| format!("cannot open {}", dir.join("lock").display()))?;
+    if lock.try_lock().is_err() {
+        bail!(
+            "another replay of this selection is running (it holds {})",
+            dir.join("lock").display()
+        );
+    }
+    let records = dir.join("records.ndjson");
+    let marker = dir.join("exported.json");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+
+    // Step 1: the selection, read whole once.
+    let mut mark: Option<Mark> = match std::fs::read(&marker) {
+        Ok(b) => Some(
+            serde_json::from_slice(&b)
+                .with_context(|| format!("{} is not a replay's mark", marker.display()))?,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(anyhow!(e).context(format!("cannot read {}", marker.display()))),
+    };
+    if let Some(m) = &mark {
+        // A key shredded since the copy was read: the copy holds erased records. It goes, and
+        // the selection is read again (erased hours are then reported, not shipped).
+        if let Some(ring) = rt.block_on(logferry::encryption::key_ring(&cfg, &from_sc))? {
+            let mut gone = None;
+            for (tenant, hour, id) in &m.keys {
+                if let Err(logferry_vault::ledger::LedgerError::Shredded { .. }) =
+                    rt.block_on(ring.open(tenant, hour, id))
+                {
+                    gone = Some((tenant.clone(), hour.clone()));
+                    break;
+                }
+            }
+            if let Some((t, h)) = gone {
+                eprintln!("logferry replay: tenant {t} hour {h} was shredded since the selection was read: its copy is removed and the selection read again");
+                for sub in ["records.ndjson", "exported.json"] {
+                    let _ = std::fs::remove_file(dir.join(sub));
+                }
+                let _ = std::fs::remove_dir_all(dir.join("state"));
+                mark = None;
+            }
+        }
+    }
+    let mark = match mark {
+        Some(m) => {
+            eprintln!(
+                "logferry replay: resuming: the selection was read into {}",
+                records.display()
+            );
+            m
+        }
+        None => {
+            let mut m = read_selection(&cfg, &from_sc, a, from, to, &records)?;
+            // The access happened: the records are read (and decrypted). On record now, whatever
+            // becomes of the shipping.
+            if let (Some(signer), false) = (&signer, a.no_receipt) {
+                let r = AccessReceipt {
+                    format: ACCESS_FORMAT.into(),
+                    action: "replay".into(),
+                    sink: from_sc.name.clone(),
+                    by: a.by.clone(),
+                    at: logferry_integrity::chain::time_text(chrono::Utc::now()),
+                    from: m.summary.from.clone(),
+                    to: m.summary.to.clone(),
+                    tenants: a.tenants.clone(),
+                    conditions: m.conditions.clone(),
+                    objects_read: m.summary.objects_read,
+                    objects_unverified: m.summary.objects_unverified,
+                    objects_erased: m.summary.objects_erased,
+                    records: m.summary.records,
+                    output_sha256: None,
+                    output_bytes: None,
+                    to_sink: Some(to_sc.name.clone()),
+                    outcome: format!("read to be shipped to sink {}", to_sc.name),
+                };
+                m.receipt = Some(rt.block_on(store_receipt(&from_sc, &r, signer))?);
+            }
+            logferry::private_fs::write(&marker, &serde_json::to_vec(&m)?)
+                .with_context(|| format!("cannot write {}", marker.display()))?;
+            m
+        }
+    };
+
+    // Step 2: ship it, as `run --once` ships a log.
     source.name = format!("replay-{}", from_sc.name);
     source.include = vec![records.display().to_string()];
     source.exclude = Vec::new();
@@ -127,9 +220,10 @@ pub fn run(cfg: Config, a: &ReplayArgs) -> anyhow::Result<bool> {
     source.sinks = vec![to_sc.name.clone()];
     let to_sink = to_sc.clone();
     let to_name = to_sink.name.clone();
+    let state = dir.join("state");
     let shipping = Config {
         path: cfg.path,
-        data_dir: dir.join("state"),
+        data_dir: state.clone(),
         api_listen: None,
         unready_after: cfg.unready_after,
         log_format: cfg.log_format,
@@ -148,46 +242,56 @@ pub fn run(cfg: Config, a: &ReplayArgs) -> anyhow::Result<bool> {
     };
     logferry::ops::init_logging(shipping.log_format, &shipping.log_level);
     logferry::ops::fatal::install_panic_hook();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    rt.block_on(logferry::pipeline::run(shipping, true))
-        .context("shipping the selection")?;
-
-    // Every record delivered or dead-lettered: the access is recorded, the copy removed.
+    let shipped = rt.block_on(logferry::pipeline::run(shipping, true));
+    // Dead letters of this run or an earlier one: the replay is not done, and they stay.
+    let dead = state.join("dead-letter");
+    let dead_count = walk_count(&dead);
     let mut s = mark.summary;
-    if let (Some(signer), false) = (&signer, a.no_receipt) {
-        let r = AccessReceipt {
-            format: ACCESS_FORMAT.into(),
-            action: "replay".into(),
-            sink: from_sc.name.clone(),
-            by: a.by.clone(),
-            at: logferry_integrity::chain::time_text(chrono::Utc::now()),
-            from: s.from.clone(),
-            to: s.to.clone(),
-            tenants: a.tenants.clone(),
-            conditions: mark.conditions,
-            objects_read: s.objects_read,
-            objects_unverified: s.objects_unverified,
-            objects_erased: s.objects_erased,
-            records: s.records,
-            output_sha256: None,
-            output_bytes: None,
-            to_sink: Some(to_name.clone()),
-        };
-        s.receipt = Some(rt.block_on(store_receipt(&from_sc, &r, signer))?);
-    }
-    std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
-    eprint!(
-        "{}",
+    s.receipt = mark.receipt;
+    let text = |s: &Summary| {
         s.text().replacen(
             &format!("export of sink {}", from_sc.name),
             &format!("replay of sink {} into sink {to_name}", from_sc.name),
-            1
+            1,
         )
-    );
+    };
+    if dead_count > 0 || shipped.is_err() {
+        eprint!("{}", text(&s));
+        if let Err(e) = shipped {
+            eprintln!("logferry replay: shipping stopped: {e:#}");
+        }
+        if dead_count > 0 {
+            eprintln!(
+                "logferry replay: {dead_count} files of batches sink {to_name} refused are kept under {}; the replay is not complete (the copy stays under {})",
+                dead.display(),
+                dir.display()
+            );
+        }
+        return Ok(false);
+    }
+    drop(lock);
+    std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    eprint!("{}", text(&s));
     Ok(s.complete)
+}
+
+/// Files under `dir` (none when it is missing).
+fn walk_count(dir: &Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(_) => n += 1,
+                Err(_) => {}
+            }
+        }
+    }
+    n
 }
 
 /// Step 1: the selection into `records` (through a temporary name: a file there is whole).
@@ -208,11 +312,7 @@ fn read_selection(
         filter,
         allow_unverified: a.allow_unverified,
         concurrency: a.concurrency,
-        public_key: if sc.integrity.is_some() {
-            public_key(cfg, a.public_key.as_deref())?
-        } else {
-            None
-        },
+        public_key: public_key(cfg, a.public_key.as_deref())?,
         progress: None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -229,8 +329,11 @@ fn read_selection(
     file.sync_all()?;
     std::fs::rename(&tmp, records)
         .with_context(|| format!("cannot write {}", records.display()))?;
+    let keys = summary.keys_used.iter().cloned().collect();
     Ok(Mark {
         summary,
         conditions,
+        keys,
+        receipt: None,
     })
 }

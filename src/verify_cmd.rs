@@ -63,6 +63,7 @@ pub fn verify(cfg: &Config, a: &VerifyArgs<'_>) -> anyhow::Result<bool> {
         }
     };
     let o = Options {
+        sink: sc.name.clone(),
         prefix: integrity.prefix.clone(),
         data_prefix: sc.key.static_prefix().to_string(),
         compression: sc.compression,

@@ -146,6 +146,17 @@ fn ts(r: &serde_json::Value) -> &str {
     r["ts"].as_str().unwrap()
 }
 
+/// The one key-ledger entry under `prefix`.
+fn keys_of(archive: &dyn Archive, prefix: &str) -> String {
+    let keys: Vec<String> = archive
+        .list()
+        .into_iter()
+        .filter(|k| k.starts_with(prefix))
+        .collect();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    keys[0].clone()
+}
+
 /// The exports every store must answer, then tampering with `archive`.
 fn scenario(lf: &Lf, env: &[(&str, &str)], archive: &dyn Archive) {
     lf.run_once_env(env);
@@ -233,6 +244,10 @@ fn scenario(lf: &Lf, env: &[(&str, &str)], archive: &dyn Archive) {
     bytes[at] ^= 1;
     archive.put(&modified, &bytes);
     archive.delete(&deleted);
+    // A data key deleted without a shredding receipt (acme 08h): not an erasure.
+    let unkeyed = find("acme", "08");
+    let key_entry = keys_of(archive, "_keys/acme/2026-03-03T08/");
+    archive.delete(&key_entry);
     let o = Command::new(BIN)
         .args([
             "shred",
@@ -266,6 +281,7 @@ fn scenario(lf: &Lf, env: &[(&str, &str)], archive: &dyn Archive) {
                 && !(t == "acme" && h == "05")
                 && !(t == "beta" && h == "06")
                 && !(t == "gamma" && h == "07")
+                && !(t == "acme" && h == "08")
         }),
         "the rest is exported"
     );
@@ -284,7 +300,8 @@ fn scenario(lf: &Lf, env: &[(&str, &str)], archive: &dyn Archive) {
         problems.iter().cloned().collect::<BTreeSet<_>>(),
         BTreeSet::from([
             ("modified".into(), modified.clone()),
-            ("missing".into(), deleted.clone())
+            ("missing".into(), deleted.clone()),
+            ("key_missing".into(), unkeyed.clone()),
         ]),
         "{s}"
     );
@@ -504,4 +521,168 @@ fn replay_into_an_http_receiver_survives_kill_9_and_delivers_every_selected_reco
     assert_eq!(access.len(), 1, "{report}");
     assert_eq!(access[0]["action"], "replay");
     assert_eq!(access[0]["records"], want.len());
+}
+
+/// What the outsider tried: a plaintext object planted in an encrypting archive, `--out` at a
+/// FIFO, a reader that goes away; each is refused or on record, none passes as a clean export.
+#[test]
+fn planted_plaintext_special_outputs_and_failed_outputs_are_never_a_clean_export() {
+    let lf = setup("type = \"directory\"\npath = \"{dir}/archive\"\n");
+    lf.run_once();
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(["export", "--sink", "archive", "--by", "t"])
+            .args(args)
+            .arg("--config")
+            .arg(&lf.cfg)
+            .output()
+            .unwrap()
+    };
+    // Plaintext where the sink only writes sealed objects: read (allowed unverified), refused.
+    let dir = lf.path("archive/jobs/acme/2026/03/03/04");
+    let planted = dir.join("01a24eb9-0000-7000-8000-000000000000.ndjson.gz");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(
+        &mut gz,
+        b"{\"ts\":\"2026-03-03T04:30:00Z\",\"account_id\":\"acme\",\"status\":\"PLANTED\"}\n",
+    )
+    .unwrap();
+    std::fs::write(&planted, gz.finish().unwrap()).unwrap();
+    let o = run(&[
+        "--from",
+        "2026-03-03T04",
+        "--to",
+        "2026-03-03T05",
+        "--allow-unverified",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("PLANTED"));
+    let s: serde_json::Value = serde_json::from_slice(&o.stderr).unwrap();
+    let kinds: Vec<&str> = s["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            p["key"]
+                .as_str()
+                .unwrap()
+                .ends_with("000000000000.ndjson.gz")
+        })
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["unverified", "unreadable"], "{s}");
+    assert!(s.to_string().contains("not encrypted"), "{s}");
+    std::fs::remove_file(&planted).unwrap();
+
+    // --out at a FIFO (as at a device): refused, the FIFO left as it is.
+    let fifo = lf.path("fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let o = run(&[
+        "--from",
+        "2026-03-03T04",
+        "--to",
+        "2026-03-03T05",
+        "--out",
+        fifo.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a regular file"));
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+
+    // A reader that goes away: exit 1, and the access is on record all the same.
+    let mut child = Command::new(BIN)
+        .args([
+            "export",
+            "--sink",
+            "archive",
+            "--by",
+            "gone",
+            "--from",
+            "2026-03-03",
+            "--to",
+            "2026-03-05",
+            "--config",
+        ])
+        .arg(&lf.cfg)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("the output failed"), "{err}");
+    let (_, report) = integrity::verify(&lf, "archive", &[]);
+    let access = report["access"].as_array().unwrap();
+    let gone: Vec<&serde_json::Value> = access.iter().filter(|a| a["by"] == "gone").collect();
+    assert_eq!(gone.len(), 1, "{report}");
+    assert!(
+        gone[0]["outcome"]
+            .as_str()
+            .unwrap()
+            .starts_with("output failed"),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_replay_whose_records_are_refused_keeps_them_and_never_says_complete() {
+    let rx = common::receiver::Receiver::start(None);
+    rx.script(common::receiver::Fault::Status {
+        status: 400,
+        headers: vec![],
+        body: "no".into(),
+    });
+    let lf = setup(&format!(
+        "type = \"directory\"\npath = \"{{dir}}/archive\"\n[sinks.web]\ntype = \"http\"\nurl = \"{}\"\n",
+        rx.url("/ingest")
+    ));
+    lf.run_once();
+    let replay = || {
+        Command::new(BIN)
+            .args([
+                "replay",
+                "--from-sink",
+                "archive",
+                "--to-sink",
+                "web",
+                "--by",
+                "ops",
+            ])
+            .args([
+                "--from",
+                "2026-03-03T05",
+                "--to",
+                "2026-03-03T07",
+                "--config",
+            ])
+            .arg(&lf.cfg)
+            .output()
+            .unwrap()
+    };
+    for attempt in 0..2 {
+        let o = replay();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "attempt {attempt}: {err}");
+        assert!(
+            err.contains("the replay is not complete"),
+            "attempt {attempt}: {err}"
+        );
+    }
+    let dead = walk(&lf.path("data/replay"));
+    assert!(
+        dead.iter()
+            .any(|p| p.to_string_lossy().contains("dead-letter")),
+        "the refused batches are kept: {dead:?}"
+    );
 }

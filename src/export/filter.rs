@@ -38,6 +38,8 @@ struct Cond {
 pub struct Filter {
     conds: Vec<Cond>,
     fields: Fields,
+    /// The time fields' slots and formats.
+    time_slots: Vec<(usize, Option<String>)>,
     /// What the receipt records: each condition as given (`--where-hmac` as its field and
     /// pseudonyms, never the value asked for).
     pub described: Vec<String>,
@@ -51,7 +53,11 @@ impl Filter {
         timestamp_field: Option<&str>,
         timestamp_format: Option<&str>,
     ) -> Result<Filter, WhereError> {
-        Self::with_tenants(where_, hmac, None, timestamp_field, timestamp_format)
+        let times: Vec<(String, Option<String>)> = timestamp_field
+            .map(|f| (f.to_string(), timestamp_format.map(str::to_string)))
+            .into_iter()
+            .collect();
+        Self::with_tenants(where_, hmac, None, &times)
     }
 
     /// As [`Self::new`], and the record's `field` must be one of `tenants` (two tenants
@@ -60,8 +66,7 @@ impl Filter {
         where_: &[String],
         hmac: &[(String, Vec<String>)],
         tenants: Option<(&str, &[String])>,
-        timestamp_field: Option<&str>,
-        timestamp_format: Option<&str>,
+        times: &[(String, Option<String>)],
     ) -> Result<Filter, WhereError> {
         let mut paths: Vec<String> = Vec::new();
         let mut slot_of = |p: &str| match paths.iter().position(|x| x == p) {
@@ -94,11 +99,16 @@ impl Filter {
                 op: Op::AnyOf(values.to_vec()),
             });
         }
-        let mut fields = Fields::new(&paths, timestamp_field);
-        fields.set_time_format(timestamp_format);
+        // Each source's time field, in order: the first a record has and that reads is its time.
+        let time_slots: Vec<(usize, Option<String>)> = times
+            .iter()
+            .map(|(f, fmt)| (slot_of(f), fmt.clone()))
+            .collect();
+        let fields = Fields::new(&paths, None);
         Ok(Filter {
             conds,
             fields,
+            time_slots,
             described,
         })
     }
@@ -129,17 +139,26 @@ impl Filter {
 
     /// The record's own time, when it has one that reads.
     pub fn time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        self.fields.time()
+        let v = self.fields.values();
+        self.time_slots.iter().find_map(|(slot, fmt)| {
+            let text = v.get(*slot)?;
+            fmt.as_deref()
+                .and_then(|f| crate::timefmt::parse_with(text, f))
+                .or_else(|| crate::timefmt::parse_time(text))
+        })
     }
 }
 
 /// `field=value`, `field!=value`, `field~prefix`, `field?`.
 fn parse(w: &str) -> Option<(&str, Op)> {
-    let ok = |f: &str| !f.is_empty() && !f.split('.').any(str::is_empty);
-    if let Some(f) = w.strip_suffix('?') {
+    let ok = |f: &str| {
+        !f.is_empty() && !f.split('.').any(str::is_empty) && !f.contains(['=', '~', '!', '?'])
+    };
+    // An operator first: `status=failed?` asks for the value `failed?`.
+    let Some(at) = w.find(['=', '~', '!']) else {
+        let f = w.strip_suffix('?')?;
         return ok(f).then_some((f, Op::Exists));
-    }
-    let at = w.find(['=', '~', '!'])?;
+    };
     let (f, rest) = w.split_at(at);
     let op = if let Some(v) = rest.strip_prefix("!=") {
         Op::Ne(v.to_string())
@@ -180,6 +199,9 @@ mod tests {
         assert!(check(&["status!=succeeded"], r));
         assert!(check(&["recipe_id=4711", "ok=false"], r));
         assert!(check(&["context.user~u-"], r));
+        // A `?` after an operator is part of the value.
+        assert!(!check(&["status=failed?"], r));
+        assert!(check(&["status!=failed?"], r));
         assert!(check(&["context.user?", "context.x?", "context.o?"], r));
         assert!(!check(&["context.missing?"], r));
         assert!(check(&["context.missing!=1"], r));
@@ -190,7 +212,7 @@ mod tests {
 
     #[test]
     fn malformed_conditions_are_named() {
-        for bad in ["status", "=x", "a..b=1", "?", ".a?"] {
+        for bad in ["status", "=x", "a..b=1", "?", ".a?", "a!b", "a?b"] {
             let e = Filter::new(&[bad.to_string()], &[], None, None)
                 .err()
                 .unwrap();

@@ -24,6 +24,11 @@ pub struct Reading<'a> {
     pub whole: bool,
     /// The unit's start, the time of a record that has none.
     pub unit_start: DateTime<Utc>,
+    /// The sink encrypts: an object that is not sealed was not written by it.
+    pub sealed_only: bool,
+    /// A record longer than this ends the object as unreadable (a line without end cannot
+    /// make the reader hold it all).
+    pub max_record: usize,
 }
 
 /// Why an object could not be read.
@@ -40,10 +45,12 @@ pub enum ObjectError {
 }
 
 /// Counts of one object.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Counts {
     pub records: u64,
     pub bytes: u64,
+    /// The data key it was sealed under (tenant, hour, key id).
+    pub key: Option<(String, String, String)>,
 }
 
 /// Reads `bytes` (the object as stored) and gives each selected record, newline included, to
@@ -68,6 +75,11 @@ pub fn read_object(
         counts: &mut counts,
         failed: None,
     };
+    if !sealed && how.sealed_only {
+        return Err(unreadable(
+            &"not encrypted, in a sink that encrypts everything it writes: not written by it",
+        ));
+    }
     if sealed {
         let ring = how
             .keys
@@ -83,6 +95,11 @@ pub fn read_object(
             Err(e) => return Err(unreadable(&e)),
         };
         (how.place)(&header, key).map_err(ObjectError::Unreadable)?;
+        lines.counts.key = Some((
+            header.tenant.clone(),
+            header.hour.clone(),
+            header.key_id.clone(),
+        ));
         let mut input = std::io::Cursor::new(&bytes[..]);
         if how.parquet {
             let mut plain = Vec::new();
@@ -259,7 +276,7 @@ impl Lines<'_, '_> {
                 }
                 None => {
                     self.partial.extend_from_slice(rest);
-                    return Ok(());
+                    return self.check_partial();
                 }
             }
         }
@@ -268,6 +285,19 @@ impl Lines<'_, '_> {
             rest = &rest[i + 1..];
         }
         self.partial.extend_from_slice(rest);
+        self.check_partial()
+    }
+
+    fn check_partial(&self) -> std::io::Result<()> {
+        if self.partial.len() > self.how.max_record {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "a record longer than {} bytes: not one logferry wrote",
+                    self.how.max_record
+                ),
+            ));
+        }
         Ok(())
     }
 }

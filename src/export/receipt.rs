@@ -38,6 +38,10 @@ pub struct AccessReceipt {
     /// `replay`: the sink the records went to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_sink: Option<String>,
+    /// `complete`, `incomplete` (problems in the archive), or what failed (the output, the
+    /// delivery): access is recorded whatever became of it.
+    #[serde(default)]
+    pub outcome: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,9 +71,11 @@ pub async fn store(
     });
     let mut rand = [0u8; 8];
     logferry_vault::crypt::random(&mut rand).map_err(|e| ReceiptError::Random(e.to_string()))?;
+    // Named by its own time: `verify` recomputes the name from what is signed.
+    let at = logferry_integrity::chained::parse_time(&r.at).unwrap_or_else(chrono::Utc::now);
     let key = format!(
         "{prefix}{ACCESS_DIR}{}-{}.json",
-        chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
+        at.format("%Y%m%dT%H%M%SZ"),
         hex::encode(rand)
     );
     let bytes = serde_json::to_vec_pretty(&envelope)?;

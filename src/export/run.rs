@@ -1,6 +1,6 @@
 //! The export itself: list, select, check, read in parallel, write in order.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
@@ -37,12 +37,10 @@ pub enum ExportError {
     Setup(String),
     #[error("listing {prefix:?}: {cause}")]
     List { prefix: String, cause: String },
-    #[error("writing the output: {0}")]
-    Output(std::io::Error),
 }
 
-/// The largest object read when no digest gives its size.
-const MAX_UNLISTED: u64 = 1 << 30;
+/// Objects read at once, at most.
+pub const MAX_CONCURRENCY: usize = 64;
 /// Prefixes listed at once.
 const LISTINGS: usize = 8;
 /// Records are handed to the writer in pieces of about this size.
@@ -155,7 +153,9 @@ pub fn export(
 
     // The signed digests, when the sink has them.
     let entries: Option<HashMap<String, Entry>> = match (&sc.integrity, &req.public_key) {
-        (Some(i), Some(pk)) => Some(handle.block_on(digests(&store, &i.prefix, pk, &mut s))?),
+        (Some(i), Some(pk)) => Some(handle.block_on(digests(
+            &store, &i.prefix, pk, &sc.name, &mut s,
+        ))?),
         (Some(_), None) => {
             return Err(ExportError::Setup(
                 "the sink has `integrity`: give --public-key or a [signing] key to check its digests with".into(),
@@ -223,6 +223,16 @@ pub fn export(
         }
     }
     jobs.sort_by(|a, b| a.0.cmp(&b.0));
+    // Tenant-hours a signed shredding receipt erased: a key missing otherwise was deleted.
+    let attested = match (&sc.encryption, &req.public_key) {
+        (Some(e), Some(pk)) => {
+            let ledger = handle
+                .block_on(crate::encryption::store(sc, false))
+                .map_err(setup)?;
+            handle.block_on(attested(&ledger, &e.ledger_prefix, pk))
+        }
+        _ => HashSet::new(),
+    };
 
     let place = |h: &logferry_vault::crypt::Header, path: &str| {
         crate::encryption::check_object_place(
@@ -235,7 +245,17 @@ pub fn export(
         .map_err(|e| e.to_string())
     };
     let parquet = sc.parquet.is_some();
-    let n = req.concurrency.max(1);
+    // The sources' own bound on a record (with room for what wrapping adds), at least 64 MiB.
+    let max_record = cfg
+        .sources
+        .iter()
+        .filter(|s| s.sinks.contains(&sc.name))
+        .map(|s| s.max_record_bytes.max(s.max_line_bytes))
+        .max()
+        .unwrap_or(0)
+        .saturating_mul(2)
+        .max(64 << 20);
+    let n = req.concurrency.clamp(1, MAX_CONCURRENCY);
     let mut failed_output: Option<std::io::Error> = None;
     std::thread::scope(|scope| {
         let mut pending: std::collections::VecDeque<Receiver<Msg>> = Default::default();
@@ -253,6 +273,9 @@ pub fn export(
                     place: &place,
                     parquet,
                     compression: sc.compression,
+                    // What logferry writes is about a batch's bytes, compressed or sealed.
+                    max_unlisted: sc.max_bytes.saturating_mul(2).saturating_add(1 << 20),
+                    max_record,
                     req,
                     handle,
                 };
@@ -280,7 +303,7 @@ pub fn export(
                         if let Some(p) = &req.progress {
                             p(stored);
                         }
-                        tally(&mut s, key, res);
+                        tally(&mut s, &attested, key, res);
                     }
                 }
             }
@@ -290,15 +313,16 @@ pub fn export(
             }
         }
     });
-    if let Some(e) = failed_output {
-        return Err(ExportError::Output(e));
-    }
-    s.complete = s.problems.is_empty();
+    // Records were read all the same: the summary (and the receipt) says what, and how the
+    // output failed.
+    s.output_error = failed_output.map(|e| e.to_string());
+    s.complete = s.problems.is_empty() && s.output_error.is_none();
     Ok(s)
 }
 
 fn tally(
     s: &mut Summary,
+    attested: &HashSet<(String, String)>,
     key: String,
     res: Result<(Counts, Option<String>), (ObjectError, Option<String>)>,
 ) {
@@ -307,6 +331,18 @@ fn tally(
             s.objects_read += 1;
             s.records += c.records;
             s.bytes += c.bytes;
+            s.keys_used.extend(c.key);
+        }
+        Err((ObjectError::Erased { tenant, hour }, batch_id))
+            if !attested.contains(&(tenant.clone(), hour.clone())) =>
+        {
+            s.objects_skipped += 1;
+            s.problems.push(Problem {
+                kind: "key_missing".into(),
+                key,
+                batch_id,
+                detail: format!("the key of tenant {tenant:?} hour {hour} is not in the ledger and no signed shredding receipt erased it: deleted without a trace"),
+            });
         }
         Err((ObjectError::Erased { tenant, hour }, _)) => {
             s.objects_erased += 1;
@@ -355,6 +391,10 @@ struct Work<'a> {
     place: &'a (dyn Fn(&logferry_vault::crypt::Header, &str) -> Result<(), String> + Sync),
     parquet: bool,
     compression: logferry_sink::Compression,
+    /// The largest object read that no digest gives the size of.
+    max_unlisted: u64,
+    /// The longest record read.
+    max_record: usize,
     req: &'a Request,
     handle: &'a tokio::runtime::Handle,
 }
@@ -376,7 +416,7 @@ impl Work<'_> {
         tx: &SyncSender<Msg>,
         stored: &mut u64,
     ) -> Result<Counts, ObjectError> {
-        let max = self.entry.map_or(MAX_UNLISTED, |e| e.bytes);
+        let max = self.entry.map_or(self.max_unlisted, |e| e.bytes);
         let bytes = match self.handle.block_on(self.store.get(self.key, max)) {
             Ok(Some(b)) => b,
             Ok(None) => {
@@ -420,6 +460,8 @@ impl Work<'_> {
             to: self.req.to,
             whole: self.m.start >= self.req.from && self.m.end <= self.req.to,
             unit_start: self.m.start,
+            sealed_only: self.keys.is_some(),
+            max_record: self.max_record,
         };
         let mut piece: Vec<u8> = Vec::with_capacity(PIECE);
         let mut send = |b: &[u8]| -> std::io::Result<()> {
@@ -479,6 +521,7 @@ async fn digests(
     store: &Arc<dyn LedgerStore>,
     prefix: &str,
     public_key: &[u8],
+    sink: &str,
     s: &mut Summary,
 ) -> Result<HashMap<String, Entry>, ExportError> {
     let under = match prefix.trim_matches('/') {
@@ -500,7 +543,9 @@ async fn digests(
         let Ok(f) = chain::parse_digest(&bytes) else {
             continue;
         };
-        if !f.signed_by(public_key) {
+        // Signed by the key, and of this sink: another sink's digests (the same key signs
+        // them) vouch for nothing here.
+        if !f.signed_by(public_key) || f.body.sink != sink {
             continue;
         }
         s.digests += 1;
@@ -509,4 +554,39 @@ async fn digests(
         }
     }
     Ok(out)
+}
+
+/// The (tenant, hour) pairs that shredding receipts signed with `public_key` erased.
+async fn attested(
+    store: &Arc<dyn LedgerStore>,
+    prefix: &str,
+    public_key: &[u8],
+) -> HashSet<(String, String)> {
+    use logferry_vault::shred::{Receipt, Stored, RECEIPT_FORMAT};
+    let under = match prefix.trim_matches('/') {
+        "" => "_receipts/".to_string(),
+        p => format!("{p}/_receipts/"),
+    };
+    let mut out = HashSet::new();
+    let Ok(listed) = store.list_all(&under).await else {
+        return out;
+    };
+    for l in listed.into_iter().filter(|l| l.kind == Kind::File) {
+        let Ok(Some(bytes)) = store.get(&l.key, 64 << 10).await else {
+            continue;
+        };
+        let Ok(stored) = serde_json::from_slice::<Stored>(&bytes) else {
+            continue;
+        };
+        let Ok(r) = serde_json::from_str::<Receipt>(&stored.receipt) else {
+            continue;
+        };
+        let signed = stored.signature.as_deref().is_some_and(|sig| {
+            logferry_integrity::signing::verify(public_key, stored.receipt.as_bytes(), sig)
+        });
+        if r.format == RECEIPT_FORMAT && signed {
+            out.extend(r.hours.into_iter().map(|h| (r.tenant.clone(), h)));
+        }
+    }
+    out
 }

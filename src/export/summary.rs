@@ -53,8 +53,15 @@ pub struct Summary {
     pub output_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipt: Option<String>,
+    /// Writing the output failed (the records read are counted all the same).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_error: Option<String>,
     /// Exit 0 only when every selected object was read (and verified, with `integrity`).
     pub complete: bool,
+    /// The data keys the objects read were sealed under (tenant, hour, key id): a replay checks
+    /// them again before it ships what it read earlier.
+    #[serde(skip)]
+    pub keys_used: std::collections::BTreeSet<(String, String, String)>,
 }
 
 impl Summary {
@@ -93,6 +100,9 @@ impl Summary {
                 .map(|b| format!(" (batch {b})"))
                 .unwrap_or_default();
             s.push_str(&format!("  {}: {}{batch}: {}\n", p.kind, p.key, p.detail));
+        }
+        if let Some(e) = &self.output_error {
+            s.push_str(&format!("  the output failed: {e}\n"));
         }
         if let Some(r) = &self.receipt {
             s.push_str(&format!("  receipt: {r}\n"));

@@ -35,6 +35,8 @@ pub const DEFAULT_MAX_INFLATED: u64 = 4 << 30;
 pub const PENDING_SLACK: chrono::TimeDelta = chrono::TimeDelta::seconds(2);
 
 pub struct Options {
+    /// The sink judged: a digest of another sink (signed with the same key) is foreign.
+    pub sink: String,
     /// Digests are under `<prefix>/_digests/`.
     pub prefix: String,
     /// Where the sink's objects are (its key's static prefix): listed for foreign objects.
@@ -232,6 +234,16 @@ pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, Ver
                 continue;
             }
         };
+        if f.signed_by(&o.public_key) && !o.sink.is_empty() && f.body.sink != o.sink {
+            r.problem(
+                "digest_foreign_sink",
+                format!(
+                    "{key}: a digest of sink {:?}, not of {:?}: copied from another archive",
+                    f.body.sink, o.sink
+                ),
+            );
+            continue;
+        }
         if !f.signed_by(&o.public_key) {
             r.problem(
                 "bad_signature",

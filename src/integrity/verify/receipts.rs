@@ -105,6 +105,22 @@ pub(super) async fn check_access(
         );
         return true;
     }
+    // At the name its own time gives (a copy under another name would count an access twice).
+    let stamp = logferry_integrity::chained::parse_time(&rc.at)
+        .map(|t| t.format("%Y%m%dT%H%M%SZ").to_string());
+    let name = key.rsplit('/').next().unwrap_or("");
+    let named = stamp.is_some_and(|st| {
+        name.strip_prefix(&format!("{st}-"))
+            .and_then(|n| n.strip_suffix(".json"))
+            .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    });
+    if !named {
+        r.problem(
+            "receipt_misplaced",
+            format!("{key}: a signed access receipt, but not at the name its time gives (a copy)"),
+        );
+        return true;
+    }
     r.access.push(super::report::Access {
         key: key.to_string(),
         action: rc.action,
@@ -113,6 +129,7 @@ pub(super) async fn check_access(
         from: rc.from,
         to: rc.to,
         records: rc.records,
+        outcome: rc.outcome,
     });
     true
 }

@@ -52,6 +52,7 @@ pub struct Access {
     pub from: String,
     pub to: String,
     pub records: u64,
+    pub outcome: String,
 }
 
 impl Report {
@@ -87,8 +88,8 @@ impl Report {
         for a in &self.access {
             let _ = writeln!(
                 s,
-                "access: {} by {:?} at {}, records from {} to {}: {} records ({})",
-                a.action, a.by, a.at, a.from, a.to, a.records, a.key
+                "access: {} by {:?} at {}, records from {} to {}: {} records, {} ({})",
+                a.action, a.by, a.at, a.from, a.to, a.records, a.outcome, a.key
             );
         }
         for p in &self.pending {
