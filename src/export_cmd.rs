@@ -86,6 +86,20 @@ pub fn filter(
             }
         }
     }
+    // A clear value asked for where the archive holds pseudonyms can never match, and would
+    // stay in the signed receipt for good: refused, with the way that works.
+    for w in where_ {
+        if !w.contains(['=', '~', '!']) {
+            continue; // `field?` asks for no value
+        }
+        let field = w.split(['=', '~', '!']).next().unwrap_or("");
+        for s in &sources {
+            let profile = s.masking.as_deref().and_then(|m| cfg.masking.get(m));
+            if profile.is_some_and(|p| p.pseudonymises(field)) {
+                bail!("--where {w:?}: field {field} is pseudonymised (an hmac rule of source {:?}'s masking profile): the archive holds no clear value there; use --where-hmac {field}=VALUE", s.name);
+            }
+        }
+    }
     let mut hmac = Vec::new();
     if !where_hmac.is_empty() {
         let mut profiles: Vec<&str> = sources

@@ -575,6 +575,20 @@ fn planted_plaintext_special_outputs_and_failed_outputs_are_never_a_clean_export
     assert!(s.to_string().contains("not encrypted"), "{s}");
     std::fs::remove_file(&planted).unwrap();
 
+    // A clear value asked for in a pseudonymised field: refused before anything is read (it
+    // would match nothing, and stay in the signed receipt for good).
+    let o = run(&[
+        "--from",
+        "2026-03-03T04",
+        "--to",
+        "2026-03-03T05",
+        "--where",
+        "user_email=user3@example.com",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("use --where-hmac user_email=VALUE"), "{err}");
+
     // --out at a FIFO (as at a device): refused, the FIFO left as it is.
     let fifo = lf.path("fifo");
     assert!(Command::new("mkfifo")

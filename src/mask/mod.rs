@@ -80,6 +80,24 @@ impl Profile {
         out
     }
 
+    /// Whether a field rule with an HMAC action covers the dotted path `field` (without
+    /// wildcards or indexes): the archive holds only pseudonyms there.
+    pub fn pseudonymises(&self, field: &str) -> bool {
+        let segs: Vec<&str> = field.split('.').collect();
+        self.path_rules.iter().any(|r| {
+            matches!(r.action, Action::Hmac { .. })
+                && r.pattern.is_none()
+                && r.paths.iter().any(|p| {
+                    p.len() == segs.len()
+                        && p.iter().zip(&segs).all(|(s, f)| match s {
+                            rules::Seg::Key(k) => k == f,
+                            rules::Seg::Any => true,
+                            rules::Seg::Index(_) => false,
+                        })
+                })
+        })
+    }
+
     pub fn rule_count(&self) -> usize {
         self.path_rules.len() + self.pattern_rules.len()
     }
