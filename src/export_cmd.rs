@@ -93,10 +93,16 @@ pub fn filter(
             continue; // `field?` asks for no value
         }
         let field = w.split(['=', '~', '!']).next().unwrap_or("");
+        let value = w[field.len()..].trim_start_matches(['=', '~', '!']);
         for s in &sources {
-            let profile = s.masking.as_deref().and_then(|m| cfg.masking.get(m));
-            if profile.is_some_and(|p| p.pseudonymises(field)) {
+            let Some(profile) = s.masking.as_deref().and_then(|m| cfg.masking.get(m)) else {
+                continue;
+            };
+            if profile.pseudonymises(field) {
                 bail!("--where {w:?}: field {field} is pseudonymised (an hmac rule of source {:?}'s masking profile): the archive holds no clear value there; use --where-hmac {field}=VALUE", s.name);
+            }
+            if masks(profile, field, value) {
+                bail!("--where {w:?}: source {:?}'s masking profile masks this value in field {field} (a rule or detector): the archive holds no such value, and it would stay in the signed receipt; use --where-hmac {field}=VALUE where the action is hmac", s.name);
             }
         }
     }
@@ -140,6 +146,21 @@ pub fn filter(
         tf.as_deref().map(|f| (f, tenants)),
         &times,
     )?)
+}
+
+/// Whether `profile` changes `value` at the dotted path `field` (so no archived record holds it).
+fn masks(profile: &std::sync::Arc<logferry::mask::Profile>, field: &str, value: &str) -> bool {
+    let mut v = serde_json::Value::String(value.to_string());
+    for seg in field.rsplit('.') {
+        let mut m = serde_json::Map::new();
+        m.insert(seg.to_string(), v);
+        v = serde_json::Value::Object(m);
+    }
+    let rec = v.to_string();
+    let counters =
+        vec![prometheus_client::metrics::counter::Counter::default(); profile.labels.len()];
+    let mut m = logferry::mask::Masker::new(profile.clone(), counters);
+    m.mask(rec.as_bytes()) && m.output() != rec.as_bytes()
 }
 
 /// The key that checks digests: `--public-key`, or the configured signing key's own.
@@ -389,7 +410,13 @@ fn to_file(
             .and_then(|()| hashing.inner.get_ref().sync_all());
         Ok(finish(s, r))
     })();
-    let mut s = res?;
+    let mut s = match res {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
     if s.output_error.is_none() {
         if let Err(e) = std::fs::rename(&tmp, path) {
             s.output_error = Some(format!("cannot write {}: {e}", path.display()));

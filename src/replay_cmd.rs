@@ -69,8 +69,11 @@ struct Mark {
 fn same_place(a: &SinkConfig, b: &SinkConfig) -> bool {
     match (&a.kind, &b.kind) {
         (SinkKind::Directory { path: x }, SinkKind::Directory { path: y }) => {
+            // One inside the other counts: a to-sink at the archive's parent folder writes
+            // into the archive all the same.
             let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-            canon(x) == canon(y)
+            let (x, y) = (canon(x), canon(y));
+            x.starts_with(&y) || y.starts_with(&x)
         }
         (SinkKind::S3(x), SinkKind::S3(y)) => x.bucket == y.bucket && x.endpoint == y.endpoint,
         (SinkKind::AzureBlob(x), SinkKind::AzureBlob(y)) => {
@@ -215,8 +218,17 @@ pub fn run(cfg: Config, a: &ReplayArgs) -> anyhow::Result<bool> {
     source.exclude = Vec::new();
     source.format = Format::Json;
     source.read_from = ReadFrom::Beginning;
-    // Masked when they were archived.
+    // Masked when they were archived. Masking may have made a record longer than the
+    // source's limit: export's bound applies, and a record past it is kept whole as a dead
+    // letter, never shipped as a stand-in.
     source.masking = None;
+    source.max_record_bytes = source
+        .max_record_bytes
+        .max(source.max_line_bytes)
+        .saturating_mul(2)
+        .max(64 << 20);
+    source.max_line_bytes = source.max_line_bytes.max(source.max_record_bytes);
+    source.oversize = logferry::config::Oversize::DeadLetter;
     source.sinks = vec![to_sc.name.clone()];
     let to_sink = to_sc.clone();
     let to_name = to_sink.name.clone();

@@ -316,6 +316,20 @@ fn scenario(lf: &Lf, env: &[(&str, &str)], archive: &dyn Archive) {
     assert_eq!(erased[0]["tenant"], "gamma");
     assert_eq!(erased[0]["hour"], "2026-03-03T07");
 
+    // verify names the key deleted without a receipt too (the shredded hour's key is erased
+    // by a signed receipt: not a problem).
+    let (code, report) = integrity::verify(lf, "archive", env);
+    assert_eq!(code, Some(1));
+    let missing_keys: Vec<&str> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "key_missing")
+        .map(|p| p["what"].as_str().unwrap())
+        .collect();
+    assert_eq!(missing_keys.len(), 1, "{report}");
+    assert!(missing_keys[0].starts_with(&unkeyed), "{report}");
+
     // A range the tampering does not touch is complete.
     let (code, s, _) = run(&["--from", "2026-03-04", "--to", "2026-03-04T06"]);
     assert_eq!(code, Some(0), "{s}");
@@ -527,7 +541,13 @@ fn replay_into_an_http_receiver_survives_kill_9_and_delivers_every_selected_reco
 /// FIFO, a reader that goes away; each is refused or on record, none passes as a clean export.
 #[test]
 fn planted_plaintext_special_outputs_and_failed_outputs_are_never_a_clean_export() {
-    let lf = setup("type = \"directory\"\npath = \"{dir}/archive\"\n");
+    let lf = setup(
+        "type = \"directory\"\npath = \"{dir}/archive\"\n\
+         [sinks.copy]\ntype = \"directory\"\npath = \"{dir}/copy\"\n\
+         key = \"{source}/{account_id}/%Y/%m/%d/%H/{batch_id}.ndjson.gz\"\n\
+         encryption = { kek = \"main\", tenant_field = \"account_id\" }\n\
+         [sinks.mirror]\ntype = \"directory\"\npath = \"{dir}\"\n",
+    );
     lf.run_once();
     let run = |args: &[&str]| {
         Command::new(BIN)
@@ -574,6 +594,76 @@ fn planted_plaintext_special_outputs_and_failed_outputs_are_never_a_clean_export
     assert_eq!(kinds, ["unverified", "unreadable"], "{s}");
     assert!(s.to_string().contains("not encrypted"), "{s}");
     std::fs::remove_file(&planted).unwrap();
+
+    // Another sink's shredding receipt (same signing key) erases nothing here: a key deleted
+    // with such a receipt copied beside it is still a key deleted without a trace.
+    let copy = |from: &Path, to: &Path| {
+        assert!(Command::new("cp")
+            .arg("-r")
+            .arg(from)
+            .arg(to)
+            .status()
+            .unwrap()
+            .success());
+    };
+    std::fs::create_dir_all(lf.path("copy")).unwrap();
+    copy(&lf.path("archive/_keys"), &lf.path("copy/_keys"));
+    let o = Command::new(BIN)
+        .args([
+            "shred",
+            "--sink",
+            "copy",
+            "--tenant",
+            "beta",
+            "--from",
+            "2026-03-03T05",
+            "--to",
+            "2026-03-03T05",
+            "--by",
+            "x",
+            "--config",
+        ])
+        .arg(&lf.cfg)
+        .output()
+        .unwrap();
+    succeeded(&o);
+    std::fs::remove_dir_all(lf.path("archive/_keys/beta/2026-03-03T05")).unwrap();
+    copy(&lf.path("copy/_receipts"), &lf.path("archive/_receipts"));
+    let o = run(&[
+        "--from",
+        "2026-03-03T05",
+        "--to",
+        "2026-03-03T06",
+        "--tenant",
+        "beta",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let s: serde_json::Value = serde_json::from_slice(&o.stderr).unwrap();
+    assert_eq!(s["problems"][0]["kind"], "key_missing", "{s}");
+    assert_eq!(s["objects_erased"], 0, "{s}");
+
+    // Replay into a sink that writes in the archive's parent folder: refused.
+    let o = Command::new(BIN)
+        .args([
+            "replay",
+            "--from-sink",
+            "archive",
+            "--to-sink",
+            "mirror",
+            "--by",
+            "x",
+            "--from",
+            "2026-03-03T05",
+            "--to",
+            "2026-03-03T06",
+            "--config",
+        ])
+        .arg(&lf.cfg)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not replayed into itself"));
 
     // A clear value asked for in a pseudonymised field: refused before anything is read (it
     // would match nothing, and stay in the signed receipt for good).

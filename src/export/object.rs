@@ -36,7 +36,11 @@ pub struct Reading<'a> {
 pub enum ObjectError {
     /// Its tenant-hour's key was shredded: erased on purpose.
     #[error("erased: the key of tenant {tenant:?} hour {hour} was shredded")]
-    Erased { tenant: String, hour: String },
+    Erased {
+        tenant: String,
+        hour: String,
+        key_id: String,
+    },
     #[error("{0}")]
     Unreadable(String),
     /// Writing the output failed (the export stops).
@@ -90,7 +94,11 @@ pub fn read_object(
         let data_key = match key_of {
             Ok(k) => k,
             Err(LedgerError::Shredded { tenant, hour }) => {
-                return Err(ObjectError::Erased { tenant, hour })
+                return Err(ObjectError::Erased {
+                    tenant,
+                    hour,
+                    key_id: header.key_id.clone(),
+                })
             }
             Err(e) => return Err(unreadable(&e)),
         };

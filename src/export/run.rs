@@ -229,7 +229,7 @@ pub fn export(
             let ledger = handle
                 .block_on(crate::encryption::store(sc, false))
                 .map_err(setup)?;
-            handle.block_on(attested(&ledger, &e.ledger_prefix, pk))
+            handle.block_on(attested(&ledger, &e.ledger_prefix, pk, &sc.name))
         }
         _ => HashSet::new(),
     };
@@ -322,7 +322,7 @@ pub fn export(
 
 fn tally(
     s: &mut Summary,
-    attested: &HashSet<(String, String)>,
+    attested: &HashSet<String>,
     key: String,
     res: Result<(Counts, Option<String>), (ObjectError, Option<String>)>,
 ) {
@@ -333,9 +333,14 @@ fn tally(
             s.bytes += c.bytes;
             s.keys_used.extend(c.key);
         }
-        Err((ObjectError::Erased { tenant, hour }, batch_id))
-            if !attested.contains(&(tenant.clone(), hour.clone())) =>
-        {
+        Err((
+            ObjectError::Erased {
+                tenant,
+                hour,
+                key_id,
+            },
+            batch_id,
+        )) if !attested.contains(&key_id) => {
             s.objects_skipped += 1;
             s.problems.push(Problem {
                 kind: "key_missing".into(),
@@ -344,7 +349,7 @@ fn tally(
                 detail: format!("the key of tenant {tenant:?} hour {hour} is not in the ledger and no signed shredding receipt erased it: deleted without a trace"),
             });
         }
-        Err((ObjectError::Erased { tenant, hour }, _)) => {
+        Err((ObjectError::Erased { tenant, hour, .. }, _)) => {
             s.objects_erased += 1;
             s.erased.push(Erased { key, tenant, hour });
         }
@@ -556,12 +561,14 @@ async fn digests(
     Ok(out)
 }
 
-/// The (tenant, hour) pairs that shredding receipts signed with `public_key` erased.
+/// The ids of the data keys that shredding receipts of `sink`, signed with `public_key`,
+/// erased (another sink's receipt, signed with the same key, erases nothing here).
 async fn attested(
     store: &Arc<dyn LedgerStore>,
     prefix: &str,
     public_key: &[u8],
-) -> HashSet<(String, String)> {
+    sink: &str,
+) -> HashSet<String> {
     use logferry_vault::shred::{Receipt, Stored, RECEIPT_FORMAT};
     let under = match prefix.trim_matches('/') {
         "" => "_receipts/".to_string(),
@@ -584,8 +591,8 @@ async fn attested(
         let signed = stored.signature.as_deref().is_some_and(|sig| {
             logferry_integrity::signing::verify(public_key, stored.receipt.as_bytes(), sig)
         });
-        if r.format == RECEIPT_FORMAT && signed {
-            out.extend(r.hours.into_iter().map(|h| (r.tenant.clone(), h)));
+        if r.format == RECEIPT_FORMAT && signed && r.sink == sink {
+            out.extend(r.key_ids);
         }
     }
     out

@@ -160,9 +160,11 @@ pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, Ver
             })
     };
     // The ledger's and receipts' places hold regular files only, and receipts are receipts.
+    let mut ledger_keys: Option<objects::LedgerKeys> = None;
     if let Some(l) = &ledger {
         let under = format!("{l}_receipts/");
         let mut shredded: HashSet<String> = HashSet::new();
+        let mut held = objects::LedgerKeys::default();
         for s in store.list_all(&under).await.map_err(VerifyError::store)? {
             if !plain_file(&mut r, &s) {
                 continue;
@@ -188,6 +190,7 @@ pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, Ver
                 .next()
                 .and_then(|n| n.strip_suffix(".key"))
                 .unwrap_or("");
+            held.note(&s.key[l.len() + "_keys/".len()..]);
             if shredded.contains(id) {
                 r.problem(
                     "key_resurrected",
@@ -195,6 +198,8 @@ pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, Ver
                 );
             }
         }
+        held.erased = shredded;
+        ledger_keys = Some(held);
     }
     if ledger.is_none() {
         for s in store
@@ -339,7 +344,7 @@ pub async fn run(store: Arc<dyn LedgerStore>, o: &Options) -> Result<Report, Ver
         });
         all_entries.extend(entries.into_iter().map(|e| (stream.clone(), e)));
     }
-    check_objects(&mut r, &store, o, &all_entries).await?;
+    check_objects(&mut r, &store, o, &all_entries, ledger_keys.as_ref()).await?;
     // Key ledger entries logferry did not write (its KEK or signing key at hand to tell).
     // When no entry at all unwraps, the KEK at hand is another one, not every entry forged.
     if let Some(keys) = &o.keys {

@@ -86,7 +86,6 @@ impl Profile {
         let segs: Vec<&str> = field.split('.').collect();
         self.path_rules.iter().any(|r| {
             matches!(r.action, Action::Hmac { .. })
-                && r.pattern.is_none()
                 && r.paths.iter().any(|p| {
                     p.len() == segs.len()
                         && p.iter().zip(&segs).all(|(s, f)| match s {

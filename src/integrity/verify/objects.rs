@@ -13,11 +13,48 @@ use super::{Options, Report, VerifyError};
 /// The largest object read for its hash.
 const MAX_OBJECT: u64 = 8 << 30;
 
+/// What the key ledger holds, and what signed receipts erased: an encrypted object's key
+/// must be in one of them.
+#[derive(Default)]
+pub(super) struct LedgerKeys {
+    ids: HashSet<String>,
+    /// Entries named `<tenant>/<hour>.key` (written before key ids were in names).
+    legacy: HashSet<(String, String)>,
+    pub(super) erased: HashSet<String>,
+}
+
+impl LedgerKeys {
+    /// A name under `_keys/`: `<tenant>/<hour>/<id>.key` or `<tenant>/<hour>.key`.
+    pub(super) fn note(&mut self, rel: &str) {
+        let parts: Vec<&str> = rel.split('/').collect();
+        match parts[..] {
+            [_, _, file] => {
+                if let Some(id) = file.strip_suffix(".key") {
+                    self.ids.insert(id.to_string());
+                }
+            }
+            [t, file] => {
+                if let Some(h) = file.strip_suffix(".key") {
+                    self.legacy.insert((t.to_string(), h.to_string()));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn holds(&self, h: &logferry_vault::crypt::Header) -> bool {
+        self.ids.contains(&h.key_id)
+            || self.erased.contains(&h.key_id)
+            || self.legacy.contains(&(h.tenant.clone(), h.hour.clone()))
+    }
+}
+
 pub(super) async fn check_objects(
     r: &mut Report,
     store: &Arc<dyn LedgerStore>,
     o: &Options,
     entries: &[(String, Entry)],
+    ledger: Option<&LedgerKeys>,
 ) -> Result<(), VerifyError> {
     let by_hash: HashMap<&str, &str> = entries
         .iter()
@@ -77,6 +114,21 @@ pub(super) async fn check_objects(
                 ),
             }
             continue;
+        }
+        // A sealed object whose key is neither in the ledger nor erased by a signed receipt:
+        // its key was deleted without a trace, and its records can no longer be read.
+        if let (Some(l), true) = (ledger, e.key.ends_with(logferry_vault::encrypted::SUFFIX)) {
+            if let Ok((h, _)) = logferry_vault::crypt::Header::read(&mut &bytes[..]) {
+                if !l.holds(&h) {
+                    r.problem(
+                        "key_missing",
+                        format!(
+                            "{} (seq {}): its key (tenant {:?}, hour {}) is not in the ledger and no signed shredding receipt erased it",
+                            e.key, e.seq, h.tenant, h.hour
+                        ),
+                    );
+                }
+            }
         }
         if o.parquet {
             // Records are in a column, not lines: only the hashes above are checked.

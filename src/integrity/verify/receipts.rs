@@ -49,6 +49,13 @@ pub(super) async fn check_receipt(
             "receipt_forged",
             format!("{key}: not a receipt of tenant {tenant:?}"),
         ),
+        (Some(rc), _) if !o.sink.is_empty() && rc.sink != o.sink => r.problem(
+            "receipt_forged",
+            format!(
+                "{key}: a shredding receipt of sink {:?}, not of {:?}: copied from another archive",
+                rc.sink, o.sink
+            ),
+        ),
         (Some(_), None) => r.problem(
             "receipt_unsigned",
             format!(
