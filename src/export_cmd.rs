@@ -12,20 +12,50 @@ use logferry::export::receipt::{self, AccessReceipt, ACCESS_FORMAT};
 use logferry::export::{export, Request, Summary};
 use sha2::Digest;
 
+/// What `export` and `replay` read: the range, tenants and conditions, and how.
+#[derive(clap::Args)]
+pub struct Selection {
+    /// The range's start, inclusive: RFC 3339, a date (2026-03-03) or an hour
+    /// (2026-03-03T10), UTC.
+    #[arg(long)]
+    pub from: String,
+    /// The range's end, exclusive (same forms as --from).
+    #[arg(long)]
+    pub to: String,
+    /// Who reads the archive (recorded in the access receipt).
+    #[arg(long)]
+    pub by: String,
+    /// Only this tenant (repeatable): the sink's tenant field.
+    #[arg(long = "tenant")]
+    pub tenants: Vec<String>,
+    /// A condition on a record (repeatable): field=value, field!=value, field~prefix,
+    /// field? (exists); dotted paths.
+    #[arg(long = "where")]
+    pub where_: Vec<String>,
+    /// field=VALUE: records whose field holds the masking profile's pseudonym of VALUE.
+    #[arg(long = "where-hmac")]
+    pub where_hmac: Vec<String>,
+    /// Read objects that no signed digest vouches for, or that differ from it (still
+    /// reported, still exit 1).
+    #[arg(long)]
+    pub allow_unverified: bool,
+    /// Objects read at once (at most 64).
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// The public key digests and receipts are signed with; the [signing] key's own when
+    /// absent.
+    #[arg(long)]
+    pub public_key: Option<PathBuf>,
+    /// Store no access receipt (said on stderr).
+    #[arg(long)]
+    pub no_receipt: bool,
+}
+
 pub struct ExportArgs {
     pub sink: String,
-    pub from: String,
-    pub to: String,
-    pub by: String,
-    pub tenants: Vec<String>,
-    pub where_: Vec<String>,
-    pub where_hmac: Vec<String>,
+    pub sel: Selection,
     pub format: String,
     pub out: Option<PathBuf>,
-    pub allow_unverified: bool,
-    pub concurrency: usize,
-    pub public_key: Option<PathBuf>,
-    pub no_receipt: bool,
     pub json: bool,
 }
 
@@ -213,20 +243,20 @@ pub fn run(cfg: &Config, a: &ExportArgs) -> anyhow::Result<bool> {
             _ => bail!("--format parquet writes a file: give --out NAME.parquet (its columns are compressed inside)"),
         }
     }
-    if a.by.trim().is_empty() {
+    if a.sel.by.trim().is_empty() {
         bail!("--by names who reads the archive, for the access receipt");
     }
-    let (from, to) = range(&a.from, &a.to)?;
+    let (from, to) = range(&a.sel.from, &a.sel.to)?;
     let signer = logferry::encryption::signer(cfg)?;
-    if signer.is_none() && !a.no_receipt {
+    if signer.is_none() && !a.sel.no_receipt {
         bail!(
             "no [signing] key to sign the access receipt with: configure one, or give --no-receipt"
         );
     }
-    if a.no_receipt {
+    if a.sel.no_receipt {
         eprintln!("logferry export: --no-receipt: this access is not recorded in the archive");
     }
-    let filter = filter(cfg, sc, &a.where_, &a.where_hmac, &a.tenants)?;
+    let filter = filter(cfg, sc, &a.sel.where_, &a.sel.where_hmac, &a.sel.tenants)?;
     let described = filter.described.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -237,11 +267,11 @@ pub fn run(cfg: &Config, a: &ExportArgs) -> anyhow::Result<bool> {
     let req = Request {
         from,
         to,
-        tenants: a.tenants.clone(),
+        tenants: a.sel.tenants.clone(),
         filter,
-        allow_unverified: a.allow_unverified,
-        concurrency: a.concurrency,
-        public_key: public_key(cfg, a.public_key.as_deref())?,
+        allow_unverified: a.sel.allow_unverified,
+        concurrency: a.sel.concurrency,
+        public_key: public_key(cfg, a.sel.public_key.as_deref())?,
         progress: bar.clone().map(|b| {
             Box::new(move |n: u64| {
                 b.inc(n);
@@ -257,16 +287,16 @@ pub fn run(cfg: &Config, a: &ExportArgs) -> anyhow::Result<bool> {
         b.finish_and_clear();
     }
     if let Some(signer) = &signer {
-        if !a.no_receipt {
+        if !a.sel.no_receipt {
             let r = AccessReceipt {
                 format: ACCESS_FORMAT.into(),
                 action: "export".into(),
                 sink: sc.name.clone(),
-                by: a.by.clone(),
+                by: a.sel.by.clone(),
                 at: logferry_integrity::chain::time_text(chrono::Utc::now()),
                 from: summary.from.clone(),
                 to: summary.to.clone(),
-                tenants: a.tenants.clone(),
+                tenants: a.sel.tenants.clone(),
                 conditions: described,
                 objects_read: summary.objects_read,
                 objects_unverified: summary.objects_unverified,

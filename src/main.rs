@@ -139,46 +139,15 @@ enum Cmd {
         config: PathBuf,
         #[arg(long, short)]
         sink: String,
-        /// The range's start, inclusive: RFC 3339, a date (2026-03-03) or an hour
-        /// (2026-03-03T10), UTC.
-        #[arg(long)]
-        from: String,
-        /// The range's end, exclusive (same forms as --from).
-        #[arg(long)]
-        to: String,
-        /// Who reads the archive (recorded in the access receipt).
-        #[arg(long)]
-        by: String,
-        /// Only this tenant (repeatable): the sink's tenant field.
-        #[arg(long = "tenant")]
-        tenants: Vec<String>,
-        /// A condition on a record (repeatable): field=value, field!=value, field~prefix,
-        /// field? (exists); dotted paths.
-        #[arg(long = "where")]
-        where_: Vec<String>,
-        /// field=VALUE: records whose field holds the masking profile's pseudonym of VALUE.
-        #[arg(long = "where-hmac")]
-        where_hmac: Vec<String>,
-        /// The output format.
+        #[command(flatten)]
+        sel: export_cmd::Selection,
+        /// The output format: ndjson, or parquet (with --out NAME.parquet).
         #[arg(long, default_value = "ndjson")]
         format: String,
         /// The output file (compressed when its name ends in .gz or .zst); stdout when absent
         /// or "-".
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Read objects that no signed digest vouches for, or that differ from it (still
-        /// reported, still exit 1).
-        #[arg(long)]
-        allow_unverified: bool,
-        /// Objects read at once.
-        #[arg(long, default_value_t = 4)]
-        concurrency: usize,
-        /// The public key the digests are signed with; the [signing] key's own when absent.
-        #[arg(long)]
-        public_key: Option<PathBuf>,
-        /// Store no access receipt (said on stderr).
-        #[arg(long)]
-        no_receipt: bool,
         /// Print the summary as JSON (on stderr).
         #[arg(long)]
         json: bool,
@@ -196,29 +165,8 @@ enum Cmd {
         /// The sink the records are shipped to.
         #[arg(long)]
         to_sink: String,
-        /// The range's start, inclusive (as for export).
-        #[arg(long)]
-        from: String,
-        /// The range's end, exclusive.
-        #[arg(long)]
-        to: String,
-        /// Who replays the archive (recorded in the access receipt).
-        #[arg(long)]
-        by: String,
-        #[arg(long = "tenant")]
-        tenants: Vec<String>,
-        #[arg(long = "where")]
-        where_: Vec<String>,
-        #[arg(long = "where-hmac")]
-        where_hmac: Vec<String>,
-        #[arg(long)]
-        allow_unverified: bool,
-        #[arg(long, default_value_t = 4)]
-        concurrency: usize,
-        #[arg(long)]
-        public_key: Option<PathBuf>,
-        #[arg(long)]
-        no_receipt: bool,
+        #[command(flatten)]
+        sel: export_cmd::Selection,
     },
     /// Print the table a query engine reads a parquet sink's archive with: Athena (with
     /// partition projection), DuckDB, Spark or Synapse.
@@ -411,35 +359,17 @@ fn main() -> ExitCode {
         Cmd::Export {
             config,
             sink,
-            from,
-            to,
-            by,
-            tenants,
-            where_,
-            where_hmac,
+            sel,
             format,
             out,
-            allow_unverified,
-            concurrency,
-            public_key,
-            no_receipt,
             json,
         } => match load(&config) {
             Ok(cfg) => {
                 let args = export_cmd::ExportArgs {
                     sink,
-                    from,
-                    to,
-                    by,
-                    tenants,
-                    where_,
-                    where_hmac,
+                    sel,
                     format,
                     out,
-                    allow_unverified,
-                    concurrency,
-                    public_key,
-                    no_receipt,
                     json,
                 };
                 finish("export", export_cmd::run(&cfg, &args))
@@ -450,31 +380,13 @@ fn main() -> ExitCode {
             config,
             from_sink,
             to_sink,
-            from,
-            to,
-            by,
-            tenants,
-            where_,
-            where_hmac,
-            allow_unverified,
-            concurrency,
-            public_key,
-            no_receipt,
+            sel,
         } => match load(&config) {
             Ok(cfg) => {
                 let args = replay_cmd::ReplayArgs {
                     from_sink,
                     to_sink,
-                    from,
-                    to,
-                    by,
-                    tenants,
-                    where_,
-                    where_hmac,
-                    allow_unverified,
-                    concurrency,
-                    public_key,
-                    no_receipt,
+                    sel,
                 };
                 finish("replay", replay_cmd::run(cfg, &args))
             }

@@ -17,38 +17,29 @@ use logferry::export::receipt::{AccessReceipt, ACCESS_FORMAT};
 use logferry::export::{export, Request, Summary};
 use sha2::Digest;
 
-use crate::export_cmd::{archive_sink, filter, public_key, range, store_receipt};
+use crate::export_cmd::{archive_sink, filter, public_key, range, store_receipt, Selection};
 
 pub struct ReplayArgs {
     pub from_sink: String,
     pub to_sink: String,
-    pub from: String,
-    pub to: String,
-    pub by: String,
-    pub tenants: Vec<String>,
-    pub where_: Vec<String>,
-    pub where_hmac: Vec<String>,
-    pub allow_unverified: bool,
-    pub concurrency: usize,
-    pub public_key: Option<std::path::PathBuf>,
-    pub no_receipt: bool,
+    pub sel: Selection,
 }
 
 /// The selection's own folder name: the same selection resumes, another starts afresh.
 fn selection_id(a: &ReplayArgs) -> String {
     let mut h = sha2::Sha256::new();
-    for part in [&a.from_sink, &a.to_sink, &a.from, &a.to] {
+    for part in [&a.from_sink, &a.to_sink, &a.sel.from, &a.sel.to] {
         h.update(part.as_bytes());
         h.update([0]);
     }
-    for list in [&a.tenants, &a.where_, &a.where_hmac] {
+    for list in [&a.sel.tenants, &a.sel.where_, &a.sel.where_hmac] {
         for w in list {
             h.update(w.as_bytes());
             h.update([1]);
         }
         h.update([2]);
     }
-    h.update([u8::from(a.allow_unverified)]);
+    h.update([u8::from(a.sel.allow_unverified)]);
     hex::encode(&h.finalize()[..8])
 }
 
@@ -95,17 +86,17 @@ pub fn run(cfg: Config, a: &ReplayArgs) -> anyhow::Result<bool> {
             a.from_sink
         );
     }
-    if a.by.trim().is_empty() {
+    if a.sel.by.trim().is_empty() {
         bail!("--by names who replays the archive, for the access receipt");
     }
-    let (from, to) = range(&a.from, &a.to)?;
+    let (from, to) = range(&a.sel.from, &a.sel.to)?;
     let signer = logferry::encryption::signer(&cfg)?;
-    if signer.is_none() && !a.no_receipt {
+    if signer.is_none() && !a.sel.no_receipt {
         bail!(
             "no [signing] key to sign the access receipt with: configure one, or give --no-receipt"
         );
     }
-    if a.no_receipt {
+    if a.sel.no_receipt {
         eprintln!("logferry replay: --no-receipt: this access is not recorded in the archive");
     }
     // The source that tells the records' time, before anything is read.
@@ -184,16 +175,16 @@ pub fn run(cfg: Config, a: &ReplayArgs) -> anyhow::Result<bool> {
             let mut m = read_selection(&cfg, &from_sc, a, from, to, &records)?;
             // The access happened: the records are read (and decrypted). On record now, whatever
             // becomes of the shipping.
-            if let (Some(signer), false) = (&signer, a.no_receipt) {
+            if let (Some(signer), false) = (&signer, a.sel.no_receipt) {
                 let r = AccessReceipt {
                     format: ACCESS_FORMAT.into(),
                     action: "replay".into(),
                     sink: from_sc.name.clone(),
-                    by: a.by.clone(),
+                    by: a.sel.by.clone(),
                     at: logferry_integrity::chain::time_text(chrono::Utc::now()),
                     from: m.summary.from.clone(),
                     to: m.summary.to.clone(),
-                    tenants: a.tenants.clone(),
+                    tenants: a.sel.tenants.clone(),
                     conditions: m.conditions.clone(),
                     objects_read: m.summary.objects_read,
                     objects_unverified: m.summary.objects_unverified,
@@ -315,16 +306,16 @@ fn read_selection(
     to: chrono::DateTime<chrono::Utc>,
     records: &Path,
 ) -> anyhow::Result<Mark> {
-    let filter = filter(cfg, sc, &a.where_, &a.where_hmac, &a.tenants)?;
+    let filter = filter(cfg, sc, &a.sel.where_, &a.sel.where_hmac, &a.sel.tenants)?;
     let conditions = filter.described.clone();
     let req = Request {
         from,
         to,
-        tenants: a.tenants.clone(),
+        tenants: a.sel.tenants.clone(),
         filter,
-        allow_unverified: a.allow_unverified,
-        concurrency: a.concurrency,
-        public_key: public_key(cfg, a.public_key.as_deref())?,
+        allow_unverified: a.sel.allow_unverified,
+        concurrency: a.sel.concurrency,
+        public_key: public_key(cfg, a.sel.public_key.as_deref())?,
         progress: None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
