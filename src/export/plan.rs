@@ -12,11 +12,17 @@ pub fn parse_instant(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.with_timezone(&Utc));
     }
-    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+    // Exactly `YYYY-MM-DD` (chrono alone would take `2026-3-3`).
+    let date = |d: &str| {
+        (d.len() == 10)
+            .then(|| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+            .flatten()
+    };
+    if let Some(d) = date(s) {
         return d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
     }
-    let (date, hour) = s.split_once('T')?;
-    let d = NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
+    let (day, hour) = s.split_once('T')?;
+    let d = date(day)?;
     if hour.len() != 2 || !hour.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -277,6 +283,8 @@ mod tests {
             "yesterday",
             "2026-03-03T25",
             "",
+            "2026-3-3",
+            "2026-3-3T10",
         ] {
             assert_eq!(parse_instant(bad), None, "{bad}");
         }
