@@ -2,6 +2,7 @@
 //! at-least-once delivery.
 
 mod export_cmd;
+mod export_out;
 mod keys_cmd;
 mod mask_cmd;
 mod replay_cmd;

@@ -259,9 +259,12 @@ pub fn run(cfg: Config, a: &ReplayArgs) -> anyhow::Result<bool> {
         )
     };
     if dead_count > 0 || shipped.is_err() {
-        eprint!("{}", text(&s));
+        eprint!("{}", logferry_sink::redact::text(&text(&s)));
         if let Err(e) = shipped {
-            eprintln!("logferry replay: shipping stopped: {e:#}");
+            eprintln!(
+                "logferry replay: shipping stopped: {}",
+                logferry_sink::redact::text(&format!("{e:#}"))
+            );
         }
         if dead_count > 0 {
             eprintln!(
@@ -274,7 +277,7 @@ pub fn run(cfg: Config, a: &ReplayArgs) -> anyhow::Result<bool> {
     }
     drop(lock);
     std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
-    eprint!("{}", text(&s));
+    eprint!("{}", logferry_sink::redact::text(&text(&s)));
     Ok(s.complete)
 }
 
@@ -323,8 +326,15 @@ fn read_selection(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // A stale one (an interrupted step 1) goes; the new one is created, never opened.
     let tmp = records.with_extension("partial");
-    let file = logferry::private_fs::create(&tmp)
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(anyhow!(e).context(format!("cannot remove {}", tmp.display())))
+        }
+        _ => {}
+    }
+    let file = logferry::private_fs::create_new(&tmp)
         .with_context(|| format!("cannot create {}", tmp.display()))?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
     let summary = export(cfg, sc, &req, rt.handle(), &mut w)?;

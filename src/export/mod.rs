@@ -15,6 +15,7 @@ pub mod plan;
 pub mod receipt;
 mod run;
 mod summary;
+mod trust;
 
 pub use run::{export, tenant_field, ExportError, Request};
 pub use summary::{Problem, Summary};

@@ -1,6 +1,6 @@
 //! The export itself: list, select, check, read in parallel, write in order.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use super::filter::Filter;
 use super::object::{read_object, Counts, ObjectError, Reading};
 use super::plan::Plan;
 use super::summary::{Erased, Problem, Summary};
+use super::trust::{attested, digests, list};
 use crate::config::{Config, SinkConfig};
 
 /// What to export.
@@ -41,8 +42,6 @@ pub enum ExportError {
 
 /// Objects read at once, at most.
 pub const MAX_CONCURRENCY: usize = 64;
-/// Prefixes listed at once.
-const LISTINGS: usize = 8;
 /// Records are handed to the writer in pieces of about this size.
 const PIECE: usize = 1 << 20;
 /// Pieces waiting per object: the memory bound is objects in flight times this.
@@ -485,115 +484,4 @@ impl Work<'_> {
         }
         Ok(counts)
     }
-}
-
-/// Every name under the prefixes, sorted, with what it is.
-async fn list(
-    store: &Arc<dyn LedgerStore>,
-    prefixes: &[String],
-) -> Result<Vec<(String, Kind)>, ExportError> {
-    let sem = Arc::new(tokio::sync::Semaphore::new(LISTINGS));
-    let mut set = tokio::task::JoinSet::new();
-    for p in prefixes {
-        let (store, p, sem) = (store.clone(), p.clone(), sem.clone());
-        set.spawn(async move {
-            let _permit = sem.acquire_owned().await;
-            let r = store.list_all(&p).await;
-            (p, r)
-        });
-    }
-    let mut all: BTreeMap<String, Kind> = BTreeMap::new();
-    while let Some(done) = set.join_next().await {
-        let (prefix, r) = done.map_err(|e| ExportError::List {
-            prefix: String::new(),
-            cause: e.to_string(),
-        })?;
-        let listed = r.map_err(|e| ExportError::List {
-            prefix,
-            cause: e.to_string(),
-        })?;
-        for s in listed {
-            all.insert(s.key, s.kind);
-        }
-    }
-    Ok(all.into_iter().collect())
-}
-
-/// The entries of every digest signed with `public_key`, by object key. Digests signed
-/// otherwise are counted as problems of the archive only through the objects they would
-/// vouch for (those stay unverified).
-async fn digests(
-    store: &Arc<dyn LedgerStore>,
-    prefix: &str,
-    public_key: &[u8],
-    sink: &str,
-    s: &mut Summary,
-) -> Result<HashMap<String, Entry>, ExportError> {
-    let under = match prefix.trim_matches('/') {
-        "" => format!("{}/", chain::DIGESTS),
-        p => format!("{p}/{}/", chain::DIGESTS),
-    };
-    let listed = store
-        .list_all(&under)
-        .await
-        .map_err(|e| ExportError::List {
-            prefix: under.clone(),
-            cause: e.to_string(),
-        })?;
-    let mut out = HashMap::new();
-    for d in listed.into_iter().filter(|d| d.kind == Kind::File) {
-        let Ok(Some(bytes)) = store.get(&d.key, chain::MAX_DIGEST).await else {
-            continue;
-        };
-        let Ok(f) = chain::parse_digest(&bytes) else {
-            continue;
-        };
-        // Signed by the key, and of this sink: another sink's digests (the same key signs
-        // them) vouch for nothing here.
-        if !f.signed_by(public_key) || f.body.sink != sink {
-            continue;
-        }
-        s.digests += 1;
-        for e in f.body.entries {
-            out.insert(e.key.clone(), e);
-        }
-    }
-    Ok(out)
-}
-
-/// The ids of the data keys that shredding receipts of `sink`, signed with `public_key`,
-/// erased (another sink's receipt, signed with the same key, erases nothing here).
-async fn attested(
-    store: &Arc<dyn LedgerStore>,
-    prefix: &str,
-    public_key: &[u8],
-    sink: &str,
-) -> HashSet<String> {
-    use logferry_vault::shred::{Receipt, Stored, RECEIPT_FORMAT};
-    let under = match prefix.trim_matches('/') {
-        "" => "_receipts/".to_string(),
-        p => format!("{p}/_receipts/"),
-    };
-    let mut out = HashSet::new();
-    let Ok(listed) = store.list_all(&under).await else {
-        return out;
-    };
-    for l in listed.into_iter().filter(|l| l.kind == Kind::File) {
-        let Ok(Some(bytes)) = store.get(&l.key, 64 << 10).await else {
-            continue;
-        };
-        let Ok(stored) = serde_json::from_slice::<Stored>(&bytes) else {
-            continue;
-        };
-        let Ok(r) = serde_json::from_str::<Receipt>(&stored.receipt) else {
-            continue;
-        };
-        let signed = stored.signature.as_deref().is_some_and(|sig| {
-            logferry_integrity::signing::verify(public_key, stored.receipt.as_bytes(), sig)
-        });
-        if r.format == RECEIPT_FORMAT && signed && r.sink == sink {
-            out.extend(r.key_ids);
-        }
-    }
-    out
 }

@@ -38,6 +38,36 @@ fn explain<E: ProvideErrorMetadata + std::fmt::Debug>(
     }
 }
 
+impl S3Store {
+    /// Every page of a listing under `prefix` (with `delimiter`, folders come as common
+    /// prefixes), handed to `each` in order.
+    async fn pages(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        mut each: impl FnMut(&aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output),
+    ) -> Result<(), StoreError> {
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_delimiter(delimiter.map(str::to_owned))
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| explain("cannot list", prefix, &self.bucket, &e))?;
+            each(&page);
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
+                _ => return Ok(()),
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl LedgerStore for S3Store {
     async fn get(&self, key: &str, max: u64) -> Result<Option<Vec<u8>>, StoreError> {
@@ -157,27 +187,13 @@ impl LedgerStore for S3Store {
 
     async fn folders(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(prefix)
-                .delimiter("/")
-                .set_continuation_token(token.take())
-                .send()
-                .await
-                .map_err(|e| explain("cannot list", prefix, &self.bucket, &e))?;
+        self.pages(prefix, Some("/"), |page| {
             out.extend(page.common_prefixes().iter().filter_map(|p| {
                 let f = p.prefix()?.strip_prefix(prefix)?.strip_suffix('/')?;
                 (!f.is_empty()).then(|| f.to_owned())
             }));
-            match page.next_continuation_token() {
-                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
-                _ => break,
-            }
-        }
+        })
+        .await?;
         out.sort();
         Ok(out)
     }
@@ -187,28 +203,15 @@ impl LedgerStore for S3Store {
         prefix: &str,
     ) -> Result<Vec<logferry_sink::store::Listed>, StoreError> {
         let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(prefix)
-                .set_continuation_token(token.take())
-                .send()
-                .await
-                .map_err(|e| explain("cannot list", prefix, &self.bucket, &e))?;
+        self.pages(prefix, None, |page| {
             out.extend(page.contents().iter().filter_map(|o| {
                 let modified = o
                     .last_modified()
                     .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()));
                 o.key().map(|k| (k.to_owned(), modified))
             }));
-            match page.next_continuation_token() {
-                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
-                _ => break,
-            }
-        }
+        })
+        .await?;
         out.sort();
         Ok(out)
     }
