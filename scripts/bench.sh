@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Benchmark: tail -> JSON -> (mask) -> gzip -> directory sink (or HTTP) over the DESIGN.md
 # reference workload.
-#   scripts/bench.sh [--mask] [--http] [--files N] [--partition] [--encrypt] [--integrity]
-#                    [--parquet] [--export] [MB]
+#   scripts/bench.sh [--mask] [--http] [--otlp] [--files N] [--partition] [--encrypt]
+#                    [--integrity] [--parquet] [--export] [MB]
 #                          (default 524 MB; --mask adds all default detectors and two field
 #                          rules, as in config.example.toml; --http ships gzip NDJSON to a local
-#                          receiver, DESIGN.md's peer comparison; --files N splits the same
+#                          receiver, DESIGN.md's peer comparison; --otlp ships OTLP/HTTP
+#                          (protobuf, gzip, three attributes, the account as a resource) to
+#                          the same receiver; --files N splits the same
 #                          bytes into N files at line boundaries: cost against file count;
 #                          --partition puts {account_id} in the key, --encrypt encrypts per
 #                          account_id and hour with a local KEK: the cost of encryption;
@@ -22,18 +24,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MASK=0
 HTTP=0
+OTLP=0
 FILES=
 PARTITION=0
 ENCRYPT=0
 INTEGRITY=0
 PARQUET=0
 EXPORT=0
-while [ "${1:-}" = "--mask" ] || [ "${1:-}" = "--http" ] || [ "${1:-}" = "--files" ] \
+while [ "${1:-}" = "--mask" ] || [ "${1:-}" = "--http" ] || [ "${1:-}" = "--otlp" ] \
+    || [ "${1:-}" = "--files" ] \
     || [ "${1:-}" = "--partition" ] || [ "${1:-}" = "--encrypt" ] \
     || [ "${1:-}" = "--integrity" ] || [ "${1:-}" = "--parquet" ] || [ "${1:-}" = "--export" ]; do
     case "$1" in
         --mask) MASK=1 ;;
         --http) HTTP=1 ;;
+        --otlp) HTTP=1; OTLP=1 ;;
         --files) FILES=$2; shift ;;
         --partition) PARTITION=1 ;;
         --encrypt) ENCRYPT=1 ;;
@@ -82,7 +87,11 @@ if [ "$HTTP" = 1 ]; then
     "$REL"/examples/receiver "$PORT" "$WORK/received" &
     RECEIVER=$!
     trap 'kill $RECEIVER 2>/dev/null || true' EXIT
-    sed -i "s|^type = \"directory\"\$|type = \"http\"\nurl = \"http://127.0.0.1:$PORT/ingest\"\ncheck = \"none\"|; /^path = /d" "$WORK/bench.toml"
+    if [ "$OTLP" = 1 ]; then
+        sed -i "s|^type = \"directory\"\$|type = \"otlp\"\nendpoint = \"http://127.0.0.1:$PORT\"\nattributes = [\"job_id\", \"flow\", \"context.user_id\"]\nresource_fields = [\"account_id\"]|; /^path = /d" "$WORK/bench.toml"
+    else
+        sed -i "s|^type = \"directory\"\$|type = \"http\"\nurl = \"http://127.0.0.1:$PORT/ingest\"\ncheck = \"none\"|; /^path = /d" "$WORK/bench.toml"
+    fi
 fi
 if [ "$PARTITION" = 1 ]; then
     sed -i 's|^type = "directory"$|type = "directory"\nkey = "{source}/{account_id}/%Y/%m/%d/%H/{batch_id}.ndjson.gz"|' "$WORK/bench.toml"
@@ -154,13 +163,13 @@ print(f"{'--where':14} {ww:8.2f} {mb/ww:8.1f} {wc/(b/1e9):9.1f} {wr:12.1f}")
 PY
 fi
 
-MASK=$MASK HTTP=$HTTP FILES=$FILES PARQUET=$PARQUET python3 - "$BYTES" "$OUT" "$LW" "$LC" "$LR" "$GW" "$GC" "$GR" <<'PY'
+MASK=$MASK HTTP=$HTTP OTLP=$OTLP FILES=$FILES PARQUET=$PARQUET python3 - "$BYTES" "$OUT" "$LW" "$LC" "$LR" "$GW" "$GC" "$GR" <<'PY'
 import sys
 b, out, lw, lc, lr, gw, gc, gr = map(float, sys.argv[1:])
 mb, gb = b / 1e6, b / 1e9
 import os
 print("masking: all default detectors + two field rules" if os.environ.get("MASK") == "1" else "masking: off")
-print("sink: http to a local receiver" if os.environ.get("HTTP") == "1" else "sink: directory")
+print("sink: otlp (protobuf) to a local receiver" if os.environ.get("OTLP") == "1" else "sink: http to a local receiver" if os.environ.get("HTTP") == "1" else "sink: directory")
 print("encoding: parquet (zstd columns)" if os.environ.get("PARQUET") == "1" else "encoding: gzip NDJSON")
 print(f"files: {os.environ.get('FILES') or 1}")
 print(f"input: {mb:.0f} MB of job/audit JSON lines ({b/ (1<<20):.0f} MiB); archive {out/1e6:.1f} MB (ratio {b/out:.1f})")

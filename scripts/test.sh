@@ -86,6 +86,17 @@ need_parquet_readers() {
     "$venv/bin/pip" install -q pyarrow duckdb azure-storage-blob
 }
 
+# The official OpenTelemetry Python classes (and google.rpc.Status), the independent reader of
+# the otlp sink's requests (tests/otlp_receiver.py).
+need_otlp_reader() {
+    local venv=target/test-tools/venv
+    if "$venv/bin/python3" -c "import opentelemetry.proto.collector.logs.v1.logs_service_pb2, google.rpc.status_pb2" 2>/dev/null; then
+        return
+    fi
+    echo "== installing opentelemetry-proto and googleapis-common-protos (PyPI)"
+    "$venv/bin/pip" install -q opentelemetry-proto googleapis-common-protos
+}
+
 # cargo-audit at a pinned version (built once into target/test-tools, ~8 min on two cores),
 # for the offline check of Cargo.lock against the RustSec snapshot beside the repository.
 CARGO_AUDIT_VERSION=0.22.2
@@ -123,6 +134,7 @@ need_moto
 need_azurite
 need_lint_tools
 need_parquet_readers
+need_otlp_reader
 
 echo "== hadolint Dockerfile"
 target/test-tools/venv/bin/hadolint --failure-threshold info Dockerfile

@@ -65,9 +65,9 @@ pub struct Plan {
     pub max_uncompressed: Option<u64>,
     /// Per-record shaping for sinks with a table schema, with its counters.
     pub shape: Option<ShapeStage>,
-    /// `encoding = "parquet"`: records are held uncompressed (`max_bytes` counts them) and the
-    /// whole batch becomes one file on a compression thread at seal.
-    pub parquet: Option<Arc<crate::parquet::Stage>>,
+    /// Parquet and OTLP: records are held uncompressed (`max_bytes` counts them) and the
+    /// whole batch becomes one payload on a compression thread at seal.
+    pub whole: Option<crate::whole::Whole>,
 }
 
 pub struct ShapeStage {
@@ -89,11 +89,12 @@ struct Open {
     records: u64,
     block: Vec<u8>,
     blocks: Vec<oneshot::Receiver<BlockResult>>,
-    /// Parquet: `block` holds the records back to back (the `record` column's values, taken
-    /// as they are), `offsets` where each one ends (after a leading 0), `times` each one's
-    /// time in µs.
+    /// Whole batches: `block` holds the records back to back (taken as they are), `offsets`
+    /// where each one ends (after a leading 0), `times` each one's time (see
+    /// [`crate::whole::Whole::time`]), `observed` when each was read (OTLP).
     offsets: Vec<i32>,
     times: Vec<i64>,
+    observed: Vec<i64>,
     submitted: u64,
     hasher: Sha256,
     holds: Vec<Hold>,
@@ -276,12 +277,13 @@ impl<O: Outlet> Batcher<O> {
                     records: 0,
                     block,
                     blocks: Vec::new(),
-                    offsets: if self.plan.parquet.is_some() {
+                    offsets: if self.plan.whole.is_some() {
                         vec![0]
                     } else {
                         Vec::new()
                     },
                     times: Vec::new(),
+                    observed: Vec::new(),
                     submitted: 0,
                     hasher: Sha256::new(),
                     holds: Vec::new(),
@@ -292,8 +294,8 @@ impl<O: Outlet> Batcher<O> {
                 list.len() - 1
             }
         };
-        // Parquet holds what it counts: the records themselves.
-        let ratio = if self.plan.parquet.is_some() {
+        // A whole batch holds what it counts: the records themselves.
+        let ratio = if self.plan.whole.is_some() {
             1.0
         } else {
             f64::from_bits(self.ratio.load(Ordering::Relaxed))
@@ -303,14 +305,15 @@ impl<O: Outlet> Batcher<O> {
         let Some(o) = self.open.get_mut(&hash).and_then(|l| l.get_mut(idx)) else {
             return Ok(());
         };
-        if plan.parquet.is_some() {
+        if let Some(whole) = &plan.whole {
             o.block.extend_from_slice(record);
             o.offsets
                 .push(i32::try_from(o.block.len()).unwrap_or(i32::MAX));
-            // A leap second (`:59:60`) stays in the second, and so in the hour, the key names.
-            let micros = time.timestamp() * 1_000_000
-                + i64::from(time.timestamp_subsec_micros().min(999_999));
-            o.times.push(micros);
+            o.times.push(whole.time(time));
+            if whole.observes() {
+                o.observed
+                    .push(Utc::now().timestamp_nanos_opt().unwrap_or(0));
+            }
             // Held uncompressed: counted against the batcher's budget as it is written.
             self.submitted_open += record.len() as u64;
         } else {
@@ -322,7 +325,7 @@ impl<O: Outlet> Batcher<O> {
         if !o.holds.last().is_some_and(|h| ticket.same(h)) {
             o.holds.push(ticket.hold());
         }
-        if plan.parquet.is_none() && o.block.len() >= block_limit {
+        if plan.whole.is_none() && o.block.len() >= block_limit {
             let block =
                 std::mem::replace(&mut o.block, Vec::with_capacity(block_limit.min(64 << 10)));
             o.submitted += block.len() as u64;
@@ -421,7 +424,7 @@ impl<O: Outlet> Batcher<O> {
             self.open.remove(&hash);
         }
         self.open_count -= 1;
-        self.submitted_open -= if self.plan.parquet.is_some() {
+        self.submitted_open -= if self.plan.whole.is_some() {
             o.block.len() as u64
         } else {
             o.submitted
@@ -435,19 +438,18 @@ impl<O: Outlet> Batcher<O> {
         });
         o.block.extend_from_slice(&tail);
         o.submitted += o.block.len() as u64;
-        if let Some(stage) = &self.plan.parquet {
-            // One file of the whole batch; its digest is taken from the file by the writer.
-            let records = crate::parquet::Records {
+        if let Some(whole) = &self.plan.whole {
+            // One payload of the whole batch; its digest is taken by the job or the writer.
+            let records = crate::whole::Records {
                 values: std::mem::take(&mut o.block),
                 offsets: std::mem::take(&mut o.offsets),
                 times: std::mem::take(&mut o.times),
+                observed: std::mem::take(&mut o.observed),
                 source: self.source.clone(),
             };
-            // One file at a time per sink: the next batch waits here (and its source with
-            // it) rather than holding another copy of max_bytes in memory.
-            stage.reserve();
+            whole.reserve();
             o.blocks
-                .push(self.pool.submit_parquet(records, stage.clone()));
+                .push(self.pool.submit_whole(records, whole.clone()));
         } else {
             o.hasher.update(&o.block);
             o.blocks.push(
@@ -491,7 +493,7 @@ impl<O: Outlet> Batcher<O> {
             last_time: o.last_time,
             // With a head rendered at seal the running digest misses it, and a Parquet file
             // is made at seal: the spool writer takes the digest of the whole payload.
-            sha256: if o.deferred_head || self.plan.parquet.is_some() {
+            sha256: if o.deferred_head || self.plan.whole.is_some() {
                 String::new()
             } else {
                 hex::encode(o.hasher.finalize())

@@ -32,7 +32,7 @@ fn batcher(key: &str, max_records: u64, max_bytes: u64) -> (Batcher<Collect>, Co
         max_age: Duration::from_secs(30),
         max_uncompressed: None,
         shape: None,
-        parquet: None,
+        whole: None,
     };
     let out = Collect::default();
     let ratio = Arc::new(AtomicU64::new(1.0f64.to_bits()));

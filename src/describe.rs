@@ -61,13 +61,16 @@ pub fn summary(cfg: &config::Config) -> String {
     }
     let _ = writeln!(s, "\nsinks");
     for sk in &cfg.sinks {
+        let key = match sk.kind {
+            config::SinkKind::Otlp(_) => String::new(),
+            _ => format!(", key {}", sk.key.as_str()),
+        };
         let _ = writeln!(
             s,
-            "  {:<12} {}, {} buffer, key {}",
+            "  {:<12} {}, {} buffer{key}",
             sk.name,
             sk.type_name(),
             buffer(sk.buffer),
-            sk.key.as_str()
         );
         let _ = writeln!(
             s,
@@ -92,6 +95,9 @@ pub fn summary(cfg: &config::Config) -> String {
             },
             sk.concurrency
         );
+        if let config::SinkKind::Otlp(o) = &sk.kind {
+            otlp(&mut s, o);
+        }
         if let Some(e) = &sk.encryption {
             let provider = cfg.keks.get(&e.kek).map_or("?", |k| k.provider.name());
             let _ = writeln!(
@@ -134,6 +140,8 @@ fn encoding(e: Encoding) -> &'static str {
         Encoding::Ndjson => "ndjson",
         Encoding::JsonArray => "json array",
         Encoding::Parquet => "parquet",
+        Encoding::OtlpProtobuf => "OTLP protobuf",
+        Encoding::OtlpJson => "OTLP/JSON",
     }
 }
 
@@ -171,6 +179,93 @@ fn humantime(d: std::time::Duration) -> String {
         }
     }
     parts.join(" ")
+}
+
+/// An OTLP sink's mapping in words.
+fn otlp(s: &mut String, o: &config::OtlpConfig) {
+    use crate::otlp::{Body, Protocol};
+    let spec = &o.spec;
+    let list = |v: &[crate::otlp::Path]| {
+        v.iter()
+            .map(|p| p.key.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(
+        s,
+        "  {:<12}   POST {} to {}, requests up to {} before compression",
+        "",
+        match spec.protocol {
+            Protocol::Protobuf => "OTLP protobuf",
+            Protocol::Json => "OTLP/JSON",
+        },
+        logferry_sink::redact::url(&o.options.http.url),
+        config::values::Size(o.options.max_request_bytes),
+    );
+    let mut map_words = spec
+        .severity
+        .map
+        .iter()
+        .map(|(w, l)| format!("{w}={}", l.name()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if !map_words.is_empty() {
+        map_words = format!(" ({map_words}, then the built-in words)");
+    }
+    let _ = writeln!(
+        s,
+        "  {:<12}   each record: body as {}, time from the source's timestamp, severity from the first of {}{} else {}",
+        "",
+        match spec.body {
+            Body::Map => "a map",
+            Body::String => "a string",
+        },
+        list(&spec.severity.fields),
+        map_words,
+        spec.severity.default.name(),
+    );
+    if !spec.attributes.is_empty() || spec.event_name.is_some() {
+        let _ = writeln!(
+            s,
+            "  {:<12}   attributes: {}{}",
+            "",
+            if spec.attributes.is_empty() {
+                "none".to_string()
+            } else {
+                list(&spec.attributes)
+            },
+            spec.event_name
+                .as_ref()
+                .map(|e| format!("; event name from {}", e.key))
+                .unwrap_or_default(),
+        );
+    }
+    let mut res: Vec<String> = spec
+        .resource
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if !spec.resource.iter().any(|(k, _)| k == "service.name") {
+        res.insert(0, "service.name=<the source's name>".into());
+    }
+    if !spec.resource.iter().any(|(k, _)| k == "host.name") {
+        res.push(format!("host.name={}", spec.host));
+    }
+    let _ = writeln!(
+        s,
+        "  {:<12}   resource: {}{}; scope logferry {}",
+        "",
+        res.join(", "),
+        if spec.resource_fields.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; one resource per value of {}",
+                list(&spec.resource_fields)
+            )
+        },
+        env!("CARGO_PKG_VERSION"),
+    );
 }
 
 #[cfg(test)]

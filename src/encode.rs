@@ -259,7 +259,21 @@ pub fn decompress(c: Compression, data: &[u8]) -> std::io::Result<Vec<u8>> {
 
 /// A compressed block, or the error with the block's input, so that the spool writer can try
 /// again instead of dropping records.
-pub type BlockResult = Result<Vec<u8>, BlockError>;
+pub type BlockResult = Result<Block, BlockError>;
+
+/// A block as it is stored.
+pub struct Block {
+    pub bytes: Vec<u8>,
+    /// Set when one job built the whole payload and compressed it (OTLP): the digest and
+    /// length of the uncompressed payload, so that the writer need not decompress it.
+    pub payload: Option<Payload>,
+}
+
+/// An uncompressed payload's SHA-256 (hex) and length.
+pub struct Payload {
+    pub sha256: String,
+    pub len: u64,
+}
 
 #[derive(Debug)]
 pub struct BlockError {
@@ -273,10 +287,10 @@ enum Work {
         compression: Compression,
         level: Option<i32>,
     },
-    /// A whole batch made into one Parquet file.
-    Parquet {
-        records: crate::parquet::Records,
-        stage: std::sync::Arc<crate::parquet::Stage>,
+    /// A whole batch made into one payload (a Parquet file, an OTLP request).
+    Whole {
+        records: crate::whole::Records,
+        whole: crate::whole::Whole,
     },
 }
 
@@ -292,11 +306,15 @@ impl Job {
                 data,
                 compression,
                 level,
-            } => {
-                compress(compression, level, &data).map_err(|error| BlockError { error, raw: data })
-            }
-            // A file that cannot be built is not compressed again by the writer: no raw.
-            Work::Parquet { records, stage } => stage.encode(records).map_err(|error| BlockError {
+            } => match compress(compression, level, &data) {
+                Ok(bytes) => Ok(Block {
+                    bytes,
+                    payload: None,
+                }),
+                Err(error) => Err(BlockError { error, raw: data }),
+            },
+            // A payload that cannot be built is not compressed again by the writer: no raw.
+            Work::Whole { records, whole } => whole.encode(records).map_err(|error| BlockError {
                 error,
                 raw: Vec::new(),
             }),
@@ -346,13 +364,13 @@ impl CompressPool {
         })
     }
 
-    /// Queues a whole batch to become one Parquet file; blocks while the pool is saturated.
-    pub fn submit_parquet(
+    /// Queues a whole batch to become one payload; blocks while the pool is saturated.
+    pub fn submit_whole(
         &self,
-        records: crate::parquet::Records,
-        stage: std::sync::Arc<crate::parquet::Stage>,
+        records: crate::whole::Records,
+        whole: crate::whole::Whole,
     ) -> oneshot::Receiver<BlockResult> {
-        self.queue(Work::Parquet { records, stage })
+        self.queue(Work::Whole { records, whole })
     }
 
     fn queue(&self, work: Work) -> oneshot::Receiver<BlockResult> {
@@ -490,7 +508,7 @@ mod tests {
         let rx = pool.submit(b"hello\n".repeat(1000), Compression::Gzip, None);
         let out = rx.await.unwrap().unwrap();
         assert_eq!(
-            decompress(Compression::Gzip, &out).unwrap(),
+            decompress(Compression::Gzip, &out.bytes).unwrap(),
             b"hello\n".repeat(1000)
         );
     }

@@ -23,8 +23,8 @@ fn crash_loop(
     // which measures the scheduler, not logferry's bound. Serial costs no time (they sleep).
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    // Sinks that name their own key (append blobs) keep it.
-    let key = if sink.contains("key = ") {
+    // Sinks that name their own key (append blobs) keep it; an OTLP request has none.
+    let key = if sink.contains("key = ") || sink.contains("type = \"otlp\"") {
         String::new()
     } else {
         "key = \"{source}/{account_id}/{batch_id}.ndjson.gz\"".to_string()
@@ -275,4 +275,13 @@ fn kill_9_in_a_loop_ends_with_every_record_at_the_http_endpoint() {
     let rx = common::receiver::Receiver::start(None);
     let sink = format!("type = \"http\"\nurl = \"{}\"", rx.url("/ingest"));
     crash_loop(&sink, "disk", 6, &[], |_| rx.records());
+}
+
+#[test]
+fn kill_9_in_a_loop_ends_with_every_record_at_the_otlp_receiver() {
+    // OTLP has no idempotency key: what was in flight at a kill comes again (the bound counts
+    // it), and the receiver (the official Python classes) keeps every copy.
+    let rx = common::otlp::OtlpReceiver::start(serde_json::json!([]), None);
+    let sink = format!("type = \"otlp\"\nendpoint = \"{}\"", rx.endpoint());
+    crash_loop(&sink, "disk", 6, &[], |_| rx.bodies());
 }

@@ -6,7 +6,14 @@ use common::*;
 use std::path::Path;
 use std::process::Command;
 
-const TYPES: &[&str] = &["directory", "s3", "azure_blob", "azure_monitor", "http"];
+const TYPES: &[&str] = &[
+    "directory",
+    "s3",
+    "azure_blob",
+    "azure_monitor",
+    "http",
+    "otlp",
+];
 
 /// The ```toml blocks of a Markdown page.
 fn toml_blocks(md: &str) -> Vec<String> {

@@ -33,6 +33,7 @@ pub use model::{AzureMonitorConfig, Config, SinkConfig, SinkKind, SourceConfig};
 use problems::Collector;
 pub use problems::{Problem, Problems};
 pub use raw::{Buffer, FollowSymlinks, Format, KeyFileModes, LogFormat, Oversize, ReadFrom};
+pub use sink::OtlpConfig;
 pub(crate) use tables::closest;
 use tables::typed;
 use values::Size;

@@ -71,6 +71,7 @@ pub enum SinkKind {
     AzureBlob(Box<logferry_destinations::azure_blob::AzureBlobOptions>),
     AzureMonitor(Box<AzureMonitorConfig>),
     Http(Box<logferry_destinations::http::HttpOptions>),
+    Otlp(Box<super::sink::OtlpConfig>),
 }
 
 /// The Logs Ingestion sink and the record shaping its table needs.
@@ -125,6 +126,9 @@ impl SinkConfig {
             }
             SinkKind::AzureBlob(o) => o.allow_plaintext_credentials && http(&o.endpoint),
             SinkKind::Http(o) => o.allow_plaintext_credentials && http(&o.url),
+            SinkKind::Otlp(o) => {
+                o.options.http.allow_plaintext_credentials && http(&o.options.http.url)
+            }
             SinkKind::Directory { .. } | SinkKind::AzureMonitor(_) => false,
         }
     }
@@ -136,6 +140,7 @@ impl SinkConfig {
             SinkKind::AzureBlob(_) => "azure_blob",
             SinkKind::AzureMonitor(_) => "azure_monitor",
             SinkKind::Http(_) => "http",
+            SinkKind::Otlp(_) => "otlp",
         }
     }
 

@@ -11,7 +11,7 @@ use logferry_sink::Encoding;
 mod sinks;
 
 pub(crate) use sinks::entra_fields;
-pub use sinks::{AzureBlob, AzureMonitor, Directory, EntraFields, Http, StatusItem, Tls, S3};
+pub use sinks::{AzureBlob, AzureMonitor, Directory, EntraFields, Http, Otlp, StatusItem, Tls, S3};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -339,7 +339,14 @@ pub const SINK_COMMON_KEYS: &[&str] = &[
     "integrity",
 ];
 
-pub const SINK_TYPES: &[&str] = &["directory", "s3", "azure_blob", "azure_monitor", "http"];
+pub const SINK_TYPES: &[&str] = &[
+    "directory",
+    "s3",
+    "azure_blob",
+    "azure_monitor",
+    "http",
+    "otlp",
+];
 
 /// Which symbolic links in a source's directories are followed.
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]

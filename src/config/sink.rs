@@ -2,11 +2,14 @@
 
 mod azure;
 mod http;
+mod otlp;
+
+pub use otlp::OtlpConfig;
 
 use std::path::Path;
 use std::time::Duration;
 
-use logferry_sink::{Encoding, KeyTemplate};
+use logferry_sink::{Compression, Encoding, KeyTemplate};
 
 use super::raw::{self, SINK_COMMON_KEYS, SINK_TYPES};
 use super::tls::tls;
@@ -110,6 +113,9 @@ pub(super) fn build(
         "http" => typed::<raw::Http>(table, p, SINK_COMMON_KEYS, c)
             .and_then(|s| http::http(p, s, base, c))
             .map(|o| SinkKind::Http(Box::new(o))),
+        "otlp" => typed::<raw::Otlp>(table, p, SINK_COMMON_KEYS, c)
+            .and_then(|s| otlp::otlp(p, s, base, c))
+            .map(|o| SinkKind::Otlp(Box::new(o))),
         "s3" => typed::<raw::S3>(table, p, SINK_COMMON_KEYS, c)
             .and_then(|s| s3(p, s, base, c))
             .map(|o| SinkKind::S3(Box::new(o))),
@@ -131,11 +137,21 @@ pub(super) fn build(
     let append = matches!(&kind, SinkKind::AzureBlob(o) if o.blob_type == logferry_destinations::azure_blob::BlobType::Append);
     let per_record = common.batch.max_records == Some(1);
     let parquet = common.encoding == Encoding::Parquet;
+    let otlp = matches!(kind, SinkKind::Otlp(_));
+    // An OTLP request is no object: its batches are not partitioned by time or field.
     let default_key = if parquet {
         super::parquet::DEFAULT_PARQUET_KEY
+    } else if otlp {
+        "{source}/{batch_id}"
     } else {
         DEFAULT_KEY
     };
+    if otlp && common.key.is_some() {
+        c.add(
+            format!("{p}.key"),
+            "otlp sends requests, not objects: there is no key; remove it",
+        );
+    }
     let parsed = if append {
         KeyTemplate::parse_shared(common.key.as_deref().unwrap_or(DEFAULT_APPEND_KEY))
     } else if per_record {
@@ -187,6 +203,39 @@ pub(super) fn build(
         c.add(format!("{p}.batch.max_records"), "must be at least 1");
     }
     let monitor = matches!(kind, SinkKind::AzureMonitor(_));
+    let live = monitor || matches!(kind, SinkKind::Http(_) | SinkKind::Otlp(_));
+    if let SinkKind::Otlp(o) = &mut kind {
+        // The request is OTLP's: no other encoding, no envelope, gzip or nothing.
+        if has_encoding {
+            c.add(
+                format!("{p}.encoding"),
+                "otlp sends OTLP requests (choose protobuf or json with protocol); remove it",
+            );
+        }
+        if common.envelope.is_some() {
+            c.add(
+                format!("{p}.envelope"),
+                "otlp sends OTLP requests; remove it",
+            );
+        }
+        o.spec.compression = match common.compression {
+            None | Some(raw::CompressionName::Gzip) => Compression::Gzip,
+            Some(raw::CompressionName::None) => Compression::None,
+            Some(other) => {
+                let name = if other == raw::CompressionName::Zstd {
+                    "zstd"
+                } else {
+                    "snappy"
+                };
+                c.add(
+                    format!("{p}.compression"),
+                    format!("{name:?}: OTLP/HTTP takes \"gzip\" or \"none\""),
+                );
+                Compression::Gzip
+            }
+        };
+        o.spec.level = common.compression_level;
+    }
     if monitor {
         // The Logs Ingestion API takes a gzip'd JSON array and nothing else.
         if common.encoding != Encoding::JsonArray && has_encoding {
@@ -267,11 +316,17 @@ pub(super) fn build(
     if c.list.len() > before {
         return None;
     }
+    let otlp_encoding = match &kind {
+        SinkKind::Otlp(o) => Some(o.options.encoding),
+        _ => None,
+    };
     Some(SinkConfig {
         name: name.to_string(),
         kind,
         key: key?,
-        encoding: if monitor || (envelope.is_some() && common.encoding == Encoding::Ndjson) {
+        encoding: if let Some(e) = otlp_encoding {
+            e
+        } else if monitor || (envelope.is_some() && common.encoding == Encoding::Ndjson) {
             // Records inside an envelope are always a JSON array.
             Encoding::JsonArray
         } else {
@@ -284,11 +339,12 @@ pub(super) fn build(
         buffer: common.buffer,
         max_bytes,
         max_records,
-        // Azure Monitor is read as it happens; archives favour fewer, larger objects.
+        // Live destinations (Azure Monitor, an HTTP endpoint, an OTLP receiver) are read as
+        // it happens; archives favour fewer, larger objects.
         max_age: common
             .batch
             .max_age
-            .map_or(Duration::from_secs(if monitor { 5 } else { 30 }), |d| d.0),
+            .map_or(Duration::from_secs(if live { 5 } else { 30 }), |d| d.0),
         initial_backoff,
         max_backoff,
         max_attempts: common.retry.max_attempts,

@@ -18,6 +18,8 @@ pub enum SplitError {
     Task(String),
     #[error("a Parquet file is not split (object stores take it whole)")]
     Parquet,
+    #[error("{0}")]
+    Otlp(#[from] crate::otlp::split::ReadError),
 }
 
 /// Splits a batch into two halves by records, each with its own derived id and key.
@@ -31,6 +33,9 @@ pub fn split_batch(
     }
     use sha2::{Digest, Sha256};
     let raw = encode::decompress(b.meta.compression, &b.payload)?;
+    if b.meta.encoding.is_whole() {
+        return split_otlp(b, &raw, level);
+    }
     let recs = layout.records(&b.meta, &raw)?;
     if recs.len() < 2 {
         return Err(SplitError::TooFew(recs.len()));
@@ -59,6 +64,37 @@ pub fn split_batch(
         out.push(SealedBatch {
             meta,
             payload: Bytes::from(compressed),
+        });
+    }
+    Ok(out)
+}
+
+/// Halves an OTLP request by its records (resources and scopes kept with their records).
+fn split_otlp(
+    b: &SealedBatch,
+    raw: &[u8],
+    level: Option<i32>,
+) -> Result<Vec<SealedBatch>, SplitError> {
+    use crate::otlp::split;
+    let req = split::read(b.meta.encoding, raw)?;
+    let n = split::count(&req);
+    if n < 2 {
+        return Err(SplitError::TooFew(n));
+    }
+    let (first, second) = split::halves(req, n / 2);
+    let mut out = Vec::new();
+    for (suffix, part) in [("a", first), ("b", second)] {
+        let payload = split::write(b.meta.encoding, &part)?;
+        let mut meta = b.meta.clone();
+        meta.id = format!("{}-{suffix}", b.meta.id);
+        meta.key = b.meta.key.replacen(&b.meta.id, &meta.id, 1);
+        meta.record_count = split::count(&part) as u64;
+        let p = crate::whole::payload_of(&payload);
+        meta.sha256 = p.sha256;
+        meta.uncompressed_bytes = p.len;
+        out.push(SealedBatch {
+            meta,
+            payload: Bytes::from(encode::compress(b.meta.compression, level, &payload)?),
         });
     }
     Ok(out)

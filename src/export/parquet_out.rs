@@ -84,6 +84,7 @@ impl<W: Write + Send> ParquetOut<W> {
             values: std::mem::take(&mut self.values),
             offsets: std::mem::replace(&mut self.offsets, vec![0]),
             times: std::mem::take(&mut self.stamps),
+            observed: Vec::new(),
             source: self.source.clone(),
         };
         let (b, mistyped) = batch(&self.spec, records).map_err(std::io::Error::other)?;

@@ -77,6 +77,7 @@ families! {
     parquet_mistyped: Counter<SinkLabel> = "parquet_values_mistyped", "Values left null in a Parquet column because they did not fit its type (the record keeps them whole)";
     fields_truncated: Counter<SinkLabel> = "fields_truncated", "Field values cut to the sink's max_field_bytes (azure_monitor)";
     records_replaced: Counter<SinkLabel> = "records_replaced", "Records too large for one request even with every field cut, sent as a stub naming their size (azure_monitor)";
+    records_rejected: Counter<SinkLabel> = "records_rejected", "Records a destination accepted the request of but refused (an OTLP partial success); not sent again";
     records_oversize: Counter<SourceLabel> = "records_oversize", "JSON records over max_record_bytes: shipped as a stand-in (oversize = redact) or dead-lettered whole";
     batches_sent: Counter<SinkLabel> = "batches_sent", "Batches the sink acknowledged";
     records_sent: Counter<SinkLabel> = "records_sent", "Records in acknowledged batches";

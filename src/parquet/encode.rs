@@ -18,14 +18,7 @@ use parquet::file::properties::WriterProperties;
 use super::extract::{Extractor, Row, Scalar};
 use super::schema::{Codec, ColType, Spec, SPREAD};
 
-/// A sealed batch's records for the encoder: the records back to back in `values` (each from
-/// `offsets[i]` to `offsets[i + 1]`), each record's time in microseconds, and the source.
-pub struct Records {
-    pub values: Vec<u8>,
-    pub offsets: Vec<i32>,
-    pub times: Vec<i64>,
-    pub source: String,
-}
+pub use crate::whole::Records;
 
 /// Why a batch could not be encoded.
 #[derive(Debug, thiserror::Error)]
@@ -352,6 +345,7 @@ mod tests {
             values,
             offsets,
             times: vec![0; lines.len()],
+            observed: Vec::new(),
             source: "s".into(),
         }
     }

@@ -145,6 +145,12 @@ pub(super) async fn start(
             sc,
             stream.as_ref().map(|s| s.journal.clone()),
             Some(forged),
+            Some(
+                metrics
+                    .records_rejected
+                    .get_or_create(&metrics.sink(&sc.name))
+                    .clone(),
+            ),
         )
         .await?
         .sink();
@@ -199,7 +205,15 @@ pub(super) async fn start(
             level: sc.compression_level,
             seed: None,
         };
-        let max_uncompressed = sink.max_request_bytes();
+        // An OTLP request is built from the records at seal: its records are cut at a share
+        // of the request limit (a larger request is split before it is sent).
+        let max_uncompressed = sink.max_request_bytes().or(match &sc.kind {
+            crate::config::SinkKind::Otlp(o) => Some(crate::otlp::records_cap(
+                o.options.max_request_bytes,
+                &o.spec,
+            )),
+            _ => None,
+        });
         if !once {
             // A start-up check that logs and never blocks: delivery retries anyway. Not for
             // --once, which may end before it does (and leave its probe object behind).

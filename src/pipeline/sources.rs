@@ -9,7 +9,7 @@ use tracing::warn;
 
 use super::sinks::SinkSide;
 use crate::batch::{Batcher, ChannelOutlet, Plan, ShapeStage};
-use crate::config::{Buffer, Config};
+use crate::config::{Buffer, Config, SinkKind};
 use crate::decode::Decoder;
 use crate::encode::{CompressPool, Layout};
 use crate::mask::Masker;
@@ -17,6 +17,7 @@ use crate::ops::health::Health;
 use crate::ops::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::source::{Left, SourceCtx, Tailer};
+use crate::whole::Whole;
 
 /// A started source: its name and thread.
 pub(super) type Started = (String, std::thread::JoinHandle<Left>);
@@ -110,15 +111,19 @@ pub(super) fn start(
                         replaced: metrics.records_replaced.get_or_create(&l).clone(),
                     }
                 }),
-                parquet: sc.parquet.as_ref().map(|spec| {
-                    Arc::new(crate::parquet::Stage::new(
+                whole: match (&sc.parquet, &sc.kind) {
+                    (Some(spec), _) => Some(Whole::Parquet(Arc::new(crate::parquet::Stage::new(
                         (**spec).clone(),
                         metrics
                             .parquet_mistyped
                             .get_or_create(&metrics.sink(&sc.name))
                             .clone(),
-                    ))
-                }),
+                    )))),
+                    (None, SinkKind::Otlp(o)) => Some(Whole::Otlp(Arc::new(crate::otlp::Stage {
+                        spec: o.spec.clone(),
+                    }))),
+                    _ => None,
+                },
             };
             let outlet = ChannelOutlet {
                 tx: side.tx.clone(),

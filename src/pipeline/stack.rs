@@ -22,8 +22,12 @@ pub struct Recorded(Arc<dyn Sink>);
 pub struct Stack(Arc<dyn Sink>);
 
 impl Destination {
-    pub async fn build(sc: &SinkConfig) -> anyhow::Result<Destination> {
-        build_plain(sc).await.map(Destination)
+    /// `rejected` counts the records a destination refused in a partial success (OTLP).
+    pub async fn build(
+        sc: &SinkConfig,
+        rejected: Option<prometheus_client::metrics::counter::Counter>,
+    ) -> anyhow::Result<Destination> {
+        build_plain(sc, rejected).await.map(Destination)
     }
 
     /// Chains the destination itself: the hash recorded is of the bytes stored.
@@ -67,8 +71,9 @@ pub async fn build_sink(
     sc: &SinkConfig,
     journal: Option<Arc<crate::integrity::Journal>>,
     forged: Option<prometheus_client::metrics::counter::Counter>,
+    rejected: Option<prometheus_client::metrics::counter::Counter>,
 ) -> anyhow::Result<Stack> {
-    let recorded = Destination::build(sc).await?.recorded(journal);
+    let recorded = Destination::build(sc, rejected).await?.recorded(journal);
     let keys = match (crate::encryption::key_ring(cfg, sc).await?, &sc.encryption) {
         (Some(keys), Some(_)) => {
             if let Some(c) = forged {
@@ -84,7 +89,10 @@ pub async fn build_sink(
     Ok(recorded.encrypted(keys, segment))
 }
 
-async fn build_plain(cfg: &SinkConfig) -> anyhow::Result<Arc<dyn Sink>> {
+async fn build_plain(
+    cfg: &SinkConfig,
+    rejected: Option<prometheus_client::metrics::counter::Counter>,
+) -> anyhow::Result<Arc<dyn Sink>> {
     if cfg.plaintext_credentials() {
         warn!(sink = %cfg.name, "allow_plaintext_credentials: this sink sends its credentials over http:// in clear");
     }
@@ -98,12 +106,15 @@ async fn build_plain(cfg: &SinkConfig) -> anyhow::Result<Arc<dyn Sink>> {
     // The others read key and certificate files, resolve a pinned host name or walk the
     // archive for leftovers: blocking work, kept off the runtime's threads.
     let cfg = cfg.clone();
-    tokio::task::spawn_blocking(move || build_blocking(&cfg))
+    tokio::task::spawn_blocking(move || build_blocking(&cfg, rejected))
         .await
         .context("a sink's set-up task failed")?
 }
 
-fn build_blocking(cfg: &SinkConfig) -> anyhow::Result<Arc<dyn Sink>> {
+fn build_blocking(
+    cfg: &SinkConfig,
+    rejected: Option<prometheus_client::metrics::counter::Counter>,
+) -> anyhow::Result<Arc<dyn Sink>> {
     Ok(match &cfg.kind {
         SinkKind::Directory { path } => {
             let s = DirectorySink::new(path);
@@ -124,6 +135,18 @@ fn build_blocking(cfg: &SinkConfig) -> anyhow::Result<Arc<dyn Sink>> {
             logferry_destinations::http::HttpSink::new((**o).clone())
                 .map_err(|e| anyhow::anyhow!("sink {}: {e}", cfg.name))?,
         ),
+        SinkKind::Otlp(o) => {
+            let mut options = o.options.clone();
+            options.rejected = rejected.map(|c| -> logferry_destinations::otlp::RejectedHook {
+                Arc::new(move |n| {
+                    c.inc_by(n);
+                })
+            });
+            Arc::new(
+                logferry_destinations::otlp::OtlpSink::new(options)
+                    .map_err(|e| anyhow::anyhow!("sink {}: {e}", cfg.name))?,
+            )
+        }
         SinkKind::AzureMonitor(m) => Arc::new(
             logferry_destinations::azure_monitor::AzureMonitorSink::new(m.options.clone())
                 .map_err(|e| anyhow::anyhow!("sink {}: {e}", cfg.name))?,
@@ -141,7 +164,7 @@ pub async fn check_sinks(
 ) -> Vec<(String, &'static str, Result<(), logferry_sink::CheckError>)> {
     let mut out = Vec::new();
     for sc in &cfg.sinks {
-        let res = match build_sink(cfg, sc, None, None).await {
+        let res = match build_sink(cfg, sc, None, None, None).await {
             Ok(s) => match tokio::time::timeout(sc.timeout, s.sink().check()).await {
                 Ok(r) => r,
                 Err(_) => Err(format!("no answer within {:?}", sc.timeout).into()),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use logferry_sink::{BatchMeta, Compression, Encoding};
+use logferry_sink::{BatchMeta, Compression};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
@@ -19,7 +19,7 @@ use super::{PushError, Spool};
 use crate::ack::Hold;
 use crate::backoff::Backoff;
 use crate::batch::PendingBatch;
-use crate::encode::BlockError;
+use crate::encode::{Block, BlockError};
 use crate::ops::health::Health;
 use crate::shutdown::Phase;
 
@@ -57,19 +57,25 @@ impl Writer {
 
     async fn write(&mut self, pb: PendingBatch) -> Result<(), Abandoned> {
         let PendingBatch {
-            meta,
+            mut meta,
             blocks,
             holds,
         } = pb;
         let mut parts = Vec::with_capacity(blocks.len());
         for b in blocks {
             let bytes = match b.await {
-                Ok(Ok(bytes)) => bytes,
-                Ok(Err(BlockError { error, .. })) if meta.encoding == Encoding::Parquet => {
+                Ok(Ok(Block { bytes, payload })) => {
+                    if let Some(p) = payload {
+                        meta.sha256 = p.sha256;
+                        meta.uncompressed_bytes = p.len;
+                    }
+                    bytes
+                }
+                Ok(Err(BlockError { error, .. })) if meta.encoding.is_whole() => {
                     // Not a passing failure: the holds stay unreleased, so the records are
                     // read again at the next start.
                     self.count(&error);
-                    error!(sink = %self.sink, batch = %meta.id, %error, "cannot build a Parquet file; the batch is read again at the next start");
+                    error!(sink = %self.sink, batch = %meta.id, %error, "cannot build a batch's payload; the batch is read again at the next start");
                     return Ok(());
                 }
                 Ok(Err(BlockError { error, raw })) => {
@@ -87,7 +93,6 @@ impl Writer {
             };
             parts.push(Bytes::from(bytes));
         }
-        let mut meta = meta;
         if meta.sha256.is_empty() {
             // The envelope's head was rendered at seal, after the records' digest began: take
             // the whole payload's digest from the blocks (off the runtime's threads).

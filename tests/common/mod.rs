@@ -5,6 +5,7 @@
 pub mod integrity;
 pub mod keyvault;
 pub mod monitor;
+pub mod otlp;
 pub mod receiver;
 pub mod tls;
 
@@ -807,6 +808,17 @@ impl Azurite {
     }
 
     fn start_with(ca: Option<&tls::TestCa>) -> Azurite {
+        // A port free a moment ago can be taken by another test before Azurite binds it
+        // (Azurite then exits): start again on another one.
+        for _ in 0..5 {
+            if let Some(a) = Self::try_start(ca) {
+                return a;
+            }
+        }
+        panic!("azurite did not start on any of five free ports");
+    }
+
+    fn try_start(ca: Option<&tls::TestCa>) -> Option<Azurite> {
         let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("target/test-tools/azurite/node_modules/.bin/azurite-blob");
         assert!(
@@ -839,16 +851,44 @@ impl Azurite {
             .stderr(Stdio::null())
             .spawn()
             .expect("start azurite");
-        let a = Azurite {
+        let mut a = Azurite {
             child,
             _data: data,
             port,
             tls: ca.map(|ca| ca.client_config()),
         };
+        let mut exited = false;
         wait_until(Duration::from_secs(30), "azurite to listen", || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
+            exited = matches!(a.child.try_wait(), Ok(Some(_)));
+            exited || TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        a
+        // Listening, and it is Azurite that listens (it answers with its own header).
+        if exited || !a.answers() {
+            return None;
+        }
+        Some(a)
+    }
+
+    /// Whether the server on the port is this Azurite (alive, answering an HTTP request).
+    fn answers(&mut self) -> bool {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return false;
+        }
+        if self.tls.is_some() {
+            return true;
+        }
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        let req = "GET /devstoreaccount1?comp=list HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+        let mut raw = Vec::new();
+        if s.write_all(req.as_bytes()).is_err() || s.read_to_end(&mut raw).is_err() {
+            return false;
+        }
+        String::from_utf8_lossy(&raw)
+            .to_ascii_lowercase()
+            .contains("\r\nx-ms-")
     }
 
     pub fn connection_string(&self) -> String {

@@ -195,7 +195,16 @@ impl HttpSink {
         Ok(v)
     }
 
-    fn request(&self, method: reqwest::Method) -> Result<reqwest::RequestBuilder, HttpError> {
+    /// Whether requests present a client certificate (for the words of a TLS failure).
+    pub(crate) fn client_cert(&self) -> bool {
+        self.o.tls.cert_file.is_some()
+    }
+
+    /// A request to the sink's URL with its headers and credentials.
+    pub(crate) fn request(
+        &self,
+        method: reqwest::Method,
+    ) -> Result<reqwest::RequestBuilder, HttpError> {
         // No timer here: the delivery loop's per-attempt `timeout` is the only one.
         let mut r = self.client.request(method, self.url.clone());
         for (k, v) in &self.o.headers {

@@ -11,6 +11,7 @@ pub mod beneath;
 pub mod dir_store;
 pub mod directory;
 pub mod http;
+pub mod otlp;
 pub mod s3;
 mod s3_answers;
 pub mod s3_ledger;

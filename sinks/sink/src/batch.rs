@@ -15,6 +15,21 @@ pub enum Encoding {
     JsonArray,
     /// One Parquet file (the object stores only).
     Parquet,
+    /// An OTLP `ExportLogsServiceRequest` in protobuf (the `otlp` sink).
+    OtlpProtobuf,
+    /// An OTLP `ExportLogsServiceRequest` in OTLP/JSON (the `otlp` sink).
+    OtlpJson,
+}
+
+impl Encoding {
+    /// Whether a payload is made of the whole batch at once (a Parquet file, an OTLP
+    /// request) rather than of records appended.
+    pub fn is_whole(self) -> bool {
+        matches!(
+            self,
+            Encoding::Parquet | Encoding::OtlpProtobuf | Encoding::OtlpJson
+        )
+    }
 }
 
 /// How the payload is compressed.
@@ -103,6 +118,8 @@ impl SealedBatch {
             Encoding::Ndjson => "application/x-ndjson",
             Encoding::JsonArray => "application/json",
             Encoding::Parquet => "application/vnd.apache.parquet",
+            Encoding::OtlpProtobuf => "application/x-protobuf",
+            Encoding::OtlpJson => "application/json",
         }
     }
 }

@@ -162,6 +162,44 @@ pub struct Http {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Otlp {
+    /// The receiver's base URL (`https://collector:4318`); `/v1/logs` is appended.
+    pub endpoint: String,
+    /// The path instead of `/v1/logs` (some backends take logs elsewhere).
+    pub logs_path: Option<String>,
+    /// `protobuf` (the default) or `json`.
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub auth: Option<HttpAuth>,
+    pub tls: Option<Tls>,
+    pub retry_on: Option<Vec<StatusItem>>,
+    /// `map` (the default) or `string`.
+    pub body: Option<String>,
+    #[serde(default)]
+    pub attributes: Vec<String>,
+    #[serde(default)]
+    pub resource: BTreeMap<String, String>,
+    #[serde(default)]
+    pub resource_fields: Vec<String>,
+    pub event_name: Option<String>,
+    pub severity: Option<OtlpSeverity>,
+    pub max_request_bytes: Option<Size>,
+    #[serde(default)]
+    pub allow_plaintext_credentials: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpSeverity {
+    pub field: Option<String>,
+    #[serde(default)]
+    pub map: BTreeMap<String, String>,
+    pub default: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum StatusItem {
     Code(u16),
