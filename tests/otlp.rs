@@ -181,6 +181,7 @@ compression = "none"
 logs_path = "/otlp/v1/logs"
 severity = { field = "status", map = { succeeded = "debug" }, default = "warn" }
 headers = { "X-Api-Key" = "api-key-0123456789" }
+auth = { bearer = { token = "otlp-token-0123456789" } }
 allow_plaintext_credentials = true"#,
     ));
     let lines = [
@@ -197,6 +198,7 @@ allow_plaintext_credentials = true"#,
         assert_eq!(r["content_type"], "application/json");
         assert_eq!(r["content_encoding"], "");
         assert_eq!(r["api_key"], "api-key-0123456789");
+        assert_eq!(r["authorization"], "Bearer otlp-token-0123456789");
         assert!(r["decode_error"].is_null(), "json_format read it: {r}");
     }
     let got = rx.records();
@@ -295,6 +297,39 @@ fn answers_follow_the_specification() {
             .contains("HTTP 400: log record body too deep"),
         "{note}"
     );
+}
+
+#[test]
+fn a_success_whose_body_stalls_is_delivered_once() {
+    // The status is in: the batch is delivered, even if the body (its partial success) never
+    // comes within the attempt's timeout. Sending it again would duplicate every record.
+    let rx = OtlpReceiver::start(json!([{"status": 200, "stall": 6}]), None);
+    let lf = Lf::new(&sink(&rx.endpoint(), "concurrency = 1\ntimeout = \"2s\""));
+    std::fs::write(lf.path("logs/app.log"), audit(1, "success") + "\n").unwrap();
+    succeeded(&lf.run_once());
+    let reqs = rx.requests();
+    assert_eq!(reqs.len(), 1, "sent once: {reqs:?}");
+}
+
+#[test]
+fn refused_records_of_a_partial_success_are_in_the_summary() {
+    let rx = OtlpReceiver::start(
+        json!([{"status": 200, "rejected": 99, "message": "too old"}]),
+        None,
+    );
+    let lf = Lf::new(&sink(&rx.endpoint(), ""));
+    let lines: Vec<String> = (0..2).map(|i| audit(i, "success")).collect();
+    std::fs::write(lf.path("logs/app.log"), lines.join("\n") + "\n").unwrap();
+    let out = lf.run_once();
+    succeeded(&out);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    // Never more than the batch held.
+    assert!(
+        text.contains("2 records refused by the destination"),
+        "{text}"
+    );
+    assert!(text.contains("too old"), "{text}");
 }
 
 #[test]
@@ -431,6 +466,29 @@ auth = { bearer = { token = "tok-1234567890abcdef" } }"#,
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{extra}");
         assert!(err.contains(at) && err.contains(words), "{extra}: {err}");
+    }
+    for (endpoint, extra, at, words) in [
+        ("http://user:pa55-word@collector.example", "", "sinks.otel.endpoint", "user and password in the URL"),
+        ("https://collector.example:99999", "", "sinks.otel.endpoint", "not a URL"),
+        ("https://collector.example/v1/logs", "", "sinks.otel.endpoint", "ends in /v1/logs"),
+        ("https://c.example", "headers = { \"X-A\" = \"v\\r\\nX-Injected: 1\" }", "sinks.otel.headers.X-A", "HTTP does not allow"),
+        ("https://c.example", "headers = { \"X A\" = \"v\" }", "sinks.otel.headers.X A", "not a valid header name"),
+        ("https://c.example", "headers = { Authorization = \"Bearer a\" }\nauth = { bearer = { token = \"tok-0123456789abcdef\" } }", "sinks.otel.headers.Authorization", "keep one"),
+        ("http://c.example", "tls = { server_name = \"c\" }", "sinks.otel.tls", "https:// only"),
+        ("https://c.example", "retry_on = [200]", "sinks.otel.retry_on", "success"),
+        ("https://c.example", "logs_path = \"/v1/logs\\r\\n\"", "sinks.otel.logs_path", "control character"),
+        ("http://c.example", "headers = { \"X-Honeycomb-Team\" = \"hcaik_01SECRETKEYVALUE\" }", "sinks.otel.endpoint", "in clear"),
+    ] {
+        let lf = Lf::new(&sink(endpoint, extra));
+        let out = std::process::Command::new(BIN)
+            .args(["validate", "--config"])
+            .arg(&lf.cfg)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{endpoint} {extra}");
+        assert!(err.contains(at) && err.contains(words), "{endpoint} {extra}: {err}");
+        assert!(!err.contains("pa55-word") && !err.contains("SECRETKEY"), "{err}");
     }
     // A token over http:// is refused, naming the endpoint.
     let lf = Lf::new(&sink(

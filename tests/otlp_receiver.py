@@ -8,7 +8,8 @@ with `google.protobuf.json_format.Parse` against the same classes.
 Writes DIR/port once listening. DIR/script.json (read at start, optional) is a list of answers
 given in order before the normal one: {"status": 429, "headers": {"Retry-After": "1"}},
 {"status": 200, "rejected": 2, "message": "..."} (a partial success), {"status": 400,
-"message": "..."} (a google.rpc.Status, from PyPI `googleapis-common-protos`). DIR/max_body
+"message": "..."} (a google.rpc.Status, from PyPI `googleapis-common-protos`), {"status": 200,
+"stall": 8} (the status, then one byte of the body and nothing for 8 s). DIR/max_body
 (optional) answers 413 to a request larger than that many bytes once decompressed.
 
 Every request is logged to DIR/requests.jsonl; every record of an accepted request to
@@ -21,6 +22,7 @@ import json
 import os
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from google.protobuf import json_format
@@ -148,6 +150,16 @@ class Handler(BaseHTTPRequestHandler):
             st = status_pb2.Status(code=3, message=(answer or {}).get("message", ""))
             payload = (json_format.MessageToJson(st).encode() if json_reply
                        else st.SerializeToString())
+        if (answer or {}).get("stall"):
+            # The status and one byte of a promised body, then nothing for a while.
+            self.send_response(status)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.write(b"x")
+            self.wfile.flush()
+            time.sleep(answer["stall"])
+            self.close_connection = True
+            return
         self.send_response(status)
         self.send_header("Content-Type", "application/json" if json_reply else "application/x-protobuf")
         self.send_header("Content-Length", str(len(payload)))

@@ -85,6 +85,11 @@ pub(super) fn secret_header(name: &str) -> bool {
         "cookie",
         "session",
         "password",
+        "credential",
+        // Honeycomb's X-Honeycomb-Team, Uptrace's uptrace-dsn: keys under other names.
+        "team",
+        "dsn",
+        "license",
     ]
     .iter()
     .any(|w| n.contains(w))

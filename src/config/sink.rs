@@ -235,6 +235,8 @@ pub(super) fn build(
             }
         };
         o.spec.level = common.compression_level;
+        // A success's body (its partial success) is read well inside the attempt's timeout.
+        o.options.answer_timeout = timeout / 4;
     }
     if monitor {
         // The Logs Ingestion API takes a gzip'd JSON array and nothing else.

@@ -38,6 +38,8 @@ pub struct SinkTotals {
     pub bytes_sent: u64,
     pub dead_lettered: u64,
     pub retries: u64,
+    /// Records the destination refused inside accepted requests (an OTLP partial success).
+    pub rejected: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -83,6 +85,7 @@ pub fn summary(cfg: &Config, m: &Metrics, elapsed: Duration, left: &[(String, Le
                 bytes_sent: m.bytes_sent.get_or_create(&l).get(),
                 dead_lettered: m.dead_letter_batches.get_or_create(&l).get(),
                 retries: m.retries.get_or_create(&l).get(),
+                rejected: m.records_rejected.get_or_create(&l).get(),
             }
         })
         .collect();
@@ -136,13 +139,18 @@ impl std::fmt::Display for Summary {
         for s in &self.sinks {
             writeln!(
                 f,
-                "  sink   {:<12} {} batches, {} records, {:.1} MB sent, {} dead-lettered, {} retries",
+                "  sink   {:<12} {} batches, {} records, {:.1} MB sent, {} dead-lettered, {} retries{}",
                 s.sink,
                 s.batches,
                 s.records,
                 s.bytes_sent as f64 / 1e6,
                 s.dead_lettered,
-                s.retries
+                s.retries,
+                if s.rejected > 0 {
+                    format!(", {} records refused by the destination (partial success)", s.rejected)
+                } else {
+                    String::new()
+                }
             )?;
         }
         Ok(())

@@ -23,11 +23,94 @@ pub fn string(s: impl Into<String>) -> AnyValue {
 }
 
 /// Reads one JSON value. `Err` when the text is not JSON (the caller keeps it as a string).
+/// A value the fast reader refuses but JSON allows (a number beyond a double's range such as
+/// `1e400`, a lone surrogate escape) is read again value by value: only that value becomes a
+/// string, the rest keeps its types.
 pub fn parse(json: &[u8]) -> Result<AnyValue, serde_json::Error> {
     let mut d = serde_json::Deserializer::from_slice(json);
-    let v = Seed { depth: 0 }.deserialize(&mut d)?;
-    d.end()?;
-    Ok(v)
+    let fast = Seed { depth: 0 }
+        .deserialize(&mut d)
+        .and_then(|v| d.end().map(|()| v));
+    match fast {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            let raw: &serde_json::value::RawValue = serde_json::from_slice(json).map_err(|_| e)?;
+            Ok(lenient(raw, 0))
+        }
+    }
+}
+
+/// An object's members as they are written, values unread.
+struct RawMembers<'a>(Vec<(String, &'a serde_json::value::RawValue)>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for RawMembers<'a> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = RawMembers<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<RawMembers<'a>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(k) = m.next_key::<String>()? {
+                    out.push((k, m.next_value()?));
+                }
+                Ok(RawMembers(out))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// The slow reader: one value at a time from its text, so that one value the fast reader
+/// refuses is kept as its text alone.
+fn lenient(raw: &serde_json::value::RawValue, depth: u32) -> AnyValue {
+    let text = raw.get().trim();
+    if depth >= MAX_DEPTH {
+        return string(text);
+    }
+    match text.as_bytes().first() {
+        Some(b'{') => match serde_json::from_str::<RawMembers>(text) {
+            Ok(m) => of(any_value::Value::KvlistValue(KeyValueList {
+                values: m
+                    .0
+                    .into_iter()
+                    .map(|(key, v)| KeyValue {
+                        key,
+                        value: Some(lenient(v, depth + 1)),
+                        ..Default::default()
+                    })
+                    .collect(),
+            })),
+            Err(_) => string(text),
+        },
+        Some(b'[') => match serde_json::from_str::<Vec<&serde_json::value::RawValue>>(text) {
+            Ok(items) => of(any_value::Value::ArrayValue(ArrayValue {
+                values: items.into_iter().map(|v| lenient(v, depth + 1)).collect(),
+            })),
+            Err(_) => string(text),
+        },
+        Some(b'"') => {
+            string(serde_json::from_str::<String>(text).unwrap_or_else(|_| text.to_string()))
+        }
+        Some(b't') => of(any_value::Value::BoolValue(true)),
+        Some(b'f') => of(any_value::Value::BoolValue(false)),
+        Some(b'n') => AnyValue { value: None },
+        _ => {
+            if let Ok(i) = text.parse::<i64>() {
+                of(any_value::Value::IntValue(i))
+            } else if text.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+                // An integer beyond 64 bits: its digits.
+                string(text)
+            } else {
+                match text.parse::<f64>() {
+                    Ok(f) if f.is_finite() => of(any_value::Value::DoubleValue(f)),
+                    _ => string(text),
+                }
+            }
+        }
+    }
 }
 
 struct Seed {
@@ -126,9 +209,11 @@ pub fn at<'a>(record: &'a AnyValue, path: &[String]) -> Option<&'a AnyValue> {
         let Some(any_value::Value::KvlistValue(list)) = &cur.value else {
             return None;
         };
+        // A key given twice: the last one, as JSON readers (and OTLP receivers) take it.
         cur = list
             .values
             .iter()
+            .rev()
             .find(|kv| &kv.key == seg)?
             .value
             .as_ref()?;
@@ -204,6 +289,25 @@ mod tests {
         );
         assert_eq!(text(cur).as_deref(), Some(want.as_str()));
         assert!(parse(b"not json").is_err());
+        // One value the fast reader refuses is kept as its text; the others keep their types.
+        let v =
+            parse(br#"{"id":4,"status":"failed","f":1e400,"s":"\ud800x","n":[1,-2.5]}"#).unwrap();
+        let m = kv(&v);
+        assert_eq!(
+            m[0].value.clone().unwrap().value,
+            Some(any_value::Value::IntValue(4))
+        );
+        assert_eq!(
+            text(at(&v, &["status".into()]).unwrap()).as_deref(),
+            Some("failed")
+        );
+        assert_eq!(
+            text(at(&v, &["f".into()]).unwrap()).as_deref(),
+            Some("1e400")
+        );
+        assert!(
+            matches!(m[4].value.clone().unwrap().value, Some(any_value::Value::ArrayValue(a)) if a.values.len() == 2)
+        );
         assert!(parse(b"{\"a\":1} trailing").is_err());
     }
 }

@@ -34,6 +34,24 @@ enum End {
     Reload(Box<Config>),
 }
 
+/// Locks `data_dir` itself (an advisory `flock` on the folder, which the kernel drops when the
+/// process ends, also at `kill -9`; no file is made, so zero-retention mode keeps only its
+/// checkpoints).
+fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let f = std::fs::File::open(data_dir)
+        .with_context(|| format!("cannot open data_dir {}", data_dir.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "data_dir {} is in use by another logferry process: two on one data_dir would ship every record twice; give each its own data_dir",
+            data_dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock data_dir {}", data_dir.display()))
+        }
+    }
+}
+
 /// Runs until SIGTERM/SIGINT (or, with `once`, until every file is read and delivered). SIGHUP
 /// reloads the configuration file: a valid one replaces the pipeline after the running one has
 /// handed everything read on (nothing lost: spooled batches and checkpoints carry over; nothing
@@ -45,6 +63,9 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<()> {
     // Made 0700 when missing (an existing one, e.g. a mounted volume, is left as it is).
     crate::private_fs::dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data_dir {}", cfg.data_dir.display()))?;
+    // One process per data_dir: two would read the same checkpoints and send the same
+    // spooled batches, every record twice. Held until this function returns (reloads too).
+    let _lock = lock_data_dir(&cfg.data_dir)?;
     if let Some(addr) = cfg.api_listen {
         let listener = api::bind(addr)
             .await

@@ -221,6 +221,33 @@ impl HttpSink {
     }
 }
 
+/// Checks a configured URL as requests will use it: http or https, a host, a valid port.
+pub fn check_url(url: &str) -> Result<(), String> {
+    let u = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+    if u.scheme() != "http" && u.scheme() != "https" {
+        return Err("must be an http:// or https:// URL".into());
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err("names no host".into());
+    }
+    Ok(())
+}
+
+/// Whether a URL carries a user or password (sent as basic auth).
+pub fn has_userinfo(url: &str) -> bool {
+    reqwest::Url::parse(url).is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
+}
+
+/// Checks a header as HTTP allows it (a token for the name; no line breaks in the value).
+pub fn check_header(name: &str, value: &str) -> Result<(), String> {
+    reqwest::header::HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| "is not a valid header name".to_string())?;
+    reqwest::header::HeaderValue::from_str(value).map_err(|_| {
+        "has a value HTTP does not allow in a header (line breaks, control characters)".to_string()
+    })?;
+    Ok(())
+}
+
 /// What a basic-auth header carries: base64 of `user:password`.
 fn basic_credential(user: &str, password: &str) -> String {
     base64::Engine::encode(

@@ -33,6 +33,9 @@ pub struct OtlpOptions {
     pub rejected: Option<RejectedHook>,
     /// `OtlpProtobuf` or `OtlpJson`: what an empty request of [`Sink::check`] is written in.
     pub encoding: Encoding,
+    /// How long a success's body is waited for (its partial success) once the status is in:
+    /// the batch is delivered either way, so it must be well inside the attempt's timeout.
+    pub answer_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for OtlpOptions {
@@ -58,6 +61,7 @@ pub struct OtlpSink {
     retry_on: Statuses,
     rejected: Option<RejectedHook>,
     encoding: Encoding,
+    answer_timeout: std::time::Duration,
 }
 
 /// `google.rpc.Status`, which OTLP/HTTP servers send with a refusal (only the fields read).
@@ -84,35 +88,62 @@ struct JsonPartial {
     error_message: String,
 }
 
-/// What a 2xx answer says: how many records were refused, and the server's words.
+/// What a 2xx answer says beyond success: how many records were refused (`None` when the
+/// count is missing, negative or not a number), and the server's words.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Partial {
-    pub rejected: u64,
+    pub rejected: Option<u64>,
     pub message: String,
 }
 
-/// Reads a success answer's `partial_success`, in the encoding the request used (the
-/// specification has the server answer in it). An empty or unreadable answer is a full
-/// success: the records were accepted (2xx), and nothing says otherwise.
-pub fn partial_success(encoding: Encoding, body: &[u8]) -> Option<Partial> {
-    let json = encoding == Encoding::OtlpJson
-        || body.first().is_some_and(|b| *b == b'{')
-            && serde_json::from_slice::<serde_json::Value>(body).is_ok();
+/// An answer's body as sent: gzip'd answers are inflated (at most [`MAX_ANSWER_BYTES`]).
+fn inflated(body: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if !body.starts_with(&[0x1f, 0x8b]) {
+        return std::borrow::Cow::Borrowed(body);
+    }
+    let mut out = Vec::new();
+    let mut r = std::io::Read::take(flate2::read::GzDecoder::new(body), MAX_ANSWER_BYTES as u64);
+    match std::io::Read::read_to_end(&mut r, &mut out) {
+        Ok(_) => std::borrow::Cow::Owned(out),
+        Err(_) => std::borrow::Cow::Borrowed(body),
+    }
+}
+
+fn json_count(v: &serde_json::Value) -> Option<u64> {
+    match v {
+        serde_json::Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| *f >= 0.0 && f.fract() == 0.0 && *f < u64::MAX as f64)
+                .map(|f| f as u64)
+        }),
+        serde_json::Value::String(s) => s.trim().parse::<u64>().ok(),
+        _ => None,
+    }
+}
+
+/// Reads a success answer's `partial_success`, in either encoding whatever the request's was
+/// (a server may answer JSON to protobuf, or the reverse), gzip'd or not. `None` when the
+/// answer says nothing beyond success (empty, unreadable, or an empty partial success).
+pub fn partial_success(body: &[u8]) -> Option<Partial> {
+    let body = inflated(body);
+    let json = body
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{');
     let (rejected, message) = if json {
-        let a: JsonAnswer = serde_json::from_slice(body).ok()?;
+        let a: JsonAnswer = serde_json::from_slice(&body).ok()?;
         let p = a.partial_success?;
-        let n = match p.rejected_log_records? {
-            serde_json::Value::Number(n) => n.as_u64()?,
-            serde_json::Value::String(s) => s.trim().parse::<u64>().ok()?,
-            _ => return None,
+        let n = match &p.rejected_log_records {
+            None => Some(0),
+            Some(v) => json_count(v),
         };
         (n, p.error_message)
     } else {
-        let r = ExportLogsServiceResponse::decode(body).ok()?;
+        let r = ExportLogsServiceResponse::decode(body.as_ref()).ok()?;
         let p = r.partial_success?;
-        (u64::try_from(p.rejected_log_records).ok()?, p.error_message)
+        (u64::try_from(p.rejected_log_records).ok(), p.error_message)
     };
-    (rejected > 0 || !message.is_empty()).then_some(Partial { rejected, message })
+    (rejected != Some(0) || !message.is_empty()).then_some(Partial { rejected, message })
 }
 
 /// A refusal's reason: the `google.rpc.Status` message when the body holds one, else the
@@ -146,6 +177,32 @@ async fn answer(mut resp: reqwest::Response) -> Vec<u8> {
 }
 
 impl OtlpSink {
+    /// Counts and logs a partial success: refused records are not sent again (the server
+    /// said they are invalid), and the count is never above the batch's records.
+    fn partial(&self, batch: &SealedBatch, body: &[u8]) {
+        let Some(p) = partial_success(body) else {
+            return;
+        };
+        let message =
+            logferry_sink::redact::text(&logferry_sink::response::excerpt(p.message.as_bytes()))
+                .into_owned();
+        match p.rejected {
+            Some(0) => {
+                tracing::warn!(batch = %batch.meta.id, %message, "the destination accepted every record, with a message")
+            }
+            Some(n) => {
+                let n = n.min(batch.meta.record_count);
+                if let Some(hook) = &self.rejected {
+                    hook(n);
+                }
+                tracing::warn!(batch = %batch.meta.id, records = batch.meta.record_count, rejected = n, %message, "the destination accepted the request but refused some records");
+            }
+            None => {
+                tracing::warn!(batch = %batch.meta.id, records = batch.meta.record_count, %message, "the destination answered a partial success without a valid count of refused records")
+            }
+        }
+    }
+
     pub fn new(o: OtlpOptions) -> Result<OtlpSink, HttpError> {
         let retry_on = o.http.retry_on.clone();
         Ok(OtlpSink {
@@ -154,6 +211,7 @@ impl OtlpSink {
             retry_on,
             rejected: o.rejected,
             encoding: o.encoding,
+            answer_timeout: o.answer_timeout,
         })
     }
 }
@@ -197,24 +255,24 @@ impl Sink for OtlpSink {
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(retry_after);
-        let body = answer(resp).await;
         if (200..300).contains(&status) {
-            if let Some(p) = partial_success(batch.meta.encoding, &body) {
-                // Refused records are not sent again: the server said they are invalid.
-                if let Some(hook) = &self.rejected {
-                    hook(p.rejected);
+            // Delivered now, whatever the body does: a body that never comes must not make
+            // the batch look failed (it would be sent again).
+            match tokio::time::timeout(self.answer_timeout, answer(resp)).await {
+                Ok(body) => self.partial(batch, &body),
+                Err(_) => {
+                    tracing::debug!(batch = %batch.meta.id, "the success's body did not come in time; any partial success in it is not read")
                 }
-                tracing::warn!(
-                    batch = %batch.meta.id,
-                    records = batch.meta.record_count,
-                    rejected = p.rejected,
-                    message = %logferry_sink::redact::text(&logferry_sink::response::excerpt(p.message.as_bytes())),
-                    "the destination accepted the request but refused some records"
-                );
             }
             return Outcome::Delivered;
         }
-        let reason = format!("HTTP {status}: {}", refusal(&body));
+        let body = answer(resp).await;
+        let words = refusal(&body);
+        let reason = if words.is_empty() {
+            format!("HTTP {status} (no message)")
+        } else {
+            format!("HTTP {status}: {words}")
+        };
         if self.retry_on.contains(status) {
             return if status == 429 {
                 Outcome::Throttled { after, reason }
@@ -276,26 +334,51 @@ mod tests {
         }
         .encode_to_vec();
         assert_eq!(
-            partial_success(Encoding::OtlpProtobuf, &pb),
+            partial_success(&pb),
             Some(Partial {
-                rejected: 3,
+                rejected: Some(3),
                 message: "bad severity".into()
             })
         );
         let js = br#"{"partialSuccess":{"rejectedLogRecords":"2","errorMessage":"x"}}"#;
-        assert_eq!(partial_success(Encoding::OtlpJson, js).unwrap().rejected, 2);
-        let js = br#"{"partialSuccess":{"rejectedLogRecords":5}}"#;
-        assert_eq!(partial_success(Encoding::OtlpJson, js).unwrap().rejected, 5);
-        assert_eq!(partial_success(Encoding::OtlpProtobuf, b""), None);
-        assert_eq!(partial_success(Encoding::OtlpJson, b"{}"), None);
-        assert_eq!(partial_success(Encoding::OtlpJson, b"not json"), None);
-        // A server that answers JSON to a protobuf request is still read.
+        assert_eq!(partial_success(js).unwrap().rejected, Some(2));
+        let js = br#" {"partialSuccess":{"rejectedLogRecords":5}}"#;
+        assert_eq!(partial_success(js).unwrap().rejected, Some(5));
+        let js = br#"{"partialSuccess":{"rejectedLogRecords":3.0}}"#;
+        assert_eq!(partial_success(js).unwrap().rejected, Some(3));
+        for bad in [r#""-3""#, "-3", r#""99999999999999999999""#, "[]"] {
+            let js = format!(
+                r#"{{"partialSuccess":{{"rejectedLogRecords":{bad},"errorMessage":"m"}}}}"#
+            );
+            assert_eq!(
+                partial_success(js.as_bytes()).unwrap().rejected,
+                None,
+                "{bad}"
+            );
+        }
+        let neg = ExportLogsServiceResponse {
+            partial_success: Some(ExportLogsPartialSuccess {
+                rejected_log_records: -5,
+                error_message: "quota exceeded".into(),
+            }),
+        }
+        .encode_to_vec();
         assert_eq!(
-            partial_success(Encoding::OtlpProtobuf, js)
-                .unwrap()
-                .rejected,
-            5
+            partial_success(&neg),
+            Some(Partial {
+                rejected: None,
+                message: "quota exceeded".into()
+            })
         );
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &pb).unwrap();
+        assert_eq!(
+            partial_success(&gz.finish().unwrap()).unwrap().rejected,
+            Some(3)
+        );
+        assert_eq!(partial_success(b""), None);
+        assert_eq!(partial_success(b"{}"), None);
+        assert_eq!(partial_success(b"not json"), None);
     }
 
     #[test]

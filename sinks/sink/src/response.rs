@@ -9,19 +9,20 @@ use crate::Outcome;
 /// How much of an error body a reason keeps: enough for a service's message, never a page.
 const EXCERPT_CHARS: usize = 300;
 
-/// A `Retry-After` value: delay-seconds or an HTTP date (RFC 9110 section 10.2.3). A date in
-/// the past means "now".
+/// A `Retry-After` value: delay-seconds or an HTTP date (RFC 9110 section 10.2.3). Zero, or a
+/// date in the past, is no wait at all: `None`, so the sink's own backoff applies (a server
+/// answering `Retry-After: 0` again and again would otherwise get a request storm).
 pub fn retry_after(v: &str) -> Option<Duration> {
     let v = v.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    Some(
+    let d = if let Ok(secs) = v.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
         (when.with_timezone(&chrono::Utc) - chrono::Utc::now())
             .to_std()
-            .unwrap_or(Duration::ZERO),
-    )
+            .unwrap_or(Duration::ZERO)
+    };
+    (!d.is_zero()).then_some(d)
 }
 
 /// The start of an error body on one line: whitespace runs folded, control characters
@@ -104,9 +105,10 @@ mod tests {
         );
         assert_eq!(
             retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(Duration::ZERO),
-            "a date in the past means now"
+            None,
+            "a date in the past: the sink's own backoff"
         );
+        assert_eq!(retry_after("0"), None, "zero: the sink's own backoff");
         assert_eq!(retry_after("soon"), None);
     }
 

@@ -38,8 +38,8 @@ pub(super) fn http(
 ) -> Option<logferry_destinations::http::HttpOptions> {
     use logferry_destinations::http::{CheckMethod, HttpAuth, Secretish, Signature};
     let before = c.list.len();
-    if !(s.url.starts_with("https://") || s.url.starts_with("http://")) {
-        c.add(format!("{p}.url"), "must be an http:// or https:// URL");
+    if let Err(e) = logferry_destinations::http::check_url(&s.url) {
+        c.add(format!("{p}.url"), e);
     }
     let method = s
         .method
@@ -139,8 +139,25 @@ pub(super) fn http(
             }
         }
     };
-    for k in s.headers.keys() {
+    let mut seen: Vec<String> = Vec::new();
+    for (k, v) in &s.headers {
         let lower = k.to_ascii_lowercase();
+        if let Err(e) = logferry_destinations::http::check_header(k, v) {
+            c.add(format!("{p}.headers.{k}"), e);
+        }
+        if seen.contains(&lower) {
+            c.add(
+                format!("{p}.headers.{k}"),
+                "is set twice (header names ignore case)",
+            );
+        }
+        seen.push(lower.clone());
+        if lower == "authorization" && s.auth.is_some() {
+            c.add(
+                format!("{p}.headers.{k}"),
+                "and auth would both send Authorization; keep one",
+            );
+        }
         if [
             "content-encoding",
             "idempotency-key",
@@ -163,6 +180,12 @@ pub(super) fn http(
         c,
     );
     let success_on = statuses(p, "success_on", s.success_on.as_ref(), &["2xx"], c);
+    if retry_on.classes.iter().any(|c| *c <= 2) || retry_on.codes.iter().any(|c| *c < 300) {
+        c.add(
+            format!("{p}.retry_on"),
+            "holds a success or informational status; retry_on lists failures (e.g. 429, \"5xx\")",
+        );
+    }
     let check = match s.check.as_deref().map(str::to_ascii_lowercase).as_deref() {
         None | Some("head") => CheckMethod::Head,
         Some("options") => CheckMethod::Options,
@@ -176,6 +199,9 @@ pub(super) fn http(
         }
     };
     let mut creds = Vec::new();
+    if logferry_destinations::http::has_userinfo(&s.url) {
+        creds.push("the user and password in the URL".to_string());
+    }
     match &auth {
         HttpAuth::None => {}
         HttpAuth::Basic { .. } => creds.push("a basic-auth password".to_string()),
@@ -194,6 +220,16 @@ pub(super) fn http(
             &creds.join(" and "),
             s.allow_plaintext_credentials,
             c,
+        );
+    }
+    if s.tls.is_some()
+        && s.url
+            .get(..7)
+            .is_some_and(|x| x.eq_ignore_ascii_case("http://"))
+    {
+        c.add(
+            format!("{p}.tls"),
+            "applies to https:// only; this URL is http://",
         );
     }
     let tls = tls(p, s.tls.as_ref(), base, c);

@@ -58,16 +58,16 @@ fn level(p: &str, at: &str, v: &str, c: &mut Collector) -> Level {
 pub(super) fn otlp(p: &str, s: raw::Otlp, base: &Path, c: &mut Collector) -> Option<OtlpConfig> {
     let before = c.list.len();
     let endpoint = s.endpoint.trim_end_matches('/');
-    if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
-        c.add(
-            format!("{p}.endpoint"),
-            "must be an http:// or https:// URL (the receiver's base, e.g. https://collector:4318)",
-        );
-    }
     if endpoint.contains(['?', '#']) {
         c.add(
             format!("{p}.endpoint"),
             "takes no query or fragment; give the whole path with logs_path",
+        );
+    }
+    if s.logs_path.is_none() && endpoint.ends_with(DEFAULT_LOGS_PATH) {
+        c.add(
+            format!("{p}.endpoint"),
+            "ends in /v1/logs, which is appended: give the receiver's base URL, or the whole path as logs_path",
         );
     }
     let path = s.logs_path.as_deref().unwrap_or(DEFAULT_LOGS_PATH);
@@ -75,6 +75,12 @@ pub(super) fn otlp(p: &str, s: raw::Otlp, base: &Path, c: &mut Collector) -> Opt
         c.add(
             format!("{p}.logs_path"),
             "must start with / (e.g. /v1/logs)",
+        );
+    }
+    if path.chars().any(|ch| ch.is_control() || ch == ' ') {
+        c.add(
+            format!("{p}.logs_path"),
+            "holds a space or a control character (percent-encode it)",
         );
     }
     let encoding = match s.protocol.as_deref() {
@@ -192,6 +198,7 @@ pub(super) fn otlp(p: &str, s: raw::Otlp, base: &Path, c: &mut Collector) -> Opt
             http: http?,
             max_request_bytes,
             rejected: None,
+            answer_timeout: std::time::Duration::from_secs(5),
             encoding: match encoding {
                 Protocol::Protobuf => Encoding::OtlpProtobuf,
                 Protocol::Json => Encoding::OtlpJson,
