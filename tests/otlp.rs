@@ -400,6 +400,14 @@ fn a_413_and_a_request_over_max_request_bytes_split_until_they_fit() {
     );
 }
 
+fn validate(lf: &Lf) -> std::process::Output {
+    std::process::Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(&lf.cfg)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn validate_describes_the_sink_and_names_bad_options() {
     let lf = Lf::new(&sink(
@@ -408,11 +416,7 @@ fn validate_describes_the_sink_and_names_bad_options() {
 resource_fields = ["account_id"]
 auth = { bearer = { token = "tok-1234567890abcdef" } }"#,
     ));
-    let out = std::process::Command::new(BIN)
-        .args(["validate", "--config"])
-        .arg(&lf.cfg)
-        .output()
-        .unwrap();
+    let out = validate(&lf);
     succeeded(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -458,11 +462,7 @@ auth = { bearer = { token = "tok-1234567890abcdef" } }"#,
         ),
     ] {
         let lf = Lf::new(&sink("https://collector.example:4318", extra));
-        let out = std::process::Command::new(BIN)
-            .args(["validate", "--config"])
-            .arg(&lf.cfg)
-            .output()
-            .unwrap();
+        let out = validate(&lf);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{extra}");
         assert!(err.contains(at) && err.contains(words), "{extra}: {err}");
@@ -480,11 +480,7 @@ auth = { bearer = { token = "tok-1234567890abcdef" } }"#,
         ("http://c.example", "headers = { \"X-Honeycomb-Team\" = \"hcaik_01SECRETKEYVALUE\" }", "sinks.otel.endpoint", "in clear"),
     ] {
         let lf = Lf::new(&sink(endpoint, extra));
-        let out = std::process::Command::new(BIN)
-            .args(["validate", "--config"])
-            .arg(&lf.cfg)
-            .output()
-            .unwrap();
+        let out = validate(&lf);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{endpoint} {extra}");
         assert!(err.contains(at) && err.contains(words), "{endpoint} {extra}: {err}");
@@ -495,11 +491,7 @@ auth = { bearer = { token = "tok-1234567890abcdef" } }"#,
         "http://collector.example:4318",
         "auth = { bearer = { token = \"tok-1234567890abcdef\" } }",
     ));
-    let out = std::process::Command::new(BIN)
-        .args(["validate", "--config"])
-        .arg(&lf.cfg)
-        .output()
-        .unwrap();
+    let out = validate(&lf);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(

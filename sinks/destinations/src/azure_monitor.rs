@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::azure_auth::{AuthError, Entra};
 use crate::tls::{TlsError, TlsOptions};
 use logferry_sink::response::{error_chain, from_status};
-use logferry_sink::{retry_after, CheckError, Outcome, SealedBatch, Sink};
+use logferry_sink::{CheckError, Outcome, SealedBatch, Sink};
 
 pub const API_VERSION: &str = "2023-01-01";
 pub const DEFAULT_SCOPE: &str = "https://monitor.azure.com/.default";
@@ -161,11 +161,7 @@ impl AzureMonitorSink {
             }
         };
         let status = resp.status().as_u16();
-        let after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(retry_after);
+        let after = crate::http::retry_after_of(&resp);
         if (200..300).contains(&status) {
             return Outcome::Delivered;
         }

@@ -221,6 +221,14 @@ impl HttpSink {
     }
 }
 
+/// An answer's `Retry-After`, if it asks for a wait (see [`retry_after`]).
+pub(crate) fn retry_after_of(resp: &reqwest::Response) -> Option<std::time::Duration> {
+    resp.headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(retry_after)
+}
+
 /// Checks a configured URL as requests will use it: http or https, a host, a valid port.
 pub fn check_url(url: &str) -> Result<(), String> {
     let u = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
@@ -330,11 +338,7 @@ impl Sink for HttpSink {
         if self.o.success_on.contains(status) {
             return Outcome::Delivered;
         }
-        let after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(retry_after);
+        let after = crate::http::retry_after_of(&resp);
         let body = resp.bytes().await.unwrap_or_default();
         let reason = format!("HTTP {status}: {}", logferry_sink::response::excerpt(&body));
         // `retry_on` decides what is retried (429 is counted as throttling); the rest follows

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use logferry_sink::{retry_after, CheckError, Encoding, Outcome, SealedBatch, Sink};
+use logferry_sink::{CheckError, Encoding, Outcome, SealedBatch, Sink};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use prost::Message;
 
@@ -250,11 +250,7 @@ impl Sink for OtlpSink {
             }
         };
         let status = resp.status().as_u16();
-        let after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(retry_after);
+        let after = crate::http::retry_after_of(&resp);
         if (200..300).contains(&status) {
             // Delivered now, whatever the body does: a body that never comes must not make
             // the batch look failed (it would be sent again).
