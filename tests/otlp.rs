@@ -309,6 +309,14 @@ fn a_success_whose_body_stalls_is_delivered_once() {
     succeeded(&lf.run_once());
     let reqs = rx.requests();
     assert_eq!(reqs.len(), 1, "sent once: {reqs:?}");
+    // A refusal whose body stalls is still a refusal: dead-lettered, not retried as a timeout.
+    let rx = OtlpReceiver::start(json!([{"status": 400, "stall": 6}]), None);
+    let lf = Lf::new(&sink(&rx.endpoint(), "concurrency = 1\ntimeout = \"2s\""));
+    std::fs::write(lf.path("logs/app.log"), audit(1, "success") + "\n").unwrap();
+    lf.run_once_incomplete();
+    assert_eq!(rx.requests().len(), 1);
+    let note = lf.dead_letter_note("otel").to_string();
+    assert!(note.contains("HTTP 400"), "{note}");
 }
 
 #[test]
@@ -469,6 +477,10 @@ auth = { bearer = { token = "tok-1234567890abcdef" } }"#,
     }
     for (endpoint, extra, at, words) in [
         ("http://user:pa55-word@collector.example", "", "sinks.otel.endpoint", "user and password in the URL"),
+        ("http:u:pa55-word@collector.example", "", "sinks.otel.endpoint", "must start with http://"),
+        (" http://collector.example", "headers = { Authorization = \"Bearer pa55-word\" }", "sinks.otel.endpoint", "no spaces"),
+        ("https://c.example", "logs_path = \"/v1/logs#x\"", "sinks.otel.logs_path", "a #"),
+        ("https://c.example/V1/LOGS", "", "sinks.otel.endpoint", "ends in /v1/logs"),
         ("https://collector.example:99999", "", "sinks.otel.endpoint", "not a URL"),
         ("https://collector.example/v1/logs", "", "sinks.otel.endpoint", "ends in /v1/logs"),
         ("https://c.example", "headers = { \"X-A\" = \"v\\r\\nX-Injected: 1\" }", "sinks.otel.headers.X-A", "HTTP does not allow"),

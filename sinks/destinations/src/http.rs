@@ -231,6 +231,15 @@ pub(crate) fn retry_after_of(resp: &reqwest::Response) -> Option<std::time::Dura
 
 /// Checks a configured URL as requests will use it: http or https, a host, a valid port.
 pub fn check_url(url: &str) -> Result<(), String> {
+    // As written, not as a parser repairs it: `http:u:p@host`, `http:\\host` or a leading
+    // space would pass a parser as http:// while the plaintext rule reads the text.
+    let starts = |p: &str| {
+        url.get(..p.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(p))
+    };
+    if !(starts("http://") || starts("https://")) || url.trim() != url {
+        return Err("must start with http:// or https:// (no spaces around it)".into());
+    }
     let u = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
     if u.scheme() != "http" && u.scheme() != "https" {
         return Err("must be an http:// or https:// URL".into());

@@ -126,12 +126,15 @@ fn json_count(v: &serde_json::Value) -> Option<u64> {
 /// answer says nothing beyond success (empty, unreadable, or an empty partial success).
 pub fn partial_success(body: &[u8]) -> Option<Partial> {
     let body = inflated(body);
+    // JSON when it parses as JSON: a protobuf answer can start with the same bytes (a tag,
+    // then a length of 123, which is `{`).
     let json = body
         .iter()
         .find(|b| !b.is_ascii_whitespace())
-        .is_some_and(|b| *b == b'{');
-    let (rejected, message) = if json {
-        let a: JsonAnswer = serde_json::from_slice(&body).ok()?;
+        .is_some_and(|b| *b == b'{')
+        .then(|| serde_json::from_slice::<JsonAnswer>(&body).ok())
+        .flatten();
+    let (rejected, message) = if let Some(a) = json {
         let p = a.partial_success?;
         let n = match &p.rejected_log_records {
             None => Some(0),
@@ -262,14 +265,19 @@ impl Sink for OtlpSink {
             }
             return Outcome::Delivered;
         }
-        let body = answer(resp).await;
+        // A refusal's body is its reason, not a condition of it: not waited for past the
+        // same bound (a stalled body would turn a final answer into a timeout, retried).
+        let body = tokio::time::timeout(self.answer_timeout, answer(resp))
+            .await
+            .unwrap_or_default();
         let words = refusal(&body);
         let reason = if words.is_empty() {
             format!("HTTP {status} (no message)")
         } else {
             format!("HTTP {status}: {words}")
         };
-        if self.retry_on.contains(status) {
+        // 413 is a size, whatever retry_on says: split, never sent again as it is.
+        if status != 413 && self.retry_on.contains(status) {
             return if status == 429 {
                 Outcome::Throttled { after, reason }
             } else {
@@ -372,6 +380,16 @@ mod tests {
             partial_success(&gz.finish().unwrap()).unwrap().rejected,
             Some(3)
         );
+        // A protobuf answer whose second byte is `{` (a message of 123 bytes).
+        let long = ExportLogsServiceResponse {
+            partial_success: Some(ExportLogsPartialSuccess {
+                rejected_log_records: 2,
+                error_message: "m".repeat(119),
+            }),
+        }
+        .encode_to_vec();
+        assert_eq!(long[1], b'{');
+        assert_eq!(partial_success(&long).unwrap().rejected, Some(2));
         assert_eq!(partial_success(b""), None);
         assert_eq!(partial_success(b"{}"), None);
         assert_eq!(partial_success(b"not json"), None);

@@ -64,7 +64,7 @@ pub(super) fn otlp(p: &str, s: raw::Otlp, base: &Path, c: &mut Collector) -> Opt
             "takes no query or fragment; give the whole path with logs_path",
         );
     }
-    if s.logs_path.is_none() && endpoint.ends_with(DEFAULT_LOGS_PATH) {
+    if s.logs_path.is_none() && endpoint.to_ascii_lowercase().ends_with(DEFAULT_LOGS_PATH) {
         c.add(
             format!("{p}.endpoint"),
             "ends in /v1/logs, which is appended: give the receiver's base URL, or the whole path as logs_path",
@@ -77,10 +77,13 @@ pub(super) fn otlp(p: &str, s: raw::Otlp, base: &Path, c: &mut Collector) -> Opt
             "must start with / (e.g. /v1/logs)",
         );
     }
-    if path.chars().any(|ch| ch.is_control() || ch == ' ') {
+    if path
+        .chars()
+        .any(|ch| ch.is_control() || ch == ' ' || ch == '#')
+    {
         c.add(
             format!("{p}.logs_path"),
-            "holds a space or a control character (percent-encode it)",
+            "holds a space, a # or a control character (percent-encode it)",
         );
     }
     let encoding = match s.protocol.as_deref() {
