@@ -12,7 +12,7 @@
 //! Blocks keep memory flat whatever `max_bytes` is, let both cores compress one batch, and give
 //! the batcher the exact compressed size as it goes.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::sync::mpsc;
 use std::thread;
 
@@ -232,14 +232,45 @@ fn escape_into(out: &mut Vec<u8>, record: &[u8]) {
 pub fn compress(c: Compression, level: Option<i32>, data: &[u8]) -> std::io::Result<Vec<u8>> {
     match c {
         Compression::None => Ok(data.to_vec()),
-        Compression::Gzip => {
-            let lvl = flate2::Compression::new(level.unwrap_or(6).clamp(0, 9) as u32);
-            let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 4), lvl);
-            enc.write_all(data)?;
-            enc.finish()
-        }
+        Compression::Gzip => gzip(level.unwrap_or(6).clamp(0, 9), data),
         Compression::Zstd => zstd::bulk::compress(data, level.unwrap_or(3)),
     }
+}
+
+thread_local! {
+    /// Each compression thread's libdeflate compressor (made once per level: its tables are a
+    /// few hundred KiB) and the buffer it writes into (kept: a block's bound is ~1 MiB).
+    static DEFLATER: std::cell::RefCell<Option<(i32, libdeflater::Compressor, Vec<u8>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// One gzip member of a whole buffer with libdeflate, which compresses whole buffers (our
+/// blocks are) faster than a streaming zlib at the same level, and a little smaller
+/// (docs/benchmarks.md). The same bytes at the same level always give the same member: a
+/// spooled batch's bytes never change.
+fn gzip(level: i32, data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let lvl = libdeflater::CompressionLvl::new(level)
+        .map_err(|_| std::io::Error::other(format!("gzip level {level} out of range")))?;
+    DEFLATER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _, _)| *l != level) {
+            *slot = Some((level, libdeflater::Compressor::new(lvl), Vec::new()));
+        }
+        let Some((_, c, buf)) = slot.as_mut() else {
+            return Err(std::io::Error::other("no compressor"));
+        };
+        buf.resize(c.gzip_compress_bound(data.len()), 0);
+        let n = c
+            .gzip_compress(data, buf)
+            .map_err(|e| std::io::Error::other(format!("gzip: {e}")))?;
+        // Only the member is kept: a held block must not cost its bound.
+        let member = buf[..n].to_vec();
+        // A whole OTLP request is larger than a block: its buffer is not kept.
+        if buf.capacity() > 2 * BLOCK_BYTES {
+            *buf = Vec::new();
+        }
+        Ok(member)
+    })
 }
 
 /// Decompresses a payload made of any number of gzip members or zstd frames.
@@ -499,6 +530,45 @@ mod tests {
             let mut all = compress(c, None, b"first\n").unwrap();
             all.extend(compress(c, None, b"second\n").unwrap());
             assert_eq!(decompress(c, &all).unwrap(), b"first\nsecond\n", "{c:?}");
+        }
+    }
+
+    #[test]
+    fn gzip_members_are_stable_and_read_by_gzip_and_python() {
+        use std::io::Write;
+        let data: Vec<u8> = (0..40_000u32)
+            .flat_map(|i| format!("{{\"id\":{i},\"msg\":\"job step {}\"}}\n", i % 97).into_bytes())
+            .collect();
+        for level in [1, 6, 9] {
+            let a = compress(Compression::Gzip, Some(level), &data).unwrap();
+            let b = compress(Compression::Gzip, Some(level), &data).unwrap();
+            assert_eq!(a, b, "the same bytes give the same member (level {level})");
+            assert!(a.len() < data.len() / 4);
+            // Two members back to back, as a batch of blocks is: one stream for every reader.
+            let mut two = a.clone();
+            two.extend(compress(Compression::Gzip, Some(level), b"tail\n").unwrap());
+            let mut want = data.clone();
+            want.extend_from_slice(b"tail\n");
+            let dir = tempfile::tempdir().unwrap();
+            let f = dir.path().join("b.gz");
+            std::fs::File::create(&f).unwrap().write_all(&two).unwrap();
+            let gz = std::process::Command::new("gzip")
+                .arg("-dc")
+                .arg(&f)
+                .output()
+                .unwrap();
+            assert!(gz.status.success());
+            assert_eq!(gz.stdout, want, "gzip -d");
+            let py = std::process::Command::new("python3")
+                .args([
+                    "-c",
+                    "import gzip,sys; sys.stdout.buffer.write(gzip.open(sys.argv[1]).read())",
+                ])
+                .arg(&f)
+                .output()
+                .unwrap();
+            assert!(py.status.success());
+            assert_eq!(py.stdout, want, "Python's gzip");
         }
     }
 
