@@ -205,38 +205,7 @@ pub(super) fn build(
     let monitor = matches!(kind, SinkKind::AzureMonitor(_));
     let live = monitor || matches!(kind, SinkKind::Http(_) | SinkKind::Otlp(_));
     if let SinkKind::Otlp(o) = &mut kind {
-        // The request is OTLP's: no other encoding, no envelope, gzip or nothing.
-        if has_encoding {
-            c.add(
-                format!("{p}.encoding"),
-                "otlp sends OTLP requests (choose protobuf or json with protocol); remove it",
-            );
-        }
-        if common.envelope.is_some() {
-            c.add(
-                format!("{p}.envelope"),
-                "otlp sends OTLP requests; remove it",
-            );
-        }
-        o.spec.compression = match common.compression {
-            None | Some(raw::CompressionName::Gzip) => Compression::Gzip,
-            Some(raw::CompressionName::None) => Compression::None,
-            Some(other) => {
-                let name = if other == raw::CompressionName::Zstd {
-                    "zstd"
-                } else {
-                    "snappy"
-                };
-                c.add(
-                    format!("{p}.compression"),
-                    format!("{name:?}: OTLP/HTTP takes \"gzip\" or \"none\""),
-                );
-                Compression::Gzip
-            }
-        };
-        o.spec.level = common.compression_level;
-        // A success's body (its partial success) is read well inside the attempt's timeout.
-        o.options.answer_timeout = timeout / 4;
+        otlp::common(p, o, &common, has_encoding, timeout, c);
     }
     if monitor {
         // The Logs Ingestion API takes a gzip'd JSON array and nothing else.

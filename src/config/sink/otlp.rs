@@ -221,3 +221,47 @@ pub(super) fn otlp(p: &str, s: raw::Otlp, base: &Path, c: &mut Collector) -> Opt
         },
     })
 }
+
+/// The options every sink shares, as an OTLP sink takes them: its own encoding (no other, no
+/// envelope), gzip or nothing, and how long a success's body is waited for.
+pub(super) fn common(
+    p: &str,
+    o: &mut OtlpConfig,
+    common: &raw::SinkCommon,
+    has_encoding: bool,
+    timeout: std::time::Duration,
+    c: &mut Collector,
+) {
+    // The request is OTLP's: no other encoding, no envelope, gzip or nothing.
+    if has_encoding {
+        c.add(
+            format!("{p}.encoding"),
+            "otlp sends OTLP requests (choose protobuf or json with protocol); remove it",
+        );
+    }
+    if common.envelope.is_some() {
+        c.add(
+            format!("{p}.envelope"),
+            "otlp sends OTLP requests; remove it",
+        );
+    }
+    o.spec.compression = match common.compression {
+        None | Some(raw::CompressionName::Gzip) => Compression::Gzip,
+        Some(raw::CompressionName::None) => Compression::None,
+        Some(other) => {
+            let name = if other == raw::CompressionName::Zstd {
+                "zstd"
+            } else {
+                "snappy"
+            };
+            c.add(
+                format!("{p}.compression"),
+                format!("{name:?}: OTLP/HTTP takes \"gzip\" or \"none\""),
+            );
+            Compression::Gzip
+        }
+    };
+    o.spec.level = common.compression_level;
+    // A success's body (its partial success) is read well inside the attempt's timeout.
+    o.options.answer_timeout = timeout / 4;
+}
