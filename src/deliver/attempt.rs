@@ -27,7 +27,8 @@ impl Attempt {
         // Attempts made in earlier parks count too.
         let mut attempts: u32 = scope.as_deref().map_or(0, |s| self.parking.tries(s, &key));
         loop {
-            if !self.wait_out_throttle().await {
+            // Past `Drain` no attempt starts: the batch is the next pipeline's (a reload).
+            if self.shutdown.reached(Phase::Drain) || !self.wait_out_throttle().await {
                 self.spool.untake(&key);
                 return;
             }

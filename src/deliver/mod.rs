@@ -206,17 +206,25 @@ impl Worker {
         let (parking, sink) = (self.parking.clone(), self.sink.clone());
         let skip = move |m: &BatchMeta| parking.skips(&*sink, m);
         loop {
+            // Biased, the stop first: a batch given back at `Drain` is ready at the same moment,
+            // and taking it would send it once more through the pipeline being replaced.
             let permit = tokio::select! {
-                p = sem.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                biased;
                 // `Abandon` implies `Drain`: no new batch either way.
                 _ = shutdown.wait(Phase::Drain) => break,
+                p = sem.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             };
             let taken = tokio::select! {
-                t = self.spool.next_where(&skip) => t,
+                biased;
                 _ = shutdown.wait(Phase::Drain) => break,
+                t = self.spool.next_where(&skip) => t,
             };
             let taken = match taken {
                 None => break,
+                Some(Ok(t)) if shutdown.reached(Phase::Drain) => {
+                    self.spool.untake(&t.key);
+                    break;
+                }
                 Some(Ok(t)) => t,
                 Some(Err(e)) => {
                     error!(sink = %self.name, error = %e, "cannot read a spooled batch; it stays in the spool");

@@ -153,14 +153,17 @@ fn too_large(id: &str) -> Vec<(&str, Outcome)> {
 }
 
 /// The ids of the batches sent, in order.
-fn sent_ids(r: &Run) -> Vec<String> {
-    r.sink
-        .sent
+fn sent_ids_of(sink: &Script) -> Vec<String> {
+    sink.sent
         .lock()
         .unwrap()
         .iter()
         .map(|s| s.1.clone())
         .collect()
+}
+
+fn sent_ids(r: &Run) -> Vec<String> {
+    sent_ids_of(&r.sink)
 }
 
 fn retry(after: Option<Duration>) -> Outcome {
@@ -720,5 +723,60 @@ fn test_policy(concurrency: usize, max_attempts: Option<u32>, seed: u64) -> Poli
         layout: Layout::new(logferry_sink::Encoding::Ndjson, None),
         level: None,
         seed: Some(seed),
+    }
+}
+
+/// A reload while a batch waits for its retry: the batch goes back to the spool and this
+/// worker sends nothing more. Before, the batch given back and the `Drain` were ready at the
+/// same moment and the worker's unbiased select took the batch about half the time, sending it
+/// once more through the pipeline being replaced (the old URL after a reload). Sixteen rounds:
+/// the old code fails one of them with near certainty.
+#[tokio::test(start_paused = true)]
+async fn a_reload_gives_back_the_batch_waiting_for_a_retry_and_sends_nothing_more() {
+    for round in 0..16u64 {
+        let sink = Arc::new(Script {
+            start: Instant::now(),
+            answers: Mutex::new(VecDeque::from([(
+                "a".to_string(),
+                retry(Some(Duration::from_secs(3600))),
+            )])),
+            sent: Mutex::new(Vec::new()),
+        });
+        let spool = Arc::new(Spool::memory(16, 1 << 30, Default::default()));
+        spool.push(sealed("a", 3), vec![]).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new();
+        let health = Arc::new(Health::new(Duration::from_secs(60)));
+        let w = Worker::new(
+            "k",
+            sink.clone(),
+            spool.clone(),
+            test_policy(1 + round as usize % 2, None, round),
+            dir.path(),
+            &metrics,
+            health,
+        );
+        let shutdown = crate::shutdown::Shutdown::new();
+        let worker = tokio::spawn(w.run(shutdown.clone()));
+        // Busy, so the paused clock does not jump to the end of the wait.
+        while sink.sent.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        shutdown.advance(crate::shutdown::Phase::Drain);
+        worker.await.unwrap();
+        assert_eq!(sent_ids_of(&sink), ["a"], "round {round}");
+        assert_eq!(
+            spool.len(),
+            1,
+            "round {round}: the batch stays for the next pipeline"
+        );
+        let again = spool.next().await.unwrap().unwrap();
+        assert_eq!(
+            again.batch.meta.id, "a",
+            "round {round}: and is not held in flight"
+        );
     }
 }
