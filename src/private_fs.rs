@@ -73,6 +73,23 @@ pub fn dir_all(path: &Path) -> io::Result<()> {
         .create(path)
 }
 
+/// Whether this process can create files in the directory `path`: a file is made and removed
+/// (a mode check alone misses read-only mounts and ACLs).
+pub fn check_writable(path: &Path) -> io::Result<()> {
+    let probe = path.join(format!(".logferry-write-check-{}", std::process::id()));
+    drop(create_new(&probe)?);
+    std::fs::remove_file(&probe)
+}
+
+/// Who this process writes as, for messages about permissions: `uid N (gid M)`.
+pub fn identity() -> String {
+    format!(
+        "uid {} (gid {})",
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -555,30 +555,3 @@ fn run_once_on_a_terminal_shows_a_progress_bar() {
     assert!(text.contains("records/s") && text.contains("eta"), "{text}");
     assert_eq!(lf.final_archive("archive").len(), 750);
 }
-
-#[test]
-fn a_second_process_on_the_same_data_dir_is_refused() {
-    // Two processes on one data_dir read the same checkpoints and send the same spooled
-    // batches: every record twice. The second is refused; after the first ends, it runs.
-    let lf = Lf::new(
-        r#"[sources.jobs]
-include = ["{dir}/logs/*.log"]
-sinks = ["archive"]
-[sinks.archive]
-type = "directory"
-path = "{dir}/archive"
-"#,
-    );
-    std::fs::write(lf.path("logs/app.log"), "{\"id\":1}\n").unwrap();
-    let first = lf.spawn();
-    let out = std::process::Command::new(BIN)
-        .args(["run", "--once", "--config"])
-        .arg(&lf.cfg)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("in use by another logferry process"), "{err}");
-    first.kill9();
-    succeeded(&lf.run_once());
-}

@@ -37,6 +37,14 @@ enum End {
 /// Locks `data_dir` itself (an advisory `flock` on the folder, which the kernel drops when the
 /// process ends, also at `kill -9`; no file is made, so zero-retention mode keeps only its
 /// checkpoints).
+fn unwritable(data_dir: &std::path::Path, e: std::io::Error) -> anyhow::Error {
+    let who = crate::private_fs::identity();
+    anyhow::anyhow!(
+        "data_dir {} cannot be written by this process, {who}: {e}; give the volume to that user (chown it, or set fsGroup in the pod's securityContext) or point data_dir elsewhere",
+        data_dir.display()
+    )
+}
+
 fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     let f = std::fs::File::open(data_dir)
         .with_context(|| format!("cannot open data_dir {}", data_dir.display()))?;
@@ -61,8 +69,11 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let health = Arc::new(Health::new(cfg.unready_after));
     // Made 0700 when missing (an existing one, e.g. a mounted volume, is left as it is).
+    // A volume the process cannot write (a container's user against a root-owned mount) is
+    // named with the user at once, before any stage starts.
     crate::private_fs::dir_all(&cfg.data_dir)
-        .with_context(|| format!("cannot create data_dir {}", cfg.data_dir.display()))?;
+        .and_then(|()| crate::private_fs::check_writable(&cfg.data_dir))
+        .map_err(|e| unwritable(&cfg.data_dir, e))?;
     // One process per data_dir: two would read the same checkpoints and send the same
     // spooled batches, every record twice. Held until this function returns (reloads too).
     let _lock = lock_data_dir(&cfg.data_dir)?;
