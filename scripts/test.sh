@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test logferry has, on a fresh machine too: installs what is missing
 # (Debian's logrotate for the rotation tests, Debian's faketime for runs at a later hour,
-# moto's S3 server from PyPI, Azurite from npm),
+# moto's S3 server from PyPI, Azurite from npm, podman for the image and the pod),
 # then formatting, lints and the test suites.
 # The integration tests start the real binary and the real tools themselves.
 set -euo pipefail
@@ -97,6 +97,24 @@ need_otlp_reader() {
     "$venv/bin/pip" install -q opentelemetry-proto googleapis-common-protos
 }
 
+# podman and what it needs on Debian 12 for tests/container.rs: the image is built from the
+# Dockerfile on a base made from Debian's packages (scripts/image.sh) and run, and the sidecar
+# pod is played with `podman kube play`. Named one by one: without recommends apt would leave
+# out netavark (podman falls back to CNI) and catatonit (kube play's pause image).
+need_podman() {
+    local p missing=""
+    for p in podman runc netavark aardvark-dns catatonit mmdebstrap busybox-static; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"
+    done
+    if [ -z "$missing" ]; then
+        return
+    fi
+    echo "== installing$missing (Debian)"
+    as_root apt-get update -qq
+    # shellcheck disable=SC2086
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+}
+
 # cargo-audit at a pinned version (built once into target/test-tools, ~8 min on two cores),
 # for the offline check of Cargo.lock against the RustSec snapshot beside the repository.
 CARGO_AUDIT_VERSION=0.22.2
@@ -135,6 +153,7 @@ need_azurite
 need_lint_tools
 need_parquet_readers
 need_otlp_reader
+need_podman
 
 echo "== hadolint Dockerfile"
 target/test-tools/venv/bin/hadolint --failure-threshold info Dockerfile
