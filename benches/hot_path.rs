@@ -294,5 +294,88 @@ fn masking_adversarial(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, masking, masking_adversarial, shaping);
+/// The gzip backend, chosen by this measurement (issue 36): zlib-rs (flate2) and libdeflate
+/// (libdeflater) at levels 1, 6 and 9 over the reference workload cut in 1 MiB blocks, one
+/// member each, as the encoder makes them. The ratio is printed once per pair (criterion has
+/// no column for it). Then inflating one block each way: libdeflate's safe API needs a
+/// member's size and end, which a payload of several members does not give.
+fn gzip_backends(c: &mut Criterion) {
+    use std::io::{Read, Write};
+    let data = workload();
+    let blocks: Vec<&[u8]> = data.chunks(logferry::encode::BLOCK_BYTES).collect();
+    let zlib_rs = |level: u32, block: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+        e.write_all(block).unwrap();
+        e.finish().unwrap()
+    };
+    let libdeflate = |c: &mut libdeflater::Compressor, block: &[u8]| {
+        let mut out = vec![0; c.gzip_compress_bound(block.len())];
+        let n = c.gzip_compress(block, &mut out).unwrap();
+        out.truncate(n);
+        out
+    };
+    let mut g = c.benchmark_group("gzip_backends");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.sample_size(10);
+    for level in [1u32, 6, 9] {
+        let lvl = libdeflater::CompressionLvl::new(level as i32).unwrap();
+        let mut ld = libdeflater::Compressor::new(lvl);
+        let sizes = |f: &mut dyn FnMut(&[u8]) -> Vec<u8>| -> usize {
+            blocks.iter().map(|b| f(b).len()).sum()
+        };
+        let z = sizes(&mut |b| zlib_rs(level, b));
+        let l = sizes(&mut |b| libdeflate(&mut ld, b));
+        eprintln!(
+            "gzip level {level}: {} bytes in, zlib-rs {z} ({:.2}%), libdeflate {l} ({:.2}%)",
+            data.len(),
+            100.0 * z as f64 / data.len() as f64,
+            100.0 * l as f64 / data.len() as f64
+        );
+        g.bench_function(format!("zlib_rs_level_{level}"), |b| {
+            b.iter(|| {
+                blocks
+                    .iter()
+                    .map(|blk| zlib_rs(level, blk).len())
+                    .sum::<usize>()
+            })
+        });
+        g.bench_function(format!("libdeflate_level_{level}"), |b| {
+            b.iter(|| {
+                blocks
+                    .iter()
+                    .map(|blk| libdeflate(&mut ld, blk).len())
+                    .sum::<usize>()
+            })
+        });
+    }
+    g.finish();
+    let block = blocks[0];
+    let member = zlib_rs(6, block);
+    let mut g = c.benchmark_group("gunzip_backends");
+    g.throughput(Throughput::Bytes(block.len() as u64));
+    g.bench_function("zlib_rs_one_block", |b| {
+        let mut out = Vec::with_capacity(block.len());
+        b.iter(|| {
+            out.clear();
+            flate2::read::MultiGzDecoder::new(&member[..])
+                .read_to_end(&mut out)
+                .unwrap()
+        })
+    });
+    g.bench_function("libdeflate_one_block", |b| {
+        let mut d = libdeflater::Decompressor::new();
+        let mut out = vec![0; block.len()];
+        b.iter(|| d.gzip_decompress(&member, &mut out).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench,
+    masking,
+    masking_adversarial,
+    shaping,
+    gzip_backends
+);
 criterion_main!(benches);

@@ -115,6 +115,18 @@ need_podman() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 }
 
+# Debian's Mono: .NET's GZipStream, a reader of the gzip objects (tests/gzip_readers.rs).
+need_mono() {
+    if command -v mcs >/dev/null 2>&1 && command -v mono >/dev/null 2>&1 \
+        && [ -e /usr/lib/mono/4.5/System.IO.Compression.dll ]; then
+        return
+    fi
+    echo "== installing mono-mcs and mono-runtime (Debian)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        mono-mcs mono-runtime libmono-system-io-compression4.0-cil >/dev/null
+}
+
 # cargo-audit at a pinned version (built once into target/test-tools, ~8 min on two cores),
 # for the offline check of Cargo.lock against the RustSec snapshot beside the repository.
 CARGO_AUDIT_VERSION=0.22.2
@@ -154,6 +166,7 @@ need_lint_tools
 need_parquet_readers
 need_otlp_reader
 need_podman
+need_mono
 
 echo "== hadolint Dockerfile"
 target/test-tools/venv/bin/hadolint --failure-threshold info Dockerfile
