@@ -24,10 +24,11 @@ RUN cargo build --release --locked --bin logferry \
     && install -D -m 0755 target/release/logferry /out/logferry \
     && install -d -m 0700 /out/data
 
-# The context holds the file `logferry` and an empty directory `data` (scripts/image.sh makes it).
+# The context holds the file `logferry` (scripts/image.sh makes it); WORKDIR makes the empty
+# folder the runtime stage takes for /var/lib/logferry.
 FROM scratch AS prebuilt
+WORKDIR /out/data
 COPY logferry /out/logferry
-COPY data /out/data
 
 # Only the stage BINARY names is built: BuildKit and buildah skip unused stages. buildah (podman
 # 4.3) tells them apart by --build-arg values, not ARG defaults: give BINARY explicitly there.

@@ -60,6 +60,11 @@ fi
 # shellcheck source-path=SCRIPTDIR source=container/env.sh
 . scripts/container/env.sh
 
+# One build at a time per store: two would share the context folder and prune each other's
+# images (a tag could end up on the other run's binary).
+exec 9>"$LOGFERRY_CONTAINER_DIR/image.lock"
+flock 9
+
 case $runtime in
     local) runtime_image=$(scripts/container/base.sh "$LOGFERRY_CONTAINER_DIR" | tail -n 1) ;;
     distroless) runtime_image=gcr.io/distroless/cc-debian12:nonroot ;;
@@ -74,8 +79,7 @@ if [ -n "$binary" ]; then
     # A context of one file: nothing else is sent, and the Dockerfile's prebuilt stage takes it.
     context=$LOGFERRY_CONTAINER_DIR/context
     mkdir -p "$context"
-    find "$context" -mindepth 1 ! -name logferry ! -name data -delete
-    install -d -m 0700 "$context/data"
+    find "$context" -mindepth 1 ! -name logferry -delete
     # Stripped, as the build stage does: symbols are most of a binary's size.
     strip -o "$context/logferry.new" "$binary"
     chmod 0755 "$context/logferry.new"

@@ -81,6 +81,27 @@ pub fn check_writable(path: &Path) -> io::Result<()> {
     std::fs::remove_file(&probe)
 }
 
+/// [`check_writable`] for `path` and the folders below it down to `depth` levels (links are
+/// not followed): a data_dir whose spool or checkpoints folder an earlier run as root left
+/// behind fails here, naming that folder, not later without a path. The first failure wins.
+pub fn check_writable_tree(
+    path: &Path,
+    depth: usize,
+) -> Result<(), (std::path::PathBuf, io::Error)> {
+    check_writable(path).map_err(|e| (path.to_path_buf(), e))?;
+    if depth == 0 {
+        return Ok(());
+    }
+    let entries = std::fs::read_dir(path).map_err(|e| (path.to_path_buf(), e))?;
+    for entry in entries.flatten() {
+        // The entry's own type: a link is never looked through.
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            check_writable_tree(&entry.path(), depth - 1)?;
+        }
+    }
+    Ok(())
+}
+
 /// Who this process writes as, for messages about permissions: `uid N (gid M)`.
 pub fn identity() -> String {
     format!(

@@ -73,7 +73,9 @@ fn image() -> &'static str {
         );
         let out = Command::new("bash")
             .current_dir(REPO)
-            .args(["scripts/image.sh", "--binary", BIN])
+            // A tag of its own: the test build (debug, with the fault hooks) never takes the
+            // name users build (localhost/logferry:latest).
+            .args(["scripts/image.sh", "--binary", BIN, "--tag", "localhost/logferry:test"])
             .output()
             .expect("bash");
         assert!(
@@ -220,6 +222,7 @@ fn the_image_runs_as_users_run_it_and_stops_and_resumes_without_loss_or_duplicat
     assert_eq!(inspect(&name, "{{.HostConfig.ReadonlyRootfs}}"), "true");
     // The image's HEALTHCHECK, run as the engine runs it.
     podman_ok(&["healthcheck", "run", &name]);
+    base_is_current_and_scannable(&name, dir.path());
 
     let archive = dir.path().join("archive");
     wait_until(Duration::from_secs(60), "300 records shipped", || {
@@ -274,6 +277,28 @@ fn a_data_volume_the_user_cannot_write_is_a_clear_error_at_once() {
         text.contains(
             "data_dir /var/lib/logferry cannot be written by this process, uid 65532 (gid 65532)"
         ),
+        "{text}"
+    );
+
+    // A volume mounted read-only: the advice is the mount, not the owner.
+    let ro = format!("{name}-ro");
+    let port = free_port().to_string();
+    let data = dir.path().join("archive").display().to_string();
+    let mut args = run_args(&ro, dir.path(), &port, &data);
+    for a in args.iter_mut() {
+        if *a == format!("{data}:/var/lib/logferry") {
+            a.push_str(":ro");
+        }
+    }
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.push(image);
+    podman_ok(&args);
+    let _c = Container(ro.clone());
+    assert_eq!(podman_ok(&["wait", &ro]), "1");
+    let logs = podman(&["logs", &ro]);
+    let text = String::from_utf8_lossy(&logs.stderr).to_string();
+    assert!(
+        text.contains("data_dir /var/lib/logferry is on a read-only mount"),
         "{text}"
     );
 }
@@ -406,4 +431,51 @@ fn the_sidecar_pod_plays_ships_masked_records_answers_its_probes_and_stops_clean
         .unwrap()
         .to_string_lossy()
         .starts_with(".logferry-tmp")));
+}
+
+/// The base came with Debian's security updates (a CA bundle without the roots Mozilla
+/// distrusted, e.g. TrustCor's), and says what it holds the way scanners read it.
+fn base_is_current_and_scannable(container: &str, dir: &Path) {
+    let bundle = dir.join("bundle.pem");
+    podman_ok(&[
+        "cp",
+        &format!("{container}:/etc/ssl/certs/ca-certificates.crt"),
+        &bundle.display().to_string(),
+    ]);
+    let status = dir.join("libc6");
+    podman_ok(&[
+        "cp",
+        &format!("{container}:/var/lib/dpkg/status.d/libc6"),
+        &status.display().to_string(),
+    ]);
+    let text = std::fs::read_to_string(&status).unwrap();
+    assert!(
+        text.contains("Package: libc6") && text.contains("Version: "),
+        "{text}"
+    );
+    let out = Command::new(python())
+        .args([
+            "-c",
+            "import sys; from cryptography import x509\n\
+             certs = x509.load_pem_x509_certificates(open(sys.argv[1], 'rb').read())\n\
+             names = [c.subject.rfc4514_string() for c in certs]\n\
+             print(len(names)); print('\\n'.join(n for n in names if 'TrustCor' in n or 'E-Tugra' in n))",
+            &bundle.display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines = text.lines();
+    let n: usize = lines.next().unwrap().parse().unwrap();
+    assert!(n > 100, "{n} roots");
+    let distrusted: Vec<&str> = lines.filter(|l| !l.is_empty()).collect();
+    assert!(
+        distrusted.is_empty(),
+        "distrusted roots in the bundle: {distrusted:?}"
+    );
 }

@@ -1,10 +1,12 @@
 //! Who may use a data_dir: one process at a time, and only one that can write it (a
-//! container's user against a volume it does not own is told so at once, with its uid).
+//! container's user against a volume it does not own is told so at once, with its uid); and
+//! log folders such a user cannot read are reported, never skipped in silence.
 
 mod common;
 
 use common::*;
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
 #[test]
 fn a_second_process_on_the_same_data_dir_is_refused() {
@@ -61,27 +63,26 @@ path = "{dir}/archive"
         let m = if p.is_dir() { 0o755 } else { 0o644 };
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m)).unwrap();
     }
-    let root = rustix::process::geteuid().is_root();
-    let mut cmd = if root {
-        let mut c = std::process::Command::new("setpriv");
-        c.args(["--reuid=65532", "--regid=65532", "--clear-groups", BIN]);
-        c
-    } else {
-        std::process::Command::new(BIN)
+    let (wrapper, uid) = as_nonroot();
+    let run = || {
+        let mut cmd = match wrapper.split_first() {
+            Some((p, args)) => {
+                let mut c = std::process::Command::new(p);
+                c.args(args).arg(BIN);
+                c
+            }
+            None => std::process::Command::new(BIN),
+        };
+        let out = cmd
+            .args(["run", "--config"])
+            .arg(&lf.cfg)
+            .output()
+            .expect("setpriv from util-linux");
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
     };
     let start = std::time::Instant::now();
-    let out = cmd
-        .args(["run", "--config"])
-        .arg(&lf.cfg)
-        .output()
-        .expect("setpriv from util-linux");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    let uid = if root {
-        "65532".to_string()
-    } else {
-        rustix::process::geteuid().as_raw().to_string()
-    };
+    let err = run();
     let want = format!(
         "data_dir {} cannot be written by this process, uid {uid}",
         data.display()
@@ -91,4 +92,148 @@ path = "{dir}/archive"
     // At once: the run ends at the check, it does not retry or wait for a deadline.
     assert!(start.elapsed() < std::time::Duration::from_secs(20));
     assert!(!lf.path("archive").exists(), "nothing was shipped");
+
+    // The volume given to the user, but a folder in it left by an earlier run as root: named
+    // too (before, "cannot read checkpoints: Permission denied" without a path or a uid).
+    let spool = data.join("spool/archive");
+    std::fs::create_dir_all(&spool).unwrap();
+    if wrapper.is_empty() {
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o500)).unwrap();
+    } else {
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&data, Some(65532), Some(65532)).unwrap();
+        std::os::unix::fs::chown(data.join("spool"), Some(65532), Some(65532)).unwrap();
+        std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let err = run();
+    let want = format!(
+        "data_dir {} cannot be written by this process, uid {uid}",
+        spool.display()
+    );
+    assert!(err.contains(&want), "{err}");
+}
+
+/// Runs as uid 65532 when root (root reads everything); as the user itself otherwise.
+fn as_nonroot() -> (Vec<&'static str>, String) {
+    if rustix::process::geteuid().is_root() {
+        (
+            vec![
+                "setpriv",
+                "--reuid=65532",
+                "--regid=65532",
+                "--clear-groups",
+            ],
+            "65532".into(),
+        )
+    } else {
+        (vec![], rustix::process::geteuid().as_raw().to_string())
+    }
+}
+
+#[test]
+fn a_log_folder_this_user_cannot_read_is_logged_with_the_uid_and_counted() {
+    // A host's /var/log/<app> is often root's, mode 0700 or 0750: mounted into a container
+    // running as 65532, its files could not be found, and nothing said so (ready, 0 files).
+    let lf = Lf::new(
+        r#"[sources.jobs]
+include = ["{dir}/logs/*.log", "{dir}/more/private/*.log"]
+sinks = ["archive"]
+[sinks.archive]
+type = "directory"
+path = "{dir}/archive"
+batch = { max_age = "200ms" }
+"#,
+    );
+    let (wrapper, uid) = as_nonroot();
+    for p in [lf.path(""), lf.cfg.clone()] {
+        let m = if p.is_dir() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m)).unwrap();
+    }
+    for d in ["data", "archive"] {
+        std::fs::create_dir_all(lf.path(d)).unwrap();
+        if wrapper.is_empty() {
+            continue;
+        }
+        std::os::unix::fs::chown(lf.path(d), Some(65532), Some(65532)).unwrap();
+    }
+    // The include root itself cannot be listed, and a folder on the second pattern's way
+    // cannot be searched.
+    // As 65532 they are another user's, mode 0700; a user running the test owns them, so
+    // they get no permission at all.
+    let closed = if wrapper.is_empty() { 0o000 } else { 0o700 };
+    std::fs::write(lf.path("logs/app.log"), "{\"id\":1}\n").unwrap();
+    std::fs::set_permissions(lf.path("logs"), std::fs::Permissions::from_mode(closed)).unwrap();
+    std::fs::create_dir_all(lf.path("more/private")).unwrap();
+    std::fs::write(lf.path("more/private/b.log"), "{\"id\":2}\n").unwrap();
+    std::fs::set_permissions(lf.path("more"), std::fs::Permissions::from_mode(closed)).unwrap();
+    let run = lf.spawn_wrapped(&wrapper, &[]);
+    wait_until(Duration::from_secs(30), "the gauge", || {
+        run.metric("logferry_paths_unreadable", "source=\"jobs\"") == 2.0
+    });
+    let logs = run.logs();
+    for dir in [lf.path("logs"), lf.path("more")] {
+        let line = logs
+            .lines()
+            .find(|l| {
+                l.contains("cannot look into a directory") && l.contains(&*dir.to_string_lossy())
+            })
+            .unwrap_or_else(|| panic!("no warning for {}:\n{logs}", dir.display()));
+        assert!(line.contains(&format!("uid {uid}")), "{line}");
+        assert!(line.contains("Permission denied"), "{line}");
+    }
+    // Readable again: found and shipped, the gauge back at 0.
+    for d in ["logs", "more"] {
+        std::fs::set_permissions(lf.path(d), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(
+        lf.path("more/private"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    for f in ["logs/app.log", "more/private/b.log"] {
+        std::fs::set_permissions(lf.path(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    wait_until(Duration::from_secs(30), "both records shipped", || {
+        lf.archive("archive").len() == 2
+    });
+    assert_eq!(
+        run.metric("logferry_paths_unreadable", "source=\"jobs\""),
+        0.0
+    );
+    assert_eq!(run.term(Duration::from_secs(20)).code(), Some(0));
+}
+
+#[test]
+fn a_configuration_this_user_cannot_read_names_the_uid() {
+    // A configuration mounted root's, mode 0600, into a container running as 65532.
+    let lf = Lf::new(
+        r#"[sources.jobs]
+include = ["{dir}/logs/*.log"]
+sinks = ["archive"]
+[sinks.archive]
+type = "directory"
+path = "{dir}/archive"
+"#,
+    );
+    let (wrapper, uid) = as_nonroot();
+    std::fs::set_permissions(lf.path(""), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mode = if wrapper.is_empty() { 0o000 } else { 0o600 };
+    std::fs::set_permissions(&lf.cfg, std::fs::Permissions::from_mode(mode)).unwrap();
+    let mut cmd = match wrapper.split_first() {
+        Some((p, args)) => {
+            let mut c = std::process::Command::new(p);
+            c.args(args).arg(BIN);
+            c
+        }
+        None => std::process::Command::new(BIN),
+    };
+    let out = cmd.args(["run", "--config"]).arg(&lf.cfg).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("cannot read the file: Permission denied")
+            && err.contains(&format!("this process runs as uid {uid}")),
+        "{err}"
+    );
 }

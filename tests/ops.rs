@@ -518,8 +518,9 @@ fn run_once_ends_with_a_summary_that_matches_the_archive() {
         "{objects} objects: {err}"
     );
     assert!(err.contains("0 dead-lettered, 0 retries"), "{err}");
-    // Not a terminal: no bar.
+    // Not a terminal: no bar, and no colour codes (a container's log is not a terminal).
     assert!(!err.contains("records/s"), "{err}");
+    assert!(err.contains(" INFO ") && !err.contains('\u{1b}'), "{err}");
 
     let lf = backfill("json");
     let out = lf.run_once();

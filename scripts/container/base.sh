@@ -2,15 +2,22 @@
 # Builds logferry's runtime base image from Debian 12 packages, the equivalent of
 # gcr.io/distroless/cc-debian12:nonroot for a registry-less host: glibc (libc6), libgcc-s1, the
 # CA bundle, tzdata, netbase, base-files; /etc/passwd and /etc/group with root, nobody and nonroot
-# (65532, home /home/nonroot). No shell, no package manager, no dpkg database, no docs.
+# (65532, home /home/nonroot). No shell, no package manager, no docs; what scanners need is kept:
+# /var/lib/dpkg/status.d/<package> (distroless' layout: the control fields of each package whose
+# files are in the image) and each package's copyright file.
 #
 #   scripts/container/base.sh [CACHE_DIR]     (default: target/container)
 #
-# The root file system is a tarball in CACHE_DIR/base/, named after this script's hash: edit the
-# script and it is built again; otherwise it (and the imported image) are reused. Needs root,
-# mmdebstrap and a Debian mirror (MIRROR, default http://deb.debian.org/debian). Prints the image
-# name as its last line. Uses podman as configured by scripts/container/env.sh.
+# Packages come from bookworm, bookworm-updates and bookworm-security (the CA bundle and tzdata
+# change between point releases). The root file system is a tarball in CACHE_DIR/base/, named
+# after this script's hash, with its SHA-256 beside it: it is built again when the script changes,
+# when it is older than MAX_AGE_DAYS (default 7: security updates), or when it does not match its
+# digest (a cut download or a disk error); otherwise it (and the imported image) are reused. Needs
+# root, mmdebstrap and Debian mirrors (MIRROR, default http://deb.debian.org/debian;
+# SECURITY_MIRROR, default http://deb.debian.org/debian-security). Prints the image name as its
+# last line. Uses podman as configured by scripts/container/env.sh.
 set -euo pipefail
+if [ "${1:-}" = "--help" ]; then sed -n '2,21p' "$0"; exit 0; fi
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${1:-$here/../../target/container}
@@ -22,13 +29,25 @@ cache=$(cd "$cache" && pwd)
 image=${LOGFERRY_BASE_IMAGE:-localhost/logferry-base:debian12}
 suite=bookworm
 mirror=${MIRROR:-http://deb.debian.org/debian}
+security=${SECURITY_MIRROR:-http://deb.debian.org/debian-security}
+max_age=${MAX_AGE_DAYS:-7}
 # Package versions are whatever the mirror has; a fixed date keeps file times (and so the layer
 # digest for the same packages) reproducible.
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1704067200}
 hash=$(sha256sum < "$here/base.sh" | cut -c1-12)
 tarball=$cache/base/debian12-$hash.tar
 
-if [ "${1:-}" = "--help" ]; then sed -n '2,12p' "$0"; exit 0; fi
+
+# A tarball is trusted only whole (its digest) and fresh (security updates).
+if [ -e "$tarball" ]; then
+    if ! (cd "$cache/base" && sha256sum --status -c "$(basename "$tarball").sha256" 2>/dev/null); then
+        echo "base.sh: $tarball does not match its digest: building it again" >&2
+        rm -f "$tarball" "$tarball.sha256"
+    elif [ -n "$(find "$tarball" -mtime +"$max_age")" ]; then
+        echo "base.sh: $tarball is older than $max_age days: building it again for security updates" >&2
+        rm -f "$tarball" "$tarball.sha256"
+    fi
+fi
 
 if [ ! -s "$tarball" ]; then
     # Packages whose files are kept; the rest of what they pull in (debconf, mawk, openssl,
@@ -46,6 +65,17 @@ keep=${2:?}
 case $root in /|"") exit 1 ;; esac
 [ -d "$root/var/cache/apt/archives" ] || exit 1
 debs=$root/var/cache/apt/archives
+# For scanners and licences: the control fields and the copyright of every package whose files
+# stay (ca-certificates: its bundle; gcc-12-base: libgcc-s1's copyright), set aside before the
+# package manager's state and the docs go.
+mkdir -p "$root/.keep/status.d" "$root/.keep/doc"
+for deb in "$debs"/*.deb; do
+    pkg=$(dpkg-deb --field "$deb" Package)
+    case " $keep ca-certificates gcc-12-base " in *" $pkg "*) ;; *) continue ;; esac
+    { dpkg-deb --field "$deb"; echo "Status: install ok installed"; } > "$root/.keep/status.d/$pkg"
+    dpkg-deb --fsys-tarfile "$deb" | tar -xO "./usr/share/doc/$pkg/copyright" \
+        > "$root/.keep/doc/$pkg.copyright" 2>/dev/null || rm -f "$root/.keep/doc/$pkg.copyright"
+done
 # The bundle ca-certificates' postinst (update-ca-certificates) would make.
 mkdir -p "$root/etc/ssl/certs"
 cat "$root"/usr/share/ca-certificates/mozilla/*.crt > "$root/etc/ssl/certs/ca-certificates.crt"
@@ -98,6 +128,16 @@ networks:       files
 protocols:      files
 services:       files
 EOF
+mkdir -p "$root/var/lib/dpkg" "$root/usr/share/doc"
+mv "$root/.keep/status.d" "$root/var/lib/dpkg/status.d"
+for c in "$root"/.keep/doc/*.copyright; do
+    pkg=$(basename "$c" .copyright)
+    mkdir -p "$root/usr/share/doc/$pkg"
+    mv "$c" "$root/usr/share/doc/$pkg/copyright"
+done
+rm -rf "${root:?}/.keep"
+# The loader and libc must be there: a tree without them would be imported and fail at start.
+[ -e "$root/lib64/ld-linux-x86-64.so.2" ] && [ -e "$root/lib/x86_64-linux-gnu/libc.so.6" ] || exit 1
 mkdir -p "$root/home/nonroot" "$root/tmp" "$root/dev"
 chown 65532:65532 "$root/home/nonroot"
 chmod 0700 "$root/home/nonroot"
@@ -118,26 +158,34 @@ HOOK
         --dpkgopt='path-exclude=/usr/share/locale/*' \
         --extract-hook="$hook \"\$1\" \"$keep\"" \
         --skip=output/dev --skip=cleanup/apt --skip=cleanup/mmdebstrap \
-        "$suite" "$tarball.part" "$mirror" >&2
+        "$suite" "$tarball.part" \
+        "deb $mirror $suite main" "deb $mirror $suite-updates main" \
+        "deb $security $suite-security main" >&2
     mv "$tarball.part" "$tarball"
+    (cd "$cache/base" && sha256sum "$(basename "$tarball")" > "$(basename "$tarball").sha256")
     rm -f "$hook"
     trap - EXIT
     echo "base.sh: built $tarball ($(du -h "$tarball" | cut -f1)) in $(( $(date +%s) - start ))s" >&2
     # Older tarballs of earlier versions of this script.
-    find "$cache/base" -name 'debian12-*.tar' ! -name "debian12-$hash.tar" -delete
+    find "$cache/base" -name 'debian12-*.tar*' ! -name "debian12-$hash.tar*" -delete
 fi
+# The tarball's own digest names the image content: a rebuilt (fresher) tarball is imported again.
+digest=$(cut -c1-12 "$tarball.sha256")
+versions=$(tar -xOf "$tarball" --wildcards './var/lib/dpkg/status.d/*' \
+    | awk '/^Package:/ {p=$2} /^Version:/ {printf "%s%s=%s", sep, p, $2; sep=","}')
 
 # The image carries the tarball's hash as a label: a new tarball replaces it. PATH, USER,
 # WORKDIR and SSL_CERT_FILE as in distroless' nonroot images.
 current=$(podman image inspect --format '{{index .Labels "org.logferry.base"}}' "$image" 2>/dev/null || true)
-if [ "$current" != "$hash" ]; then
+if [ "$current" != "$digest" ]; then
     old=$(podman image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
     podman import --quiet \
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \
         --change 'USER 65532:65532' \
         --change 'WORKDIR /home/nonroot' \
-        --change "LABEL org.logferry.base=$hash" \
+        --change "LABEL org.logferry.base=$digest" \
+        --change "LABEL org.logferry.base.packages=$versions" \
         --message "logferry base: Debian 12 $suite libc6 libgcc-s1 ca-certificates tzdata netbase" \
         "$tarball" "$image" >&2
     # The previous one, unless a container or image still uses it.

@@ -25,7 +25,15 @@ pub fn load(path: &Path) -> Result<Config, Problems> {
         list: vec![Problem {
             line: None,
             path: String::new(),
-            message: format!("cannot read the file: {e}"),
+            // Who reads matters in a container (the file mounted root's, mode 0600).
+            message: if e.kind() == std::io::ErrorKind::PermissionDenied {
+                format!(
+                    "cannot read the file: {e} (this process runs as {})",
+                    crate::private_fs::identity()
+                )
+            } else {
+                format!("cannot read the file: {e}")
+            },
         }],
     })?;
     // Relative paths in the file are relative to the file's directory: make that absolute so

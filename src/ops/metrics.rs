@@ -66,6 +66,7 @@ families! {
     files_open: Gauge<SourceLabel> = "files_open", "Files held open";
     files_found: Counter<SourceLabel> = "files_found", "Files found and opened for reading (rotated generations included)";
     files_refused: Counter<SourceLabel> = "files_refused", "Files matched but not read: a symbolic link follow_symlinks does not allow, or a credential file";
+    paths_unreadable: Gauge<SourceLabel> = "paths_unreadable", "Matched files that cannot be opened and directories of include patterns that cannot be looked into (permissions), at the last scan: their records are not read";
     files_rotated: Counter<SourceLabel> = "files_rotated", "Files renamed or deleted while tailed, drained before close";
     files_truncated: Counter<SourceLabel> = "files_truncated", "Files truncated or rewritten in place, re-read from the start";
     files_drained: Counter<SourceLabel> = "files_drained", "Rotated or deleted files read to their end and closed";

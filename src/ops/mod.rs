@@ -16,8 +16,13 @@ use crate::config::LogFormat;
 pub fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directives(level)));
+    // Colours only for a person at a terminal: a container's log, a file or a pipe gets plain
+    // text (escape codes in `docker logs` or a log store are noise). NO_COLOR is honoured.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(Redacted);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -37,11 +37,18 @@ enum End {
 /// Locks `data_dir` itself (an advisory `flock` on the folder, which the kernel drops when the
 /// process ends, also at `kill -9`; no file is made, so zero-retention mode keeps only its
 /// checkpoints).
-fn unwritable(data_dir: &std::path::Path, e: std::io::Error) -> anyhow::Error {
+/// `path` is data_dir or a folder in it.
+fn unwritable(path: &std::path::Path, e: std::io::Error) -> anyhow::Error {
     let who = crate::private_fs::identity();
+    if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem {
+        return anyhow::anyhow!(
+            "data_dir {} is on a read-only mount ({e}): mount a writable volume there (without :ro or readOnly); checkpoints and the spool live in it",
+            path.display()
+        );
+    }
     anyhow::anyhow!(
-        "data_dir {} cannot be written by this process, {who}: {e}; give the volume to that user (chown it, or set fsGroup in the pod's securityContext) or point data_dir elsewhere",
-        data_dir.display()
+        "data_dir {} cannot be written by this process, {who}: {e}; give the volume to that user (chown -R it, or set fsGroup in the pod's securityContext) or point data_dir elsewhere",
+        path.display()
     )
 }
 
@@ -71,12 +78,12 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<()> {
     // Made 0700 when missing (an existing one, e.g. a mounted volume, is left as it is).
     // A volume the process cannot write (a container's user against a root-owned mount) is
     // named with the user at once, before any stage starts.
-    crate::private_fs::dir_all(&cfg.data_dir)
-        .and_then(|()| crate::private_fs::check_writable(&cfg.data_dir))
-        .map_err(|e| unwritable(&cfg.data_dir, e))?;
+    crate::private_fs::dir_all(&cfg.data_dir).map_err(|e| unwritable(&cfg.data_dir, e))?;
     // One process per data_dir: two would read the same checkpoints and send the same
     // spooled batches, every record twice. Held until this function returns (reloads too).
     let _lock = lock_data_dir(&cfg.data_dir)?;
+    // Two levels: checkpoints/, spool/<sink>/, dead-letter/<sink>/, keys/...
+    crate::private_fs::check_writable_tree(&cfg.data_dir, 2).map_err(|(p, e)| unwritable(&p, e))?;
     if let Some(addr) = cfg.api_listen {
         let listener = api::bind(addr)
             .await

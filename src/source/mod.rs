@@ -199,6 +199,7 @@ impl Tailer {
             time_unparsed: metrics.timestamp_unparsed.get_or_create(&l).clone(),
             refused: metrics.files_refused.get_or_create(&l).clone(),
             found: metrics.files_found.get_or_create(&l).clone(),
+            unreadable: metrics.paths_unreadable.get_or_create(&l).clone(),
         };
         let watch = watch::Watch::new();
         let waker = watch.waker();

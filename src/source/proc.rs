@@ -31,6 +31,7 @@ pub(super) struct Counters {
     pub(super) time_unparsed: Counter,
     pub(super) refused: Counter,
     pub(super) found: Counter,
+    pub(super) unreadable: Gauge,
 }
 
 /// Decoding and batching: the part of the source that sees records.

@@ -11,6 +11,7 @@ impl Tailer {
     /// full scans their growth is told by events.
     pub(super) fn scan(&mut self, renames: &[(PathBuf, PathBuf)], full: bool) {
         let mut seen: HashMap<(u64, u64), PathBuf> = HashMap::new();
+        let mut unreadable = 0;
         // Asked between directories: a large or looping tree does not hold shutdown.
         let signal = self.shutdown.clone();
         let stop = move || signal.reached(crate::shutdown::Phase::Stop);
@@ -33,6 +34,13 @@ impl Tailer {
                     }
                 } else {
                     debug!(source = %self.cfg.name, path = %dir.display(), "directory reached again through another symbolic link; its files are found under the first path");
+                }
+            }
+            unreadable += walked.unreadable.len();
+            for (dir, e) in &walked.unreadable {
+                if let Some(held) = self.repeats.allow(&format!("list {}", dir.display())) {
+                    let who = crate::private_fs::identity();
+                    warn!(source = %self.cfg.name, path = %dir.display(), error = %e, user = %who, repeated = held, "cannot look into a directory of an include pattern: its files are not found; make it readable and searchable by this user (counted in paths_unreadable)");
                 }
             }
             if walked.truncated {
@@ -96,7 +104,8 @@ impl Tailer {
                         self.unopened.insert(path.clone(), size);
                         if let Some(held) = self.repeats.allow(&format!("open {}", path.display()))
                         {
-                            warn!(source = %self.cfg.name, path = %path.display(), error = %e, repeated = held, "cannot open file")
+                            let who = crate::private_fs::identity();
+                            warn!(source = %self.cfg.name, path = %path.display(), error = %e, user = %who, repeated = held, "cannot open file (counted in paths_unreadable)")
                         }
                     }
                 },
@@ -106,6 +115,10 @@ impl Tailer {
             let paths: std::collections::HashSet<&PathBuf> = seen.values().collect();
             self.unopened.retain(|p, _| paths.contains(p));
         }
+        self.proc
+            .c
+            .unreadable
+            .set((unreadable + self.unopened.len()) as i64);
         for (key, f) in self.files.iter_mut() {
             if !seen.contains_key(key) && matches!(f.state, State::Live) {
                 // Renamed out of include, or deleted: keep reading the open handle to its end.

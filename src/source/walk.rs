@@ -35,6 +35,9 @@ pub(super) struct Walked {
     /// Directories reached again and not descended again, each with whether it is a loop
     /// (the directory is its own ancestor) rather than a second way to the same directory.
     pub repeated: Vec<(PathBuf, bool)>,
+    /// Directories on the pattern's way that exist but cannot be looked into (permissions),
+    /// with the error: their files are not found, and the user must hear of it.
+    pub unreadable: Vec<(PathBuf, std::io::Error)>,
     /// The walk stopped at [`MAX_DIRS`] or [`MAX_DEPTH`]: files beyond it are not listed.
     pub truncated: bool,
     /// `stop` said so: the walk was left unfinished and `files` is partial.
@@ -171,8 +174,16 @@ impl Walk {
         if let Comp::Literal(name) = &self.comps[idx] {
             // Looked up, not listed: it exists (a dangling link too) or not.
             let next = path.join(name);
-            let Ok(lmeta) = std::fs::symlink_metadata(&next) else {
-                return true;
+            let lmeta = match std::fs::symlink_metadata(&next) {
+                Ok(m) => m,
+                Err(e) => {
+                    // Not there is normal (a folder made later); a folder that cannot be
+                    // searched hides everything below it.
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        self.out.unreadable.push((path, e));
+                    }
+                    return true;
+                }
             };
             let is_link = lmeta.file_type().is_symlink();
             let is_dir = if is_link {
@@ -184,8 +195,14 @@ impl Walk {
             return true;
         }
         let recursive = matches!(self.comps[idx], Comp::Recursive);
-        let Ok(meta) = std::fs::metadata(fs_path(&path)) else {
-            return true;
+        let meta = match std::fs::metadata(fs_path(&path)) {
+            Ok(m) => m,
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    self.out.unreadable.push((path, e));
+                }
+                return true;
+            }
         };
         if !meta.is_dir() {
             return true;
@@ -199,8 +216,14 @@ impl Walk {
             return false;
         }
         *read += 1;
-        let Ok(rd) = std::fs::read_dir(fs_path(&path)) else {
-            return true;
+        let rd = match std::fs::read_dir(fs_path(&path)) {
+            Ok(rd) => rd,
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    self.out.unreadable.push((path, e));
+                }
+                return true;
+            }
         };
         let mut entries: Vec<(OsString, std::fs::FileType)> = rd
             .flatten()

@@ -159,12 +159,26 @@ impl Lf {
     }
 
     pub fn spawn_env(&self, env: &[(&str, &str)]) -> Running {
+        self.spawn_wrapped(&[], env)
+    }
+
+    /// As [`Lf::spawn_env`], the binary started through `wrapper` (a program and its
+    /// arguments, e.g. `setpriv` to run as another user) when it is not empty.
+    pub fn spawn_wrapped(&self, wrapper: &[&str], env: &[(&str, &str)]) -> Running {
         let log = self.path(&format!(
             "logferry-{}.log",
             Instant::now().elapsed().as_nanos()
         ));
         let f = std::fs::File::create(&log).unwrap();
-        let child = Command::new(BIN)
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let child = cmd
             .args(["run", "--config"])
             .arg(&self.cfg)
             .env("RUST_LOG", "info")
