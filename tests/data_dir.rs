@@ -8,19 +8,32 @@ use common::*;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-#[test]
-fn a_second_process_on_the_same_data_dir_is_refused() {
-    // Two processes on one data_dir read the same checkpoints and send the same spooled
-    // batches: every record twice. The second is refused; after the first ends, it runs.
-    let lf = Lf::new(
-        r#"[sources.jobs]
+/// One source into a directory sink.
+const ONE_SOURCE: &str = r#"[sources.jobs]
 include = ["{dir}/logs/*.log"]
 sinks = ["archive"]
 [sinks.archive]
 type = "directory"
 path = "{dir}/archive"
-"#,
-    );
+"#;
+
+/// `logferry` started through `wrapper` (see [`as_nonroot`]) when it is not empty.
+fn command(wrapper: &[&str]) -> std::process::Command {
+    match wrapper.split_first() {
+        Some((p, args)) => {
+            let mut c = std::process::Command::new(p);
+            c.args(args).arg(BIN);
+            c
+        }
+        None => std::process::Command::new(BIN),
+    }
+}
+
+#[test]
+fn a_second_process_on_the_same_data_dir_is_refused() {
+    // Two processes on one data_dir read the same checkpoints and send the same spooled
+    // batches: every record twice. The second is refused; after the first ends, it runs.
+    let lf = Lf::new(ONE_SOURCE);
     std::fs::write(lf.path("logs/app.log"), "{\"id\":1}\n").unwrap();
     let first = lf.spawn();
     let out = std::process::Command::new(BIN)
@@ -39,15 +52,7 @@ path = "{dir}/archive"
 fn a_data_dir_this_user_cannot_write_is_named_with_the_uid_at_once() {
     // A container running as 65532 with a root-owned volume: before, the process failed
     // later, on a spool folder, without saying which user could not write.
-    let lf = Lf::new(
-        r#"[sources.jobs]
-include = ["{dir}/logs/*.log"]
-sinks = ["archive"]
-[sinks.archive]
-type = "directory"
-path = "{dir}/archive"
-"#,
-    );
+    let lf = Lf::new(ONE_SOURCE);
     std::fs::write(lf.path("logs/app.log"), "{\"id\":1}\n").unwrap();
     let data = lf.path("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -65,15 +70,7 @@ path = "{dir}/archive"
     }
     let (wrapper, uid) = as_nonroot();
     let run = || {
-        let mut cmd = match wrapper.split_first() {
-            Some((p, args)) => {
-                let mut c = std::process::Command::new(p);
-                c.args(args).arg(BIN);
-                c
-            }
-            None => std::process::Command::new(BIN),
-        };
-        let out = cmd
+        let out = command(&wrapper)
             .args(["run", "--config"])
             .arg(&lf.cfg)
             .output()
@@ -207,28 +204,16 @@ batch = { max_age = "200ms" }
 #[test]
 fn a_configuration_this_user_cannot_read_names_the_uid() {
     // A configuration mounted root's, mode 0600, into a container running as 65532.
-    let lf = Lf::new(
-        r#"[sources.jobs]
-include = ["{dir}/logs/*.log"]
-sinks = ["archive"]
-[sinks.archive]
-type = "directory"
-path = "{dir}/archive"
-"#,
-    );
+    let lf = Lf::new(ONE_SOURCE);
     let (wrapper, uid) = as_nonroot();
     std::fs::set_permissions(lf.path(""), std::fs::Permissions::from_mode(0o755)).unwrap();
     let mode = if wrapper.is_empty() { 0o000 } else { 0o600 };
     std::fs::set_permissions(&lf.cfg, std::fs::Permissions::from_mode(mode)).unwrap();
-    let mut cmd = match wrapper.split_first() {
-        Some((p, args)) => {
-            let mut c = std::process::Command::new(p);
-            c.args(args).arg(BIN);
-            c
-        }
-        None => std::process::Command::new(BIN),
-    };
-    let out = cmd.args(["run", "--config"]).arg(&lf.cfg).output().unwrap();
+    let out = command(&wrapper)
+        .args(["run", "--config"])
+        .arg(&lf.cfg)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
