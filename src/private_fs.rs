@@ -81,22 +81,27 @@ pub fn check_writable(path: &Path) -> io::Result<()> {
     std::fs::remove_file(&probe)
 }
 
-/// [`check_writable`] for `path` and the folders below it down to `depth` levels (links are
-/// not followed): a data_dir whose spool or checkpoints folder an earlier run as root left
-/// behind fails here, naming that folder, not later without a path. The first failure wins.
+/// [`check_writable`] for `path`, then for each folder of `names` in it and the folders
+/// directly below those (links are not followed): a data_dir whose spool or checkpoints an
+/// earlier run as root left behind fails here, naming that folder, not later without a path.
+/// Only logferry's own folders: a volume's `lost+found` (root's, 0700) is none of its business.
 pub fn check_writable_tree(
     path: &Path,
-    depth: usize,
+    names: &[&str],
 ) -> Result<(), (std::path::PathBuf, io::Error)> {
     check_writable(path).map_err(|e| (path.to_path_buf(), e))?;
-    if depth == 0 {
-        return Ok(());
-    }
-    let entries = std::fs::read_dir(path).map_err(|e| (path.to_path_buf(), e))?;
-    for entry in entries.flatten() {
-        // The entry's own type: a link is never looked through.
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            check_writable_tree(&entry.path(), depth - 1)?;
+    for name in names {
+        let dir = path.join(name);
+        if !std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+            continue;
+        }
+        check_writable(&dir).map_err(|e| (dir.clone(), e))?;
+        let entries = std::fs::read_dir(&dir).map_err(|e| (dir.clone(), e))?;
+        for entry in entries.flatten() {
+            // The entry's own type: a link is never looked through.
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                check_writable(&entry.path()).map_err(|e| (entry.path(), e))?;
+            }
         }
     }
     Ok(())

@@ -37,6 +37,16 @@ enum End {
 /// Locks `data_dir` itself (an advisory `flock` on the folder, which the kernel drops when the
 /// process ends, also at `kill -9`; no file is made, so zero-retention mode keeps only its
 /// checkpoints).
+/// The folders logferry keeps in data_dir.
+const DATA_FOLDERS: &[&str] = &[
+    "checkpoints",
+    "spool",
+    "spool-keys",
+    "dead-letter",
+    "integrity",
+    "replay",
+];
+
 /// `path` is data_dir or a folder in it.
 fn unwritable(path: &std::path::Path, e: std::io::Error) -> anyhow::Error {
     let who = crate::private_fs::identity();
@@ -82,8 +92,9 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<()> {
     // One process per data_dir: two would read the same checkpoints and send the same
     // spooled batches, every record twice. Held until this function returns (reloads too).
     let _lock = lock_data_dir(&cfg.data_dir)?;
-    // Two levels: checkpoints/, spool/<sink>/, dead-letter/<sink>/, keys/...
-    crate::private_fs::check_writable_tree(&cfg.data_dir, 2).map_err(|(p, e)| unwritable(&p, e))?;
+    // logferry's folders in it and the ones below them (spool/<sink>/, dead-letter/<sink>/).
+    crate::private_fs::check_writable_tree(&cfg.data_dir, DATA_FOLDERS)
+        .map_err(|(p, e)| unwritable(&p, e))?;
     if let Some(addr) = cfg.api_listen {
         let listener = api::bind(addr)
             .await
