@@ -186,6 +186,18 @@ batch = { max_age = "200ms" }
     std::fs::create_dir_all(lf.path("more/private")).unwrap();
     std::fs::write(lf.path("more/private/b.log"), "{\"id\":2}\n").unwrap();
     std::fs::set_permissions(lf.path("more"), std::fs::Permissions::from_mode(closed)).unwrap();
+    // A backfill does not call itself complete with files it could not see.
+    let out = command(&wrapper)
+        .args(["run", "--once", "--config"])
+        .arg(&lf.cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("source jobs: 2 matched files or folders could not be read"),
+        "{err}"
+    );
     let run = lf.spawn_wrapped(&wrapper, &[]);
     wait_until(Duration::from_secs(30), "the gauge", || {
         run.metric("logferry_paths_unreadable", "source=\"jobs\"") == 2.0

@@ -331,6 +331,19 @@ fn once_complete(cfg: &Config, metrics: &Metrics, left: &[(String, Left)]) -> an
             )
         })
         .collect();
+    // Files the walk could not see are not "left unread": they were never found at all.
+    for s in &cfg.sources {
+        let unreadable = metrics
+            .paths_unreadable
+            .get_or_create(&metrics.source(&s.name))
+            .get();
+        if unreadable > 0 {
+            missing.push(format!(
+                "source {}: {unreadable} matched files or folders could not be read (permissions; the warnings name them and the user)",
+                s.name
+            ));
+        }
+    }
     for s in &cfg.sinks {
         let dead = metrics
             .dead_letter_batches
