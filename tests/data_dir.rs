@@ -157,6 +157,7 @@ fn a_log_folder_this_user_cannot_read_is_logged_with_the_uid_and_counted() {
     let lf = Lf::new(
         r#"[sources.jobs]
 include = ["{dir}/logs/*.log", "{dir}/more/private/*.log"]
+rotate_wait = "500ms"
 sinks = ["archive"]
 [sinks.archive]
 type = "directory"
@@ -232,7 +233,47 @@ batch = { max_age = "200ms" }
         run.metric("logferry_paths_unreadable", "source=\"jobs\""),
         0.0
     );
+
+    // The folder closes for a while (longer than rotate_wait) while its file is tailed, and
+    // opens again: the file was not rotated, its records are not read twice (before, it was
+    // taken for deleted, let go, and read again from byte 0 when the folder opened).
+    std::fs::set_permissions(lf.path("logs"), std::fs::Permissions::from_mode(closed)).unwrap();
+    // A new name in the watched folder makes the source look again now (not at its 30 s scan).
+    std::fs::write(lf.path("logs/poke.txt"), "").unwrap();
+    wait_until(Duration::from_secs(40), "the folder counted", || {
+        run.metric("logferry_paths_unreadable", "source=\"jobs\"") == 1.0
+    });
+    append(&lf.path("logs/app.log"), b"{\"id\":3}\n");
+    wait_until(
+        Duration::from_secs(30),
+        "a record through the open file",
+        || lf.archive("archive").len() == 3,
+    );
+    // Not a condition to wait for but a span: longer than rotate_wait (500 ms) after the look
+    // that found the folder closed (the old code took the file for deleted there, let it go
+    // after rotate_wait, and read it again from byte 0 when the folder opened).
+    std::thread::sleep(Duration::from_secs(2));
+    std::fs::set_permissions(lf.path("logs"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    append(&lf.path("logs/app.log"), b"{\"id\":4}\n");
+    wait_until(Duration::from_secs(30), "the record after", || {
+        lf.archive("archive").iter().any(|r| r["id"] == 4)
+    });
+    let found = run.metric("logferry_files_found_total", "source=\"jobs\"");
+    assert_eq!(found, 2.0, "the file was not found a second time");
     assert_eq!(run.term(Duration::from_secs(20)).code(), Some(0));
+    let mut ids: Vec<u64> = lf
+        .final_archive("archive")
+        .iter()
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [1, 2, 3, 4], "each record once");
+}
+
+fn append(path: &std::path::Path, bytes: &[u8]) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(bytes).unwrap();
 }
 
 #[test]

@@ -11,7 +11,9 @@ impl Tailer {
     /// full scans their growth is told by events.
     pub(super) fn scan(&mut self, renames: &[(PathBuf, PathBuf)], full: bool) {
         let mut seen: HashMap<(u64, u64), PathBuf> = HashMap::new();
-        let mut unreadable = 0;
+        // Folders the walk could not look into: files under them were not listed, which is
+        // not the same as gone.
+        let mut hidden: Vec<PathBuf> = Vec::new();
         // Asked between directories: a large or looping tree does not hold shutdown.
         let signal = self.shutdown.clone();
         let stop = move || signal.reached(crate::shutdown::Phase::Stop);
@@ -36,13 +38,18 @@ impl Tailer {
                     debug!(source = %self.cfg.name, path = %dir.display(), "directory reached again through another symbolic link; its files are found under the first path");
                 }
             }
-            unreadable += walked.unreadable.len();
             for (dir, e) in &walked.unreadable {
                 if let Some(held) = self.repeats.allow(&format!("list {}", dir.display())) {
                     let who = crate::private_fs::identity();
-                    warn!(source = %self.cfg.name, path = %dir.display(), error = %e, user = %who, repeated = held, "cannot look into a directory of an include pattern: its files are not found; make it readable and searchable by this user (counted in paths_unreadable)");
+                    if e.kind() == std::io::ErrorKind::PermissionDenied {
+                        let culprit = walk::unsearchable(dir);
+                        warn!(source = %self.cfg.name, path = %culprit.display(), pattern_dir = %dir.display(), error = %e, user = %who, repeated = held, "cannot look into a directory of an include pattern: its files are not found; make it readable and searchable by this user (counted in paths_unreadable)");
+                    } else {
+                        warn!(source = %self.cfg.name, path = %dir.display(), error = %e, repeated = held, "an include pattern's path cannot be followed (a file where a directory should be, or a link loop): its files are not found (counted in paths_unreadable)");
+                    }
                 }
             }
+            hidden.extend(walked.unreadable.into_iter().map(|(d, _)| d));
             if walked.truncated {
                 if let Some(held) = self.repeats.allow(&format!("walk {pattern}")) {
                     warn!(source = %self.cfg.name, %pattern, max_dirs = walk::MAX_DIRS, max_depth = walk::MAX_DEPTH, repeated = held, "include pattern reaches too many directories, or too deep; the walk was cut short and files beyond it are not found");
@@ -118,9 +125,13 @@ impl Tailer {
         self.proc
             .c
             .unreadable
-            .set((unreadable + self.unopened.len()) as i64);
+            .set((hidden.len() + self.unopened.len()) as i64);
         for (key, f) in self.files.iter_mut() {
-            if !seen.contains_key(key) && matches!(f.state, State::Live) {
+            // A file under a folder that cannot be looked into now (permissions changed for a
+            // while) is not taken for rotated: its handle is read on, its checkpoint kept, and
+            // it is not read again from the start when the folder opens again.
+            let unlisted = hidden.iter().any(|d| f.path.starts_with(d));
+            if !seen.contains_key(key) && matches!(f.state, State::Live) && !unlisted {
                 // Renamed out of include, or deleted: keep reading the open handle to its end.
                 f.state = State::Gone;
                 f.last_growth = Instant::now();
