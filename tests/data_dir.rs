@@ -187,6 +187,23 @@ batch = { max_age = "200ms" }
     std::fs::create_dir_all(lf.path("more/private")).unwrap();
     std::fs::write(lf.path("more/private/b.log"), "{\"id\":2}\n").unwrap();
     std::fs::set_permissions(lf.path("more"), std::fs::Permissions::from_mode(closed)).unwrap();
+    // `validate` says so before a run (a warning: the folder may open up by then).
+    let out = command(&wrapper)
+        .args(["validate", "--config"])
+        .arg(&lf.cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let warning = format!(
+        "warning: source jobs: {} cannot be looked into by this process, uid {uid}",
+        lf.path("more/private").display()
+    );
+    assert!(text.contains(&warning), "{text}");
+    assert!(
+        text.contains(&format!("fix {})", lf.path("more").display())),
+        "{text}"
+    );
     // A backfill does not call itself complete with files it could not see.
     let out = command(&wrapper)
         .args(["run", "--once", "--config"])

@@ -53,6 +53,29 @@ const MIN_WAIT: Duration = Duration::from_millis(5);
 /// runs on events and at least this often, not every `glob_interval`.
 const FULL_SCAN: Duration = Duration::from_secs(30);
 
+/// The folders of `include` this process cannot look into now (permissions), or whose path
+/// cannot be followed, each with its error and the folder to fix: what `validate` warns of,
+/// walked as the run walks them.
+pub fn unreadable_folders(
+    include: &[String],
+    follow: crate::config::FollowSymlinks,
+) -> Vec<(PathBuf, PathBuf, std::io::Error)> {
+    let mut out = Vec::new();
+    for pattern in include {
+        if let Ok(w) = walk::expand(pattern, follow, &|| false) {
+            for (dir, e) in w.unreadable {
+                let culprit = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    walk::unsearchable(&dir)
+                } else {
+                    dir.clone()
+                };
+                out.push((dir, culprit, e));
+            }
+        }
+    }
+    out
+}
+
 /// What every source shares with the pipeline.
 pub struct SourceCtx {
     pub data_dir: PathBuf,
