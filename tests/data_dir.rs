@@ -314,3 +314,81 @@ fn a_configuration_this_user_cannot_read_names_the_uid() {
         "{err}"
     );
 }
+
+#[test]
+fn files_another_user_left_in_data_dir_stop_the_start_instead_of_being_set_aside() {
+    // A run as root in the user's data_dir leaves root's 0600 checkpoints and spooled batches
+    // in folders the user owns. Before, the user's next run took them for corrupt: the batch
+    // was renamed .corrupt (its records never sent) and the checkpoints set aside (files read
+    // over again, or skipped to their end). Now the start stops, naming the file and the uid.
+    let (wrapper, uid) = as_nonroot();
+    let lf = Lf::new(
+        r#"shutdown_timeout = "1s"
+[sources.jobs]
+include = ["{dir}/logs/*.log"]
+sinks = ["endpoint"]
+[sinks.endpoint]
+type = "http"
+url = "http://127.0.0.1:9/in"
+check = "none"
+retry = { initial_backoff = "10s" }
+batch = { max_age = "100ms" }
+"#,
+    );
+    std::fs::set_permissions(lf.path(""), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&lf.cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(lf.path("logs/app.log"), "{\"id\":1}\n").unwrap();
+    // The "root" run: as the test's own user, which spools the batch (port 9 refuses).
+    let run = lf.spawn();
+    wait_until(Duration::from_secs(30), "a spooled batch", || {
+        walk(&lf.path("data/spool/endpoint"))
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with(".batch"))
+    });
+    // The stop gives up on the refused endpoint after shutdown_timeout: the batch stays.
+    run.term(Duration::from_secs(20));
+    let files: Vec<std::path::PathBuf> = walk(&lf.path("data"))
+        .into_iter()
+        .filter(|p| p.is_file())
+        .collect();
+    // Hand the folders to the other user and keep the files the first run's (0600).
+    if wrapper.is_empty() {
+        for f in &files {
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o000)).unwrap();
+        }
+    } else {
+        let mut dirs = vec![lf.path("data")];
+        while let Some(d) = dirs.pop() {
+            std::os::unix::fs::chown(&d, Some(65532), Some(65532)).unwrap();
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                if e.file_type().unwrap().is_dir() {
+                    dirs.push(e.path());
+                }
+            }
+        }
+    }
+    let out = command(&wrapper)
+        .args(["run", "--config"])
+        .arg(&lf.cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot be read by this process, uid ")
+            && err.contains(&format!("uid {uid}"))
+            && err.contains("chown -R"),
+        "{err}"
+    );
+    let after: Vec<std::path::PathBuf> = walk(&lf.path("data"))
+        .into_iter()
+        .filter(|p| p.is_file())
+        .collect();
+    assert!(
+        !after
+            .iter()
+            .any(|p| p.to_string_lossy().contains("corrupt")),
+        "nothing set aside: {after:?}"
+    );
+    assert!(files.iter().all(|f| f.exists()), "every file kept");
+}

@@ -68,6 +68,9 @@ impl Checkpoints {
         match read(&self.path) {
             Ok(Some(v)) => return Ok((v, report)),
             Ok(None) => {}
+            Err(CheckpointError::Io(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(not_ours(&self.path, e));
+            }
             Err(reason) => {
                 let aside = self.sibling(&format!(
                     ".corrupt-{}",
@@ -83,6 +86,9 @@ impl Checkpoints {
                 Ok((v, report))
             }
             Ok(None) => Ok((Vec::new(), report)),
+            Err(CheckpointError::Io(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                Err(not_ours(&self.sibling(".prev"), e))
+            }
             Err(reason) => {
                 let aside = self.sibling(".prev.corrupt");
                 fs::rename(self.sibling(".prev"), &aside)?;
@@ -124,6 +130,19 @@ pub enum CheckpointError {
     Json(serde_json::Error),
     #[error("unsupported checkpoint version {0}")]
     Version(u32),
+}
+
+/// A checkpoint another user wrote (a run as root in this data_dir) is not corrupt: setting it
+/// aside would start the files over (or at their end). The start stops and says whose.
+fn not_ours(path: &Path, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(
+        e.kind(),
+        format!(
+            "checkpoint file {} cannot be read by this process, {}: {e}; give data_dir back to this user (chown -R)",
+            path.display(),
+            crate::private_fs::identity()
+        ),
+    )
 }
 
 /// `Ok(None)` when the file does not exist; `Err(reason)` when it exists and is not usable.

@@ -122,6 +122,18 @@ impl Spool {
                         },
                     );
                 }
+                // Another user's file (a run as root in this data_dir) is not corrupt: setting
+                // it aside would leave its records unsent. The start stops and says whose.
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    return Err(std::io::Error::new(
+                        e.kind(),
+                        format!(
+                            "spool file {} cannot be read by this process, {}: {e}; give data_dir back to this user (chown -R)",
+                            de.path().display(),
+                            crate::private_fs::identity()
+                        ),
+                    ));
+                }
                 Err(e) => {
                     let aside = de.path().with_extension("corrupt");
                     tracing::error!(file = %de.path().display(), error = %e, "unreadable spool file moved aside");
