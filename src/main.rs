@@ -257,9 +257,11 @@ fn main() -> ExitCode {
                 print!("{}", redact::text(&logferry::describe::summary(&cfg)));
                 // Warnings, not errors: a folder may be mounted or opened up before the run.
                 for s in &cfg.sources {
-                    for (dir, culprit, e) in
-                        logferry::source::unreadable_folders(&s.include, s.follow_symlinks)
-                    {
+                    for (dir, culprit, e) in logferry::source::unreadable_folders(
+                        &s.include,
+                        &s.exclude,
+                        s.follow_symlinks,
+                    ) {
                         println!(
                             "warning: source {}: {} cannot be looked into by this process, {} ({e}; fix {}): its files will not be read",
                             s.name,

@@ -156,7 +156,8 @@ fn a_log_folder_this_user_cannot_read_is_logged_with_the_uid_and_counted() {
     // running as 65532, its files could not be found, and nothing said so (ready, 0 files).
     let lf = Lf::new(
         r#"[sources.jobs]
-include = ["{dir}/logs/*.log", "{dir}/more/private/*.log"]
+include = ["{dir}/logs/*.log", "{dir}/more/private/*.log", "{dir}/excluded/*.log"]
+exclude = ["{dir}/excluded/**"]
 rotate_wait = "500ms"
 sinks = ["archive"]
 [sinks.archive]
@@ -187,6 +188,9 @@ batch = { max_age = "200ms" }
     std::fs::create_dir_all(lf.path("more/private")).unwrap();
     std::fs::write(lf.path("more/private/b.log"), "{\"id\":2}\n").unwrap();
     std::fs::set_permissions(lf.path("more"), std::fs::Permissions::from_mode(closed)).unwrap();
+    // A closed folder the operator excluded is neither counted nor warned of.
+    std::fs::create_dir_all(lf.path("excluded")).unwrap();
+    std::fs::set_permissions(lf.path("excluded"), std::fs::Permissions::from_mode(closed)).unwrap();
     // `validate` says so before a run (a warning: the folder may open up by then).
     let out = command(&wrapper)
         .args(["validate", "--config"])
@@ -200,6 +204,12 @@ batch = { max_age = "200ms" }
         lf.path("more/private").display()
     );
     assert!(text.contains(&warning), "{text}");
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("warning:") && l.contains("excluded")),
+        "{text}"
+    );
     assert!(
         text.contains(&format!("fix {})", lf.path("more").display())),
         "{text}"
@@ -221,16 +231,20 @@ batch = { max_age = "200ms" }
         run.metric("logferry_paths_unreadable", "source=\"jobs\"") == 2.0
     });
     let logs = run.logs();
+    // One line for both, naming the folders to fix, the user and the count.
+    let line = logs
+        .lines()
+        .find(|l| l.contains("cannot look into folders"))
+        .unwrap_or_else(|| panic!("no warning:\n{logs}"));
     for dir in [lf.path("logs"), lf.path("more")] {
-        let line = logs
-            .lines()
-            .find(|l| {
-                l.contains("cannot look into a directory") && l.contains(&*dir.to_string_lossy())
-            })
-            .unwrap_or_else(|| panic!("no warning for {}:\n{logs}", dir.display()));
-        assert!(line.contains(&format!("uid {uid}")), "{line}");
-        assert!(line.contains("Permission denied"), "{line}");
+        assert!(line.contains(&*dir.to_string_lossy()), "{line}");
     }
+    assert!(line.contains(&format!("uid {uid}")), "{line}");
+    assert!(
+        line.contains("Permission denied") && line.contains("count=2"),
+        "{line}"
+    );
+    assert!(!line.contains("excluded"), "{line}");
     // Readable again: found and shipped, the gauge back at 0.
     for d in ["logs", "more"] {
         std::fs::set_permissions(lf.path(d), std::fs::Permissions::from_mode(0o755)).unwrap();

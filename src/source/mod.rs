@@ -58,12 +58,21 @@ const FULL_SCAN: Duration = Duration::from_secs(30);
 /// walked as the run walks them.
 pub fn unreadable_folders(
     include: &[String],
+    exclude: &[glob::Pattern],
     follow: crate::config::FollowSymlinks,
 ) -> Vec<(PathBuf, PathBuf, std::io::Error)> {
     let mut out = Vec::new();
+    let probe = std::ffi::OsStr::new("logferry-exclude-probe");
     for pattern in include {
         if let Ok(w) = walk::expand(pattern, follow, &|| false) {
             for (dir, e) in w.unreadable {
+                // As the run: a folder an exclude covers is not warned of.
+                if exclude
+                    .iter()
+                    .any(|x| x.matches_path(&dir) || x.matches_path(&dir.join(probe)))
+                {
+                    continue;
+                }
                 let culprit = if e.kind() == std::io::ErrorKind::PermissionDenied {
                     walk::unsearchable(&dir)
                 } else {

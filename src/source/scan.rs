@@ -9,11 +9,42 @@ impl Tailer {
     /// is found at its new name and read to its end.
     /// With `full`, files closed for `max_open_files` are looked at too (a stat each); between
     /// full scans their growth is told by events.
+    /// One warning a minute for all the folders a scan could not look into, not one per
+    /// folder: thousands of them (a 0700 folder per job under a mounted root) must not flood
+    /// the log. The gauge has the count; the first three are named with the folder to fix.
+    fn warn_unreadable(&mut self, hidden: &[(PathBuf, std::io::Error)]) {
+        let Some((first, e)) = hidden.first() else {
+            return;
+        };
+        let Some(held) = self.repeats.allow("unreadable folders") else {
+            return;
+        };
+        let who = crate::private_fs::identity();
+        let named: Vec<String> = hidden
+            .iter()
+            .take(3)
+            .map(|(d, e)| {
+                if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    walk::unsearchable(d).display().to_string()
+                } else {
+                    d.display().to_string()
+                }
+            })
+            .collect();
+        let count = hidden.len();
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            let culprit = walk::unsearchable(first);
+            warn!(source = %self.cfg.name, count, path = %culprit.display(), pattern_dir = %first.display(), first = %named.join(", "), error = %e, user = %who, repeated = held, "cannot look into folders of an include pattern: their files are not found; make them readable and searchable by this user, or exclude them (counted in paths_unreadable)");
+        } else {
+            warn!(source = %self.cfg.name, count, path = %first.display(), first = %named.join(", "), error = %e, repeated = held, "an include pattern's path cannot be followed (a file where a folder should be, or a link loop): its files are not found (counted in paths_unreadable)");
+        }
+    }
+
     pub(super) fn scan(&mut self, renames: &[(PathBuf, PathBuf)], full: bool) {
         let mut seen: HashMap<(u64, u64), PathBuf> = HashMap::new();
         // Folders the walk could not look into: files under them were not listed, which is
         // not the same as gone.
-        let mut hidden: Vec<PathBuf> = Vec::new();
+        let mut hidden: Vec<(PathBuf, std::io::Error)> = Vec::new();
         // Asked between directories: a large or looping tree does not hold shutdown.
         let signal = self.shutdown.clone();
         let stop = move || signal.reached(crate::shutdown::Phase::Stop);
@@ -38,18 +69,19 @@ impl Tailer {
                     debug!(source = %self.cfg.name, path = %dir.display(), "directory reached again through another symbolic link; its files are found under the first path");
                 }
             }
-            for (dir, e) in &walked.unreadable {
-                if let Some(held) = self.repeats.allow(&format!("list {}", dir.display())) {
-                    let who = crate::private_fs::identity();
-                    if e.kind() == std::io::ErrorKind::PermissionDenied {
-                        let culprit = walk::unsearchable(dir);
-                        warn!(source = %self.cfg.name, path = %culprit.display(), pattern_dir = %dir.display(), error = %e, user = %who, repeated = held, "cannot look into a directory of an include pattern: its files are not found; make it readable and searchable by this user (counted in paths_unreadable)");
-                    } else {
-                        warn!(source = %self.cfg.name, path = %dir.display(), error = %e, repeated = held, "an include pattern's path cannot be followed (a file where a directory should be, or a link loop): its files are not found (counted in paths_unreadable)");
-                    }
+            // A folder an exclude covers (`<dir>/**`, `<dir>/*`) is the operator's choice:
+            // neither counted nor warned of (a host's /var/log/private under /var/log/**).
+            let probe = std::ffi::OsStr::new("logferry-exclude-probe");
+            for (dir, e) in walked.unreadable {
+                let excluded = self
+                    .cfg
+                    .exclude
+                    .iter()
+                    .any(|x| x.matches_path(&dir) || x.matches_path(&dir.join(probe)));
+                if !excluded && !hidden.iter().any(|(d, _)| *d == dir) {
+                    hidden.push((dir, e));
                 }
             }
-            hidden.extend(walked.unreadable.into_iter().map(|(d, _)| d));
             if walked.truncated {
                 if let Some(held) = self.repeats.allow(&format!("walk {pattern}")) {
                     warn!(source = %self.cfg.name, %pattern, max_dirs = walk::MAX_DIRS, max_depth = walk::MAX_DEPTH, repeated = held, "include pattern reaches too many directories, or too deep; the walk was cut short and files beyond it are not found");
@@ -126,11 +158,12 @@ impl Tailer {
             .c
             .unreadable
             .set((hidden.len() + self.unopened.len()) as i64);
+        self.warn_unreadable(&hidden);
         for (key, f) in self.files.iter_mut() {
             // A file under a folder that cannot be looked into now (permissions changed for a
             // while) is not taken for rotated: its handle is read on, its checkpoint kept, and
             // it is not read again from the start when the folder opens again.
-            let unlisted = hidden.iter().any(|d| f.path.starts_with(d));
+            let unlisted = hidden.iter().any(|(d, _)| f.path.starts_with(d));
             if !seen.contains_key(key) && matches!(f.state, State::Live) && !unlisted {
                 // Renamed out of include, or deleted: keep reading the open handle to its end.
                 f.state = State::Gone;
