@@ -17,6 +17,15 @@ type = "directory"
 path = "{dir}/archive"
 "#;
 
+/// `logferry ARGS CONFIG` run through `wrapper` (see [`as_nonroot`]) to its end.
+fn run_as(wrapper: &[&str], args: &[&str], cfg: &std::path::Path) -> std::process::Output {
+    command(wrapper)
+        .args(args)
+        .arg(cfg)
+        .output()
+        .expect("setpriv from util-linux")
+}
+
 /// `logferry` started through `wrapper` (see [`as_nonroot`]) when it is not empty.
 fn command(wrapper: &[&str]) -> std::process::Command {
     match wrapper.split_first() {
@@ -70,11 +79,7 @@ fn a_data_dir_this_user_cannot_write_is_named_with_the_uid_at_once() {
     }
     let (wrapper, uid) = as_nonroot();
     let run = || {
-        let out = command(&wrapper)
-            .args(["run", "--config"])
-            .arg(&lf.cfg)
-            .output()
-            .expect("setpriv from util-linux");
+        let out = run_as(&wrapper, &["run", "--config"], &lf.cfg);
         assert_eq!(out.status.code(), Some(1), "{out:?}");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
@@ -124,11 +129,7 @@ fn a_data_dir_this_user_cannot_write_is_named_with_the_uid_at_once() {
         std::fs::set_permissions(&lost, std::fs::Permissions::from_mode(0o700)).unwrap();
         std::os::unix::fs::chown(lf.path("archive"), Some(65532), Some(65532)).unwrap();
     }
-    let out = command(&wrapper)
-        .args(["run", "--once", "--config"])
-        .arg(&lf.cfg)
-        .output()
-        .unwrap();
+    let out = run_as(&wrapper, &["run", "--once", "--config"], &lf.cfg);
     succeeded(&out);
     assert_eq!(lf.archive("archive").len(), 1);
 }
@@ -192,11 +193,7 @@ batch = { max_age = "200ms" }
     std::fs::create_dir_all(lf.path("excluded")).unwrap();
     std::fs::set_permissions(lf.path("excluded"), std::fs::Permissions::from_mode(closed)).unwrap();
     // `validate` says so before a run (a warning: the folder may open up by then).
-    let out = command(&wrapper)
-        .args(["validate", "--config"])
-        .arg(&lf.cfg)
-        .output()
-        .unwrap();
+    let out = run_as(&wrapper, &["validate", "--config"], &lf.cfg);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     let warning = format!(
@@ -215,11 +212,7 @@ batch = { max_age = "200ms" }
         "{text}"
     );
     // A backfill does not call itself complete with files it could not see.
-    let out = command(&wrapper)
-        .args(["run", "--once", "--config"])
-        .arg(&lf.cfg)
-        .output()
-        .unwrap();
+    let out = run_as(&wrapper, &["run", "--once", "--config"], &lf.cfg);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
@@ -315,11 +308,7 @@ fn a_configuration_this_user_cannot_read_names_the_uid() {
     std::fs::set_permissions(lf.path(""), std::fs::Permissions::from_mode(0o755)).unwrap();
     let mode = if wrapper.is_empty() { 0o000 } else { 0o600 };
     std::fs::set_permissions(&lf.cfg, std::fs::Permissions::from_mode(mode)).unwrap();
-    let out = command(&wrapper)
-        .args(["run", "--config"])
-        .arg(&lf.cfg)
-        .output()
-        .unwrap();
+    let out = run_as(&wrapper, &["run", "--config"], &lf.cfg);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
@@ -381,11 +370,7 @@ batch = { max_age = "100ms" }
             }
         }
     }
-    let out = command(&wrapper)
-        .args(["run", "--config"])
-        .arg(&lf.cfg)
-        .output()
-        .unwrap();
+    let out = run_as(&wrapper, &["run", "--config"], &lf.cfg);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
