@@ -76,7 +76,15 @@ pub fn dir_all(path: &Path) -> io::Result<()> {
 /// Whether this process can create files in the directory `path`: a file is made and removed
 /// (a mode check alone misses read-only mounts and ACLs).
 pub fn check_writable(path: &Path) -> io::Result<()> {
-    let probe = path.join(format!(".logferry-write-check-{}", std::process::id()));
+    // The time too: in a container the pid is always 1, and a probe a kill left behind must
+    // not be in the way of the next start.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let probe = path.join(format!(
+        ".logferry-write-check-{}-{nanos}",
+        std::process::id()
+    ));
     drop(create_new(&probe)?);
     std::fs::remove_file(&probe)
 }

@@ -43,9 +43,11 @@ if [ -e "$tarball" ]; then
     if ! (cd "$cache/base" && sha256sum --status -c "$(basename "$tarball").sha256" 2>/dev/null); then
         echo "base.sh: $tarball does not match its digest: building it again" >&2
         rm -f "$tarball" "$tarball.sha256"
-    elif [ -n "$(find "$tarball" -mtime +"$max_age")" ]; then
+    elif [ $(( $(date +%s) - $(stat -c %Y "$tarball") )) -gt $(( max_age * 86400 )) ]; then
         echo "base.sh: $tarball is older than $max_age days: building it again for security updates" >&2
-        rm -f "$tarball" "$tarball.sha256"
+        # Kept until the new one is whole: an unreachable mirror must not leave no base at all.
+        mv -f "$tarball" "$tarball.old"
+        mv -f "$tarball.sha256" "$tarball.old.sha256"
     fi
 fi
 
@@ -151,7 +153,7 @@ HOOK
     # with). Their dependencies come along and the hook removes them. The tarball has no /dev
     # entries: the runtime mounts /dev. The hook does mmdebstrap's cleanup (apt lists and cache,
     # its apt and dpkg config) with the rest: it removes /etc/apt and /etc/dpkg altogether.
-    mmdebstrap --quiet --variant=extract --mode=root --format=tar \
+    if ! mmdebstrap --quiet --variant=extract --mode=root --format=tar \
         --include="${keep// /,},ca-certificates" \
         --dpkgopt='path-exclude=/usr/share/doc/*' \
         --dpkgopt='path-exclude=/usr/share/man/*' \
@@ -160,12 +162,25 @@ HOOK
         --skip=output/dev --skip=cleanup/apt --skip=cleanup/mmdebstrap \
         "$suite" "$tarball.part" \
         "deb $mirror $suite main" "deb $mirror $suite-updates main" \
-        "deb $security $suite-security main" >&2
-    mv "$tarball.part" "$tarball"
-    (cd "$cache/base" && sha256sum "$(basename "$tarball")" > "$(basename "$tarball").sha256")
+        "deb $security $suite-security main" >&2; then
+        if [ -e "$tarball.old" ]; then
+            echo "base.sh: WARNING: the base could not be refreshed (mirror unreachable?); using the one from $(date -r "$tarball.old" +%F), without the security updates since" >&2
+            mv -f "$tarball.old" "$tarball"
+            mv -f "$tarball.old.sha256" "$tarball.sha256"
+            rm -f "$tarball.part"
+            # Tried again at the next build a day later, not at every build.
+            touch -d "$(( max_age > 0 ? max_age - 1 : 0 )) days ago" "$tarball"
+        else
+            exit 1
+        fi
+    else
+        mv "$tarball.part" "$tarball"
+        rm -f "$tarball.old" "$tarball.old.sha256"
+        echo "base.sh: built $tarball ($(du -h "$tarball" | cut -f1)) in $(( $(date +%s) - start ))s" >&2
+    fi
+    [ -e "$tarball.sha256" ] || (cd "$cache/base" && sha256sum "$(basename "$tarball")" > "$(basename "$tarball").sha256")
     rm -f "$hook"
     trap - EXIT
-    echo "base.sh: built $tarball ($(du -h "$tarball" | cut -f1)) in $(( $(date +%s) - start ))s" >&2
     # Older tarballs of earlier versions of this script.
     find "$cache/base" -name 'debian12-*.tar*' ! -name "debian12-$hash.tar*" -delete
 fi

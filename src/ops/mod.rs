@@ -132,6 +132,9 @@ pub fn probe(url: &str, timeout: std::time::Duration) -> Result<(u16, String), P
 pub struct Repeats {
     every: std::time::Duration,
     seen: std::collections::HashMap<String, (std::time::Instant, u64)>,
+    /// When old keys were last dropped: at most once per `every`, so that a call stays cheap
+    /// with thousands of keys (a pass over the map on every call made a scan quadratic).
+    pruned: std::time::Instant,
 }
 
 impl Repeats {
@@ -139,15 +142,17 @@ impl Repeats {
         Repeats {
             every,
             seen: Default::default(),
+            pruned: std::time::Instant::now(),
         }
     }
 
     /// `Some(suppressed since the last line)` when this occurrence should be logged.
     pub fn allow(&mut self, key: &str) -> Option<u64> {
         let now = std::time::Instant::now();
-        if self.seen.len() > 4096 {
+        if self.seen.len() > 4096 && now.duration_since(self.pruned) >= self.every {
             let every = self.every;
             self.seen.retain(|_, (t, _)| now.duration_since(*t) < every);
+            self.pruned = now;
         }
         match self.seen.get_mut(key) {
             Some((t, n)) if now.duration_since(*t) < self.every => {

@@ -45,6 +45,7 @@ impl Tailer {
         // Folders the walk could not look into: files under them were not listed, which is
         // not the same as gone.
         let mut hidden: Vec<(PathBuf, std::io::Error)> = Vec::new();
+        let mut hidden_set: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
         // Asked between directories: a large or looping tree does not hold shutdown.
         let signal = self.shutdown.clone();
         let stop = move || signal.reached(crate::shutdown::Phase::Stop);
@@ -78,7 +79,7 @@ impl Tailer {
                     .exclude
                     .iter()
                     .any(|x| x.matches_path(&dir) || x.matches_path(&dir.join(probe)));
-                if !excluded && !hidden.iter().any(|(d, _)| *d == dir) {
+                if !excluded && hidden_set.insert(dir.clone()) {
                     hidden.push((dir, e));
                 }
             }
@@ -163,8 +164,9 @@ impl Tailer {
             // A file under a folder that cannot be looked into now (permissions changed for a
             // while) is not taken for rotated: its handle is read on, its checkpoint kept, and
             // it is not read again from the start when the folder opens again.
-            let unlisted = hidden.iter().any(|(d, _)| f.path.starts_with(d));
-            if !seen.contains_key(key) && matches!(f.state, State::Live) && !unlisted {
+            // Only for a file the walk did not list: each of its folders looked up once.
+            let unlisted = || f.path.ancestors().any(|a| hidden_set.contains(a));
+            if !seen.contains_key(key) && matches!(f.state, State::Live) && !unlisted() {
                 // Renamed out of include, or deleted: keep reading the open handle to its end.
                 f.state = State::Gone;
                 f.last_growth = Instant::now();
