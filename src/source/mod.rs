@@ -13,8 +13,11 @@ mod oversize;
 mod proc;
 mod read;
 mod scan;
+mod unreadable;
 mod walk;
 mod watch;
+
+pub use unreadable::unreadable_folders;
 
 use crate::shutdown::{Phase, Shutdown};
 use std::collections::{BTreeMap, HashMap};
@@ -52,38 +55,6 @@ const MIN_WAIT: Duration = Duration::from_millis(5);
 /// With file events on every include directory, the full scan (glob, a stat per file)
 /// runs on events and at least this often, not every `glob_interval`.
 const FULL_SCAN: Duration = Duration::from_secs(30);
-
-/// The folders of `include` this process cannot look into now (permissions), or whose path
-/// cannot be followed, each with its error and the folder to fix: what `validate` warns of,
-/// walked as the run walks them.
-pub fn unreadable_folders(
-    include: &[String],
-    exclude: &[glob::Pattern],
-    follow: crate::config::FollowSymlinks,
-) -> Vec<(PathBuf, PathBuf, std::io::Error)> {
-    let mut out = Vec::new();
-    let probe = std::ffi::OsStr::new("logferry-exclude-probe");
-    for pattern in include {
-        if let Ok(w) = walk::expand(pattern, follow, &|| false) {
-            for (dir, e) in w.unreadable {
-                // As the run: a folder an exclude covers is not warned of.
-                if exclude
-                    .iter()
-                    .any(|x| x.matches_path(&dir) || x.matches_path(&dir.join(probe)))
-                {
-                    continue;
-                }
-                let culprit = if e.kind() == std::io::ErrorKind::PermissionDenied {
-                    walk::unsearchable(&dir)
-                } else {
-                    dir.clone()
-                };
-                out.push((dir, culprit, e));
-            }
-        }
-    }
-    out
-}
 
 /// What every source shares with the pipeline.
 pub struct SourceCtx {

@@ -9,37 +9,6 @@ impl Tailer {
     /// is found at its new name and read to its end.
     /// With `full`, files closed for `max_open_files` are looked at too (a stat each); between
     /// full scans their growth is told by events.
-    /// One warning a minute for all the folders a scan could not look into, not one per
-    /// folder: thousands of them (a 0700 folder per job under a mounted root) must not flood
-    /// the log. The gauge has the count; the first three are named with the folder to fix.
-    fn warn_unreadable(&mut self, hidden: &[(PathBuf, std::io::Error)]) {
-        let Some((first, e)) = hidden.first() else {
-            return;
-        };
-        let Some(held) = self.repeats.allow("unreadable folders") else {
-            return;
-        };
-        let who = crate::private_fs::identity();
-        let named: Vec<String> = hidden
-            .iter()
-            .take(3)
-            .map(|(d, e)| {
-                if e.kind() == std::io::ErrorKind::PermissionDenied {
-                    walk::unsearchable(d).display().to_string()
-                } else {
-                    d.display().to_string()
-                }
-            })
-            .collect();
-        let count = hidden.len();
-        if e.kind() == std::io::ErrorKind::PermissionDenied {
-            let culprit = walk::unsearchable(first);
-            warn!(source = %self.cfg.name, count, path = %culprit.display(), pattern_dir = %first.display(), first = %named.join(", "), error = %e, user = %who, repeated = held, "cannot look into folders of an include pattern: their files are not found; make them readable and searchable by this user, or exclude them (counted in paths_unreadable)");
-        } else {
-            warn!(source = %self.cfg.name, count, path = %first.display(), first = %named.join(", "), error = %e, repeated = held, "an include pattern's path cannot be followed (a file where a folder should be, or a link loop): its files are not found (counted in paths_unreadable)");
-        }
-    }
-
     pub(super) fn scan(&mut self, renames: &[(PathBuf, PathBuf)], full: bool) {
         let mut seen: HashMap<(u64, u64), PathBuf> = HashMap::new();
         // Folders the walk could not look into: files under them were not listed, which is
@@ -70,15 +39,8 @@ impl Tailer {
                     debug!(source = %self.cfg.name, path = %dir.display(), "directory reached again through another symbolic link; its files are found under the first path");
                 }
             }
-            // A folder an exclude covers (`<dir>/**`, `<dir>/*`) is the operator's choice:
-            // neither counted nor warned of (a host's /var/log/private under /var/log/**).
-            let probe = std::ffi::OsStr::new("logferry-exclude-probe");
             for (dir, e) in walked.unreadable {
-                let excluded = self
-                    .cfg
-                    .exclude
-                    .iter()
-                    .any(|x| x.matches_path(&dir) || x.matches_path(&dir.join(probe)));
+                let excluded = unreadable::excluded(&self.cfg.exclude, &dir);
                 if !excluded && hidden_set.insert(dir.clone()) {
                     hidden.push((dir, e));
                 }

@@ -44,28 +44,6 @@ pub(super) struct Walked {
     pub stopped: bool,
 }
 
-/// The folder to fix when `dir` cannot be looked into: the first folder on its way (from the
-/// root) this process cannot search, else `dir` itself (it cannot be read).
-pub(super) fn unsearchable(dir: &Path) -> PathBuf {
-    let mut ancestors: Vec<&Path> = dir.ancestors().skip(1).collect();
-    ancestors.reverse();
-    ancestors
-        .into_iter()
-        .filter(|a| !a.as_os_str().is_empty())
-        .find(|a| {
-            // As this process's effective user, as opening would be.
-            rustix::fs::accessat(
-                rustix::fs::CWD,
-                *a,
-                rustix::fs::Access::EXEC_OK,
-                rustix::fs::AtFlags::EACCESS,
-            )
-            .is_err()
-        })
-        .unwrap_or(dir)
-        .to_path_buf()
-}
-
 /// One component of a pattern below its root.
 enum Comp {
     /// No glob character: compared (and, when walking, joined) as it is, as `glob` does.
