@@ -93,8 +93,22 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<()> {
     // spooled batches, every record twice. Held until this function returns (reloads too).
     let _lock = lock_data_dir(&cfg.data_dir)?;
     // logferry's folders in it and the ones below them (spool/<sink>/, dead-letter/<sink>/).
-    crate::private_fs::check_writable_tree(&cfg.data_dir, DATA_FOLDERS)
-        .map_err(|(p, e)| unwritable(&p, e))?;
+    // Only a permission or a read-only mount stops the start: a full disk is the spool's to
+    // handle (reading pauses until there is room), as at any other time.
+    match crate::private_fs::check_writable_tree(&cfg.data_dir, DATA_FOLDERS) {
+        Ok(()) => {}
+        Err((p, e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+            ) =>
+        {
+            return Err(unwritable(&p, e));
+        }
+        Err((p, e)) => {
+            warn!(path = %p.display(), error = %e, "data_dir could not be written at start; the spool waits for room");
+        }
+    }
     if let Some(addr) = cfg.api_listen {
         let listener = api::bind(addr)
             .await
