@@ -370,12 +370,136 @@ fn gzip_backends(c: &mut Criterion) {
     g.finish();
 }
 
+/// The `otlp` sink's own work per batch, one core, over the reference workload (8 MiB of
+/// records as one batch, as `scripts/bench.sh --otlp` configures the sink): building the
+/// protobuf request with a map body and with a string body, against what any reading of the
+/// same JSON costs (serde_json validating each record, nothing kept), and gzip level 6 of the
+/// request against gzip of the NDJSON the `http` sink sends.
+fn otlp_mapping(c: &mut Criterion) {
+    use logferry::otlp::{
+        map, Body, Level, Path, Protocol, Severity, Spec, DEFAULT_SEVERITY_FIELDS,
+    };
+    let data = workload();
+    let mut r = logferry::whole::Records {
+        values: Vec::with_capacity(data.len()),
+        offsets: vec![0],
+        times: Vec::new(),
+        observed: Vec::new(),
+        source: "bench".into(),
+    };
+    for l in data.split(|c| *c == b'\n').filter(|l| !l.is_empty()) {
+        r.values.extend_from_slice(l);
+        r.offsets.push(r.values.len() as i32);
+        r.times.push(1_764_000_000_000_000_000);
+        r.observed.push(1_764_000_000_000_000_000);
+    }
+    let spec = |body| Spec {
+        protocol: Protocol::Protobuf,
+        body,
+        attributes: ["job_id", "flow", "context.user_id"]
+            .map(Path::new)
+            .to_vec(),
+        resource: Vec::new(),
+        resource_fields: vec![Path::new("account_id")],
+        event_name: None,
+        severity: Severity {
+            fields: DEFAULT_SEVERITY_FIELDS.map(Path::new).to_vec(),
+            map: Vec::new(),
+            default: Level::Info,
+        },
+        host: "bench".into(),
+        compression: Compression::None,
+        level: None,
+    };
+    let (map_body, string_body) = (spec(Body::Map), spec(Body::String));
+    let request = map::protobuf(&map_body, &r).unwrap();
+    eprintln!(
+        "otlp request: {} bytes for {} bytes of records ({:.2} times)",
+        request.len(),
+        r.values.len(),
+        request.len() as f64 / r.values.len() as f64
+    );
+    let mut g = c.benchmark_group("otlp_mapping");
+    g.throughput(Throughput::Bytes(r.values.len() as u64));
+    g.sample_size(10);
+    g.bench_function("serde_json_validate_only", |b| {
+        b.iter(|| {
+            r.offsets
+                .windows(2)
+                .filter(|w| {
+                    serde_json::from_slice::<serde::de::IgnoredAny>(
+                        &r.values[w[0] as usize..w[1] as usize],
+                    )
+                    .is_ok()
+                })
+                .count()
+        })
+    });
+    g.bench_function("protobuf_map_body", |b| {
+        b.iter(|| map::protobuf(&map_body, &r).unwrap().len())
+    });
+    g.bench_function("protobuf_string_body", |b| {
+        b.iter(|| map::protobuf(&string_body, &r).unwrap().len())
+    });
+    // The typed tree alone: each record read into an AnyValue and given back.
+    g.bench_function("tree_only", |b| {
+        let mut spare = logferry::otlp::spare::Spare::default();
+        b.iter(|| {
+            r.offsets
+                .windows(2)
+                .filter_map(|w| {
+                    let v = logferry::otlp::value::parse_with(
+                        &r.values[w[0] as usize..w[1] as usize],
+                        &mut spare,
+                    )
+                    .ok()?;
+                    spare.keep(v);
+                    Some(())
+                })
+                .count()
+        })
+    });
+    // prost alone: the official log records, already built, each written out as the sink
+    // writes them (the floor of any mapping through the official types, besides the tree).
+    let official = map::request(&map_body, &r).unwrap();
+    g.bench_function("prost_encode_records_only", |b| {
+        b.iter(|| {
+            official
+                .resource_logs
+                .iter()
+                .flat_map(|rl| &rl.scope_logs)
+                .flat_map(|sl| &sl.log_records)
+                .map(|lr| prost::Message::encode_to_vec(lr).len())
+                .sum::<usize>()
+        })
+    });
+    drop(official);
+    // Compression of what each sink sends for the same records (level 6, 1 MiB blocks for
+    // NDJSON as the http sink cuts them, the request whole as the otlp sink sends it).
+    g.bench_function("gzip6_ndjson", |b| {
+        b.iter(|| {
+            data.chunks(1 << 20)
+                .map(|blk| compress(Compression::Gzip, Some(6), blk).unwrap().len())
+                .sum::<usize>()
+        })
+    });
+    g.bench_function("gzip6_otlp_request", |b| {
+        b.iter(|| {
+            compress(Compression::Gzip, Some(6), &request)
+                .unwrap()
+                .len()
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench,
     masking,
     masking_adversarial,
     shaping,
-    gzip_backends
+    gzip_backends,
+    otlp_mapping
 );
 criterion_main!(benches);

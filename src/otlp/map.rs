@@ -10,6 +10,8 @@ use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
+use super::select::{self, Wanted};
+use super::spare::Spare;
 use super::value::{self, at, text};
 use super::{Body, Path, Spec};
 use crate::whole::Records;
@@ -54,30 +56,52 @@ fn field<'a>(record: &'a AnyValue, p: &Path) -> Option<&'a AnyValue> {
     at(record, &p.segments).filter(|v| v.value.is_some())
 }
 
-/// One record's log record, and the values of its resource fields.
-fn map_one(spec: &Spec, raw: &[u8], time_ns: i64, observed_ns: i64) -> (LogRecord, Vec<KeyValue>) {
-    let parsed = value::parse(raw).ok();
-    let mut lr = LogRecord {
-        time_unix_nano: u64::try_from(time_ns).unwrap_or(0),
-        observed_time_unix_nano: u64::try_from(observed_ns).unwrap_or(0),
-        ..Default::default()
+/// One record's log record (its memory from `spare`). Its resource fields' values are
+/// written to `key` (the record's group), and kept in `resource` as references into the
+/// record's body, which the log record owns.
+fn map_one(
+    spec: &Spec,
+    raw: &[u8],
+    time_ns: i64,
+    observed_ns: i64,
+    spare: &mut Spare,
+    wanted: &Wanted,
+    key: &mut Vec<u8>,
+) -> LogRecord {
+    let parsed = match spec.body {
+        Body::Map => value::parse_with(raw, spare).ok(),
+        // Only the fields the sink reads (a record the quick reading refuses is read whole).
+        Body::String => select::parse(raw, wanted, spare)
+            .or_else(|_| value::parse_with(raw, spare))
+            .ok(),
     };
-    let mut resource = Vec::new();
+    let mut lr = spare.record();
+    lr.time_unix_nano = u64::try_from(time_ns).unwrap_or(0);
+    lr.observed_time_unix_nano = u64::try_from(observed_ns).unwrap_or(0);
+    key.clear();
     let level = match &parsed {
         Some(rec) => {
             for p in &spec.attributes {
                 if let Some(v) = field(rec, p) {
-                    lr.attributes.push(kv(&p.key, v.clone()));
+                    let value = spare.copy(v);
+                    lr.attributes.push(KeyValue {
+                        key: spare.string(&p.key),
+                        value: Some(value),
+                        ..Default::default()
+                    });
                 }
             }
-            for p in &spec.resource_fields {
+            for (i, p) in spec.resource_fields.iter().enumerate() {
                 if let Some(v) = field(rec, p) {
-                    resource.push(kv(&p.key, v.clone()));
+                    // The field's place and its value: records with the same values share a
+                    // resource. Encoding into a Vec cannot fail.
+                    key.extend_from_slice(&(i as u32).to_le_bytes());
+                    let _ = v.encode_length_delimited(key);
                 }
             }
             if let Some(p) = &spec.event_name {
                 if let Some(t) = field(rec, p).and_then(text) {
-                    lr.event_name = t.into_owned();
+                    lr.event_name.push_str(&t);
                 }
             }
             spec.severity.of(|p| field(rec, p).and_then(text))
@@ -85,13 +109,43 @@ fn map_one(spec: &Spec, raw: &[u8], time_ns: i64, observed_ns: i64) -> (LogRecor
         None => spec.severity.default,
     };
     lr.severity_number = level.number();
-    lr.severity_text = level.name().to_string();
+    lr.severity_text.push_str(level.name());
     lr.body = Some(match (spec.body, parsed) {
         (Body::Map, Some(v)) => v,
-        // Not JSON (or a string body): the record's text as it is.
-        _ => value::string(String::from_utf8_lossy(raw)),
+        (_, parsed) => {
+            if let Some(v) = parsed {
+                spare.keep(v);
+            }
+            // Not JSON (or a string body): the record's text as it is.
+            value::string(match std::str::from_utf8(raw) {
+                Ok(text) => spare.string(text),
+                Err(_) => String::from_utf8_lossy(raw).into_owned(),
+            })
+        }
     });
-    (lr, resource)
+    lr
+}
+
+/// A record's resource fields, for the first record of a group.
+fn resource_fields(spec: &Spec, lr: &LogRecord, raw: &[u8]) -> Vec<KeyValue> {
+    let parsed;
+    let rec = match (&lr.body, spec.body) {
+        (Some(b), Body::Map) => b,
+        _ => {
+            // A string body: the record is read again (once per group, not per record).
+            match value::parse_with(raw, &mut Spare::default()) {
+                Ok(v) => {
+                    parsed = v;
+                    &parsed
+                }
+                Err(_) => return Vec::new(),
+            }
+        }
+    };
+    spec.resource_fields
+        .iter()
+        .filter_map(|p| field(rec, p).map(|v| kv(&p.key, v.clone())))
+        .collect()
 }
 
 /// A batch's records mapped, grouped by resource: each group's resource and its records as
@@ -104,7 +158,7 @@ struct Grouped<T> {
 fn map_all<T>(
     spec: &Spec,
     r: &Records,
-    mut each: impl FnMut(LogRecord) -> T,
+    mut each: impl FnMut(LogRecord, &mut Spare) -> T,
 ) -> Result<Grouped<T>, MapError> {
     let n = r.offsets.len().saturating_sub(1);
     if r.times.len() != n || r.observed.len() != n {
@@ -120,20 +174,33 @@ fn map_all<T>(
     };
     let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
     let mut key = Vec::new();
+    let mut spare = Spare::default();
+    let wanted = Wanted::new(
+        spec.attributes
+            .iter()
+            .chain(&spec.resource_fields)
+            .chain(&spec.event_name)
+            .chain(&spec.severity.fields),
+    );
     for i in 0..n {
         let (a, b) = (r.offsets[i], r.offsets[i + 1]);
         let (Ok(a), Ok(b)) = (usize::try_from(a), usize::try_from(b)) else {
             return Err(MapError::Offsets);
         };
         let raw = r.values.get(a..b).ok_or(MapError::Offsets)?;
-        let (lr, fields) = map_one(spec, raw, r.times[i], r.observed[i]);
-        key.clear();
-        for f in &fields {
-            f.encode(&mut key).map_err(|_| MapError::Offsets)?;
-        }
+        let lr = map_one(
+            spec,
+            raw,
+            r.times[i],
+            r.observed[i],
+            &mut spare,
+            &wanted,
+            &mut key,
+        );
         let g = match index.get(&key) {
             Some(g) => *g,
             None => {
+                let fields = resource_fields(spec, &lr, raw);
                 let mut attributes = base.clone();
                 // A record's own value wins over a static one of the same name.
                 attributes.retain(|a| !fields.iter().any(|f| f.key == a.key));
@@ -147,7 +214,7 @@ fn map_all<T>(
                 out.resources.len() - 1
             }
         };
-        out.records[g].push(each(lr));
+        out.records[g].push(each(lr, &mut spare));
     }
     Ok(out)
 }
@@ -162,7 +229,7 @@ fn scope() -> InstrumentationScope {
 
 /// The request for a batch's records.
 pub fn request(spec: &Spec, r: &Records) -> Result<ExportLogsServiceRequest, MapError> {
-    let g = map_all(spec, r, |lr| lr)?;
+    let g = map_all(spec, r, |lr, _| lr)?;
     let scope = scope();
     Ok(ExportLogsServiceRequest {
         resource_logs: g
@@ -213,7 +280,11 @@ struct EncodedRequest {
 
 /// The request for a batch's records, in protobuf.
 pub fn protobuf(spec: &Spec, r: &Records) -> Result<Vec<u8>, MapError> {
-    let g = map_all(spec, r, |lr| lr.encode_to_vec())?;
+    let g = map_all(spec, r, |lr, spare| {
+        let bytes = lr.encode_to_vec();
+        spare.keep_record(lr);
+        bytes
+    })?;
     let scope = scope();
     let req = EncodedRequest {
         resource_logs: g

@@ -4,6 +4,8 @@
 //! `logferry-destinations` only sends it.
 
 pub mod map;
+pub mod select;
+pub mod spare;
 pub mod split;
 pub mod value;
 

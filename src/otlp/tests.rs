@@ -229,3 +229,62 @@ fn protobuf_is_the_official_request() {
         official
     );
 }
+
+#[test]
+fn reused_memory_leaves_nothing_of_the_record_before() {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use prost::Message;
+    // The same places hold a map, a string, an array, a number and nothing in turn, with keys
+    // and values shorter and longer than the record before's.
+    let lines = [
+        r#"{"job_id":"job-long-name-1","status":"failed","x":{"a":"aaaaaaaa","b":[1,2,3]},"tail":"t"}"#,
+        r#"{"job_id":"j","x":"s","y":[{"k":"v"}]}"#,
+        r#"{"x":[],"job_id":7}"#,
+        "not json",
+        r#"{"x":{"a":null},"context":{"user_email":"someone@example.com"}}"#,
+        r#"{}"#,
+        r#"{"job_id":"job-long-name-1","status":"failed","x":{"a":"aaaaaaaa","b":[1,2,3]},"tail":"t"}"#,
+    ];
+    for body in [Body::Map, Body::String] {
+        let mut s = spec();
+        s.resource_fields.clear();
+        s.body = body;
+        let bytes = map::protobuf(&s, &records(&lines)).unwrap();
+        let req = ExportLogsServiceRequest::decode(bytes.as_slice()).unwrap();
+        let got: Vec<_> = req.resource_logs[0].scope_logs[0].log_records.clone();
+        assert_eq!(got.len(), lines.len());
+        for (lr, line) in got.iter().zip(lines) {
+            let want = match body {
+                Body::Map => value::parse(line.as_bytes()).unwrap_or_else(|_| value::string(line)),
+                Body::String => value::string(line),
+            };
+            assert_eq!(lr.body.as_ref(), Some(&want), "{line}");
+            // Each record's own attributes only, as the record alone has them.
+            let alone = map::request(&s, &records(&[line])).unwrap();
+            let alone = &alone.resource_logs[0].scope_logs[0].log_records[0];
+            assert_eq!(lr.attributes, alone.attributes, "{line}");
+            assert_eq!(lr.severity_text, alone.severity_text, "{line}");
+            assert_eq!(lr.event_name, alone.event_name, "{line}");
+        }
+        // The string body's attributes are the map body's.
+        if body == Body::String {
+            let mut m = s.clone();
+            m.body = Body::Map;
+            let with_map = map::request(&m, &records(&lines)).unwrap();
+            let a = |r: &ExportLogsServiceRequest| {
+                r.resource_logs[0].scope_logs[0]
+                    .log_records
+                    .iter()
+                    .map(|l| {
+                        (
+                            l.attributes.clone(),
+                            l.severity_number,
+                            l.event_name.clone(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(a(&req), a(&with_map));
+        }
+    }
+}

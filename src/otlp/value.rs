@@ -13,6 +13,8 @@ use opentelemetry_proto::tonic::common::v1::{
 };
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
+use super::spare::Spare;
+
 /// JSON levels kept as structure; deeper values are their JSON text.
 pub const MAX_DEPTH: u32 = 24;
 
@@ -25,18 +27,36 @@ pub fn string(s: impl Into<String>) -> AnyValue {
 /// Reads one JSON value. `Err` when the text is not JSON (the caller keeps it as a string).
 /// A value the fast reader refuses but JSON allows (a number beyond a double's range such as
 /// `1e400`, a lone surrogate escape) is read again value by value: only that value becomes a
-/// string, the rest keeps its types.
-pub fn parse(json: &[u8]) -> Result<AnyValue, serde_json::Error> {
-    let mut d = serde_json::Deserializer::from_slice(json);
-    let fast = Seed { depth: 0 }
-        .deserialize(&mut d)
-        .and_then(|v| d.end().map(|()| v));
-    match fast {
+/// string, the rest keeps its types. Strings and lists come from `spare` (the last record's,
+/// given back).
+pub fn parse_with(json: &[u8], spare: &mut Spare) -> Result<AnyValue, serde_json::Error> {
+    let seed = Seed { depth: 0, spare };
+    match whole(json, seed) {
         Ok(v) => Ok(v),
         Err(e) => {
             let raw: &serde_json::value::RawValue = serde_json::from_slice(json).map_err(|_| e)?;
             Ok(lenient(raw, 0))
         }
+    }
+}
+
+/// `seed` over the whole of `json`. Text that is UTF-8 (nearly always) is checked once here
+/// rather than string by string.
+pub(super) fn whole<T>(
+    json: &[u8],
+    seed: impl for<'de> DeserializeSeed<'de, Value = T>,
+) -> Result<T, serde_json::Error> {
+    fn all<'de, R: serde_json::de::Read<'de>, T>(
+        mut d: serde_json::Deserializer<R>,
+        seed: impl DeserializeSeed<'de, Value = T>,
+    ) -> Result<T, serde_json::Error> {
+        let v = seed.deserialize(&mut d)?;
+        d.end()?;
+        Ok(v)
+    }
+    match std::str::from_utf8(json) {
+        Ok(text) => all(serde_json::Deserializer::from_str(text), seed),
+        Err(_) => all(serde_json::Deserializer::from_slice(json), seed),
     }
 }
 
@@ -113,11 +133,18 @@ fn lenient(raw: &serde_json::value::RawValue, depth: u32) -> AnyValue {
     }
 }
 
-struct Seed {
-    depth: u32,
+/// Reads any value of JSON.
+#[cfg(test)]
+pub fn parse(json: &[u8]) -> Result<AnyValue, serde_json::Error> {
+    parse_with(json, &mut Spare::default())
 }
 
-impl<'de> DeserializeSeed<'de> for Seed {
+pub(super) struct Seed<'s> {
+    pub(super) depth: u32,
+    pub(super) spare: &'s mut Spare,
+}
+
+impl<'de> DeserializeSeed<'de> for Seed<'_> {
     type Value = AnyValue;
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<AnyValue, D::Error> {
@@ -125,19 +152,23 @@ impl<'de> DeserializeSeed<'de> for Seed {
             let raw: Box<serde_json::value::RawValue> = serde::Deserialize::deserialize(d)?;
             return Ok(string(raw.get()));
         }
-        d.deserialize_any(Read { depth: self.depth })
+        d.deserialize_any(Read {
+            depth: self.depth,
+            spare: self.spare,
+        })
     }
 }
 
-struct Read {
+struct Read<'s> {
     depth: u32,
+    spare: &'s mut Spare,
 }
 
 fn of(v: any_value::Value) -> AnyValue {
     AnyValue { value: Some(v) }
 }
 
-impl<'de> Visitor<'de> for Read {
+impl<'de> Visitor<'de> for Read<'_> {
     type Value = AnyValue;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -165,11 +196,7 @@ impl<'de> Visitor<'de> for Read {
     }
 
     fn visit_str<E>(self, v: &str) -> Result<AnyValue, E> {
-        Ok(string(v))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<AnyValue, E> {
-        Ok(string(v))
+        Ok(string(self.spare.string(v)))
     }
 
     fn visit_unit<E>(self) -> Result<AnyValue, E> {
@@ -177,9 +204,10 @@ impl<'de> Visitor<'de> for Read {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<AnyValue, A::Error> {
-        let mut values = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        let mut values = self.spare.array();
         while let Some(v) = seq.next_element_seed(Seed {
             depth: self.depth + 1,
+            spare: self.spare,
         })? {
             values.push(v);
         }
@@ -187,13 +215,15 @@ impl<'de> Visitor<'de> for Read {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AnyValue, A::Error> {
-        let mut values = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
+        let mut values = self.spare.list();
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let key = self.spare.string(&key);
             let value = map.next_value_seed(Seed {
                 depth: self.depth + 1,
+                spare: self.spare,
             })?;
             values.push(KeyValue {
-                key: key.into_owned(),
+                key,
                 value: Some(value),
                 ..Default::default()
             });
