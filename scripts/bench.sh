@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Benchmark: tail -> JSON -> (mask) -> gzip -> directory sink (or HTTP) over the DESIGN.md
 # reference workload.
-#   scripts/bench.sh [--mask] [--http] [--otlp] [--files N] [--partition] [--encrypt]
+#   scripts/bench.sh [--mask] [--http] [--otlp [--string-body]] [--files N] [--partition] [--encrypt]
 #                    [--integrity] [--parquet] [--export] [MB]
 #                          (default 524 MB; --mask adds all default detectors and two field
 #                          rules, as in config.example.toml; --http ships gzip NDJSON to a local
 #                          receiver, DESIGN.md's peer comparison; --otlp ships OTLP/HTTP
 #                          (protobuf, gzip, three attributes, the account as a resource) to
-#                          the same receiver; --files N splits the same
+#                          the same receiver (--string-body: the record's text as the body,
+#                          only the mapped fields parsed); --files N splits the same
 #                          bytes into N files at line boundaries: cost against file count;
 #                          --partition puts {account_id} in the key, --encrypt encrypts per
 #                          account_id and hour with a local KEK: the cost of encryption;
@@ -25,6 +26,7 @@ cd "$(dirname "$0")/.."
 MASK=0
 HTTP=0
 OTLP=0
+STRING_BODY=0
 FILES=
 PARTITION=0
 ENCRYPT=0
@@ -32,6 +34,7 @@ INTEGRITY=0
 PARQUET=0
 EXPORT=0
 while [ "${1:-}" = "--mask" ] || [ "${1:-}" = "--http" ] || [ "${1:-}" = "--otlp" ] \
+    || [ "${1:-}" = "--string-body" ] \
     || [ "${1:-}" = "--files" ] \
     || [ "${1:-}" = "--partition" ] || [ "${1:-}" = "--encrypt" ] \
     || [ "${1:-}" = "--integrity" ] || [ "${1:-}" = "--parquet" ] || [ "${1:-}" = "--export" ]; do
@@ -39,6 +42,7 @@ while [ "${1:-}" = "--mask" ] || [ "${1:-}" = "--http" ] || [ "${1:-}" = "--otlp
         --mask) MASK=1 ;;
         --http) HTTP=1 ;;
         --otlp) HTTP=1; OTLP=1 ;;
+        --string-body) STRING_BODY=1 ;;
         --files) FILES=$2; shift ;;
         --partition) PARTITION=1 ;;
         --encrypt) ENCRYPT=1 ;;
@@ -89,6 +93,9 @@ if [ "$HTTP" = 1 ]; then
     trap 'kill $RECEIVER 2>/dev/null || true' EXIT
     if [ "$OTLP" = 1 ]; then
         sed -i "s|^type = \"directory\"\$|type = \"otlp\"\nendpoint = \"http://127.0.0.1:$PORT\"\nattributes = [\"job_id\", \"flow\", \"context.user_id\"]\nresource_fields = [\"account_id\"]|; /^path = /d" "$WORK/bench.toml"
+        if [ "$STRING_BODY" = 1 ]; then
+            sed -i 's|^resource_fields = .*$|&\nbody = "string"|' "$WORK/bench.toml"
+        fi
     else
         sed -i "s|^type = \"directory\"\$|type = \"http\"\nurl = \"http://127.0.0.1:$PORT/ingest\"\ncheck = \"none\"|; /^path = /d" "$WORK/bench.toml"
     fi
@@ -163,13 +170,13 @@ print(f"{'--where':14} {ww:8.2f} {mb/ww:8.1f} {wc/(b/1e9):9.1f} {wr:12.1f}")
 PY
 fi
 
-MASK=$MASK HTTP=$HTTP OTLP=$OTLP FILES=$FILES PARQUET=$PARQUET python3 - "$BYTES" "$OUT" "$LW" "$LC" "$LR" "$GW" "$GC" "$GR" <<'PY'
+MASK=$MASK HTTP=$HTTP OTLP=$OTLP STRING_BODY=$STRING_BODY FILES=$FILES PARQUET=$PARQUET python3 - "$BYTES" "$OUT" "$LW" "$LC" "$LR" "$GW" "$GC" "$GR" <<'PY'
 import sys
 b, out, lw, lc, lr, gw, gc, gr = map(float, sys.argv[1:])
 mb, gb = b / 1e6, b / 1e9
 import os
 print("masking: all default detectors + two field rules" if os.environ.get("MASK") == "1" else "masking: off")
-print("sink: otlp (protobuf) to a local receiver" if os.environ.get("OTLP") == "1" else "sink: http to a local receiver" if os.environ.get("HTTP") == "1" else "sink: directory")
+print(("sink: otlp (protobuf, string body) to a local receiver" if os.environ.get("STRING_BODY") == "1" else "sink: otlp (protobuf) to a local receiver") if os.environ.get("OTLP") == "1" else "sink: http to a local receiver" if os.environ.get("HTTP") == "1" else "sink: directory")
 print("encoding: parquet (zstd columns)" if os.environ.get("PARQUET") == "1" else "encoding: gzip NDJSON")
 print(f"files: {os.environ.get('FILES') or 1}")
 print(f"input: {mb:.0f} MB of job/audit JSON lines ({b/ (1<<20):.0f} MiB); archive {out/1e6:.1f} MB (ratio {b/out:.1f})")

@@ -124,6 +124,15 @@ impl Metrics {
         out
     }
 
+    /// A source the configuration no longer has is no longer reported: the last values of its
+    /// gauges (folders it could not read, say) would keep an alert firing for ever.
+    pub fn forget_source(&self, name: &str) {
+        let l = self.source(name);
+        self.files_open.remove(&l);
+        self.paths_unreadable.remove(&l);
+        self.unread_bytes.remove(&l);
+    }
+
     pub fn source(&self, name: &str) -> SourceLabel {
         SourceLabel {
             source: name.to_string(),

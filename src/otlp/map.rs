@@ -56,9 +56,9 @@ fn field<'a>(record: &'a AnyValue, p: &Path) -> Option<&'a AnyValue> {
     at(record, &p.segments).filter(|v| v.value.is_some())
 }
 
-/// One record's log record (its memory from `spare`). Its resource fields' values are
-/// written to `key` (the record's group), and kept in `resource` as references into the
-/// record's body, which the log record owns.
+/// One record's log record (its memory from `spare`). Its resource fields go to `resource`
+/// and their encoding to `key` (the record's group), both from the one reading of the record
+/// that the log record's own values come from.
 fn map_one(
     spec: &Spec,
     raw: &[u8],
@@ -66,6 +66,7 @@ fn map_one(
     observed_ns: i64,
     spare: &mut Spare,
     wanted: &Wanted,
+    resource: &mut Vec<KeyValue>,
     key: &mut Vec<u8>,
 ) -> LogRecord {
     let parsed = match spec.body {
@@ -91,12 +92,18 @@ fn map_one(
                     });
                 }
             }
-            for (i, p) in spec.resource_fields.iter().enumerate() {
+            for p in &spec.resource_fields {
                 if let Some(v) = field(rec, p) {
-                    // The field's place and its value: records with the same values share a
-                    // resource. Encoding into a Vec cannot fail.
-                    key.extend_from_slice(&(i as u32).to_le_bytes());
-                    let _ = v.encode_length_delimited(key);
+                    let value = spare.copy(v);
+                    let kv = KeyValue {
+                        key: spare.string(&p.key),
+                        value: Some(value),
+                        ..Default::default()
+                    };
+                    // Records with the same values share a resource. Encoding into a Vec
+                    // cannot fail.
+                    let _ = kv.encode_length_delimited(key);
+                    resource.push(kv);
                 }
             }
             if let Some(p) = &spec.event_name {
@@ -126,28 +133,6 @@ fn map_one(
     lr
 }
 
-/// A record's resource fields, for the first record of a group.
-fn resource_fields(spec: &Spec, lr: &LogRecord, raw: &[u8]) -> Vec<KeyValue> {
-    let parsed;
-    let rec = match (&lr.body, spec.body) {
-        (Some(b), Body::Map) => b,
-        _ => {
-            // A string body: the record is read again (once per group, not per record).
-            match value::parse_with(raw, &mut Spare::default()) {
-                Ok(v) => {
-                    parsed = v;
-                    &parsed
-                }
-                Err(_) => return Vec::new(),
-            }
-        }
-    };
-    spec.resource_fields
-        .iter()
-        .filter_map(|p| field(rec, p).map(|v| kv(&p.key, v.clone())))
-        .collect()
-}
-
 /// A batch's records mapped, grouped by resource: each group's resource and its records as
 /// `each` made them.
 struct Grouped<T> {
@@ -174,6 +159,7 @@ fn map_all<T>(
     };
     let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
     let mut key = Vec::new();
+    let mut fields = Vec::new();
     let mut spare = Spare::default();
     let wanted = Wanted::new(
         spec.attributes
@@ -195,16 +181,16 @@ fn map_all<T>(
             r.observed[i],
             &mut spare,
             &wanted,
+            &mut fields,
             &mut key,
         );
         let g = match index.get(&key) {
             Some(g) => *g,
             None => {
-                let fields = resource_fields(spec, &lr, raw);
                 let mut attributes = base.clone();
                 // A record's own value wins over a static one of the same name.
                 attributes.retain(|a| !fields.iter().any(|f| f.key == a.key));
-                attributes.extend(fields);
+                attributes.extend(fields.iter().cloned());
                 out.resources.push(Resource {
                     attributes,
                     ..Default::default()
@@ -214,6 +200,9 @@ fn map_all<T>(
                 out.resources.len() - 1
             }
         };
+        for kv in fields.drain(..) {
+            spare.keep_member(kv);
+        }
         out.records[g].push(each(lr, &mut spare));
     }
     Ok(out)

@@ -73,7 +73,8 @@ impl<'de> DeserializeSeed<'de> for Select<'_, '_> {
     type Value = AnyValue;
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<AnyValue, D::Error> {
-        if self.wanted.whole {
+        // As deep as the whole record's tree goes: below, a value is its JSON text there too.
+        if self.wanted.whole || self.depth >= value::MAX_DEPTH {
             return Seed {
                 depth: self.depth,
                 spare: self.spare,

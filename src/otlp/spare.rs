@@ -106,12 +106,17 @@ impl Spare {
         }
     }
 
+    /// Takes back a key and its value.
+    pub fn keep_member(&mut self, kv: KeyValue) {
+        self.keep_string(kv.key);
+        if let Some(v) = kv.value {
+            self.keep(v);
+        }
+    }
+
     fn keep_members(&mut self, mut members: Vec<KeyValue>) {
         for kv in members.drain(..) {
-            self.keep_string(kv.key);
-            if let Some(v) = kv.value {
-                self.keep(v);
-            }
+            self.keep_member(kv);
         }
         if members.capacity() <= KEEP_LIST && self.lists.len() < KEEP {
             self.lists.push(members);
@@ -124,10 +129,7 @@ impl Spare {
             self.keep(body);
         }
         for kv in lr.attributes.drain(..) {
-            self.keep_string(kv.key);
-            if let Some(v) = kv.value {
-                self.keep(v);
-            }
+            self.keep_member(kv);
         }
         lr.severity_text.clear();
         lr.event_name.clear();

@@ -288,3 +288,79 @@ fn reused_memory_leaves_nothing_of_the_record_before() {
         }
     }
 }
+
+/// Records that send the reading down its slow path (a value the fast reader refuses) beside
+/// ones that do not, and a path deeper than the tree keeps structure.
+fn odd_records() -> Vec<String> {
+    let deep = |v: &str| format!("{}\"{v}\"{}", "{\"a\":".repeat(25), "}".repeat(25));
+    vec![
+        r#"{"i":1,"acct":48.386152126906524,"note":"truncated emoji \ud83d"}"#.into(),
+        r#"{"i":2,"acct":48.38615212690653}"#.into(),
+        r#"{"i":3,"acct":48.386152126906524}"#.into(),
+        r#"{"i":4,"acct":18446744073709551617,"note":"\ud800"}"#.into(),
+        r#"{"i":5,"acct":18446744073709551616}"#.into(),
+        r#"{"i":6,"acct":-0,"x":1e400}"#.into(),
+        r#"{"i":7,"acct":-0}"#.into(),
+        r#"{"i":8,"acct":-9223372036854775809,"z":1e400}"#.into(),
+        r#"{"i":9,"acct":-9223372036854775809}"#.into(),
+        format!(r#"{{"i":10,"d":{}}}"#, deep("v1")),
+        format!(r#"{{"i":11,"d":{},"x":1e400}}"#, deep("v2")),
+    ]
+}
+
+#[test]
+fn each_record_has_its_own_resource_and_both_bodies_read_values_alike() {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use prost::Message;
+    let lines = odd_records();
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let deep = format!("d{}", ".a".repeat(25));
+    // (record i, its attributes, its resource's acct, its event name), in record order.
+    let read = |body: Body| {
+        let mut s = spec();
+        s.body = body;
+        s.attributes = vec![Path::new("i"), Path::new("acct"), Path::new(&deep)];
+        s.resource_fields = vec![Path::new("acct"), Path::new(&deep)];
+        s.event_name = Some(Path::new(&deep));
+        let bytes = map::protobuf(&s, &records(&lines)).unwrap();
+        let req = ExportLogsServiceRequest::decode(bytes.as_slice()).unwrap();
+        let mut out = Vec::new();
+        for rl in &req.resource_logs {
+            let res = &rl.resource.as_ref().unwrap().attributes;
+            for lr in &rl.scope_logs[0].log_records {
+                out.push((
+                    attr(&lr.attributes, "i").cloned(),
+                    lr.attributes.clone(),
+                    attr(res, "acct").cloned(),
+                    attr(res, &deep).cloned(),
+                    lr.event_name.clone(),
+                ));
+            }
+        }
+        out.sort_by_key(|r| format!("{:?}", r.0));
+        out
+    };
+    let (map, string) = (read(Body::Map), read(Body::String));
+    assert_eq!(map.len(), lines.len());
+    assert_eq!(map, string, "the same values whatever the body");
+    for (i, attrs, acct, deep_res, event) in &map {
+        // A record's resource holds its own value, the one its attribute has.
+        assert_eq!(acct.as_ref(), attr(attrs, "acct"), "record {i:?}");
+        // Below the levels kept as structure, nothing is found (as in the body).
+        assert_eq!(deep_res, &None, "record {i:?}");
+        assert_eq!(event, "", "record {i:?}");
+        assert_eq!(attr(attrs, &deep), None, "record {i:?}");
+    }
+    // A value is read alike whether or not another value of its record is refused.
+    let acct = |i: i64| {
+        map.iter()
+            .find(|r| r.0 == Some(Value::IntValue(i)))
+            .and_then(|r| r.2.clone())
+    };
+    assert_eq!(acct(1), acct(3));
+    assert_eq!(acct(1), Some(Value::DoubleValue(48.386152126906524)));
+    assert_eq!(acct(4), Some(Value::DoubleValue(18446744073709551617.0)));
+    assert_eq!(acct(6), acct(7));
+    assert!(matches!(acct(6), Some(Value::DoubleValue(z)) if z == 0.0 && z.is_sign_negative()));
+    assert_eq!(acct(8), acct(9));
+}

@@ -117,19 +117,15 @@ fn lenient(raw: &serde_json::value::RawValue, depth: u32) -> AnyValue {
         Some(b't') => of(any_value::Value::BoolValue(true)),
         Some(b'f') => of(any_value::Value::BoolValue(false)),
         Some(b'n') => AnyValue { value: None },
-        _ => {
-            if let Ok(i) = text.parse::<i64>() {
-                of(any_value::Value::IntValue(i))
-            } else if text.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
-                // An integer beyond 64 bits: its digits.
-                string(text)
-            } else {
-                match text.parse::<f64>() {
-                    Ok(f) if f.is_finite() => of(any_value::Value::DoubleValue(f)),
-                    _ => string(text),
-                }
-            }
+        // A number: read by the fast reader itself, so that it has the type and value it has
+        // in a record read whole (beyond 64 bits a double, -0 a double, the same rounding);
+        // one it refuses (1e400) is its text.
+        _ => Seed {
+            depth,
+            spare: &mut Spare::default(),
         }
+        .deserialize(&mut serde_json::Deserializer::from_str(text))
+        .unwrap_or_else(|_| string(text)),
     }
 }
 

@@ -151,6 +151,11 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<()> {
                     warn!("api.listen and data_dir keep their old values until a restart");
                 }
                 let mut new = *new;
+                for s in &cfg.sources {
+                    if !new.sources.iter().any(|n| n.name == s.name) {
+                        metrics.forget_source(&s.name);
+                    }
+                }
                 new.api_listen = cfg.api_listen;
                 new.data_dir = cfg.data_dir.clone();
                 cfg = new;
