@@ -62,8 +62,7 @@ fn field<'a>(record: &'a AnyValue, p: &Path) -> Option<&'a AnyValue> {
 fn map_one(
     spec: &Spec,
     raw: &[u8],
-    time_ns: i64,
-    observed_ns: i64,
+    (time_ns, observed_ns): (i64, i64),
     spare: &mut Spare,
     wanted: &Wanted,
     resource: &mut Vec<KeyValue>,
@@ -177,8 +176,7 @@ fn map_all<T>(
         let lr = map_one(
             spec,
             raw,
-            r.times[i],
-            r.observed[i],
+            (r.times[i], r.observed[i]),
             &mut spare,
             &wanted,
             &mut fields,
