@@ -61,3 +61,90 @@ batch = {{ max_age = "200ms" }}
     assert_eq!(series("jobs").len(), 3, "{:?}", series("jobs"));
     assert_eq!(run.term(Duration::from_secs(20)).code(), Some(0));
 }
+
+/// An http sink whose first request is read and never answered (the sink's own timeout is
+/// longer than the test): a delivery that hangs.
+fn hanging(rx: &common::receiver::Receiver) -> Lf {
+    rx.script(common::receiver::Fault::Slow(Duration::from_secs(60)));
+    let lf = Lf::new(&format!(
+        r#"shutdown_timeout = "1s"
+[sources.jobs]
+include = ["{{dir}}/logs/*.log"]
+sinks = ["endpoint"]
+[sinks.endpoint]
+type = "http"
+url = "{}"
+check = "none"
+timeout = "120s"
+batch = {{ max_age = "200ms" }}
+"#,
+        rx.url("/in")
+    ));
+    write_lines(&lf.path("logs/a.log"), 0, 20);
+    lf
+}
+
+#[test]
+fn a_reload_while_a_delivery_hangs_switches_and_the_process_goes_on() {
+    let rx = common::receiver::Receiver::start(None);
+    let lf = hanging(&rx);
+    let run = lf.spawn();
+    wait_until(Duration::from_secs(30), "the request in flight", || {
+        !rx.got().is_empty()
+    });
+    // The new configuration marks what it sends.
+    let text = std::fs::read_to_string(&lf.cfg).unwrap();
+    std::fs::write(
+        &lf.cfg,
+        text.replace(
+            "check = \"none\"",
+            "check = \"none\"\nheaders = { \"X-Run\" = \"2\" }",
+        ),
+    )
+    .unwrap();
+    run.signal("-HUP");
+    // Before, the process ended here with exit 1 once shutdown_timeout passed.
+    wait_until(Duration::from_secs(30), "the reload", || {
+        run.logs().contains("configuration reloaded")
+    });
+    assert!(run.logs().contains("was dropped"), "{}", run.logs());
+    wait_until(Duration::from_secs(30), "the batch sent again", || {
+        rx.records().len() == 20
+    });
+    let resent = rx.got();
+    let last = resent.last().unwrap();
+    assert_eq!((last.status / 100, last.header("x-run")), (2, Some("2")));
+    assert_eq!(run.term(Duration::from_secs(20)).code(), Some(0));
+}
+
+#[test]
+fn a_stop_during_a_reload_ends_the_process_instead() {
+    let rx = common::receiver::Receiver::start(None);
+    let lf = hanging(&rx);
+    let run = lf.spawn();
+    wait_until(Duration::from_secs(30), "the request in flight", || {
+        !rx.got().is_empty()
+    });
+    run.signal("-HUP");
+    wait_until(Duration::from_secs(30), "the reload begun", || {
+        run.logs().contains("SIGHUP: configuration is valid")
+    });
+    // The attempt in flight is cut at the deadline: the stop says so with exit 1.
+    let status = run.term(Duration::from_secs(20));
+    let logs = lf_logs(&lf);
+    assert_eq!(status.code(), Some(1), "{logs}");
+    assert!(logs.contains("stopping instead of reloading"), "{logs}");
+    assert!(!logs.contains("configuration reloaded"), "{logs}");
+}
+
+/// Everything the runs of `lf` logged.
+fn lf_logs(lf: &Lf) -> String {
+    let mut out = String::new();
+    for e in std::fs::read_dir(lf.path("")).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("logferry-") && name.ends_with(".log") {
+            out.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+        }
+    }
+    out
+}

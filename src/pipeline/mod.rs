@@ -291,7 +291,24 @@ async fn run_pipeline(
         }
     };
     tokio::pin!(delivered);
-    if signalled {
+    if signalled && reload.is_some() {
+        // A stop asked while a reload hands on makes it a stop, ended in time like any other:
+        // what is spooled stays for the next start.
+        tokio::select! {
+            _ = &mut delivered => {}
+            sig = async {
+                tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                }
+            } => {
+                info!(signal = sig, "stopping instead of reloading: attempts in flight may end until the deadline; what is spooled stays for the next start");
+                reload = None;
+                crate::ops::fatal::shutdown_watchdog(cfg.shutdown_timeout + SHUTDOWN_GRACE);
+                delivered.await;
+            }
+        }
+    } else if signalled {
         delivered.await;
     } else {
         tokio::select! {
@@ -325,7 +342,11 @@ async fn run_pipeline(
             bail!("run --once did not finish: the integrity digests could not be written (the journal keeps the entries for the next run)");
         }
     }
-    if shutdown.was_abandoned() {
+    if shutdown.was_abandoned() && reload.is_some() {
+        // A delivery that hangs must not end the process at a reload: its attempt was
+        // dropped, its batch is still spooled, and the new pipeline sends it.
+        warn!(timeout = ?cfg.shutdown_timeout, "reload: an attempt in flight did not end within shutdown_timeout and was dropped; its batch stays in the spool and the new configuration sends it (a destination that had received it gets it twice)");
+    } else if shutdown.was_abandoned() {
         bail!(
             "shutdown deadline ({:?}) reached before everything was handed on; undelivered batches stay in the spool and unacknowledged records are read again at the next start",
             cfg.shutdown_timeout
