@@ -221,6 +221,56 @@ batch = {{ max_age = "100ms" }}
     assert!(!walk(&lf.path("data/spool/recv")).is_empty());
 }
 
+#[test]
+fn sigterm_during_run_once_is_never_called_complete() {
+    // A backfill stopped while its batch waits on a sink that never answers: the summary must
+    // not say it finished (before, "complete": true and "finished", then exit 1).
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let lf = Lf::new(&format!(
+        r#"
+shutdown_timeout = "1s"
+[sources.jobs]
+include = ["{{dir}}/logs/*.log"]
+sinks = ["recv"]
+[sinks.recv]
+type = "http"
+url = "http://127.0.0.1:{port}/in"
+check = "none"
+timeout = "5m"
+"#
+    ));
+    write_lines(&lf.path("logs/a.log"), 0, 100);
+    let child = Command::new(BIN)
+        .args(["run", "--once", "--config"])
+        .arg(&lf.cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(30), "the batch spooled", || {
+        !walk(&lf.path("data/spool/recv")).is_empty()
+    });
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("run --once did NOT finish"), "{err}");
+    assert!(err.contains(r#""complete":false"#), "{err}");
+    assert!(!err.contains(r#""complete":true"#), "{err}");
+}
+
 // Needs the fault hooks: `cargo test --features logferry/test-faults` (scripts/test.sh).
 #[cfg(feature = "test-faults")]
 #[test]

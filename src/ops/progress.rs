@@ -53,7 +53,16 @@ pub struct Summary {
 }
 
 /// The totals of this process so far.
-pub fn summary(cfg: &Config, m: &Metrics, elapsed: Duration, left: &[(String, Left)]) -> Summary {
+/// `finished`: the run ended by itself with everything read, delivered or counted (the exit
+/// code's verdict); a run cut short by a stop, a deadline or an error is not complete, whatever
+/// its counters say.
+pub fn summary(
+    cfg: &Config,
+    m: &Metrics,
+    elapsed: Duration,
+    left: &[(String, Left)],
+    finished: bool,
+) -> Summary {
     let sources: Vec<SourceTotals> = cfg
         .sources
         .iter()
@@ -91,8 +100,9 @@ pub fn summary(cfg: &Config, m: &Metrics, elapsed: Duration, left: &[(String, Le
         .collect();
     let secs = elapsed.as_secs_f64();
     let read: u64 = sources.iter().map(|s| s.bytes).sum();
-    let complete =
-        sources.iter().all(|s| s.files_left == 0) && sinks.iter().all(|s| s.dead_lettered == 0);
+    let complete = finished
+        && sources.iter().all(|s| s.files_left == 0)
+        && sinks.iter().all(|s| s.dead_lettered == 0);
     Summary {
         complete,
         elapsed_seconds: (secs * 1000.0).round() / 1000.0,
@@ -158,8 +168,14 @@ impl std::fmt::Display for Summary {
 }
 
 /// Writes the summary: as text on stderr with text logs, and always as one log line.
-pub fn report(cfg: &Config, m: &Metrics, elapsed: Duration, left: &[(String, Left)]) {
-    let s = summary(cfg, m, elapsed, left);
+pub fn report(
+    cfg: &Config,
+    m: &Metrics,
+    elapsed: Duration,
+    left: &[(String, Left)],
+    finished: bool,
+) {
+    let s = summary(cfg, m, elapsed, left, finished);
     let json = serde_json::to_string(&s).unwrap_or_default();
     tracing::info!(summary = %json, "run --once summary");
     if cfg.log_format == LogFormat::Text {

@@ -137,11 +137,11 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<()> {
             if let Some(b) = &bar {
                 b.abort();
             }
-            let left = match &res {
-                Ok(End::Stopped(l)) => l.as_slice(),
-                _ => &[],
+            let (left, finished) = match &res {
+                Ok(End::Stopped(l)) => (l.as_slice(), once_complete(&cfg, &metrics, l).is_ok()),
+                _ => (&[][..], false),
             };
-            crate::ops::progress::report(&cfg, &metrics, started.elapsed(), left);
+            crate::ops::progress::report(&cfg, &metrics, started.elapsed(), left, finished);
         }
         match res? {
             End::Stopped(left) if once => return once_complete(&cfg, &metrics, &left),
