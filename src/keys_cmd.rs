@@ -105,6 +105,10 @@ pub fn decrypt(
     let mut all = true;
     for obj in objects {
         if let Err(e) = decrypt_one(&rt, cfg, sc, keys.as_deref(), obj, out) {
+            if out.is_none() && broken_pipe(&e) {
+                // The reader closed the pipe (`| head`): it has what it wanted; stop quietly.
+                return Ok(true);
+            }
             eprintln!(
                 "logferry decrypt: {}",
                 logferry_sink::redact::text(&format!("{obj}: {e:#}"))
@@ -113,6 +117,33 @@ pub fn decrypt(
         }
     }
     Ok(all)
+}
+
+/// A writer that remembers whether its reader went away (EPIPE).
+struct Watched<W> {
+    inner: W,
+    broken: bool,
+}
+
+impl<W: Write> Write for Watched<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let r = self.inner.write(buf);
+        self.broken |= matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe);
+        r
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        let r = self.inner.flush();
+        self.broken |= matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe);
+        r
+    }
+}
+
+/// Whether `e` is stdout's reader having gone away.
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn decrypt_one(
@@ -190,9 +221,17 @@ fn decrypt_one(
     match out {
         None => {
             let stdout = std::io::stdout();
-            let mut w = stdout.lock();
-            run_decrypt(&mut input, &mut w, key, compression)?;
-            w.flush()?;
+            let mut w = Watched {
+                inner: stdout.lock(),
+                broken: false,
+            };
+            let res = run_decrypt(&mut input, &mut w, key, compression)
+                .and_then(|()| w.flush().map_err(Into::into));
+            if w.broken {
+                // The decryptor's errors keep only the text: say what it was.
+                return Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe).into());
+            }
+            res?;
         }
         Some(dir) => {
             logferry::private_fs::dir_all(dir)

@@ -134,6 +134,27 @@ fn each_tenant_hour_has_its_key_and_shredding_one_erases_exactly_it() {
     no_plaintext_under(&lf.path("archive"));
     no_plaintext_under(&lf.path("data"));
 
+    // A reader that stops early (`decrypt ... | head`): decrypt stops quietly, exit 0 (before,
+    // "Broken pipe" for each object left and exit 1). Enough objects to fill the pipe.
+    let mut args = vec!["decrypt".to_string(), "--sink".into(), "archive".into()];
+    for _ in 0..60 {
+        args.extend(objs.iter().map(|o| o.display().to_string()));
+    }
+    let mut child = Command::new(BIN)
+        .args(&args)
+        .arg("--config")
+        .arg(&lf.cfg)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 1];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!((out.status.code(), err.as_ref()), (Some(0), ""));
+
     // Both readers give back every record.
     let mut all = BTreeSet::new();
     for o in &objs {
