@@ -36,6 +36,19 @@ impl Drop for Tmpfs {
     }
 }
 
+/// The port of a receiver that accepts connections and never answers.
+fn never_answering() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    port
+}
+
 /// Fills the file system holding `path` with one file; returns it (remove it to free space).
 fn fill(dir: &Path) -> PathBuf {
     let filler = dir.join("filler");
@@ -185,14 +198,6 @@ batch = { max_records = 500, max_age = "200ms" }
 #[test]
 fn sigterm_ends_in_time_when_a_sink_never_answers_and_says_it_was_cut_short() {
     // A receiver that accepts and never answers: the attempt would wait its whole timeout.
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for s in l.incoming().flatten() {
-            held.push(s);
-        }
-    });
     let lf = Lf::new(&format!(
         r#"
 shutdown_timeout = "1s"
@@ -201,10 +206,11 @@ include = ["{{dir}}/logs/*.log"]
 sinks = ["recv"]
 [sinks.recv]
 type = "http"
-url = "http://127.0.0.1:{port}/in"
+url = "http://127.0.0.1:{}/in"
 timeout = "5m"
 batch = {{ max_age = "100ms" }}
-"#
+"#,
+        never_answering()
     ));
     write_lines(&lf.path("logs/a.log"), 0, 100);
     let run = lf.spawn();
@@ -225,14 +231,6 @@ batch = {{ max_age = "100ms" }}
 fn sigterm_during_run_once_is_never_called_complete() {
     // A backfill stopped while its batch waits on a sink that never answers: the summary must
     // not say it finished (before, "complete": true and "finished", then exit 1).
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for s in l.incoming().flatten() {
-            held.push(s);
-        }
-    });
     let lf = Lf::new(&format!(
         r#"
 shutdown_timeout = "1s"
@@ -241,10 +239,11 @@ include = ["{{dir}}/logs/*.log"]
 sinks = ["recv"]
 [sinks.recv]
 type = "http"
-url = "http://127.0.0.1:{port}/in"
+url = "http://127.0.0.1:{}/in"
 check = "none"
 timeout = "5m"
-"#
+"#,
+        never_answering()
     ));
     write_lines(&lf.path("logs/a.log"), 0, 100);
     let child = Command::new(BIN)

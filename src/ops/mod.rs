@@ -191,6 +191,17 @@ impl Signals {
     }
 }
 
+/// The next stop signal (SIGTERM or SIGINT), by its name.
+pub async fn stop_signal(
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+) -> &'static str {
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

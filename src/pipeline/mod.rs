@@ -235,12 +235,7 @@ async fn run_pipeline(
                 left = l.unwrap_or_default();
                 break;
             }
-            sig = async {
-                tokio::select! {
-                    _ = term.recv() => "SIGTERM",
-                    _ = int.recv() => "SIGINT",
-                }
-            } => {
+            sig = crate::ops::stop_signal(term, int) => {
                 info!(signal = sig, timeout = ?cfg.shutdown_timeout, "stopping: sealing open batches and delivering what is spooled");
                 signalled = true;
                 break;
@@ -296,12 +291,7 @@ async fn run_pipeline(
         // what is spooled stays for the next start.
         tokio::select! {
             _ = &mut delivered => {}
-            sig = async {
-                tokio::select! {
-                    _ = term.recv() => "SIGTERM",
-                    _ = int.recv() => "SIGINT",
-                }
-            } => {
+            sig = crate::ops::stop_signal(term, int) => {
                 info!(signal = sig, "stopping instead of reloading: attempts in flight may end until the deadline; what is spooled stays for the next start");
                 reload = None;
                 crate::ops::fatal::shutdown_watchdog(cfg.shutdown_timeout + SHUTDOWN_GRACE);
@@ -313,12 +303,7 @@ async fn run_pipeline(
     } else {
         tokio::select! {
             _ = &mut delivered => {}
-            sig = async {
-                tokio::select! {
-                    _ = term.recv() => "SIGTERM",
-                    _ = int.recv() => "SIGINT",
-                }
-            } => {
+            sig = crate::ops::stop_signal(term, int) => {
                 info!(signal = sig, timeout = ?cfg.shutdown_timeout, "stopping: delivering what is spooled until the deadline");
                 shutdown.stop_within(cfg.shutdown_timeout, Some(SHUTDOWN_GRACE));
                 delivered.await;
