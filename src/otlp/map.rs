@@ -64,7 +64,7 @@ fn map_one(
     raw: &[u8],
     (time_ns, observed_ns): (i64, i64),
     spare: &mut Spare,
-    wanted: &Wanted,
+    (wanted, base): (&Wanted, &[KeyValue]),
     resource: &mut Vec<KeyValue>,
     key: &mut Vec<u8>,
 ) -> LogRecord {
@@ -92,7 +92,13 @@ fn map_one(
                 }
             }
             for p in &spec.resource_fields {
-                if let Some(v) = field(rec, p) {
+                // A value equal to the static one of the same name is the static resource's
+                // (not a second resource with the same attributes in another order).
+                let same = |v: &AnyValue| {
+                    base.iter()
+                        .any(|b| b.key == p.key && b.value.as_ref() == Some(v))
+                };
+                if let Some(v) = field(rec, p).filter(|v| !same(v)) {
                     let value = spare.copy(v);
                     let kv = KeyValue {
                         key: spare.string(&p.key),
@@ -178,7 +184,7 @@ fn map_all<T>(
             raw,
             (r.times[i], r.observed[i]),
             &mut spare,
-            &wanted,
+            (&wanted, &base),
             &mut fields,
             &mut key,
         );

@@ -364,3 +364,36 @@ fn each_record_has_its_own_resource_and_both_bodies_read_values_alike() {
     assert!(matches!(acct(6), Some(Value::DoubleValue(z)) if z == 0.0 && z.is_sign_negative()));
     assert_eq!(acct(8), acct(9));
 }
+
+#[test]
+fn a_record_value_equal_to_the_static_one_is_the_static_resource() {
+    let mut s = spec();
+    s.resource_fields = vec![Path::new("account_id"), Path::new("service.name")];
+    let lines = [
+        r#"{"account_id":"a","n":1}"#,
+        r#"{"account_id":"a","n":2,"service":{"name":"jobs"}}"#,
+        r#"{"account_id":"a","n":3,"service":{"name":"other"}}"#,
+    ];
+    for body in [Body::Map, Body::String] {
+        s.body = body;
+        let req = map::request(&s, &records(&lines)).unwrap();
+        let names: Vec<(usize, Option<Value>)> = req
+            .resource_logs
+            .iter()
+            .map(|rl| {
+                (
+                    rl.scope_logs[0].log_records.len(),
+                    attr(&rl.resource.as_ref().unwrap().attributes, "service.name").cloned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                (2, Some(Value::StringValue("jobs".into()))),
+                (1, Some(Value::StringValue("other".into())))
+            ],
+            "{body:?}"
+        );
+    }
+}
