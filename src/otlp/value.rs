@@ -73,8 +73,17 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for RawMembers<'a> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<RawMembers<'a>, A::Error> {
                 let mut out = Vec::new();
-                while let Some(k) = m.next_key::<String>()? {
-                    out.push((k, m.next_value()?));
+                // Keys as written, decoded here: a key JSON allows but a string cannot hold (a
+                // lone surrogate escape) keeps its text, and its object keeps its members.
+                while let Some(k) = m.next_key::<&'de serde_json::value::RawValue>()? {
+                    let key = serde_json::from_str::<String>(k.get()).unwrap_or_else(|_| {
+                        let t = k.get();
+                        t.strip_prefix('"')
+                            .and_then(|t| t.strip_suffix('"'))
+                            .unwrap_or(t)
+                            .to_string()
+                    });
+                    out.push((key, m.next_value()?));
                 }
                 Ok(RawMembers(out))
             }
@@ -335,5 +344,18 @@ mod tests {
             matches!(m[4].value.clone().unwrap().value, Some(any_value::Value::ArrayValue(a)) if a.values.len() == 2)
         );
         assert!(parse(b"{\"a\":1} trailing").is_err());
+        // A lone surrogate in a key: the key keeps its text, its siblings their types.
+        let v = parse(br#"{"i":1,"ctx":{"\ud800":1,"user":"u1","n":5}}"#).unwrap();
+        let ctx = kv(at(&v, &["ctx".into()]).unwrap());
+        let keys: Vec<&str> = ctx.iter().map(|k| k.key.as_str()).collect();
+        assert_eq!(keys, ["\\ud800", "user", "n"]);
+        assert_eq!(
+            text(at(&v, &["ctx".into(), "user".into()]).unwrap()).as_deref(),
+            Some("u1")
+        );
+        assert_eq!(
+            ctx[2].value.clone().unwrap().value,
+            Some(any_value::Value::IntValue(5))
+        );
     }
 }
