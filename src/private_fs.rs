@@ -124,6 +124,16 @@ pub fn identity() -> String {
     )
 }
 
+/// An I/O error's text, with who this process is when permission was denied: in a container
+/// the usual cause is a file mounted with its host owner and mode 0600.
+pub fn why(e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        format!("{e} (this process runs as {})", identity())
+    } else {
+        e.to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

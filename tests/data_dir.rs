@@ -316,6 +316,32 @@ fn a_configuration_this_user_cannot_read_names_the_uid() {
             && err.contains(&format!("this process runs as uid {uid}")),
         "{err}"
     );
+    // The same for a key file it names (a KEK mounted root's, mode 0600).
+    std::fs::set_permissions(&lf.cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = std::fs::read_to_string(&lf.cfg).unwrap();
+    let kek = lf.path("kek.hex");
+    common::write_key(&kek, "3c".repeat(32));
+    std::fs::set_permissions(&kek, std::fs::Permissions::from_mode(mode)).unwrap();
+    std::fs::write(
+        &lf.cfg,
+        text.replace(
+            "type = \"directory\"",
+            "type = \"directory\"\nencryption = { kek = \"k\", tenant_field = \"account_id\" }",
+        ) + &format!(
+            "[keks.k]\nprovider = \"local\"\nkey_file = \"{}\"\n",
+            kek.display()
+        ),
+    )
+    .unwrap();
+    let out = run_as(&wrapper, &["validate", "--config"], &lf.cfg);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(&format!("cannot read {}", kek.display()))
+            && text.contains(&format!("this process runs as uid {uid}")),
+        "{text}"
+    );
 }
 
 #[test]

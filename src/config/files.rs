@@ -8,7 +8,7 @@ use super::KeyFileModes;
 /// Why a file an option names could not be read when it is needed.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
-    #[error("{path}: {error}")]
+    #[error("{path}: {}", crate::private_fs::why(.error))]
     Unreadable {
         path: PathBuf,
         error: std::io::Error,
@@ -56,7 +56,7 @@ fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
 /// Why a key file (`what`: "KEK", "signing key") is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
-    #[error("cannot read {path}: {error}")]
+    #[error("cannot read {path}: {}", crate::private_fs::why(.error))]
     Unreadable {
         path: PathBuf,
         error: std::io::Error,

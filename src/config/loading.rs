@@ -26,14 +26,7 @@ pub fn load(path: &Path) -> Result<Config, Problems> {
             line: None,
             path: String::new(),
             // Who reads matters in a container (the file mounted root's, mode 0600).
-            message: if e.kind() == std::io::ErrorKind::PermissionDenied {
-                format!(
-                    "cannot read the file: {e} (this process runs as {})",
-                    crate::private_fs::identity()
-                )
-            } else {
-                format!("cannot read the file: {e}")
-            },
+            message: format!("cannot read the file: {}", crate::private_fs::why(&e)),
         }],
     })?;
     // Relative paths in the file are relative to the file's directory: make that absolute so

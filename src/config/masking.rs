@@ -338,9 +338,13 @@ fn action(
                     .ok_or_else(|| format!("key_env {var} is not set")),
                 (None, Some(f)) => {
                     let path = super::resolve(base, f);
-                    std::fs::read(&path)
-                        .map(strip_newline)
-                        .map_err(|e| format!("cannot read key_file {}: {e}", path.display()))
+                    std::fs::read(&path).map(strip_newline).map_err(|e| {
+                        format!(
+                            "cannot read key_file {}: {}",
+                            path.display(),
+                            crate::private_fs::why(&e)
+                        )
+                    })
                 }
                 (Some(_), Some(_)) => Err("set either key_env or key_file, not both".to_string()),
                 (None, None) => Err("`hmac` needs a secret key: key_env or key_file".to_string()),

@@ -235,7 +235,7 @@ impl fmt::Debug for Secret {
 pub enum SecretError {
     #[error("set either {name} or {name}_file, not both")]
     Both { name: String },
-    #[error("cannot read {name}_file {path:?}: {error}")]
+    #[error("cannot read {name}_file {path:?}: {}", crate::private_fs::why(.error))]
     Unreadable {
         name: String,
         path: String,

@@ -113,7 +113,13 @@ pub(super) fn http(
                             }
                             k
                         })
-                        .map_err(|e| format!("cannot read key_file {}: {e}", path.display()))
+                        .map_err(|e| {
+                            format!(
+                                "cannot read key_file {}: {}",
+                                path.display(),
+                                crate::private_fs::why(&e)
+                            )
+                        })
                 }
                 _ => Err("set key_env or key_file (one of them)".to_string()),
             };
