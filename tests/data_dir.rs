@@ -417,3 +417,78 @@ batch = { max_age = "100ms" }
     );
     assert!(files.iter().all(|f| f.exists()), "every file kept");
 }
+
+#[test]
+fn a_closed_file_that_cannot_be_opened_again_is_counted_with_the_uid() {
+    // Files closed for max_open_files whose mode changed meanwhile: before, a warning without
+    // the user, and nothing in paths_unreadable (the alert never fired).
+    let lf = Lf::new(
+        r#"[sources.jobs]
+include = ["{dir}/logs/*.log"]
+max_open_files = 1
+glob_interval = "1s"
+sinks = ["archive"]
+[sinks.archive]
+type = "directory"
+path = "{dir}/archive"
+batch = { max_age = "200ms" }
+"#,
+    );
+    let (wrapper, uid) = as_nonroot();
+    for p in [lf.path(""), lf.path("logs"), lf.cfg.clone()] {
+        let m = if p.is_dir() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m)).unwrap();
+    }
+    for d in ["data", "archive"] {
+        std::fs::create_dir_all(lf.path(d)).unwrap();
+        if !wrapper.is_empty() {
+            std::os::unix::fs::chown(lf.path(d), Some(65532), Some(65532)).unwrap();
+        }
+    }
+    let files: Vec<_> = (0..3).map(|i| lf.path(&format!("logs/f{i}.log"))).collect();
+    for (i, f) in files.iter().enumerate() {
+        write_lines(f, i as u64 * 10, 10);
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let run = lf.spawn_wrapped(&wrapper, &[]);
+    wait_until(Duration::from_secs(30), "every file read", || {
+        lf.archive("archive").len() == 30
+    });
+    // At most one holds the handle; the others must be opened again to read what comes. Two
+    // are closed to this user (one of them may still hold the handle): counted, and the third
+    // is not held up behind them.
+    for (i, f) in files.iter().enumerate() {
+        if i < 2 {
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o000)).unwrap();
+        }
+        write_lines(f, 100 + i as u64 * 10, 1);
+    }
+    let start = std::time::Instant::now();
+    while run.metric("logferry_paths_unreadable", "source=\"jobs\"") < 1.0
+        || !lf.archive("archive").iter().any(|r| r["id"] == 120)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the closed files not counted:\n{}",
+            run.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let logs = run.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("cannot reopen file"))
+        .unwrap_or_else(|| panic!("no warning:\n{logs}"));
+    assert!(line.contains(&format!("uid {uid}")), "{line}");
+    // Readable again: read, and the gauge back at 0.
+    for f in &files {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    wait_until(Duration::from_secs(30), "the new records read", || {
+        lf.archive("archive").len() == 33
+    });
+    wait_until(Duration::from_secs(40), "the gauge back at 0", || {
+        run.metric("logferry_paths_unreadable", "source=\"jobs\"") == 0.0
+    });
+    assert_eq!(run.term(Duration::from_secs(20)).code(), Some(0));
+}

@@ -118,6 +118,11 @@ pub struct Tailer {
     /// Matched files that could not be opened (not a policy refusal), with their size: what
     /// `--once` reports as left unread when they still cannot be opened at the end.
     unopened: HashMap<PathBuf, u64>,
+    /// Tracked files closed for `max_open_files` that could not be opened again (their mode
+    /// changed meanwhile): counted in `paths_unreadable` too.
+    unreopened: std::collections::HashSet<(u64, u64)>,
+    /// Folders the last scan could not look into (the rest of `paths_unreadable`).
+    hidden_folders: usize,
     /// Tracked files by path (absolute, as file events name them), rebuilt by each scan.
     by_path: HashMap<PathBuf, (u64, u64)>,
     /// Files were added, renamed or let go since `by_path` was built.
@@ -249,6 +254,8 @@ impl Tailer {
             refused: Default::default(),
             read_buf: Vec::new(),
             unopened: HashMap::new(),
+            unreopened: std::collections::HashSet::new(),
+            hidden_folders: 0,
             by_path: HashMap::new(),
             reindex: false,
             events_ok: false,

@@ -117,10 +117,10 @@ impl Tailer {
             let paths: std::collections::HashSet<&PathBuf> = seen.values().collect();
             self.unopened.retain(|p, _| paths.contains(p));
         }
-        self.proc
-            .c
-            .unreadable
-            .set((hidden.len() + self.unopened.len()) as i64);
+        let files = &self.files;
+        self.unreopened.retain(|k| files.contains_key(k));
+        self.hidden_folders = hidden.len();
+        self.count_unreadable();
         self.warn_unreadable(&hidden);
         for (key, f) in self.files.iter_mut() {
             // A file under a folder that cannot be looked into now (permissions changed for a
@@ -385,7 +385,14 @@ impl Tailer {
         waiting.sort();
         let mut opened = 0;
         let mut refused = Vec::new();
-        for (_, k) in waiting.into_iter().take(room) {
+        // A file that cannot be opened does not take its turn from the next ones (they would
+        // wait behind it for ever); at most this many failures are tried per pass.
+        let mut tries = room + 64;
+        for (_, k) in waiting {
+            if opened >= room || tries == 0 {
+                break;
+            }
+            tries -= 1;
             let Some(f) = self.files.get_mut(&k) else {
                 continue;
             };
@@ -403,6 +410,9 @@ impl Tailer {
                 Err(links::Refused::Io(e)) => Err(e),
                 Err(e) => Err(std::io::Error::other(e.to_string())),
             };
+            if reopened.is_ok() {
+                self.unreopened.remove(&k);
+            }
             match reopened {
                 Ok(Some(file)) => {
                     f.file = Some(file);
@@ -413,9 +423,11 @@ impl Tailer {
                 // ours is looked for by inode, the other one is found by the next scan.
                 Ok(None) => reopen_rotated(&self.cfg.name, f),
                 Err(e) => {
+                    self.unreopened.insert(k);
                     if let Some(held) = self.repeats.allow(&format!("reopen {}", f.path.display()))
                     {
-                        warn!(source = %self.cfg.name, path = %f.path.display(), error = %e, repeated = held, "cannot reopen file")
+                        let who = crate::private_fs::identity();
+                        warn!(source = %self.cfg.name, path = %f.path.display(), error = %e, user = %who, repeated = held, "cannot reopen file (counted in paths_unreadable)")
                     }
                 }
             }
@@ -423,7 +435,15 @@ impl Tailer {
         for (path, why) in refused {
             self.refuse(&path, &why);
         }
+        self.count_unreadable();
         opened
+    }
+
+    /// `paths_unreadable`: folders the last scan could not look into, matched files never
+    /// opened, and closed files that cannot be opened again (now, not at the next scan).
+    fn count_unreadable(&self) {
+        let n = self.hidden_folders + self.unopened.len() + self.unreopened.len();
+        self.proc.c.unreadable.set(n as i64);
     }
 }
 
