@@ -134,6 +134,21 @@ fn a_data_dir_this_user_cannot_write_is_named_with_the_uid_at_once() {
     assert_eq!(lf.archive("archive").len(), 1);
 }
 
+/// The test's folder and configuration readable by the user `wrapper` runs as, and `data` and
+/// `archive` its own.
+fn open_to(lf: &Lf, wrapper: &[&str]) {
+    for p in [lf.path(""), lf.path("logs"), lf.cfg.clone()] {
+        let m = if p.is_dir() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m)).unwrap();
+    }
+    for d in ["data", "archive"] {
+        std::fs::create_dir_all(lf.path(d)).unwrap();
+        if !wrapper.is_empty() {
+            std::os::unix::fs::chown(lf.path(d), Some(65532), Some(65532)).unwrap();
+        }
+    }
+}
+
 /// Runs as uid 65532 when root (root reads everything); as the user itself otherwise.
 fn as_nonroot() -> (Vec<&'static str>, String) {
     if rustix::process::geteuid().is_root() {
@@ -168,17 +183,7 @@ batch = { max_age = "200ms" }
 "#,
     );
     let (wrapper, uid) = as_nonroot();
-    for p in [lf.path(""), lf.cfg.clone()] {
-        let m = if p.is_dir() { 0o755 } else { 0o644 };
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m)).unwrap();
-    }
-    for d in ["data", "archive"] {
-        std::fs::create_dir_all(lf.path(d)).unwrap();
-        if wrapper.is_empty() {
-            continue;
-        }
-        std::os::unix::fs::chown(lf.path(d), Some(65532), Some(65532)).unwrap();
-    }
+    open_to(&lf, &wrapper);
     // The include root itself cannot be listed, and a folder on the second pattern's way
     // cannot be searched.
     // As 65532 they are another user's, mode 0700; a user running the test owns them, so
@@ -435,16 +440,7 @@ batch = { max_age = "200ms" }
 "#,
     );
     let (wrapper, uid) = as_nonroot();
-    for p in [lf.path(""), lf.path("logs"), lf.cfg.clone()] {
-        let m = if p.is_dir() { 0o755 } else { 0o644 };
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m)).unwrap();
-    }
-    for d in ["data", "archive"] {
-        std::fs::create_dir_all(lf.path(d)).unwrap();
-        if !wrapper.is_empty() {
-            std::os::unix::fs::chown(lf.path(d), Some(65532), Some(65532)).unwrap();
-        }
-    }
+    open_to(&lf, &wrapper);
     let files: Vec<_> = (0..3).map(|i| lf.path(&format!("logs/f{i}.log"))).collect();
     for (i, f) in files.iter().enumerate() {
         write_lines(f, i as u64 * 10, 10);
