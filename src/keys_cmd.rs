@@ -106,8 +106,9 @@ pub fn decrypt(
     for obj in objects {
         if let Err(e) = decrypt_one(&rt, cfg, sc, keys.as_deref(), obj, out) {
             if out.is_none() && broken_pipe(&e) {
-                // The reader closed the pipe (`| head`): it has what it wanted; stop quietly.
-                return Ok(true);
+                // The reader closed the pipe (`| head`): it has what it wanted; stop quietly
+                // (an object that failed before still fails the run).
+                return Ok(all);
             }
             eprintln!(
                 "logferry decrypt: {}",

@@ -154,6 +154,25 @@ fn each_tenant_hour_has_its_key_and_shredding_one_erases_exactly_it() {
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!((out.status.code(), err.as_ref()), (Some(0), ""));
+    // An object that failed before the reader stopped still fails the run.
+    args.insert(
+        3,
+        lf.path("archive/jobs/missing.lfenc").display().to_string(),
+    );
+    let mut child = Command::new(BIN)
+        .args(&args)
+        .arg("--config")
+        .arg(&lf.cfg)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("missing.lfenc"), "{err}");
 
     // Both readers give back every record.
     let mut all = BTreeSet::new();

@@ -36,6 +36,7 @@ batch = {{ max_age = "200ms" }}
                     "logferry_files_open",
                     "logferry_paths_unreadable",
                     "logferry_unread_bytes",
+                    "logferry_file_unread_bytes",
                 ]
                 .iter()
                 .any(|g| l.starts_with(&format!("{g}{{")))
@@ -44,7 +45,7 @@ batch = {{ max_age = "200ms" }}
             .map(str::to_string)
             .collect()
     };
-    assert_eq!(series("old").len(), 3, "{:?}", series("old"));
+    assert_eq!(series("old").len(), 4, "{:?}", series("old"));
     let text = std::fs::read_to_string(&lf.cfg).unwrap();
     let dir = lf.path("").display().to_string();
     let old = OLD.replace("{dir}", dir.trim_end_matches('/'));
@@ -58,7 +59,14 @@ batch = {{ max_age = "200ms" }}
         run.metric("logferry_files_open", "source=\"jobs\"") == 1.0
     });
     assert_eq!(series("old"), Vec::<String>::new());
-    assert_eq!(series("jobs").len(), 3, "{:?}", series("jobs"));
+    assert_eq!(series("jobs").len(), 4, "{:?}", series("jobs"));
+    // Read to its end before the reload: no lag after it (before, the whole file until it grew).
+    assert_eq!(
+        run.metric("logferry_unread_bytes", "source=\"jobs\""),
+        0.0,
+        "{:?}",
+        series("jobs")
+    );
     assert_eq!(run.term(Duration::from_secs(20)).code(), Some(0));
 }
 
@@ -107,7 +115,12 @@ fn a_reload_while_a_delivery_hangs_switches_and_the_process_goes_on() {
     wait_until(Duration::from_secs(30), "the reload", || {
         run.logs().contains("configuration reloaded")
     });
-    assert!(run.logs().contains("was dropped"), "{}", run.logs());
+    assert!(
+        run.logs()
+            .contains("the hand-over did not end within shutdown_timeout"),
+        "{}",
+        run.logs()
+    );
     wait_until(Duration::from_secs(30), "the batch sent again", || {
         rx.records().len() == 20
     });

@@ -156,6 +156,9 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<()> {
                         metrics.forget_source(&s.name);
                     }
                 }
+                // Per-file lag comes back with the new pipeline's first scan, for the files it
+                // holds (a dropped source's files would otherwise keep their last values).
+                metrics.file_unread_bytes.clear();
                 new.api_listen = cfg.api_listen;
                 new.data_dir = cfg.data_dir.clone();
                 cfg = new;
@@ -330,7 +333,7 @@ async fn run_pipeline(
     if shutdown.was_abandoned() && reload.is_some() {
         // A delivery that hangs must not end the process at a reload: its attempt was
         // dropped, its batch is still spooled, and the new pipeline sends it.
-        warn!(timeout = ?cfg.shutdown_timeout, "reload: an attempt in flight did not end within shutdown_timeout and was dropped; its batch stays in the spool and the new configuration sends it (a destination that had received it gets it twice)");
+        warn!(timeout = ?cfg.shutdown_timeout, "reload: the hand-over did not end within shutdown_timeout (an attempt in flight, or a source waiting for room in a full spool); what was not handed on is sent by the new configuration if it still has the sink (from the spool, or read again from the checkpoints), and a destination that had received it gets it twice");
     } else if shutdown.was_abandoned() {
         bail!(
             "shutdown deadline ({:?}) reached before everything was handed on; undelivered batches stay in the spool and unacknowledged records are read again at the next start",

@@ -64,7 +64,6 @@ impl Tailer {
                 seen.entry((meta.dev(), meta.ino())).or_insert(path);
             }
         }
-        let mut unread = 0;
         let mut open_now = self.files.values().filter(|f| f.file.is_some()).count();
         for (key, path) in &seen {
             match self.files.get_mut(key) {
@@ -143,8 +142,16 @@ impl Tailer {
                     f.last_size = m.len();
                 }
             }
-            unread += f.unread();
         }
+        if !self.first_scan_done {
+            self.recover_rotated();
+            self.first_scan_done = true;
+        }
+        self.adopt_moved(renames);
+        self.position_new();
+        // After new files took their checkpointed positions: before, every file looked unread
+        // in whole at a start or reload until it grew.
+        let unread: u64 = self.files.values().map(|f| f.unread()).sum();
         // Per-file lag: one series per file held (made when a file is found or renamed, not
         // at every scan), removed once the file is let go.
         let family = &self.proc.c.file_unread;
@@ -166,12 +173,6 @@ impl Tailer {
                 l.1.set(f.unread() as i64);
             }
         }
-        if !self.first_scan_done {
-            self.recover_rotated();
-            self.first_scan_done = true;
-        }
-        self.adopt_moved(renames);
-        self.position_new();
         self.enforce_open_limit(full);
         self.index_paths();
         self.proc.c.unread.set(unread as i64);
