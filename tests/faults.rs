@@ -49,6 +49,25 @@ fn never_answering() -> u16 {
     port
 }
 
+/// One source shipping to an http sink at a receiver that never answers (its timeout longer
+/// than the test), with a 1 s shutdown_timeout; `extra` goes in the sink's table.
+fn never_answered(extra: &str) -> Lf {
+    Lf::new(&format!(
+        r#"
+shutdown_timeout = "1s"
+[sources.jobs]
+include = ["{{dir}}/logs/*.log"]
+sinks = ["recv"]
+[sinks.recv]
+type = "http"
+url = "http://127.0.0.1:{}/in"
+timeout = "5m"
+{extra}
+"#,
+        never_answering()
+    ))
+}
+
 /// Fills the file system holding `path` with one file; returns it (remove it to free space).
 fn fill(dir: &Path) -> PathBuf {
     let filler = dir.join("filler");
@@ -198,20 +217,7 @@ batch = { max_records = 500, max_age = "200ms" }
 #[test]
 fn sigterm_ends_in_time_when_a_sink_never_answers_and_says_it_was_cut_short() {
     // A receiver that accepts and never answers: the attempt would wait its whole timeout.
-    let lf = Lf::new(&format!(
-        r#"
-shutdown_timeout = "1s"
-[sources.jobs]
-include = ["{{dir}}/logs/*.log"]
-sinks = ["recv"]
-[sinks.recv]
-type = "http"
-url = "http://127.0.0.1:{}/in"
-timeout = "5m"
-batch = {{ max_age = "100ms" }}
-"#,
-        never_answering()
-    ));
+    let lf = never_answered("batch = { max_age = \"100ms\" }");
     write_lines(&lf.path("logs/a.log"), 0, 100);
     let run = lf.spawn();
     wait_until(Duration::from_secs(10), "a batch spooled", || {
@@ -231,20 +237,7 @@ batch = {{ max_age = "100ms" }}
 fn sigterm_during_run_once_is_never_called_complete() {
     // A backfill stopped while its batch waits on a sink that never answers: the summary must
     // not say it finished (before, "complete": true and "finished", then exit 1).
-    let lf = Lf::new(&format!(
-        r#"
-shutdown_timeout = "1s"
-[sources.jobs]
-include = ["{{dir}}/logs/*.log"]
-sinks = ["recv"]
-[sinks.recv]
-type = "http"
-url = "http://127.0.0.1:{}/in"
-check = "none"
-timeout = "5m"
-"#,
-        never_answering()
-    ));
+    let lf = never_answered("check = \"none\"");
     write_lines(&lf.path("logs/a.log"), 0, 100);
     let child = Command::new(BIN)
         .args(["run", "--once", "--config"])
