@@ -74,6 +74,22 @@ fn decrypt(lf: &Lf, obj: &Path) -> Output {
     lf_cmd(lf, &["decrypt", "--sink", "archive", obj.to_str().unwrap()])
 }
 
+/// `logferry ARGS` whose reader takes one byte of its output and closes the pipe.
+fn read_one_byte(lf: &Lf, args: &[String]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .arg("--config")
+        .arg(&lf.cfg)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 1];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(child.stdout.take());
+    child.wait_with_output().unwrap()
+}
+
 fn decrypt_py(lf: &Lf, obj: &Path) -> Output {
     Command::new(python())
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/decrypt.py"))
@@ -140,18 +156,7 @@ fn each_tenant_hour_has_its_key_and_shredding_one_erases_exactly_it() {
     for _ in 0..60 {
         args.extend(objs.iter().map(|o| o.display().to_string()));
     }
-    let mut child = Command::new(BIN)
-        .args(&args)
-        .arg("--config")
-        .arg(&lf.cfg)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = [0u8; 1];
-    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
-    drop(child.stdout.take());
-    let out = child.wait_with_output().unwrap();
+    let out = read_one_byte(&lf, &args);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!((out.status.code(), err.as_ref()), (Some(0), ""));
     // An object that failed before the reader stopped still fails the run.
@@ -159,17 +164,7 @@ fn each_tenant_hour_has_its_key_and_shredding_one_erases_exactly_it() {
         3,
         lf.path("archive/jobs/missing.lfenc").display().to_string(),
     );
-    let mut child = Command::new(BIN)
-        .args(&args)
-        .arg("--config")
-        .arg(&lf.cfg)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
-    drop(child.stdout.take());
-    let out = child.wait_with_output().unwrap();
+    let out = read_one_byte(&lf, &args);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("missing.lfenc"), "{err}");
