@@ -441,27 +441,29 @@ batch = { max_age = "200ms" }
     );
     let (wrapper, uid) = as_nonroot();
     open_to(&lf, &wrapper);
-    let files: Vec<_> = (0..3).map(|i| lf.path(&format!("logs/f{i}.log"))).collect();
+    let files: Vec<_> = (0..70)
+        .map(|i| lf.path(&format!("logs/f{i:02}.log")))
+        .collect();
     for (i, f) in files.iter().enumerate() {
         write_lines(f, i as u64 * 10, 10);
         std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
     }
     let run = lf.spawn_wrapped(&wrapper, &[]);
     wait_until(Duration::from_secs(30), "every file read", || {
-        lf.archive("archive").len() == 30
+        lf.archive("archive").len() == 700
     });
-    // At most one holds the handle; the others must be opened again to read what comes. Two
-    // are closed to this user (one of them may still hold the handle): counted, and the third
-    // is not held up behind them.
+    // At most one holds the handle; the others must be opened again to read what comes.
+    // Sixty-nine are closed to this user (one of them may still hold the handle): counted, and
+    // the last is not held up behind them (more than the 64 failures tried in one pass).
     for (i, f) in files.iter().enumerate() {
-        if i < 2 {
+        if i < 69 {
             std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o000)).unwrap();
         }
-        write_lines(f, 100 + i as u64 * 10, 1);
+        write_lines(f, 1000 + i as u64, 1);
     }
     let start = std::time::Instant::now();
     while run.metric("logferry_paths_unreadable", "source=\"jobs\"") < 1.0
-        || !lf.archive("archive").iter().any(|r| r["id"] == 120)
+        || !lf.archive("archive").iter().any(|r| r["id"] == 1069)
     {
         assert!(
             start.elapsed() < Duration::from_secs(30),
@@ -481,7 +483,7 @@ batch = { max_age = "200ms" }
         std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
     }
     wait_until(Duration::from_secs(30), "the new records read", || {
-        lf.archive("archive").len() == 33
+        lf.archive("archive").len() == 770
     });
     wait_until(Duration::from_secs(40), "the gauge back at 0", || {
         run.metric("logferry_paths_unreadable", "source=\"jobs\"") == 0.0

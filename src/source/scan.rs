@@ -383,11 +383,13 @@ impl Tailer {
                 }
             }
         }
-        waiting.sort();
+        // Files that could not be opened again last: they do not take the turn of the ones
+        // that can (which would wait behind them for ever), and at most this many failures
+        // are tried per pass.
+        let unreopened = &self.unreopened;
+        waiting.sort_by_key(|&(t, k)| (unreopened.contains(&k), t, k));
         let mut opened = 0;
         let mut refused = Vec::new();
-        // A file that cannot be opened does not take its turn from the next ones (they would
-        // wait behind it for ever); at most this many failures are tried per pass.
         let mut tries = room + 64;
         for (_, k) in waiting {
             if opened >= room || tries == 0 {
